@@ -1,0 +1,1 @@
+//! Number formats: GGML blocks bit-exact with ggml, and NPU requantization.

@@ -1,0 +1,22 @@
+//! rkinfer: GGUF language-model inference with matmuls on the RK3588 NPU and
+//! a SIMD CPU path for everything else.
+//!
+//! The crates of the workspace are re-exported here so that an application
+//! needs only this one dependency.
+
+pub use gguf;
+pub use kernels;
+pub use quant;
+
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod graph;
+pub mod model;
+pub mod npu;
+pub mod perplexity;
+pub mod sampler;
+pub mod session;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! model (placeholder: being written).

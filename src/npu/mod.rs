@@ -1,0 +1,1 @@
+//! npu (placeholder: being written).

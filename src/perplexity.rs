@@ -1,0 +1,1 @@
+//! perplexity (placeholder: being written).

@@ -1,0 +1,1 @@
+//! sampler (placeholder: being written).

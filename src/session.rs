@@ -1,0 +1,1 @@
+//! session (placeholder: being written).

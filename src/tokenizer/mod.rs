@@ -1,0 +1,1 @@
+//! tokenizer (placeholder: being written).
