@@ -19,6 +19,20 @@ pub enum Error {
     Gguf(gguf::GgufError),
     /// A command-line or API argument is invalid.
     InvalidArgument(String),
+    /// The vocabulary cannot be used, or a text or token cannot be handled.
+    Tokenizer(crate::tokenizer::TokenizerError),
+    /// A model cannot be loaded or evaluated.
+    Model(crate::model::ModelError),
+    /// Tokens do not fit in the context.
+    ContextFull { needed: usize, n_ctx: usize },
+    /// A text file is not valid UTF-8 (byte offset of the first bad byte).
+    InvalidUtf8 { path: PathBuf, offset: usize },
+    /// A saved-logits file (KL divergence) is unreadable or does not match.
+    LogitsFile { path: PathBuf, reason: String },
+    /// The NPU (driver, simulator, command builder) failed.
+    Npu(crate::npu::NpuError),
+    /// A model cannot be quantized as asked.
+    Quantize(crate::quantize::QuantizeError),
 }
 
 impl fmt::Display for Error {
@@ -27,6 +41,20 @@ impl fmt::Display for Error {
             Error::Io { path, source } => write!(f, "{}: {}", path.display(), source),
             Error::Gguf(e) => write!(f, "{e}"),
             Error::InvalidArgument(msg) => write!(f, "{msg}"),
+            Error::Tokenizer(e) => write!(f, "tokenizer: {e}"),
+            Error::Model(e) => write!(f, "{e}"),
+            Error::ContextFull { needed, n_ctx } => write!(
+                f,
+                "{needed} tokens do not fit in the context of {n_ctx} (raise -c, or shorten the input)"
+            ),
+            Error::InvalidUtf8 { path, offset } => write!(
+                f,
+                "{}: not valid UTF-8 (first bad byte at offset {offset})",
+                path.display()
+            ),
+            Error::LogitsFile { path, reason } => write!(f, "{}: {reason}", path.display()),
+            Error::Npu(e) => write!(f, "{e}"),
+            Error::Quantize(e) => write!(f, "{e}"),
         }
     }
 }
@@ -37,6 +65,11 @@ impl std::error::Error for Error {
             Error::Io { source, .. } => Some(source),
             Error::Gguf(e) => Some(e),
             Error::InvalidArgument(_) => None,
+            Error::Tokenizer(e) => Some(e),
+            Error::Model(e) => Some(e),
+            Error::ContextFull { .. } | Error::InvalidUtf8 { .. } | Error::LogitsFile { .. } => None,
+            Error::Npu(e) => Some(e),
+            Error::Quantize(e) => Some(e),
         }
     }
 }
@@ -44,5 +77,23 @@ impl std::error::Error for Error {
 impl From<gguf::GgufError> for Error {
     fn from(e: gguf::GgufError) -> Self {
         Error::Gguf(e)
+    }
+}
+
+impl From<crate::tokenizer::TokenizerError> for Error {
+    fn from(e: crate::tokenizer::TokenizerError) -> Self {
+        Error::Tokenizer(e)
+    }
+}
+
+impl From<crate::model::ModelError> for Error {
+    fn from(e: crate::model::ModelError) -> Self {
+        Error::Model(e)
+    }
+}
+
+impl From<crate::npu::NpuError> for Error {
+    fn from(e: crate::npu::NpuError) -> Self {
+        Error::Npu(e)
     }
 }

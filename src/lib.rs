@@ -15,6 +15,7 @@ pub mod graph;
 pub mod model;
 pub mod npu;
 pub mod perplexity;
+pub mod quantize;
 pub mod sampler;
 pub mod session;
 pub mod tokenizer;

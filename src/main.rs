@@ -1,7 +1,5 @@
-use clap::Parser;
-
 fn main() {
-    let cli = rkinfer::cli::Cli::parse();
+    let cli = rkinfer::cli::parse_args();
     if let Err(e) = rkinfer::cli::run(cli) {
         eprintln!("error: {e}");
         std::process::exit(1);

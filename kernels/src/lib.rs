@@ -1,7 +1,116 @@
 //! SIMD kernels for rkinfer: a scalar reference for every kernel, x86_64
-//! (AVX2+FMA+F16C) and aarch64 NEON versions, chosen once at run time.
+//! (AVX2+FMA+F16C) and aarch64 NEON (+ `sdot` where the CPU has it)
+//! versions, chosen once at run time.
 //!
 //! No dependencies and Rust 1.63 compatible, so CI can build and test it for
 //! aarch64 with Debian's rustc under qemu.
+//!
+//! Layout (as memchr): [`scalar`] is the reference with ggml's semantics;
+//! `generic` holds one algorithm per kernel written against a small SIMD
+//! trait; `x86_64/` and `aarch64/` implement that trait per ISA and
+//! instantiate the algorithms inside `#[target_feature]` functions. A table
+//! of function pointers ([`Kernels`]) is chosen on first use from the
+//! detected CPU features; `RKINFER_FORCE_SCALAR=1` forces the scalar table.
+//!
+//! The top-level functions call through the chosen table. They panic when
+//! slice lengths do not match (a caller bug, checked before any SIMD code
+//! touches memory).
+
+// The kernels mirror ggml's index-parallel loops (x[j], y[j + 16], ...);
+// iterator rewrites would hide that correspondence.
+#![allow(clippy::needless_range_loop)]
 
 pub mod blocks;
+mod dispatch;
+mod generic;
+pub mod scalar;
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+#[cfg(test)]
+mod tests;
+
+pub use blocks::*;
+pub use dispatch::{available, kernels, Kernels};
+
+/// Name of the kernel set chosen for this process: "avx2", "neon",
+/// "neon-dotprod" or "scalar".
+pub fn isa() -> &'static str {
+    kernels().name
+}
+
+pub use scalar::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+
+macro_rules! dispatched {
+    ($( $(#[$m:meta])* fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)?; )*) => {
+        $(
+            $(#[$m])*
+            #[inline]
+            pub fn $name($($arg: $ty),*) $(-> $ret)? {
+                (kernels().$name)($($arg),*)
+            }
+        )*
+    };
+}
+
+dispatched! {
+    fn f16_to_f32_row(x: &[u16], y: &mut [f32]);
+    fn f32_to_f16_row(x: &[f32], y: &mut [u16]);
+    fn bf16_to_f32_row(x: &[u16], y: &mut [f32]);
+    fn f32_to_bf16_row(x: &[f32], y: &mut [u16]);
+
+    fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]);
+    fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]);
+    fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]);
+
+    fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32;
+    fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32;
+    fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32;
+    fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32;
+    fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32;
+    fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32;
+    fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32;
+    fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32;
+    fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32;
+    fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32;
+    fn vec_dot_f16(x: &[u16], y: &[u16]) -> f32;
+    fn vec_dot_bf16(x: &[u16], y: &[u16]) -> f32;
+    fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32;
+
+    fn dequantize_row_q4_0(x: &[BlockQ4_0], y: &mut [f32]);
+    fn dequantize_row_q4_1(x: &[BlockQ4_1], y: &mut [f32]);
+    fn dequantize_row_q5_0(x: &[BlockQ5_0], y: &mut [f32]);
+    fn dequantize_row_q5_1(x: &[BlockQ5_1], y: &mut [f32]);
+    fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]);
+    fn dequantize_row_q2_k(x: &[BlockQ2K], y: &mut [f32]);
+    fn dequantize_row_q3_k(x: &[BlockQ3K], y: &mut [f32]);
+    fn dequantize_row_q4_k(x: &[BlockQ4K], y: &mut [f32]);
+    fn dequantize_row_q5_k(x: &[BlockQ5K], y: &mut [f32]);
+    fn dequantize_row_q6_k(x: &[BlockQ6K], y: &mut [f32]);
+
+    /// y += a * x
+    fn axpy(a: f32, x: &[f32], y: &mut [f32]);
+    /// x *= s
+    fn scale(x: &mut [f32], s: f32);
+    /// x *= y (elementwise)
+    fn mul(x: &mut [f32], y: &[f32]);
+    /// x += y (elementwise)
+    fn add(x: &mut [f32], y: &[f32]);
+    /// out = x / sqrt(mean(x^2) + eps)
+    fn rms_norm(x: &[f32], eps: f32, out: &mut [f32]);
+    fn softmax(x: &mut [f32]);
+    fn silu(x: &mut [f32]);
+    /// tanh-approximated GELU, as ggml_gelu_f32
+    fn gelu(x: &mut [f32]);
+    /// gate = silu(gate) * up
+    fn swiglu(gate: &mut [f32], up: &[f32]);
+    /// gate = gelu(gate) * up
+    fn geglu(gate: &mut [f32], up: &[f32]);
+    /// rotate adjacent pairs (x[2i], x[2i+1]) by (cos[i], sin[i])
+    fn rope_pairs(x: &mut [f32], cos: &[f32], sin: &[f32]);
+    /// rotate split halves (x[i], x[i+n]), n = cos.len()
+    fn rope_neox(x: &mut [f32], cos: &[f32], sin: &[f32]);
+}

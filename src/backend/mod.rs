@@ -1,1 +1,190 @@
-//! backend (placeholder: being written).
+//! Backends and the scheduler that assigns graph ops to them.
+//!
+//! As in ggml's scheduler, every backend says which ops it supports and may
+//! claim weights at load time (`prepare_weight`, e.g. the NPU converting a
+//! matrix into its native layout). An op reading a weight runs on the backend
+//! that holds the weight when that backend supports the op; every other op
+//! runs on the first backend (in priority order) that supports it. The CPU
+//! backend is always last and supports everything, so model code never names
+//! a backend.
+
+pub mod cpu;
+
+use std::sync::Arc;
+
+use gguf::{GgmlType, GgufFile};
+
+use crate::graph::{Graph, Node, OpKind, Op, TensorDesc, WeightId};
+use crate::model::kv::KvCache;
+
+/// A model weight: shape, type and where its data lives.
+#[derive(Debug)]
+pub struct Weight {
+    /// The GGUF tensor name, e.g. `blk.0.attn_q.weight`.
+    pub name: String,
+    pub ty: GgmlType,
+    /// Elements per row (ggml ne0).
+    pub cols: usize,
+    /// Rows (ggml ne1; 1 for vectors).
+    pub rows: usize,
+    pub data: WeightData,
+    /// Index of the backend that prepared (holds) this weight.
+    pub backend: usize,
+}
+
+/// Where a weight's bytes are.
+#[derive(Debug)]
+pub enum WeightData {
+    /// In place in the mmapped file: index into `GgufFile::tensors()`.
+    Mapped { tensor: usize },
+    /// A small f32 vector (norms, biases) converted at load.
+    F32(Vec<f32>),
+}
+
+/// The model's weight table, shared read-only by all backends.
+#[derive(Debug)]
+pub struct Weights {
+    pub file: Arc<GgufFile>,
+    pub list: Vec<Weight>,
+}
+
+impl Weights {
+    pub fn get(&self, id: WeightId) -> &Weight {
+        &self.list[id.0 as usize]
+    }
+
+    /// Raw bytes of a mapped weight (empty for converted vectors).
+    pub fn bytes(&self, id: WeightId) -> &[u8] {
+        match self.get(id).data {
+            WeightData::Mapped { tensor } => self.file.tensor_data(&self.file.tensors()[tensor]),
+            WeightData::F32(_) => &[],
+        }
+    }
+
+    /// A weight converted to f32 at load (norm weights, biases).
+    pub fn f32(&self, id: WeightId) -> Option<&[f32]> {
+        match &self.get(id).data {
+            WeightData::F32(v) => Some(v),
+            WeightData::Mapped { .. } => None,
+        }
+    }
+
+    /// `name [cols x rows] TYPE` for graph dumps.
+    pub fn describe(&self, id: WeightId) -> String {
+        let w = self.get(id);
+        format!("{} [{} x {}] {}", w.name, w.cols, w.rows, w.ty.name())
+    }
+}
+
+/// Reusable buffers of one model state, so decoding allocates nothing.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Quantized activations (u64 so any block type is aligned).
+    pub act: Vec<u64>,
+    /// Transposed matmul output for batches.
+    pub tmp: Vec<f32>,
+}
+
+/// What an op sees besides its input and output tensors.
+pub struct ExecCtx<'a> {
+    pub weights: &'a Weights,
+    /// Token ids of the batch.
+    pub tokens: &'a [u32],
+    /// Position of the batch's first token (tokens already in the cache).
+    pub n_past: usize,
+    pub kv: &'a mut KvCache,
+    pub scratch: &'a mut Scratch,
+}
+
+/// An input tensor's data and shape.
+#[derive(Clone, Copy)]
+pub struct Input<'a> {
+    pub data: &'a [f32],
+    pub desc: TensorDesc,
+}
+
+/// A compute backend.
+pub trait Backend: Send + Sync {
+    /// Short name for graph dumps ("CPU", "NPU").
+    fn name(&self) -> &'static str;
+    /// Whether this backend can run `op` (given the weights as prepared).
+    fn supports(&self, op: &Op, weights: &Weights) -> bool;
+    /// Offered every weight once at load, in file order. Returning `true`
+    /// claims it: ops reading it then run on this backend when supported.
+    fn prepare_weight(&mut self, id: WeightId, weight: &Weight, bytes: &[u8]) -> crate::Result<bool>;
+    /// Runs one node. `out` is the node's output (empty for ops that write
+    /// only to the KV cache).
+    fn compute(
+        &self,
+        node: &Node,
+        inputs: [Option<Input<'_>>; 2],
+        out: &mut [f32],
+        ctx: &mut ExecCtx<'_>,
+    ) -> crate::Result<()>;
+}
+
+/// Assigns each node of `graph` to a backend (see the module comment).
+pub fn schedule(graph: &mut Graph, backends: &[Box<dyn Backend>], weights: &Weights) {
+    for node in graph.nodes.iter_mut() {
+        let owner = node.op.weight().map(|w| weights.get(w).backend);
+        node.backend = match owner {
+            Some(b) if b < backends.len() && backends[b].supports(&node.op, weights) => b,
+            _ => backends
+                .iter()
+                .position(|b| b.supports(&node.op, weights))
+                .unwrap_or(backends.len().saturating_sub(1)),
+        };
+    }
+}
+
+/// Runs a scheduled graph node by node. `slots` must hold at least
+/// `graph.slot_sizes` elements each.
+pub fn execute(
+    graph: &Graph,
+    backends: &[Box<dyn Backend>],
+    slots: &mut [Vec<f32>],
+    ctx: &mut ExecCtx<'_>,
+) -> crate::Result<()> {
+    for node in &graph.nodes {
+        // Take the output slot out so inputs can be borrowed from the rest;
+        // the allocator guarantees they never share it.
+        let (out_slot, out_len) = match node.out {
+            Some(t) => {
+                let d = graph.tensor(t);
+                (Some(d.slot), d.len())
+            }
+            None => (None, 0),
+        };
+        let mut out_buf = out_slot.map(|s| std::mem::take(&mut slots[s])).unwrap_or_default();
+        let ins = node.op.inputs();
+        let get = |t: Option<crate::graph::TensorId>| {
+            t.map(|t| {
+                let desc = *graph.tensor(t);
+                Input { data: &slots[desc.slot][..desc.len()], desc }
+            })
+        };
+        let inputs = [get(ins[0]), get(ins[1])];
+        let backend = &backends[node.backend];
+        let r = backend.compute(node, inputs, &mut out_buf[..out_len], ctx);
+        if let Some(s) = out_slot {
+            slots[s] = out_buf;
+        }
+        r?;
+    }
+    Ok(())
+}
+
+/// Op kinds every backend must at least be asked about (for listings).
+pub const ALL_OP_KINDS: [OpKind; 11] = [
+    OpKind::GetRows,
+    OpKind::RmsNorm,
+    OpKind::Mul,
+    OpKind::Add,
+    OpKind::Scale,
+    OpKind::MulMat,
+    OpKind::Rope,
+    OpKind::Cpy,
+    OpKind::FlashAttn,
+    OpKind::Glu,
+    OpKind::View,
+];

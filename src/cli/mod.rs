@@ -4,6 +4,12 @@
 use clap::{Parser, Subcommand};
 
 pub mod info;
+pub mod npu;
+pub mod perplexity;
+pub mod quant_eval;
+pub mod quantize;
+pub mod run;
+pub mod tokenize;
 
 /// rkinfer: GGUF inference on the RK3588 NPU and the CPU.
 #[derive(Parser, Debug)]
@@ -15,13 +21,49 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Generate text from a prompt (streamed), or chat with -cnv.
+    Run(run::Args),
+    /// Perplexity of a text as llama-perplexity, and KL divergence.
+    Perplexity(perplexity::Args),
     /// Summarise a GGUF model: architecture, sizes, tokenizer, tensor types.
     Info(info::Args),
+    /// Accuracy of the NPU quantization schemes on a model's weights.
+    QuantEval(quant_eval::Args),
+    /// Print the token ids of a text, like llama-tokenize.
+    Tokenize(tokenize::Args),
+    /// The RK3588 NPU: info, selftest, regs, top.
+    Npu(npu::Args),
+    /// Quantize a GGUF model, like llama-quantize.
+    Quantize(quantize::Args),
+}
+
+/// llama.cpp's multi-letter short flags, which clap cannot express, as
+/// their long forms.
+pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
+    args.into_iter()
+        .map(|a| match a.as_str() {
+            "-ctk" => "--cache-type-k".to_string(),
+            "-ctv" => "--cache-type-v".to_string(),
+            "-cnv" => "--conversation".to_string(),
+            _ => a,
+        })
+        .collect()
+}
+
+/// Parses the process's command line (with [`normalize_args`]).
+pub fn parse_args() -> Cli {
+    Cli::parse_from(normalize_args(std::env::args()))
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> crate::Result<()> {
     match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
         Command::Info(args) => info::run(args),
+        Command::QuantEval(args) => quant_eval::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
+        Command::Npu(args) => npu::run(args),
+        Command::Quantize(args) => quantize::run(args),
     }
 }

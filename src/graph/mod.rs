@@ -1,1 +1,454 @@
-//! graph (placeholder: being written).
+//! The tensor graph: a flat list of ops in execution order, built by the
+//! model code for one batch size, scheduled onto backends once, and run op by
+//! op by [`crate::backend::Executor`].
+//!
+//! Activations are 2-D row-major f32 tensors (`rows x cols`, one row per token
+//! or per token-and-head). Their memory comes from a small set of reusable
+//! slots assigned when the graph is finished: a tensor's slot is handed to a
+//! later tensor once its last reader has run, as ggml-alloc does.
+
+use std::fmt::Write as _;
+
+/// An activation tensor of a graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TensorId(pub u32);
+
+/// A model weight (an index into the model's weight table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WeightId(pub u32);
+
+/// How rotary embeddings pair up the elements of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeMode {
+    /// Adjacent pairs (x[2i], x[2i+1]): llama.
+    Normal,
+    /// Halves (x[i], x[i + n_rot/2]): GPT-NeoX, qwen, gemma.
+    Neox,
+}
+
+/// The gate activation of a gated feed-forward block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateAct {
+    /// SiLU(gate) * up (SwiGLU).
+    Silu,
+    /// GELU-tanh(gate) * up (GeGLU), through ggml's f16 lookup table.
+    GeluTanh,
+}
+
+/// Rotary embedding parameters of one layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeParams {
+    pub mode: RopeMode,
+    /// Elements of each head that are rotated (the rest pass through).
+    pub n_rot: usize,
+    pub head_dim: usize,
+    pub freq_base: f32,
+    pub freq_scale: f32,
+    /// Per-pair frequency divisors (llama 3.1 `rope_freqs.weight`).
+    pub freq_factors: Option<WeightId>,
+}
+
+/// Attention parameters of one layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnParams {
+    pub layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    /// Multiplies q.k before the softmax.
+    pub scale: f32,
+    /// Sliding window: a query at position p sees keys at positions > p - window.
+    pub window: Option<usize>,
+}
+
+/// One operation. Inputs are tensors of the same graph or model weights.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// The rows of an embedding table picked by the batch's token ids.
+    GetRows { table: WeightId },
+    /// Each row divided by its root mean square (sums in f64 as ggml).
+    RmsNorm { x: TensorId, eps: f32 },
+    /// Elementwise product with a weight vector broadcast over rows.
+    MulWeight { x: TensorId, w: WeightId },
+    /// Elementwise sum with a weight vector broadcast over rows (biases).
+    AddWeight { x: TensorId, w: WeightId },
+    /// Elementwise sum of two tensors of the same shape.
+    Add { a: TensorId, b: TensorId },
+    /// Multiplication by a constant.
+    Scale { x: TensorId, s: f32 },
+    /// `out[t][r] = dot(weight row r, x row t)`.
+    MulMat { w: WeightId, x: TensorId },
+    /// Rotary position embedding of every head of every token row.
+    Rope { x: TensorId, p: RopeParams },
+    /// Copies the batch's K and V rows into the layer's cache (converting to
+    /// the cache type). Produces no tensor.
+    StoreKv { layer: usize, k: TensorId, v: TensorId },
+    /// softmax(scale * q.K^T + causal/window mask) . V over the layer's cache,
+    /// computed as ggml's flash-attention kernel does (online softmax).
+    Attention { q: TensorId, p: AttnParams },
+    /// act(gate) * up.
+    Gated { gate: TensorId, up: TensorId, act: GateAct },
+    /// A copy of the last row (only the last token's logits are wanted).
+    LastRow { x: TensorId },
+}
+
+/// The broad kind of an op, which backends use to say what they support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    GetRows,
+    RmsNorm,
+    Mul,
+    Add,
+    Scale,
+    MulMat,
+    Rope,
+    Cpy,
+    FlashAttn,
+    Glu,
+    View,
+}
+
+impl OpKind {
+    /// ggml's name for the op (as --dump-graph prints it).
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::GetRows => "GET_ROWS",
+            OpKind::RmsNorm => "RMS_NORM",
+            OpKind::Mul => "MUL",
+            OpKind::Add => "ADD",
+            OpKind::Scale => "SCALE",
+            OpKind::MulMat => "MUL_MAT",
+            OpKind::Rope => "ROPE",
+            OpKind::Cpy => "CPY",
+            OpKind::FlashAttn => "FLASH_ATTN_EXT",
+            OpKind::Glu => "GLU",
+            OpKind::View => "VIEW",
+        }
+    }
+}
+
+impl Op {
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::GetRows { .. } => OpKind::GetRows,
+            Op::RmsNorm { .. } => OpKind::RmsNorm,
+            Op::MulWeight { .. } => OpKind::Mul,
+            Op::AddWeight { .. } | Op::Add { .. } => OpKind::Add,
+            Op::Scale { .. } => OpKind::Scale,
+            Op::MulMat { .. } => OpKind::MulMat,
+            Op::Rope { .. } => OpKind::Rope,
+            Op::StoreKv { .. } => OpKind::Cpy,
+            Op::Attention { .. } => OpKind::FlashAttn,
+            Op::Gated { .. } => OpKind::Glu,
+            Op::LastRow { .. } => OpKind::View,
+        }
+    }
+
+    /// The tensors this op reads (at most two).
+    pub fn inputs(&self) -> [Option<TensorId>; 2] {
+        match *self {
+            Op::GetRows { .. } => [None, None],
+            Op::RmsNorm { x, .. }
+            | Op::MulWeight { x, .. }
+            | Op::AddWeight { x, .. }
+            | Op::Scale { x, .. }
+            | Op::MulMat { x, .. }
+            | Op::Rope { x, .. }
+            | Op::LastRow { x } => [Some(x), None],
+            Op::Add { a, b } => [Some(a), Some(b)],
+            Op::StoreKv { k, v, .. } => [Some(k), Some(v)],
+            Op::Attention { q, .. } => [Some(q), None],
+            Op::Gated { gate, up, .. } => [Some(gate), Some(up)],
+        }
+    }
+
+    /// The weight this op reads, if any (the scheduler keeps an op whose
+    /// weight a backend prepared on that backend).
+    pub fn weight(&self) -> Option<WeightId> {
+        match *self {
+            Op::GetRows { table } => Some(table),
+            Op::MulWeight { w, .. } | Op::AddWeight { w, .. } | Op::MulMat { w, .. } => Some(w),
+            Op::Rope { p, .. } => p.freq_factors,
+            _ => None,
+        }
+    }
+}
+
+/// An op with its output, a readable name and the backend it runs on.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub op: Op,
+    pub out: Option<TensorId>,
+    pub name: String,
+    /// Index into the executor's backend list, set by the scheduler.
+    pub backend: usize,
+}
+
+/// Shape and storage of an activation tensor.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorDesc {
+    pub rows: usize,
+    pub cols: usize,
+    /// The tensor whose memory this one uses (itself unless it is a view).
+    pub base: TensorId,
+    /// Memory slot, assigned by [`GraphBuilder::finish`].
+    pub slot: usize,
+}
+
+impl TensorDesc {
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A finished graph: nodes in execution order, tensor shapes, slot sizes.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    pub tensors: Vec<TensorDesc>,
+    /// f32 elements each slot must hold.
+    pub slot_sizes: Vec<usize>,
+    pub n_tokens: usize,
+    /// The tensor holding the logits.
+    pub output: TensorId,
+}
+
+impl Graph {
+    pub fn tensor(&self, id: TensorId) -> &TensorDesc {
+        &self.tensors[id.0 as usize]
+    }
+
+    /// One line per op: index, op, name, output shape, backend name.
+    pub fn describe(&self, weight_desc: &dyn Fn(WeightId) -> String, backends: &[&str]) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "graph: {} tokens, {} nodes, {} slots ({:.1} MiB of activations)",
+            self.n_tokens,
+            self.nodes.len(),
+            self.slot_sizes.len(),
+            self.slot_sizes.iter().sum::<usize>() as f64 * 4.0 / (1024.0 * 1024.0)
+        );
+        for (i, n) in self.nodes.iter().enumerate() {
+            let shape = match n.out {
+                Some(t) => {
+                    let d = self.tensor(t);
+                    format!("[{} x {}] f32", d.cols, d.rows)
+                }
+                None => "(cache)".to_string(),
+            };
+            let w = n.op.weight().map(|w| format!(" w={}", weight_desc(w))).unwrap_or_default();
+            let be = backends.get(n.backend).copied().unwrap_or("?");
+            let _ = writeln!(
+                s,
+                "{:4} {:<15} {:<28} {:<20} {:<5}{}",
+                i,
+                n.op.kind().name(),
+                n.name,
+                shape,
+                be,
+                w
+            );
+        }
+        s
+    }
+}
+
+/// Builds a graph node by node; [`GraphBuilder::finish`] assigns memory.
+pub struct GraphBuilder {
+    nodes: Vec<Node>,
+    tensors: Vec<TensorDesc>,
+    n_tokens: usize,
+}
+
+impl GraphBuilder {
+    pub fn new(n_tokens: usize) -> Self {
+        GraphBuilder { nodes: Vec::new(), tensors: Vec::new(), n_tokens }
+    }
+
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+
+    pub fn shape(&self, t: TensorId) -> (usize, usize) {
+        let d = &self.tensors[t.0 as usize];
+        (d.rows, d.cols)
+    }
+
+    fn new_tensor(&mut self, rows: usize, cols: usize) -> TensorId {
+        let id = TensorId(self.tensors.len() as u32);
+        self.tensors.push(TensorDesc { rows, cols, base: id, slot: usize::MAX });
+        id
+    }
+
+    /// Appends an op producing a `rows x cols` tensor.
+    pub fn push(&mut self, op: Op, rows: usize, cols: usize, name: impl Into<String>) -> TensorId {
+        let out = self.new_tensor(rows, cols);
+        self.nodes.push(Node { op, out: Some(out), name: name.into(), backend: 0 });
+        out
+    }
+
+    /// Appends an op with no output tensor (writes to the KV cache).
+    pub fn push_effect(&mut self, op: Op, name: impl Into<String>) {
+        self.nodes.push(Node { op, out: None, name: name.into(), backend: 0 });
+    }
+
+    /// The same memory seen with another shape (same number of elements).
+    pub fn reshape(&mut self, x: TensorId, rows: usize, cols: usize) -> TensorId {
+        let d = self.tensors[x.0 as usize];
+        debug_assert_eq!(d.rows * d.cols, rows * cols);
+        let id = TensorId(self.tensors.len() as u32);
+        self.tensors.push(TensorDesc { rows, cols, base: d.base, slot: usize::MAX });
+        id
+    }
+
+    // Convenience constructors, one per op, used by the model code.
+
+    pub fn get_rows(&mut self, table: WeightId, n_embd: usize, name: &str) -> TensorId {
+        let n = self.n_tokens;
+        self.push(Op::GetRows { table }, n, n_embd, name)
+    }
+    pub fn rms_norm(&mut self, x: TensorId, eps: f32, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::RmsNorm { x, eps }, r, c, name)
+    }
+    pub fn mul_weight(&mut self, x: TensorId, w: WeightId, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::MulWeight { x, w }, r, c, name)
+    }
+    pub fn add_weight(&mut self, x: TensorId, w: WeightId, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::AddWeight { x, w }, r, c, name)
+    }
+    pub fn add(&mut self, a: TensorId, b: TensorId, name: &str) -> TensorId {
+        let (r, c) = self.shape(a);
+        self.push(Op::Add { a, b }, r, c, name)
+    }
+    pub fn scale(&mut self, x: TensorId, s: f32, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::Scale { x, s }, r, c, name)
+    }
+    /// `w` has `n_out` rows of `x`'s row length.
+    pub fn mul_mat(&mut self, w: WeightId, n_out: usize, x: TensorId, name: &str) -> TensorId {
+        let (r, _) = self.shape(x);
+        self.push(Op::MulMat { w, x }, r, n_out, name)
+    }
+    pub fn rope(&mut self, x: TensorId, p: RopeParams, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::Rope { x, p }, r, c, name)
+    }
+    pub fn store_kv(&mut self, layer: usize, k: TensorId, v: TensorId, name: &str) {
+        self.push_effect(Op::StoreKv { layer, k, v }, name)
+    }
+    pub fn attention(&mut self, q: TensorId, p: AttnParams, name: &str) -> TensorId {
+        let (r, _) = self.shape(q);
+        self.push(Op::Attention { q, p }, r, p.n_head * p.head_dim, name)
+    }
+    pub fn gated(&mut self, gate: TensorId, up: TensorId, act: GateAct, name: &str) -> TensorId {
+        let (r, c) = self.shape(gate);
+        self.push(Op::Gated { gate, up, act }, r, c, name)
+    }
+    pub fn last_row(&mut self, x: TensorId, name: &str) -> TensorId {
+        let (_, c) = self.shape(x);
+        self.push(Op::LastRow { x }, 1, c, name)
+    }
+
+    /// Assigns memory slots (reusing a slot once its tensor is dead) and
+    /// returns the graph. `output` stays alive to the end.
+    pub fn finish(mut self, output: TensorId) -> Graph {
+        let n_t = self.tensors.len();
+        // Last node reading each base tensor.
+        let mut last_use = vec![0usize; n_t];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for t in node.op.inputs().into_iter().flatten() {
+                let b = self.tensors[t.0 as usize].base;
+                last_use[b.0 as usize] = i;
+            }
+        }
+        let out_base = self.tensors[output.0 as usize].base;
+        last_use[out_base.0 as usize] = usize::MAX;
+
+        // Size each base needs: the largest view of it.
+        let mut need = vec![0usize; n_t];
+        for d in &self.tensors {
+            let b = d.base.0 as usize;
+            need[b] = need[b].max(d.len());
+        }
+
+        let mut slot_sizes: Vec<usize> = Vec::new();
+        let mut free: Vec<usize> = Vec::new();
+        let mut base_slot = vec![usize::MAX; n_t];
+        for i in 0..self.nodes.len() {
+            if let Some(out) = self.nodes[i].out {
+                let b = self.tensors[out.0 as usize].base.0 as usize;
+                if base_slot[b] == usize::MAX {
+                    let n = need[b];
+                    // Best fit among free slots: the smallest that holds it,
+                    // else the largest (grown).
+                    let pick = free
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &s)| slot_sizes[s] >= n)
+                        .min_by_key(|(_, &s)| slot_sizes[s])
+                        .or_else(|| free.iter().enumerate().max_by_key(|(_, &s)| slot_sizes[s]))
+                        .map(|(j, _)| j);
+                    let slot = match pick {
+                        Some(j) => free.swap_remove(j),
+                        None => {
+                            slot_sizes.push(0);
+                            slot_sizes.len() - 1
+                        }
+                    };
+                    slot_sizes[slot] = slot_sizes[slot].max(n);
+                    base_slot[b] = slot;
+                }
+            }
+            // Release bases whose last reader is this node.
+            for t in self.nodes[i].op.inputs().into_iter().flatten() {
+                let b = self.tensors[t.0 as usize].base.0 as usize;
+                if last_use[b] == i && base_slot[b] != usize::MAX && !free.contains(&base_slot[b]) {
+                    free.push(base_slot[b]);
+                }
+            }
+        }
+        for d in self.tensors.iter_mut() {
+            d.slot = base_slot[d.base.0 as usize];
+        }
+        Graph {
+            nodes: self.nodes,
+            tensors: self.tensors,
+            slot_sizes,
+            n_tokens: self.n_tokens,
+            output,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_reused_and_never_shared_by_live_tensors() {
+        let mut g = GraphBuilder::new(4);
+        let x = g.get_rows(WeightId(0), 8, "x");
+        let mut cur = x;
+        for i in 0..5 {
+            let n = g.rms_norm(cur, 1e-5, &format!("n{i}"));
+            let m = g.mul_mat(WeightId(1), 8, n, &format!("m{i}"));
+            cur = g.add(cur, m, &format!("r{i}"));
+        }
+        let graph = g.finish(cur);
+        assert!(graph.slot_sizes.len() <= 4, "{:?}", graph.slot_sizes);
+        // An op's output never shares a slot with one of its inputs.
+        for node in &graph.nodes {
+            let out = graph.tensor(node.out.unwrap()).slot;
+            for t in node.op.inputs().into_iter().flatten() {
+                assert_ne!(graph.tensor(t).slot, out, "{}", node.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Kernel throughput: every quantized dot product and dequantize, plus the
+//! float dots, over a realistic weight matrix (ROWS rows of `cols`
+//! elements, one activation row), for every kernel table this CPU can run
+//! (the scalar reference and each SIMD path), side by side.
+//!
+//! Throughput is bytes of *weight data* per second.
+//! `cargo bench --bench kernels`; KERNELS_BENCH_COLS=576 for a
+//! SmolLM2-sized row (default 2048).
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use kernels::*;
+use std::time::Duration;
+
+const ROWS: usize = 256;
+
+fn cols() -> usize {
+    std::env::var("KERNELS_BENCH_COLS").ok().and_then(|v| v.parse().ok()).unwrap_or(2048)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn f32(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+    }
+    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0u8; N];
+        for b in a.iter_mut() {
+            *b = self.next() as u8;
+        }
+        a
+    }
+    /// A realistic weight scale (random bits would give subnormal products,
+    /// which are slow on x86 and unlike real weights).
+    fn scale(&mut self) -> u16 {
+        f32_to_f16(0.001 + (self.next() % 1000) as f32 * 1e-5)
+    }
+    fn row(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+}
+
+trait Random: Block {
+    fn random(r: &mut Rng) -> Self;
+}
+
+impl Random for BlockQ4_0 {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ4_0 { d: r.scale(), qs: r.bytes() }
+    }
+}
+impl Random for BlockQ4_1 {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ4_1 { d: r.scale(), m: r.scale(), qs: r.bytes() }
+    }
+}
+impl Random for BlockQ5_0 {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ5_0 { d: r.scale(), qh: r.bytes(), qs: r.bytes() }
+    }
+}
+impl Random for BlockQ5_1 {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ5_1 { d: r.scale(), m: r.scale(), qh: r.bytes(), qs: r.bytes() }
+    }
+}
+impl Random for BlockQ8_0 {
+    fn random(r: &mut Rng) -> Self {
+        let q: [u8; 32] = r.bytes();
+        BlockQ8_0 { d: r.scale(), qs: q.map(|b| (b as i8).max(-127)) }
+    }
+}
+impl Random for BlockQ2K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ2K { scales: r.bytes(), qs: r.bytes(), d: r.scale(), dmin: r.scale() }
+    }
+}
+impl Random for BlockQ3K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ3K { hmask: r.bytes(), qs: r.bytes(), scales: r.bytes(), d: r.scale() }
+    }
+}
+impl Random for BlockQ4K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ4K { d: r.scale(), dmin: r.scale(), scales: r.bytes(), qs: r.bytes() }
+    }
+}
+impl Random for BlockQ5K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ5K { d: r.scale(), dmin: r.scale(), scales: r.bytes(), qh: r.bytes(), qs: r.bytes() }
+    }
+}
+impl Random for BlockQ6K {
+    fn random(r: &mut Rng) -> Self {
+        let s: [u8; 16] = r.bytes();
+        BlockQ6K { ql: r.bytes(), qh: r.bytes(), scales: s.map(|b| b as i8), d: r.scale() }
+    }
+}
+
+fn matrix<B: Random>(r: &mut Rng, blocks_per_row: usize) -> Vec<B> {
+    (0..ROWS * blocks_per_row).map(|_| B::random(r)).collect()
+}
+
+/// One group per kernel; one benchmark per table ("scalar", "avx2", ...).
+macro_rules! bench_dot {
+    ($c:expr, $r:expr, $blk:ty, $act:ident, $quant:ident, $per:expr, $f:ident) => {{
+        let n = cols();
+        let bpr = n / $per;
+        let w: Vec<$blk> = matrix($r, bpr);
+        let x = $r.row(n);
+        let mut a = vec![$act; bpr];
+        scalar::$quant(&x, &mut a);
+        let mut g = $c.benchmark_group(stringify!($f));
+        g.throughput(Throughput::Bytes(std::mem::size_of_val(&w[..]) as u64));
+        for k in available() {
+            g.bench_function(k.name, |b| {
+                b.iter(|| {
+                    let mut s = 0.0f32;
+                    for row in w.chunks_exact(bpr) {
+                        s += (k.$f)(black_box(row), black_box(&a));
+                    }
+                    s
+                })
+            });
+        }
+        g.finish();
+    }};
+}
+
+macro_rules! bench_deq {
+    ($c:expr, $r:expr, $blk:ty, $per:expr, $f:ident) => {{
+        let n = cols();
+        let bpr = n / $per;
+        let w: Vec<$blk> = matrix($r, bpr);
+        let mut out = vec![0.0f32; n];
+        let mut g = $c.benchmark_group(stringify!($f));
+        g.throughput(Throughput::Bytes(std::mem::size_of_val(&w[..]) as u64));
+        for k in available() {
+            g.bench_function(k.name, |b| {
+                b.iter(|| {
+                    for row in w.chunks_exact(bpr) {
+                        (k.$f)(black_box(row), &mut out);
+                    }
+                    out[0]
+                })
+            });
+        }
+        g.finish();
+    }};
+}
+
+const Q8_0: BlockQ8_0 = BlockQ8_0 { d: 0, qs: [0; 32] };
+const Q8_1: BlockQ8_1 = BlockQ8_1 { d: 0, s: 0, qs: [0; 32] };
+const Q8_K: BlockQ8K = BlockQ8K { d: 0.0, qs: [0; QK_K], bsums: [0; QK_K / 16] };
+
+fn quantized(c: &mut Criterion) {
+    let r = &mut Rng(42);
+    bench_dot!(c, r, BlockQ4_0, Q8_0, quantize_row_q8_0, QK4_0, vec_dot_q4_0_q8_0);
+    bench_dot!(c, r, BlockQ4_1, Q8_1, quantize_row_q8_1, QK4_1, vec_dot_q4_1_q8_1);
+    bench_dot!(c, r, BlockQ5_0, Q8_0, quantize_row_q8_0, QK5_0, vec_dot_q5_0_q8_0);
+    bench_dot!(c, r, BlockQ5_1, Q8_1, quantize_row_q8_1, QK5_1, vec_dot_q5_1_q8_1);
+    bench_dot!(c, r, BlockQ8_0, Q8_0, quantize_row_q8_0, QK8_0, vec_dot_q8_0_q8_0);
+    bench_dot!(c, r, BlockQ2K, Q8_K, quantize_row_q8_k, QK_K, vec_dot_q2_k_q8_k);
+    bench_dot!(c, r, BlockQ3K, Q8_K, quantize_row_q8_k, QK_K, vec_dot_q3_k_q8_k);
+    bench_dot!(c, r, BlockQ4K, Q8_K, quantize_row_q8_k, QK_K, vec_dot_q4_k_q8_k);
+    bench_dot!(c, r, BlockQ5K, Q8_K, quantize_row_q8_k, QK_K, vec_dot_q5_k_q8_k);
+    bench_dot!(c, r, BlockQ6K, Q8_K, quantize_row_q8_k, QK_K, vec_dot_q6_k_q8_k);
+
+    bench_deq!(c, r, BlockQ4_0, QK4_0, dequantize_row_q4_0);
+    bench_deq!(c, r, BlockQ4_1, QK4_1, dequantize_row_q4_1);
+    bench_deq!(c, r, BlockQ5_0, QK5_0, dequantize_row_q5_0);
+    bench_deq!(c, r, BlockQ5_1, QK5_1, dequantize_row_q5_1);
+    bench_deq!(c, r, BlockQ8_0, QK8_0, dequantize_row_q8_0);
+    bench_deq!(c, r, BlockQ2K, QK_K, dequantize_row_q2_k);
+    bench_deq!(c, r, BlockQ3K, QK_K, dequantize_row_q3_k);
+    bench_deq!(c, r, BlockQ4K, QK_K, dequantize_row_q4_k);
+    bench_deq!(c, r, BlockQ5K, QK_K, dequantize_row_q5_k);
+    bench_deq!(c, r, BlockQ6K, QK_K, dequantize_row_q6_k);
+}
+
+fn floats(c: &mut Criterion) {
+    let n = cols();
+    let r = &mut Rng(7);
+    let w = r.row(ROWS * n);
+    let x = r.row(n);
+    let wh: Vec<u16> = w.iter().map(|&v| f32_to_f16(v)).collect();
+    let xh: Vec<u16> = x.iter().map(|&v| f32_to_f16(v)).collect();
+    let wb: Vec<u16> = w.iter().map(|&v| f32_to_bf16(v)).collect();
+    let xb: Vec<u16> = x.iter().map(|&v| f32_to_bf16(v)).collect();
+    macro_rules! dot {
+        ($name:ident, $w:expr, $x:expr) => {{
+            let mut g = c.benchmark_group(stringify!($name));
+            g.throughput(Throughput::Bytes(std::mem::size_of_val(&$w[..]) as u64));
+            for k in available() {
+                g.bench_function(k.name, |b| {
+                    b.iter(|| {
+                        let mut s = 0.0f32;
+                        for row in $w.chunks_exact(n) {
+                            s += (k.$name)(black_box(row), black_box(&$x));
+                        }
+                        s
+                    })
+                });
+            }
+            g.finish();
+        }};
+    }
+    dot!(vec_dot_f32, w, x);
+    dot!(vec_dot_f16, wh, xh);
+    dot!(vec_dot_bf16, wb, xb);
+
+    // Activation quantizers: throughput in bytes of f32 input.
+    let row = r.row(n);
+    macro_rules! quant {
+        ($name:ident, $blk:expr, $per:expr) => {{
+            let mut out = vec![$blk; n / $per];
+            let mut g = c.benchmark_group(stringify!($name));
+            g.throughput(Throughput::Bytes((n * 4) as u64));
+            for k in available() {
+                g.bench_function(k.name, |b| b.iter(|| (k.$name)(black_box(&row), &mut out)));
+            }
+            g.finish();
+        }};
+    }
+    quant!(quantize_row_q8_0, Q8_0, QK8_0);
+    quant!(quantize_row_q8_1, Q8_1, QK8_1);
+    quant!(quantize_row_q8_k, Q8_K, QK_K);
+}
+
+fn short() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1200))
+        .sample_size(10)
+}
+
+criterion_group! {
+    name = benches;
+    config = short();
+    targets = quantized, floats
+}
+criterion_main!(benches);

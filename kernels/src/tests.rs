@@ -1,0 +1,1294 @@
+//! Differential tests: every kernel table this CPU can run (scalar, each
+//! detected ISA, and the dispatched one) against the scalar reference, on
+//! one shared set of seeded random cases. Plain `#[test]`s with no
+//! dependencies, so CI can build them with `rustc --test` for aarch64 and
+//! run them under qemu.
+//!
+//! Tolerances (SIMD vs scalar):
+//! - dequantize_row_*, quantize_row_q8_*, f16/bf16 rows, axpy, scale, mul,
+//!   add, rms_norm, rope_*: bit-identical (same IEEE operations, no fusing;
+//!   rms_norm keeps the scalar f64 reduction).
+//! - Integer parts of every quantized dot product: exact (checked directly
+//!   on the ISA's dot primitives, and through whole kernels with unit scales
+//!   where every f32 partial sum is an exactly representable integer).
+//! - Quantized dot products with real scales: |a - b| <= (2 nb + 24) eps M,
+//!   where M = sum_k (|w_k| + 2 |min_k|) |a_k| bounds every partial sum
+//!   (w = dequantized weight, min_k its block's largest possible offset,
+//!   a = dequantized activation; plus 2 |m| |s| per block for the Q8_1
+//!   pairings, whose s = d*sum term is stored) and nb + 12 bounds the length of the
+//!   longest chain of f32 additions in either summation order (per-block
+//!   terms, 8 SIMD or scalar lanes, final reduction); each side is within
+//!   gamma_n M of the exact value.
+//! - vec_dot_f32/f16/bf16: |a - b| <= (n/32 + 16) eps sum|x y|: the
+//!   reference sums in f64, the SIMD code in 4x8 f32 lanes.
+//! - softmax: relative (n/8 + 32) eps per element (8-lane f32 sum of the
+//!   exps vs f64, exp within 2 ulp) + 1e-37 absolute (the SIMD exp clamps
+//!   arguments below -87.3, where true results are < 1.2e-38).
+//! - silu / gelu / swiglu / geglu: 16 eps relative to |x| (polynomial exp
+//!   within 2 ulp, one division; gelu's 1 + tanh form cancels for x << 0,
+//!   so the bound is relative to |x|, not to the tiny result) + 1e-37.
+
+use crate::blocks::*;
+use crate::dispatch::{available, kernels, Kernels, SCALAR};
+use crate::scalar;
+
+const EPS: f64 = f32::EPSILON as f64;
+
+// ---------------------------------------------------------------------------
+// Seeded generator (splitmix64)
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+    fn u8(&mut self) -> u8 {
+        self.next_u64() as u8
+    }
+    fn below(&mut self, n: u32) -> u32 {
+        ((self.u32() as u64 * n as u64) >> 32) as u32
+    }
+    fn range_i(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + self.below((hi - lo + 1) as u32) as i32
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f32 {
+        (self.u32() >> 8) as f32 / (1u32 << 24) as f32
+    }
+    fn normal(&mut self) -> f32 {
+        // Sum of uniforms: cheap and good enough for test data.
+        let mut s = 0.0;
+        for _ in 0..4 {
+            s += self.unit();
+        }
+        (s - 2.0) * 1.7
+    }
+    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0u8; N];
+        for b in a.iter_mut() {
+            *b = self.u8();
+        }
+        a
+    }
+    /// A valid (finite) f16 scale, with edge cases: zero, the largest
+    /// magnitude, subnormals, negatives, typical small values.
+    fn f16_scale(&mut self) -> u16 {
+        let sign = if self.below(4) == 0 { 0x8000 } else { 0 };
+        let mag = match self.below(10) {
+            0 => 0,
+            1 => 0x7bff,                             // 65504
+            2 => 1 + self.below(0x3ff) as u16,       // subnormal
+            3 => self.below(0x7c00) as u16,          // any finite
+            _ => 0x1400 + self.below(0x1800) as u16, // ~6e-5 .. 0.5
+        };
+        sign | mag
+    }
+    /// Row of floats: normal values with some outliers, exact zeros and
+    /// ties for the rounding modes.
+    fn row(&mut self, n: usize) -> Vec<f32> {
+        let scale = [1e-3f32, 0.1, 1.0, 30.0][self.below(4) as usize];
+        (0..n)
+            .map(|_| match self.below(40) {
+                0 => self.normal() * scale * 100.0,
+                1 => 0.0,
+                2 => -0.0,
+                3 => (self.range_i(-20, 20) as f32 + 0.5) * scale,
+                _ => self.normal() * scale,
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Random blocks
+
+fn q8_0_acts(r: &mut Rng, nb: usize) -> Vec<BlockQ8_0> {
+    let mut y = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; nb];
+    if r.below(2) == 0 {
+        scalar::quantize_row_q8_0(&r.row(nb * 32), &mut y);
+    } else {
+        for b in y.iter_mut() {
+            b.d = r.f16_scale();
+            for q in b.qs.iter_mut() {
+                *q = r.range_i(-127, 127) as i8;
+            }
+        }
+    }
+    y
+}
+
+fn q8_1_acts(r: &mut Rng, nb: usize) -> Vec<BlockQ8_1> {
+    let mut y = vec![
+        BlockQ8_1 {
+            d: 0,
+            s: 0,
+            qs: [0; 32]
+        };
+        nb
+    ];
+    if r.below(2) == 0 {
+        scalar::quantize_row_q8_1(&r.row(nb * 32), &mut y);
+    } else {
+        for b in y.iter_mut() {
+            b.d = r.f16_scale();
+            b.s = r.f16_scale();
+            for q in b.qs.iter_mut() {
+                *q = r.range_i(-127, 127) as i8;
+            }
+        }
+    }
+    y
+}
+
+fn q8_k_acts(r: &mut Rng, nb: usize) -> Vec<BlockQ8K> {
+    let mut y = vec![
+        BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; 16]
+        };
+        nb
+    ];
+    scalar::quantize_row_q8_k(&r.row(nb * QK_K), &mut y);
+    y
+}
+
+trait RandomBlock: Sized + Copy {
+    fn random(r: &mut Rng) -> Self;
+    /// Largest magnitude of the offset ("min") any element of the block can
+    /// carry; 0 for symmetric formats.
+    fn min_bound(&self) -> f64 {
+        0.0
+    }
+}
+
+fn f16v(h: u16) -> f64 {
+    scalar::f16_to_f32(h) as f64
+}
+
+impl RandomBlock for BlockQ4_0 {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ4_0 {
+            d: r.f16_scale(),
+            qs: r.bytes(),
+        }
+    }
+}
+impl RandomBlock for BlockQ4_1 {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ4_1 {
+            d: r.f16_scale(),
+            m: r.f16_scale(),
+            qs: r.bytes(),
+        }
+    }
+    fn min_bound(&self) -> f64 {
+        f16v(self.m).abs()
+    }
+}
+impl RandomBlock for BlockQ5_0 {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ5_0 {
+            d: r.f16_scale(),
+            qh: r.bytes(),
+            qs: r.bytes(),
+        }
+    }
+}
+impl RandomBlock for BlockQ5_1 {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ5_1 {
+            d: r.f16_scale(),
+            m: r.f16_scale(),
+            qh: r.bytes(),
+            qs: r.bytes(),
+        }
+    }
+    fn min_bound(&self) -> f64 {
+        f16v(self.m).abs()
+    }
+}
+impl RandomBlock for BlockQ8_0 {
+    fn random(r: &mut Rng) -> Self {
+        let mut qs = [0i8; 32];
+        for q in qs.iter_mut() {
+            *q = r.u8() as i8; // full range, -128 included, on the weight side
+        }
+        BlockQ8_0 {
+            d: r.f16_scale(),
+            qs,
+        }
+    }
+}
+impl RandomBlock for BlockQ2K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ2K {
+            scales: r.bytes(),
+            qs: r.bytes(),
+            d: r.f16_scale(),
+            dmin: r.f16_scale(),
+        }
+    }
+    fn min_bound(&self) -> f64 {
+        f16v(self.dmin).abs() * 15.0
+    }
+}
+impl RandomBlock for BlockQ3K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ3K {
+            hmask: r.bytes(),
+            qs: r.bytes(),
+            scales: r.bytes(),
+            d: r.f16_scale(),
+        }
+    }
+}
+impl RandomBlock for BlockQ4K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ4K {
+            d: r.f16_scale(),
+            dmin: r.f16_scale(),
+            scales: r.bytes(),
+            qs: r.bytes(),
+        }
+    }
+    fn min_bound(&self) -> f64 {
+        f16v(self.dmin).abs() * 63.0
+    }
+}
+impl RandomBlock for BlockQ5K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ5K {
+            d: r.f16_scale(),
+            dmin: r.f16_scale(),
+            scales: r.bytes(),
+            qh: r.bytes(),
+            qs: r.bytes(),
+        }
+    }
+    fn min_bound(&self) -> f64 {
+        f16v(self.dmin).abs() * 63.0
+    }
+}
+impl RandomBlock for BlockQ6K {
+    fn random(r: &mut Rng) -> Self {
+        let mut scales = [0i8; 16];
+        for s in scales.iter_mut() {
+            *s = r.u8() as i8;
+        }
+        BlockQ6K {
+            ql: r.bytes(),
+            qh: r.bytes(),
+            scales,
+            d: r.f16_scale(),
+        }
+    }
+}
+
+fn blocks<B: RandomBlock>(r: &mut Rng, nb: usize) -> Vec<B> {
+    (0..nb).map(|_| B::random(r)).collect()
+}
+
+/// Block counts used by every case: single blocks, odd counts, and a
+/// realistic row (2048 elements of Q4_0 = 64 blocks; 8 super-blocks).
+const BLOCK_COUNTS: [usize; 6] = [1, 2, 3, 7, 8, 64];
+
+fn impls() -> Vec<&'static Kernels> {
+    let mut v = available();
+    v.push(kernels());
+    v
+}
+
+// ---------------------------------------------------------------------------
+// Quantized dot products
+
+/// |s| of a Q8_1 block (its precomputed d*sum), which the *_1 kernels
+/// multiply by the weight block's min; 0 for the other activation types.
+trait ActBlock {
+    fn s_abs(&self) -> f64 {
+        0.0
+    }
+}
+impl ActBlock for BlockQ8_0 {}
+impl ActBlock for BlockQ8K {}
+impl ActBlock for BlockQ8_1 {
+    fn s_abs(&self) -> f64 {
+        f16v(self.s).abs()
+    }
+}
+
+type DotGetter<B, A> = fn(&Kernels) -> fn(&[B], &[A]) -> f32;
+
+fn check_dot<B, A>(
+    name: &str,
+    x: &[B],
+    y: &[A],
+    per_block: usize,
+    deq_x: fn(&[B], &mut [f32]),
+    deq_y: &dyn Fn(&[A]) -> Vec<f32>,
+    get: DotGetter<B, A>,
+) where
+    B: RandomBlock,
+    A: ActBlock,
+{
+    let want = get(&SCALAR)(x, y);
+    let mut w = vec![0.0f32; x.len() * per_block];
+    deq_x(x, &mut w);
+    let a = deq_y(y);
+    let mut mag = 0.0f64;
+    for (k, (&wk, &ak)) in w.iter().zip(&a).enumerate() {
+        mag += ((wk as f64).abs() + 2.0 * x[k / per_block].min_bound()) * (ak as f64).abs();
+    }
+    for (xb, yb) in x.iter().zip(y) {
+        mag += 2.0 * xb.min_bound() * yb.s_abs();
+    }
+    let tol = (2 * x.len() + 24) as f64 * EPS * mag + f32::MIN_POSITIVE as f64;
+    for k in impls() {
+        let got = get(k)(x, y);
+        let diff = (got as f64 - want as f64).abs();
+        assert!(
+            diff <= tol,
+            "{} [{}] nb={}: got {} want {} (diff {:e} > tol {:e})",
+            name,
+            k.name,
+            x.len(),
+            got,
+            want,
+            diff,
+            tol
+        );
+    }
+}
+
+fn acts_q8_0(y: &[BlockQ8_0]) -> Vec<f32> {
+    let mut a = vec![0.0; y.len() * 32];
+    scalar::dequantize_row_q8_0(y, &mut a);
+    a
+}
+fn acts_q8_1(y: &[BlockQ8_1]) -> Vec<f32> {
+    y.iter()
+        .flat_map(|b| {
+            let d = scalar::f16_to_f32(b.d);
+            b.qs.iter().map(move |&q| q as f32 * d)
+        })
+        .collect()
+}
+fn acts_q8_k(y: &[BlockQ8K]) -> Vec<f32> {
+    y.iter()
+        .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
+        .collect()
+}
+
+#[test]
+fn dot_products_match_scalar() {
+    let mut r = Rng::new(0x5eed_0001);
+    for _round in 0..6 {
+        for &nb in BLOCK_COUNTS.iter() {
+            let y0 = q8_0_acts(&mut r, nb);
+            let y1 = q8_1_acts(&mut r, nb);
+            let nk = (nb + 3) / 4;
+            let yk = q8_k_acts(&mut r, nk);
+            macro_rules! run {
+                ($t:ty, $y:expr, $per:expr, $deq:ident, $acts:expr, $f:ident, $nb:expr) => {{
+                    let x: Vec<$t> = blocks(&mut r, $nb);
+                    check_dot(stringify!($f), &x, $y, $per, scalar::$deq, &$acts, |k| k.$f);
+                }};
+            }
+            run!(
+                BlockQ4_0,
+                &y0,
+                32,
+                dequantize_row_q4_0,
+                acts_q8_0,
+                vec_dot_q4_0_q8_0,
+                nb
+            );
+            run!(
+                BlockQ4_1,
+                &y1,
+                32,
+                dequantize_row_q4_1,
+                acts_q8_1,
+                vec_dot_q4_1_q8_1,
+                nb
+            );
+            run!(
+                BlockQ5_0,
+                &y0,
+                32,
+                dequantize_row_q5_0,
+                acts_q8_0,
+                vec_dot_q5_0_q8_0,
+                nb
+            );
+            run!(
+                BlockQ5_1,
+                &y1,
+                32,
+                dequantize_row_q5_1,
+                acts_q8_1,
+                vec_dot_q5_1_q8_1,
+                nb
+            );
+            run!(
+                BlockQ8_0,
+                &y0,
+                32,
+                dequantize_row_q8_0,
+                acts_q8_0,
+                vec_dot_q8_0_q8_0,
+                nb
+            );
+            run!(
+                BlockQ2K,
+                &yk,
+                QK_K,
+                dequantize_row_q2_k,
+                acts_q8_k,
+                vec_dot_q2_k_q8_k,
+                nk
+            );
+            run!(
+                BlockQ3K,
+                &yk,
+                QK_K,
+                dequantize_row_q3_k,
+                acts_q8_k,
+                vec_dot_q3_k_q8_k,
+                nk
+            );
+            run!(
+                BlockQ4K,
+                &yk,
+                QK_K,
+                dequantize_row_q4_k,
+                acts_q8_k,
+                vec_dot_q4_k_q8_k,
+                nk
+            );
+            run!(
+                BlockQ5K,
+                &yk,
+                QK_K,
+                dequantize_row_q5_k,
+                acts_q8_k,
+                vec_dot_q5_k_q8_k,
+                nk
+            );
+            run!(
+                BlockQ6K,
+                &yk,
+                QK_K,
+                dequantize_row_q6_k,
+                acts_q8_k,
+                vec_dot_q6_k_q8_k,
+                nk
+            );
+        }
+    }
+}
+
+/// Unit scales and small activations: every partial sum in every
+/// summation order is an integer below 2^24, so all implementations must
+/// agree exactly — this checks the integer parts end to end.
+#[test]
+fn dot_products_exact_with_unit_scales() {
+    const ONE: u16 = 0x3c00;
+    let mut r = Rng::new(0x5eed_0002);
+    for _ in 0..50 {
+        let small = |r: &mut Rng| r.range_i(-8, 8) as i8;
+        let mut y0: Vec<BlockQ8_0> = vec![
+            BlockQ8_0 {
+                d: ONE,
+                qs: [0; 32]
+            };
+            2
+        ];
+        let mut y1: Vec<BlockQ8_1> = vec![
+            BlockQ8_1 {
+                d: ONE,
+                s: ONE,
+                qs: [0; 32]
+            };
+            2
+        ];
+        for b in y0.iter_mut() {
+            for q in b.qs.iter_mut() {
+                *q = small(&mut r);
+            }
+        }
+        for b in y1.iter_mut() {
+            for q in b.qs.iter_mut() {
+                *q = small(&mut r);
+            }
+            b.s = scalar::f32_to_f16(b.qs.iter().map(|&q| q as f32).sum());
+        }
+        let mut yk = vec![
+            BlockQ8K {
+                d: 1.0,
+                qs: [0; QK_K],
+                bsums: [0; 16]
+            };
+            2
+        ];
+        for b in yk.iter_mut() {
+            for q in b.qs.iter_mut() {
+                *q = small(&mut r);
+            }
+            for j in 0..16 {
+                b.bsums[j] = b.qs[16 * j..16 * j + 16].iter().map(|&q| q as i16).sum();
+            }
+        }
+        macro_rules! exact {
+            ($t:ty, $y:expr, $f:ident, $fix:expr) => {{
+                let mut x: Vec<$t> = blocks(&mut r, 2);
+                for b in x.iter_mut() {
+                    $fix(b);
+                }
+                let want = scalar::$f(&x, $y);
+                assert_eq!(
+                    want.fract(),
+                    0.0,
+                    "{}: reference not integral",
+                    stringify!($f)
+                );
+                for k in impls() {
+                    let got = (k.$f)(&x, $y);
+                    assert_eq!(got, want, "{} [{}]", stringify!($f), k.name);
+                }
+            }};
+        }
+        exact!(BlockQ4_0, &y0, vec_dot_q4_0_q8_0, |b: &mut BlockQ4_0| b.d =
+            ONE);
+        exact!(BlockQ4_1, &y1, vec_dot_q4_1_q8_1, |b: &mut BlockQ4_1| {
+            b.d = ONE;
+            b.m = ONE
+        });
+        exact!(BlockQ5_0, &y0, vec_dot_q5_0_q8_0, |b: &mut BlockQ5_0| b.d =
+            ONE);
+        exact!(BlockQ5_1, &y1, vec_dot_q5_1_q8_1, |b: &mut BlockQ5_1| {
+            b.d = ONE;
+            b.m = ONE
+        });
+        exact!(BlockQ8_0, &y0, vec_dot_q8_0_q8_0, |b: &mut BlockQ8_0| b.d =
+            ONE);
+        exact!(BlockQ2K, &yk, vec_dot_q2_k_q8_k, |b: &mut BlockQ2K| {
+            b.d = ONE;
+            b.dmin = ONE
+        });
+        exact!(BlockQ3K, &yk, vec_dot_q3_k_q8_k, |b: &mut BlockQ3K| b.d =
+            ONE);
+        exact!(BlockQ4K, &yk, vec_dot_q4_k_q8_k, |b: &mut BlockQ4K| {
+            b.d = ONE;
+            b.dmin = ONE
+        });
+        exact!(BlockQ5K, &yk, vec_dot_q5_k_q8_k, |b: &mut BlockQ5K| {
+            b.d = ONE;
+            b.dmin = ONE
+        });
+        exact!(BlockQ6K, &yk, vec_dot_q6_k_q8_k, |b: &mut BlockQ6K| b.d =
+            ONE);
+    }
+}
+
+/// The ISA integer primitives over the full input range (weights
+/// -128..=127, activations -127..=127, scales -128..=127): exact.
+#[test]
+fn integer_dot_primitives_exact() {
+    let mut r = Rng::new(0x5eed_0003);
+    for _ in 0..2000 {
+        let mut x = [0i8; 32];
+        let mut y = [0i8; 32];
+        for j in 0..32 {
+            x[j] = match r.below(4) {
+                0 => -128,
+                1 => 127,
+                _ => r.u8() as i8,
+            };
+            y[j] = match r.below(4) {
+                0 => -127,
+                1 => 127,
+                _ => r.range_i(-127, 127) as i8,
+            };
+        }
+        let (s0, s1) = (r.range_i(-128, 127), r.range_i(-128, 127));
+        let lo: i32 = (0..16).map(|j| x[j] as i32 * y[j] as i32).sum();
+        let hi: i32 = (16..32).map(|j| x[j] as i32 * y[j] as i32).sum();
+        for (name, f) in isa_int_dots() {
+            let (d, ds) = f(&x, &y, s0, s1);
+            assert_eq!(d, lo + hi, "{} dot", name);
+            assert_eq!(ds, s0 * lo + s1 * hi, "{} dot_scaled", name);
+        }
+    }
+}
+
+type IntDot = fn(&[i8; 32], &[i8; 32], i32, i32) -> (i32, i32);
+
+#[allow(clippy::vec_init_then_push)]
+fn isa_int_dots() -> Vec<(&'static str, IntDot)> {
+    #[allow(unused_mut)]
+    let mut v: Vec<(&'static str, IntDot)> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::x86_64::avx2_detected() {
+            v.push(("avx2", crate::x86_64::avx2::int_dot_check));
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if crate::aarch64::neon_detected() {
+            v.push(("neon", crate::aarch64::neon::int_dot_check));
+            if crate::aarch64::dotprod_detected() {
+                v.push(("neon-dotprod", crate::aarch64::neon_dotprod::int_dot_check));
+            }
+        }
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------
+// Dequantization and activation quantizers: bit-identical
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+#[test]
+fn dequantize_matches_scalar_exactly() {
+    let mut r = Rng::new(0x5eed_0004);
+    for _ in 0..4 {
+        for &nb in BLOCK_COUNTS.iter() {
+            macro_rules! deq {
+                ($t:ty, $f:ident, $per:expr) => {{
+                    let x: Vec<$t> = blocks(&mut r, nb);
+                    let mut want = vec![0.0f32; nb * $per];
+                    scalar::$f(&x, &mut want);
+                    for k in impls() {
+                        let mut got = vec![1.0f32; nb * $per];
+                        (k.$f)(&x, &mut got);
+                        assert!(
+                            same_bits(&got, &want),
+                            "{} [{}] nb={}",
+                            stringify!($f),
+                            k.name,
+                            nb
+                        );
+                    }
+                }};
+            }
+            deq!(BlockQ4_0, dequantize_row_q4_0, 32);
+            deq!(BlockQ4_1, dequantize_row_q4_1, 32);
+            deq!(BlockQ5_0, dequantize_row_q5_0, 32);
+            deq!(BlockQ5_1, dequantize_row_q5_1, 32);
+            deq!(BlockQ8_0, dequantize_row_q8_0, 32);
+            deq!(BlockQ2K, dequantize_row_q2_k, QK_K);
+            deq!(BlockQ3K, dequantize_row_q3_k, QK_K);
+            deq!(BlockQ4K, dequantize_row_q4_k, QK_K);
+            deq!(BlockQ5K, dequantize_row_q5_k, QK_K);
+            deq!(BlockQ6K, dequantize_row_q6_k, QK_K);
+        }
+    }
+}
+
+fn special_rows() -> Vec<Vec<f32>> {
+    let mut rows = Vec::new();
+    rows.push(vec![0.0; QK_K]);
+    // amax = 127 gives d = 1: x.5 values are exact ties for roundf (Q8_0,
+    // away from zero) and for nearest_int (Q8_K, to even).
+    rows.push(
+        (0..QK_K)
+            .map(|i| {
+                if i == 5 {
+                    -127.0
+                } else {
+                    (i as f32 - 128.0) * 0.5
+                }
+            })
+            .collect(),
+    );
+    rows.push(
+        (0..QK_K)
+            .map(|i| if i == 0 { 127.0 } else { (i % 9) as f32 - 4.5 })
+            .collect(),
+    );
+    // Largest magnitude present with both signs (first one wins in Q8_K).
+    rows.push((0..QK_K).map(|i| [3.0, -3.0, 1.0, 0.25][i % 4]).collect());
+    rows.push((0..QK_K).map(|i| [-3.0, 3.0, -1.0, 0.5][i % 4]).collect());
+    rows.push((0..QK_K).map(|i| (i as f32) * 1e-30).collect());
+    rows.push((0..QK_K).map(|i| (i as f32 - 100.0) * 1e30).collect());
+    rows
+}
+
+#[test]
+fn quantizers_match_scalar_exactly() {
+    let mut r = Rng::new(0x5eed_0005);
+    let mut rows = special_rows();
+    for _ in 0..40 {
+        let nb = [1usize, 2, 8][r.below(3) as usize];
+        rows.push(r.row(nb * QK_K));
+    }
+    for row in &rows {
+        let n = row.len();
+        let mut want0 = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; n / 32];
+        let mut want1 = vec![
+            BlockQ8_1 {
+                d: 0,
+                s: 0,
+                qs: [0; 32]
+            };
+            n / 32
+        ];
+        let mut wantk = vec![
+            BlockQ8K {
+                d: 0.0,
+                qs: [0; QK_K],
+                bsums: [0; 16]
+            };
+            n / QK_K
+        ];
+        scalar::quantize_row_q8_0(row, &mut want0);
+        scalar::quantize_row_q8_1(row, &mut want1);
+        scalar::quantize_row_q8_k(row, &mut wantk);
+        for k in impls() {
+            let mut got0 = vec![BlockQ8_0 { d: 1, qs: [1; 32] }; n / 32];
+            let mut got1 = vec![
+                BlockQ8_1 {
+                    d: 1,
+                    s: 1,
+                    qs: [1; 32]
+                };
+                n / 32
+            ];
+            let mut gotk = vec![
+                BlockQ8K {
+                    d: 1.0,
+                    qs: [1; QK_K],
+                    bsums: [1; 16]
+                };
+                n / QK_K
+            ];
+            (k.quantize_row_q8_0)(row, &mut got0);
+            (k.quantize_row_q8_1)(row, &mut got1);
+            (k.quantize_row_q8_k)(row, &mut gotk);
+            assert!(got0 == want0, "quantize_row_q8_0 [{}]", k.name);
+            assert!(got1 == want1, "quantize_row_q8_1 [{}]", k.name);
+            for (g, w) in gotk.iter().zip(&wantk) {
+                assert!(
+                    g.d.to_bits() == w.d.to_bits() && g.qs == w.qs && g.bsums == w.bsums,
+                    "quantize_row_q8_k [{}]",
+                    k.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn quantizer_rounding_modes_follow_ggml() {
+    // d = 1 (amax 127): 2.5 -> 3 with roundf (Q8_0), -> 2 with nearest_int (Q8_K).
+    let mut row = vec![0.0f32; QK_K];
+    row[0] = 127.0;
+    row[1] = 2.5;
+    row[2] = -2.5;
+    row[3] = 3.5;
+    let mut b0 = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; QK_K / 32];
+    let mut bk = vec![
+        BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; 16]
+        };
+        1
+    ];
+    for k in impls() {
+        (k.quantize_row_q8_0)(&row, &mut b0);
+        (k.quantize_row_q8_k)(&row, &mut bk);
+        assert_eq!(&b0[0].qs[..4], &[127, 3, -3, 4], "[{}]", k.name);
+        // Q8_K: iscale = -127/127 = -1, so values flip sign.
+        assert_eq!(&bk[0].qs[..4], &[-127, -2, 2, -4], "[{}]", k.name);
+        assert_eq!(bk[0].d, -1.0);
+        assert_eq!(b0[0].d, 0x3c00);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// f16 / bf16 conversions: bit-level references, exhaustive where possible
+
+/// Independent f16 -> f32 reference through f64 arithmetic.
+fn ref_f16_to_f32(h: u16) -> u32 {
+    let sign = if h & 0x8000 != 0 { -1.0f64 } else { 1.0 };
+    let e = ((h >> 10) & 0x1f) as i32;
+    let m = (h & 0x3ff) as f64;
+    if e == 0x1f {
+        if h & 0x3ff == 0 {
+            return (sign as f32 * f32::INFINITY).to_bits();
+        }
+        return ((h as u32 & 0x8000) << 16) | 0x7fc0_0000 | ((h as u32 & 0x3ff) << 13);
+    }
+    let v = if e == 0 {
+        m * 2f64.powi(-24)
+    } else {
+        (1.0 + m / 1024.0) * 2f64.powi(e - 15)
+    };
+    ((sign * v) as f32).to_bits()
+}
+
+/// Independent f32 -> f16 reference: exact f64 arithmetic and an explicit
+/// round-half-to-even.
+fn ref_f32_to_f16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    if x.is_nan() {
+        return sign | 0x7e00 | ((bits >> 13) & 0x3ff) as u16;
+    }
+    if x.is_infinite() {
+        return sign | 0x7c00;
+    }
+    let a = (x as f64).abs();
+    if a == 0.0 {
+        return sign;
+    }
+    let rne = |q: f64| {
+        let f = q.floor();
+        let r = q - f;
+        if r > 0.5 || (r == 0.5 && f % 2.0 == 1.0) {
+            f + 1.0
+        } else {
+            f
+        }
+    };
+    if a < 2f64.powi(-14) {
+        let q = rne(a / 2f64.powi(-24)); // subnormal units; 1024 -> smallest normal
+        return sign | q as u16;
+    }
+    let mut e = a.log2().floor() as i32;
+    if 2f64.powi(e) > a {
+        e -= 1;
+    }
+    if 2f64.powi(e + 1) <= a {
+        e += 1;
+    }
+    let mut q = rne(a / 2f64.powi(e - 10));
+    if q == 2048.0 {
+        q = 1024.0;
+        e += 1;
+    }
+    if e > 15 {
+        return sign | 0x7c00;
+    }
+    sign | (((e + 15) as u16) << 10) | (q as u16 - 1024)
+}
+
+fn ref_f32_to_bf16(x: f32) -> u16 {
+    let u = x.to_bits();
+    if x.is_nan() {
+        return ((u >> 16) | 0x40) as u16;
+    }
+    let h = u >> 16;
+    let low = u & 0xffff;
+    let up = low > 0x8000 || (low == 0x8000 && h & 1 == 1);
+    (if up { h + 1 } else { h }) as u16
+}
+
+/// Every f16 value, every midpoint between neighbours, one ulp either side
+/// of each midpoint, plus NaNs, infinities and out-of-range values.
+fn f32_conversion_inputs() -> Vec<f32> {
+    let mut v = Vec::new();
+    for h in 0..0x7c00u16 {
+        let a = scalar::f16_to_f32(h);
+        let b = scalar::f16_to_f32(h + 1);
+        let mid = ((a as f64 + b as f64) / 2.0) as f32; // exact in f32
+        for x in [
+            a,
+            mid,
+            f32::from_bits(mid.to_bits() - 1),
+            f32::from_bits(mid.to_bits() + 1),
+        ] {
+            v.push(x);
+            v.push(-x);
+        }
+    }
+    let mut r = Rng::new(0x5eed_0006);
+    for _ in 0..100_000 {
+        v.push(f32::from_bits(r.u32()));
+    }
+    v.extend_from_slice(&[
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::from_bits(0x7f80_0001),
+        f32::from_bits(0xffbf_ffff),
+        65504.0,
+        65519.996,
+        65520.0,
+        1e10,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        1e-45,
+    ]);
+    v
+}
+
+#[test]
+fn f16_to_f32_exhaustive() {
+    let all: Vec<u16> = (0..=u16::MAX).collect();
+    for &h in &all {
+        assert_eq!(
+            scalar::f16_to_f32(h).to_bits(),
+            ref_f16_to_f32(h),
+            "f16 {:#06x}",
+            h
+        );
+    }
+    let want: Vec<u32> = all.iter().map(|&h| ref_f16_to_f32(h)).collect();
+    for k in impls() {
+        let mut out = vec![0.0f32; all.len()];
+        (k.f16_to_f32_row)(&all, &mut out);
+        for (i, o) in out.iter().enumerate() {
+            assert_eq!(o.to_bits(), want[i], "[{}] f16 {:#06x}", k.name, i);
+        }
+    }
+}
+
+#[test]
+fn bf16_to_f32_exhaustive() {
+    let all: Vec<u16> = (0..=u16::MAX).collect();
+    for k in impls() {
+        let mut out = vec![0.0f32; all.len()];
+        (k.bf16_to_f32_row)(&all, &mut out);
+        for (i, o) in out.iter().enumerate() {
+            assert_eq!(
+                o.to_bits(),
+                (i as u32) << 16,
+                "[{}] bf16 {:#06x}",
+                k.name,
+                i
+            );
+        }
+    }
+}
+
+#[test]
+fn f32_to_f16_round_trip_and_ties() {
+    for h in 0..=u16::MAX {
+        let e = (h >> 10) & 0x1f;
+        if e == 0x1f && h & 0x3ff != 0 {
+            // NaN: stays NaN, quieted, payload kept.
+            assert_eq!(scalar::f32_to_f16(scalar::f16_to_f32(h)), h | 0x200);
+        } else {
+            assert_eq!(scalar::f32_to_f16(scalar::f16_to_f32(h)), h, "{:#06x}", h);
+        }
+    }
+    let inputs = f32_conversion_inputs();
+    let want: Vec<u16> = inputs.iter().map(|&x| ref_f32_to_f16(x)).collect();
+    for (x, w) in inputs.iter().zip(&want) {
+        assert_eq!(
+            scalar::f32_to_f16(*x),
+            *w,
+            "f32 {:e} ({:#010x})",
+            x,
+            x.to_bits()
+        );
+    }
+    for k in impls() {
+        let mut out = vec![0u16; inputs.len()];
+        (k.f32_to_f16_row)(&inputs, &mut out);
+        for i in 0..inputs.len() {
+            assert_eq!(
+                out[i],
+                want[i],
+                "[{}] f32 {:#010x}",
+                k.name,
+                inputs[i].to_bits()
+            );
+        }
+    }
+}
+
+#[test]
+fn f32_to_bf16_matches_reference() {
+    let inputs = f32_conversion_inputs();
+    for k in impls() {
+        let mut out = vec![0u16; inputs.len()];
+        (k.f32_to_bf16_row)(&inputs, &mut out);
+        for (i, &x) in inputs.iter().enumerate() {
+            assert_eq!(
+                scalar::f32_to_bf16(x),
+                ref_f32_to_bf16(x),
+                "scalar {:#010x}",
+                x.to_bits()
+            );
+            assert_eq!(
+                out[i],
+                ref_f32_to_bf16(x),
+                "[{}] {:#010x}",
+                k.name,
+                x.to_bits()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Float vector ops
+
+const LENGTHS: [usize; 8] = [0, 1, 7, 8, 31, 64, 576, 2051];
+
+fn halves(r: &mut Rng, n: usize, bf: bool) -> Vec<u16> {
+    r.row(n)
+        .iter()
+        .map(|&v| {
+            if bf {
+                scalar::f32_to_bf16(v)
+            } else {
+                scalar::f32_to_f16(v)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn float_dots_match_scalar() {
+    let mut r = Rng::new(0x5eed_0007);
+    for _ in 0..5 {
+        for &n in LENGTHS.iter() {
+            let (x, y) = (r.row(n), r.row(n));
+            let (hx, hy) = (halves(&mut r, n, false), halves(&mut r, n, false));
+            let (bx, by) = (halves(&mut r, n, true), halves(&mut r, n, true));
+            let tol = |m: f64| (n as f64 / 32.0 + 16.0) * EPS * m + 1e-37;
+            let m32: f64 = x
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                .sum();
+            let m16: f64 = hx
+                .iter()
+                .zip(&hy)
+                .map(|(a, b)| (f16v(*a) * f16v(*b)).abs())
+                .sum();
+            let mbf: f64 = bx
+                .iter()
+                .zip(&by)
+                .map(|(a, b)| {
+                    (scalar::bf16_to_f32(*a) as f64 * scalar::bf16_to_f32(*b) as f64).abs()
+                })
+                .sum();
+            for k in impls() {
+                let cases = [
+                    (
+                        "vec_dot_f32",
+                        (k.vec_dot_f32)(&x, &y),
+                        scalar::vec_dot_f32(&x, &y),
+                        tol(m32),
+                    ),
+                    (
+                        "vec_dot_f16",
+                        (k.vec_dot_f16)(&hx, &hy),
+                        scalar::vec_dot_f16(&hx, &hy),
+                        tol(m16),
+                    ),
+                    (
+                        "vec_dot_bf16",
+                        (k.vec_dot_bf16)(&bx, &by),
+                        scalar::vec_dot_bf16(&bx, &by),
+                        tol(mbf),
+                    ),
+                ];
+                for (name, got, want, t) in cases {
+                    assert!(
+                        (got as f64 - want as f64).abs() <= t,
+                        "{} [{}] n={}: {} vs {}",
+                        name,
+                        k.name,
+                        n,
+                        got,
+                        want
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn elementwise_ops_match_scalar_exactly() {
+    let mut r = Rng::new(0x5eed_0008);
+    for _ in 0..5 {
+        for &n in LENGTHS.iter() {
+            let (x, y) = (r.row(n), r.row(n));
+            let a = r.normal();
+            let half = n / 2;
+            let (c, s): (Vec<f32>, Vec<f32>) = (0..half)
+                .map(|i| {
+                    let t = (i as f32 * 0.37 + a).sin() * 3.0;
+                    (t.cos(), t.sin())
+                })
+                .unzip();
+            for k in impls() {
+                let check = |name: &str, got: &[f32], want: &[f32]| {
+                    assert!(same_bits(got, want), "{} [{}] n={}", name, k.name, n);
+                };
+                let (mut g, mut w) = (y.clone(), y.clone());
+                (k.axpy)(a, &x, &mut g);
+                scalar::axpy(a, &x, &mut w);
+                check("axpy", &g, &w);
+                let (mut g, mut w) = (x.clone(), x.clone());
+                (k.scale)(&mut g, a);
+                scalar::scale(&mut w, a);
+                check("scale", &g, &w);
+                let (mut g, mut w) = (x.clone(), x.clone());
+                (k.mul)(&mut g, &y);
+                scalar::mul(&mut w, &y);
+                check("mul", &g, &w);
+                let (mut g, mut w) = (x.clone(), x.clone());
+                (k.add)(&mut g, &y);
+                scalar::add(&mut w, &y);
+                check("add", &g, &w);
+                let (mut g, mut w) = (vec![0.0; n], vec![0.0; n]);
+                (k.rms_norm)(&x, 1e-6, &mut g);
+                scalar::rms_norm(&x, 1e-6, &mut w);
+                check("rms_norm", &g, &w);
+                let (mut g, mut w) = (x.clone(), x.clone());
+                (k.rope_pairs)(&mut g, &c, &s);
+                scalar::rope_pairs(&mut w, &c, &s);
+                check("rope_pairs", &g, &w);
+                let (mut g, mut w) = (x.clone(), x.clone());
+                (k.rope_neox)(&mut g, &c, &s);
+                scalar::rope_neox(&mut w, &c, &s);
+                check("rope_neox", &g, &w);
+            }
+        }
+    }
+}
+
+#[test]
+fn activations_match_scalar_within_tolerance() {
+    let mut r = Rng::new(0x5eed_0009);
+    for _ in 0..5 {
+        for &n in LENGTHS.iter() {
+            let mut x = r.row(n);
+            if n > 3 {
+                x[1] = 95.0; // exp overflow territory for silu(-x)
+                x[2] = -95.0;
+                x[3] = -12.0;
+            }
+            let u = r.row(n);
+            for k in impls() {
+                let close =
+                    |name: &str, got: &[f32], want: &[f32], bound: &dyn Fn(usize) -> f64| {
+                        for i in 0..n {
+                            let d = (got[i] as f64 - want[i] as f64).abs();
+                            assert!(
+                                d <= bound(i),
+                                "{} [{}] n={} x={}: {} vs {}",
+                                name,
+                                k.name,
+                                n,
+                                x[i],
+                                got[i],
+                                want[i]
+                            );
+                        }
+                    };
+                let act = |i: usize| 16.0 * EPS * (x[i] as f64).abs() + 1e-37;
+                let glu = |i: usize| act(i) * (u[i] as f64).abs() + 1e-37;
+                let (mut g, mut w) = (x.clone(), x.clone());
+                (k.silu)(&mut g);
+                scalar::silu(&mut w);
+                close("silu", &g, &w, &act);
+                let (mut g, mut w) = (x.clone(), x.clone());
+                (k.gelu)(&mut g);
+                scalar::gelu(&mut w);
+                close("gelu", &g, &w, &act);
+                let (mut g, mut w) = (x.clone(), x.clone());
+                (k.swiglu)(&mut g, &u);
+                scalar::swiglu(&mut w, &u);
+                close("swiglu", &g, &w, &glu);
+                let (mut g, mut w) = (x.clone(), x.clone());
+                (k.geglu)(&mut g, &u);
+                scalar::geglu(&mut w, &u);
+                close("geglu", &g, &w, &glu);
+                let (mut g, mut w) = (x.clone(), x.clone());
+                (k.softmax)(&mut g);
+                scalar::softmax(&mut w);
+                let rel = (n as f64 / 8.0 + 32.0) * EPS;
+                close("softmax", &g, &w, &|i| rel * w[i] as f64 + 1e-37);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Dispatch
+
+#[test]
+fn dispatch_picks_a_detected_table() {
+    let all = available();
+    assert_eq!(all[0].name, "scalar");
+    let chosen = kernels();
+    assert_eq!(crate::isa(), chosen.name);
+    assert!(
+        all.iter().any(|k| core::ptr::eq(*k, chosen)),
+        "chosen table not available"
+    );
+    let forced =
+        std::env::var_os("RKINFER_FORCE_SCALAR").map_or(false, |v| !v.is_empty() && v != "0");
+    if forced {
+        assert_eq!(chosen.name, "scalar");
+    } else {
+        assert!(
+            core::ptr::eq(chosen, all[all.len() - 1]),
+            "not the fastest table"
+        );
+    }
+    eprintln!(
+        "kernels: chosen {}, available {:?}",
+        chosen.name,
+        all.iter().map(|k| k.name).collect::<Vec<_>>()
+    );
+    #[cfg(target_arch = "aarch64")]
+    assert!(
+        all.iter().any(|k| k.name == "neon"),
+        "NEON must be available on aarch64"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::x86_64::avx2_detected() {
+            assert!(all.iter().any(|k| k.name == "avx2"));
+        }
+    }
+}
+
+#[test]
+fn top_level_functions_use_the_table() {
+    let mut r = Rng::new(0x5eed_000a);
+    let x: Vec<BlockQ4_0> = blocks(&mut r, 4);
+    let y = q8_0_acts(&mut r, 4);
+    assert_eq!(
+        crate::vec_dot_q4_0_q8_0(&x, &y).to_bits(),
+        (kernels().vec_dot_q4_0_q8_0)(&x, &y).to_bits()
+    );
+    assert_eq!(crate::f32_to_f16(1.0), 0x3c00);
+    assert_eq!(crate::f16_to_f32(0x3c00), 1.0);
+    assert_eq!(crate::f32_to_bf16(1.0), 0x3f80);
+    assert_eq!(crate::bf16_to_f32(0x3f80), 1.0);
+}
+
+#[test]
+#[should_panic(expected = "length mismatch")]
+fn mismatched_lengths_panic_before_touching_memory() {
+    let x = vec![BlockQ4_0::default(); 3];
+    let y = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; 2];
+    crate::vec_dot_q4_0_q8_0(&x, &y);
+}

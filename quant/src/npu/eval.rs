@@ -1,0 +1,385 @@
+//! The accuracy harness (`rkinfer quant-eval`): seeded activations with
+//! outlier channels, the exact product, the relative output error of each
+//! scheme on each matmul weight of a GGUF model, and the summary table.
+
+use gguf::{GgmlType, GgufFile, TensorInfo};
+
+use super::hadamard::{seed_from_name, SplitMix64};
+use super::quantize::gaussian;
+use super::{matmul_reference, prepare_weight, MatmulStats, NpuQuantError, Scheme, RK_LLAMA_INT4};
+
+/// Shape of the synthetic activations.
+#[derive(Clone, Copy, Debug)]
+pub struct SyntheticActivations {
+    /// Fraction of channels that are outliers (at least one channel).
+    pub outlier_fraction: f32,
+    /// Magnitude multiplier of the outlier channels.
+    pub outlier_scale: f32,
+    pub seed: u64,
+}
+
+impl Default for SyntheticActivations {
+    fn default() -> Self {
+        SyntheticActivations {
+            outlier_fraction: 0.01,
+            outlier_scale: 20.0,
+            seed: 0x5eed,
+        }
+    }
+}
+
+impl SyntheticActivations {
+    /// `m x k` row-major activations: Gaussian values times a log-normal
+    /// per-channel scale (sigma 0.5) times a log-normal per-token scale
+    /// (sigma 0.3); a fixed set of outlier channels is multiplied by
+    /// `outlier_scale`, like the massive channels of real LLM activations.
+    pub fn generate(&self, m: usize, k: usize) -> Vec<f32> {
+        let mut rng = SplitMix64(self.seed ^ (k as u64).wrapping_mul(0x9e37_79b9));
+        let mut chan: Vec<f32> = (0..k).map(|_| (0.5 * gaussian(&mut rng)).exp()).collect();
+        let n_out = ((k as f32 * self.outlier_fraction).ceil() as usize).clamp(1, k.max(1));
+        for _ in 0..n_out {
+            let c = (rng.next_u64() % k.max(1) as u64) as usize;
+            chan[c] = self.outlier_scale;
+        }
+        let mut x = Vec::with_capacity(m * k);
+        for _ in 0..m {
+            let tok = (0.3 * gaussian(&mut rng)).exp();
+            for &cs in &chan {
+                x.push(gaussian(&mut rng) * cs * tok);
+            }
+        }
+        x
+    }
+}
+
+/// `Y = X W^T` accumulated in f64 (`m x n`).
+pub fn exact_product(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f64> {
+    let mut y = vec![0.0f64; m * n];
+    for r in 0..m {
+        let xr = &x[r * k..(r + 1) * k];
+        for c in 0..n {
+            let wr = &w[c * k..(c + 1) * k];
+            y[r * n + c] = xr.iter().zip(wr).map(|(a, b)| *a as f64 * *b as f64).sum();
+        }
+    }
+    y
+}
+
+/// `||y - yref|| / ||yref||` (Frobenius); 0 when both are zero.
+pub fn relative_error(y: &[f32], yref: &[f64]) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (a, b) in y.iter().zip(yref) {
+        num += (*a as f64 - b).powi(2);
+        den += b * b;
+    }
+    if den == 0.0 {
+        if num == 0.0 {
+            0.0
+        } else {
+            f64::INFINITY
+        }
+    } else {
+        (num / den).sqrt()
+    }
+}
+
+/// Result of one scheme on one matrix.
+#[derive(Clone, Debug)]
+pub struct SchemeResult {
+    pub scheme: Scheme,
+    pub rel_error: f64,
+    pub stats: MatmulStats,
+    /// Rotated, padded K the NPU multiplies.
+    pub k_pad: usize,
+}
+
+/// Runs every scheme on one weight (`n x k` rows) against activations `x`
+/// (`m x k`) and the exact product.
+pub fn eval_matrix(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    name: &str,
+    schemes: &[Scheme],
+) -> Result<Vec<SchemeResult>, NpuQuantError> {
+    let yref = exact_product(x, m, w, n, k);
+    let mut out = Vec::with_capacity(schemes.len());
+    for &scheme in schemes {
+        let pw = prepare_weight(w, n, k, scheme, name)?;
+        let (y, stats) = matmul_reference(&pw, x, m)?;
+        out.push(SchemeResult {
+            scheme,
+            rel_error: relative_error(&y, &yref),
+            stats,
+            k_pad: pw.k_pad,
+        });
+    }
+    Ok(out)
+}
+
+/// The weights fed to matmuls: 2-D tensors other than norms and the token
+/// embedding, plus the token embedding when it doubles as the output head.
+pub fn matmul_weights(f: &GgufFile) -> Vec<&TensorInfo> {
+    let has_output = f.tensor("output.weight").is_some();
+    f.tensors()
+        .iter()
+        .filter(|t| t.dims.len() == 2 && t.dims[1] > 1)
+        .filter(|t| t.name != "token_embd.weight" || !has_output)
+        .filter(|t| !t.name.contains("_norm") && !t.name.starts_with("rope"))
+        .collect()
+}
+
+/// Dequantizes one row of a GGML type to f32 (F32, F16, BF16, Q4_0..Q8_0,
+/// Q2_K..Q6_K through the kernels crate).
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), String> {
+    use kernels::blocks::as_blocks;
+    macro_rules! blocks {
+        ($f:path) => {{
+            let b = as_blocks(src).ok_or_else(|| "misaligned block data".to_string())?;
+            if b.len() * ty.block_size() != dst.len() {
+                return Err(format!("{} blocks for {} values", b.len(), dst.len()));
+            }
+            $f(b, dst);
+        }};
+    }
+    match ty {
+        GgmlType::F32 => {
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = kernels::f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+            }
+        }
+        GgmlType::BF16 => {
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = kernels::bf16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+            }
+        }
+        GgmlType::Q4_0 => blocks!(kernels::dequantize_row_q4_0),
+        GgmlType::Q4_1 => blocks!(kernels::dequantize_row_q4_1),
+        GgmlType::Q5_0 => blocks!(kernels::dequantize_row_q5_0),
+        GgmlType::Q5_1 => blocks!(kernels::dequantize_row_q5_1),
+        GgmlType::Q8_0 => blocks!(kernels::dequantize_row_q8_0),
+        GgmlType::Q2_K => blocks!(kernels::dequantize_row_q2_k),
+        GgmlType::Q3_K => blocks!(kernels::dequantize_row_q3_k),
+        GgmlType::Q4_K => blocks!(kernels::dequantize_row_q4_k),
+        GgmlType::Q5_K => blocks!(kernels::dequantize_row_q5_k),
+        GgmlType::Q6_K => blocks!(kernels::dequantize_row_q6_k),
+        other => return Err(format!("cannot dequantize type {}", other.name())),
+    }
+    Ok(())
+}
+
+/// Dequantizes the chosen rows of a tensor to f32 (`rows.len() x k`).
+pub fn dequantize_rows(f: &GgufFile, t: &TensorInfo, rows: &[usize]) -> Result<Vec<f32>, NpuQuantError> {
+    let k = t.row_len() as usize;
+    let bad = |what: String| NpuQuantError::Tensor {
+        tensor: t.name.clone(),
+        what,
+    };
+    let row_bytes = t
+        .ggml_type
+        .row_bytes(k as u64)
+        .ok_or_else(|| bad(format!("row of {k} does not fit {}", t.ggml_type.name())))? as usize;
+    let data = f.tensor_data(t);
+    let mut out = vec![0.0f32; rows.len() * k];
+    for (i, &r) in rows.iter().enumerate() {
+        let src = data
+            .get(r * row_bytes..(r + 1) * row_bytes)
+            .ok_or_else(|| bad(format!("row {r} beyond the data")))?;
+        dequantize_row(t.ggml_type, src, &mut out[i * k..(i + 1) * k])
+            .map_err(|e| bad(format!("row {r}: {e}")))?;
+    }
+    Ok(out)
+}
+
+/// Settings of one harness run.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// Activation rows per matrix.
+    pub tokens: usize,
+    /// Output rows evaluated per matrix (evenly subsampled beyond).
+    pub max_rows: usize,
+    pub schemes: Vec<Scheme>,
+    /// Only tensors whose name contains this.
+    pub filter: Option<String>,
+    pub seed: u64,
+    pub threads: usize,
+}
+
+/// Results of every scheme on one matrix.
+#[derive(Clone, Debug)]
+pub struct MatrixReport {
+    pub name: String,
+    pub ggml_type: &'static str,
+    /// Full output rows and K of the tensor.
+    pub n: usize,
+    pub k: usize,
+    /// Output rows evaluated.
+    pub n_eval: usize,
+    pub results: Vec<SchemeResult>,
+}
+
+/// Runs the harness over a model; `progress(i, total, tensor)` is called
+/// before each matrix.
+pub fn evaluate_model(
+    f: &GgufFile,
+    opts: &EvalOptions,
+    progress: &mut dyn FnMut(usize, usize, &TensorInfo),
+) -> Result<Vec<MatrixReport>, NpuQuantError> {
+    if opts.tokens == 0 || opts.max_rows == 0 {
+        return Err(NpuQuantError::EmptyShape {
+            what: "tokens / max_rows",
+        });
+    }
+    let weights: Vec<&TensorInfo> = matmul_weights(f)
+        .into_iter()
+        .filter(|t| opts.filter.as_deref().is_none_or(|s| t.name.contains(s)))
+        .collect();
+    let mut reports = Vec::with_capacity(weights.len());
+    for (i, t) in weights.iter().enumerate() {
+        progress(i, weights.len(), t);
+        let (k, n) = (t.row_len() as usize, t.n_rows() as usize);
+        let rows: Vec<usize> = if n > opts.max_rows {
+            (0..opts.max_rows).map(|j| j * n / opts.max_rows).collect()
+        } else {
+            (0..n).collect()
+        };
+        let w = dequantize_rows(f, t, &rows)?;
+        let x = SyntheticActivations {
+            seed: opts.seed ^ seed_from_name(&t.name),
+            ..Default::default()
+        }
+        .generate(opts.tokens, k);
+        let results = eval_parallel(&w, rows.len(), k, &x, opts.tokens, &t.name, &opts.schemes, opts.threads)?;
+        reports.push(MatrixReport {
+            name: t.name.clone(),
+            ggml_type: t.ggml_type.name(),
+            n,
+            k,
+            n_eval: rows.len(),
+            results,
+        });
+    }
+    Ok(reports)
+}
+
+/// [`eval_matrix`] with the schemes spread over `threads` threads.
+#[allow(clippy::too_many_arguments)]
+fn eval_parallel(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    name: &str,
+    schemes: &[Scheme],
+    threads: usize,
+) -> Result<Vec<SchemeResult>, NpuQuantError> {
+    let threads = threads.clamp(1, schemes.len().max(1));
+    let per = schemes.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<SchemeResult>, NpuQuantError>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = schemes
+            .chunks(per)
+            .map(|chunk| sc.spawn(move || eval_matrix(w, n, k, x, m, name, chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(NpuQuantError::BadScheme("evaluation thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(schemes.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+/// Totals of one scheme over all matrices.
+#[derive(Clone, Debug)]
+pub struct SchemeSummary {
+    pub scheme: Scheme,
+    pub mean: f64,
+    pub worst: f64,
+    pub worst_tensor: String,
+    pub int16_saturations: u64,
+    pub outputs: u64,
+    /// Device bytes of the packed weights per original weight (rotation
+    /// padding makes this exceed bits/8).
+    pub k_pad_ratio: f64,
+}
+
+/// Mean / worst relative error per scheme, in the order of `schemes`.
+pub fn summarize(reports: &[MatrixReport], schemes: &[Scheme]) -> Vec<SchemeSummary> {
+    schemes
+        .iter()
+        .map(|s| {
+            let mut sum = SchemeSummary {
+                scheme: *s,
+                mean: 0.0,
+                worst: 0.0,
+                worst_tensor: String::new(),
+                int16_saturations: 0,
+                outputs: 0,
+                k_pad_ratio: 0.0,
+            };
+            let (mut count, mut kw, mut kpw) = (0usize, 0.0f64, 0.0f64);
+            for r in reports {
+                for res in r.results.iter().filter(|res| res.scheme == *s) {
+                    count += 1;
+                    sum.mean += res.rel_error;
+                    if res.rel_error > sum.worst {
+                        sum.worst = res.rel_error;
+                        sum.worst_tensor = r.name.clone();
+                    }
+                    sum.int16_saturations += res.stats.int16_saturations;
+                    sum.outputs += res.stats.outputs;
+                    kw += (r.n * r.k) as f64;
+                    kpw += (r.n * res.k_pad) as f64;
+                }
+            }
+            sum.mean /= count.max(1) as f64;
+            sum.k_pad_ratio = if kw > 0.0 { kpw / kw } else { 1.0 };
+            sum
+        })
+        .collect()
+}
+
+/// The summary as a markdown table, with the ratio to rk-llama.cpp's
+/// per-tensor int4 when it was measured.
+pub fn markdown_table(summaries: &[SchemeSummary]) -> String {
+    let baseline = summaries
+        .iter()
+        .find(|s| s.scheme.to_string() == RK_LLAMA_INT4)
+        .map(|s| s.mean);
+    let mut out = String::from(
+        "| scheme | mean rel. error | worst rel. error | worst tensor | rk-llama.cpp int4 / this | K padding | int16 saturations |\n|---|---|---|---|---|---|---|\n",
+    );
+    for s in summaries {
+        let name = s.scheme.to_string();
+        let ratio = baseline
+            .map(|b| format!("{:.2}x", b / s.mean.max(1e-300)))
+            .unwrap_or_default();
+        let sat = if s.scheme.precision() == super::Precision::Int4 {
+            format!("{} / {}", s.int16_saturations, s.outputs)
+        } else {
+            "-".into()
+        };
+        out.push_str(&format!(
+            "| `{name}` | {:.3}% | {:.3}% | {} | {ratio} | {:.2}x | {sat} |\n",
+            100.0 * s.mean,
+            100.0 * s.worst,
+            s.worst_tensor,
+            s.k_pad_ratio
+        ));
+    }
+    out
+}

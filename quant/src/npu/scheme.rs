@@ -1,0 +1,351 @@
+//! Quantization schemes for NPU matmuls, their names, and the default
+//! scheme per source GGML type.
+//!
+//! A scheme name is `w{16|8|4}a{16|8|4}` followed by dot-separated options:
+//!
+//! | option | meaning | default |
+//! |---|---|---|
+//! | `had` | rk-llama.cpp's rotation: K padded to a power of two, one FWHT | no rotation |
+//! | `bhad` / `bhadN` | block-diagonal FWHT, block = largest power of two dividing K, at most N (default 4096, and never more than the K segment) | |
+//! | `khad` / `khadN` | `bhad` then an orthonormal DCT across the blocks of each K segment: whole-segment spreading without padding | |
+//! | `wmse` / `wkl` | weight clip by MSE / KL search | absmax |
+//! | `tensor` | one weight scale per tensor (per K segment) | per output channel |
+//! | `amse` | activation clip by per-row MSE search | absmax |
+//! | `r8` | int4 levels [-8, 7] (sign-flipped rows) | [-7, 7] |
+//! | `segN` | at most N of K per NPU matmul, partial sums added on the CPU | 8192 |
+//!
+//! Examples: `w8a8.had`, `w4a4.had.wkl.tensor` (rk-llama.cpp's int4), `w4a8.bhad.wmse`.
+
+use std::fmt;
+
+use super::hadamard::Rotation;
+use super::layout::Precision;
+use super::quantize::{Clip, LevelRange};
+use super::NpuQuantError;
+
+/// Number format of one operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Levels {
+    F16,
+    Int8,
+    Int4,
+}
+
+impl Levels {
+    fn bits(self) -> u32 {
+        match self {
+            Levels::F16 => 16,
+            Levels::Int8 => 8,
+            Levels::Int4 => 4,
+        }
+    }
+}
+
+/// Weight-scale granularity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Granularity {
+    /// One scale per tensor and K segment (rk-llama.cpp's first scheme).
+    PerTensor,
+    /// One scale per output channel and K segment.
+    PerChannel,
+}
+
+/// Default maximum K per NPU matmul (rk-llama.cpp splits at 8192).
+pub const DEFAULT_K_SEGMENT: usize = 8192;
+/// Default cap of the block-diagonal Hadamard block.
+pub const DEFAULT_MAX_BLOCK: usize = 4096;
+
+/// How one weight matrix and its activations are quantized for the NPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Scheme {
+    pub weight: Levels,
+    pub act: Levels,
+    pub rotation: Rotation,
+    pub weight_clip: Clip,
+    pub granularity: Granularity,
+    pub act_clip: Clip,
+    /// Int4 levels [-8, 7] (rows sign-flipped) instead of [-7, 7].
+    pub int4_full8: bool,
+    /// Maximum K per NPU matmul (a multiple of 32).
+    pub k_segment: usize,
+}
+
+impl Scheme {
+    /// A scheme with no options.
+    pub const fn plain(weight: Levels, act: Levels) -> Scheme {
+        Scheme {
+            weight,
+            act,
+            rotation: Rotation::None,
+            weight_clip: Clip::AbsMax,
+            granularity: Granularity::PerChannel,
+            act_clip: Clip::AbsMax,
+            int4_full8: false,
+            k_segment: DEFAULT_K_SEGMENT,
+        }
+    }
+
+    /// The NPU precision: the wider of the two operands (w4a8 runs as int8).
+    pub fn precision(&self) -> Precision {
+        match self.weight.bits().max(self.act.bits()) {
+            16 => Precision::Fp16,
+            8 => Precision::Int8,
+            _ => Precision::Int4,
+        }
+    }
+
+    fn range(&self, l: Levels) -> LevelRange {
+        match l {
+            Levels::Int4 if self.int4_full8 => LevelRange::INT4_FULL8,
+            Levels::Int4 => LevelRange::INT4_SYM7,
+            _ => LevelRange::INT8,
+        }
+    }
+
+    /// Integer levels of the weights (meaningless for F16).
+    pub fn weight_range(&self) -> LevelRange {
+        self.range(self.weight)
+    }
+
+    /// Integer levels of the activations (meaningless for F16).
+    pub fn act_range(&self) -> LevelRange {
+        self.range(self.act)
+    }
+
+    /// Checks the combination is one the NPU can run.
+    pub fn validate(&self) -> Result<(), NpuQuantError> {
+        let ok_pair = matches!(
+            (self.weight, self.act),
+            (Levels::F16, Levels::F16)
+                | (Levels::Int8, Levels::Int8)
+                | (Levels::Int4, Levels::Int4)
+                | (Levels::Int4, Levels::Int8)
+        );
+        if !ok_pair {
+            return Err(NpuQuantError::BadScheme(format!(
+                "{self}: weights and activations must be w16a16, w8a8, w4a4 or w4a8"
+            )));
+        }
+        if self.k_segment == 0 || self.k_segment % 32 != 0 {
+            return Err(NpuQuantError::BadScheme(format!(
+                "{self}: K segment {} is not a positive multiple of 32",
+                self.k_segment
+            )));
+        }
+        if let Rotation::Block { max_block } | Rotation::Kron { max_block } = self.rotation {
+            if max_block < 2 || !max_block.is_power_of_two() {
+                return Err(NpuQuantError::BadScheme(format!(
+                    "{self}: Hadamard block {max_block} is not a power of two >= 2"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The Hadamard block cap actually used: never more than the largest
+    /// power of two dividing the K segment, so blocks do not straddle
+    /// segments.
+    pub fn effective_rotation(&self) -> Rotation {
+        match self.rotation {
+            Rotation::Block { max_block } => {
+                let seg_pow2 = 1usize << self.k_segment.trailing_zeros();
+                Rotation::Block {
+                    max_block: max_block.min(seg_pow2),
+                }
+            }
+            Rotation::Kron { max_block } => {
+                let seg_pow2 = 1usize << self.k_segment.trailing_zeros();
+                Rotation::Kron {
+                    max_block: max_block.min(seg_pow2),
+                }
+            }
+            r => r,
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "w{}a{}", self.weight.bits(), self.act.bits())?;
+        match self.rotation {
+            Rotation::None => {}
+            Rotation::WholeK => write!(f, ".had")?,
+            Rotation::Block { max_block } if max_block == DEFAULT_MAX_BLOCK => write!(f, ".bhad")?,
+            Rotation::Block { max_block } => write!(f, ".bhad{max_block}")?,
+            Rotation::Kron { max_block } if max_block == DEFAULT_MAX_BLOCK => write!(f, ".khad")?,
+            Rotation::Kron { max_block } => write!(f, ".khad{max_block}")?,
+        }
+        match self.weight_clip {
+            Clip::AbsMax => {}
+            Clip::Mse => write!(f, ".wmse")?,
+            Clip::Kl => write!(f, ".wkl")?,
+        }
+        if self.granularity == Granularity::PerTensor {
+            write!(f, ".tensor")?;
+        }
+        match self.act_clip {
+            Clip::AbsMax => {}
+            Clip::Mse => write!(f, ".amse")?,
+            Clip::Kl => write!(f, ".akl")?,
+        }
+        if self.int4_full8 {
+            write!(f, ".r8")?;
+        }
+        if self.k_segment != DEFAULT_K_SEGMENT {
+            write!(f, ".seg{}", self.k_segment)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Scheme {
+    type Err = NpuQuantError;
+
+    fn from_str(s: &str) -> Result<Scheme, NpuQuantError> {
+        let bad = |what: &str| NpuQuantError::BadScheme(format!("{s:?}: {what}"));
+        let mut parts = s.trim().split('.');
+        let head = parts.next().unwrap_or("").to_ascii_lowercase();
+        let levels = |t: &str| match t {
+            "16" => Some(Levels::F16),
+            "8" => Some(Levels::Int8),
+            "4" => Some(Levels::Int4),
+            _ => None,
+        };
+        let (w, a) = head
+            .strip_prefix('w')
+            .and_then(|r| r.split_once('a'))
+            .and_then(|(w, a)| Some((levels(w)?, levels(a)?)))
+            .ok_or_else(|| bad("expected w16a16, w8a8, w4a4 or w4a8 first"))?;
+        let mut sc = Scheme::plain(w, a);
+        for opt in parts {
+            let num = |prefix: &str| -> Result<Option<usize>, NpuQuantError> {
+                match opt.strip_prefix(prefix) {
+                    Some("") => Ok(None),
+                    Some(n) => n
+                        .parse()
+                        .map(Some)
+                        .map_err(|_| bad(&format!("option {opt:?}: {n:?} is not a number"))),
+                    None => Err(bad("internal")),
+                }
+            };
+            match opt {
+                "had" => sc.rotation = Rotation::WholeK,
+                o if o.starts_with("bhad") => {
+                    sc.rotation = Rotation::Block {
+                        max_block: num("bhad")?.unwrap_or(DEFAULT_MAX_BLOCK),
+                    }
+                }
+                o if o.starts_with("khad") => {
+                    sc.rotation = Rotation::Kron {
+                        max_block: num("khad")?.unwrap_or(DEFAULT_MAX_BLOCK),
+                    }
+                }
+                "wmse" => sc.weight_clip = Clip::Mse,
+                "wkl" => sc.weight_clip = Clip::Kl,
+                "tensor" => sc.granularity = Granularity::PerTensor,
+                "amse" => sc.act_clip = Clip::Mse,
+                "akl" => sc.act_clip = Clip::Kl,
+                "r8" => sc.int4_full8 = true,
+                o if o.starts_with("seg") => {
+                    sc.k_segment = num("seg")?.ok_or_else(|| bad("seg needs a number"))?
+                }
+                o => return Err(bad(&format!("unknown option {o:?}"))),
+            }
+        }
+        sc.validate()?;
+        Ok(sc)
+    }
+}
+
+/// rk-llama.cpp's int4 scheme, the baseline to beat: rotated (whole-K),
+/// one KL-clipped scale per tensor, activations absmax/7 per row.
+pub const RK_LLAMA_INT4: &str = "w4a4.had.wkl.tensor";
+
+/// Schemes the accuracy harness compares (baseline first).
+pub const EVAL_SCHEMES: &[&str] = &[
+    RK_LLAMA_INT4,
+    "w16a16",
+    "w8a8",
+    "w8a8.had",
+    "w8a8.khad",
+    "w8a8.khad",
+    "w8a8.khad.amse",
+    "w4a4",
+    "w4a4.had.wkl",
+    "w4a4.had.wmse",
+    "w4a4.khad.wmse",
+    "w4a4.khad.wmse.amse",
+    "w4a4.khad.wmse.amse.r8",
+    "w4a4.had.wmse.amse.r8",
+    "w4a4.khad.wmse.amse.r8.seg256",
+    "w4a8.had.wmse",
+    "w4a8.khad.wmse",
+    "w4a8.khad.wmse.r8",
+];
+
+/// The default NPU scheme per source GGML type name (as printed by
+/// llama.cpp, e.g. "Q4_K"); overridable with `--npu-quant`. Types not
+/// listed (F32, BF16, other quants) use the last row. Measured in
+/// docs/quantization.md (`rkinfer quant-eval`).
+pub const DEFAULT_SCHEMES: &[(&str, &str)] = &[
+    ("F16", "w16a16"),
+    ("BF16", "w16a16"),
+    ("F32", "w16a16"),
+    ("Q8_0", "w8a8.khad"),
+    ("Q6_K", "w8a8.khad"),
+    ("Q5_0", "w8a8.khad"),
+    ("Q5_1", "w8a8.khad"),
+    ("Q5_K", "w8a8.khad"),
+    ("Q4_0", "w4a8.khad.wmse.r8"),
+    ("Q4_1", "w4a8.khad.wmse.r8"),
+    ("Q4_K", "w4a8.khad.wmse.r8"),
+    ("Q3_K", "w4a8.khad.wmse.r8"),
+    ("Q2_K", "w4a8.khad.wmse.r8"),
+    ("*", "w8a8.khad"),
+];
+
+/// The default scheme for a GGML type name (see [`DEFAULT_SCHEMES`]).
+pub fn default_scheme(ggml_type_name: &str) -> Scheme {
+    let name = DEFAULT_SCHEMES
+        .iter()
+        .find(|(t, _)| t.eq_ignore_ascii_case(ggml_type_name))
+        .or_else(|| DEFAULT_SCHEMES.iter().find(|(t, _)| *t == "*"))
+        .map(|(_, s)| *s)
+        .unwrap_or("w8a8.khad");
+    // The table is static and covered by a test, so parsing cannot fail.
+    name.parse().unwrap_or(Scheme::plain(Levels::Int8, Levels::Int8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in EVAL_SCHEMES {
+            let sc: Scheme = s.parse().unwrap();
+            assert_eq!(sc.to_string(), *s);
+        }
+        for (_, s) in DEFAULT_SCHEMES {
+            let sc: Scheme = s.parse().unwrap();
+            assert_eq!(&sc.to_string(), s);
+        }
+        assert_eq!("w4a4.bhad64.seg512".parse::<Scheme>().unwrap().to_string(), "w4a4.bhad64.seg512");
+    }
+
+    #[test]
+    fn bad_names_are_errors() {
+        for s in ["", "w8a4", "w3a3", "w8a8.foo", "w8a8.seg", "w8a8.seg33", "w4a4.bhad3", "x8a8"] {
+            assert!(s.parse::<Scheme>().is_err(), "{s} parsed");
+        }
+    }
+
+    #[test]
+    fn precision_and_defaults() {
+        assert_eq!("w4a8".parse::<Scheme>().unwrap().precision(), Precision::Int8);
+        assert_eq!("w4a4".parse::<Scheme>().unwrap().precision(), Precision::Int4);
+        assert_eq!(default_scheme("F16").precision(), Precision::Fp16);
+        assert_eq!(default_scheme("q8_0").to_string(), "w8a8.khad");
+        assert_eq!(default_scheme("IQ2_XXS").to_string(), "w8a8.khad");
+    }
+}

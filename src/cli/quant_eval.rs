@@ -1,0 +1,128 @@
+//! `rkinfer quant-eval MODEL.gguf`: the accuracy of every NPU quantization
+//! scheme on the model's real weights.
+//!
+//! For each 2-D weight used by a matmul, `Y = X W^T` is computed through the
+//! whole NPU path (rotation, quantization, native packing, the reference
+//! integer matmul, dequantization) and compared with exact math on the f32
+//! weights: relative error `||Y - Yref|| / ||Yref||`. X are seeded synthetic
+//! activations with outlier channels (see `quant::npu::eval`); real
+//! activations from a CPU forward pass are future work.
+
+use std::path::PathBuf;
+
+use gguf::GgufFile;
+use quant::npu::eval::{evaluate_model, markdown_table, summarize, EvalOptions};
+use quant::npu::Scheme;
+
+pub use quant::npu::eval::{dequantize_rows, matmul_weights};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The GGUF model file.
+    pub model: PathBuf,
+    /// Activation rows (tokens) per matrix.
+    #[arg(long, default_value_t = 64)]
+    pub tokens: usize,
+    /// Output rows evaluated per matrix; larger matrices (the vocabulary
+    /// head) are subsampled evenly.
+    #[arg(long, default_value_t = 2048)]
+    pub max_rows: usize,
+    /// Comma-separated schemes (default: the built-in comparison list).
+    #[arg(long)]
+    pub schemes: Option<String>,
+    /// Only tensors whose name contains this string.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Seed of the synthetic activations.
+    #[arg(long, default_value_t = 0x5eed)]
+    pub seed: u64,
+    /// Threads.
+    #[arg(short = 't', long, default_value_t = 2)]
+    pub threads: usize,
+    /// Print JSON instead of a markdown table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn qerr(e: quant::npu::NpuQuantError) -> crate::Error {
+    crate::Error::InvalidArgument(e.to_string())
+}
+
+pub fn run(args: Args) -> crate::Result<()> {
+    let f = GgufFile::open(&args.model)?;
+    let names: Vec<&str> = match &args.schemes {
+        Some(list) => list.split(',').collect(),
+        None => quant::npu::scheme::EVAL_SCHEMES.to_vec(),
+    };
+    let schemes: Vec<Scheme> = names
+        .iter()
+        .map(|s| s.parse().map_err(qerr))
+        .collect::<crate::Result<_>>()?;
+    let opts = EvalOptions {
+        tokens: args.tokens,
+        max_rows: args.max_rows,
+        schemes: schemes.clone(),
+        filter: args.filter.clone(),
+        seed: args.seed,
+        threads: args.threads,
+    };
+    let start = std::time::Instant::now();
+    let reports = evaluate_model(&f, &opts, &mut |i, total, t| {
+        eprintln!(
+            "[{}/{}] {} {} {}x{} ({:.0}s)",
+            i + 1,
+            total,
+            t.name,
+            t.ggml_type.name(),
+            t.n_rows(),
+            t.row_len(),
+            start.elapsed().as_secs_f64()
+        );
+    })
+    .map_err(qerr)?;
+    let summaries = summarize(&reports, &schemes);
+    if args.json {
+        let schemes_json: Vec<serde_json::Value> = summaries
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "scheme": s.scheme.to_string(), "mean_rel_error": s.mean,
+                    "worst_rel_error": s.worst, "worst_tensor": s.worst_tensor,
+                    "int16_saturations": s.int16_saturations, "outputs": s.outputs,
+                    "k_pad_ratio": s.k_pad_ratio,
+                })
+            })
+            .collect();
+        let matrices: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|r| {
+                let e: serde_json::Map<String, serde_json::Value> = r
+                    .results
+                    .iter()
+                    .map(|x| (x.scheme.to_string(), serde_json::json!(x.rel_error)))
+                    .collect();
+                serde_json::json!({"name": r.name, "type": r.ggml_type, "n": r.n, "k": r.k,
+                    "n_evaluated": r.n_eval, "rel_error": e})
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "model": args.model.display().to_string(), "tokens": args.tokens,
+            "max_rows": args.max_rows, "seed": args.seed, "activations": "synthetic",
+            "schemes": schemes_json, "matrices": matrices,
+        });
+        let text = serde_json::to_string_pretty(&doc)
+            .map_err(|e| crate::Error::InvalidArgument(format!("JSON output: {e}")))?;
+        println!("{text}");
+    } else {
+        println!(
+            "{}: {} matrices, {} synthetic activation rows, <= {} output rows each\n",
+            args.model.display(),
+            reports.len(),
+            args.tokens,
+            args.max_rows
+        );
+        print!("{}", markdown_table(&summaries));
+    }
+    eprintln!("done in {:.0}s", start.elapsed().as_secs_f64());
+    Ok(())
+}

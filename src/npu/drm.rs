@@ -1,0 +1,241 @@
+//! The raw kernel boundary: a small trait ([`DrmIo`]) for "issue this ioctl
+//! on the node" and "map this offset of the node", implemented by the real
+//! device file ([`NodeFile`], through `nix`) and by the in-process fakes of
+//! the `rknpu` and `rocket` drivers (`npu::fake`). Device discovery by DRM
+//! driver name lives here too.
+
+use std::fs::{File, OpenOptions};
+use std::num::NonZeroUsize;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use bytemuck::Pod;
+use nix::errno::Errno;
+
+use super::error::NpuError;
+use super::mem::Mapping;
+use super::uapi;
+
+/// One open DRM / accel node, as the drivers see it.
+pub trait DrmIo: Send + Sync {
+    /// Issues `request` with `arg` as the in/out argument struct (its length
+    /// equals the size encoded in `request`).
+    fn ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno>;
+    /// Maps `len` bytes of the node at `offset` (from MEM_MAP / CREATE_BO).
+    fn mmap(&self, offset: u64, len: usize) -> Result<Mapping, NpuError>;
+    /// Node path for messages.
+    fn path(&self) -> String;
+}
+
+/// Typed ioctl: checks that the struct matches the size in the number.
+pub fn call<T: Pod>(io: &dyn DrmIo, request: u32, arg: &mut T) -> Result<(), Errno> {
+    if uapi::ioc_size(request) != std::mem::size_of::<T>() {
+        return Err(Errno::EINVAL);
+    }
+    io.ioctl(request, bytemuck::bytes_of_mut(arg))
+}
+
+/// A device node opened read-write.
+pub struct NodeFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl NodeFile {
+    pub fn open(path: &Path) -> Result<NodeFile, NpuError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nix::libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| match e.raw_os_error().map(Errno::from_raw) {
+                Some(Errno::EACCES) | Some(Errno::EPERM) => NpuError::PermissionDenied {
+                    path: path.to_path_buf(),
+                },
+                Some(errno) => NpuError::Open {
+                    path: path.to_path_buf(),
+                    errno,
+                },
+                None => NpuError::Open {
+                    path: path.to_path_buf(),
+                    errno: Errno::EIO,
+                },
+            })?;
+        Ok(NodeFile {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl DrmIo for NodeFile {
+    fn ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno> {
+        if arg.len() != uapi::ioc_size(request) {
+            return Err(Errno::EINVAL);
+        }
+        loop {
+            // SAFETY: the fd is open for self's lifetime; `arg` is a live,
+            // writable buffer of exactly the size the request encodes, so the
+            // kernel's copy_from_user/copy_to_user stay inside it. Pointers
+            // inside the struct are set by the callers to buffers that
+            // outlive this call.
+            let ret = unsafe {
+                nix::libc::ioctl(
+                    self.file.as_raw_fd(),
+                    request as nix::libc::Ioctl,
+                    arg.as_mut_ptr(),
+                )
+            };
+            if ret >= 0 {
+                return Ok(());
+            }
+            match Errno::last() {
+                Errno::EINTR | Errno::EAGAIN => continue,
+                e => return Err(e),
+            }
+        }
+    }
+
+    fn mmap(&self, offset: u64, len: usize) -> Result<Mapping, NpuError> {
+        let length = NonZeroUsize::new(len).ok_or(NpuError::Mmap {
+            len,
+            errno: Errno::EINVAL,
+        })?;
+        let off = i64::try_from(offset).map_err(|_| NpuError::Mmap {
+            len,
+            errno: Errno::EINVAL,
+        })?;
+        // SAFETY: a fresh shared mapping chosen by the kernel (no fixed
+        // address), so no existing memory is replaced; it is owned by the
+        // returned Mapping, which unmaps it exactly once.
+        let ptr = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                length,
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_SHARED,
+                &self.file,
+                off,
+            )
+        }
+        .map_err(|errno| NpuError::Mmap { len, errno })?;
+        // SAFETY: ptr/len describe the mapping just created.
+        Ok(unsafe { Mapping::from_mmap(ptr.cast(), len) })
+    }
+
+    fn path(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// DRM name and version of a node (DRM_IOCTL_VERSION).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrmDriverVersion {
+    pub name: String,
+    pub major: i32,
+    pub minor: i32,
+    pub patch: i32,
+}
+
+impl DrmDriverVersion {
+    pub fn version_string(&self) -> String {
+        format!("{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Asks the node which DRM driver serves it.
+pub fn drm_version(io: &dyn DrmIo) -> Result<DrmDriverVersion, NpuError> {
+    let mut name = vec![0u8; 64];
+    let mut v = uapi::DrmVersion {
+        name_len: name.len() as u64,
+        name: name.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    call(io, uapi::DRM_IOCTL_VERSION, &mut v).map_err(|errno| NpuError::Ioctl {
+        op: "DRM_IOCTL_VERSION",
+        errno,
+    })?;
+    let len = (v.name_len as usize).min(name.len());
+    let text = String::from_utf8_lossy(&name[..len]).trim_end_matches('\0').to_string();
+    Ok(DrmDriverVersion {
+        name: text,
+        major: v.version_major,
+        minor: v.version_minor,
+        patch: v.version_patchlevel,
+    })
+}
+
+/// The driver a sysfs class entry is bound to (readable without opening
+/// the node), e.g. /sys/class/drm/renderD129/device/driver -> "RKNPU".
+fn sysfs_driver(class: &str, node: &str) -> Option<String> {
+    let link = std::fs::read_link(format!("/sys/class/{class}/{node}/device/driver")).ok()?;
+    link.file_name().map(|n| n.to_string_lossy().to_string())
+}
+
+/// Candidate nodes: /dev/accel/accel*, then /dev/dri/renderD*.
+pub fn candidate_nodes() -> (Vec<(PathBuf, &'static str)>, Vec<String>) {
+    let mut nodes = Vec::new();
+    let mut notes = Vec::new();
+    for (dir, prefix, class) in [("/dev/accel", "accel", "accel"), ("/dev/dri", "renderD", "drm")] {
+        match std::fs::read_dir(dir) {
+            Ok(rd) => {
+                let mut found: Vec<PathBuf> = rd
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .map(|n| n.to_string_lossy().starts_with(prefix))
+                            .unwrap_or(false)
+                    })
+                    .collect();
+                found.sort();
+                if found.is_empty() {
+                    notes.push(format!("{dir} has no {prefix}* node"));
+                }
+                nodes.extend(found.into_iter().map(|p| (p, class)));
+            }
+            Err(_) => notes.push(format!("{dir} does not exist")),
+        }
+    }
+    (nodes, notes)
+}
+
+/// A node served by an NPU driver.
+pub struct FoundNode {
+    pub io: NodeFile,
+    pub version: DrmDriverVersion,
+}
+
+/// Finds the first node whose DRM driver is `rknpu` or `rocket`. The error
+/// lists every place looked at and why it did not qualify.
+pub fn find_npu_node() -> Result<FoundNode, NpuError> {
+    let (nodes, mut reasons) = candidate_nodes();
+    let mut denied = None;
+    for (path, class) in nodes {
+        let node = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        match NodeFile::open(&path) {
+            Ok(io) => match drm_version(&io) {
+                Ok(v) if v.name == "rknpu" || v.name == "rocket" => return Ok(FoundNode { io, version: v }),
+                Ok(v) => reasons.push(format!("{} is driven by {}", path.display(), v.name)),
+                Err(e) => reasons.push(format!("{}: {e}", path.display())),
+            },
+            Err(NpuError::PermissionDenied { path }) => {
+                let drv = sysfs_driver(class, &node).unwrap_or_default().to_lowercase();
+                if drv.contains("rknpu") || drv.contains("rocket") {
+                    denied = Some(path);
+                } else {
+                    reasons.push(format!("{}: permission denied (driver {drv})", path.display()));
+                }
+            }
+            Err(e) => reasons.push(e.to_string()),
+        }
+    }
+    if let Some(path) = denied {
+        return Err(NpuError::PermissionDenied { path });
+    }
+    if Path::new("/dev/rknpu").exists() {
+        reasons.push("/dev/rknpu (misc-device build of rknpu) is not supported; use a DRM build".into());
+    }
+    Err(NpuError::NoDevice { reasons })
+}

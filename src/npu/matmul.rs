@@ -1,0 +1,635 @@
+//! Matmuls on an [`NpuDevice`]: tiling to the CBUF limits, packing to the
+//! native layouts, command buffers, submission, CPU-side K accumulation.
+//!
+//! Tiling (rk3588-npu.md section 4): K is cut into segments of at most
+//! `k_segment` (default 8192, as rk-llama.cpp) whose partial results the CPU
+//! adds; N is split across the requested cores (one job per core, submitted
+//! one after another) and into tiles of at most 8192 kernels; M is padded to
+//! a multiple of 4 (M = 1 stays 1) and cut into chained tasks whose input
+//! fits 11 CBUF banks.
+
+use super::device::{Job, NpuBuffer, NpuDevice, TaskRef};
+use super::error::NpuError;
+use super::layout;
+use super::task::{self, MatmulType, TaskDesc, BODY_ENTRIES, CBUF_BANKS, CBUF_BANK_BYTES, TASK_ENTRIES};
+
+/// Matmul operands, row-major: A is M x K, B is N x K (C = A * B^T).
+#[derive(Clone, Copy, Debug)]
+pub enum Operands<'a> {
+    Int8 { a: &'a [i8], b: &'a [i8] },
+    /// FP16 bit patterns.
+    Fp16 { a: &'a [u16], b: &'a [u16] },
+    /// Values in [-8, 7].
+    Int4 { a: &'a [i8], b: &'a [i8] },
+}
+
+/// Weight operand alone (for weights prepared once).
+#[derive(Clone, Copy, Debug)]
+pub enum Weights<'a> {
+    Int8(&'a [i8]),
+    Fp16(&'a [u16]),
+    Int4(&'a [i8]),
+}
+
+/// Activation operand alone.
+#[derive(Clone, Copy, Debug)]
+pub enum Activations<'a> {
+    Int8(&'a [i8]),
+    Fp16(&'a [u16]),
+    Int4(&'a [i8]),
+}
+
+/// Result, row-major M x N.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MatmulOutput {
+    /// int8 (INT32 sums) and int4 (INT16 partial sums added in INT32).
+    I32(Vec<i32>),
+    /// fp16 with FP32 output.
+    F32(Vec<f32>),
+    /// fp16-out16: FP16 bit patterns.
+    F16(Vec<u16>),
+}
+
+/// Tiling and submission options.
+#[derive(Clone, Debug)]
+pub struct MatmulOptions {
+    /// Cores to spread N over (one job each, submitted serially).
+    pub cores: Vec<u32>,
+    /// Largest K per task; partial sums are added on the CPU.
+    pub k_segment: usize,
+    pub timeout_ms: u32,
+    /// Allow the experimental int4 path on real hardware.
+    pub allow_experimental: bool,
+    /// At most this many chained tasks per submit.
+    pub max_tasks_per_submit: usize,
+}
+
+impl Default for MatmulOptions {
+    fn default() -> Self {
+        MatmulOptions {
+            cores: vec![0],
+            k_segment: 8192,
+            timeout_ms: 6000,
+            allow_experimental: false,
+            max_tasks_per_submit: 256,
+        }
+    }
+}
+
+/// Largest M of one task: 10-bit FEATURE_GRAINS (M + 1) and the input
+/// fitting the data banks (at least one bank stays for weights).
+pub fn max_task_m(ty: MatmulType, k: usize) -> usize {
+    let row = ty.bytes_for(k as u64).max(1);
+    let by_banks = ((CBUF_BANKS as u64 - 1) * CBUF_BANK_BYTES / row) as usize;
+    let by_grains = task::MAX_FEATURE_GRAINS as usize - 1;
+    by_banks.min(by_grains) / 4 * 4
+}
+
+/// M padded to the NPU's row alignment.
+pub fn pad_m(m: usize) -> usize {
+    if m == 1 {
+        1
+    } else {
+        m.div_ceil(4) * 4
+    }
+}
+
+/// A tile of the problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub len: usize,
+}
+
+/// How a matmul is cut into tasks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub ty: MatmulType,
+    pub m: usize,
+    pub m_pad: usize,
+    pub k: usize,
+    pub n: usize,
+    pub m_tiles: Vec<Span>,
+    pub k_segs: Vec<Span>,
+    /// N tiles with the core each runs on.
+    pub n_tiles: Vec<(Span, u32)>,
+}
+
+impl Plan {
+    pub fn tasks(&self) -> usize {
+        self.m_tiles.len() * self.k_segs.len() * self.n_tiles.len()
+    }
+}
+
+fn split(total: usize, max: usize, align: usize) -> Vec<Span> {
+    let parts = total.div_ceil(max.max(align)).max(1);
+    let chunk = total.div_ceil(parts).div_ceil(align) * align;
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < total {
+        let len = chunk.min(total - start);
+        out.push(Span { start, len });
+        start += len;
+    }
+    out
+}
+
+/// Plans a matmul of M x K by N x K.
+pub fn plan(ty: MatmulType, m: usize, k: usize, n: usize, opts: &MatmulOptions) -> Result<Plan, NpuError> {
+    let bad = |s: String| Err(NpuError::InvalidShape(s));
+    if m == 0 || k == 0 || n == 0 {
+        return bad(format!("empty matmul M={m} K={k} N={n}"));
+    }
+    if k % 32 != 0 {
+        return bad(format!("K={k} must be a multiple of 32 (pad the operands)"));
+    }
+    if n % ty.b_group() != 0 {
+        return bad(format!("N={n} must be a multiple of {} for {}", ty.b_group(), ty.name()));
+    }
+    if opts.cores.is_empty() {
+        return bad("no NPU cores selected".into());
+    }
+    let k_max = opts
+        .k_segment
+        .min((CBUF_BANK_BYTES * 8 / ty.input_bits() as u64) as usize)
+        .min(task::MAX_K as usize)
+        / 32
+        * 32;
+    if k_max == 0 {
+        return bad(format!("K segment {} is below 32", opts.k_segment));
+    }
+    let k_segs = split(k, k_max, 32);
+    if ty == MatmulType::Fp16Out16 && k_segs.len() > 1 {
+        return bad(format!(
+            "K={k} needs {} segments; fp16-out16 cannot add rounded partial sums (use fp16 with FP32 output)",
+            k_segs.len()
+        ));
+    }
+    let m_pad = pad_m(m);
+    let seg_max = k_segs.iter().map(|s| s.len).max().unwrap_or(32);
+    let m_max = max_task_m(ty, seg_max);
+    if m_max == 0 {
+        return bad(format!("K segment {seg_max} leaves no room for input rows"));
+    }
+    let m_tiles = if m_pad == 1 {
+        vec![Span { start: 0, len: 1 }]
+    } else {
+        split(m_pad, m_max, 4)
+    };
+    let group = ty.b_group();
+    let per_core = split(n, n.div_ceil(opts.cores.len()), group);
+    let mut n_tiles = Vec::new();
+    for (i, span) in per_core.iter().enumerate() {
+        let core = opts.cores[i % opts.cores.len()];
+        for sub in split(span.len, task::MAX_CHANNELS_N as usize, group) {
+            n_tiles.push((
+                Span {
+                    start: span.start + sub.start,
+                    len: sub.len,
+                },
+                core,
+            ));
+        }
+    }
+    Ok(Plan {
+        ty,
+        m,
+        m_pad,
+        k,
+        n,
+        m_tiles,
+        k_segs,
+        n_tiles,
+    })
+}
+
+const REGION_ALIGN: usize = 64;
+
+fn align_up(x: usize) -> usize {
+    x.div_ceil(REGION_ALIGN) * REGION_ALIGN
+}
+
+/// Where each packed block lives inside the A, B and C buffers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Regions {
+    /// A block of (m tile, k seg): `a_offsets[m_tile][k_seg]`.
+    pub a_offsets: Vec<Vec<usize>>,
+    pub a_total: usize,
+    /// B block of (n tile, k seg): `b_offsets[n_tile][k_seg]`.
+    pub b_offsets: Vec<Vec<usize>>,
+    pub b_total: usize,
+}
+
+/// Lays out the packed blocks back to back, 64-byte aligned.
+pub fn regions(p: &Plan) -> Regions {
+    let bits = p.ty.input_bits();
+    let mut a_total = 0;
+    let a_offsets = p
+        .m_tiles
+        .iter()
+        .map(|ms| {
+            p.k_segs
+                .iter()
+                .map(|ks| {
+                    let off = a_total;
+                    a_total += align_up(layout::a_bytes(ms.len, ks.len, bits));
+                    off
+                })
+                .collect()
+        })
+        .collect();
+    let mut b_total = 0;
+    let b_offsets = p
+        .n_tiles
+        .iter()
+        .map(|(ns, _)| {
+            p.k_segs
+                .iter()
+                .map(|ks| {
+                    let off = b_total;
+                    b_total += align_up(layout::a_bytes(ns.len, ks.len, bits));
+                    off
+                })
+                .collect()
+        })
+        .collect();
+    Regions {
+        a_offsets,
+        a_total,
+        b_offsets,
+        b_total,
+    }
+}
+
+/// One task of a planned matmul.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedTask {
+    pub core: u32,
+    pub desc: TaskDesc,
+    pub m_tile: Span,
+    pub n_tile: Span,
+    pub k_seg: Span,
+    /// Byte offset of the task's output tile in the C buffer.
+    pub c_off: usize,
+}
+
+/// Every task of the plan, in submission order per core (N tile, then M
+/// tile, then K segment), with A/B/C at the given device addresses; returns
+/// the tasks and the C buffer size.
+pub fn plan_tasks(p: &Plan, r: &Regions, a_base: u32, b_base: u32, c_base: u32) -> Result<(Vec<PlannedTask>, usize), NpuError> {
+    let addr = |base: u32, off: usize| -> Result<u32, NpuError> {
+        let a = base as u64 + off as u64;
+        u32::try_from(a).map_err(|_| NpuError::AddressAbove4G {
+            what: "matmul operand".into(),
+            addr: a,
+        })
+    };
+    let out_bytes = p.ty.output_bytes() as usize;
+    let mut c_total = 0;
+    let mut tasks = Vec::with_capacity(p.tasks());
+    for (ni, (ns, core)) in p.n_tiles.iter().enumerate() {
+        for (mi, ms) in p.m_tiles.iter().enumerate() {
+            for (ki, ks) in p.k_segs.iter().enumerate() {
+                let c_off = c_total;
+                c_total += align_up(ms.len * ns.len * out_bytes);
+                tasks.push(PlannedTask {
+                    core: *core,
+                    desc: TaskDesc {
+                        ty: p.ty,
+                        m: ms.len as u32,
+                        k: ks.len as u32,
+                        n: ns.len as u32,
+                        a_addr: addr(a_base, r.a_offsets[mi][ki])?,
+                        b_addr: addr(b_base, r.b_offsets[ni][ki])?,
+                        c_addr: addr(c_base, c_off)?,
+                    },
+                    m_tile: *ms,
+                    n_tile: *ns,
+                    k_seg: *ks,
+                    c_off,
+                });
+            }
+        }
+    }
+    Ok((tasks, c_total))
+}
+
+fn bits_of_weights(w: &Weights<'_>, ty: MatmulType, n: usize, k: usize) -> Result<Vec<u32>, NpuError> {
+    let want = n * k;
+    let v: Vec<u32> = match (w, ty) {
+        (Weights::Int8(b), MatmulType::Int8) if b.len() == want => b.iter().map(|&x| u32::from(x as u8)).collect(),
+        (Weights::Fp16(b), MatmulType::Fp16 | MatmulType::Fp16Out16) if b.len() == want => {
+            b.iter().map(|&x| u32::from(x)).collect()
+        }
+        (Weights::Int4(b), MatmulType::Int4) if b.len() == want => {
+            if let Some(x) = b.iter().find(|x| !(-8..=7).contains(*x)) {
+                return Err(NpuError::BadOperands(format!("int4 weight {x} outside [-8, 7]")));
+            }
+            b.iter().map(|&x| u32::from(x as u8 & 0xF)).collect()
+        }
+        _ => {
+            return Err(NpuError::BadOperands(format!(
+                "{} weights of {n} x {k} expected",
+                ty.name()
+            )))
+        }
+    };
+    Ok(v)
+}
+
+fn bits_of_activations(a: &Activations<'_>, ty: MatmulType, m: usize, k: usize) -> Result<Vec<u32>, NpuError> {
+    let want = m * k;
+    let v: Vec<u32> = match (a, ty) {
+        (Activations::Int8(x), MatmulType::Int8) if x.len() == want => x.iter().map(|&v| u32::from(v as u8)).collect(),
+        (Activations::Fp16(x), MatmulType::Fp16 | MatmulType::Fp16Out16) if x.len() == want => {
+            x.iter().map(|&v| u32::from(v)).collect()
+        }
+        (Activations::Int4(x), MatmulType::Int4) if x.len() == want => {
+            if let Some(v) = x.iter().find(|v| !(-8..=7).contains(*v)) {
+                return Err(NpuError::BadOperands(format!("int4 activation {v} outside [-8, 7]")));
+            }
+            x.iter().map(|&v| u32::from(v as u8 & 0xF)).collect()
+        }
+        _ => {
+            return Err(NpuError::BadOperands(format!(
+                "{} activations of {m} x {k} expected",
+                ty.name()
+            )))
+        }
+    };
+    Ok(v)
+}
+
+/// Weights packed once into device memory, per (N tile, K segment).
+pub struct PreparedWeights {
+    pub ty: MatmulType,
+    pub k: usize,
+    pub n: usize,
+    opts: MatmulOptions,
+    buf: NpuBuffer,
+    /// The N/K tiling the weights were packed for (M is planned per call).
+    n_tiles: Vec<(Span, u32)>,
+    k_segs: Vec<Span>,
+}
+
+impl PreparedWeights {
+    /// Packs B (N x K) to the native weight layout on `dev`.
+    pub fn new(
+        dev: &dyn NpuDevice,
+        ty: MatmulType,
+        k: usize,
+        n: usize,
+        weights: Weights<'_>,
+        opts: &MatmulOptions,
+    ) -> Result<Self, NpuError> {
+        if ty.experimental() && !dev.is_simulated() && !opts.allow_experimental {
+            return Err(NpuError::Unsupported(format!(
+                "{} is experimental (no hardware-verified register sequence) and off on real hardware",
+                ty.name()
+            )));
+        }
+        let p = plan(ty, 1, k, n, opts)?;
+        let r = regions(&p);
+        let vals = bits_of_weights(&weights, ty, n, k)?;
+        let bits = ty.input_bits();
+        let mut buf = dev.alloc(r.b_total)?;
+        for (ni, (ns, _)) in p.n_tiles.iter().enumerate() {
+            for (ki, ks) in p.k_segs.iter().enumerate() {
+                let mut sub = Vec::with_capacity(ns.len * ks.len);
+                for row in ns.start..ns.start + ns.len {
+                    sub.extend_from_slice(&vals[row * k + ks.start..row * k + ks.start + ks.len]);
+                }
+                let packed = layout::pack_b(&sub, ns.len, ks.len, bits, ty.b_group());
+                buf.write(r.b_offsets[ni][ki], &packed)?;
+            }
+        }
+        buf.sync_to_device()?;
+        Ok(PreparedWeights {
+            ty,
+            k,
+            n,
+            opts: opts.clone(),
+            buf,
+            n_tiles: p.n_tiles,
+            k_segs: p.k_segs,
+        })
+    }
+
+    /// Device bytes held.
+    pub fn device_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// C = A * B^T for A of M x K.
+    pub fn matmul(&self, dev: &dyn NpuDevice, a: Activations<'_>, m: usize) -> Result<MatmulOutput, NpuError> {
+        let ty = self.ty;
+        let (k, n) = (self.k, self.n);
+        let p = plan(ty, m, k, n, &self.opts)?;
+        if p.k_segs != self.k_segs || p.n_tiles != self.n_tiles {
+            return Err(NpuError::InvalidShape("tiling changed since the weights were prepared".into()));
+        }
+        let r = regions(&p);
+        let vals = bits_of_activations(&a, ty, m, k)?;
+        let bits = ty.input_bits();
+
+        // A: one block per (m tile, k seg); padded rows stay zero.
+        let mut a_buf = dev.alloc(r.a_total)?;
+        for (mi, ms) in p.m_tiles.iter().enumerate() {
+            for (ki, ks) in p.k_segs.iter().enumerate() {
+                let mut sub = vec![0u32; ms.len * ks.len];
+                for rr in 0..ms.len {
+                    let row = ms.start + rr;
+                    if row < m {
+                        sub[rr * ks.len..(rr + 1) * ks.len]
+                            .copy_from_slice(&vals[row * k + ks.start..row * k + ks.start + ks.len]);
+                    }
+                }
+                a_buf.write(r.a_offsets[mi][ki], &layout::pack_a(&sub, ms.len, ks.len, bits))?;
+            }
+        }
+        a_buf.sync_to_device()?;
+
+        // Output tiles; the C address is only known after allocating.
+        let (_, c_total) = plan_tasks(&p, &r, 0, 0, 0)?;
+        let c_buf = dev.alloc(c_total)?;
+        let (tasks, _) = plan_tasks(&p, &r, a_buf.dma_addr(), self.buf.dma_addr(), c_buf.dma_addr())?;
+
+        // Submit: per core, chunks of chained tasks, one submit at a time.
+        let chaining = dev.chaining();
+        let chunk = self.opts.max_tasks_per_submit.max(1);
+        let mut cores: Vec<u32> = tasks.iter().map(|t| t.core).collect();
+        cores.dedup();
+        cores.sort_unstable();
+        cores.dedup();
+        for core in cores {
+            let mine: Vec<TaskDesc> = tasks.iter().filter(|t| t.core == core).map(|t| t.desc).collect();
+            for group in mine.chunks(chunk) {
+                let mut regcmd = dev.alloc(group.len() * TASK_ENTRIES * 8)?;
+                let (words, offsets) = task::build_command_buffer(group, regcmd.dma_addr(), chaining)?;
+                regcmd.write_words(0, &words)?;
+                regcmd.sync_to_device()?;
+                let refs: Vec<TaskRef> = offsets
+                    .iter()
+                    .map(|&o| TaskRef {
+                        offset: o,
+                        body_entries: BODY_ENTRIES as u32,
+                    })
+                    .collect();
+                let job = Job {
+                    regcmd: &regcmd,
+                    tasks: &refs,
+                    core,
+                    inputs: &[&a_buf, &self.buf],
+                    outputs: &[&c_buf],
+                    timeout_ms: self.opts.timeout_ms,
+                };
+                dev.submit(&job)?;
+            }
+        }
+        c_buf.sync_from_device()?;
+
+        // Gather: unpack each task's C tile and add the K segments.
+        let out_bytes = ty.output_bytes();
+        let is_int = matches!(ty, MatmulType::Int8 | MatmulType::Int4);
+        let mut acc_i = vec![0i32; if is_int { m * n } else { 0 }];
+        let mut acc_f = vec![0f32; if ty == MatmulType::Fp16 { m * n } else { 0 }];
+        let mut out_h = vec![0u16; if ty == MatmulType::Fp16Out16 { m * n } else { 0 }];
+        for t in &tasks {
+            let (mt, nt) = (t.m_tile, t.n_tile);
+            let mut raw = vec![0u8; mt.len * nt.len * out_bytes as usize];
+            c_buf.read(t.c_off, &mut raw)?;
+            let tile = layout::unpack_c(&raw, mt.len, nt.len, out_bytes);
+            for rr in 0..mt.len.min(m.saturating_sub(mt.start)) {
+                let row = mt.start + rr;
+                for c in 0..nt.len {
+                    let v = tile[rr * nt.len + c];
+                    let dst = row * n + nt.start + c;
+                    match ty {
+                        MatmulType::Int8 => acc_i[dst] = acc_i[dst].wrapping_add(v as i32),
+                        MatmulType::Int4 => acc_i[dst] = acc_i[dst].wrapping_add(i32::from(v as u16 as i16)),
+                        MatmulType::Fp16 => acc_f[dst] += f32::from_bits(v),
+                        MatmulType::Fp16Out16 => out_h[dst] = v as u16,
+                    }
+                }
+            }
+        }
+        Ok(match ty {
+            MatmulType::Int8 | MatmulType::Int4 => MatmulOutput::I32(acc_i),
+            MatmulType::Fp16 => MatmulOutput::F32(acc_f),
+            MatmulType::Fp16Out16 => MatmulOutput::F16(out_h),
+        })
+    }
+}
+
+/// One-shot matmul: prepares B and runs A through it.
+pub fn matmul(
+    dev: &dyn NpuDevice,
+    ty: MatmulType,
+    m: usize,
+    k: usize,
+    n: usize,
+    ops: Operands<'_>,
+    opts: &MatmulOptions,
+) -> Result<MatmulOutput, NpuError> {
+    let (w, a) = match ops {
+        Operands::Int8 { a, b } => (Weights::Int8(b), Activations::Int8(a)),
+        Operands::Fp16 { a, b } => (Weights::Fp16(b), Activations::Fp16(a)),
+        Operands::Int4 { a, b } => (Weights::Int4(b), Activations::Int4(a)),
+    };
+    let prepared = PreparedWeights::new(dev, ty, k, n, w, opts)?;
+    prepared.matmul(dev, a, m)
+}
+
+/// CPU reference for int8: exact INT32 sums (wrapping like the NPU's adder).
+pub fn reference_int8(a: &[i8], b: &[i8], m: usize, k: usize, n: usize) -> Vec<i32> {
+    let mut c = vec![0i32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).fold(0i32, |s, t| {
+                s.wrapping_add(i32::from(a[i * k + t]) * i32::from(b[j * k + t]))
+            });
+        }
+    }
+    c
+}
+
+/// CPU reference for int4: per K segment the INT16 result saturates (the
+/// simulator's documented behaviour); segments are added in INT32.
+pub fn reference_int4(a: &[i8], b: &[i8], m: usize, k: usize, n: usize, k_segs: &[Span]) -> Vec<i32> {
+    let mut c = vec![0i32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut total = 0i32;
+            for s in k_segs {
+                let part: i64 = (s.start..s.start + s.len)
+                    .map(|t| i64::from(a[i * k + t]) * i64::from(b[j * k + t]))
+                    .sum();
+                total += part.clamp(i64::from(i16::MIN), i64::from(i16::MAX)) as i32;
+            }
+            c[i * n + j] = total;
+        }
+    }
+    c
+}
+
+/// CPU reference for fp16 inputs: exact sums in f64, plus the sum of
+/// |products| (for error bounds).
+pub fn reference_fp16(a: &[u16], b: &[u16], m: usize, k: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let af: Vec<f64> = a.iter().map(|&h| f64::from(half::f16::from_bits(h).to_f32())).collect();
+    let bf: Vec<f64> = b.iter().map(|&h| f64::from(half::f16::from_bits(h).to_f32())).collect();
+    let mut c = vec![0f64; m * n];
+    let mut mag = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let (mut s, mut g) = (0f64, 0f64);
+            for t in 0..k {
+                let p = af[i * k + t] * bf[j * k + t];
+                s += p;
+                g += p.abs();
+            }
+            c[i * n + j] = s;
+            mag[i * n + j] = g;
+        }
+    }
+    (c, mag)
+}
+
+/// Error bound of an FP32-accumulated dot product of `k` exact products:
+/// k * 2^-24 * sum |products| (sequential summation), plus an FP16 output
+/// rounding of half an ulp when `out16`.
+pub fn fp16_error_bound(k: usize, magnitude: f64, exact: f64, out16: bool) -> f64 {
+    let acc = (k as f64) * f64::powi(2.0, -24) * magnitude;
+    let round = if out16 {
+        exact.abs() * f64::powi(2.0, -11) + f64::powi(2.0, -25)
+    } else {
+        0.0
+    };
+    acc * (1.0 + if out16 { f64::powi(2.0, -10) } else { 0.0 }) + round + f64::MIN_POSITIVE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_splits_k_m_and_n() {
+        let opts = MatmulOptions {
+            cores: vec![0, 1, 2],
+            ..Default::default()
+        };
+        let p = plan(MatmulType::Fp16, 100, 9216, 96, &opts).unwrap();
+        assert_eq!(p.k_segs.len(), 2);
+        assert!(p.k_segs.iter().all(|s| s.len % 32 == 0 && s.len <= 8192));
+        assert_eq!(p.m_pad, 100);
+        let mmax = max_task_m(MatmulType::Fp16, p.k_segs[0].len);
+        assert!(p.m_tiles.iter().all(|t| t.len <= mmax && t.len % 4 == 0));
+        assert_eq!(p.m_tiles.iter().map(|t| t.len).sum::<usize>(), 100);
+        assert_eq!(p.n_tiles.len(), 3);
+        assert_eq!(p.n_tiles.iter().map(|t| t.1).collect::<Vec<_>>(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn fp16_out16_refuses_k_split() {
+        assert!(plan(MatmulType::Fp16Out16, 4, 16384, 16, &MatmulOptions::default()).is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! The vendor `rknpu` DRM driver (Rockchip BSP kernels): buffers through
+//! MEM_CREATE / MEM_MAP / MEM_SYNC / MEM_DESTROY, jobs through SUBMIT in PC
+//! mode with the tasks chained by their tails.
+
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+
+use super::device::{
+    check_dma_addr, BufferOps, DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, RawBuffer, SyncDir,
+};
+use super::drm::{call, DrmIo};
+use super::error::NpuError;
+use super::task::Chaining;
+use super::uapi::{self, *};
+
+/// Shared state of a vendor-driver device.
+struct Inner {
+    io: Box<dyn DrmIo>,
+    version: u32,
+    iommu: bool,
+}
+
+impl Inner {
+    fn action(&self, action: u32, value: u32) -> Result<u32, Errno> {
+        let mut a = RknpuAction { flags: action, value };
+        call(self.io.as_ref(), RKNPU_ACTION, &mut a)?;
+        Ok(a.value)
+    }
+
+    /// Memory flags for a buffer: cacheable (fast CPU reads, MEM_SYNC works),
+    /// non-contiguous when an IOMMU maps it (large CMA allocations fail),
+    /// and kept below 4 GiB with the version's meaning of bit 7.
+    fn mem_flags(&self, kernel_mapping: bool) -> u32 {
+        let mut flags = RKNPU_MEM_CACHEABLE;
+        if self.iommu {
+            flags |= RKNPU_MEM_NON_CONTIGUOUS | RKNPU_MEM_IOMMU;
+        }
+        if uapi::dma32_flag_is_positive(self.version) {
+            flags |= RKNPU_MEM_BIT7_DMA32;
+        }
+        if kernel_mapping {
+            flags |= RKNPU_MEM_KERNEL_MAPPING | RKNPU_MEM_ZEROING;
+        }
+        flags
+    }
+
+    /// MEM_CREATE in the struct size of the driver version.
+    fn mem_create(&self, size: u64, flags: u32) -> Result<(u32, u64, u64), NpuError> {
+        let err = |errno| NpuError::Ioctl {
+            op: "RKNPU_MEM_CREATE",
+            errno,
+        };
+        if self.version >= RKNPU_MEM_CREATE_V2_SINCE {
+            let mut c = RknpuMemCreateV2 {
+                flags,
+                size,
+                ..Default::default()
+            };
+            call(self.io.as_ref(), RKNPU_MEM_CREATE_V2, &mut c).map_err(err)?;
+            Ok((c.handle, c.obj_addr, c.dma_addr))
+        } else {
+            let mut c = RknpuMemCreateV1 {
+                flags,
+                size,
+                ..Default::default()
+            };
+            call(self.io.as_ref(), RKNPU_MEM_CREATE_V1, &mut c).map_err(err)?;
+            Ok((c.handle, c.obj_addr, c.dma_addr))
+        }
+    }
+
+    fn mem_destroy(&self, handle: u32, obj_addr: u64) {
+        let mut d = RknpuMemDestroy {
+            handle,
+            reserved: 0,
+            obj_addr,
+        };
+        // Nothing to report to on drop; the kernel frees on close anyway.
+        let _ = call(self.io.as_ref(), RKNPU_MEM_DESTROY, &mut d);
+    }
+}
+
+impl BufferOps for Inner {
+    fn sync(&self, raw: &RawBuffer, dir: SyncDir, offset: u64, len: u64) -> Result<(), NpuError> {
+        let mut s = RknpuMemSync {
+            flags: match dir {
+                SyncDir::ToDevice => RKNPU_MEM_SYNC_TO_DEVICE,
+                SyncDir::FromDevice => RKNPU_MEM_SYNC_FROM_DEVICE,
+            },
+            reserved: 0,
+            obj_addr: raw.obj_addr,
+            offset,
+            size: len,
+        };
+        call(self.io.as_ref(), RKNPU_MEM_SYNC, &mut s).map_err(|errno| NpuError::Ioctl {
+            op: "RKNPU_MEM_SYNC",
+            errno,
+        })
+    }
+
+    fn release(&self, raw: &RawBuffer) {
+        self.mem_destroy(raw.handle, raw.obj_addr);
+    }
+}
+
+/// An NPU behind the vendor driver.
+pub struct RknpuDevice {
+    inner: Arc<Inner>,
+    info: DeviceInfo,
+    submit_lock: Mutex<()>,
+}
+
+impl RknpuDevice {
+    /// Probes the driver version and capabilities on an open node.
+    pub fn open(io: Box<dyn DrmIo>) -> Result<RknpuDevice, NpuError> {
+        let node = io.path();
+        let mut inner = Inner {
+            io,
+            version: 0,
+            iommu: false,
+        };
+        let version = inner
+            .action(RKNPU_GET_DRV_VERSION, 0)
+            .map_err(|errno| NpuError::Ioctl {
+                op: "RKNPU_ACTION(GET_DRV_VERSION)",
+                errno,
+            })?;
+        if version < RKNPU_MIN_VERSION {
+            return Err(NpuError::DriverTooOld {
+                driver: "rknpu".into(),
+                found: rknpu_version_string(version),
+                minimum: rknpu_version_string(RKNPU_MIN_VERSION),
+            });
+        }
+        inner.version = version;
+        let iommu = inner.action(RKNPU_GET_IOMMU_EN, 0).ok().map(|v| v != 0);
+        inner.iommu = iommu.unwrap_or(false);
+        let info = DeviceInfo {
+            driver: "rknpu".into(),
+            node,
+            version: rknpu_version_string(version),
+            hw_version: inner.action(RKNPU_GET_HW_VERSION, 0).ok(),
+            cores: 3,
+            iommu,
+            freq_hz: inner.action(RKNPU_GET_FREQ, 0).ok().map(u64::from),
+            sram_total: inner.action(RKNPU_GET_TOTAL_SRAM_SIZE, 0).ok().map(u64::from),
+            sram_free: inner.action(RKNPU_GET_FREE_SRAM_SIZE, 0).ok().map(u64::from),
+            address_space: 1 << 32,
+        };
+        Ok(RknpuDevice {
+            inner: Arc::new(inner),
+            info,
+            submit_lock: Mutex::new(()),
+        })
+    }
+
+    /// Driver version as GET_DRV_VERSION encodes it.
+    pub fn driver_version(&self) -> u32 {
+        self.inner.version
+    }
+
+    fn alloc_flags(&self, size: usize, kernel_mapping: bool) -> Result<NpuBuffer, NpuError> {
+        let inner = &self.inner;
+        let flags = inner.mem_flags(kernel_mapping);
+        let (handle, obj_addr, dma) = inner.mem_create(size as u64, flags)?;
+        let dma_addr = match check_dma_addr("rknpu buffer", dma, size as u64) {
+            Ok(a) => a,
+            Err(e) => {
+                inner.mem_destroy(handle, obj_addr);
+                return Err(e);
+            }
+        };
+        let mut map = RknpuMemMap {
+            handle,
+            ..Default::default()
+        };
+        if let Err(errno) = call(inner.io.as_ref(), RKNPU_MEM_MAP, &mut map) {
+            inner.mem_destroy(handle, obj_addr);
+            return Err(NpuError::Ioctl {
+                op: "RKNPU_MEM_MAP",
+                errno,
+            });
+        }
+        let mapping = match inner.io.mmap(map.offset, size) {
+            Ok(m) => m,
+            Err(e) => {
+                inner.mem_destroy(handle, obj_addr);
+                return Err(e);
+            }
+        };
+        let raw = RawBuffer {
+            handle,
+            dma_addr,
+            size: size as u64,
+            obj_addr,
+        };
+        Ok(NpuBuffer::new(raw, mapping, inner.clone()))
+    }
+}
+
+impl NpuDevice for RknpuDevice {
+    fn info(&self) -> DeviceInfo {
+        self.info.clone()
+    }
+
+    fn chaining(&self) -> Chaining {
+        Chaining::PcChain
+    }
+
+    fn alloc(&self, size: usize) -> Result<NpuBuffer, NpuError> {
+        self.alloc_flags(size, false)
+    }
+
+    fn submit(&self, job: &Job<'_>) -> Result<JobStats, NpuError> {
+        if job.tasks.is_empty() {
+            return Err(NpuError::SubmitFailed {
+                reason: "job without tasks".into(),
+            });
+        }
+        if job.core > 2 {
+            return Err(NpuError::SubmitFailed {
+                reason: format!("core {} does not exist (RK3588 has cores 0..2)", job.core),
+            });
+        }
+        // The driver reads the task records through a kernel mapping.
+        let mut task_buf = self.alloc_flags(job.tasks.len() * std::mem::size_of::<RknpuTask>(), true)?;
+        let mut records = Vec::with_capacity(job.tasks.len());
+        for t in job.tasks {
+            let addr = job.regcmd.dma_addr() as u64 + t.offset as u64;
+            check_dma_addr("register commands", addr, 8)?;
+            records.push(RknpuTask {
+                flags: 0,
+                op_idx: 0,
+                enable_mask: RKNPU_TASK_ENABLE_MASK,
+                int_mask: RKNPU_TASK_INT_MASK_DPU,
+                int_clear: RKNPU_TASK_INT_CLEAR,
+                int_status: 0,
+                regcfg_amount: t.body_entries,
+                regcfg_offset: 0,
+                regcmd_addr: addr,
+            });
+        }
+        task_buf.write(0, bytemuck::cast_slice(&records))?;
+        task_buf.sync_to_device()?;
+        let n = job.tasks.len() as u32;
+        let mut sub = RknpuSubmit {
+            flags: RKNPU_JOB_PC | RKNPU_JOB_PINGPONG,
+            timeout: job.timeout_ms,
+            task_start: 0,
+            task_number: n,
+            task_obj_addr: task_buf.raw().obj_addr,
+            core_mask: 1 << job.core,
+            fence_fd: -1,
+            ..Default::default()
+        };
+        sub.subcore_task[job.core as usize] = RknpuSubcoreTask {
+            task_start: 0,
+            task_number: n,
+        };
+        // Concurrent submits have crashed boards: one at a time.
+        let _guard = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        match call(self.inner.io.as_ref(), RKNPU_SUBMIT, &mut sub) {
+            Ok(()) => {}
+            Err(Errno::ETIMEDOUT) | Err(Errno::ETIME) => {
+                return Err(NpuError::SubmitTimeout {
+                    timeout_ms: job.timeout_ms,
+                })
+            }
+            Err(Errno::EIO) => {
+                return Err(NpuError::SubmitFailed {
+                    reason: "the driver reported an NPU fault (EIO)".into(),
+                })
+            }
+            Err(errno) => {
+                return Err(NpuError::Ioctl {
+                    op: "RKNPU_SUBMIT",
+                    errno,
+                })
+            }
+        }
+        if sub.task_counter < n {
+            return Err(NpuError::SubmitFailed {
+                reason: format!("the driver completed {} of {n} tasks", sub.task_counter),
+            });
+        }
+        Ok(JobStats {
+            tasks_done: sub.task_counter,
+            hw_time_us: u64::try_from(sub.hw_elapse_time).ok().map(|ns| ns / 1000),
+        })
+    }
+
+    fn is_simulated(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,315 @@
+//! The ioctl layer (vendor `rknpu` and upstream `rocket`) against in-process
+//! fakes of the kernel drivers that check what the real drivers check and
+//! run the jobs on the simulator.
+
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use rkinfer::npu::drm::{self, DrmIo};
+use rkinfer::npu::fake::{FakeConfig, FakeRknpu, FakeRocket, HighAddresses};
+use rkinfer::npu::matmul::{self, MatmulOptions, MatmulOutput, Operands};
+use rkinfer::npu::rknpu::RknpuDevice;
+use rkinfer::npu::rocket::RocketDevice;
+use rkinfer::npu::selftest::Rng;
+use rkinfer::npu::uapi::{self, *};
+use rkinfer::npu::{Fault, MatmulType, NpuDevice, NpuError};
+
+fn rknpu(cfg: FakeConfig) -> (Arc<FakeRknpu>, RknpuDevice) {
+    let fake = FakeRknpu::new(cfg);
+    let dev = RknpuDevice::open(Box::new(fake.clone())).unwrap();
+    (fake, dev)
+}
+
+fn rocket(cfg: FakeConfig) -> (Arc<FakeRocket>, RocketDevice) {
+    let fake = FakeRocket::new(cfg);
+    let v = drm::drm_version(&fake).unwrap();
+    assert_eq!(v.name, "rocket");
+    let dev = RocketDevice::open(Box::new(fake.clone()), v.version_string());
+    (fake, dev)
+}
+
+fn int8_case(dev: &dyn NpuDevice, m: usize, k: usize, n: usize, cores: Vec<u32>) -> Result<(), NpuError> {
+    let mut rng = Rng::new((m * k * n) as u64);
+    let a: Vec<i8> = (0..m * k).map(|_| rng.i8_in(-128, 127)).collect();
+    let b: Vec<i8> = (0..n * k).map(|_| rng.i8_in(-128, 127)).collect();
+    let o = MatmulOptions { cores, k_segment: 128, ..Default::default() };
+    let got = matmul::matmul(dev, MatmulType::Int8, m, k, n, Operands::Int8 { a: &a, b: &b }, &o)?;
+    assert_eq!(got, MatmulOutput::I32(matmul::reference_int8(&a, &b, m, k, n)));
+    Ok(())
+}
+
+fn fp16_case(dev: &dyn NpuDevice) -> Result<(), NpuError> {
+    let (m, k, n) = (9, 96, 32);
+    let mut rng = Rng::new(5);
+    let a: Vec<u16> = (0..m * k).map(|_| rng.f16()).collect();
+    let b: Vec<u16> = (0..n * k).map(|_| rng.f16()).collect();
+    let got = matmul::matmul(dev, MatmulType::Fp16, m, k, n, Operands::Fp16 { a: &a, b: &b }, &MatmulOptions::default())?;
+    let (exact, mag) = matmul::reference_fp16(&a, &b, m, k, n);
+    let MatmulOutput::F32(got) = got else { panic!("fp32 output expected") };
+    for i in 0..m * n {
+        assert!((f64::from(got[i]) - exact[i]).abs() <= matmul::fp16_error_bound(k, mag[i], exact[i], false));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ rknpu
+
+#[test]
+fn rknpu_new_driver_runs_matmuls_and_frees_buffers() {
+    let (fake, dev) = rknpu(FakeConfig::default());
+    let info = dev.info();
+    assert_eq!((info.driver.as_str(), info.version.as_str(), info.iommu), ("rknpu", "0.9.8", Some(true)));
+    assert_eq!(drm::drm_version(&fake).unwrap().name, "rknpu");
+    int8_case(&dev, 13, 256, 64, vec![0, 1]).unwrap(); // chained K segments, 2 cores
+    fp16_case(&dev).unwrap();
+    assert!(fake.log().iter().any(|l| l.starts_with("MEM_CREATE(48 bytes struct)")), "{:?}", fake.log());
+    assert!(fake.log().iter().any(|l| l.contains("core mask 0x2")));
+    assert!(fake.live_handles().is_empty(), "leaked {:?}", fake.live_handles());
+}
+
+#[test]
+fn rknpu_old_driver_uses_40_byte_mem_create_and_non_dma32_meaning() {
+    // 0.8.2: bit 7 means NON_DMA32; the fake hands out high addresses to
+    // buffers not in DMA32, so a wrong flag would fail the 4 GiB check.
+    let cfg = FakeConfig { version: uapi::rknpu_version(0, 8, 2), iommu: false, high_addresses: HighAddresses::UnlessDma32 };
+    let (fake, dev) = rknpu(cfg);
+    int8_case(&dev, 4, 64, 32, vec![0]).unwrap();
+    assert!(fake.log().iter().any(|l| l.starts_with("MEM_CREATE(40 bytes struct)")));
+    assert!(!fake.log().iter().any(|l| l.starts_with("MEM_CREATE(48")));
+}
+
+#[test]
+fn rknpu_new_driver_sets_dma32() {
+    let cfg = FakeConfig { version: uapi::rknpu_version(0, 9, 6), high_addresses: HighAddresses::UnlessDma32, ..Default::default() };
+    let (_fake, dev) = rknpu(cfg);
+    let buf = dev.alloc(4096).unwrap();
+    assert!(u64::from(buf.dma_addr()) < 1 << 32);
+}
+
+#[test]
+fn rknpu_too_old_driver_is_refused() {
+    let fake = FakeRknpu::new(FakeConfig { version: uapi::rknpu_version(0, 7, 0), ..Default::default() });
+    let err = RknpuDevice::open(Box::new(fake)).err().unwrap().to_string();
+    assert!(err.contains("0.7.0") && err.contains("too old"), "{err}");
+}
+
+#[test]
+fn rknpu_buffer_above_4g_is_rejected_and_freed() {
+    let (fake, dev) = rknpu(FakeConfig { high_addresses: HighAddresses::Always, ..Default::default() });
+    let err = dev.alloc(4096).err().unwrap();
+    assert!(matches!(err, NpuError::AddressAbove4G { .. }), "{err}");
+    assert!(err.to_string().contains("above 4 GiB"));
+    assert!(fake.live_handles().is_empty());
+}
+
+#[test]
+fn rknpu_timeout_and_failure_then_recovery() {
+    let (fake, dev) = rknpu(FakeConfig::default());
+    fake.inject(Fault::Timeout, 1);
+    assert!(matches!(int8_case(&dev, 4, 64, 32, vec![0]), Err(NpuError::SubmitTimeout { timeout_ms: 6000 })));
+    fake.inject(Fault::Fail, 1);
+    let err = int8_case(&dev, 4, 64, 32, vec![0]).unwrap_err();
+    assert!(matches!(err, NpuError::SubmitFailed { .. }), "{err}");
+    int8_case(&dev, 4, 64, 32, vec![0]).unwrap();
+    assert!(fake.live_handles().is_empty());
+}
+
+fn create(fake: &Arc<FakeRknpu>, flags: u32) -> RknpuMemCreateV2 {
+    let mut c = RknpuMemCreateV2 { flags, size: 4096, ..Default::default() };
+    drm::call(fake, RKNPU_MEM_CREATE_V2, &mut c).unwrap();
+    c
+}
+
+#[test]
+fn rknpu_fake_checks_handles_flags_and_ranges() {
+    let fake = FakeRknpu::new(FakeConfig::default());
+    let io: &dyn DrmIo = &fake;
+    // Unknown flag bit.
+    let mut c = RknpuMemCreateV2 { flags: 1 << 12, size: 4096, ..Default::default() };
+    assert_eq!(drm::call(io, RKNPU_MEM_CREATE_V2, &mut c), Err(Errno::EINVAL));
+    // Size 0.
+    let mut c = RknpuMemCreateV2 { flags: RKNPU_MEM_BIT7_DMA32, ..Default::default() };
+    assert_eq!(drm::call(io, RKNPU_MEM_CREATE_V2, &mut c), Err(Errno::EINVAL));
+    // Bad handle for MEM_MAP.
+    let mut m = RknpuMemMap { handle: 999, ..Default::default() };
+    assert_eq!(drm::call(io, RKNPU_MEM_MAP, &mut m), Err(Errno::EINVAL));
+    // Destroy with an invented kernel pointer.
+    let buf = create(&fake, RKNPU_MEM_BIT7_DMA32);
+    let mut d = RknpuMemDestroy { handle: buf.handle, reserved: 0, obj_addr: 0xdead_0000 };
+    assert_eq!(drm::call(io, RKNPU_MEM_DESTROY, &mut d), Err(Errno::EFAULT));
+    // MEM_SYNC needs a cacheable buffer, and a range inside it.
+    let mut s = RknpuMemSync { flags: RKNPU_MEM_SYNC_TO_DEVICE, obj_addr: buf.obj_addr, size: 4096, ..Default::default() };
+    assert_eq!(drm::call(io, RKNPU_MEM_SYNC, &mut s), Err(Errno::EINVAL));
+    assert!(fake.last_error().unwrap().contains("non-cacheable"));
+    let cached = create(&fake, RKNPU_MEM_BIT7_DMA32 | RKNPU_MEM_CACHEABLE);
+    let mut s = RknpuMemSync { flags: RKNPU_MEM_SYNC_FROM_DEVICE, obj_addr: cached.obj_addr, size: 4096, ..Default::default() };
+    drm::call(io, RKNPU_MEM_SYNC, &mut s).unwrap();
+    s.size = 8192;
+    assert_eq!(drm::call(io, RKNPU_MEM_SYNC, &mut s), Err(Errno::EINVAL));
+    // Wrong argument size for the request, unknown ioctl.
+    let mut small = [0u8; 8];
+    assert_eq!(io.ioctl(RKNPU_MEM_SYNC, &mut small), Err(Errno::EINVAL));
+    let mut a = RknpuAction::default();
+    assert_eq!(drm::call(io, uapi::drm_iowr(0x4F, 8), &mut a), Err(Errno::ENOTTY));
+    // Proper destroy works once.
+    let mut d = RknpuMemDestroy { handle: buf.handle, reserved: 0, obj_addr: buf.obj_addr };
+    drm::call(io, RKNPU_MEM_DESTROY, &mut d).unwrap();
+    assert_eq!(drm::call(io, RKNPU_MEM_DESTROY, &mut d), Err(Errno::EFAULT));
+}
+
+#[test]
+fn rknpu_fake_checks_submits() {
+    let fake = FakeRknpu::new(FakeConfig::default());
+    let io: &dyn DrmIo = &fake;
+    let tasks = create(&fake, RKNPU_MEM_BIT7_DMA32 | RKNPU_MEM_KERNEL_MAPPING);
+    let plain = create(&fake, RKNPU_MEM_BIT7_DMA32);
+    let base = RknpuSubmit {
+        flags: RKNPU_JOB_PC | RKNPU_JOB_PINGPONG,
+        timeout: 6000,
+        task_number: 1,
+        task_obj_addr: tasks.obj_addr,
+        core_mask: 1,
+        fence_fd: -1,
+        ..Default::default()
+    };
+    // Three cores at once.
+    let mut s = RknpuSubmit { core_mask: 7, ..base };
+    assert_eq!(drm::call(io, RKNPU_SUBMIT, &mut s), Err(Errno::EINVAL));
+    // Not PC mode.
+    let mut s = RknpuSubmit { flags: 0, ..base };
+    assert_eq!(drm::call(io, RKNPU_SUBMIT, &mut s), Err(Errno::EINVAL));
+    // Task buffer without a kernel mapping.
+    let mut s = RknpuSubmit { task_obj_addr: plain.obj_addr, ..base };
+    assert_eq!(drm::call(io, RKNPU_SUBMIT, &mut s), Err(Errno::EINVAL));
+    // More task records than the buffer holds.
+    let mut s = RknpuSubmit { task_number: 200, ..base };
+    assert_eq!(drm::call(io, RKNPU_SUBMIT, &mut s), Err(Errno::EINVAL));
+    // A zeroed task record: its regcmd address 0 is outside every buffer.
+    let mut s = base;
+    assert_eq!(drm::call(io, RKNPU_SUBMIT, &mut s), Err(Errno::EINVAL));
+    assert!(fake.last_error().unwrap().contains("outside every buffer"));
+}
+
+#[test]
+fn rknpu_wrong_int_mask_is_a_silent_timeout() {
+    let fake = FakeRknpu::new(FakeConfig::default());
+    let io: &dyn DrmIo = &fake;
+    let tasks = create(&fake, RKNPU_MEM_BIT7_DMA32 | RKNPU_MEM_KERNEL_MAPPING);
+    let cmd = create(&fake, RKNPU_MEM_BIT7_DMA32);
+    // Write one task record through the fake's mapping.
+    let mut m = RknpuMemMap { handle: tasks.handle, ..Default::default() };
+    drm::call(io, RKNPU_MEM_MAP, &mut m).unwrap();
+    let mut map = io.mmap(m.offset, 4096).unwrap();
+    let rec = RknpuTask {
+        enable_mask: RKNPU_TASK_ENABLE_MASK,
+        int_mask: 0x100,
+        int_clear: RKNPU_TASK_INT_CLEAR,
+        regcfg_amount: 104,
+        regcmd_addr: cmd.dma_addr,
+        ..Default::default()
+    };
+    map.write(0, bytemuck::bytes_of(&rec)).unwrap();
+    let mut s = RknpuSubmit {
+        flags: RKNPU_JOB_PC,
+        timeout: 100,
+        task_number: 1,
+        task_obj_addr: tasks.obj_addr,
+        core_mask: 1,
+        fence_fd: -1,
+        ..Default::default()
+    };
+    assert_eq!(drm::call(io, RKNPU_SUBMIT, &mut s), Err(Errno::ETIMEDOUT));
+    assert!(fake.last_error().unwrap().contains("int_mask"));
+}
+
+// ----------------------------------------------------------------- rocket
+
+#[test]
+fn rocket_runs_matmuls_task_by_task_and_frees_buffers() {
+    let (fake, dev) = rocket(FakeConfig::default());
+    assert_eq!(dev.chaining(), rkinfer::npu::Chaining::KernelStartsEachTask);
+    int8_case(&dev, 21, 256, 64, vec![0]).unwrap();
+    fp16_case(&dev).unwrap();
+    assert!(fake.log().iter().any(|l| l.starts_with("SUBMIT job of 2 tasks")), "{:?}", fake.log());
+    assert!(fake.live_handles().is_empty(), "leaked {:?}", fake.live_handles());
+}
+
+#[test]
+fn rocket_hang_times_out_in_prep_bo_and_failure_is_reported() {
+    let (fake, dev) = rocket(FakeConfig::default());
+    fake.inject(Fault::Timeout, 1);
+    let err = int8_case(&dev, 4, 64, 32, vec![0]).unwrap_err();
+    assert!(matches!(err, NpuError::SubmitTimeout { .. }), "{err}");
+    fake.inject(Fault::Fail, 1);
+    assert!(matches!(int8_case(&dev, 4, 64, 32, vec![0]), Err(NpuError::SubmitFailed { .. })));
+    int8_case(&dev, 4, 64, 32, vec![0]).unwrap();
+}
+
+#[test]
+fn rocket_buffer_above_4g_is_rejected_and_closed() {
+    let (fake, dev) = rocket(FakeConfig { high_addresses: HighAddresses::Always, ..Default::default() });
+    assert!(matches!(dev.alloc(4096), Err(NpuError::AddressAbove4G { .. })));
+    assert!(fake.live_handles().is_empty());
+}
+
+#[test]
+fn rocket_fake_checks_handles_and_reserved_fields() {
+    let fake = FakeRocket::new(FakeConfig::default());
+    let io: &dyn DrmIo = &fake;
+    let mut c = RocketCreateBo { size: 0, ..Default::default() };
+    assert_eq!(drm::call(io, ROCKET_CREATE_BO, &mut c), Err(Errno::EINVAL));
+    let mut g = DrmGemClose { handle: 42, pad: 0 };
+    assert_eq!(drm::call(io, DRM_IOCTL_GEM_CLOSE, &mut g), Err(Errno::ENOENT));
+    let mut f = RocketFiniBo { handle: 42, reserved: 0 };
+    assert_eq!(drm::call(io, ROCKET_FINI_BO, &mut f), Err(Errno::ENOENT));
+    let mut c = RocketCreateBo { size: 4096, ..Default::default() };
+    drm::call(io, ROCKET_CREATE_BO, &mut c).unwrap();
+    let mut p = RocketPrepBo { handle: c.handle, reserved: 1, timeout_ns: 0 };
+    assert_eq!(drm::call(io, ROCKET_PREP_BO, &mut p), Err(Errno::EINVAL));
+    let mut s = RocketSubmit { jobs: 0, job_count: 1, job_struct_size: 40, reserved: 1 };
+    assert_eq!(drm::call(io, ROCKET_SUBMIT, &mut s), Err(Errno::EINVAL));
+    let mut s = RocketSubmit { jobs: 0, job_count: 1, job_struct_size: 16, reserved: 0 };
+    assert_eq!(drm::call(io, ROCKET_SUBMIT, &mut s), Err(Errno::EINVAL));
+    // A job naming a handle that does not exist.
+    let tasks = [RocketTask { regcmd: c.dma_address as u32, regcmd_count: 108 }];
+    let bad = [77u32];
+    let job = RocketJob {
+        tasks: tasks.as_ptr() as u64,
+        in_bo_handles: bad.as_ptr() as u64,
+        out_bo_handles: 0,
+        task_count: 1,
+        task_struct_size: 8,
+        in_bo_handle_count: 1,
+        out_bo_handle_count: 0,
+    };
+    let mut s = RocketSubmit { jobs: &job as *const RocketJob as u64, job_count: 1, job_struct_size: 40, reserved: 0 };
+    assert_eq!(drm::call(io, ROCKET_SUBMIT, &mut s), Err(Errno::ENOENT));
+    // A task whose commands run past the buffer.
+    let tasks = [RocketTask { regcmd: c.dma_address as u32 + 4000, regcmd_count: 108 }];
+    let job = RocketJob { tasks: tasks.as_ptr() as u64, in_bo_handle_count: 0, ..job };
+    let mut s = RocketSubmit { jobs: &job as *const RocketJob as u64, job_count: 1, job_struct_size: 40, reserved: 0 };
+    assert_eq!(drm::call(io, ROCKET_SUBMIT, &mut s), Err(Errno::EINVAL));
+    let mut g = DrmGemClose { handle: c.handle, pad: 0 };
+    drm::call(io, DRM_IOCTL_GEM_CLOSE, &mut g).unwrap();
+}
+
+#[test]
+fn rocket_rejects_pc_chained_tails() {
+    // A command buffer built for the vendor driver (tails chained) would run
+    // tasks twice under rocket; the fake refuses it.
+    let fake = FakeRocket::new(FakeConfig::default());
+    let dev = RocketDevice::open(Box::new(fake.clone()), "1.0.0".into());
+    let a = dev.alloc(4096).unwrap();
+    let b = dev.alloc(4096).unwrap();
+    let c = dev.alloc(4096).unwrap();
+    let mut cmd = dev.alloc(2 * 108 * 8).unwrap();
+    let desc = rkinfer::npu::TaskDesc { ty: MatmulType::Int8, m: 4, k: 64, n: 32, a_addr: a.dma_addr(), b_addr: b.dma_addr(), c_addr: c.dma_addr() };
+    let (words, offsets) =
+        rkinfer::npu::task::build_command_buffer(&[desc, desc], cmd.dma_addr(), rkinfer::npu::Chaining::PcChain).unwrap();
+    cmd.write_words(0, &words).unwrap();
+    let refs: Vec<_> = offsets.iter().map(|&o| rkinfer::npu::TaskRef { offset: o, body_entries: 104 }).collect();
+    let job = rkinfer::npu::Job { regcmd: &cmd, tasks: &refs, core: 0, inputs: &[&a, &b], outputs: &[&c], timeout_ms: 500 };
+    let err = dev.submit(&job).unwrap_err();
+    assert!(matches!(err, NpuError::SubmitFailed { .. }), "{err}");
+    assert!(fake.last_error().unwrap().contains("chains"));
+}
