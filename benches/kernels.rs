@@ -14,7 +14,10 @@ use std::time::Duration;
 const ROWS: usize = 256;
 
 fn cols() -> usize {
-    std::env::var("KERNELS_BENCH_COLS").ok().and_then(|v| v.parse().ok()).unwrap_or(2048)
+    std::env::var("KERNELS_BENCH_COLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2048)
 }
 
 struct Rng(u64);
@@ -53,54 +56,99 @@ trait Random: Block {
 
 impl Random for BlockQ4_0 {
     fn random(r: &mut Rng) -> Self {
-        BlockQ4_0 { d: r.scale(), qs: r.bytes() }
+        BlockQ4_0 {
+            d: r.scale(),
+            qs: r.bytes(),
+        }
     }
 }
 impl Random for BlockQ4_1 {
     fn random(r: &mut Rng) -> Self {
-        BlockQ4_1 { d: r.scale(), m: r.scale(), qs: r.bytes() }
+        BlockQ4_1 {
+            d: r.scale(),
+            m: r.scale(),
+            qs: r.bytes(),
+        }
     }
 }
 impl Random for BlockQ5_0 {
     fn random(r: &mut Rng) -> Self {
-        BlockQ5_0 { d: r.scale(), qh: r.bytes(), qs: r.bytes() }
+        BlockQ5_0 {
+            d: r.scale(),
+            qh: r.bytes(),
+            qs: r.bytes(),
+        }
     }
 }
 impl Random for BlockQ5_1 {
     fn random(r: &mut Rng) -> Self {
-        BlockQ5_1 { d: r.scale(), m: r.scale(), qh: r.bytes(), qs: r.bytes() }
+        BlockQ5_1 {
+            d: r.scale(),
+            m: r.scale(),
+            qh: r.bytes(),
+            qs: r.bytes(),
+        }
     }
 }
 impl Random for BlockQ8_0 {
     fn random(r: &mut Rng) -> Self {
         let q: [u8; 32] = r.bytes();
-        BlockQ8_0 { d: r.scale(), qs: q.map(|b| (b as i8).max(-127)) }
+        BlockQ8_0 {
+            d: r.scale(),
+            qs: q.map(|b| (b as i8).max(-127)),
+        }
     }
 }
 impl Random for BlockQ2K {
     fn random(r: &mut Rng) -> Self {
-        BlockQ2K { scales: r.bytes(), qs: r.bytes(), d: r.scale(), dmin: r.scale() }
+        BlockQ2K {
+            scales: r.bytes(),
+            qs: r.bytes(),
+            d: r.scale(),
+            dmin: r.scale(),
+        }
     }
 }
 impl Random for BlockQ3K {
     fn random(r: &mut Rng) -> Self {
-        BlockQ3K { hmask: r.bytes(), qs: r.bytes(), scales: r.bytes(), d: r.scale() }
+        BlockQ3K {
+            hmask: r.bytes(),
+            qs: r.bytes(),
+            scales: r.bytes(),
+            d: r.scale(),
+        }
     }
 }
 impl Random for BlockQ4K {
     fn random(r: &mut Rng) -> Self {
-        BlockQ4K { d: r.scale(), dmin: r.scale(), scales: r.bytes(), qs: r.bytes() }
+        BlockQ4K {
+            d: r.scale(),
+            dmin: r.scale(),
+            scales: r.bytes(),
+            qs: r.bytes(),
+        }
     }
 }
 impl Random for BlockQ5K {
     fn random(r: &mut Rng) -> Self {
-        BlockQ5K { d: r.scale(), dmin: r.scale(), scales: r.bytes(), qh: r.bytes(), qs: r.bytes() }
+        BlockQ5K {
+            d: r.scale(),
+            dmin: r.scale(),
+            scales: r.bytes(),
+            qh: r.bytes(),
+            qs: r.bytes(),
+        }
     }
 }
 impl Random for BlockQ6K {
     fn random(r: &mut Rng) -> Self {
         let s: [u8; 16] = r.bytes();
-        BlockQ6K { ql: r.bytes(), qh: r.bytes(), scales: s.map(|b| b as i8), d: r.scale() }
+        BlockQ6K {
+            ql: r.bytes(),
+            qh: r.bytes(),
+            scales: s.map(|b| b as i8),
+            d: r.scale(),
+        }
     }
 }
 
@@ -157,21 +205,109 @@ macro_rules! bench_deq {
 }
 
 const Q8_0: BlockQ8_0 = BlockQ8_0 { d: 0, qs: [0; 32] };
-const Q8_1: BlockQ8_1 = BlockQ8_1 { d: 0, s: 0, qs: [0; 32] };
-const Q8_K: BlockQ8K = BlockQ8K { d: 0.0, qs: [0; QK_K], bsums: [0; QK_K / 16] };
+const Q8_1: BlockQ8_1 = BlockQ8_1 {
+    d: 0,
+    s: 0,
+    qs: [0; 32],
+};
+const Q8_K: BlockQ8K = BlockQ8K {
+    d: 0.0,
+    qs: [0; QK_K],
+    bsums: [0; QK_K / 16],
+};
 
 fn quantized(c: &mut Criterion) {
     let r = &mut Rng(42);
-    bench_dot!(c, r, BlockQ4_0, Q8_0, quantize_row_q8_0, QK4_0, vec_dot_q4_0_q8_0);
-    bench_dot!(c, r, BlockQ4_1, Q8_1, quantize_row_q8_1, QK4_1, vec_dot_q4_1_q8_1);
-    bench_dot!(c, r, BlockQ5_0, Q8_0, quantize_row_q8_0, QK5_0, vec_dot_q5_0_q8_0);
-    bench_dot!(c, r, BlockQ5_1, Q8_1, quantize_row_q8_1, QK5_1, vec_dot_q5_1_q8_1);
-    bench_dot!(c, r, BlockQ8_0, Q8_0, quantize_row_q8_0, QK8_0, vec_dot_q8_0_q8_0);
-    bench_dot!(c, r, BlockQ2K, Q8_K, quantize_row_q8_k, QK_K, vec_dot_q2_k_q8_k);
-    bench_dot!(c, r, BlockQ3K, Q8_K, quantize_row_q8_k, QK_K, vec_dot_q3_k_q8_k);
-    bench_dot!(c, r, BlockQ4K, Q8_K, quantize_row_q8_k, QK_K, vec_dot_q4_k_q8_k);
-    bench_dot!(c, r, BlockQ5K, Q8_K, quantize_row_q8_k, QK_K, vec_dot_q5_k_q8_k);
-    bench_dot!(c, r, BlockQ6K, Q8_K, quantize_row_q8_k, QK_K, vec_dot_q6_k_q8_k);
+    bench_dot!(
+        c,
+        r,
+        BlockQ4_0,
+        Q8_0,
+        quantize_row_q8_0,
+        QK4_0,
+        vec_dot_q4_0_q8_0
+    );
+    bench_dot!(
+        c,
+        r,
+        BlockQ4_1,
+        Q8_1,
+        quantize_row_q8_1,
+        QK4_1,
+        vec_dot_q4_1_q8_1
+    );
+    bench_dot!(
+        c,
+        r,
+        BlockQ5_0,
+        Q8_0,
+        quantize_row_q8_0,
+        QK5_0,
+        vec_dot_q5_0_q8_0
+    );
+    bench_dot!(
+        c,
+        r,
+        BlockQ5_1,
+        Q8_1,
+        quantize_row_q8_1,
+        QK5_1,
+        vec_dot_q5_1_q8_1
+    );
+    bench_dot!(
+        c,
+        r,
+        BlockQ8_0,
+        Q8_0,
+        quantize_row_q8_0,
+        QK8_0,
+        vec_dot_q8_0_q8_0
+    );
+    bench_dot!(
+        c,
+        r,
+        BlockQ2K,
+        Q8_K,
+        quantize_row_q8_k,
+        QK_K,
+        vec_dot_q2_k_q8_k
+    );
+    bench_dot!(
+        c,
+        r,
+        BlockQ3K,
+        Q8_K,
+        quantize_row_q8_k,
+        QK_K,
+        vec_dot_q3_k_q8_k
+    );
+    bench_dot!(
+        c,
+        r,
+        BlockQ4K,
+        Q8_K,
+        quantize_row_q8_k,
+        QK_K,
+        vec_dot_q4_k_q8_k
+    );
+    bench_dot!(
+        c,
+        r,
+        BlockQ5K,
+        Q8_K,
+        quantize_row_q8_k,
+        QK_K,
+        vec_dot_q5_k_q8_k
+    );
+    bench_dot!(
+        c,
+        r,
+        BlockQ6K,
+        Q8_K,
+        quantize_row_q8_k,
+        QK_K,
+        vec_dot_q6_k_q8_k
+    );
 
     bench_deq!(c, r, BlockQ4_0, QK4_0, dequantize_row_q4_0);
     bench_deq!(c, r, BlockQ4_1, QK4_1, dequantize_row_q4_1);

@@ -217,8 +217,13 @@ struct KldToken {
     p_diff: f64,
 }
 
-/// Compares logits with one saved base row (llama.cpp's KLD `log_softmax`).
-fn kld_row(logits: &[f32], base: &[u8], tok: usize) -> KldToken {
+/// Compares logits with one saved base row. As llama.cpp: the base's
+/// log-probs decoded from 16 bits, tokens below -16 ignored, the same-top
+/// test on this run's exact logits. One deliberate difference: this run's
+/// log-probs go through the same 16-bit quantization before the difference
+/// is taken, so that the quantization's first-order error (of order 1e-6 per
+/// token, either sign) cancels: a model compared with itself gives exactly 0.
+fn kld_row(logits: &[f32], base: &[u8], tok: usize, scratch: &mut Vec<u8>) -> KldToken {
     let mut max = logits[0];
     let mut imax = 0;
     for (i, &l) in logits.iter().enumerate().skip(1) {
@@ -227,35 +232,34 @@ fn kld_row(logits: &[f32], base: &[u8], tok: usize) -> KldToken {
             imax = i;
         }
     }
-    let sum: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
-    let log_sum_exp = sum.ln() as f32;
-    let scale = f32::from_le_bytes([base[0], base[1], base[2], base[3]]);
-    let min_log_prob = f32::from_le_bytes([base[4], base[5], base[6], base[7]]);
-    let q = |i: usize| u16::from_le_bytes([base[8 + 2 * i], base[9 + 2 * i]]) as f32;
-    let nll = max + log_sum_exp - logits[tok];
-    let nll_base = -(scale * q(tok) + min_log_prob);
-    let max_lse = max + log_sum_exp;
+    scratch.clear();
+    let nll = quantize_row(logits, tok, scratch);
+    let f = |b: &[u8], i: usize| f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let (scale, min_log_prob) = (f(base, 0), f(base, 4));
+    let (scale_new, min_new) = (f(scratch, 0), f(scratch, 4));
+    let q = |b: &[u8], i: usize| u16::from_le_bytes([b[8 + 2 * i], b[9 + 2 * i]]) as f32;
+    let nll_base = -(scale * q(base, tok) + min_log_prob);
     let mut kld = 0.0f64;
     let mut imax_base = 0;
     let mut best_base = 0.0f32;
-    for (i, &l) in logits.iter().enumerate() {
-        let lp_base = scale * q(i) + min_log_prob;
+    for i in 0..logits.len() {
+        let lp_base = scale * q(base, i) + min_log_prob;
         if i == 0 || lp_base > best_base {
             best_base = lp_base;
             imax_base = i;
         }
         if lp_base > -16.0 {
-            let p_base = lp_base.exp();
-            kld += (p_base * (lp_base - l + max_lse)) as f64;
+            let lp_new = scale_new * q(scratch, i) + min_new;
+            kld += (lp_base.exp() * (lp_base - lp_new)) as f64;
         }
     }
-    let p_diff = (-nll).exp() - (-nll_base).exp();
+    let p_diff = (-nll).exp() - (-nll_base as f64).exp();
     KldToken {
-        nll: nll as f64,
+        nll,
         nll_base: nll_base as f64,
         kld,
         same_top: imax == imax_base,
-        p_diff: p_diff as f64,
+        p_diff,
     }
 }
 
@@ -335,15 +339,23 @@ impl LogitsReader {
         let file_len = f.metadata().map_err(io_err(path))?.len();
         let mut input = BufReader::with_capacity(1 << 20, f);
         let mut head = [0u8; 24];
-        input
-            .read_exact(&mut head)
-            .map_err(|_| bad("too short to be a saved-logits file".into()))?;
-        if &head[..8] != MAGIC {
+        let mut got = 0;
+        while got < head.len() {
+            match input.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(source) => return Err(io_err(path)(source)),
+            }
+        }
+        if got < 8 || &head[..8] != MAGIC {
             return Err(bad(format!(
                 "not a saved-logits file (magic {:?}, expected {:?}; files from llama-perplexity are not supported)",
                 String::from_utf8_lossy(&head[..8]),
                 std::str::from_utf8(MAGIC).unwrap_or("")
             )));
+        }
+        if got < head.len() {
+            return Err(bad("too short to be a saved-logits file".into()));
         }
         let u = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]) as usize;
         let (n_ctx, n_vocab, n_chunks, first) = (u(8), u(12), u(16), u(20));
@@ -643,9 +655,9 @@ pub fn evaluate<L: LogitsSource>(
                     let base = &base_buf;
                     let v: Vec<KldToken> = (0..rows_here)
                         .into_par_iter()
-                        .map(|r| {
+                        .map_init(Vec::new, |scratch, r| {
                             let b = &base[(row0 + r) * row_bytes..(row0 + r + 1) * row_bytes];
-                            kld_row(&logits[r * n_vocab..(r + 1) * n_vocab], b, target(r))
+                            kld_row(&logits[r * n_vocab..(r + 1) * n_vocab], b, target(r), scratch)
                         })
                         .collect();
                     for t in v {
@@ -806,9 +818,9 @@ mod tests {
                 let (ppl, running) = reference(&toks, 16, bos, 6);
                 assert_eq!(r.n_chunks, 6);
                 assert_eq!(r.count, 6 * 7);
-                assert!((r.ppl - ppl).abs() < 1e-9 * ppl, "{} vs {ppl}", r.ppl);
+                assert!((r.ppl - ppl).abs() < 1e-6 * ppl, "{} vs {ppl}", r.ppl);
                 for (a, b) in r.running_ppl.iter().zip(&running) {
-                    assert!((a - b).abs() < 1e-9 * b);
+                    assert!((a - b).abs() < 1e-6 * b, "{a} vs {b}");
                 }
                 assert!(r.ppl_unc > 0.0);
             }
@@ -847,7 +859,8 @@ mod tests {
         assert_eq!((r.n_ctx, r.n_vocab, r.n_chunks), (32, 37, n_chunks));
         let same = evaluate(&mut lm(0.0), &toks, &opts, KlMode::Compare(&mut r), |_| {}).unwrap();
         let k = same.kld.unwrap();
-        assert!(k.mean.abs() < 5e-7, "{}", k.mean);
+        assert_eq!(k.mean, 0.0);
+        assert_eq!(k.max, 0.0);
         assert_eq!(k.same_top, 1.0);
         assert!((k.ppl_base - base.ppl).abs() < 1e-3 * base.ppl);
         assert!((same.ppl - base.ppl).abs() < 1e-12);
@@ -874,7 +887,7 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
         assert!(LogitsReader::open(&path).is_err());
         std::fs::write(&path, b"_logits_\x00\x02\x00\x00").unwrap();
-        assert!(LogitsReader::open(&path).unwrap_err().to_string().contains("magic"));
+        assert!(matches!(LogitsReader::open(&path), Err(e) if e.to_string().contains("magic")));
         std::fs::remove_dir_all(&dir).ok();
     }
 

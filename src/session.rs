@@ -201,12 +201,10 @@ impl<L: LogitsSource> Session<L> {
             return;
         }
         self.tokens.truncate(n);
-        self.pending = false;
-        self.lm.truncate(n);
-        // The logits of position n-1 are gone; re-evaluate lazily.
-        if n > 0 {
-            self.pending = true;
-        }
+        // The logits of position n-1 are gone: drop it from the cache too and
+        // re-evaluate it lazily.
+        self.lm.truncate(n.saturating_sub(1));
+        self.pending = n > 0;
     }
 
     /// Forgets the whole conversation.
@@ -252,7 +250,7 @@ impl<L: LogitsSource> Session<L> {
                 Err(e) => {
                     // Keep tokens and cache consistent.
                     self.tokens.truncate(pos);
-                    self.lm.truncate(pos);
+                    self.lm.truncate(pos.saturating_sub(1));
                     self.pending = pos > 0;
                     return Err(e);
                 }

@@ -266,7 +266,7 @@ fn info_bad_input_is_one_line_and_exit_1() {
     let real = std::fs::read(model(SMOLLM2)).unwrap();
     // Cut inside the metadata, inside the tensor infos and inside the data.
     for (len, needle) in [
-        (20, "tensor count"),
+        (20, "metadata count at offset 16"),
         (3000, "truncated"),
         (1_780_000, "truncated"),
         (real.len() - 100, "truncated"),

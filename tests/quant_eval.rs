@@ -3,15 +3,15 @@
 
 use std::path::Path;
 
-use quant::npu::eval::{eval_matrix, SyntheticActivations};
+use quant::npu::eval::{dequantize_rows, eval_matrix, matmul_weights, SyntheticActivations};
 use quant::npu::{Scheme, RK_LLAMA_INT4};
-use rkinfer::cli::quant_eval::{dequantize_rows, matmul_weights};
 
 fn open(model: &str) -> gguf::GgufFile {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
-    gguf::GgufFile::open(&path).unwrap_or_else(|e| {
-        panic!("{}: {e} (run scripts/fetch-models.sh)", path.display())
-    })
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(model);
+    gguf::GgufFile::open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-models.sh)", path.display()))
 }
 
 /// Mean relative error per scheme over the chosen tensors.
@@ -20,13 +20,19 @@ fn mean_errors(model: &str, tensors: &[&str], schemes: &[&str]) -> Vec<f64> {
     let schemes: Vec<Scheme> = schemes.iter().map(|s| s.parse().unwrap()).collect();
     let mut sums = vec![0.0; schemes.len()];
     for name in tensors {
-        let t = f.tensor(name).unwrap_or_else(|| panic!("{model}: no tensor {name}"));
+        let t = f
+            .tensor(name)
+            .unwrap_or_else(|| panic!("{model}: no tensor {name}"));
         assert!(matmul_weights(&f).iter().any(|w| w.name == *name));
         let (k, n) = (t.row_len() as usize, (t.n_rows() as usize).min(512));
         let rows: Vec<usize> = (0..n).collect();
         let w = dequantize_rows(&f, t, &rows).unwrap();
+        assert!(w.iter().all(|v| v.is_finite()));
         let x = SyntheticActivations::default().generate(16, k);
-        for (s, r) in sums.iter_mut().zip(eval_matrix(&w, n, k, &x, 16, name, &schemes).unwrap()) {
+        for (s, r) in sums
+            .iter_mut()
+            .zip(eval_matrix(&w, n, k, &x, 16, name, &schemes).unwrap())
+        {
             *s += r.rel_error / tensors.len() as f64;
         }
     }
@@ -35,22 +41,56 @@ fn mean_errors(model: &str, tensors: &[&str], schemes: &[&str]) -> Vec<f64> {
 
 #[test]
 fn rotated_int8_below_one_percent_on_real_weights() {
-    let tensors = ["blk.0.attn_q.weight", "blk.3.ffn_down.weight", "blk.7.attn_output.weight"];
-    for model in ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"] {
+    let tensors = [
+        "blk.0.attn_q.weight",
+        "blk.3.ffn_down.weight",
+        "blk.7.attn_output.weight",
+    ];
+    for model in [
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+    ] {
         let e = mean_errors(model, &tensors, &["w8a8", "w8a8.khad"]);
         assert!(e[1] < 0.01, "{model}: w8a8.khad {}", e[1]);
-        assert!(e[1] < e[0], "{model}: rotation did not help ({} vs {})", e[1], e[0]);
+        assert!(
+            e[1] < e[0],
+            "{model}: rotation did not help ({} vs {})",
+            e[1],
+            e[0]
+        );
     }
 }
 
 #[test]
 fn project_int4_beats_rk_llama_per_tensor_int4_on_real_weights() {
-    let tensors = ["blk.0.attn_k.weight", "blk.2.ffn_up.weight", "blk.5.ffn_down.weight"];
-    let e = mean_errors(
+    let tensors = [
+        "blk.0.attn_k.weight",
+        "blk.2.ffn_up.weight",
+        "blk.5.ffn_down.weight",
+    ];
+    for model in [
         "SmolLM2-135M-Instruct.Q4_1.gguf",
-        &tensors,
-        &[RK_LLAMA_INT4, "w4a4.khad.wmse.amse.r8", "w4a8.khad.wmse.r8"],
-    );
-    assert!(e[1] < e[0], "w4a4 ours {} vs rk-llama.cpp {}", e[1], e[0]);
-    assert!(e[2] < 0.5 * e[0], "w4a8 ours {} vs rk-llama.cpp {}", e[2], e[0]);
+        "gemma-3-270m-q4_k_m.gguf",
+    ] {
+        let e = mean_errors(
+            model,
+            &tensors,
+            &[RK_LLAMA_INT4, "w4a4.had.wmse.amse.r8", "w4a8.r8.zp.seg32"],
+        );
+        // Per-channel MSE clips and [-8, 7] levels beat one KL-clipped tensor scale.
+        assert!(
+            e[1] < 0.85 * e[0],
+            "{model}: w4a4 ours {} vs rk-llama.cpp {}",
+            e[1],
+            e[0]
+        );
+        // The Q4 blocks kept exactly (4-bit levels run as int8, 32-wide K
+        // segments): the goal of at least 2x.
+        assert!(
+            e[2] < 0.5 * e[0],
+            "{model}: w4a8 ours {} vs rk-llama.cpp {}",
+            e[2],
+            e[0]
+        );
+    }
 }

@@ -43,6 +43,9 @@ pub fn isa() -> &'static str {
 }
 
 pub use scalar::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+/// GELU / GEGLU bit-exact with llama.cpp's CPU backend (f16 table lookup);
+/// scalar on every ISA (one table load per element).
+pub use scalar::{geglu_ggml, gelu_ggml};
 
 macro_rules! dispatched {
     ($( $(#[$m:meta])* fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)?; )*) => {

@@ -872,6 +872,72 @@ pub fn gelu(x: &mut [f32]) {
     }
 }
 
+/// ggml-cpu's table of gelu over every f16 input, as f16 (built once).
+fn gelu_f16_table() -> &'static [u16; 65536] {
+    use core::sync::atomic::{AtomicPtr, Ordering};
+    static TABLE: AtomicPtr<[u16; 65536]> = AtomicPtr::new(core::ptr::null_mut());
+    let p = TABLE.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: non-null values are leaked boxes, never freed or mutated.
+        return unsafe { &*p };
+    }
+    let mut t = vec![0u16; 65536];
+    for (h, o) in t.iter_mut().enumerate() {
+        *o = f32_to_f16(gelu_f32(f16_to_f32(h as u16)));
+    }
+    let boxed: Box<[u16; 65536]> = match t.into_boxed_slice().try_into() {
+        Ok(b) => b,
+        Err(_) => unreachable!("65536 elements"),
+    };
+    let new = Box::into_raw(boxed);
+    match TABLE.compare_exchange(
+        core::ptr::null_mut(),
+        new,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        // SAFETY: `new` was just leaked and is now published read-only.
+        Ok(_) => unsafe { &*new },
+        Err(winner) => {
+            // SAFETY: `new` lost the race and was never shared: free it.
+            // `winner` is a published leaked box (see above).
+            unsafe {
+                drop(Box::from_raw(new));
+                &*winner
+            }
+        }
+    }
+}
+
+/// GELU exactly as llama.cpp's CPU backend computes it (`GGML_GELU_FP16`):
+/// x <= -10 gives 0, x >= 10 gives x, otherwise x is rounded to f16 and
+/// looked up in a table of f16(gelu(f16 value)).
+pub fn gelu_ggml(x: &mut [f32]) {
+    let t = gelu_f16_table();
+    for v in x.iter_mut() {
+        if *v <= -10.0 {
+            *v = 0.0;
+        } else if *v < 10.0 || v.is_nan() {
+            *v = f16_to_f32(t[f32_to_f16(*v) as usize]);
+        }
+    }
+}
+
+/// gate = gelu_ggml(gate) * up, as ggml_vec_geglu_f32 with GGML_GELU_FP16.
+pub fn geglu_ggml(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "geglu_ggml: length mismatch");
+    let t = gelu_f16_table();
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = if *g <= -10.0 {
+            0.0
+        } else if *g >= 10.0 {
+            *g * u
+        } else {
+            f16_to_f32(t[f32_to_f16(*g) as usize]) * u
+        };
+    }
+}
+
 /// gate = silu(gate) * up (ggml_swiglu).
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "swiglu: length mismatch");

@@ -1292,3 +1292,48 @@ fn mismatched_lengths_panic_before_touching_memory() {
     let y = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; 2];
     crate::vec_dot_q4_0_q8_0(&x, &y);
 }
+
+#[test]
+fn gelu_ggml_follows_the_f16_table() {
+    let mut x = vec![
+        -20.0f32, -10.0, -9.999, -3.0, -0.5, 0.0, 0.1, 1.0, 2.5, 9.99, 10.0, 50.0,
+    ];
+    let mut r = Rng::new(0x5eed_000b);
+    x.extend(r.row(1000));
+    let mut g = x.clone();
+    crate::gelu_ggml(&mut g);
+    for (&xi, &gi) in x.iter().zip(&g) {
+        if xi <= -10.0 {
+            assert_eq!(gi, 0.0);
+        } else if xi >= 10.0 {
+            assert_eq!(gi, xi);
+        } else {
+            // Lookup of f16(x): an f16-rounded gelu of an f16-rounded input.
+            let h = scalar::f16_to_f32(scalar::f32_to_f16(xi));
+            assert_eq!(
+                gi,
+                scalar::f16_to_f32(scalar::f32_to_f16(scalar::gelu_f32(h))),
+                "x={}",
+                xi
+            );
+            assert!(
+                (gi - scalar::gelu_f32(xi)).abs() <= 2e-3 * (1.0 + xi.abs()),
+                "x={}",
+                xi
+            );
+        }
+    }
+    let u = r.row(x.len());
+    let mut gg = x.clone();
+    crate::geglu_ggml(&mut gg, &u);
+    for i in 0..x.len() {
+        let want = if x[i] <= -10.0 {
+            0.0 // ggml stores 0, not 0 * up
+        } else if x[i] >= 10.0 {
+            x[i] * u[i]
+        } else {
+            g[i] * u[i]
+        };
+        assert_eq!(gg[i].to_bits(), want.to_bits(), "x={}", x[i]);
+    }
+}

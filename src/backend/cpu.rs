@@ -476,6 +476,19 @@ pub fn mul_mat(
     let wb = weights.bytes(wid);
     let k = w.cols;
     let misaligned = || ModelError::Misaligned("weight");
+    if std::env::var_os("RKINFER_DEBUG_F32").is_some() {
+        let rb = w.ty.row_bytes(k as u64).unwrap() as usize;
+        let mut row = vec![0f32; k];
+        for r in 0..w.rows {
+            dequantize_row(w.ty, &wb[r * rb..(r + 1) * rb], &mut row).unwrap();
+            for t in 0..n_tok {
+                let mut acc = 0f64;
+                for i in 0..k { acc += (row[i] * x[t * k + i]) as f64; }
+                out[t * w.rows + r] = acc as f32;
+            }
+        }
+        return Ok(());
+    }
     macro_rules! quantized {
         ($wt:ty, $at:ty, $quant:path, $dot:path) => {{
             let wblocks = as_blocks::<$wt>(wb).ok_or_else(misaligned)?;

@@ -21,11 +21,11 @@ pub struct Args {
     /// The GGUF model file.
     pub model: PathBuf,
     /// Activation rows (tokens) per matrix.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     pub tokens: usize,
     /// Output rows evaluated per matrix; larger matrices (the vocabulary
     /// head) are subsampled evenly.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 256)]
     pub max_rows: usize,
     /// Comma-separated schemes (default: the built-in comparison list).
     #[arg(long)]

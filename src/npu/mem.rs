@@ -102,7 +102,7 @@ enum Backing {
     /// An mmap of a device node: unmapped on drop.
     Mmap,
     /// Simulator / fake driver memory: kept alive by the Arc.
-    Shared(Arc<SharedMem>),
+    Shared { _keep_alive: Arc<SharedMem> },
 }
 
 /// A CPU view of a device buffer.
@@ -137,7 +137,7 @@ impl Mapping {
         Mapping {
             ptr: mem.base(),
             len: mem.len(),
-            backing: Backing::Shared(mem),
+            backing: Backing::Shared { _keep_alive: mem },
         }
     }
 

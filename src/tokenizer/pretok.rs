@@ -508,7 +508,7 @@ mod tests {
     fn llama3_words() {
         assert_eq!(
             words(&[LLAMA3], "I'M 12345 ok!?\n\n  x"),
-            vec!["I", "'M", " ", "123", "45", " ok", "!?\n\n", "  x"]
+            vec!["I", "'M", " ", "123", "45", " ok", "!?\n\n", " ", " x"]
         );
     }
 

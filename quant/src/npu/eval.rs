@@ -176,7 +176,11 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), S
 }
 
 /// Dequantizes the chosen rows of a tensor to f32 (`rows.len() x k`).
-pub fn dequantize_rows(f: &GgufFile, t: &TensorInfo, rows: &[usize]) -> Result<Vec<f32>, NpuQuantError> {
+pub fn dequantize_rows(
+    f: &GgufFile,
+    t: &TensorInfo,
+    rows: &[usize],
+) -> Result<Vec<f32>, NpuQuantError> {
     let k = t.row_len() as usize;
     let bad = |what: String| NpuQuantError::Tensor {
         tensor: t.name.clone(),
@@ -185,7 +189,8 @@ pub fn dequantize_rows(f: &GgufFile, t: &TensorInfo, rows: &[usize]) -> Result<V
     let row_bytes = t
         .ggml_type
         .row_bytes(k as u64)
-        .ok_or_else(|| bad(format!("row of {k} does not fit {}", t.ggml_type.name())))? as usize;
+        .ok_or_else(|| bad(format!("row of {k} does not fit {}", t.ggml_type.name())))?
+        as usize;
     let data = f.tensor_data(t);
     let mut out = vec![0.0f32; rows.len() * k];
     for (i, &r) in rows.iter().enumerate() {
@@ -256,7 +261,16 @@ pub fn evaluate_model(
             ..Default::default()
         }
         .generate(opts.tokens, k);
-        let results = eval_parallel(&w, rows.len(), k, &x, opts.tokens, &t.name, &opts.schemes, opts.threads)?;
+        let results = eval_parallel(
+            &w,
+            rows.len(),
+            k,
+            &x,
+            opts.tokens,
+            &t.name,
+            &opts.schemes,
+            opts.threads,
+        )?;
         reports.push(MatrixReport {
             name: t.name.clone(),
             ggml_type: t.ggml_type.name(),
@@ -291,8 +305,11 @@ fn eval_parallel(
         handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(NpuQuantError::BadScheme("evaluation thread panicked".into())))
+                h.join().unwrap_or_else(|_| {
+                    Err(NpuQuantError::BadScheme(
+                        "evaluation thread panicked".into(),
+                    ))
+                })
             })
             .collect()
     });

@@ -18,7 +18,10 @@
 /// vectorises it (no SIMD intrinsics here; see the kernels crate for those).
 pub fn fwht(x: &mut [f32]) {
     let n = x.len();
-    debug_assert!(n == 0 || n.is_power_of_two(), "fwht length {n} is not a power of two");
+    debug_assert!(
+        n == 0 || n.is_power_of_two(),
+        "fwht length {n} is not a power of two"
+    );
     let mut h = 1;
     while h < n {
         for pair in x.chunks_exact_mut(2 * h) {
@@ -48,7 +51,7 @@ pub fn fwht_orthonormal(x: &mut [f32]) {
 /// consecutive block of `block` elements. `block` must be a power of two
 /// dividing `x.len()`.
 pub fn fwht_blocks(x: &mut [f32], block: usize) {
-    debug_assert!(block.is_power_of_two() && x.len() % block == 0);
+    debug_assert!(block.is_power_of_two() && x.len().is_multiple_of(block));
     for b in x.chunks_exact_mut(block) {
         fwht(b);
     }
@@ -147,9 +150,15 @@ pub const MAX_MIX: usize = 64;
 pub fn dct_matrix(q: usize) -> Vec<f32> {
     let mut m = Vec::with_capacity(q * q);
     for i in 0..q {
-        let c = if i == 0 { (1.0 / q as f64).sqrt() } else { (2.0 / q as f64).sqrt() };
+        let c = if i == 0 {
+            (1.0 / q as f64).sqrt()
+        } else {
+            (2.0 / q as f64).sqrt()
+        };
         for j in 0..q {
-            m.push((c * (std::f64::consts::PI * (j as f64 + 0.5) * i as f64 / q as f64).cos()) as f32);
+            m.push(
+                (c * (std::f64::consts::PI * (j as f64 + 0.5) * i as f64 / q as f64).cos()) as f32,
+            );
         }
     }
     m
@@ -188,7 +197,13 @@ impl RotationPlan {
     }
 
     /// [`RotationPlan::new`] with the K segment length.
-    pub fn with_segment(rotation: Rotation, k: usize, align: usize, seed: u64, segment: usize) -> RotationPlan {
+    pub fn with_segment(
+        rotation: Rotation,
+        k: usize,
+        align: usize,
+        seed: u64,
+        segment: usize,
+    ) -> RotationPlan {
         let k_al = round_up(k.max(1), align);
         let (k_rot, block) = match rotation {
             Rotation::None => (k_al, 1),
@@ -202,7 +217,11 @@ impl RotationPlan {
                 (k_al, largest_pow2_divisor.min(cap))
             }
         };
-        let signs = if block > 1 { signs(seed, k_rot) } else { Vec::new() };
+        let signs = if block > 1 {
+            signs(seed, k_rot)
+        } else {
+            Vec::new()
+        };
         let mut mixes = Vec::new();
         if matches!(rotation, Rotation::Kron { .. }) && block > 1 {
             let seg = segment.max(block);
@@ -276,7 +295,10 @@ impl RotationPlan {
         if self.k == 0 {
             return out;
         }
-        for (s, d) in src.chunks_exact(self.k).zip(out.chunks_exact_mut(self.k_rot)) {
+        for (s, d) in src
+            .chunks_exact(self.k)
+            .zip(out.chunks_exact_mut(self.k_rot))
+        {
             self.rotate_into(s, d);
         }
         out
@@ -301,7 +323,10 @@ mod tests {
             fwht(&mut y);
             let r = hadamard_naive(&x);
             for (a, b) in y.iter().zip(r.iter()) {
-                assert!((a - b).abs() <= 1e-4 * (n as f32).sqrt(), "n={n}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-4 * (n as f32).sqrt(),
+                    "n={n}: {a} vs {b}"
+                );
             }
         }
     }
@@ -373,15 +398,26 @@ mod tests {
             let plan = RotationPlan::new(rot, k, 32, 42);
             let w = rand_vec(1, k);
             let x = rand_vec(2, k);
-            let want: f64 = w.iter().zip(x.iter()).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let want: f64 = w
+                .iter()
+                .zip(x.iter())
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum();
             let wr = plan.rotate_rows(&w, 1);
             let xr = plan.rotate_rows(&x, 1);
-            let got: f64 = wr.iter().zip(xr.iter()).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
+            let got: f64 = wr
+                .iter()
+                .zip(xr.iter())
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum::<f64>()
                 * plan.output_factor() as f64;
             let norm: f64 = (w.iter().map(|v| (*v as f64).powi(2)).sum::<f64>()
                 * x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>())
             .sqrt();
-            assert!((got - want).abs() <= 1e-5 * norm, "{rot:?} k={k}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-5 * norm,
+                "{rot:?} k={k}: {got} vs {want}"
+            );
         }
     }
 

@@ -127,7 +127,7 @@ fn put(buf: &mut [u8], bits: usize, e: usize, v: u32) {
     match bits {
         4 => {
             let b = &mut buf[e / 2];
-            if e % 2 == 0 {
+            if e.is_multiple_of(2) {
                 *b = (*b & 0xF0) | (v as u8 & 0x0F);
             } else {
                 *b = (*b & 0x0F) | ((v as u8 & 0x0F) << 4);
@@ -143,7 +143,11 @@ fn get(buf: &[u8], bits: usize, e: usize) -> u32 {
     match bits {
         4 => {
             let b = buf[e / 2];
-            (if e % 2 == 0 { b & 0x0F } else { b >> 4 }) as u32
+            (if e.is_multiple_of(2) {
+                b & 0x0F
+            } else {
+                b >> 4
+            }) as u32
         }
         8 => buf[e] as u32,
         16 => u16::from_le_bytes([buf[2 * e], buf[2 * e + 1]]) as u32,
@@ -172,7 +176,13 @@ pub fn c_bytes(o: OutputType, m_pad: usize, n_pad: usize) -> usize {
 }
 
 /// Packs a row-major `m x k` matrix given as raw element bits into A.
-fn pack_a_bits(p: Precision, m: usize, k: usize, k_pad: usize, f: impl Fn(usize) -> u32) -> Vec<u8> {
+fn pack_a_bits(
+    p: Precision,
+    m: usize,
+    k: usize,
+    k_pad: usize,
+    f: impl Fn(usize) -> u32,
+) -> Vec<u8> {
     let m_pad = pad_m(m);
     let (c2, bits) = (p.a_c2(), p.bits());
     let mut buf = vec![0u8; a_bytes(p, m_pad, k_pad)];
@@ -197,7 +207,13 @@ fn unpack_a_bits(p: Precision, buf: &[u8], m: usize, k: usize, k_pad: usize) -> 
     out
 }
 
-fn pack_b_bits(p: Precision, n: usize, k: usize, k_pad: usize, f: impl Fn(usize) -> u32) -> Vec<u8> {
+fn pack_b_bits(
+    p: Precision,
+    n: usize,
+    k: usize,
+    k_pad: usize,
+    f: impl Fn(usize) -> u32,
+) -> Vec<u8> {
     let n_pad = round_up(n.max(1), p.n_align());
     let (nb, bits) = (p.n_align(), p.bits());
     let mut buf = vec![0u8; b_bytes(p, n_pad, k_pad)];
@@ -223,7 +239,7 @@ fn unpack_b_bits(p: Precision, buf: &[u8], n: usize, k: usize, k_pad: usize) -> 
 /// Packs int8 or int4 codes (`m x k`, row-major) into A with K padded to
 /// `k_pad` (a multiple of 32, >= k). Int4 codes must lie in [-8, 7].
 pub fn pack_a_int(p: Precision, codes: &[i8], m: usize, k: usize, k_pad: usize) -> Vec<u8> {
-    debug_assert!(p != Precision::Fp16 && k_pad % 32 == 0 && k_pad >= k);
+    debug_assert!(p != Precision::Fp16 && k_pad.is_multiple_of(32) && k_pad >= k);
     pack_a_bits(p, m, k, k_pad, |i| codes[i] as u8 as u32)
 }
 
@@ -251,7 +267,7 @@ pub fn unpack_a_f16(buf: &[u8], m: usize, k: usize, k_pad: usize) -> Vec<u16> {
 
 /// Packs int8 or int4 weight codes (`n x k`, row-major) into B.
 pub fn pack_b_int(p: Precision, codes: &[i8], n: usize, k: usize, k_pad: usize) -> Vec<u8> {
-    debug_assert!(p != Precision::Fp16 && k_pad % 32 == 0 && k_pad >= k);
+    debug_assert!(p != Precision::Fp16 && k_pad.is_multiple_of(32) && k_pad >= k);
     pack_b_bits(p, n, k, k_pad, |i| codes[i] as u8 as u32)
 }
 
@@ -363,6 +379,9 @@ mod tests {
         let vals: Vec<u32> = (0..4 * 8).map(|i| i as u32).collect();
         let c = pack_c_bits(OutputType::I32, &vals, 4, 8, 8);
         let e = (4 + 2) * 4 + 1;
-        assert_eq!(u32::from_le_bytes(c[4 * e..4 * e + 4].try_into().unwrap()), vals[2 * 8 + 5]);
+        assert_eq!(
+            u32::from_le_bytes(c[4 * e..4 * e + 4].try_into().unwrap()),
+            vals[2 * 8 + 5]
+        );
     }
 }

@@ -5,10 +5,11 @@
 //!
 //! ```text
 //! // once per weight, at load (rows = dequantized f32 weight, n rows of k):
-//! let scheme = quant::npu::default_scheme("Q4_K");          // or "w8a8.bhad".parse()?
+//! let scheme = quant::npu::default_scheme("Q4_K");          // or "w8a8.khad".parse()?
 //! let w = quant::npu::prepare_weight(&rows, n, k, scheme, "blk.0.ffn_up.weight")?;
 //! // w.segments[i].packed : native B layout of K segment i (one NPU matmul each)
 //! // w.scales[i * n + col] : weight scale of (segment i, output channel col)
+//! // w.precision() : Fp16 / Int8 / Int4 = the NPU data types (w4a8 runs as Int8)
 //!
 //! // per call (x = m x k row-major f32 activations):
 //! let a = quant::npu::quantize_activations(&x, m, &w)?;
@@ -18,7 +19,10 @@
 //! let mut y = vec![0f32; m * n];
 //! quant::npu::dequantize_output(&w, &a, &[c_0, c_1, ...], &mut y)?;
 //! // y = x W^T (m x n row-major):
-//! //   y[r][c] = sum_i C_i[r][c] * a.scales[i][r] * w.scales[i][c] * w.rotation.output_factor()
+//! //   y[r][c] = f * sum_i (C_i[r][c] * a.scales[i][r] * w.scales[i][c]
+//! //                        + w.offsets[i][c] * a.sums[i][r])
+//! //   f = w.rotation.output_factor(); offsets and sums are empty unless the
+//! //   scheme is affine (`zp`).
 //! ```
 //!
 //! [`reference_matmul`] computes the `C_i` from the packed buffers with plain
@@ -29,14 +33,20 @@
 //! # What is done to a weight
 //! 1. Rotation ([`hadamard`]): random +-1 signs per K position (splitmix64
 //!    seeded with FNV-1a of the tensor name) then an unnormalized FWHT, over
-//!    K padded to a power of two (rk-llama.cpp's `had`) or block-diagonal
-//!    over K padded to 32 (`bhad`). Activations get the same transform per
-//!    call; outputs are multiplied by `1 / block`.
+//!    K padded to a power of two (rk-llama.cpp's `had`), block-diagonal over
+//!    K padded to 32 (`bhad`), or block-diagonal followed by a DCT across the
+//!    blocks (`khad`: whole-K spreading without padding). Activations get the
+//!    same transform per call; outputs are multiplied by `1 / block`.
 //! 2. K is cut into segments of at most `k_segment` (one NPU matmul each,
 //!    partial sums added on the CPU), each with its own scales.
 //! 3. Quantization ([`quantize`]) per output channel (or per tensor) with a
-//!    clip chosen by absmax, MSE search or KL search; activations per row.
+//!    clip chosen by absmax, MSE search or KL search, optionally affine
+//!    (`zp`: an offset per channel and segment, whose product with the
+//!    activation sums the CPU adds); activations per row and segment.
 //! 4. Packing ([`layout`]) into the NPU's native layouts, zero-padded.
+//!
+//! Scheme names and the default per GGML type: [`scheme`]. Measured
+//! accuracy: docs/quantization.md (`rkinfer quant-eval`, [`eval`]).
 
 pub mod eval;
 pub mod hadamard;
@@ -51,7 +61,9 @@ use std::fmt;
 pub use hadamard::{Rotation, RotationPlan};
 pub use layout::{OutputType, Precision};
 pub use quantize::{Clip, LevelRange};
-pub use scheme::{default_scheme, Granularity, Levels, Scheme, DEFAULT_SCHEMES, RK_LLAMA_INT4};
+pub use scheme::{
+    default_scheme, default_scheme_for, Granularity, Levels, Scheme, DEFAULT_SCHEMES, RK_LLAMA_INT4,
+};
 
 use layout::{pad_m, read_c, round_up_n};
 
@@ -85,7 +97,11 @@ impl fmt::Display for NpuQuantError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NpuQuantError::BadScheme(m) => write!(f, "bad NPU quantization scheme {m}"),
-            NpuQuantError::Shape { what, expected, got } => {
+            NpuQuantError::Shape {
+                what,
+                expected,
+                got,
+            } => {
                 write!(f, "{what}: expected {expected} elements/bytes, got {got}")
             }
             NpuQuantError::EmptyShape { what } => write!(f, "{what}: zero-sized dimension"),
@@ -94,7 +110,10 @@ impl fmt::Display for NpuQuantError {
                 tensor,
                 row,
                 col,
-            } => write!(f, "{what} {tensor:?}: non-finite value at row {row}, column {col}"),
+            } => write!(
+                f,
+                "{what} {tensor:?}: non-finite value at row {row}, column {col}"
+            ),
             NpuQuantError::SegmentCount { expected, got } => {
                 write!(f, "expected {expected} NPU output segments, got {got}")
             }
@@ -135,6 +154,8 @@ pub struct PreparedWeight {
     /// Weight scales, `[segment][n]` (1.0 for fp16; may be negative with
     /// int4 [-8, 7], see [`quantize::quantize_with_clip`]).
     pub scales: Vec<f32>,
+    /// Weight offsets `[segment][n]` for `zp` schemes (empty otherwise).
+    pub offsets: Vec<f32>,
 }
 
 impl PreparedWeight {
@@ -165,9 +186,13 @@ impl PreparedWeight {
             };
             for r in 0..self.n {
                 let s = self.scales[si * self.n + r];
+                let o = self.offsets.get(si * self.n + r).copied().unwrap_or(0.0);
                 let dst = &mut out[r * self.k_pad + seg.k_start..][..seg.k_len];
-                for (d, v) in dst.iter_mut().zip(&vals[r * seg.k_len..(r + 1) * seg.k_len]) {
-                    *d = v * s;
+                for (d, v) in dst
+                    .iter_mut()
+                    .zip(&vals[r * seg.k_len..(r + 1) * seg.k_len])
+                {
+                    *d = v * s + o;
                 }
             }
         }
@@ -186,6 +211,9 @@ pub struct PackedActivations {
     pub segments: Vec<Vec<u8>>,
     /// Activation scales `[segment][m]` (1.0 for fp16).
     pub scales: Vec<f32>,
+    /// Sums of the rotated f32 activations `[segment][m]`, for `zp` weights
+    /// (empty otherwise).
+    pub sums: Vec<f32>,
 }
 
 /// Counters of one reference matmul.
@@ -207,12 +235,21 @@ impl MatmulStats {
 
 fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), NpuQuantError> {
     if expected != got {
-        return Err(NpuQuantError::Shape { what, expected, got });
+        return Err(NpuQuantError::Shape {
+            what,
+            expected,
+            got,
+        });
     }
     Ok(())
 }
 
-fn check_finite(what: &'static str, name: &str, x: &[f32], cols: usize) -> Result<(), NpuQuantError> {
+fn check_finite(
+    what: &'static str,
+    name: &str,
+    x: &[f32],
+    cols: usize,
+) -> Result<(), NpuQuantError> {
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
         return Err(NpuQuantError::NonFinite {
             what,
@@ -237,7 +274,9 @@ fn segment_bounds(k_pad: usize, k_segment: usize) -> Vec<(usize, usize)> {
 }
 
 fn to_f16_bits(x: &[f32]) -> Vec<u16> {
-    x.iter().map(|v| half::f16::from_f32(*v).to_bits()).collect()
+    x.iter()
+        .map(|v| half::f16::from_f32(*v).to_bits())
+        .collect()
 }
 
 /// Requantizes a weight (`n` rows of `k` f32, row-major, as
@@ -270,6 +309,7 @@ pub fn prepare_weight(
     let bounds = segment_bounds(k_pad, scheme.k_segment);
     let mut segments = Vec::with_capacity(bounds.len());
     let mut scales = Vec::with_capacity(bounds.len() * n);
+    let mut offsets = Vec::new();
     let mut seg_vals = Vec::new();
     for &(k_start, k_len) in &bounds {
         seg_vals.clear();
@@ -277,20 +317,36 @@ pub fn prepare_weight(
             seg_vals.extend_from_slice(&rotated[r * k_pad + k_start..][..k_len]);
         }
         let packed = if scheme.weight == Levels::F16 {
-            scales.extend(std::iter::repeat(1.0).take(n));
+            scales.extend(std::iter::repeat_n(1.0, n));
             layout::pack_b_f16(&to_f16_bits(&seg_vals), n, k_len, k_len)
         } else {
             let range = scheme.weight_range();
             let mut codes = vec![0i8; n * k_len];
             match scheme.granularity {
+                _ if scheme.weight_offset => {
+                    for (x, c) in seg_vals
+                        .chunks_exact(k_len)
+                        .zip(codes.chunks_exact_mut(k_len))
+                    {
+                        let (s, o) = quantize::quantize_affine(x, range, c);
+                        scales.push(s);
+                        offsets.push(o);
+                    }
+                }
                 Granularity::PerChannel => {
-                    for (x, c) in seg_vals.chunks_exact(k_len).zip(codes.chunks_exact_mut(k_len)) {
+                    for (x, c) in seg_vals
+                        .chunks_exact(k_len)
+                        .zip(codes.chunks_exact_mut(k_len))
+                    {
                         scales.push(quantize::quantize_row(x, range, scheme.weight_clip, c));
                     }
                 }
                 Granularity::PerTensor => {
                     let clip = quantize::choose_clip(&seg_vals, range, scheme.weight_clip);
-                    for (x, c) in seg_vals.chunks_exact(k_len).zip(codes.chunks_exact_mut(k_len)) {
+                    for (x, c) in seg_vals
+                        .chunks_exact(k_len)
+                        .zip(codes.chunks_exact_mut(k_len))
+                    {
                         scales.push(quantize::quantize_with_clip(x, clip, range, c));
                     }
                 }
@@ -313,6 +369,7 @@ pub fn prepare_weight(
         rotation: plan,
         segments,
         scales,
+        offsets,
     })
 }
 
@@ -323,7 +380,9 @@ pub fn quantize_activations(
     w: &PreparedWeight,
 ) -> Result<PackedActivations, NpuQuantError> {
     if m == 0 {
-        return Err(NpuQuantError::EmptyShape { what: "activations" });
+        return Err(NpuQuantError::EmptyShape {
+            what: "activations",
+        });
     }
     check_len("activations", m * w.k, x.len())?;
     check_finite("activations for", &w.name, x, w.k)?;
@@ -332,14 +391,22 @@ pub fn quantize_activations(
     let rotated = w.rotation.rotate_rows(x, m);
     let mut segments = Vec::with_capacity(w.segments.len());
     let mut scales = Vec::with_capacity(w.segments.len() * m);
+    let mut sums = Vec::new();
     let mut seg_vals = Vec::new();
     for seg in &w.segments {
         seg_vals.clear();
         for r in 0..m {
             seg_vals.extend_from_slice(&rotated[r * w.k_pad + seg.k_start..][..seg.k_len]);
         }
+        if sc.weight_offset {
+            sums.extend(
+                seg_vals
+                    .chunks_exact(seg.k_len)
+                    .map(|row| row.iter().map(|v| *v as f64).sum::<f64>() as f32),
+            );
+        }
         let packed = if sc.act == Levels::F16 {
-            scales.extend(std::iter::repeat(1.0).take(m));
+            scales.extend(std::iter::repeat_n(1.0, m));
             layout::pack_a_f16(&to_f16_bits(&seg_vals), m, seg.k_len, seg.k_len)
         } else {
             let range = sc.act_range();
@@ -359,6 +426,7 @@ pub fn quantize_activations(
         m_pad: pad_m(m),
         segments,
         scales,
+        sums,
     })
 }
 
@@ -383,8 +451,16 @@ pub fn reference_matmul(
     let mut stats = MatmulStats::default();
     for (seg, abuf) in w.segments.iter().zip(&a.segments) {
         let kl = seg.k_len;
-        check_len("packed activations", layout::a_bytes(p, a.m_pad, kl), abuf.len())?;
-        check_len("packed weights", layout::b_bytes(p, w.n_pad, kl), seg.packed.len())?;
+        check_len(
+            "packed activations",
+            layout::a_bytes(p, a.m_pad, kl),
+            abuf.len(),
+        )?;
+        check_len(
+            "packed weights",
+            layout::b_bytes(p, w.n_pad, kl),
+            seg.packed.len(),
+        )?;
         let mut vals = vec![0u32; m * n];
         if p == Precision::Fp16 {
             let av: Vec<f32> = layout::unpack_a_f16(abuf, m, kl, kl)
@@ -416,7 +492,11 @@ pub fn reference_matmul(
                 let ar = &av[r * kl..(r + 1) * kl];
                 for c in 0..n {
                     let br = &bv[c * kl..(c + 1) * kl];
-                    let s: i32 = ar.iter().zip(br).map(|(x, y)| (*x as i32) * (*y as i32)).sum();
+                    let s: i32 = ar
+                        .iter()
+                        .zip(br)
+                        .map(|(x, y)| (*x as i32) * (*y as i32))
+                        .sum();
                     vals[r * n + c] = if o == OutputType::I16 {
                         let cl = s.clamp(i16::MIN as i32, i16::MAX as i32);
                         if cl != s {
@@ -437,7 +517,8 @@ pub fn reference_matmul(
 
 /// Turns the NPU outputs of every segment (native C layout of
 /// `w.precision().output()`) into `y = x W^T` (`m x n` row-major f32):
-/// `y[r][c] = sum_i C_i[r][c] * s_act[i][r] * s_w[i][c] * rotation.output_factor()`.
+/// `y[r][c] = f * sum_i (C_i[r][c] * s_act[i][r] * s_w[i][c] + o_w[i][c] * sum_act[i][r])`,
+/// `f = rotation.output_factor()`, the offset term only for `zp` schemes.
 pub fn dequantize_output<B: AsRef<[u8]>>(
     w: &PreparedWeight,
     a: &PackedActivations,
@@ -461,12 +542,20 @@ pub fn dequantize_output<B: AsRef<[u8]>>(
         )?;
     }
     let factor = w.rotation.output_factor() as f64;
+    let with_offsets = !w.offsets.is_empty();
+    if with_offsets {
+        check_len("weight offsets", w.segments.len() * n, w.offsets.len())?;
+        check_len("activation sums", w.segments.len() * m, a.sums.len())?;
+    }
     for r in 0..m {
         for c in 0..n {
             let mut acc = 0.0f64;
             for (i, buf) in outputs.iter().enumerate() {
                 let v = read_c(o, buf.as_ref(), a.m_pad, r, c);
                 acc += v * a.scales[i * m + r] as f64 * w.scales[i * n + c] as f64;
+                if with_offsets {
+                    acc += w.offsets[i * n + c] as f64 * a.sums[i * m + r] as f64;
+                }
             }
             y[r * n + c] = (acc * factor) as f32;
         }

@@ -20,7 +20,10 @@ pub struct LevelRange {
 }
 
 impl LevelRange {
-    pub const INT8: LevelRange = LevelRange { qmin: -127, qmax: 127 };
+    pub const INT8: LevelRange = LevelRange {
+        qmin: -127,
+        qmax: 127,
+    };
     pub const INT4_SYM7: LevelRange = LevelRange { qmin: -7, qmax: 7 };
     pub const INT4_FULL8: LevelRange = LevelRange { qmin: -8, qmax: 7 };
 
@@ -278,6 +281,29 @@ pub fn quantize_row(x: &[f32], r: LevelRange, method: Clip, codes: &mut [i8]) ->
     quantize_with_clip(x, clip, r, codes)
 }
 
+/// Affine quantization: levels span [min, max] of `x`, `x ~= scale * code +
+/// offset`, every element within half a step. Returns (scale, offset); a
+/// constant row gives scale 0 and offset = the constant.
+pub fn quantize_affine(x: &[f32], r: LevelRange, codes: &mut [i8]) -> (f32, f32) {
+    debug_assert_eq!(x.len(), codes.len());
+    let (mn, mx) = x
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if x.is_empty() || mx <= mn {
+        codes.iter_mut().for_each(|c| *c = 0);
+        return (0.0, if x.is_empty() { 0.0 } else { mn });
+    }
+    let s = (mx - mn) / (r.qmax - r.qmin) as f32;
+    let o = mn - s * r.qmin as f32;
+    let inv = 1.0 / s;
+    for (c, &v) in codes.iter_mut().zip(x) {
+        *c = q(v - o, inv, r) as i8;
+    }
+    (s, o)
+}
+
 /// Seeded standard-normal-ish samples (Box-Muller on splitmix64).
 pub fn gaussian(rng: &mut SplitMix64) -> f32 {
     let u1 = (rng.next_f32() as f64).max(1e-12);
@@ -341,6 +367,20 @@ mod tests {
         let e7 = dequant_err(&x, &c, s7);
         assert!(e8 < e7);
         assert!(c.iter().all(|&q| (-7..=7).contains(&q)));
+    }
+
+    #[test]
+    fn affine_holds_q4_1_blocks_exactly() {
+        // A Q4_1 block: d * q + m, q in 0..=15 -> exact with [-8, 7] levels.
+        let (d, m) = (0.0123f32, -0.071f32);
+        let x: Vec<f32> = (0..32).map(|i| d * ((i * 7 % 16) as f32) + m).collect();
+        let mut c = vec![0i8; 32];
+        let (s, o) = quantize_affine(&x, LevelRange::INT4_FULL8, &mut c);
+        for (v, q) in x.iter().zip(&c) {
+            assert!((v - (s * *q as f32 + o)).abs() < 1e-6, "{v}");
+        }
+        let (s, o) = quantize_affine(&[2.5; 8], LevelRange::INT4_FULL8, &mut c[..8]);
+        assert_eq!((s, o), (0.0, 2.5));
     }
 
     #[test]

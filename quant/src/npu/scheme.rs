@@ -12,6 +12,7 @@
 //! | `tensor` | one weight scale per tensor (per K segment) | per output channel |
 //! | `amse` | activation clip by per-row MSE search | absmax |
 //! | `r8` | int4 levels [-8, 7] (sign-flipped rows) | [-7, 7] |
+//! | `zp` | affine weights: levels span [min, max] of each row segment, offset x activation sums added on the CPU (with `seg32` and no rotation this holds Q4_0/Q4_1/Q4_K blocks exactly) | symmetric |
 //! | `segN` | at most N of K per NPU matmul, partial sums added on the CPU | 8192 |
 //!
 //! Examples: `w8a8.had`, `w4a4.had.wkl.tensor` (rk-llama.cpp's int4), `w4a8.bhad.wmse`.
@@ -66,6 +67,10 @@ pub struct Scheme {
     pub act_clip: Clip,
     /// Int4 levels [-8, 7] (rows sign-flipped) instead of [-7, 7].
     pub int4_full8: bool,
+    /// Affine weights: one offset per output channel and K segment
+    /// (`w ~= s q + o`, levels spanning [min, max] of the row segment); the
+    /// CPU adds `o * sum(x segment)` to the output.
+    pub weight_offset: bool,
     /// Maximum K per NPU matmul (a multiple of 32).
     pub k_segment: usize,
 }
@@ -81,6 +86,7 @@ impl Scheme {
             granularity: Granularity::PerChannel,
             act_clip: Clip::AbsMax,
             int4_full8: false,
+            weight_offset: false,
             k_segment: DEFAULT_K_SEGMENT,
         }
     }
@@ -126,7 +132,12 @@ impl Scheme {
                 "{self}: weights and activations must be w16a16, w8a8, w4a4 or w4a8"
             )));
         }
-        if self.k_segment == 0 || self.k_segment % 32 != 0 {
+        if self.weight_offset && self.weight == Levels::F16 {
+            return Err(NpuQuantError::BadScheme(format!(
+                "{self}: zp needs integer weights"
+            )));
+        }
+        if self.k_segment == 0 || !self.k_segment.is_multiple_of(32) {
             return Err(NpuQuantError::BadScheme(format!(
                 "{self}: K segment {} is not a positive multiple of 32",
                 self.k_segment
@@ -191,6 +202,9 @@ impl fmt::Display for Scheme {
         if self.int4_full8 {
             write!(f, ".r8")?;
         }
+        if self.weight_offset {
+            write!(f, ".zp")?;
+        }
         if self.k_segment != DEFAULT_K_SEGMENT {
             write!(f, ".seg{}", self.k_segment)?;
         }
@@ -246,6 +260,7 @@ impl std::str::FromStr for Scheme {
                 "amse" => sc.act_clip = Clip::Mse,
                 "akl" => sc.act_clip = Clip::Kl,
                 "r8" => sc.int4_full8 = true,
+                "zp" => sc.weight_offset = true,
                 o if o.starts_with("seg") => {
                     sc.k_segment = num("seg")?.ok_or_else(|| bad("seg needs a number"))?
                 }
@@ -268,40 +283,45 @@ pub const EVAL_SCHEMES: &[&str] = &[
     "w8a8",
     "w8a8.had",
     "w8a8.khad",
-    "w8a8.khad",
-    "w8a8.khad.amse",
-    "w4a4",
-    "w4a4.had.wkl",
+    "w8a8.khad.wmse.amse",
     "w4a4.had.wmse",
-    "w4a4.khad.wmse",
-    "w4a4.khad.wmse.amse",
-    "w4a4.khad.wmse.amse.r8",
     "w4a4.had.wmse.amse.r8",
-    "w4a4.khad.wmse.amse.r8.seg256",
+    "w4a4.khad.wmse.amse.r8",
+    "w4a4.khad.amse.r8.zp.seg64",
     "w4a8.had.wmse",
-    "w4a8.khad.wmse",
     "w4a8.khad.wmse.r8",
+    "w4a8.r8.zp.seg64",
+    "w4a8.r8.zp.seg32",
 ];
 
 /// The default NPU scheme per source GGML type name (as printed by
 /// llama.cpp, e.g. "Q4_K"); overridable with `--npu-quant`. Types not
-/// listed (F32, BF16, other quants) use the last row. Measured in
-/// docs/quantization.md (`rkinfer quant-eval`).
+/// listed use the `*` row. Chosen from the measurements in
+/// docs/quantization.md (`rkinfer quant-eval`):
+/// - 16-bit sources run as fp16 (w16a16, 0.03% matrix error).
+/// - 8/6/5-bit sources: rotated int8 with rk-llama.cpp's whole-K Hadamard
+///   (`w8a8.had`, 0.8% mean; `w8a8.khad` avoids the K padding at ~1.0%).
+/// - 4-bit and lower sources: no int4 x int4 scheme gets near 2x better
+///   than rk-llama.cpp's (activations at 4 bits cost ~8% alone), so w4a8:
+///   the GGUF's own 4-bit blocks kept exactly (affine levels per 32-wide K
+///   segment, run as int8 with int8 activations per segment), 13x lower
+///   error than rk-llama.cpp's int4 on SmolLM2, at the price of one NPU
+///   matmul per 32 of K whose int32 partial sums the CPU adds.
 pub const DEFAULT_SCHEMES: &[(&str, &str)] = &[
     ("F16", "w16a16"),
     ("BF16", "w16a16"),
     ("F32", "w16a16"),
-    ("Q8_0", "w8a8.khad"),
-    ("Q6_K", "w8a8.khad"),
-    ("Q5_0", "w8a8.khad"),
-    ("Q5_1", "w8a8.khad"),
-    ("Q5_K", "w8a8.khad"),
-    ("Q4_0", "w4a8.khad.wmse.r8"),
-    ("Q4_1", "w4a8.khad.wmse.r8"),
-    ("Q4_K", "w4a8.khad.wmse.r8"),
-    ("Q3_K", "w4a8.khad.wmse.r8"),
-    ("Q2_K", "w4a8.khad.wmse.r8"),
-    ("*", "w8a8.khad"),
+    ("Q8_0", "w8a8.had"),
+    ("Q6_K", "w8a8.had"),
+    ("Q5_0", "w8a8.had"),
+    ("Q5_1", "w8a8.had"),
+    ("Q5_K", "w8a8.had"),
+    ("Q4_0", "w4a8.r8.zp.seg32"),
+    ("Q4_1", "w4a8.r8.zp.seg32"),
+    ("Q4_K", "w4a8.r8.zp.seg32"),
+    ("Q3_K", "w4a8.r8.zp.seg32"),
+    ("Q2_K", "w4a8.r8.zp.seg32"),
+    ("*", "w8a8.had"),
 ];
 
 /// The default scheme for a GGML type name (see [`DEFAULT_SCHEMES`]).
@@ -311,9 +331,15 @@ pub fn default_scheme(ggml_type_name: &str) -> Scheme {
         .find(|(t, _)| t.eq_ignore_ascii_case(ggml_type_name))
         .or_else(|| DEFAULT_SCHEMES.iter().find(|(t, _)| *t == "*"))
         .map(|(_, s)| *s)
-        .unwrap_or("w8a8.khad");
+        .unwrap_or("w8a8.had");
     // The table is static and covered by a test, so parsing cannot fail.
-    name.parse().unwrap_or(Scheme::plain(Levels::Int8, Levels::Int8))
+    name.parse()
+        .unwrap_or(Scheme::plain(Levels::Int8, Levels::Int8))
+}
+
+/// [`default_scheme`] for a GGML type.
+pub fn default_scheme_for(ty: gguf::GgmlType) -> Scheme {
+    default_scheme(ty.name())
 }
 
 #[cfg(test)]
@@ -330,22 +356,41 @@ mod tests {
             let sc: Scheme = s.parse().unwrap();
             assert_eq!(&sc.to_string(), s);
         }
-        assert_eq!("w4a4.bhad64.seg512".parse::<Scheme>().unwrap().to_string(), "w4a4.bhad64.seg512");
+        assert_eq!(
+            "w4a4.bhad64.seg512".parse::<Scheme>().unwrap().to_string(),
+            "w4a4.bhad64.seg512"
+        );
     }
 
     #[test]
     fn bad_names_are_errors() {
-        for s in ["", "w8a4", "w3a3", "w8a8.foo", "w8a8.seg", "w8a8.seg33", "w4a4.bhad3", "x8a8"] {
+        for s in [
+            "",
+            "w8a4",
+            "w3a3",
+            "w8a8.foo",
+            "w8a8.seg",
+            "w8a8.seg33",
+            "w4a4.bhad3",
+            "x8a8",
+        ] {
             assert!(s.parse::<Scheme>().is_err(), "{s} parsed");
         }
     }
 
     #[test]
     fn precision_and_defaults() {
-        assert_eq!("w4a8".parse::<Scheme>().unwrap().precision(), Precision::Int8);
-        assert_eq!("w4a4".parse::<Scheme>().unwrap().precision(), Precision::Int4);
+        assert_eq!(
+            "w4a8".parse::<Scheme>().unwrap().precision(),
+            Precision::Int8
+        );
+        assert_eq!(
+            "w4a4".parse::<Scheme>().unwrap().precision(),
+            Precision::Int4
+        );
         assert_eq!(default_scheme("F16").precision(), Precision::Fp16);
-        assert_eq!(default_scheme("q8_0").to_string(), "w8a8.khad");
-        assert_eq!(default_scheme("IQ2_XXS").to_string(), "w8a8.khad");
+        assert_eq!(default_scheme("q8_0").to_string(), "w8a8.had");
+        assert_eq!(default_scheme("IQ2_XXS").to_string(), "w8a8.had");
+        assert_eq!(default_scheme("Q4_K").precision(), Precision::Int8);
     }
 }

@@ -28,16 +28,25 @@ fn with_outliers(mut x: Vec<f32>, cols: usize, outliers: &[usize], big: f32) -> 
 /// where `e` bounds the per-element error in steps: 1/2 for absmax
 /// quantization with round-to-nearest, 1 for [-8, 7] (the positive side
 /// clamps at 7/8 of the clip); plus f32 rounding slack.
-fn int_bound(w: &PreparedWeight, a: &PackedActivations, wr: &[f32], xr: &[f32], r: usize, c: usize) -> f64 {
+fn int_bound(
+    w: &PreparedWeight,
+    a: &PackedActivations,
+    wr: &[f32],
+    xr: &[f32],
+    r: usize,
+    c: usize,
+) -> f64 {
     let e = if w.scheme.int4_full8 { 1.0 } else { 0.5 };
     let f = w.rotation.output_factor() as f64;
     let mut b = 0.0f64;
     for (si, seg) in w.segments.iter().enumerate() {
         let sw = w.scales[si * w.n + c].abs() as f64;
         let sa = a.scales[si * a.m + r].abs() as f64;
+        let o = w.offsets.get(si * w.n + c).map_or(0.0, |o| o.abs() as f64);
         for kk in seg.k_start..seg.k_start + seg.k_len {
             let xv = xr[r * w.k_pad + kk].abs() as f64;
-            let wv = wr[c * w.k_pad + kk].abs() as f64;
+            // With offsets the quantized activation multiplies w - o.
+            let wv = wr[c * w.k_pad + kk].abs() as f64 + o;
             b += xv * sw * e + wv * sa * e + sa * sw * e * e;
         }
     }
@@ -105,7 +114,10 @@ fn rotated_int8_is_accurate_with_outlier_activations() {
     for s in ["w8a8.had", "w8a8.khad"] {
         let e = err(s);
         assert!(e < 0.01, "{s} error {e}");
-        assert!(e < e_plain / 3.0, "{s}: rotation did not help: {e} vs {e_plain}");
+        assert!(
+            e < e_plain / 3.0,
+            "{s}: rotation did not help: {e} vs {e_plain}"
+        );
     }
 }
 
@@ -125,7 +137,11 @@ fn per_channel_scales_keep_small_rows_that_one_tensor_scale_zeroes() {
         let pw = prepare_weight(&w, n, k, s.parse().unwrap(), "t").unwrap();
         let y = matmul_reference(&pw, &x, m).unwrap().0;
         let pick = |v: &[f64]| -> Vec<f64> {
-            v.iter().enumerate().filter(|(i, _)| (i % n) % 8 == 0).map(|(_, v)| *v).collect()
+            v.iter()
+                .enumerate()
+                .filter(|(i, _)| (i % n) % 8 == 0)
+                .map(|(_, v)| *v)
+                .collect()
         };
         let y64: Vec<f64> = y.iter().map(|v| *v as f64).collect();
         let ys: Vec<f32> = pick(&y64).iter().map(|v| *v as f32).collect();
@@ -172,7 +188,11 @@ fn bad_inputs_are_errors_not_panics() {
 }
 
 fn precision_strategy() -> impl Strategy<Value = Precision> {
-    prop_oneof![Just(Precision::Fp16), Just(Precision::Int8), Just(Precision::Int4)]
+    prop_oneof![
+        Just(Precision::Fp16),
+        Just(Precision::Int8),
+        Just(Precision::Int4)
+    ]
 }
 
 proptest! {
@@ -261,9 +281,9 @@ proptest! {
 
     #[test]
     fn weight_quantize_dequantize_within_half_step(
-        n in 1usize..40, k in 1usize..200, wbits in 0usize..3, rot in 0usize..4, seg in 1usize..4, seed: u64, big in 1.0f32..100.0,
+        n in 1usize..40, k in 1usize..200, wbits in 0usize..4, rot in 0usize..4, seg in 1usize..4, seed: u64, big in 1.0f32..100.0,
     ) {
-        let head = ["w16a16", "w8a8", "w4a4"][wbits];
+        let head = ["w16a16", "w8a8", "w4a4", "w4a4.zp"][wbits];
         let r = ["", ".had", ".bhad", ".khad"][rot];
         let name = format!("{head}{r}.seg{}", 32 * seg);
         let scheme: Scheme = name.parse().unwrap();
@@ -285,10 +305,10 @@ proptest! {
 
     #[test]
     fn npu_matmul_on_packed_data_within_error_bound(
-        m in 1usize..9, n in 1usize..70, k in 1usize..160, prec in 0usize..4, rot in 0usize..4,
+        m in 1usize..9, n in 1usize..70, k in 1usize..160, prec in 0usize..6, rot in 0usize..4,
         seg in 1usize..4, seed: u64, big in 1.0f32..200.0, n_out in 0usize..4,
     ) {
-        let head = ["w8a8", "w4a4", "w4a8", "w4a4.r8"][prec];
+        let head = ["w8a8", "w4a4", "w4a8", "w4a4.r8", "w4a8.zp", "w4a4.r8.zp"][prec];
         let (h, rest) = head.split_once('.').map(|(a, b)| (a, format!(".{b}"))).unwrap_or((head, String::new()));
         let r = ["", ".had", ".bhad", ".khad"][rot];
         let name = format!("{h}{r}{rest}.seg{}", 32 * seg);
@@ -324,17 +344,4 @@ proptest! {
         let e = relative_error(&y, &exact_product(&x, m, &w, n, k));
         prop_assert!(e < 2e-3, "fp16 relative error {}", e);
     }
-}
-
-
-#[test]
-fn scratch_real() {
-    let path = std::env::var("NPUQ_MODEL").unwrap_or_default();
-    if path.is_empty() { return; }
-    let f = gguf::GgufFile::open(&path).unwrap();
-    let schemes: Vec<Scheme> = super::scheme::EVAL_SCHEMES.iter().map(|s| s.parse().unwrap()).collect();
-    let opts = super::eval::EvalOptions { tokens: 32, max_rows: 1024, schemes: schemes.clone(), filter: std::env::var("NPUQ_FILTER").ok(), seed: 0x5eed, threads: 2 };
-    let t0 = std::time::Instant::now();
-    let reps = super::eval::evaluate_model(&f, &opts, &mut |i, n, t| eprintln!("[{}/{}] {} {:?} {:.0}s", i + 1, n, t.name, t.dims, t0.elapsed().as_secs_f64())).unwrap();
-    eprintln!("{}", super::eval::markdown_table(&super::eval::summarize(&reps, &schemes)));
 }
