@@ -19,13 +19,22 @@ fn main() -> rkinfer::Result<()> {
     let prompt = prompt.unwrap_or_else(|| "Once upon a time,".to_string());
 
     let llm = Llm::load(model.as_ref(), &Default::default())?;
-    let mut session = llm.session(&StateOptions { n_ctx: 1024, ..Default::default() })?;
-    let mut sampler = Sampler::new(SamplerParams { seed: Some(42), ..Default::default() })?;
+    let mut session = llm.session(&StateOptions {
+        n_ctx: 1024,
+        ..Default::default()
+    })?;
+    let mut sampler = Sampler::new(SamplerParams {
+        seed: Some(42),
+        ..Default::default()
+    })?;
 
     // Turn 1: the prompt, then up to 48 tokens.
     session.feed_text(llm.tokenizer(), &prompt, true)?;
     print!("{prompt}");
-    let opts = GenerateOptions { max_tokens: 48, stop: vec!["\n\n".into()] };
+    let opts = GenerateOptions {
+        max_tokens: 48,
+        stop: vec!["\n\n".into()],
+    };
     for piece in session.generate_text(llm.tokenizer(), &mut sampler, &opts) {
         print!("{}", piece?);
         std::io::stdout().flush().ok();

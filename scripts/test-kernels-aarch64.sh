@@ -51,6 +51,10 @@ qemu-aarch64 -L "$SYSROOT" "$OUT/kernels-aarch64" --test-threads=1 --nocapture -
     dispatch_picks_a_detected_table 2>&1 | grep '^kernels:'
 RKINFER_FORCE_SCALAR=1 qemu-aarch64 -L "$SYSROOT" "$OUT/kernels-aarch64" --test-threads=1 \
     --nocapture -q dispatch_picks_a_detected_table 2>&1 | grep '^kernels: chosen scalar'
+# A CPU without dotprod (Cortex-A53): detection must fall back to plain NEON.
+qemu-aarch64 -cpu cortex-a53 -L "$SYSROOT" "$OUT/kernels-aarch64" --test-threads=1 -q
+qemu-aarch64 -cpu cortex-a53 -L "$SYSROOT" "$OUT/kernels-aarch64" --test-threads=1 --nocapture -q \
+    dispatch_picks_a_detected_table 2>&1 | grep '^kernels: chosen neon,'
 echo "aarch64 tests under qemu: $(($(date +%s) - start)) s" >&2
 
 if [ "$(uname -m)" = x86_64 ]; then

@@ -67,7 +67,9 @@ impl std::error::Error for Error {
             Error::InvalidArgument(_) => None,
             Error::Tokenizer(e) => Some(e),
             Error::Model(e) => Some(e),
-            Error::ContextFull { .. } | Error::InvalidUtf8 { .. } | Error::LogitsFile { .. } => None,
+            Error::ContextFull { .. } | Error::InvalidUtf8 { .. } | Error::LogitsFile { .. } => {
+                None
+            }
             Error::Npu(e) => Some(e),
             Error::Quantize(e) => Some(e),
         }

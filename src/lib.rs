@@ -9,6 +9,7 @@ pub use kernels;
 pub use quant;
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod graph;

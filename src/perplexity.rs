@@ -357,7 +357,9 @@ impl LogitsReader {
         if got < head.len() {
             return Err(bad("too short to be a saved-logits file".into()));
         }
-        let u = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]) as usize;
+        let u = |i: usize| {
+            u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]) as usize
+        };
         let (n_ctx, n_vocab, n_chunks, first) = (u(8), u(12), u(16), u(20));
         if n_ctx < 4 || first != n_ctx / 2 || n_vocab == 0 || n_chunks == 0 {
             return Err(bad(format!(
@@ -482,9 +484,12 @@ impl KldAccum {
             0.0
         } else {
             let nf = n as f64;
-            (self.sum_nll_nll_base / nf - (self.sum_nll / nf) * (self.sum_nll_base / nf)) / (nf - 1.0)
+            (self.sum_nll_nll_base / nf - (self.sum_nll / nf) * (self.sum_nll_base / nf))
+                / (nf - 1.0)
         };
-        let ratio_unc = (lp_unc * lp_unc + lb_unc * lb_unc - 2.0 * cov).max(0.0).sqrt();
+        let ratio_unc = (lp_unc * lp_unc + lb_unc * lb_unc - 2.0 * cov)
+            .max(0.0)
+            .sqrt();
         let (kl, kl_unc) = mean_and_unc(self.sum_kld, self.sum_kld2, n);
         let (mse, mse_unc) = mean_and_unc(self.sum_p_diff2, self.sum_p_diff4, n);
         let rms = mse.sqrt();
@@ -641,7 +646,11 @@ pub fn evaluate<L: LogitsSource>(
                         .into_par_iter()
                         .map(|r| {
                             let mut b = Vec::with_capacity(row_bytes);
-                            let x = quantize_row(&logits[r * n_vocab..(r + 1) * n_vocab], target(r), &mut b);
+                            let x = quantize_row(
+                                &logits[r * n_vocab..(r + 1) * n_vocab],
+                                target(r),
+                                &mut b,
+                            );
                             (x, b)
                         })
                         .collect();
@@ -657,7 +666,12 @@ pub fn evaluate<L: LogitsSource>(
                         .into_par_iter()
                         .map_init(Vec::new, |scratch, r| {
                             let b = &base[(row0 + r) * row_bytes..(row0 + r + 1) * row_bytes];
-                            kld_row(&logits[r * n_vocab..(r + 1) * n_vocab], b, target(r), scratch)
+                            kld_row(
+                                &logits[r * n_vocab..(r + 1) * n_vocab],
+                                b,
+                                target(r),
+                                scratch,
+                            )
                         })
                         .collect();
                     for t in v {
@@ -729,7 +743,11 @@ mod tests {
     impl HashLm {
         fn row(&self, pos: usize) -> Vec<f32> {
             let prev = self.past[pos] as usize;
-            let p2 = if pos > 0 { self.past[pos - 1] as usize } else { 7 };
+            let p2 = if pos > 0 {
+                self.past[pos - 1] as usize
+            } else {
+                7
+            };
             (0..self.n_vocab)
                 .map(|i| {
                     let h = (i * 31 + prev * 17 + p2 * 5 + pos) % 23;
@@ -880,7 +898,10 @@ mod tests {
         assert!(e.to_string().contains("token 40"), "{e}");
         // a different context too
         let mut r = LogitsReader::open(&path).unwrap();
-        let o2 = PerplexityOptions { n_ctx: 16, ..Default::default() };
+        let o2 = PerplexityOptions {
+            n_ctx: 16,
+            ..Default::default()
+        };
         assert!(evaluate(&mut lm(0.0), &toks, &o2, KlMode::Compare(&mut r), |_| {}).is_err());
         // and a truncated or foreign file
         let bytes = std::fs::read(&path).unwrap();

@@ -461,7 +461,13 @@ fn mixture_type(
     } else if is_attn_v_like(cat) {
         match ftype {
             F::Q2_K => new_type = if m.n_gqa >= 4 { T::Q4_K } else { T::Q3_K },
-            F::Q3_K_M => new_type = if st.i_attention_wv < 2 { T::Q5_K } else { T::Q4_K },
+            F::Q3_K_M => {
+                new_type = if st.i_attention_wv < 2 {
+                    T::Q5_K
+                } else {
+                    T::Q4_K
+                }
+            }
             F::Q3_K_L => new_type = T::Q5_K,
             F::Q4_K_M | F::Q5_K_M if use_more_bits(st.i_attention_wv, st.n_attention_wv) => {
                 new_type = T::Q6_K
@@ -555,7 +561,13 @@ fn fallback_type(name: &str, row_len: u64, ty: GgmlType) -> (GgmlType, bool) {
         return (ty, false);
     }
     let mut ret = match ty {
-        T::IQ1_S | T::IQ1_M | T::IQ2_XXS | T::IQ2_XS | T::IQ2_S | T::IQ3_XXS | T::IQ3_S
+        T::IQ1_S
+        | T::IQ1_M
+        | T::IQ2_XXS
+        | T::IQ2_XS
+        | T::IQ2_S
+        | T::IQ3_XXS
+        | T::IQ3_S
         | T::IQ4_XS => T::IQ4_NL,
         T::Q2_K | T::Q3_K | T::TQ1_0 | T::TQ2_0 => T::Q4_0,
         T::Q4_K => T::Q5_0,
@@ -937,11 +949,26 @@ mod tests {
 
     #[test]
     fn fallbacks_are_llama_cpps() {
-        assert_eq!(fallback_type("x", 640, GgmlType::Q4_K), (GgmlType::Q5_0, true));
-        assert_eq!(fallback_type("x", 640, GgmlType::Q6_K), (GgmlType::Q8_0, true));
-        assert_eq!(fallback_type("x", 576, GgmlType::Q5_K), (GgmlType::Q5_1, true));
-        assert_eq!(fallback_type("x", 100, GgmlType::Q4_0), (GgmlType::F16, true));
-        assert_eq!(fallback_type("x", 512, GgmlType::Q4_K), (GgmlType::Q4_K, false));
+        assert_eq!(
+            fallback_type("x", 640, GgmlType::Q4_K),
+            (GgmlType::Q5_0, true)
+        );
+        assert_eq!(
+            fallback_type("x", 640, GgmlType::Q6_K),
+            (GgmlType::Q8_0, true)
+        );
+        assert_eq!(
+            fallback_type("x", 576, GgmlType::Q5_K),
+            (GgmlType::Q5_1, true)
+        );
+        assert_eq!(
+            fallback_type("x", 100, GgmlType::Q4_0),
+            (GgmlType::F16, true)
+        );
+        assert_eq!(
+            fallback_type("x", 512, GgmlType::Q4_K),
+            (GgmlType::Q4_K, false)
+        );
     }
 
     #[test]

@@ -702,7 +702,10 @@ pub(crate) mod tests {
     fn overlong_prompt_is_an_error() {
         let mut s = Session::new(CountingLm::new(50, 4), SessionOptions::default()).unwrap();
         let e = s.feed_tokens(&[1, 2, 3, 4, 5]).unwrap_err();
-        assert!(e.to_string().contains('5') && e.to_string().contains('4'), "{e}");
+        assert!(
+            e.to_string().contains('5') && e.to_string().contains('4'),
+            "{e}"
+        );
         assert!(s.feed_tokens(&[99]).is_err(), "id outside vocab");
         assert!(s.tokens().is_empty());
     }
@@ -731,7 +734,10 @@ pub(crate) mod tests {
         let mut it = s.generate_text(&Letters, &mut g, &opts);
         let text: String = it.by_ref().map(|p| p.unwrap()).collect();
         assert_eq!(text, "bc");
-        assert_eq!(it.stop_reason(), Some(&StopReason::StopString("def".into())));
+        assert_eq!(
+            it.stop_reason(),
+            Some(&StopReason::StopString("def".into()))
+        );
     }
 
     #[test]
@@ -740,7 +746,10 @@ pub(crate) mod tests {
         assert_eq!(m.push("hello <"), ("hello ".to_string(), None));
         assert_eq!(m.push("/"), (String::new(), None));
         assert_eq!(m.push("x"), ("</x".to_string(), None));
-        assert_eq!(m.push("a</s>b"), ("a".to_string(), Some("</s>".to_string())));
+        assert_eq!(
+            m.push("a</s>b"),
+            ("a".to_string(), Some("</s>".to_string()))
+        );
     }
 
     #[test]

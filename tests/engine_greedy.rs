@@ -19,12 +19,17 @@ fn model_file(name: &str) -> PathBuf {
         other => panic!("no file known for {other}"),
     };
     let p = models_dir().join(file);
-    assert!(p.exists(), "model {} is missing: run scripts/fetch-models.sh", p.display());
+    assert!(
+        p.exists(),
+        "model {} is missing: run scripts/fetch-models.sh",
+        p.display()
+    );
     p
 }
 
 fn reference() -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/llamacpp/greedy.json");
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/llamacpp/greedy.json");
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).expect("greedy.json parses")
 }
@@ -51,7 +56,11 @@ fn check_model(name: &str) {
     assert!(!cases.is_empty(), "no reference cases for {name}");
     for case in cases {
         let ids = |v: &serde_json::Value| -> Vec<u32> {
-            v.as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+            v.as_array()
+                .expect("ids")
+                .iter()
+                .map(|x| x.as_u64().expect("id") as u32)
+                .collect()
         };
         let prompt = ids(&case["prompt_ids"]);
         let want = ids(&case["generated_ids"]);
@@ -67,8 +76,15 @@ fn check_model(name: &str) {
             }
         }
 
-        let mut state = model.new_state(&StateOptions { n_ctx: 256, ..Default::default() }).expect("state");
-        let logits = model.forward(&mut state, &prompt, LogitsMode::Last).expect("prompt");
+        let mut state = model
+            .new_state(&StateOptions {
+                n_ctx: 256,
+                ..Default::default()
+            })
+            .expect("state");
+        let logits = model
+            .forward(&mut state, &prompt, LogitsMode::Last)
+            .expect("prompt");
         // First-step top-5 logits.
         for entry in top5[0].as_array().expect("top5[0]") {
             let tok = entry[0].as_u64().expect("token") as usize;
@@ -83,7 +99,9 @@ fn check_model(name: &str) {
         let mut got = vec![argmax(logits)];
         while got.len() < n_check {
             let last = *got.last().expect("one token");
-            let logits = model.forward(&mut state, &[last], LogitsMode::Last).expect("decode");
+            let logits = model
+                .forward(&mut state, &[last], LogitsMode::Last)
+                .expect("decode");
             got.push(argmax(logits));
         }
         assert_eq!(
@@ -92,7 +110,11 @@ fn check_model(name: &str) {
             "{name} '{}': generated ids differ from llama.cpp's",
             case["prompt"]
         );
-        eprintln!("{name} {:?}: {n_check} of {} ids match", case["prompt"], want.len());
+        eprintln!(
+            "{name} {:?}: {n_check} of {} ids match",
+            case["prompt"],
+            want.len()
+        );
     }
 }
 

@@ -136,14 +136,14 @@ fn info_gemma3_json_matches_llamacpp() {
 fn info_text_summary() {
     let s = ok_stdout(&[model(SMOLLM2).as_os_str()]);
     for needle in [
-        "architecture:  llama",
-        "layers:        30",
-        "embedding:     576",
-        "feed-forward:  1536",
-        "heads:         9 (KV heads 3)",
-        "head dim:      64",
-        "rope base:     100000",
-        "context length:8192",
+        "architecture:   llama",
+        "layers:         30",
+        "embedding:      576",
+        "feed-forward:   1536",
+        "heads:          9 (KV heads 3)",
+        "head dim:       64",
+        "rope base:      100000",
+        "context length: 8192",
         "gpt2 (pre smollm), vocabulary 49152",
         "134,515,008",
         "GGUF v3",
@@ -167,9 +167,9 @@ fn info_text_summary() {
 
     let g = ok_stdout(&[model(GEMMA3).as_os_str()]);
     for needle in [
-        "architecture:  gemma3",
-        "layers:        18",
-        "heads:         4 (KV heads 1)",
+        "architecture:   gemma3",
+        "layers:         18",
+        "heads:          4 (KV heads 1)",
         "268,098,176",
         "vocabulary 262144",
     ] {

@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn rkinfer(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rkinfer")).args(args).output().expect("runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_rkinfer"))
+        .args(args)
+        .output()
+        .expect("runs");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -29,19 +32,39 @@ fn npu_info_says_why_there_is_no_device_in_one_line() {
 
 #[test]
 fn npu_regs_json_matches_the_known_good_stream() {
-    let (ok, out, err) = rkinfer(&["npu", "regs", "--m", "4", "--k", "64", "--n", "32", "--type", "int8", "--json"]);
+    let (ok, out, err) = rkinfer(&[
+        "npu", "regs", "--m", "4", "--k", "64", "--n", "32", "--type", "int8", "--json",
+    ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let expected: serde_json::Value = serde_json::from_str(include_str!("fixtures/npu-regs-expected.json")).unwrap();
-    let want: Vec<u64> = expected["cases"][0]["entries"].as_array().unwrap().iter().map(|e| e["u64"].as_u64().unwrap()).collect();
-    let got: Vec<u64> = v["tasks"][0]["words"].as_array().unwrap().iter().map(|w| w.as_u64().unwrap()).collect();
+    let expected: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/npu-regs-expected.json")).unwrap();
+    let want: Vec<u64> = expected["cases"][0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["u64"].as_u64().unwrap())
+        .collect();
+    let got: Vec<u64> = v["tasks"][0]["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_u64().unwrap())
+        .collect();
     assert_eq!(got, want);
 
-    let (ok, table, _) = rkinfer(&["npu", "regs", "--m", "4", "--k", "32", "--n", "16", "--type", "fp16"]);
+    let (ok, table, _) = rkinfer(&[
+        "npu", "regs", "--m", "4", "--k", "32", "--n", "16", "--type", "fp16",
+    ]);
     assert!(ok);
-    assert!(table.contains("DATA_FORMAT") && table.contains("0xa8000002"), "{table}");
+    assert!(
+        table.contains("DATA_FORMAT") && table.contains("0xa8000002"),
+        "{table}"
+    );
 
-    let (ok, _, err) = rkinfer(&["npu", "regs", "--m", "4", "--k", "33", "--n", "16", "--type", "fp16"]);
+    let (ok, _, err) = rkinfer(&[
+        "npu", "regs", "--m", "4", "--k", "33", "--n", "16", "--type", "fp16",
+    ]);
     assert!(!ok && err.contains("multiple of 32"), "{err}");
 }
 
@@ -52,7 +75,10 @@ fn npu_top_reads_a_fake_load_file() {
     let (ok, out, err) = rkinfer(&["npu", "top", "--once", "--file", path.to_str().unwrap()]);
     let _ = std::fs::remove_file(&path);
     assert!(ok, "{err}");
-    assert!(out.contains("core0") && out.contains("42%") && out.contains("core2") && out.contains("7%"), "{out}");
+    assert!(
+        out.contains("core0") && out.contains("42%") && out.contains("core2") && out.contains("7%"),
+        "{out}"
+    );
     let (ok, _, err) = rkinfer(&["npu", "top", "--once", "--file", "/nonexistent/load"]);
     assert!(!ok && err.contains("/nonexistent/load"), "{err}");
 }
@@ -64,6 +90,11 @@ fn npu_selftest_on_the_simulator_passes() {
     assert!(out.contains("[simulated]"), "{out}");
     assert!(out.contains("int4"), "{out}");
     let last = out.lines().last().unwrap();
-    let (passed, total) = last.split_once(" passed").unwrap().0.split_once('/').unwrap();
+    let (passed, total) = last
+        .split_once(" passed")
+        .unwrap()
+        .0
+        .split_once('/')
+        .unwrap();
     assert_eq!(passed, total, "{out}");
 }

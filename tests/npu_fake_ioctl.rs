@@ -28,13 +28,34 @@ fn rocket(cfg: FakeConfig) -> (Arc<FakeRocket>, RocketDevice) {
     (fake, dev)
 }
 
-fn int8_case(dev: &dyn NpuDevice, m: usize, k: usize, n: usize, cores: Vec<u32>) -> Result<(), NpuError> {
+fn int8_case(
+    dev: &dyn NpuDevice,
+    m: usize,
+    k: usize,
+    n: usize,
+    cores: Vec<u32>,
+) -> Result<(), NpuError> {
     let mut rng = Rng::new((m * k * n) as u64);
     let a: Vec<i8> = (0..m * k).map(|_| rng.i8_in(-128, 127)).collect();
     let b: Vec<i8> = (0..n * k).map(|_| rng.i8_in(-128, 127)).collect();
-    let o = MatmulOptions { cores, k_segment: 128, ..Default::default() };
-    let got = matmul::matmul(dev, MatmulType::Int8, m, k, n, Operands::Int8 { a: &a, b: &b }, &o)?;
-    assert_eq!(got, MatmulOutput::I32(matmul::reference_int8(&a, &b, m, k, n)));
+    let o = MatmulOptions {
+        cores,
+        k_segment: 128,
+        ..Default::default()
+    };
+    let got = matmul::matmul(
+        dev,
+        MatmulType::Int8,
+        m,
+        k,
+        n,
+        Operands::Int8 { a: &a, b: &b },
+        &o,
+    )?;
+    assert_eq!(
+        got,
+        MatmulOutput::I32(matmul::reference_int8(&a, &b, m, k, n))
+    );
     Ok(())
 }
 
@@ -43,11 +64,24 @@ fn fp16_case(dev: &dyn NpuDevice) -> Result<(), NpuError> {
     let mut rng = Rng::new(5);
     let a: Vec<u16> = (0..m * k).map(|_| rng.f16()).collect();
     let b: Vec<u16> = (0..n * k).map(|_| rng.f16()).collect();
-    let got = matmul::matmul(dev, MatmulType::Fp16, m, k, n, Operands::Fp16 { a: &a, b: &b }, &MatmulOptions::default())?;
+    let got = matmul::matmul(
+        dev,
+        MatmulType::Fp16,
+        m,
+        k,
+        n,
+        Operands::Fp16 { a: &a, b: &b },
+        &MatmulOptions::default(),
+    )?;
     let (exact, mag) = matmul::reference_fp16(&a, &b, m, k, n);
-    let MatmulOutput::F32(got) = got else { panic!("fp32 output expected") };
+    let MatmulOutput::F32(got) = got else {
+        panic!("fp32 output expected")
+    };
     for i in 0..m * n {
-        assert!((f64::from(got[i]) - exact[i]).abs() <= matmul::fp16_error_bound(k, mag[i], exact[i], false));
+        assert!(
+            (f64::from(got[i]) - exact[i]).abs()
+                <= matmul::fp16_error_bound(k, mag[i], exact[i], false)
+        );
     }
     Ok(())
 }
@@ -58,29 +92,53 @@ fn fp16_case(dev: &dyn NpuDevice) -> Result<(), NpuError> {
 fn rknpu_new_driver_runs_matmuls_and_frees_buffers() {
     let (fake, dev) = rknpu(FakeConfig::default());
     let info = dev.info();
-    assert_eq!((info.driver.as_str(), info.version.as_str(), info.iommu), ("rknpu", "0.9.8", Some(true)));
+    assert_eq!(
+        (info.driver.as_str(), info.version.as_str(), info.iommu),
+        ("rknpu", "0.9.8", Some(true))
+    );
     assert_eq!(drm::drm_version(&fake).unwrap().name, "rknpu");
     int8_case(&dev, 13, 256, 64, vec![0, 1]).unwrap(); // chained K segments, 2 cores
     fp16_case(&dev).unwrap();
-    assert!(fake.log().iter().any(|l| l.starts_with("MEM_CREATE(48 bytes struct)")), "{:?}", fake.log());
+    assert!(
+        fake.log()
+            .iter()
+            .any(|l| l.starts_with("MEM_CREATE(48 bytes struct)")),
+        "{:?}",
+        fake.log()
+    );
     assert!(fake.log().iter().any(|l| l.contains("core mask 0x2")));
-    assert!(fake.live_handles().is_empty(), "leaked {:?}", fake.live_handles());
+    assert!(
+        fake.live_handles().is_empty(),
+        "leaked {:?}",
+        fake.live_handles()
+    );
 }
 
 #[test]
 fn rknpu_old_driver_uses_40_byte_mem_create_and_non_dma32_meaning() {
     // 0.8.2: bit 7 means NON_DMA32; the fake hands out high addresses to
     // buffers not in DMA32, so a wrong flag would fail the 4 GiB check.
-    let cfg = FakeConfig { version: uapi::rknpu_version(0, 8, 2), iommu: false, high_addresses: HighAddresses::UnlessDma32 };
+    let cfg = FakeConfig {
+        version: uapi::rknpu_version(0, 8, 2),
+        iommu: false,
+        high_addresses: HighAddresses::UnlessDma32,
+    };
     let (fake, dev) = rknpu(cfg);
     int8_case(&dev, 4, 64, 32, vec![0]).unwrap();
-    assert!(fake.log().iter().any(|l| l.starts_with("MEM_CREATE(40 bytes struct)")));
+    assert!(fake
+        .log()
+        .iter()
+        .any(|l| l.starts_with("MEM_CREATE(40 bytes struct)")));
     assert!(!fake.log().iter().any(|l| l.starts_with("MEM_CREATE(48")));
 }
 
 #[test]
 fn rknpu_new_driver_sets_dma32() {
-    let cfg = FakeConfig { version: uapi::rknpu_version(0, 9, 6), high_addresses: HighAddresses::UnlessDma32, ..Default::default() };
+    let cfg = FakeConfig {
+        version: uapi::rknpu_version(0, 9, 6),
+        high_addresses: HighAddresses::UnlessDma32,
+        ..Default::default()
+    };
     let (_fake, dev) = rknpu(cfg);
     let buf = dev.alloc(4096).unwrap();
     assert!(u64::from(buf.dma_addr()) < 1 << 32);
@@ -88,14 +146,20 @@ fn rknpu_new_driver_sets_dma32() {
 
 #[test]
 fn rknpu_too_old_driver_is_refused() {
-    let fake = FakeRknpu::new(FakeConfig { version: uapi::rknpu_version(0, 7, 0), ..Default::default() });
+    let fake = FakeRknpu::new(FakeConfig {
+        version: uapi::rknpu_version(0, 7, 0),
+        ..Default::default()
+    });
     let err = RknpuDevice::open(Box::new(fake)).err().unwrap().to_string();
     assert!(err.contains("0.7.0") && err.contains("too old"), "{err}");
 }
 
 #[test]
 fn rknpu_buffer_above_4g_is_rejected_and_freed() {
-    let (fake, dev) = rknpu(FakeConfig { high_addresses: HighAddresses::Always, ..Default::default() });
+    let (fake, dev) = rknpu(FakeConfig {
+        high_addresses: HighAddresses::Always,
+        ..Default::default()
+    });
     let err = dev.alloc(4096).err().unwrap();
     assert!(matches!(err, NpuError::AddressAbove4G { .. }), "{err}");
     assert!(err.to_string().contains("above 4 GiB"));
@@ -106,7 +170,10 @@ fn rknpu_buffer_above_4g_is_rejected_and_freed() {
 fn rknpu_timeout_and_failure_then_recovery() {
     let (fake, dev) = rknpu(FakeConfig::default());
     fake.inject(Fault::Timeout, 1);
-    assert!(matches!(int8_case(&dev, 4, 64, 32, vec![0]), Err(NpuError::SubmitTimeout { timeout_ms: 6000 })));
+    assert!(matches!(
+        int8_case(&dev, 4, 64, 32, vec![0]),
+        Err(NpuError::SubmitTimeout { timeout_ms: 6000 })
+    ));
     fake.inject(Fault::Fail, 1);
     let err = int8_case(&dev, 4, 64, 32, vec![0]).unwrap_err();
     assert!(matches!(err, NpuError::SubmitFailed { .. }), "{err}");
@@ -115,7 +182,11 @@ fn rknpu_timeout_and_failure_then_recovery() {
 }
 
 fn create(fake: &Arc<FakeRknpu>, flags: u32) -> RknpuMemCreateV2 {
-    let mut c = RknpuMemCreateV2 { flags, size: 4096, ..Default::default() };
+    let mut c = RknpuMemCreateV2 {
+        flags,
+        size: 4096,
+        ..Default::default()
+    };
     drm::call(fake, RKNPU_MEM_CREATE_V2, &mut c).unwrap();
     c
 }
@@ -125,34 +196,75 @@ fn rknpu_fake_checks_handles_flags_and_ranges() {
     let fake = FakeRknpu::new(FakeConfig::default());
     let io: &dyn DrmIo = &fake;
     // Unknown flag bit.
-    let mut c = RknpuMemCreateV2 { flags: 1 << 12, size: 4096, ..Default::default() };
-    assert_eq!(drm::call(io, RKNPU_MEM_CREATE_V2, &mut c), Err(Errno::EINVAL));
+    let mut c = RknpuMemCreateV2 {
+        flags: 1 << 12,
+        size: 4096,
+        ..Default::default()
+    };
+    assert_eq!(
+        drm::call(io, RKNPU_MEM_CREATE_V2, &mut c),
+        Err(Errno::EINVAL)
+    );
     // Size 0.
-    let mut c = RknpuMemCreateV2 { flags: RKNPU_MEM_BIT7_DMA32, ..Default::default() };
-    assert_eq!(drm::call(io, RKNPU_MEM_CREATE_V2, &mut c), Err(Errno::EINVAL));
+    let mut c = RknpuMemCreateV2 {
+        flags: RKNPU_MEM_BIT7_DMA32,
+        ..Default::default()
+    };
+    assert_eq!(
+        drm::call(io, RKNPU_MEM_CREATE_V2, &mut c),
+        Err(Errno::EINVAL)
+    );
     // Bad handle for MEM_MAP.
-    let mut m = RknpuMemMap { handle: 999, ..Default::default() };
+    let mut m = RknpuMemMap {
+        handle: 999,
+        ..Default::default()
+    };
     assert_eq!(drm::call(io, RKNPU_MEM_MAP, &mut m), Err(Errno::EINVAL));
     // Destroy with an invented kernel pointer.
     let buf = create(&fake, RKNPU_MEM_BIT7_DMA32);
-    let mut d = RknpuMemDestroy { handle: buf.handle, reserved: 0, obj_addr: 0xdead_0000 };
+    let mut d = RknpuMemDestroy {
+        handle: buf.handle,
+        reserved: 0,
+        obj_addr: 0xdead_0000,
+    };
     assert_eq!(drm::call(io, RKNPU_MEM_DESTROY, &mut d), Err(Errno::EFAULT));
     // MEM_SYNC needs a cacheable buffer, and a range inside it.
-    let mut s = RknpuMemSync { flags: RKNPU_MEM_SYNC_TO_DEVICE, obj_addr: buf.obj_addr, size: 4096, ..Default::default() };
+    let mut s = RknpuMemSync {
+        flags: RKNPU_MEM_SYNC_TO_DEVICE,
+        obj_addr: buf.obj_addr,
+        size: 4096,
+        ..Default::default()
+    };
     assert_eq!(drm::call(io, RKNPU_MEM_SYNC, &mut s), Err(Errno::EINVAL));
     assert!(fake.last_error().unwrap().contains("non-cacheable"));
     let cached = create(&fake, RKNPU_MEM_BIT7_DMA32 | RKNPU_MEM_CACHEABLE);
-    let mut s = RknpuMemSync { flags: RKNPU_MEM_SYNC_FROM_DEVICE, obj_addr: cached.obj_addr, size: 4096, ..Default::default() };
+    let mut s = RknpuMemSync {
+        flags: RKNPU_MEM_SYNC_FROM_DEVICE,
+        obj_addr: cached.obj_addr,
+        size: 4096,
+        ..Default::default()
+    };
     drm::call(io, RKNPU_MEM_SYNC, &mut s).unwrap();
     s.size = 8192;
     assert_eq!(drm::call(io, RKNPU_MEM_SYNC, &mut s), Err(Errno::EINVAL));
     // Wrong argument size for the request, unknown ioctl.
     let mut small = [0u8; 8];
-    assert_eq!(io.ioctl(RKNPU_MEM_SYNC, &mut small), Err(Errno::EINVAL));
+    // SAFETY: the argument is 8 plain bytes; no pointers are involved.
+    assert_eq!(
+        unsafe { io.ioctl(RKNPU_MEM_SYNC, &mut small) },
+        Err(Errno::EINVAL)
+    );
     let mut a = RknpuAction::default();
-    assert_eq!(drm::call(io, uapi::drm_iowr(0x4F, 8), &mut a), Err(Errno::ENOTTY));
+    assert_eq!(
+        drm::call(io, uapi::drm_iowr(0x4F, 8), &mut a),
+        Err(Errno::ENOTTY)
+    );
     // Proper destroy works once.
-    let mut d = RknpuMemDestroy { handle: buf.handle, reserved: 0, obj_addr: buf.obj_addr };
+    let mut d = RknpuMemDestroy {
+        handle: buf.handle,
+        reserved: 0,
+        obj_addr: buf.obj_addr,
+    };
     drm::call(io, RKNPU_MEM_DESTROY, &mut d).unwrap();
     assert_eq!(drm::call(io, RKNPU_MEM_DESTROY, &mut d), Err(Errno::EFAULT));
 }
@@ -173,16 +285,25 @@ fn rknpu_fake_checks_submits() {
         ..Default::default()
     };
     // Three cores at once.
-    let mut s = RknpuSubmit { core_mask: 7, ..base };
+    let mut s = RknpuSubmit {
+        core_mask: 7,
+        ..base
+    };
     assert_eq!(drm::call(io, RKNPU_SUBMIT, &mut s), Err(Errno::EINVAL));
     // Not PC mode.
     let mut s = RknpuSubmit { flags: 0, ..base };
     assert_eq!(drm::call(io, RKNPU_SUBMIT, &mut s), Err(Errno::EINVAL));
     // Task buffer without a kernel mapping.
-    let mut s = RknpuSubmit { task_obj_addr: plain.obj_addr, ..base };
+    let mut s = RknpuSubmit {
+        task_obj_addr: plain.obj_addr,
+        ..base
+    };
     assert_eq!(drm::call(io, RKNPU_SUBMIT, &mut s), Err(Errno::EINVAL));
     // More task records than the buffer holds.
-    let mut s = RknpuSubmit { task_number: 200, ..base };
+    let mut s = RknpuSubmit {
+        task_number: 200,
+        ..base
+    };
     assert_eq!(drm::call(io, RKNPU_SUBMIT, &mut s), Err(Errno::EINVAL));
     // A zeroed task record: its regcmd address 0 is outside every buffer.
     let mut s = base;
@@ -197,7 +318,10 @@ fn rknpu_wrong_int_mask_is_a_silent_timeout() {
     let tasks = create(&fake, RKNPU_MEM_BIT7_DMA32 | RKNPU_MEM_KERNEL_MAPPING);
     let cmd = create(&fake, RKNPU_MEM_BIT7_DMA32);
     // Write one task record through the fake's mapping.
-    let mut m = RknpuMemMap { handle: tasks.handle, ..Default::default() };
+    let mut m = RknpuMemMap {
+        handle: tasks.handle,
+        ..Default::default()
+    };
     drm::call(io, RKNPU_MEM_MAP, &mut m).unwrap();
     let mut map = io.mmap(m.offset, 4096).unwrap();
     let rec = RknpuTask {
@@ -230,8 +354,18 @@ fn rocket_runs_matmuls_task_by_task_and_frees_buffers() {
     assert_eq!(dev.chaining(), rkinfer::npu::Chaining::KernelStartsEachTask);
     int8_case(&dev, 21, 256, 64, vec![0]).unwrap();
     fp16_case(&dev).unwrap();
-    assert!(fake.log().iter().any(|l| l.starts_with("SUBMIT job of 2 tasks")), "{:?}", fake.log());
-    assert!(fake.live_handles().is_empty(), "leaked {:?}", fake.live_handles());
+    assert!(
+        fake.log()
+            .iter()
+            .any(|l| l.starts_with("SUBMIT job of 2 tasks")),
+        "{:?}",
+        fake.log()
+    );
+    assert!(
+        fake.live_handles().is_empty(),
+        "leaked {:?}",
+        fake.live_handles()
+    );
 }
 
 #[test]
@@ -241,37 +375,81 @@ fn rocket_hang_times_out_in_prep_bo_and_failure_is_reported() {
     let err = int8_case(&dev, 4, 64, 32, vec![0]).unwrap_err();
     assert!(matches!(err, NpuError::SubmitTimeout { .. }), "{err}");
     fake.inject(Fault::Fail, 1);
-    assert!(matches!(int8_case(&dev, 4, 64, 32, vec![0]), Err(NpuError::SubmitFailed { .. })));
+    assert!(matches!(
+        int8_case(&dev, 4, 64, 32, vec![0]),
+        Err(NpuError::SubmitFailed { .. })
+    ));
     int8_case(&dev, 4, 64, 32, vec![0]).unwrap();
 }
 
 #[test]
 fn rocket_buffer_above_4g_is_rejected_and_closed() {
-    let (fake, dev) = rocket(FakeConfig { high_addresses: HighAddresses::Always, ..Default::default() });
-    assert!(matches!(dev.alloc(4096), Err(NpuError::AddressAbove4G { .. })));
+    let (fake, dev) = rocket(FakeConfig {
+        high_addresses: HighAddresses::Always,
+        ..Default::default()
+    });
+    assert!(matches!(
+        dev.alloc(4096),
+        Err(NpuError::AddressAbove4G { .. })
+    ));
     assert!(fake.live_handles().is_empty());
+}
+
+fn submit_raw(io: &dyn DrmIo, s: &mut RocketSubmit) -> Result<(), Errno> {
+    // SAFETY: the tests pass either a null job pointer (rejected before any
+    // read) or pointers to job/task/handle arrays alive across the call.
+    unsafe { drm::call_with_pointers(io, ROCKET_SUBMIT, s) }
 }
 
 #[test]
 fn rocket_fake_checks_handles_and_reserved_fields() {
     let fake = FakeRocket::new(FakeConfig::default());
     let io: &dyn DrmIo = &fake;
-    let mut c = RocketCreateBo { size: 0, ..Default::default() };
+    let mut c = RocketCreateBo {
+        size: 0,
+        ..Default::default()
+    };
     assert_eq!(drm::call(io, ROCKET_CREATE_BO, &mut c), Err(Errno::EINVAL));
     let mut g = DrmGemClose { handle: 42, pad: 0 };
-    assert_eq!(drm::call(io, DRM_IOCTL_GEM_CLOSE, &mut g), Err(Errno::ENOENT));
-    let mut f = RocketFiniBo { handle: 42, reserved: 0 };
+    assert_eq!(
+        drm::call(io, DRM_IOCTL_GEM_CLOSE, &mut g),
+        Err(Errno::ENOENT)
+    );
+    let mut f = RocketFiniBo {
+        handle: 42,
+        reserved: 0,
+    };
     assert_eq!(drm::call(io, ROCKET_FINI_BO, &mut f), Err(Errno::ENOENT));
-    let mut c = RocketCreateBo { size: 4096, ..Default::default() };
+    let mut c = RocketCreateBo {
+        size: 4096,
+        ..Default::default()
+    };
     drm::call(io, ROCKET_CREATE_BO, &mut c).unwrap();
-    let mut p = RocketPrepBo { handle: c.handle, reserved: 1, timeout_ns: 0 };
+    let mut p = RocketPrepBo {
+        handle: c.handle,
+        reserved: 1,
+        timeout_ns: 0,
+    };
     assert_eq!(drm::call(io, ROCKET_PREP_BO, &mut p), Err(Errno::EINVAL));
-    let mut s = RocketSubmit { jobs: 0, job_count: 1, job_struct_size: 40, reserved: 1 };
-    assert_eq!(drm::call(io, ROCKET_SUBMIT, &mut s), Err(Errno::EINVAL));
-    let mut s = RocketSubmit { jobs: 0, job_count: 1, job_struct_size: 16, reserved: 0 };
-    assert_eq!(drm::call(io, ROCKET_SUBMIT, &mut s), Err(Errno::EINVAL));
+    let mut s = RocketSubmit {
+        jobs: 0,
+        job_count: 1,
+        job_struct_size: 40,
+        reserved: 1,
+    };
+    assert_eq!(submit_raw(io, &mut s), Err(Errno::EINVAL));
+    let mut s = RocketSubmit {
+        jobs: 0,
+        job_count: 1,
+        job_struct_size: 16,
+        reserved: 0,
+    };
+    assert_eq!(submit_raw(io, &mut s), Err(Errno::EINVAL));
     // A job naming a handle that does not exist.
-    let tasks = [RocketTask { regcmd: c.dma_address as u32, regcmd_count: 108 }];
+    let tasks = [RocketTask {
+        regcmd: c.dma_address as u32,
+        regcmd_count: 108,
+    }];
     let bad = [77u32];
     let job = RocketJob {
         tasks: tasks.as_ptr() as u64,
@@ -282,14 +460,34 @@ fn rocket_fake_checks_handles_and_reserved_fields() {
         in_bo_handle_count: 1,
         out_bo_handle_count: 0,
     };
-    let mut s = RocketSubmit { jobs: &job as *const RocketJob as u64, job_count: 1, job_struct_size: 40, reserved: 0 };
-    assert_eq!(drm::call(io, ROCKET_SUBMIT, &mut s), Err(Errno::ENOENT));
+    let mut s = RocketSubmit {
+        jobs: &job as *const RocketJob as u64,
+        job_count: 1,
+        job_struct_size: 40,
+        reserved: 0,
+    };
+    assert_eq!(submit_raw(io, &mut s), Err(Errno::ENOENT));
     // A task whose commands run past the buffer.
-    let tasks = [RocketTask { regcmd: c.dma_address as u32 + 4000, regcmd_count: 108 }];
-    let job = RocketJob { tasks: tasks.as_ptr() as u64, in_bo_handle_count: 0, ..job };
-    let mut s = RocketSubmit { jobs: &job as *const RocketJob as u64, job_count: 1, job_struct_size: 40, reserved: 0 };
-    assert_eq!(drm::call(io, ROCKET_SUBMIT, &mut s), Err(Errno::EINVAL));
-    let mut g = DrmGemClose { handle: c.handle, pad: 0 };
+    let tasks = [RocketTask {
+        regcmd: c.dma_address as u32 + 4000,
+        regcmd_count: 108,
+    }];
+    let job = RocketJob {
+        tasks: tasks.as_ptr() as u64,
+        in_bo_handle_count: 0,
+        ..job
+    };
+    let mut s = RocketSubmit {
+        jobs: &job as *const RocketJob as u64,
+        job_count: 1,
+        job_struct_size: 40,
+        reserved: 0,
+    };
+    assert_eq!(submit_raw(io, &mut s), Err(Errno::EINVAL));
+    let mut g = DrmGemClose {
+        handle: c.handle,
+        pad: 0,
+    };
     drm::call(io, DRM_IOCTL_GEM_CLOSE, &mut g).unwrap();
 }
 
@@ -303,12 +501,37 @@ fn rocket_rejects_pc_chained_tails() {
     let b = dev.alloc(4096).unwrap();
     let c = dev.alloc(4096).unwrap();
     let mut cmd = dev.alloc(2 * 108 * 8).unwrap();
-    let desc = rkinfer::npu::TaskDesc { ty: MatmulType::Int8, m: 4, k: 64, n: 32, a_addr: a.dma_addr(), b_addr: b.dma_addr(), c_addr: c.dma_addr() };
-    let (words, offsets) =
-        rkinfer::npu::task::build_command_buffer(&[desc, desc], cmd.dma_addr(), rkinfer::npu::Chaining::PcChain).unwrap();
+    let desc = rkinfer::npu::TaskDesc {
+        ty: MatmulType::Int8,
+        m: 4,
+        k: 64,
+        n: 32,
+        a_addr: a.dma_addr(),
+        b_addr: b.dma_addr(),
+        c_addr: c.dma_addr(),
+    };
+    let (words, offsets) = rkinfer::npu::task::build_command_buffer(
+        &[desc, desc],
+        cmd.dma_addr(),
+        rkinfer::npu::Chaining::PcChain,
+    )
+    .unwrap();
     cmd.write_words(0, &words).unwrap();
-    let refs: Vec<_> = offsets.iter().map(|&o| rkinfer::npu::TaskRef { offset: o, body_entries: 104 }).collect();
-    let job = rkinfer::npu::Job { regcmd: &cmd, tasks: &refs, core: 0, inputs: &[&a, &b], outputs: &[&c], timeout_ms: 500 };
+    let refs: Vec<_> = offsets
+        .iter()
+        .map(|&o| rkinfer::npu::TaskRef {
+            offset: o,
+            body_entries: 104,
+        })
+        .collect();
+    let job = rkinfer::npu::Job {
+        regcmd: &cmd,
+        tasks: &refs,
+        core: 0,
+        inputs: &[&a, &b],
+        outputs: &[&c],
+        timeout_ms: 500,
+    };
     let err = dev.submit(&job).unwrap_err();
     assert!(matches!(err, NpuError::SubmitFailed { .. }), "{err}");
     assert!(fake.last_error().unwrap().contains("chains"));

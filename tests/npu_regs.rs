@@ -70,7 +70,8 @@ fn builder_reproduces_known_good_streams_word_for_word() {
         for (i, (got, want)) in words.iter().zip(&case.words).enumerate() {
             let g = RegWrite::decode(*got);
             assert_eq!(
-                got, want,
+                got,
+                want,
                 "{} entry {i}: {} {} ({:#06x}) got {:#x}",
                 case.ty.name(),
                 g.block_name(),
@@ -104,9 +105,19 @@ fn regs_json_reproduces_known_good_streams() {
         let v = rkinfer::cli::npu::regs_json(&args).unwrap();
         let tasks = v["tasks"].as_array().unwrap();
         assert_eq!(tasks.len(), 1);
-        let words: Vec<u64> = tasks[0]["words"].as_array().unwrap().iter().map(|w| w.as_u64().unwrap()).collect();
+        let words: Vec<u64> = tasks[0]["words"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_u64().unwrap())
+            .collect();
         assert_eq!(words, case.words, "{}", case.ty.name());
-        let names: Vec<&str> = tasks[0]["entries"].as_array().unwrap().iter().map(|e| e["register"].as_str().unwrap()).collect();
+        let names: Vec<&str> = tasks[0]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["register"].as_str().unwrap())
+            .collect();
         assert_eq!(names[0], "S_POINTER");
         assert_eq!(names[1], "CONV_CON1");
     }
@@ -165,13 +176,24 @@ fn chained_tasks_use_the_amount_formula_and_16_byte_alignment() {
     let tasks = v["tasks"].as_array().unwrap();
     assert!(tasks.len() >= 2, "M=200 K=1024 fp16 needs chained tasks");
     for (i, t) in tasks.iter().enumerate() {
-        let words: Vec<u64> = t["words"].as_array().unwrap().iter().map(|w| w.as_u64().unwrap()).collect();
+        let words: Vec<u64> = t["words"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_u64().unwrap())
+            .collect();
         assert_eq!(t["regcmd_addr"].as_u64().unwrap() % 16, 0);
         let next = RegWrite::decode(words[task::BODY_ENTRIES]);
         let amount = RegWrite::decode(words[task::BODY_ENTRIES + 1]);
         if i + 1 < tasks.len() {
-            assert_eq!(next.value as u64, tasks[i + 1]["regcmd_addr"].as_u64().unwrap());
-            assert_eq!(amount.value, ((task::BODY_ENTRIES + 4) as u32).div_ceil(2) - 1);
+            assert_eq!(
+                next.value as u64,
+                tasks[i + 1]["regcmd_addr"].as_u64().unwrap()
+            );
+            assert_eq!(
+                amount.value,
+                ((task::BODY_ENTRIES + 4) as u32).div_ceil(2) - 1
+            );
         } else {
             assert_eq!(words[task::BODY_ENTRIES], 0);
             assert_eq!(amount.value, 0);

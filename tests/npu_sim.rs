@@ -23,11 +23,32 @@ fn check_int8(dev: &dyn NpuDevice, m: usize, k: usize, n: usize, o: &MatmulOptio
     let mut rng = Rng::new(seed);
     let a: Vec<i8> = (0..m * k).map(|_| rng.i8_in(-128, 127)).collect();
     let b: Vec<i8> = (0..n * k).map(|_| rng.i8_in(-128, 127)).collect();
-    let got = matmul::matmul(dev, MatmulType::Int8, m, k, n, Operands::Int8 { a: &a, b: &b }, o).unwrap();
-    assert_eq!(got, MatmulOutput::I32(matmul::reference_int8(&a, &b, m, k, n)), "M={m} K={k} N={n}");
+    let got = matmul::matmul(
+        dev,
+        MatmulType::Int8,
+        m,
+        k,
+        n,
+        Operands::Int8 { a: &a, b: &b },
+        o,
+    )
+    .unwrap();
+    assert_eq!(
+        got,
+        MatmulOutput::I32(matmul::reference_int8(&a, &b, m, k, n)),
+        "M={m} K={k} N={n}"
+    );
 }
 
-fn check_fp16(dev: &dyn NpuDevice, ty: MatmulType, m: usize, k: usize, n: usize, o: &MatmulOptions, seed: u64) {
+fn check_fp16(
+    dev: &dyn NpuDevice,
+    ty: MatmulType,
+    m: usize,
+    k: usize,
+    n: usize,
+    o: &MatmulOptions,
+    seed: u64,
+) {
     let mut rng = Rng::new(seed);
     let a: Vec<u16> = (0..m * k).map(|_| rng.f16()).collect();
     let b: Vec<u16> = (0..n * k).map(|_| rng.f16()).collect();
@@ -35,13 +56,22 @@ fn check_fp16(dev: &dyn NpuDevice, ty: MatmulType, m: usize, k: usize, n: usize,
     let (exact, mag) = matmul::reference_fp16(&a, &b, m, k, n);
     let got: Vec<f64> = match got {
         MatmulOutput::F32(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        MatmulOutput::F16(v) => v.iter().map(|h| f64::from(half::f16::from_bits(*h).to_f32())).collect(),
+        MatmulOutput::F16(v) => v
+            .iter()
+            .map(|h| f64::from(half::f16::from_bits(*h).to_f32()))
+            .collect(),
         MatmulOutput::I32(_) => panic!("integer output for fp16"),
     };
     for i in 0..m * n {
         let bound = matmul::fp16_error_bound(k, mag[i], exact[i], ty == MatmulType::Fp16Out16);
         let err = (got[i] - exact[i]).abs();
-        assert!(err <= bound, "{} M={m} K={k} N={n} [{i}]: got {} want {} err {err} > {bound}", ty.name(), got[i], exact[i]);
+        assert!(
+            err <= bound,
+            "{} M={m} K={k} N={n} [{i}]: got {} want {} err {err} > {bound}",
+            ty.name(),
+            got[i],
+            exact[i]
+        );
     }
 }
 
@@ -88,7 +118,16 @@ fn int4_saturates_at_int16() {
     let (m, k, n) = (4, 1024, 64);
     let a = vec![-8i8; m * k];
     let b = vec![-8i8; n * k];
-    let got = matmul::matmul(&dev, MatmulType::Int4, m, k, n, Operands::Int4 { a: &a, b: &b }, &opts(8192, 1)).unwrap();
+    let got = matmul::matmul(
+        &dev,
+        MatmulType::Int4,
+        m,
+        k,
+        n,
+        Operands::Int4 { a: &a, b: &b },
+        &opts(8192, 1),
+    )
+    .unwrap();
     assert_eq!(got, MatmulOutput::I32(vec![i32::from(i16::MAX); m * n]));
 }
 
@@ -97,10 +136,22 @@ fn m_split_into_chained_tasks_and_k_split() {
     let dev = SimDevice::new();
     // fp16 K=4096: 44 rows fit 11 banks, so M=100 takes 3 chained tasks.
     let o = opts(8192, 1);
-    assert_eq!(matmul::plan(MatmulType::Fp16, 100, 4096, 16, &o).unwrap().m_tiles.len(), 3);
+    assert_eq!(
+        matmul::plan(MatmulType::Fp16, 100, 4096, 16, &o)
+            .unwrap()
+            .m_tiles
+            .len(),
+        3
+    );
     check_fp16(&dev, MatmulType::Fp16, 100, 4096, 16, &o, 7);
     // int8 K=9216 at the default 8192 segment: two segments summed on the CPU.
-    assert_eq!(matmul::plan(MatmulType::Int8, 8, 9216, 32, &o).unwrap().k_segs.len(), 2);
+    assert_eq!(
+        matmul::plan(MatmulType::Int8, 8, 9216, 32, &o)
+            .unwrap()
+            .k_segs
+            .len(),
+        2
+    );
     check_int8(&dev, 8, 9216, 32, &o, 8);
     // N over three cores.
     check_int8(&dev, 12, 64, 96, &opts(8192, 3), 9);
@@ -113,11 +164,17 @@ fn prepared_weights_serve_any_m() {
     let mut rng = Rng::new(3);
     let b: Vec<i8> = (0..n * k).map(|_| rng.i8_in(-128, 127)).collect();
     let o = opts(8192, 2);
-    let w = matmul::PreparedWeights::new(&dev, MatmulType::Int8, k, n, matmul::Weights::Int8(&b), &o).unwrap();
+    let w =
+        matmul::PreparedWeights::new(&dev, MatmulType::Int8, k, n, matmul::Weights::Int8(&b), &o)
+            .unwrap();
     for m in [1, 3, 4, 17] {
         let a: Vec<i8> = (0..m * k).map(|_| rng.i8_in(-128, 127)).collect();
         let got = w.matmul(&dev, matmul::Activations::Int8(&a), m).unwrap();
-        assert_eq!(got, MatmulOutput::I32(matmul::reference_int8(&a, &b, m, k, n)), "M={m}");
+        assert_eq!(
+            got,
+            MatmulOutput::I32(matmul::reference_int8(&a, &b, m, k, n)),
+            "M={m}"
+        );
     }
 }
 
@@ -129,11 +186,21 @@ fn run_patched(patch: impl Fn(&mut Vec<u64>)) -> Result<(), NpuError> {
     let b = dev.alloc(4096).unwrap();
     let c = dev.alloc(4096).unwrap();
     let mut cmd = dev.alloc(4096).unwrap();
-    let desc = TaskDesc { ty: MatmulType::Int8, m: 4, k: 64, n: 32, a_addr: a.dma_addr(), b_addr: b.dma_addr(), c_addr: c.dma_addr() };
+    let desc = TaskDesc {
+        ty: MatmulType::Int8,
+        m: 4,
+        k: 64,
+        n: 32,
+        a_addr: a.dma_addr(),
+        b_addr: b.dma_addr(),
+        c_addr: c.dma_addr(),
+    };
     let mut words = task::task_words(&desc, None).unwrap();
     patch(&mut words);
     cmd.write_words(0, &words).unwrap();
-    dev.core().run_task(0, cmd.dma_addr(), words.len()).map(|_| ())
+    dev.core()
+        .run_task(0, cmd.dma_addr(), words.len())
+        .map(|_| ())
 }
 
 #[test]
@@ -145,7 +212,10 @@ fn simulator_runs_the_unpatched_task() {
 fn simulator_rejects_unknown_values_naming_the_register() {
     // Stride 2 in CONV_CON3.
     let err = run_patched(|w| {
-        let i = w.iter().position(|x| RegWrite::decode(*x).offset == 0x1014).unwrap();
+        let i = w
+            .iter()
+            .position(|x| RegWrite::decode(*x).offset == 0x1014)
+            .unwrap();
         w[i] = RegWrite::new(TARGET_CNA, 0x1014, 0x12).encode();
     })
     .unwrap_err()
@@ -153,12 +223,17 @@ fn simulator_rejects_unknown_values_naming_the_register() {
     assert!(err.contains("CONV_CON3") && err.contains("0x12"), "{err}");
 
     // An unknown CNA register.
-    let err = run_patched(|w| w[5] = RegWrite::new(TARGET_CNA, 0x10F0, 1).encode()).unwrap_err().to_string();
+    let err = run_patched(|w| w[5] = RegWrite::new(TARGET_CNA, 0x10F0, 1).encode())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown register"), "{err}");
 
     // bf16 input precision code.
     let err = run_patched(|w| {
-        let i = w.iter().position(|x| RegWrite::decode(*x).offset == 0x100C).unwrap();
+        let i = w
+            .iter()
+            .position(|x| RegWrite::decode(*x).offset == 0x100C)
+            .unwrap();
         w[i] = RegWrite::new(TARGET_CNA, 0x100C, (3 << 7) | (3 << 4)).encode();
     })
     .unwrap_err()
@@ -166,12 +241,17 @@ fn simulator_rejects_unknown_values_naming_the_register() {
     assert!(err.contains("CONV_CON1"), "{err}");
 
     // Missing the operation-enable entry.
-    let err = run_patched(|w| *w.last_mut().unwrap() = 0).unwrap_err().to_string();
+    let err = run_patched(|w| *w.last_mut().unwrap() = 0)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("operation-enable"), "{err}");
 
     // A weight address outside every buffer.
     let err = run_patched(|w| {
-        let i = w.iter().position(|x| RegWrite::decode(*x).offset == 0x1110).unwrap();
+        let i = w
+            .iter()
+            .position(|x| RegWrite::decode(*x).offset == 0x1110)
+            .unwrap();
         w[i] = RegWrite::new(TARGET_CNA, 0x1110, 0xE000_0000).encode();
     })
     .unwrap_err()
@@ -185,7 +265,17 @@ fn injected_faults_surface_and_clear() {
     let a = vec![1i8; 4 * 64];
     let b = vec![1i8; 32 * 64];
     let o = opts(8192, 1);
-    let run = |dev: &SimDevice| matmul::matmul(dev, MatmulType::Int8, 4, 64, 32, Operands::Int8 { a: &a, b: &b }, &o);
+    let run = |dev: &SimDevice| {
+        matmul::matmul(
+            dev,
+            MatmulType::Int8,
+            4,
+            64,
+            32,
+            Operands::Int8 { a: &a, b: &b },
+            &o,
+        )
+    };
     dev.inject(Fault::Timeout, 1);
     assert!(matches!(run(&dev), Err(NpuError::SubmitTimeout { .. })));
     dev.inject(Fault::Fail, 1);
@@ -196,10 +286,16 @@ fn injected_faults_surface_and_clear() {
 #[test]
 fn address_window_exhaustion_is_an_error() {
     let dev = SimDevice::with_address_window(0x1000_0000, 0x1000_0000 + 64 * 1024);
-    assert!(matches!(dev.alloc(128 * 1024), Err(NpuError::OutOfDeviceMemory { .. })));
+    assert!(matches!(
+        dev.alloc(128 * 1024),
+        Err(NpuError::OutOfDeviceMemory { .. })
+    ));
     let high = SimDevice::with_address_window(0xFFFF_0000, 0x1_0010_0000);
     let _low = high.alloc(0x10000).unwrap();
-    assert!(matches!(high.alloc(4096), Err(NpuError::AddressAbove4G { .. })));
+    assert!(matches!(
+        high.alloc(4096),
+        Err(NpuError::AddressAbove4G { .. })
+    ));
 }
 
 /// Cross-check with the packer of the quant crate (`quant::npu::layout`,
@@ -230,7 +326,11 @@ fn quant_packer_layouts_run_on_the_simulator() {
             ai = Vec::new();
             bi = Vec::new();
         } else {
-            let (lo, hi) = if ty == MatmulType::Int8 { (-128, 127) } else { (-8, 7) };
+            let (lo, hi) = if ty == MatmulType::Int8 {
+                (-128, 127)
+            } else {
+                (-8, 7)
+            };
             ai = (0..m * k).map(|_| rng.i8_in(lo, hi)).collect();
             bi = (0..n * k).map(|_| rng.i8_in(lo, hi)).collect();
             a_bytes = q::pack_a_int(p, &ai, m, k, k);
@@ -242,8 +342,18 @@ fn quant_packer_layouts_run_on_the_simulator() {
             bh = Vec::new();
         }
         // Byte-for-byte agreement of the two packers.
-        assert_eq!(a_bytes, rkinfer::npu::layout::pack_a(&vals_a, m, k, bits), "{} A", ty.name());
-        assert_eq!(b_bytes, rkinfer::npu::layout::pack_b(&vals_b, n, k, bits, ty.b_group()), "{} B", ty.name());
+        assert_eq!(
+            a_bytes,
+            rkinfer::npu::layout::pack_a(&vals_a, m, k, bits),
+            "{} A",
+            ty.name()
+        );
+        assert_eq!(
+            b_bytes,
+            rkinfer::npu::layout::pack_b(&vals_b, n, k, bits, ty.b_group()),
+            "{} B",
+            ty.name()
+        );
         // The simulator runs on quant's bytes.
         let mut a = dev.alloc(a_bytes.len()).unwrap();
         let mut b = dev.alloc(b_bytes.len()).unwrap();
@@ -251,7 +361,15 @@ fn quant_packer_layouts_run_on_the_simulator() {
         let mut cmd = dev.alloc(4096).unwrap();
         a.write(0, &a_bytes).unwrap();
         b.write(0, &b_bytes).unwrap();
-        let desc = TaskDesc { ty, m: m as u32, k: k as u32, n: n as u32, a_addr: a.dma_addr(), b_addr: b.dma_addr(), c_addr: c.dma_addr() };
+        let desc = TaskDesc {
+            ty,
+            m: m as u32,
+            k: k as u32,
+            n: n as u32,
+            a_addr: a.dma_addr(),
+            b_addr: b.dma_addr(),
+            c_addr: c.dma_addr(),
+        };
         let words = task::task_words(&desc, None).unwrap();
         cmd.write_words(0, &words).unwrap();
         dev.core().run_task(0, cmd.dma_addr(), words.len()).unwrap();
@@ -271,7 +389,10 @@ fn quant_packer_layouts_run_on_the_simulator() {
             _ => {
                 let (exact, mag) = matmul::reference_fp16(&ah, &bh, m, k, n);
                 for i in 0..m * n {
-                    assert!((out[i] - exact[i]).abs() <= matmul::fp16_error_bound(k, mag[i], exact[i], false));
+                    assert!(
+                        (out[i] - exact[i]).abs()
+                            <= matmul::fp16_error_bound(k, mag[i], exact[i], false)
+                    );
                 }
             }
         }

@@ -151,7 +151,12 @@ fn every_cli_type_writes_a_model_with_the_expected_types_and_metadata() {
             let s = src.tensor(&t.name).unwrap();
             assert_eq!(s.dims, t.dims, "{name} {}", t.name);
             if t.dims.len() == 1 {
-                assert_eq!(t.ggml_type, GgmlType::F32, "{name}: 1-D {} stays F32", t.name);
+                assert_eq!(
+                    t.ggml_type,
+                    GgmlType::F32,
+                    "{name}: 1-D {} stays F32",
+                    t.name
+                );
             } else if ft.default_type().is_quantized() && t.name != "token_embd.weight" {
                 let row = t.dims[0];
                 assert_eq!(row % t.ggml_type.block_size() as u64, 0);
@@ -166,15 +171,26 @@ fn every_cli_type_writes_a_model_with_the_expected_types_and_metadata() {
         let mut a = vec![0f32; n];
         let mut b = vec![0f32; n];
         let row_bytes = |ty: GgmlType| quant::row_size(ty, n).unwrap();
-        quant::dequantize_row(s.ggml_type, &src.tensor_data(s)[..row_bytes(s.ggml_type)], &mut a)
-            .unwrap();
-        quant::dequantize_row(t.ggml_type, &f.tensor_data(t)[..row_bytes(t.ggml_type)], &mut b)
-            .unwrap();
+        quant::dequantize_row(
+            s.ggml_type,
+            &src.tensor_data(s)[..row_bytes(s.ggml_type)],
+            &mut a,
+        )
+        .unwrap();
+        quant::dequantize_row(
+            t.ggml_type,
+            &f.tensor_data(t)[..row_bytes(t.ggml_type)],
+            &mut b,
+        )
+        .unwrap();
         let rms = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
         let diff: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
         let rel = rms(&diff) / rms(&a);
         let bound = if ft == FileType::Q2_K { 0.6 } else { 0.25 };
-        assert!(rel < bound, "{name}: relative error {rel} of a requantized row");
+        assert!(
+            rel < bound,
+            "{name}: relative error {rel} of a requantized row"
+        );
         std::fs::remove_file(&out).unwrap();
     }
 }
@@ -204,7 +220,12 @@ fn assert_nothing_written(out: &Path) {
 fn unknown_type_lists_the_valid_ones() {
     let input = common::model_path("smollm2-q4_1");
     let out = common::temp_path("unknown.gguf");
-    let (ok, err) = rkinfer(&["quantize", input.to_str().unwrap(), out.to_str().unwrap(), "Q7_0"]);
+    let (ok, err) = rkinfer(&[
+        "quantize",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "Q7_0",
+    ]);
     assert!(!ok);
     assert!(err.contains("Q7_0") && err.contains("valid types"), "{err}");
     assert!(err.contains("Q4_K_M") && err.contains("BF16"), "{err}");
@@ -215,9 +236,17 @@ fn unknown_type_lists_the_valid_ones() {
 fn requantizing_needs_allow_requantize() {
     let input = common::model_path("smollm2-q4_1");
     let out = common::temp_path("requant.gguf");
-    let (ok, err) = rkinfer(&["quantize", input.to_str().unwrap(), out.to_str().unwrap(), "Q4_0"]);
+    let (ok, err) = rkinfer(&[
+        "quantize",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "Q4_0",
+    ]);
     assert!(!ok);
-    assert!(err.contains("--allow-requantize") && err.contains("Q4_1"), "{err}");
+    assert!(
+        err.contains("--allow-requantize") && err.contains("Q4_1"),
+        "{err}"
+    );
     assert_nothing_written(&out);
 }
 
@@ -226,7 +255,12 @@ fn existing_output_needs_force() {
     let input = common::model_path("smollm2-q4_1");
     let out = common::temp_path("exists.gguf");
     std::fs::write(&out, b"keep me").unwrap();
-    let args = ["quantize", input.to_str().unwrap(), out.to_str().unwrap(), "Q8_0"];
+    let args = [
+        "quantize",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "Q8_0",
+    ];
     let (ok, err) = rkinfer(&[&args[..], &["--allow-requantize"]].concat());
     assert!(!ok);
     assert!(err.contains("--force"), "{err}");

@@ -10,12 +10,19 @@ fn smollm2() -> PathBuf {
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"),
     };
     let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-models.sh",
+        p.display()
+    );
     p
 }
 
 fn rkinfer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rkinfer")).args(args).output().expect("rkinfer starts")
+    Command::new(env!("CARGO_BIN_EXE_rkinfer"))
+        .args(args)
+        .output()
+        .expect("rkinfer starts")
 }
 
 fn stderr(o: &Output) -> String {
@@ -24,7 +31,12 @@ fn stderr(o: &Output) -> String {
 
 fn fails_with(o: &Output, needles: &[&str]) {
     let e = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "expected a clean failure, got {:?}; stderr:\n{e}", o.status);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected a clean failure, got {:?}; stderr:\n{e}",
+        o.status
+    );
     assert!(!e.contains("panicked"), "panic: {e}");
     for n in needles {
         assert!(e.contains(n), "stderr lacks {n:?}:\n{e}");
@@ -42,26 +54,63 @@ fn temp(name: &str, bytes: &[u8]) -> PathBuf {
 #[test]
 fn run_json_greedy_matches_reference_start() {
     let m = smollm2();
-    let o = rkinfer(&["run", "-m", m.to_str().unwrap(), "-p", "The capital of France is", "-n", "8", "--temp", "0", "--json"]);
+    let o = rkinfer(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        "The capital of France is",
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
-    let ids = |k: &str| -> Vec<u64> { v[k].as_array().expect(k).iter().map(|x| x.as_u64().unwrap()).collect() };
+    let ids = |k: &str| -> Vec<u64> {
+        v[k].as_array()
+            .expect(k)
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
     // greedy.json, smollm2-q4_1, first case (no near-tie in the first 8 steps)
     assert_eq!(ids("prompt_ids"), vec![504, 3575, 282, 4649, 314]);
     assert_eq!(ids("generated_ids").len(), 8);
-    assert!(v["text"].as_str().unwrap().starts_with(" Paris."), "{}", v["text"]);
+    assert!(
+        v["text"].as_str().unwrap().starts_with(" Paris."),
+        "{}",
+        v["text"]
+    );
     assert!(v["timings"]["prompt_tokens"].as_u64().unwrap() == 5);
 }
 
 #[test]
 fn run_streams_text_and_prints_timings() {
     let m = smollm2();
-    let o = rkinfer(&["run", m.to_str().unwrap(), "-p", "The capital of France is", "-n", "4", "--temp", "0", "-s", "1"]);
+    let o = rkinfer(&[
+        "run",
+        m.to_str().unwrap(),
+        "-p",
+        "The capital of France is",
+        "-n",
+        "4",
+        "--temp",
+        "0",
+        "-s",
+        "1",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout.clone()).expect("utf-8");
     assert!(out.starts_with("The capital of France is Paris."), "{out}");
     let e = stderr(&o);
-    for k in ["load time", "prompt eval time", "eval time", "tokens per second"] {
+    for k in [
+        "load time",
+        "prompt eval time",
+        "eval time",
+        "tokens per second",
+    ] {
         assert!(e.contains(k), "timings lack {k}: {e}");
     }
 }
@@ -72,17 +121,45 @@ fn run_prompt_longer_than_context() {
     let long = "word ".repeat(100);
     let o = rkinfer(&["run", "-m", m.to_str().unwrap(), "-c", "32", "-p", &long]);
     fails_with(&o, &["context holds 32", "--truncate"]);
-    let o = rkinfer(&["run", "-m", m.to_str().unwrap(), "-c", "32", "-p", &long, "--truncate", "-n", "2", "--temp", "0", "--json"]);
+    let o = rkinfer(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-c",
+        "32",
+        "-p",
+        &long,
+        "--truncate",
+        "-n",
+        "2",
+        "--temp",
+        "0",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(v["prompt_ids"].as_array().unwrap().len(), 16, "tail of n_ctx/2 kept");
+    assert_eq!(
+        v["prompt_ids"].as_array().unwrap().len(),
+        16,
+        "tail of n_ctx/2 kept"
+    );
     assert_eq!(v["generated_ids"].as_array().unwrap().len(), 2);
 }
 
 #[test]
 fn run_n_larger_than_space_left() {
     let m = smollm2();
-    let o = rkinfer(&["run", "-m", m.to_str().unwrap(), "-c", "32", "-p", "Hello there", "-n", "100"]);
+    let o = rkinfer(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-c",
+        "32",
+        "-p",
+        "Hello there",
+        "-n",
+        "100",
+    ]);
     fails_with(&o, &["-n 100", "holds 32", "left"]);
 }
 
@@ -113,26 +190,69 @@ fn run_bad_flags_and_missing_model() {
 fn perplexity_text_too_short_and_bad_base_file() {
     let m = smollm2();
     let f = temp("short.txt", b"Just a few words of text.\n");
-    let o = rkinfer(&["perplexity", "-m", m.to_str().unwrap(), "-f", f.to_str().unwrap(), "-c", "128"]);
+    let o = rkinfer(&[
+        "perplexity",
+        "-m",
+        m.to_str().unwrap(),
+        "-f",
+        f.to_str().unwrap(),
+        "-c",
+        "128",
+    ]);
     fails_with(&o, &["at least 256 tokens"]);
     let junk = temp("junk.kld", b"_logits_\x00\x02\x00\x00junk");
-    let o = rkinfer(&["perplexity", "-m", m.to_str().unwrap(), "--kl-divergence-base", junk.to_str().unwrap(), "--kl-divergence"]);
+    let o = rkinfer(&[
+        "perplexity",
+        "-m",
+        m.to_str().unwrap(),
+        "--kl-divergence-base",
+        junk.to_str().unwrap(),
+        "--kl-divergence",
+    ]);
     fails_with(&o, &["not a saved-logits file"]);
-    let o = rkinfer(&["perplexity", "-m", m.to_str().unwrap(), "-f", f.to_str().unwrap(), "--kl-divergence"]);
+    let o = rkinfer(&[
+        "perplexity",
+        "-m",
+        m.to_str().unwrap(),
+        "-f",
+        f.to_str().unwrap(),
+        "--kl-divergence",
+    ]);
     fails_with(&o, &["--kl-divergence-base"]);
 }
 
 #[test]
 fn perplexity_prints_llama_cpp_format() {
     let m = smollm2();
-    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/llamacpp/corpus.txt");
-    let o = rkinfer(&["perplexity", "-m", m.to_str().unwrap(), "-f", corpus.to_str().unwrap(), "-c", "128", "--chunks", "3"]);
+    let corpus =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/llamacpp/corpus.txt");
+    let o = rkinfer(&[
+        "perplexity",
+        "-m",
+        m.to_str().unwrap(),
+        "-f",
+        corpus.to_str().unwrap(),
+        "-c",
+        "128",
+        "--chunks",
+        "3",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let out = String::from_utf8(o.stdout).expect("utf-8");
+    let out = String::from_utf8(o.stdout.clone()).expect("utf-8");
     let mut lines = out.lines();
     let running = lines.next().expect("running line");
-    assert!(running.starts_with("[1]") && running.contains(",[3]"), "{out}");
+    assert!(
+        running.starts_with("[1]") && running.contains(",[3]"),
+        "{out}"
+    );
     let fin = lines.next().expect("final line");
-    assert!(fin.starts_with("Final estimate: PPL = ") && fin.contains(" +/- "), "{out}");
-    assert!(stderr(&o).contains("chunk 3/3"), "progress lines: {}", stderr(&o));
+    assert!(
+        fin.starts_with("Final estimate: PPL = ") && fin.contains(" +/- "),
+        "{out}"
+    );
+    assert!(
+        stderr(&o).contains("chunk 3/3"),
+        "progress lines: {}",
+        stderr(&o)
+    );
 }

@@ -16,8 +16,16 @@ fn models_dir() -> PathBuf {
 }
 
 fn reference_dir() -> PathBuf {
-    std::env::var_os("RKINFER_REFERENCE")
-        .map_or_else(|| repo().join("..").join("shared").join("reference").join("llamacpp"), PathBuf::from)
+    std::env::var_os("RKINFER_REFERENCE").map_or_else(
+        || {
+            repo()
+                .join("..")
+                .join("shared")
+                .join("reference")
+                .join("llamacpp")
+        },
+        PathBuf::from,
+    )
 }
 
 fn model_file(name: &str) -> PathBuf {
@@ -27,7 +35,11 @@ fn model_file(name: &str) -> PathBuf {
         other => panic!("no file known for model {other}"),
     };
     let path = models_dir().join(file);
-    assert!(path.is_file(), "{} is missing: run scripts/fetch-models.sh", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-models.sh",
+        path.display()
+    );
     path
 }
 
@@ -45,8 +57,11 @@ struct Case {
 fn reference_cases(model: &str) -> Vec<Case> {
     let path = reference_dir().join("tokenize.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let cases = json["cases"].as_array().unwrap_or_else(|| panic!("{}: no cases array", path.display()));
+    let json: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let cases = json["cases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: no cases array", path.display()));
     cases
         .iter()
         .filter(|c| c["model"] == model)
@@ -67,11 +82,17 @@ fn reference_cases(model: &str) -> Vec<Case> {
 fn check_reference(model: &str, expected_cases: usize) {
     let tok = tokenizer(model);
     let cases = reference_cases(model);
-    assert_eq!(cases.len(), expected_cases, "{model}: number of reference cases");
+    assert_eq!(
+        cases.len(),
+        expected_cases,
+        "{model}: number of reference cases"
+    );
     let mut failures = Vec::new();
     for case in &cases {
         // llama-tokenize adds BOS/EOS as the model says.
-        let ids = tok.encode(&case.text, true, case.parse_special).expect("encodes");
+        let ids = tok
+            .encode(&case.text, true, case.parse_special)
+            .expect("encodes");
         if ids != case.ids {
             failures.push(format!(
                 "{:?} (parse_special {}):\n  got      {:?}\n  expected {:?}",
@@ -79,7 +100,13 @@ fn check_reference(model: &str, expected_cases: usize) {
             ));
         }
     }
-    assert!(failures.is_empty(), "{model}: {} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{model}: {} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -94,7 +121,11 @@ fn gemma3_matches_llama_tokenize_on_every_reference_case() {
 
 fn corpus() -> String {
     let path = models_dir().join("corpus.txt");
-    assert!(path.is_file(), "{} is missing: run scripts/fetch-models.sh", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-models.sh",
+        path.display()
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -105,7 +136,10 @@ fn corpus_token_counts_match_llama_perplexity() {
     let text = corpus();
     assert!(text.ends_with('\n'));
     let smollm = tokenizer("smollm2-q4_1");
-    assert_eq!(smollm.encode(&text, true, false).expect("encodes").len(), 39_123);
+    assert_eq!(
+        smollm.encode(&text, true, false).expect("encodes").len(),
+        39_123
+    );
     let gemma = tokenizer("gemma3-q4_k_m");
     let ids = gemma.encode(&text, true, false).expect("encodes");
     assert_eq!(ids.len(), 37_955);
@@ -148,16 +182,28 @@ fn stream_decoder_yields_whole_characters_from_byte_tokens() {
 #[test]
 fn special_tokens_and_flags_of_the_models() {
     let smollm = tokenizer("smollm2-q4_1");
-    assert_eq!((smollm.bos(), smollm.eos(), smollm.add_bos()), (Some(1), Some(2), false));
+    assert_eq!(
+        (smollm.bos(), smollm.eos(), smollm.add_bos()),
+        (Some(1), Some(2), false)
+    );
     assert!(smollm.is_eog(2));
     assert_eq!(smollm.n_vocab(), 49_152);
     assert!(smollm.chat_template().is_some());
     let gemma = tokenizer("gemma3-q4_k_m");
-    assert_eq!((gemma.bos(), gemma.eos(), gemma.add_bos()), (Some(2), Some(1), true));
-    assert!(gemma.is_eog(1) && gemma.is_eog(106), "<eos> and <end_of_turn> end generation");
+    assert_eq!(
+        (gemma.bos(), gemma.eos(), gemma.add_bos()),
+        (Some(2), Some(1), true)
+    );
+    assert!(
+        gemma.is_eog(1) && gemma.is_eog(106),
+        "<eos> and <end_of_turn> end generation"
+    );
     assert_eq!(gemma.n_vocab(), 262_144);
     assert_eq!(gemma.token_to_piece(106), b"<end_of_turn>");
-    assert_eq!(gemma.detokenize(&[2, 9259, 1902], true, false), "Hello world");
+    assert_eq!(
+        gemma.detokenize(&[2, 9259, 1902], true, false),
+        "Hello world"
+    );
 }
 
 fn rkinfer_cmd() -> Command {
@@ -173,7 +219,11 @@ fn cli_prints_ids_like_llama_tokenize() {
         .args(["-p", "Hello world", "--ids"])
         .output()
         .expect("runs rkinfer");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "[19556, 905]\n");
 
     let out = rkinfer_cmd()
@@ -182,7 +232,11 @@ fn cli_prints_ids_like_llama_tokenize() {
         .args(["-p", "<|im_start|>hi", "--parse-special"])
         .output()
         .expect("runs rkinfer");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("     1 -> '<|im_start|>'\n"), "{stdout}");
 
@@ -212,7 +266,10 @@ fn cli_rejects_invalid_utf8_files() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("not valid UTF-8") && stderr.contains("offset 3"), "{stderr}");
+    assert!(
+        stderr.contains("not valid UTF-8") && stderr.contains("offset 3"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -226,7 +283,11 @@ fn cli_reads_the_text_from_a_file() {
         .args(["--ids"])
         .output()
         .expect("runs rkinfer");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.matches(", ").count() + 1, 37_955);
 }

@@ -287,7 +287,7 @@ impl fmt::Display for GgufError {
             } => write!(
                 f,
                 "truncated or corrupted file: {what} count {count} at offset {offset} needs at \
-                 least {min_size} bytes each but only {remaining} bytes follow"
+                 least {min_size} bytes each but only {remaining} bytes are left"
             ),
             DuplicateKey { key, offset } => {
                 write!(f, "duplicate metadata key {key:?} at offset {offset}")
@@ -359,8 +359,8 @@ impl fmt::Display for GgufError {
                 file_size,
             } => write!(
                 f,
-                "truncated or corrupted file: tensor {tensor:?} data spans bytes {start}..{end} \
-                 but the file ends at {file_size}"
+                "truncated or corrupted file: tensor {tensor:?} data at offset {start}..{end} \
+                 runs past the end of the file at {file_size}"
             ),
             TensorOverlap {
                 first,

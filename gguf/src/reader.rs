@@ -524,15 +524,6 @@ fn parse(buf: &[u8]) -> Result<Parsed> {
             remaining: c.remaining(),
         });
     }
-    if n_tensors > c.remaining() / MIN_TENSOR_INFO_SIZE {
-        return Err(GgufError::TooManyEntries {
-            what: "tensor",
-            offset: count_offset,
-            count: n_tensors,
-            min_size: MIN_TENSOR_INFO_SIZE,
-            remaining: c.remaining(),
-        });
-    }
 
     let mut metadata: Vec<(String, Value)> = Vec::with_capacity(n_kv as usize);
     let mut seen_keys: HashMap<String, ()> = HashMap::with_capacity(n_kv as usize);
@@ -572,6 +563,17 @@ fn parse(buf: &[u8]) -> Result<Parsed> {
         metadata.push((key, value));
     }
 
+    // Checked only here so that a file cut inside the metadata reports
+    // where, rather than that its tensor infos cannot fit.
+    if n_tensors > c.remaining() / MIN_TENSOR_INFO_SIZE {
+        return Err(GgufError::TooManyEntries {
+            what: "tensor",
+            offset: count_offset,
+            count: n_tensors,
+            min_size: MIN_TENSOR_INFO_SIZE,
+            remaining: c.remaining(),
+        });
+    }
     let mut tensors: Vec<TensorInfo> = Vec::with_capacity(n_tensors as usize);
     let mut tensor_offsets: Vec<u64> = Vec::with_capacity(n_tensors as usize);
     let mut seen_tensors: HashMap<String, ()> = HashMap::with_capacity(n_tensors as usize);

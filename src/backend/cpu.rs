@@ -70,17 +70,31 @@ impl Backend for CpuBackend {
             inputs[i].ok_or_else(|| ModelError::Graph(format!("{}: missing input {i}", node.name)))
         };
         match node.op {
-            Op::GetRows { table } => get_rows(ctx.weights, table, ctx.tokens, out)?,
+            Op::GetRows { table } => {
+                get_rows(ctx.weights, table, ctx.tokens, out)?;
+                if let Some(v) = std::env::var_os("RKINFER_PERTURB") {
+                    let f: f32 = v.to_str().unwrap().parse().unwrap();
+                    out.iter_mut().for_each(|x| *x *= 1.0 + f);
+                }
+            }
             Op::RmsNorm { eps, .. } => {
                 let x = input(0)?;
-                for (xr, or) in x.data.chunks_exact(x.desc.cols).zip(out.chunks_exact_mut(x.desc.cols)) {
+                for (xr, or) in x
+                    .data
+                    .chunks_exact(x.desc.cols)
+                    .zip(out.chunks_exact_mut(x.desc.cols))
+                {
                     rms_norm_row(xr, eps, or);
                 }
             }
             Op::MulWeight { w, .. } => {
                 let x = input(0)?;
                 let wv = vector(ctx.weights, w, x.desc.cols)?;
-                for (xr, or) in x.data.chunks_exact(x.desc.cols).zip(out.chunks_exact_mut(x.desc.cols)) {
+                for (xr, or) in x
+                    .data
+                    .chunks_exact(x.desc.cols)
+                    .zip(out.chunks_exact_mut(x.desc.cols))
+                {
                     for ((o, &a), &b) in or.iter_mut().zip(xr).zip(wv) {
                         *o = a * b;
                     }
@@ -89,7 +103,11 @@ impl Backend for CpuBackend {
             Op::AddWeight { w, .. } => {
                 let x = input(0)?;
                 let wv = vector(ctx.weights, w, x.desc.cols)?;
-                for (xr, or) in x.data.chunks_exact(x.desc.cols).zip(out.chunks_exact_mut(x.desc.cols)) {
+                for (xr, or) in x
+                    .data
+                    .chunks_exact(x.desc.cols)
+                    .zip(out.chunks_exact_mut(x.desc.cols))
+                {
                     for ((o, &a), &b) in or.iter_mut().zip(xr).zip(wv) {
                         *o = a + b;
                     }
@@ -157,7 +175,10 @@ impl Backend for CpuBackend {
 fn vector(weights: &Weights, w: WeightId, len: usize) -> Result<&[f32], ModelError> {
     match weights.f32(w) {
         Some(v) if v.len() >= len => Ok(&v[..len]),
-        _ => Err(ModelError::Graph(format!("{} is not an f32 vector of {len}", weights.get(w).name))),
+        _ => Err(ModelError::Graph(format!(
+            "{} is not an f32 vector of {len}",
+            weights.get(w).name
+        ))),
     }
 }
 
@@ -202,13 +223,21 @@ fn gelu_lookup(table: &[u16], x: f32) -> f32 {
     }
 }
 
-fn get_rows(weights: &Weights, table: WeightId, tokens: &[u32], out: &mut [f32]) -> Result<(), ModelError> {
+fn get_rows(
+    weights: &Weights,
+    table: WeightId,
+    tokens: &[u32],
+    out: &mut [f32],
+) -> Result<(), ModelError> {
     let w = weights.get(table);
     let bytes = weights.bytes(table);
     let row_bytes = w.ty.row_bytes(w.cols as u64).unwrap_or(0) as usize;
     for (&tok, o) in tokens.iter().zip(out.chunks_exact_mut(w.cols)) {
         if tok as usize >= w.rows {
-            return Err(ModelError::TokenOutOfRange { token: tok, n_vocab: w.rows });
+            return Err(ModelError::TokenOutOfRange {
+                token: tok,
+                n_vocab: w.rows,
+            });
         }
         let row = &bytes[tok as usize * row_bytes..(tok as usize + 1) * row_bytes];
         dequantize_row(w.ty, row, o).ok_or_else(|| ModelError::UnsupportedType {
@@ -291,12 +320,23 @@ fn quantize_row_q4_0(x: &[f32], y: &mut [BlockQ4_0]) {
 }
 
 /// ggml_rope_cache_init + rotation, for rows of `n_head * head_dim` values.
-fn rope(x: &[f32], cols: usize, n_past: usize, p: &RopeParams, ff: Option<&[f32]>, out: &mut [f32]) {
+fn rope(
+    x: &[f32],
+    cols: usize,
+    n_past: usize,
+    p: &RopeParams,
+    ff: Option<&[f32]>,
+    out: &mut [f32],
+) {
     let half = p.n_rot / 2;
     let theta_scale = p.freq_base.powf(-2.0 / p.n_rot as f32);
     let mut cos = [0f32; MAX_HEAD_DIM / 2];
     let mut sin = [0f32; MAX_HEAD_DIM / 2];
-    for (t, (xr, or)) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)).enumerate() {
+    for (t, (xr, or)) in x
+        .chunks_exact(cols)
+        .zip(out.chunks_exact_mut(cols))
+        .enumerate()
+    {
         let mut theta = (n_past + t) as f32;
         for i in 0..half {
             let f = ff.map_or(1.0, |f| f[i]);
@@ -305,7 +345,10 @@ fn rope(x: &[f32], cols: usize, n_past: usize, p: &RopeParams, ff: Option<&[f32]
             sin[i] = th.sin();
             theta *= theta_scale;
         }
-        for (xh, oh) in xr.chunks_exact(p.head_dim).zip(or.chunks_exact_mut(p.head_dim)) {
+        for (xh, oh) in xr
+            .chunks_exact(p.head_dim)
+            .zip(or.chunks_exact_mut(p.head_dim))
+        {
             match p.mode {
                 RopeMode::Normal => {
                     for i in 0..half {
@@ -342,16 +385,29 @@ fn to_cache_row(ty: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), ModelErro
             let d = as_blocks_mut::<BlockQ4_0>(dst).ok_or(ModelError::Misaligned("KV cache"))?;
             quantize_row_q4_0(x, d);
         }
-        other => return Err(ModelError::UnsupportedCacheType { ty: other.name().to_string() }),
+        other => {
+            return Err(ModelError::UnsupportedCacheType {
+                ty: other.name().to_string(),
+            })
+        }
     }
     Ok(())
 }
 
-fn store_kv(kv: &mut KvCache, layer: usize, n_past: usize, k: &[f32], v: &[f32]) -> Result<(), ModelError> {
+fn store_kv(
+    kv: &mut KvCache,
+    layer: usize,
+    n_past: usize,
+    k: &[f32],
+    v: &[f32],
+) -> Result<(), ModelError> {
     let dim = kv.kv_dim;
     let n = k.len() / dim;
     if n_past + n > kv.n_ctx {
-        return Err(ModelError::ContextFull { n_ctx: kv.n_ctx, needed: n_past + n });
+        return Err(ModelError::ContextFull {
+            n_ctx: kv.n_ctx,
+            needed: n_past + n,
+        });
     }
     let (tk, tv) = (kv.type_k, kv.type_v);
     for t in 0..n {
@@ -365,7 +421,14 @@ fn store_kv(kv: &mut KvCache, layer: usize, n_past: usize, k: &[f32], v: &[f32])
 /// Attention of every (token, head) over the cache, as ggml's
 /// flash-attention CPU kernel: q rounded to the K vec-dot type, online
 /// softmax in f32, V accumulated in f16 for an f16 cache.
-fn attention(kv: &KvCache, p: &AttnParams, n_past: usize, q: &[f32], n_tokens: usize, out: &mut [f32]) {
+fn attention(
+    kv: &KvCache,
+    p: &AttnParams,
+    n_past: usize,
+    q: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
     let hd = p.head_dim;
     let group = p.n_head / p.n_head_kv.max(1);
     let n_kv = n_past + n_tokens;
@@ -422,7 +485,8 @@ fn attention(kv: &KvCache, p: &AttnParams, n_past: usize, q: &[f32], n_tokens: u
                 }
                 let vrow: &[u16] = bytemuck::cast_slice(v_at(j));
                 for (a, &vv) in acc.iter_mut().zip(vrow) {
-                    *a = kernels::f32_to_f16(kernels::f16_to_f32(*a) + kernels::f16_to_f32(vv) * vs);
+                    *a =
+                        kernels::f32_to_f16(kernels::f16_to_f32(*a) + kernels::f16_to_f32(vv) * vs);
                 }
                 s_sum = s_sum * ms + vs;
             }
@@ -483,7 +547,9 @@ pub fn mul_mat(
             dequantize_row(w.ty, &wb[r * rb..(r + 1) * rb], &mut row).unwrap();
             for t in 0..n_tok {
                 let mut acc = 0f64;
-                for i in 0..k { acc += (row[i] * x[t * k + i]) as f64; }
+                for i in 0..k {
+                    acc += (row[i] * x[t * k + i]) as f64;
+                }
                 out[t * w.rows + r] = acc as f32;
             }
         }
@@ -494,50 +560,186 @@ pub fn mul_mat(
             let wblocks = as_blocks::<$wt>(wb).ok_or_else(misaligned)?;
             let per_row = k / <$at as Block>::ELEMENTS;
             let abytes = n_tok * per_row * std::mem::size_of::<$at>();
-            let act = as_blocks_mut::<$at>(act_bytes(&mut scratch.act, abytes)).ok_or_else(misaligned)?;
+            let act =
+                as_blocks_mut::<$at>(act_bytes(&mut scratch.act, abytes)).ok_or_else(misaligned)?;
             quantize_rows(x, k, act, per_row, $quant);
-            run_rows(wblocks, k / <$wt as Block>::ELEMENTS, act, per_row, n_tok, w.rows, out, &mut scratch.tmp, $dot);
+            run_rows(
+                wblocks,
+                k / <$wt as Block>::ELEMENTS,
+                act,
+                per_row,
+                n_tok,
+                w.rows,
+                out,
+                &mut scratch.tmp,
+                $dot,
+            );
         }};
     }
     match w.ty {
-        GgmlType::Q4_0 => quantized!(BlockQ4_0, BlockQ8_0, kernels::quantize_row_q8_0, kernels::vec_dot_q4_0_q8_0),
-        GgmlType::Q4_1 => quantized!(BlockQ4_1, BlockQ8_1, kernels::quantize_row_q8_1, kernels::vec_dot_q4_1_q8_1),
-        GgmlType::Q5_0 => quantized!(BlockQ5_0, BlockQ8_0, kernels::quantize_row_q8_0, kernels::vec_dot_q5_0_q8_0),
-        GgmlType::Q5_1 => quantized!(BlockQ5_1, BlockQ8_1, kernels::quantize_row_q8_1, kernels::vec_dot_q5_1_q8_1),
-        GgmlType::Q8_0 => quantized!(BlockQ8_0, BlockQ8_0, kernels::quantize_row_q8_0, kernels::vec_dot_q8_0_q8_0),
-        GgmlType::Q2_K => quantized!(BlockQ2K, BlockQ8K, kernels::quantize_row_q8_k, kernels::vec_dot_q2_k_q8_k),
-        GgmlType::Q3_K => quantized!(BlockQ3K, BlockQ8K, kernels::quantize_row_q8_k, kernels::vec_dot_q3_k_q8_k),
-        GgmlType::Q4_K => quantized!(BlockQ4K, BlockQ8K, kernels::quantize_row_q8_k, kernels::vec_dot_q4_k_q8_k),
-        GgmlType::Q5_K => quantized!(BlockQ5K, BlockQ8K, kernels::quantize_row_q8_k, kernels::vec_dot_q5_k_q8_k),
-        GgmlType::Q6_K => quantized!(BlockQ6K, BlockQ8K, kernels::quantize_row_q8_k, kernels::vec_dot_q6_k_q8_k),
+        GgmlType::Q4_0 => quantized!(
+            BlockQ4_0,
+            BlockQ8_0,
+            kernels::quantize_row_q8_0,
+            kernels::vec_dot_q4_0_q8_0
+        ),
+        GgmlType::Q4_1 => quantized!(
+            BlockQ4_1,
+            BlockQ8_1,
+            kernels::quantize_row_q8_1,
+            kernels::vec_dot_q4_1_q8_1
+        ),
+        GgmlType::Q5_0 => quantized!(
+            BlockQ5_0,
+            BlockQ8_0,
+            kernels::quantize_row_q8_0,
+            kernels::vec_dot_q5_0_q8_0
+        ),
+        GgmlType::Q5_1 => quantized!(
+            BlockQ5_1,
+            BlockQ8_1,
+            kernels::quantize_row_q8_1,
+            kernels::vec_dot_q5_1_q8_1
+        ),
+        GgmlType::Q8_0 => quantized!(
+            BlockQ8_0,
+            BlockQ8_0,
+            kernels::quantize_row_q8_0,
+            kernels::vec_dot_q8_0_q8_0
+        ),
+        GgmlType::Q2_K => quantized!(
+            BlockQ2K,
+            BlockQ8K,
+            kernels::quantize_row_q8_k,
+            kernels::vec_dot_q2_k_q8_k
+        ),
+        GgmlType::Q3_K => quantized!(
+            BlockQ3K,
+            BlockQ8K,
+            kernels::quantize_row_q8_k,
+            kernels::vec_dot_q3_k_q8_k
+        ),
+        GgmlType::Q4_K => quantized!(
+            BlockQ4K,
+            BlockQ8K,
+            kernels::quantize_row_q8_k,
+            kernels::vec_dot_q4_k_q8_k
+        ),
+        GgmlType::Q5_K => quantized!(
+            BlockQ5K,
+            BlockQ8K,
+            kernels::quantize_row_q8_k,
+            kernels::vec_dot_q5_k_q8_k
+        ),
+        GgmlType::Q6_K => quantized!(
+            BlockQ6K,
+            BlockQ8K,
+            kernels::quantize_row_q8_k,
+            kernels::vec_dot_q6_k_q8_k
+        ),
         GgmlType::F16 | GgmlType::BF16 => {
             let wv: &[u16] = bytemuck::try_cast_slice(wb).map_err(|_| misaligned())?;
-            let act: &mut [u16] = bytemuck::cast_slice_mut(act_bytes(&mut scratch.act, n_tok * k * 2));
+            let act: &mut [u16] =
+                bytemuck::cast_slice_mut(act_bytes(&mut scratch.act, n_tok * k * 2));
             if w.ty == GgmlType::F16 {
                 quantize_rows(x, k, act, k, kernels::f32_to_f16_row);
-                run_rows(wv, k, act, k, n_tok, w.rows, out, &mut scratch.tmp, kernels::vec_dot_f16);
+                run_rows(
+                    wv,
+                    k,
+                    act,
+                    k,
+                    n_tok,
+                    w.rows,
+                    out,
+                    &mut scratch.tmp,
+                    kernels::vec_dot_f16,
+                );
             } else {
                 quantize_rows(x, k, act, k, kernels::f32_to_bf16_row);
-                run_rows(wv, k, act, k, n_tok, w.rows, out, &mut scratch.tmp, kernels::vec_dot_bf16);
+                run_rows(
+                    wv,
+                    k,
+                    act,
+                    k,
+                    n_tok,
+                    w.rows,
+                    out,
+                    &mut scratch.tmp,
+                    kernels::vec_dot_bf16,
+                );
             }
         }
         GgmlType::F32 => {
             let wv: &[f32] = bytemuck::try_cast_slice(wb).map_err(|_| misaligned())?;
-            run_rows(wv, k, x, k, n_tok, w.rows, out, &mut scratch.tmp, kernels::vec_dot_f32);
+            run_rows(
+                wv,
+                k,
+                x,
+                k,
+                n_tok,
+                w.rows,
+                out,
+                &mut scratch.tmp,
+                kernels::vec_dot_f32,
+            );
         }
         other => {
-            return Err(ModelError::UnsupportedType { tensor: w.name.clone(), ty: other.name().to_string() })
+            return Err(ModelError::UnsupportedType {
+                tensor: w.name.clone(),
+                ty: other.name().to_string(),
+            })
         }
     }
     Ok(())
 }
 
+/// Q8_0 activation quantization as ggml-cpu's SIMD code does it (the
+/// rounding llama.cpp's numbers come from): scale 127/amax and rounding to
+/// nearest-even, where ggml's reference uses 1/(amax/127) and rounds half
+/// away from zero. Tiny differences here flip int8 roundings and move
+/// logits by a few hundredths.
+pub fn quantize_row_q8_0_x86(x: &[f32], y: &mut [BlockQ8_0]) {
+    for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        yb.d = kernels::f32_to_f16(d);
+        for (q, &v) in yb.qs.iter_mut().zip(xb) {
+            *q = (v * id).round_ties_even() as i8;
+        }
+    }
+}
+
+/// Q8_1 counterpart of [`quantize_row_q8_0_x86`]; `s` = d * sum(q).
+pub fn quantize_row_q8_1_x86(x: &[f32], y: &mut [BlockQ8_1]) {
+    for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        yb.d = kernels::f32_to_f16(d);
+        let mut sum = 0i32;
+        for (q, &v) in yb.qs.iter_mut().zip(xb) {
+            *q = (v * id).round_ties_even() as i8;
+            sum += *q as i32;
+        }
+        yb.s = kernels::f32_to_f16(d * sum as f32);
+    }
+}
+
 /// Converts each activation row (in parallel for batches).
-fn quantize_rows<A: Send>(x: &[f32], k: usize, act: &mut [A], per_row: usize, f: fn(&[f32], &mut [A])) {
+fn quantize_rows<A: Send>(
+    x: &[f32],
+    k: usize,
+    act: &mut [A],
+    per_row: usize,
+    f: fn(&[f32], &mut [A]),
+) {
     if x.len() / k <= 1 {
         f(&x[..k], &mut act[..per_row]);
     } else {
-        act.par_chunks_mut(per_row).zip(x.par_chunks(k)).for_each(|(a, xr)| f(xr, a));
+        act.par_chunks_mut(per_row)
+            .zip(x.par_chunks(k))
+            .for_each(|(a, xr)| f(xr, a));
     }
 }
 
@@ -561,13 +763,16 @@ fn run_rows<W: Sync, A: Sync>(
     let wrow = |r: usize| &w[r * w_per_row..(r + 1) * w_per_row];
     let arow = |t: usize| &act[t * a_per_row..(t + 1) * a_per_row];
     if n_tok == 1 {
-        out[..n_out].par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
-            let r0 = c * chunk;
-            let a = arow(0);
-            for (i, v) in o.iter_mut().enumerate() {
-                *v = dot(wrow(r0 + i), a);
-            }
-        });
+        out[..n_out]
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(c, o)| {
+                let r0 = c * chunk;
+                let a = arow(0);
+                for (i, v) in o.iter_mut().enumerate() {
+                    *v = dot(wrow(r0 + i), a);
+                }
+            });
         return;
     }
     // Transposed tile per chunk of weight rows, then scattered.
@@ -575,26 +780,31 @@ fn run_rows<W: Sync, A: Sync>(
         tmp.resize(n_out * n_tok, 0.0);
     }
     let tmp = &mut tmp[..n_out * n_tok];
-    tmp.par_chunks_mut(chunk * n_tok).enumerate().for_each(|(c, o)| {
-        let r0 = c * chunk;
-        let rows = o.len() / n_tok;
-        let mut t0 = 0;
-        while t0 < n_tok {
-            let t1 = (t0 + TOKEN_TILE).min(n_tok);
-            for i in 0..rows {
-                let wr = wrow(r0 + i);
-                for t in t0..t1 {
-                    o[i * n_tok + t] = dot(wr, arow(t));
+    tmp.par_chunks_mut(chunk * n_tok)
+        .enumerate()
+        .for_each(|(c, o)| {
+            let r0 = c * chunk;
+            let rows = o.len() / n_tok;
+            let mut t0 = 0;
+            while t0 < n_tok {
+                let t1 = (t0 + TOKEN_TILE).min(n_tok);
+                for i in 0..rows {
+                    let wr = wrow(r0 + i);
+                    for t in t0..t1 {
+                        o[i * n_tok + t] = dot(wr, arow(t));
+                    }
                 }
+                t0 = t1;
             }
-            t0 = t1;
-        }
-    });
-    out[..n_out * n_tok].par_chunks_mut(n_out).enumerate().for_each(|(t, o)| {
-        for (r, v) in o.iter_mut().enumerate() {
-            *v = tmp[r * n_tok + t];
-        }
-    });
+        });
+    out[..n_out * n_tok]
+        .par_chunks_mut(n_out)
+        .enumerate()
+        .for_each(|(t, o)| {
+            for (r, v) in o.iter_mut().enumerate() {
+                *v = tmp[r * n_tok + t];
+            }
+        });
 }
 
 #[cfg(test)]
@@ -617,7 +827,10 @@ mod tests {
         let t = gelu_table();
         for &x in &[-3.0f32, -0.5, 0.0, 0.3, 1.0, 2.5] {
             let exact = 0.5 * x * (1.0 + (0.797_884_6 * x * (1.0 + 0.044715 * x * x)).tanh());
-            assert!((gelu_lookup(t, x) - exact).abs() < 2e-3 * (1.0 + exact.abs()), "{x}");
+            assert!(
+                (gelu_lookup(t, x) - exact).abs() < 2e-3 * (1.0 + exact.abs()),
+                "{x}"
+            );
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use gguf::{GgmlType, GgufFile};
 
-use crate::graph::{Graph, Node, OpKind, Op, TensorDesc, WeightId};
+use crate::graph::{Graph, Node, Op, OpKind, TensorDesc, WeightId};
 use crate::model::kv::KvCache;
 
 /// A model weight: shape, type and where its data lives.
@@ -111,7 +111,12 @@ pub trait Backend: Send + Sync {
     fn supports(&self, op: &Op, weights: &Weights) -> bool;
     /// Offered every weight once at load, in file order. Returning `true`
     /// claims it: ops reading it then run on this backend when supported.
-    fn prepare_weight(&mut self, id: WeightId, weight: &Weight, bytes: &[u8]) -> crate::Result<bool>;
+    fn prepare_weight(
+        &mut self,
+        id: WeightId,
+        weight: &Weight,
+        bytes: &[u8],
+    ) -> crate::Result<bool>;
     /// Runs one node. `out` is the node's output (empty for ops that write
     /// only to the KV cache).
     fn compute(
@@ -155,12 +160,17 @@ pub fn execute(
             }
             None => (None, 0),
         };
-        let mut out_buf = out_slot.map(|s| std::mem::take(&mut slots[s])).unwrap_or_default();
+        let mut out_buf = out_slot
+            .map(|s| std::mem::take(&mut slots[s]))
+            .unwrap_or_default();
         let ins = node.op.inputs();
         let get = |t: Option<crate::graph::TensorId>| {
             t.map(|t| {
                 let desc = *graph.tensor(t);
-                Input { data: &slots[desc.slot][..desc.len()], desc }
+                Input {
+                    data: &slots[desc.slot][..desc.len()],
+                    desc,
+                }
             })
         };
         let inputs = [get(ins[0]), get(ins[1])];

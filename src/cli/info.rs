@@ -140,7 +140,7 @@ impl Summary {
         let opts = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
         let mut s = String::new();
         let mut line = |label: &str, value: String| {
-            let _ = writeln!(s, "{:<15}{}", format!("{label}:"), value);
+            let _ = writeln!(s, "{:<16}{}", format!("{label}:"), value);
         };
         line("file", path.display().to_string());
         line(

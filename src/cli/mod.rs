@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod info;
 pub mod npu;
 pub mod perplexity;
@@ -35,6 +36,8 @@ pub enum Command {
     Npu(npu::Args),
     /// Quantize a GGUF model, like llama-quantize.
     Quantize(quantize::Args),
+    /// Prompt and generation speed, like llama-bench.
+    Bench(bench::Args),
 }
 
 /// llama.cpp's multi-letter short flags, which clap cannot express, as
@@ -65,5 +68,6 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Tokenize(args) => tokenize::run(args),
         Command::Npu(args) => npu::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::json;
 
-use crate::npu::{self, matmul, regs::RegWrite, selftest, task, top, MatmulOptions, MatmulType, NpuDevice, NpuError};
+use crate::npu::{
+    self, matmul, regs::RegWrite, selftest, task, top, MatmulOptions, MatmulType, NpuDevice,
+    NpuError,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -114,11 +117,33 @@ fn info() -> crate::Result<()> {
             println!("driver:        {} {}", i.driver, i.version);
             println!("node:          {}", i.node);
             println!("cores:         {}", i.cores);
-            println!("hw version:    {}", i.hw_version.map(|v| format!("{v:#x}")).unwrap_or_else(|| "unknown".into()));
-            println!("iommu:         {}", opt(i.iommu.map(|b| if b { "enabled" } else { "disabled" })));
-            println!("clock:         {}", opt(i.freq_hz.map(|f| format!("{} MHz", f / 1_000_000))));
-            println!("sram:          {} total, {} free", opt(i.sram_total), opt(i.sram_free));
-            println!("address space: {} MiB (32-bit device addresses)", i.address_space >> 20);
+            println!(
+                "hw version:    {}",
+                i.hw_version
+                    .map(|v| format!("{v:#x}"))
+                    .unwrap_or_else(|| "unknown".into())
+            );
+            println!(
+                "iommu:         {}",
+                opt(i.iommu.map(|b| if b { "enabled" } else { "disabled" }))
+            );
+            println!(
+                "clock:         {}",
+                opt(i.freq_hz.map(|f| format!("{} MHz", f / 1_000_000)))
+            );
+            println!(
+                "sram:          {} total, {} free",
+                opt(i.sram_total),
+                opt(i.sram_free)
+            );
+            println!(
+                "address space: {} MiB (32-bit device addresses)",
+                i.address_space >> 20
+            );
+            Ok(())
+        }
+        Err(NpuError::NoDevice { reasons }) if !reasons.is_empty() => {
+            println!("no NPU: {}", reasons.join("; "));
             Ok(())
         }
         Err(e) => {
@@ -145,7 +170,11 @@ fn selftest_cmd(a: SelftestArgs) -> crate::Result<()> {
         info.driver,
         info.version,
         info.node,
-        if dev.is_simulated() { " [simulated]" } else { "" }
+        if dev.is_simulated() {
+            " [simulated]"
+        } else {
+            ""
+        }
     );
     let opts = MatmulOptions {
         cores: a.cores.clone(),
@@ -156,7 +185,15 @@ fn selftest_cmd(a: SelftestArgs) -> crate::Result<()> {
     let include_int4 = a.experimental_int4 || dev.is_simulated();
     let mut results = Vec::new();
     for (i, case) in selftest::ladder(include_int4).into_iter().enumerate() {
-        eprint!("\r[{}/{}] {} {}x{}x{}   ", i + 1, selftest::ladder(include_int4).len(), case.ty.name(), case.m, case.k, case.n);
+        eprint!(
+            "\r[{}/{}] {} {}x{}x{}   ",
+            i + 1,
+            selftest::ladder(include_int4).len(),
+            case.ty.name(),
+            case.m,
+            case.k,
+            case.n
+        );
         results.push(selftest::run_case(dev.as_ref(), case, &opts, i as u64 + 1));
     }
     eprintln!();
@@ -173,12 +210,20 @@ fn selftest_cmd(a: SelftestArgs) -> crate::Result<()> {
 
 /// The register streams of a matmul plan, as JSON.
 pub fn regs_json(a: &RegsArgs) -> Result<serde_json::Value, NpuError> {
-    let ty = MatmulType::from_name(&a.ty)
-        .ok_or_else(|| NpuError::InvalidShape(format!("unknown type {:?} (int8, fp16, fp16-out16, int4)", a.ty)))?;
+    let ty = MatmulType::from_name(&a.ty).ok_or_else(|| {
+        NpuError::InvalidShape(format!(
+            "unknown type {:?} (int8, fp16, fp16-out16, int4)",
+            a.ty
+        ))
+    })?;
     let chaining = match a.chain.as_str() {
         "pc" => task::Chaining::PcChain,
         "none" => task::Chaining::KernelStartsEachTask,
-        other => return Err(NpuError::InvalidShape(format!("unknown chain mode {other:?} (pc or none)"))),
+        other => {
+            return Err(NpuError::InvalidShape(format!(
+                "unknown chain mode {other:?} (pc or none)"
+            )))
+        }
     };
     let opts = MatmulOptions {
         cores: a.cores.clone(),
@@ -240,16 +285,28 @@ fn regs_cmd(a: RegsArgs) -> crate::Result<()> {
         a.k,
         a.n,
         tasks.len(),
-        if v["experimental"].as_bool() == Some(true) { " [experimental: no hardware-verified sequence]" } else { "" }
+        if v["experimental"].as_bool() == Some(true) {
+            " [experimental: no hardware-verified sequence]"
+        } else {
+            ""
+        }
     );
     for (i, t) in tasks.iter().enumerate() {
         println!(
             "task {i}: core {} M={} K={} N={} A={:#x} B={:#x} C={:#x} at {:#x}",
-            t["core"], t["m"], t["k"], t["n"],
-            t["a_addr"].as_u64().unwrap_or(0), t["b_addr"].as_u64().unwrap_or(0),
-            t["c_addr"].as_u64().unwrap_or(0), t["regcmd_addr"].as_u64().unwrap_or(0)
+            t["core"],
+            t["m"],
+            t["k"],
+            t["n"],
+            t["a_addr"].as_u64().unwrap_or(0),
+            t["b_addr"].as_u64().unwrap_or(0),
+            t["c_addr"].as_u64().unwrap_or(0),
+            t["regcmd_addr"].as_u64().unwrap_or(0)
         );
-        println!("  {:>3}  {:<18} {:<8} {:<22} {:>6}  {:>10}", "#", "word", "block", "register", "offset", "value");
+        println!(
+            "  {:>3}  {:<18} {:<8} {:<22} {:>6}  {:>10}",
+            "#", "word", "block", "register", "offset", "value"
+        );
         let words = t["words"].as_array().cloned().unwrap_or_default();
         let entries = t["entries"].as_array().cloned().unwrap_or_default();
         for (j, (w, e)) in words.iter().zip(&entries).enumerate() {

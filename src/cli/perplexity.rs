@@ -117,8 +117,14 @@ impl Progress {
 
 fn print_kld(k: &KldSummary) {
     println!("====== Perplexity statistics ======");
-    println!("Mean PPL(Q)                   : {:10.6} ± {:10.6}", k.ppl, k.ppl_unc);
-    println!("Mean PPL(base)                : {:10.6} ± {:10.6}", k.ppl_base, k.ppl_base_unc);
+    println!(
+        "Mean PPL(Q)                   : {:10.6} ± {:10.6}",
+        k.ppl, k.ppl_unc
+    );
+    println!(
+        "Mean PPL(base)                : {:10.6} ± {:10.6}",
+        k.ppl_base, k.ppl_base_unc
+    );
     println!(
         "Mean ln(PPL(Q)/PPL(base))     : {:10.6} ± {:10.6}",
         k.ln_ppl_ratio, k.ln_ppl_ratio_unc
@@ -134,8 +140,16 @@ fn print_kld(k: &KldSummary) {
     println!("Minimum KLD: {:10.6}", k.min);
     println!();
     println!("====== Token probability statistics ======");
-    println!("RMS Δp    : {:6.3} ± {:5.3} %", 100.0 * k.rms_dp, 100.0 * k.rms_dp_unc);
-    println!("Same top p: {:6.3} ± {:5.3} %", 100.0 * k.same_top, 100.0 * k.same_top_unc);
+    println!(
+        "RMS Δp    : {:6.3} ± {:5.3} %",
+        100.0 * k.rms_dp,
+        100.0 * k.rms_dp_unc
+    );
+    println!(
+        "Same top p: {:6.3} ± {:5.3} %",
+        100.0 * k.same_top,
+        100.0 * k.same_top_unc
+    );
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -187,7 +201,11 @@ pub fn run(args: Args) -> Result<()> {
     };
     let opts = PerplexityOptions {
         n_ctx,
-        max_chunks: if args.chunks < 0 { None } else { Some(args.chunks as usize) },
+        max_chunks: if args.chunks < 0 {
+            None
+        } else {
+            Some(args.chunks as usize)
+        },
         bos: if tok.add_bos() { tok.bos() } else { None },
         score_batch: 64,
     };
@@ -208,7 +226,13 @@ pub fn run(args: Args) -> Result<()> {
         },
     )?;
     let mut writer = match (&args.kl_divergence_base, args.kl_divergence) {
-        (Some(p), false) => Some(LogitsWriter::create(p, n_ctx, llm.model().n_vocab(), n_chunks, &tokens)?),
+        (Some(p), false) => Some(LogitsWriter::create(
+            p,
+            n_ctx,
+            llm.model().n_vocab(),
+            n_chunks,
+            &tokens,
+        )?),
         _ => None,
     };
     let mode = match (&mut writer, &mut reader) {
@@ -239,7 +263,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}").ok();
-    writeln!(out, "Final estimate: PPL = {:.4} +/- {:.5}", report.ppl, report.ppl_unc).ok();
+    writeln!(
+        out,
+        "Final estimate: PPL = {:.4} +/- {:.5}",
+        report.ppl, report.ppl_unc
+    )
+    .ok();
     drop(out);
     if let Some(k) = &report.kld {
         println!();

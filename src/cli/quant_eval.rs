@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use gguf::GgufFile;
-use quant::npu::eval::{evaluate_model, markdown_table, summarize, EvalOptions};
+use quant::npu::eval::{evaluate_model, markdown_by_type, markdown_table, summarize, EvalOptions};
 use quant::npu::Scheme;
 
 pub use quant::npu::eval::{dequantize_rows, matmul_weights};
@@ -122,6 +122,8 @@ pub fn run(args: Args) -> crate::Result<()> {
             args.max_rows
         );
         print!("{}", markdown_table(&summaries));
+        println!("\nMean relative error by source type (number of matrices):\n");
+        print!("{}", markdown_by_type(&reports, &schemes));
     }
     eprintln!("done in {:.0}s", start.elapsed().as_secs_f64());
     Ok(())

@@ -46,7 +46,9 @@ pub fn parse_file_type(s: &str) -> Result<FileType, QuantizeError> {
         .and_then(|id| FileType::ALL.iter().copied().find(|t| t.id() == id));
     by_id
         .or_else(|| FileType::from_name(s))
-        .ok_or_else(|| QuantizeError::UnknownFileType { name: s.to_string() })
+        .ok_or_else(|| QuantizeError::UnknownFileType {
+            name: s.to_string(),
+        })
 }
 
 fn parse_ggml_type(s: &str) -> crate::Result<gguf::GgmlType> {

@@ -65,7 +65,11 @@ pub struct Args {
     #[arg(long = "repeat-penalty", default_value_t = 1.0)]
     pub repeat_penalty: f32,
     /// Tokens the repetition penalty looks back at (0: off, -1: context).
-    #[arg(long = "repeat-last-n", default_value_t = 64, allow_negative_numbers = true)]
+    #[arg(
+        long = "repeat-last-n",
+        default_value_t = 64,
+        allow_negative_numbers = true
+    )]
     pub repeat_last_n: i32,
     /// Stop before this string (repeatable).
     #[arg(long = "stop")]
@@ -98,7 +102,8 @@ pub struct Args {
 
 /// Parses "4-7" / "0,2,4-5" into core numbers.
 pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>> {
-    let bad = || Error::InvalidArgument(format!("--cpus {s:?}: expected a list like 4-7 or 0,2,4-5"));
+    let bad =
+        || Error::InvalidArgument(format!("--cpus {s:?}: expected a list like 4-7 or 0,2,4-5"));
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
@@ -183,7 +188,11 @@ pub fn choose_ctx(flag: usize, n_ctx_train: usize, quiet: bool) -> usize {
     if flag > 0 {
         return flag;
     }
-    let train = if n_ctx_train == 0 { DEFAULT_MAX_CTX } else { n_ctx_train };
+    let train = if n_ctx_train == 0 {
+        DEFAULT_MAX_CTX
+    } else {
+        n_ctx_train
+    };
     if train > DEFAULT_MAX_CTX {
         if !quiet {
             eprintln!(
@@ -352,7 +361,10 @@ pub fn run(args: Args) -> Result<()> {
         }
         if n == 0 {
             if args.json {
-                println!("{}", serde_json::json!({"prompt_ids": ids, "generated_ids": [], "text": ""}));
+                println!(
+                    "{}",
+                    serde_json::json!({"prompt_ids": ids, "generated_ids": [], "text": ""})
+                );
             }
             return Ok(());
         }
@@ -509,9 +521,15 @@ impl ChatTemplate {
     pub fn new(source: &str, bos: String, eos: String) -> Result<ChatTemplate> {
         let mut env = minijinja::Environment::new();
         env.set_unknown_method_callback(py_method);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         env.add_function("strftime_now", |_fmt: String| -> String { String::new() });
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| Error::InvalidArgument(format!("chat template does not compile: {e}")))?;
@@ -585,7 +603,9 @@ fn chat(
             }
         },
         None => {
-            eprintln!("note: the model has no chat template; using a plain User:/Assistant: format");
+            eprintln!(
+                "note: the model has no chat template; using a plain User:/Assistant: format"
+            );
             Formatter::Plain
         }
     };
@@ -636,7 +656,8 @@ fn chat(
                 rendered.clone()
             }
         };
-        let add_special = session.tokens().is_empty() && !(!bos_text.is_empty() && new_text.starts_with(&bos_text));
+        let add_special = session.tokens().is_empty()
+            && !(!bos_text.is_empty() && new_text.starts_with(&bos_text));
         let ids = tok.encode(&new_text, add_special, true)?;
         let space = session.space_left();
         if ids.len() >= space {
@@ -646,7 +667,11 @@ fn chat(
             });
         }
         session.feed_tokens(&ids)?;
-        let max_tokens = if args.n_predict < 0 { 0 } else { args.n_predict as usize };
+        let max_tokens = if args.n_predict < 0 {
+            0
+        } else {
+            args.n_predict as usize
+        };
         let opts = GenerateOptions {
             max_tokens,
             stop: stops.clone(),
@@ -714,8 +739,12 @@ mod tests {
             role: "user".into(),
             content: "  hi ".into(),
         }];
-        assert_eq!(t.render(&msgs, true).unwrap(), "<s><|user|>hi\n<|assistant|>");
-        let bad = ChatTemplate::new("{{ raise_exception('no') }}", String::new(), String::new()).unwrap();
+        assert_eq!(
+            t.render(&msgs, true).unwrap(),
+            "<s><|user|>hi\n<|assistant|>"
+        );
+        let bad =
+            ChatTemplate::new("{{ raise_exception('no') }}", String::new(), String::new()).unwrap();
         assert!(bad.render(&msgs, true).is_err());
     }
 

@@ -13,7 +13,12 @@ pub struct Args {
     #[arg(short = 'm', long = "model")]
     pub model: PathBuf,
     /// The text to tokenize.
-    #[arg(short = 'p', long = "prompt", conflicts_with = "file", required_unless_present = "file")]
+    #[arg(
+        short = 'p',
+        long = "prompt",
+        conflicts_with = "file",
+        required_unless_present = "file"
+    )]
     pub prompt: Option<String>,
     /// Read the text from this file (UTF-8, used as is).
     #[arg(short = 'f', long = "file")]
@@ -51,7 +56,11 @@ pub fn run(args: Args) -> crate::Result<()> {
     let text = match (&args.prompt, &args.file) {
         (Some(p), None) => p.clone(),
         (None, Some(f)) => read_text_file(f)?,
-        _ => return Err(Error::InvalidArgument("give exactly one of -p TEXT or -f FILE".to_string())),
+        _ => {
+            return Err(Error::InvalidArgument(
+                "give exactly one of -p TEXT or -f FILE".to_string(),
+            ))
+        }
     };
     let file = gguf::GgufFile::open(&args.model)?;
     let tok = Tokenizer::from_gguf(&file)?;

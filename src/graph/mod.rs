@@ -82,12 +82,20 @@ pub enum Op {
     Rope { x: TensorId, p: RopeParams },
     /// Copies the batch's K and V rows into the layer's cache (converting to
     /// the cache type). Produces no tensor.
-    StoreKv { layer: usize, k: TensorId, v: TensorId },
+    StoreKv {
+        layer: usize,
+        k: TensorId,
+        v: TensorId,
+    },
     /// softmax(scale * q.K^T + causal/window mask) . V over the layer's cache,
     /// computed as ggml's flash-attention kernel does (online softmax).
     Attention { q: TensorId, p: AttnParams },
     /// act(gate) * up.
-    Gated { gate: TensorId, up: TensorId, act: GateAct },
+    Gated {
+        gate: TensorId,
+        up: TensorId,
+        act: GateAct,
+    },
     /// A copy of the last row (only the last token's logits are wanted).
     LastRow { x: TensorId },
 }
@@ -240,7 +248,10 @@ impl Graph {
                 }
                 None => "(cache)".to_string(),
             };
-            let w = n.op.weight().map(|w| format!(" w={}", weight_desc(w))).unwrap_or_default();
+            let w =
+                n.op.weight()
+                    .map(|w| format!(" w={}", weight_desc(w)))
+                    .unwrap_or_default();
             let be = backends.get(n.backend).copied().unwrap_or("?");
             let _ = writeln!(
                 s,
@@ -266,7 +277,11 @@ pub struct GraphBuilder {
 
 impl GraphBuilder {
     pub fn new(n_tokens: usize) -> Self {
-        GraphBuilder { nodes: Vec::new(), tensors: Vec::new(), n_tokens }
+        GraphBuilder {
+            nodes: Vec::new(),
+            tensors: Vec::new(),
+            n_tokens,
+        }
     }
 
     pub fn n_tokens(&self) -> usize {
@@ -280,20 +295,35 @@ impl GraphBuilder {
 
     fn new_tensor(&mut self, rows: usize, cols: usize) -> TensorId {
         let id = TensorId(self.tensors.len() as u32);
-        self.tensors.push(TensorDesc { rows, cols, base: id, slot: usize::MAX });
+        self.tensors.push(TensorDesc {
+            rows,
+            cols,
+            base: id,
+            slot: usize::MAX,
+        });
         id
     }
 
     /// Appends an op producing a `rows x cols` tensor.
     pub fn push(&mut self, op: Op, rows: usize, cols: usize, name: impl Into<String>) -> TensorId {
         let out = self.new_tensor(rows, cols);
-        self.nodes.push(Node { op, out: Some(out), name: name.into(), backend: 0 });
+        self.nodes.push(Node {
+            op,
+            out: Some(out),
+            name: name.into(),
+            backend: 0,
+        });
         out
     }
 
     /// Appends an op with no output tensor (writes to the KV cache).
     pub fn push_effect(&mut self, op: Op, name: impl Into<String>) {
-        self.nodes.push(Node { op, out: None, name: name.into(), backend: 0 });
+        self.nodes.push(Node {
+            op,
+            out: None,
+            name: name.into(),
+            backend: 0,
+        });
     }
 
     /// The same memory seen with another shape (same number of elements).
@@ -301,7 +331,12 @@ impl GraphBuilder {
         let d = self.tensors[x.0 as usize];
         debug_assert_eq!(d.rows * d.cols, rows * cols);
         let id = TensorId(self.tensors.len() as u32);
-        self.tensors.push(TensorDesc { rows, cols, base: d.base, slot: usize::MAX });
+        self.tensors.push(TensorDesc {
+            rows,
+            cols,
+            base: d.base,
+            slot: usize::MAX,
+        });
         id
     }
 

@@ -36,18 +36,27 @@ impl KvCache {
     ) -> Result<KvCache, ModelError> {
         for ty in [type_k, type_v] {
             if !KV_TYPES.contains(&ty) {
-                return Err(ModelError::UnsupportedCacheType { ty: ty.name().to_string() });
+                return Err(ModelError::UnsupportedCacheType {
+                    ty: ty.name().to_string(),
+                });
             }
             if head_dim % ty.block_size() != 0 {
                 return Err(ModelError::UnsupportedCacheType {
-                    ty: format!("{} (head size {} is not a multiple of {})", ty.name(), head_dim, ty.block_size()),
+                    ty: format!(
+                        "{} (head size {} is not a multiple of {})",
+                        ty.name(),
+                        head_dim,
+                        ty.block_size()
+                    ),
                 });
             }
         }
         let row = |ty: GgmlType| kv_dim / ty.block_size() * ty.type_size();
         let (k_row_bytes, v_row_bytes) = (row(type_k), row(type_v));
         let alloc = |bytes: usize| -> Result<Vec<Vec<u16>>, ModelError> {
-            let total = bytes.checked_mul(n_ctx).ok_or(ModelError::ContextTooLarge { n_ctx })?;
+            let total = bytes
+                .checked_mul(n_ctx)
+                .ok_or(ModelError::ContextTooLarge { n_ctx })?;
             Ok((0..n_layer).map(|_| vec![0u16; total / 2]).collect())
         };
         Ok(KvCache {
@@ -86,7 +95,10 @@ impl KvCache {
         let (kb, vb) = (self.k_row_bytes, self.v_row_bytes);
         let k: &mut [u8] = bytemuck::cast_slice_mut(&mut self.k[layer]);
         let v: &mut [u8] = bytemuck::cast_slice_mut(&mut self.v[layer]);
-        (&mut k[pos * kb..(pos + 1) * kb], &mut v[pos * vb..(pos + 1) * vb])
+        (
+            &mut k[pos * kb..(pos + 1) * kb],
+            &mut v[pos * vb..(pos + 1) * vb],
+        )
     }
 
     /// Bytes the cache occupies.

@@ -31,7 +31,11 @@ pub enum ModelError {
     /// A tensor the architecture needs is not in the file.
     MissingTensor { name: String },
     /// A tensor has another shape than the hyperparameters imply.
-    TensorShape { name: String, expected: Vec<usize>, found: Vec<u64> },
+    TensorShape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<u64>,
+    },
     /// A tensor's type has no kernel.
     UnsupportedType { tensor: String, ty: String },
     /// A KV cache type other than f16, q8_0, q4_0.
@@ -65,22 +69,43 @@ impl fmt::Display for ModelError {
                 SUPPORTED_ARCHITECTURES.join(", ")
             ),
             ModelError::MissingTensor { name } => write!(f, "missing tensor '{name}'"),
-            ModelError::TensorShape { name, expected, found } => {
-                write!(f, "tensor '{name}' has shape {found:?}, expected {expected:?}")
+            ModelError::TensorShape {
+                name,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "tensor '{name}' has shape {found:?}, expected {expected:?}"
+                )
             }
             ModelError::UnsupportedType { tensor, ty } => {
-                write!(f, "tensor '{tensor}' has type {ty}, which has no CPU kernel yet")
+                write!(
+                    f,
+                    "tensor '{tensor}' has type {ty}, which has no CPU kernel yet"
+                )
             }
             ModelError::UnsupportedCacheType { ty } => {
-                write!(f, "unsupported KV cache type {ty} (supported: f16, q8_0, q4_0)")
+                write!(
+                    f,
+                    "unsupported KV cache type {ty} (supported: f16, q8_0, q4_0)"
+                )
             }
-            ModelError::InvalidHParam { key, reason } => write!(f, "hyperparameter {key}: {reason}"),
+            ModelError::InvalidHParam { key, reason } => {
+                write!(f, "hyperparameter {key}: {reason}")
+            }
             ModelError::ContextFull { n_ctx, needed } => {
-                write!(f, "context full: {needed} tokens needed, context size is {n_ctx}")
+                write!(
+                    f,
+                    "context full: {needed} tokens needed, context size is {n_ctx}"
+                )
             }
             ModelError::ContextTooLarge { n_ctx } => write!(f, "invalid context size {n_ctx}"),
             ModelError::TokenOutOfRange { token, n_vocab } => {
-                write!(f, "token id {token} is out of range (vocabulary size {n_vocab})")
+                write!(
+                    f,
+                    "token id {token} is out of range (vocabulary size {n_vocab})"
+                )
             }
             ModelError::EmptyBatch => write!(f, "no tokens to evaluate"),
             ModelError::Misaligned(what) => write!(f, "{what} data is misaligned"),
@@ -153,7 +178,10 @@ pub struct HParams {
 
 fn hp_err(f: &GgufFile, suffix: &str, reason: impl Into<String>) -> ModelError {
     let arch = f.architecture().unwrap_or("?");
-    ModelError::InvalidHParam { key: format!("{arch}.{suffix}"), reason: reason.into() }
+    ModelError::InvalidHParam {
+        key: format!("{arch}.{suffix}"),
+        reason: reason.into(),
+    }
 }
 
 fn arch_usize(f: &GgufFile, suffix: &str) -> crate::Result<usize> {
@@ -182,26 +210,47 @@ impl HParams {
     /// Reads the hyperparameters of a supported architecture.
     pub fn from_gguf(f: &GgufFile) -> crate::Result<HParams> {
         let arch_name = f.architecture()?;
-        let arch = Arch::from_name(arch_name)
-            .ok_or_else(|| ModelError::UnknownArchitecture { arch: arch_name.to_string() })?;
+        let arch = Arch::from_name(arch_name).ok_or_else(|| ModelError::UnknownArchitecture {
+            arch: arch_name.to_string(),
+        })?;
         let n_embd = arch_usize(f, "embedding_length")?;
         let n_layer = arch_usize(f, "block_count")?;
         let n_head = arch_usize(f, "attention.head_count")?;
         let n_head_kv = arch_usize_or(f, "attention.head_count_kv", n_head)?;
         if n_head % n_head_kv != 0 {
-            return Err(hp_err(f, "attention.head_count_kv", format!("{n_head_kv} does not divide {n_head} heads")).into());
+            return Err(hp_err(
+                f,
+                "attention.head_count_kv",
+                format!("{n_head_kv} does not divide {n_head} heads"),
+            )
+            .into());
         }
         let head_dim = arch_usize_or(f, "attention.key_length", n_embd / n_head)?;
         let head_dim_v = arch_usize_or(f, "attention.value_length", head_dim)?;
         if head_dim_v != head_dim {
-            return Err(hp_err(f, "attention.value_length", "must equal attention.key_length").into());
+            return Err(hp_err(
+                f,
+                "attention.value_length",
+                "must equal attention.key_length",
+            )
+            .into());
         }
         if head_dim > MAX_HEAD_DIM || head_dim % 2 != 0 {
-            return Err(hp_err(f, "attention.key_length", format!("head size {head_dim} unsupported")).into());
+            return Err(hp_err(
+                f,
+                "attention.key_length",
+                format!("head size {head_dim} unsupported"),
+            )
+            .into());
         }
         let n_rot = arch_usize_or(f, "rope.dimension_count", head_dim)?;
         if n_rot > head_dim || n_rot % 2 != 0 {
-            return Err(hp_err(f, "rope.dimension_count", format!("{n_rot} invalid for head size {head_dim}")).into());
+            return Err(hp_err(
+                f,
+                "rope.dimension_count",
+                format!("{n_rot} invalid for head size {head_dim}"),
+            )
+            .into());
         }
         let n_ff = arch_usize(f, "feed_forward_length")?;
         let n_ctx_train = arch_usize_or(f, "context_length", 2048)?;
@@ -218,7 +267,12 @@ impl HParams {
                     }
                 }
                 other => {
-                    return Err(hp_err(f, "rope.scaling.type", format!("'{other}' is not supported")).into())
+                    return Err(hp_err(
+                        f,
+                        "rope.scaling.type",
+                        format!("'{other}' is not supported"),
+                    )
+                    .into())
                 }
             }
         }
@@ -332,37 +386,74 @@ impl Binder<'_> {
         }
         let want: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
         if dims != want {
-            return Err(ModelError::TensorShape { name: name.to_string(), expected: shape.to_vec(), found: t.dims.clone() }.into());
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: t.dims.clone(),
+            }
+            .into());
         }
         Ok(Some(idx))
     }
 
     /// A matrix used by matmul / get_rows, kept in the mmap.
     fn matrix(&mut self, name: &str, cols: usize, rows: usize) -> crate::Result<WeightId> {
-        self.opt_matrix(name, cols, rows)?
-            .ok_or_else(|| ModelError::MissingTensor { name: name.to_string() }.into())
+        self.opt_matrix(name, cols, rows)?.ok_or_else(|| {
+            ModelError::MissingTensor {
+                name: name.to_string(),
+            }
+            .into()
+        })
     }
 
-    fn opt_matrix(&mut self, name: &str, cols: usize, rows: usize) -> crate::Result<Option<WeightId>> {
-        let Some(idx) = self.find(name, &[cols, rows])? else { return Ok(None) };
+    fn opt_matrix(
+        &mut self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+    ) -> crate::Result<Option<WeightId>> {
+        let Some(idx) = self.find(name, &[cols, rows])? else {
+            return Ok(None);
+        };
         let ty = self.file.tensors()[idx].ggml_type;
         if !MATMUL_TYPES.contains(&ty) {
-            return Err(ModelError::UnsupportedType { tensor: name.to_string(), ty: ty.name().to_string() }.into());
+            return Err(ModelError::UnsupportedType {
+                tensor: name.to_string(),
+                ty: ty.name().to_string(),
+            }
+            .into());
         }
         if cols % ty.block_size() != 0 {
-            return Err(ModelError::TensorShape { name: name.to_string(), expected: vec![cols, rows], found: self.file.tensors()[idx].dims.clone() }.into());
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: vec![cols, rows],
+                found: self.file.tensors()[idx].dims.clone(),
+            }
+            .into());
         }
-        Ok(Some(self.push(name, ty, cols, rows, WeightData::Mapped { tensor: idx })))
+        Ok(Some(self.push(
+            name,
+            ty,
+            cols,
+            rows,
+            WeightData::Mapped { tensor: idx },
+        )))
     }
 
     /// A vector (norm weight, bias) converted to f32.
     fn vector(&mut self, name: &str, len: usize) -> crate::Result<WeightId> {
-        self.opt_vector(name, len)?
-            .ok_or_else(|| ModelError::MissingTensor { name: name.to_string() }.into())
+        self.opt_vector(name, len)?.ok_or_else(|| {
+            ModelError::MissingTensor {
+                name: name.to_string(),
+            }
+            .into()
+        })
     }
 
     fn opt_vector(&mut self, name: &str, len: usize) -> crate::Result<Option<WeightId>> {
-        let Some(idx) = self.find(name, &[len])? else { return Ok(None) };
+        let Some(idx) = self.find(name, &[len])? else {
+            return Ok(None);
+        };
         let t = &self.file.tensors()[idx];
         let bytes = self.file.tensor_data(t);
         let mut v = vec![0f32; len];
@@ -378,28 +469,51 @@ impl Binder<'_> {
                 }
             }
             other => {
-                return Err(ModelError::UnsupportedType { tensor: name.to_string(), ty: other.name().to_string() }.into())
+                return Err(ModelError::UnsupportedType {
+                    tensor: name.to_string(),
+                    ty: other.name().to_string(),
+                }
+                .into())
             }
         }
         let ty = t.ggml_type;
         Ok(Some(self.push(name, ty, len, 1, WeightData::F32(v))))
     }
 
-    fn push(&mut self, name: &str, ty: GgmlType, cols: usize, rows: usize, data: WeightData) -> WeightId {
+    fn push(
+        &mut self,
+        name: &str,
+        ty: GgmlType,
+        cols: usize,
+        rows: usize,
+        data: WeightData,
+    ) -> WeightId {
         let id = WeightId(self.list.len() as u32);
-        self.list.push(Weight { name: name.to_string(), ty, cols, rows, data, backend: usize::MAX });
+        self.list.push(Weight {
+            name: name.to_string(),
+            ty,
+            cols,
+            rows,
+            data,
+            backend: usize::MAX,
+        });
         id
     }
 }
 
 fn bind_weights(file: &GgufFile, hp: &HParams) -> crate::Result<(ModelWeights, Vec<Weight>)> {
-    let mut b = Binder { file, list: Vec::new() };
+    let mut b = Binder {
+        file,
+        list: Vec::new(),
+    };
     let (e, hd) = (hp.n_embd, hp.head_dim);
     let (q_dim, kv_dim) = (hp.n_head * hd, hp.n_head_kv * hd);
     let tok_embd = b.matrix("token_embd.weight", e, hp.n_vocab)?;
     let output_norm = b.vector("output_norm.weight", e)?;
     // Tied embeddings: no output.weight means the embedding table.
-    let output = b.opt_matrix("output.weight", e, hp.n_vocab)?.unwrap_or(tok_embd);
+    let output = b
+        .opt_matrix("output.weight", e, hp.n_vocab)?
+        .unwrap_or(tok_embd);
     let rope_freqs = b.opt_vector("rope_freqs.weight", hp.n_rot / 2)?;
     let mut layers = Vec::with_capacity(hp.n_layer);
     for il in 0..hp.n_layer {
@@ -413,21 +527,58 @@ fn bind_weights(file: &GgufFile, hp: &HParams) -> crate::Result<(ModelWeights, V
             wk: b.matrix(&n("attn_k.weight"), e, kv_dim)?,
             wv: b.matrix(&n("attn_v.weight"), e, kv_dim)?,
             wo: b.matrix(&n("attn_output.weight"), q_dim, e)?,
-            bq: if qkv_bias { Some(b.vector(&n("attn_q.bias"), q_dim)?) } else { b.opt_vector(&n("attn_q.bias"), q_dim)? },
-            bk: if qkv_bias { Some(b.vector(&n("attn_k.bias"), kv_dim)?) } else { b.opt_vector(&n("attn_k.bias"), kv_dim)? },
-            bv: if qkv_bias { Some(b.vector(&n("attn_v.bias"), kv_dim)?) } else { b.opt_vector(&n("attn_v.bias"), kv_dim)? },
-            q_norm: if qk_norm { Some(b.vector(&n("attn_q_norm.weight"), hd)?) } else { None },
-            k_norm: if qk_norm { Some(b.vector(&n("attn_k_norm.weight"), hd)?) } else { None },
-            attn_post_norm: if post_norms { Some(b.vector(&n("post_attention_norm.weight"), e)?) } else { None },
+            bq: if qkv_bias {
+                Some(b.vector(&n("attn_q.bias"), q_dim)?)
+            } else {
+                b.opt_vector(&n("attn_q.bias"), q_dim)?
+            },
+            bk: if qkv_bias {
+                Some(b.vector(&n("attn_k.bias"), kv_dim)?)
+            } else {
+                b.opt_vector(&n("attn_k.bias"), kv_dim)?
+            },
+            bv: if qkv_bias {
+                Some(b.vector(&n("attn_v.bias"), kv_dim)?)
+            } else {
+                b.opt_vector(&n("attn_v.bias"), kv_dim)?
+            },
+            q_norm: if qk_norm {
+                Some(b.vector(&n("attn_q_norm.weight"), hd)?)
+            } else {
+                None
+            },
+            k_norm: if qk_norm {
+                Some(b.vector(&n("attn_k_norm.weight"), hd)?)
+            } else {
+                None
+            },
+            attn_post_norm: if post_norms {
+                Some(b.vector(&n("post_attention_norm.weight"), e)?)
+            } else {
+                None
+            },
             ffn_norm: b.vector(&n("ffn_norm.weight"), e)?,
             ffn_gate: b.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
             ffn_up: b.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
             ffn_down: b.matrix(&n("ffn_down.weight"), hp.n_ff, e)?,
-            ffn_post_norm: if post_norms { Some(b.vector(&n("post_ffw_norm.weight"), e)?) } else { None },
+            ffn_post_norm: if post_norms {
+                Some(b.vector(&n("post_ffw_norm.weight"), e)?)
+            } else {
+                None
+            },
         };
         layers.push(layer);
     }
-    Ok((ModelWeights { tok_embd, output_norm, output, rope_freqs, layers }, b.list))
+    Ok((
+        ModelWeights {
+            tok_embd,
+            output_norm,
+            output,
+            rope_freqs,
+            layers,
+        },
+        b.list,
+    ))
 }
 
 /// Options for [`Model::load`].
@@ -454,7 +605,12 @@ pub struct StateOptions {
 
 impl Default for StateOptions {
     fn default() -> Self {
-        StateOptions { n_ctx: 0, type_k: GgmlType::F16, type_v: GgmlType::F16, n_batch: 512 }
+        StateOptions {
+            n_ctx: 0,
+            type_k: GgmlType::F16,
+            type_v: GgmlType::F16,
+            n_batch: 512,
+        }
     }
 }
 
@@ -524,7 +680,9 @@ pub struct Model {
 
 impl fmt::Debug for Model {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Model").field("hparams", &self.hparams).finish_non_exhaustive()
+        f.debug_struct("Model")
+            .field("hparams", &self.hparams)
+            .finish_non_exhaustive()
     }
 }
 
@@ -533,8 +691,10 @@ fn pin_to_cpu(cpu: usize) -> Result<(), ModelError> {
     use nix::sched::{sched_setaffinity, CpuSet};
     use nix::unistd::Pid;
     let mut set = CpuSet::new();
-    set.set(cpu).map_err(|e| ModelError::CpuPinning(format!("core {cpu}: {e}")))?;
-    sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| ModelError::CpuPinning(format!("core {cpu}: {e}")))
+    set.set(cpu)
+        .map_err(|e| ModelError::CpuPinning(format!("core {cpu}: {e}")))?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+        .map_err(|e| ModelError::CpuPinning(format!("core {cpu}: {e}")))
 }
 
 impl Model {
@@ -597,8 +757,18 @@ impl Model {
             .build()
             .map_err(|e| ModelError::ThreadPool(e.to_string()))?;
         let file = Arc::new(file);
-        let weights = Weights { file: Arc::clone(&file), list };
-        Ok(Model { file, hparams, w, weights, backends, pool })
+        let weights = Weights {
+            file: Arc::clone(&file),
+            list,
+        };
+        Ok(Model {
+            file,
+            hparams,
+            w,
+            weights,
+            backends,
+            pool,
+        })
     }
 
     /// The GGUF file (metadata, tokenizer vocabulary).
@@ -624,12 +794,23 @@ impl Model {
 
     /// A fresh state with an empty KV cache.
     pub fn new_state(&self, opts: &StateOptions) -> crate::Result<State> {
-        let n_ctx = if opts.n_ctx == 0 { self.hparams.n_ctx_train } else { opts.n_ctx };
+        let n_ctx = if opts.n_ctx == 0 {
+            self.hparams.n_ctx_train
+        } else {
+            opts.n_ctx
+        };
         if n_ctx == 0 || n_ctx > (1 << 24) {
             return Err(ModelError::ContextTooLarge { n_ctx }.into());
         }
         let hp = &self.hparams;
-        let kv = KvCache::new(hp.n_layer, n_ctx, hp.n_head_kv * hp.head_dim, hp.head_dim, opts.type_k, opts.type_v)?;
+        let kv = KvCache::new(
+            hp.n_layer,
+            n_ctx,
+            hp.n_head_kv * hp.head_dim,
+            hp.head_dim,
+            opts.type_k,
+            opts.type_v,
+        )?;
         Ok(State {
             n_past: 0,
             n_batch: opts.n_batch.max(1),
@@ -643,13 +824,22 @@ impl Model {
 
     /// Evaluates `tokens` at positions `n_past..n_past+len` and returns
     /// their logits (see [`LogitsMode`]).
-    pub fn forward<'s>(&self, state: &'s mut State, tokens: &[u32], mode: LogitsMode) -> crate::Result<&'s [f32]> {
+    pub fn forward<'s>(
+        &self,
+        state: &'s mut State,
+        tokens: &[u32],
+        mode: LogitsMode,
+    ) -> crate::Result<&'s [f32]> {
         if tokens.is_empty() {
             return Err(ModelError::EmptyBatch.into());
         }
         let needed = state.n_past + tokens.len();
         if needed > state.kv.n_ctx {
-            return Err(ModelError::ContextFull { n_ctx: state.kv.n_ctx, needed }.into());
+            return Err(ModelError::ContextFull {
+                n_ctx: state.kv.n_ctx,
+                needed,
+            }
+            .into());
         }
         let n_vocab = self.hparams.n_vocab;
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
@@ -664,11 +854,26 @@ impl Model {
                 LogitsMode::Last => GraphOut::None,
             };
             let gi = self.graph_index(state, chunk.len(), out);
-            let State { n_past, kv, slots, scratch, graphs, logits, .. } = state;
+            let State {
+                n_past,
+                kv,
+                slots,
+                scratch,
+                graphs,
+                logits,
+                ..
+            } = state;
             let graph = &graphs[gi].2;
-            let mut ctx = ExecCtx { weights: &self.weights, tokens: chunk, n_past: *n_past, kv, scratch };
+            let mut ctx = ExecCtx {
+                weights: &self.weights,
+                tokens: chunk,
+                n_past: *n_past,
+                kv,
+                scratch,
+            };
             let backends = &self.backends;
-            self.pool.install(|| backend::execute(graph, backends, slots, &mut ctx))?;
+            self.pool
+                .install(|| backend::execute(graph, backends, slots, &mut ctx))?;
             if out != GraphOut::None {
                 let d = graph.tensor(graph.output);
                 logits.extend_from_slice(&slots[d.slot][..d.len()]);
@@ -680,7 +885,11 @@ impl Model {
 
     /// Finds or builds the graph for a batch size, growing the slots.
     fn graph_index(&self, state: &mut State, n: usize, out: GraphOut) -> usize {
-        if let Some(i) = state.graphs.iter().position(|(gn, go, _)| *gn == n && *go == out) {
+        if let Some(i) = state
+            .graphs
+            .iter()
+            .position(|(gn, go, _)| *gn == n && *go == out)
+        {
             return i;
         }
         let graph = self.build_graph(n, out);
@@ -694,7 +903,11 @@ impl Model {
         }
         // Keep a few graphs: decode (1 token) and the recent batch sizes.
         if state.graphs.len() >= 8 {
-            let victim = state.graphs.iter().position(|(gn, _, _)| *gn != 1).unwrap_or(0);
+            let victim = state
+                .graphs
+                .iter()
+                .position(|(gn, _, _)| *gn != 1)
+                .unwrap_or(0);
             state.graphs.remove(victim);
         }
         state.graphs.push((n, out, graph));
@@ -757,7 +970,11 @@ impl Model {
                 mode: hp.rope_mode,
                 n_rot: hp.n_rot,
                 head_dim: hd,
-                freq_base: if swa { hp.rope_freq_base_swa } else { hp.rope_freq_base },
+                freq_base: if swa {
+                    hp.rope_freq_base_swa
+                } else {
+                    hp.rope_freq_base
+                },
                 freq_scale: hp.rope_freq_scale,
                 freq_factors: w.rope_freqs,
             };

@@ -120,12 +120,14 @@ impl NpuBuffer {
 
     /// Makes CPU writes visible to the NPU (before a submit).
     pub fn sync_to_device(&self) -> Result<(), NpuError> {
-        self.ops.sync(&self.raw, SyncDir::ToDevice, 0, self.raw.size)
+        self.ops
+            .sync(&self.raw, SyncDir::ToDevice, 0, self.raw.size)
     }
 
     /// Makes NPU writes visible to the CPU (after a submit).
     pub fn sync_from_device(&self) -> Result<(), NpuError> {
-        self.ops.sync(&self.raw, SyncDir::FromDevice, 0, self.raw.size)
+        self.ops
+            .sync(&self.raw, SyncDir::FromDevice, 0, self.raw.size)
     }
 }
 

@@ -21,19 +21,70 @@ use super::uapi;
 pub trait DrmIo: Send + Sync {
     /// Issues `request` with `arg` as the in/out argument struct (its length
     /// equals the size encoded in `request`).
-    fn ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno>;
+    ///
+    /// # Safety
+    /// Pointers stored inside `arg` (user buffers the driver reads or
+    /// writes, e.g. DRM_IOCTL_VERSION's name, rocket's job arrays) must be
+    /// valid for those accesses for the duration of the call.
+    unsafe fn ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno>;
     /// Maps `len` bytes of the node at `offset` (from MEM_MAP / CREATE_BO).
     fn mmap(&self, offset: u64, len: usize) -> Result<Mapping, NpuError>;
     /// Node path for messages.
     fn path(&self) -> String;
 }
 
-/// Typed ioctl: checks that the struct matches the size in the number.
-pub fn call<T: Pod>(io: &dyn DrmIo, request: u32, arg: &mut T) -> Result<(), Errno> {
+/// Argument structs without pointer fields: the driver touches only the
+/// struct itself, so passing them is safe.
+///
+/// # Safety
+/// Implement only for structs that hold no user pointers.
+pub unsafe trait PlainArg: Pod {}
+
+macro_rules! plain_args {
+    ($($t:ty),*) => {
+        // SAFETY: each of these uapi structs holds only integers, handles,
+        // device addresses and kernel cookies, never a user pointer.
+        $(unsafe impl PlainArg for $t {})*
+    };
+}
+plain_args!(
+    uapi::DrmGemClose,
+    uapi::RknpuAction,
+    uapi::RknpuMemCreateV1,
+    uapi::RknpuMemCreateV2,
+    uapi::RknpuMemMap,
+    uapi::RknpuMemDestroy,
+    uapi::RknpuMemSync,
+    uapi::RknpuSubmit,
+    uapi::RocketCreateBo,
+    uapi::RocketPrepBo,
+    uapi::RocketFiniBo
+);
+
+/// Typed ioctl for pointer-free structs; checks the size in the number.
+pub fn call<T: PlainArg>(io: &dyn DrmIo, request: u32, arg: &mut T) -> Result<(), Errno> {
     if uapi::ioc_size(request) != std::mem::size_of::<T>() {
         return Err(Errno::EINVAL);
     }
-    io.ioctl(request, bytemuck::bytes_of_mut(arg))
+    // SAFETY: T holds no pointers (PlainArg), so only `arg` is accessed.
+    unsafe { io.ioctl(request, bytemuck::bytes_of_mut(arg)) }
+}
+
+/// Typed ioctl for structs that carry user pointers.
+///
+/// # Safety
+/// Every pointer inside `arg` must be valid for what the ioctl does with it
+/// (see [`DrmIo::ioctl`]).
+pub unsafe fn call_with_pointers<T: Pod>(
+    io: &dyn DrmIo,
+    request: u32,
+    arg: &mut T,
+) -> Result<(), Errno> {
+    if uapi::ioc_size(request) != std::mem::size_of::<T>() {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: the caller guarantees the pointers inside `arg`.
+    unsafe { io.ioctl(request, bytemuck::bytes_of_mut(arg)) }
 }
 
 /// A device node opened read-write.
@@ -70,7 +121,7 @@ impl NodeFile {
 }
 
 impl DrmIo for NodeFile {
-    fn ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno> {
+    unsafe fn ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno> {
         if arg.len() != uapi::ioc_size(request) {
             return Err(Errno::EINVAL);
         }
@@ -152,12 +203,18 @@ pub fn drm_version(io: &dyn DrmIo) -> Result<DrmDriverVersion, NpuError> {
         name: name.as_mut_ptr() as u64,
         ..Default::default()
     };
-    call(io, uapi::DRM_IOCTL_VERSION, &mut v).map_err(|errno| NpuError::Ioctl {
-        op: "DRM_IOCTL_VERSION",
-        errno,
+    // SAFETY: `name` points at a live buffer of `name_len` bytes for the
+    // whole call; the date/desc pointers are null with length 0.
+    unsafe { call_with_pointers(io, uapi::DRM_IOCTL_VERSION, &mut v) }.map_err(|errno| {
+        NpuError::Ioctl {
+            op: "DRM_IOCTL_VERSION",
+            errno,
+        }
     })?;
     let len = (v.name_len as usize).min(name.len());
-    let text = String::from_utf8_lossy(&name[..len]).trim_end_matches('\0').to_string();
+    let text = String::from_utf8_lossy(&name[..len])
+        .trim_end_matches('\0')
+        .to_string();
     Ok(DrmDriverVersion {
         name: text,
         major: v.version_major,
@@ -177,7 +234,10 @@ fn sysfs_driver(class: &str, node: &str) -> Option<String> {
 pub fn candidate_nodes() -> (Vec<(PathBuf, &'static str)>, Vec<String>) {
     let mut nodes = Vec::new();
     let mut notes = Vec::new();
-    for (dir, prefix, class) in [("/dev/accel", "accel", "accel"), ("/dev/dri", "renderD", "drm")] {
+    for (dir, prefix, class) in [
+        ("/dev/accel", "accel", "accel"),
+        ("/dev/dri", "renderD", "drm"),
+    ] {
         match std::fs::read_dir(dir) {
             Ok(rd) => {
                 let mut found: Vec<PathBuf> = rd
@@ -213,19 +273,29 @@ pub fn find_npu_node() -> Result<FoundNode, NpuError> {
     let (nodes, mut reasons) = candidate_nodes();
     let mut denied = None;
     for (path, class) in nodes {
-        let node = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let node = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         match NodeFile::open(&path) {
             Ok(io) => match drm_version(&io) {
-                Ok(v) if v.name == "rknpu" || v.name == "rocket" => return Ok(FoundNode { io, version: v }),
+                Ok(v) if v.name == "rknpu" || v.name == "rocket" => {
+                    return Ok(FoundNode { io, version: v })
+                }
                 Ok(v) => reasons.push(format!("{} is driven by {}", path.display(), v.name)),
                 Err(e) => reasons.push(format!("{}: {e}", path.display())),
             },
             Err(NpuError::PermissionDenied { path }) => {
-                let drv = sysfs_driver(class, &node).unwrap_or_default().to_lowercase();
+                let drv = sysfs_driver(class, &node)
+                    .unwrap_or_default()
+                    .to_lowercase();
                 if drv.contains("rknpu") || drv.contains("rocket") {
                     denied = Some(path);
                 } else {
-                    reasons.push(format!("{}: permission denied (driver {drv})", path.display()));
+                    reasons.push(format!(
+                        "{}: permission denied (driver {drv})",
+                        path.display()
+                    ));
                 }
             }
             Err(e) => reasons.push(e.to_string()),
@@ -235,7 +305,9 @@ pub fn find_npu_node() -> Result<FoundNode, NpuError> {
         return Err(NpuError::PermissionDenied { path });
     }
     if Path::new("/dev/rknpu").exists() {
-        reasons.push("/dev/rknpu (misc-device build of rknpu) is not supported; use a DRM build".into());
+        reasons.push(
+            "/dev/rknpu (misc-device build of rknpu) is not supported; use a DRM build".into(),
+        );
     }
     Err(NpuError::NoDevice { reasons })
 }

@@ -12,13 +12,26 @@ pub enum NpuError {
     /// A device node exists but may not be opened by this user.
     PermissionDenied { path: PathBuf },
     /// Opening a device node failed for another reason.
-    Open { path: PathBuf, errno: nix::errno::Errno },
+    Open {
+        path: PathBuf,
+        errno: nix::errno::Errno,
+    },
     /// The kernel driver is older than the oldest this code supports.
-    DriverTooOld { driver: String, found: String, minimum: String },
+    DriverTooOld {
+        driver: String,
+        found: String,
+        minimum: String,
+    },
     /// An ioctl failed.
-    Ioctl { op: &'static str, errno: nix::errno::Errno },
+    Ioctl {
+        op: &'static str,
+        errno: nix::errno::Errno,
+    },
     /// Mapping a buffer into the process failed.
-    Mmap { len: usize, errno: nix::errno::Errno },
+    Mmap {
+        len: usize,
+        errno: nix::errno::Errno,
+    },
     /// The NPU's address registers are 32-bit: a buffer landed above 4 GiB.
     AddressAbove4G { what: String, addr: u64 },
     /// The device address space (or the simulator's memory) is exhausted.

@@ -8,10 +8,9 @@
 //! makes submits time out or fail; `high_addresses` makes the fake hand out
 //! device addresses above 4 GiB.
 //!
-//! Like the kernel, the fakes read pointers inside ioctl structs (the
-//! DRM_IOCTL_VERSION name buffer, rocket's job/task/handle arrays). They
-//! are in-process stand-ins for copy_from_user/copy_to_user and only valid
-//! with callers that pass live buffers, as this crate's drivers do.
+//! Like the kernel, the fakes follow pointers inside ioctl structs (the
+//! DRM_IOCTL_VERSION name buffer, rocket's job/task/handle arrays); that is
+//! why [`DrmIo::ioctl`] is unsafe: its caller vouches for those pointers.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -89,7 +88,10 @@ struct Common {
 impl Common {
     fn new(cfg: FakeConfig) -> Self {
         Common {
-            sim: Arc::new(SimCore::new(Arc::new(AddressSpace::new(SIM_ADDR_BASE, SIM_ADDR_LIMIT)))),
+            sim: Arc::new(SimCore::new(Arc::new(AddressSpace::new(
+                SIM_ADDR_BASE,
+                SIM_ADDR_LIMIT,
+            )))),
             high: AddressSpace::new(HIGH_BASE, HIGH_LIMIT),
             cfg,
             state: Mutex::new(State {
@@ -144,9 +146,15 @@ impl Common {
             .bos
             .values()
             .find(|b| b.mmap_offset == offset)
-            .ok_or(NpuError::Mmap { len, errno: Errno::EINVAL })?;
+            .ok_or(NpuError::Mmap {
+                len,
+                errno: Errno::EINVAL,
+            })?;
         if len as u64 > bo.mem.len() as u64 {
-            return Err(NpuError::Mmap { len, errno: Errno::EINVAL });
+            return Err(NpuError::Mmap {
+                len,
+                errno: Errno::EINVAL,
+            });
         }
         Ok(Mapping::shared(bo.mem.clone()))
     }
@@ -180,8 +188,9 @@ impl Common {
             if ver.name == 0 {
                 return Err(Errno::EFAULT);
             }
-            // SAFETY: stands in for copy_to_user: the caller (drm::drm_version)
-            // passes a live buffer of name_len bytes at `name`, and n <= name_len.
+            // SAFETY: stands in for copy_to_user: the caller of the (unsafe)
+            // ioctl guarantees a live buffer of name_len bytes at `name`,
+            // and n <= name_len.
             unsafe { std::ptr::copy_nonoverlapping(name.as_ptr(), ver.name as *mut u8, n) };
         }
         ver.name_len = name.len() as u64;
@@ -201,11 +210,12 @@ fn to_arg<T: Pod>(arg: &mut [u8], v: &T) {
     arg.copy_from_slice(bytemuck::bytes_of(v));
 }
 
-/// Reads `count` structs of `stride` bytes from a user pointer.
+/// Reads `count` structs of `stride` bytes from a user pointer (the fake's
+/// copy_from_user).
 ///
 /// # Safety
-/// `addr` must point to `count * stride` readable bytes (the fake's callers
-/// are this crate's drivers, which pass live Vecs for the ioctl's duration).
+/// `addr` must point to `count * stride` readable bytes: the contract of
+/// the unsafe [`DrmIo::ioctl`] that passed it.
 unsafe fn read_user<T: Pod>(addr: u64, count: usize, stride: usize) -> Result<Vec<T>, Errno> {
     if addr == 0 || stride < std::mem::size_of::<T>() {
         return Err(Errno::EFAULT);
@@ -229,7 +239,9 @@ pub struct FakeRknpu {
 
 impl FakeRknpu {
     pub fn new(cfg: FakeConfig) -> Arc<Self> {
-        Arc::new(FakeRknpu { c: Common::new(cfg) })
+        Arc::new(FakeRknpu {
+            c: Common::new(cfg),
+        })
     }
 
     /// The simulator running submitted jobs (fault injection lives there).
@@ -270,7 +282,10 @@ impl FakeRknpu {
         let n = arg.len().min(std::mem::size_of::<RknpuMemCreateV2>());
         bytemuck::bytes_of_mut(&mut c)[..n].copy_from_slice(&arg[..n]);
         if c.flags & !self.mem_mask() != 0 {
-            return Err(self.c.fail(Errno::EINVAL, format!("MEM_CREATE: unknown flags {:#x}", c.flags)));
+            return Err(self.c.fail(
+                Errno::EINVAL,
+                format!("MEM_CREATE: unknown flags {:#x}", c.flags),
+            ));
         }
         if c.size == 0 {
             return Err(self.c.fail(Errno::EINVAL, "MEM_CREATE: size 0".into()));
@@ -291,13 +306,22 @@ impl FakeRknpu {
         c.obj_addr = obj;
         c.dma_addr = dma;
         arg.copy_from_slice(&bytemuck::bytes_of(&c)[..n]);
-        self.c.log(format!("MEM_CREATE({} bytes struct) flags {:#x} size {}", arg.len(), c.flags, c.size));
+        self.c.log(format!(
+            "MEM_CREATE({} bytes struct) flags {:#x} size {}",
+            arg.len(),
+            c.flags,
+            c.size
+        ));
         Ok(())
     }
 
     fn handle_for_obj(&self, handle: Option<u32>, obj: u64) -> Result<u32, Errno> {
         let st = self.c.lock();
-        let found = st.bos.iter().find(|(_, b)| b.obj_addr == obj).map(|(h, _)| *h);
+        let found = st
+            .bos
+            .iter()
+            .find(|(_, b)| b.obj_addr == obj)
+            .map(|(h, _)| *h);
         drop(st);
         match (found, handle) {
             (Some(h), Some(want)) if h == want => Ok(h),
@@ -312,10 +336,15 @@ impl FakeRknpu {
     fn submit(&self, arg: &mut [u8]) -> Result<(), Errno> {
         let mut s: RknpuSubmit = from_arg(arg)?;
         if s.flags & RKNPU_JOB_PC == 0 {
-            return Err(self.c.fail(Errno::EINVAL, "SUBMIT: only PC mode is supported".into()));
+            return Err(self
+                .c
+                .fail(Errno::EINVAL, "SUBMIT: only PC mode is supported".into()));
         }
         if s.flags & !(RKNPU_JOB_PC | RKNPU_JOB_NONBLOCK | RKNPU_JOB_PINGPONG) != 0 {
-            return Err(self.c.fail(Errno::EINVAL, format!("SUBMIT: flags {:#x} need fences", s.flags)));
+            return Err(self.c.fail(
+                Errno::EINVAL,
+                format!("SUBMIT: flags {:#x} need fences", s.flags),
+            ));
         }
         if s.timeout == 0 {
             return Err(self.c.fail(Errno::EINVAL, "SUBMIT: timeout 0".into()));
@@ -336,37 +365,56 @@ impl FakeRknpu {
             (b.mem.clone(), b.size, b.flags)
         };
         if task_flags & RKNPU_MEM_KERNEL_MAPPING == 0 {
-            return Err(self.c.fail(Errno::EINVAL, "SUBMIT: task buffer lacks KERNEL_MAPPING".into()));
+            return Err(self.c.fail(
+                Errno::EINVAL,
+                "SUBMIT: task buffer lacks KERNEL_MAPPING".into(),
+            ));
         }
         let rec = std::mem::size_of::<RknpuTask>() as u64;
         let end = (u64::from(s.task_start) + u64::from(s.task_number)) * rec;
         if end > task_size {
             return Err(self.c.fail(
                 Errno::EINVAL,
-                format!("SUBMIT: tasks {}..{} outside the {task_size}-byte task buffer", s.task_start, s.task_start + s.task_number),
+                format!(
+                    "SUBMIT: tasks {}..{} outside the {task_size}-byte task buffer",
+                    s.task_start,
+                    s.task_start + s.task_number
+                ),
             ));
         }
         let mut raw = vec![0u8; (s.task_number as u64 * rec) as usize];
         task_mem
             .read((u64::from(s.task_start) * rec) as usize, &mut raw)
             .map_err(|_| Errno::EFAULT)?;
-        let tasks: Vec<RknpuTask> = raw.chunks_exact(rec as usize).map(bytemuck::pod_read_unaligned).collect();
+        let tasks: Vec<RknpuTask> = raw
+            .chunks_exact(rec as usize)
+            .map(bytemuck::pod_read_unaligned)
+            .collect();
         for (i, t) in tasks.iter().enumerate() {
             let bytes = (u64::from(t.regcfg_amount) + 4) * 8;
             if t.regcmd_addr >= 1 << 32 || !self.c.in_some_bo(t.regcmd_addr, bytes) {
                 return Err(self.c.fail(
                     Errno::EINVAL,
-                    format!("SUBMIT: task {i} regcmd {:#x} + {bytes} bytes is outside every buffer", t.regcmd_addr),
+                    format!(
+                        "SUBMIT: task {i} regcmd {:#x} + {bytes} bytes is outside every buffer",
+                        t.regcmd_addr
+                    ),
                 ));
             }
             if t.enable_mask != RKNPU_TASK_ENABLE_MASK {
-                return Err(self.c.fail(Errno::EINVAL, format!("SUBMIT: task {i} enable_mask {:#x}", t.enable_mask)));
+                return Err(self.c.fail(
+                    Errno::EINVAL,
+                    format!("SUBMIT: task {i} enable_mask {:#x}", t.enable_mask),
+                ));
             }
             if t.int_mask != RKNPU_TASK_INT_MASK_DPU {
                 // The DPU-done interrupt never arrives: a silent timeout.
                 return Err(self.c.fail(
                     Errno::ETIMEDOUT,
-                    format!("task {i} int_mask {:#x} never fires (DPU done is 0x300)", t.int_mask),
+                    format!(
+                        "task {i} int_mask {:#x} never fires (DPU done is 0x300)",
+                        t.int_mask
+                    ),
                 ));
             }
         }
@@ -377,26 +425,44 @@ impl FakeRknpu {
         }
         let first = &tasks[0];
         let amount = regs::pc_amount(first.regcfg_amount as usize + 4);
-        match self.c.sim.run_pc_chain(first.regcmd_addr as u32, amount, s.task_number) {
+        match self
+            .c
+            .sim
+            .run_pc_chain(first.regcmd_addr as u32, amount, s.task_number)
+        {
             Ok(done) => s.task_counter = done,
             Err(e) => return Err(self.c.fail(Errno::EIO, format!("NPU fault: {e}"))),
         }
         s.hw_elapse_time = 1000 * i64::from(s.task_number);
         to_arg(arg, &s);
-        self.c.log(format!("SUBMIT {} tasks on core mask {:#x}", s.task_number, s.core_mask));
+        self.c.log(format!(
+            "SUBMIT {} tasks on core mask {:#x}",
+            s.task_number, s.core_mask
+        ));
         Ok(())
     }
 }
 
 impl DrmIo for Arc<FakeRknpu> {
-    fn ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno> {
+    unsafe fn ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno> {
         if arg.len() != uapi::ioc_size(request) {
-            return Err(self.c.fail(Errno::EINVAL, format!("ioctl {request:#x}: argument size mismatch")));
+            return Err(self.c.fail(
+                Errno::EINVAL,
+                format!("ioctl {request:#x}: argument size mismatch"),
+            ));
         }
         match request {
             DRM_IOCTL_VERSION => {
                 let v = self.c.cfg.version;
-                self.c.version_reply(arg, "rknpu", ((v / 10000) as i32, ((v / 100) % 100) as i32, (v % 100) as i32))
+                self.c.version_reply(
+                    arg,
+                    "rknpu",
+                    (
+                        (v / 10000) as i32,
+                        ((v / 100) % 100) as i32,
+                        (v % 100) as i32,
+                    ),
+                )
             }
             RKNPU_ACTION => {
                 let mut a: RknpuAction = from_arg(arg)?;
@@ -407,7 +473,11 @@ impl DrmIo for Arc<FakeRknpu> {
                     RKNPU_ACT_RESET => 0,
                     RKNPU_GET_IOMMU_EN => u32::from(self.c.cfg.iommu),
                     RKNPU_GET_TOTAL_SRAM_SIZE | RKNPU_GET_FREE_SRAM_SIZE => 0,
-                    other => return Err(self.c.fail(Errno::EINVAL, format!("ACTION {other} not supported"))),
+                    other => {
+                        return Err(self
+                            .c
+                            .fail(Errno::EINVAL, format!("ACTION {other} not supported")))
+                    }
                 };
                 to_arg(arg, &a);
                 Ok(())
@@ -418,7 +488,10 @@ impl DrmIo for Arc<FakeRknpu> {
                 let st = self.c.lock();
                 let off = st.bos.get(&m.handle).map(|b| b.mmap_offset);
                 drop(st);
-                m.offset = off.ok_or_else(|| self.c.fail(Errno::EINVAL, format!("MEM_MAP: bad handle {}", m.handle)))?;
+                m.offset = off.ok_or_else(|| {
+                    self.c
+                        .fail(Errno::EINVAL, format!("MEM_MAP: bad handle {}", m.handle))
+                })?;
                 to_arg(arg, &m);
                 Ok(())
             }
@@ -430,23 +503,34 @@ impl DrmIo for Arc<FakeRknpu> {
             RKNPU_MEM_SYNC => {
                 let s: RknpuMemSync = from_arg(arg)?;
                 let h = self.handle_for_obj(None, s.obj_addr)?;
-                if s.flags == 0 || s.flags & !(RKNPU_MEM_SYNC_TO_DEVICE | RKNPU_MEM_SYNC_FROM_DEVICE) != 0 {
-                    return Err(self.c.fail(Errno::EINVAL, format!("MEM_SYNC: flags {:#x}", s.flags)));
+                if s.flags == 0
+                    || s.flags & !(RKNPU_MEM_SYNC_TO_DEVICE | RKNPU_MEM_SYNC_FROM_DEVICE) != 0
+                {
+                    return Err(self
+                        .c
+                        .fail(Errno::EINVAL, format!("MEM_SYNC: flags {:#x}", s.flags)));
                 }
                 let st = self.c.lock();
                 let b = &st.bos[&h];
                 let (cacheable, size) = (b.flags & RKNPU_MEM_CACHEABLE != 0, b.size);
                 drop(st);
                 if !cacheable {
-                    return Err(self.c.fail(Errno::EINVAL, "MEM_SYNC on a non-cacheable buffer".into()));
+                    return Err(self
+                        .c
+                        .fail(Errno::EINVAL, "MEM_SYNC on a non-cacheable buffer".into()));
                 }
-                if s.offset.checked_add(s.size).map_or(true, |e| e > size) {
-                    return Err(self.c.fail(Errno::EINVAL, format!("MEM_SYNC: range {}+{} outside {size}", s.offset, s.size)));
+                if s.offset.checked_add(s.size).is_none_or(|e| e > size) {
+                    return Err(self.c.fail(
+                        Errno::EINVAL,
+                        format!("MEM_SYNC: range {}+{} outside {size}", s.offset, s.size),
+                    ));
                 }
                 Ok(())
             }
             RKNPU_SUBMIT => self.submit(arg),
-            other => Err(self.c.fail(Errno::ENOTTY, format!("unknown ioctl {other:#x}"))),
+            other => Err(self
+                .c
+                .fail(Errno::ENOTTY, format!("unknown ioctl {other:#x}"))),
         }
     }
 
@@ -468,7 +552,9 @@ pub struct FakeRocket {
 
 impl FakeRocket {
     pub fn new(cfg: FakeConfig) -> Arc<Self> {
-        Arc::new(FakeRocket { c: Common::new(cfg) })
+        Arc::new(FakeRocket {
+            c: Common::new(cfg),
+        })
     }
 
     pub fn sim(&self) -> &Arc<SimCore> {
@@ -495,13 +581,16 @@ impl FakeRocket {
         if count == 0 {
             return Ok(Vec::new());
         }
-        // SAFETY: see read_user; the rocket driver passes live Vec<u32>s.
+        // SAFETY: the caller of the unsafe ioctl guarantees the handle arrays.
         let handles: Vec<u32> = unsafe { read_user(addr, count as usize, 4)? };
         let st = self.c.lock();
         if let Some(h) = handles.iter().find(|h| !st.bos.contains_key(h)) {
             let h = *h;
             drop(st);
-            return Err(self.c.fail(Errno::ENOENT, format!("SUBMIT: {what} handle {h} does not exist")));
+            return Err(self.c.fail(
+                Errno::ENOENT,
+                format!("SUBMIT: {what} handle {h} does not exist"),
+            ));
         }
         Ok(handles)
     }
@@ -509,33 +598,56 @@ impl FakeRocket {
     fn submit(&self, arg: &mut [u8]) -> Result<(), Errno> {
         let s: RocketSubmit = from_arg(arg)?;
         if s.reserved != 0 {
-            return Err(self.c.fail(Errno::EINVAL, "SUBMIT: reserved must be 0".into()));
+            return Err(self
+                .c
+                .fail(Errno::EINVAL, "SUBMIT: reserved must be 0".into()));
         }
         if (s.job_struct_size as usize) < std::mem::size_of::<RocketJob>() || s.job_count == 0 {
             return Err(self.c.fail(
                 Errno::EINVAL,
-                format!("SUBMIT: job_struct_size {} / job_count {}", s.job_struct_size, s.job_count),
+                format!(
+                    "SUBMIT: job_struct_size {} / job_count {}",
+                    s.job_struct_size, s.job_count
+                ),
             ));
         }
-        // SAFETY: see read_user; `jobs` points at the driver's live RocketJob array.
-        let jobs: Vec<RocketJob> = unsafe { read_user(s.jobs, s.job_count as usize, s.job_struct_size as usize)? };
+        // SAFETY: the caller of the unsafe ioctl guarantees the job array.
+        let jobs: Vec<RocketJob> =
+            unsafe { read_user(s.jobs, s.job_count as usize, s.job_struct_size as usize)? };
         for job in jobs {
-            if (job.task_struct_size as usize) < std::mem::size_of::<RocketTask>() || job.task_count == 0 {
+            if (job.task_struct_size as usize) < std::mem::size_of::<RocketTask>()
+                || job.task_count == 0
+            {
                 return Err(self.c.fail(
                     Errno::EINVAL,
-                    format!("SUBMIT: task_struct_size {} / task_count {}", job.task_struct_size, job.task_count),
+                    format!(
+                        "SUBMIT: task_struct_size {} / task_count {}",
+                        job.task_struct_size, job.task_count
+                    ),
                 ));
             }
             self.check_handles(job.in_bo_handles, job.in_bo_handle_count, "input")?;
             let outs = self.check_handles(job.out_bo_handles, job.out_bo_handle_count, "output")?;
-            // SAFETY: see read_user; `tasks` points at the driver's live task array.
-            let tasks: Vec<RocketTask> =
-                unsafe { read_user(job.tasks, job.task_count as usize, job.task_struct_size as usize)? };
+            // SAFETY: the caller of the unsafe ioctl guarantees the task arrays.
+            let tasks: Vec<RocketTask> = unsafe {
+                read_user(
+                    job.tasks,
+                    job.task_count as usize,
+                    job.task_struct_size as usize,
+                )?
+            };
             for (i, t) in tasks.iter().enumerate() {
-                if t.regcmd_count < 4 || !self.c.in_some_bo(u64::from(t.regcmd), u64::from(t.regcmd_count) * 8) {
+                if t.regcmd_count < 4
+                    || !self
+                        .c
+                        .in_some_bo(u64::from(t.regcmd), u64::from(t.regcmd_count) * 8)
+                {
                     return Err(self.c.fail(
                         Errno::EINVAL,
-                        format!("SUBMIT: task {i} regcmd {:#x} x {} outside every buffer", t.regcmd, t.regcmd_count),
+                        format!(
+                            "SUBMIT: task {i} regcmd {:#x} x {} outside every buffer",
+                            t.regcmd, t.regcmd_count
+                        ),
                     ));
                 }
             }
@@ -564,7 +676,10 @@ impl FakeRocket {
                 if link.next_addr != 0 {
                     return Err(self.c.fail(
                         Errno::EIO,
-                        format!("task {i} chains to {:#x} in its tail; rocket starts every task itself", link.next_addr),
+                        format!(
+                            "task {i} chains to {:#x} in its tail; rocket starts every task itself",
+                            link.next_addr
+                        ),
                     ));
                 }
             }
@@ -575,18 +690,22 @@ impl FakeRocket {
 }
 
 impl DrmIo for Arc<FakeRocket> {
-    fn ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno> {
+    unsafe fn ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno> {
         if arg.len() != uapi::ioc_size(request) {
-            return Err(self.c.fail(Errno::EINVAL, format!("ioctl {request:#x}: argument size mismatch")));
+            return Err(self.c.fail(
+                Errno::EINVAL,
+                format!("ioctl {request:#x}: argument size mismatch"),
+            ));
         }
         match request {
             DRM_IOCTL_VERSION => self.c.version_reply(arg, "rocket", (1, 0, 0)),
             ROCKET_CREATE_BO => {
                 let mut c: RocketCreateBo = from_arg(arg)?;
                 let high = self.c.cfg.high_addresses == HighAddresses::Always;
-                let (handle, _, dma) = self.c.create(u64::from(c.size), 0, high).map_err(|e| {
-                    self.c.fail(e, format!("CREATE_BO of {} bytes", c.size))
-                })?;
+                let (handle, _, dma) = self
+                    .c
+                    .create(u64::from(c.size), 0, high)
+                    .map_err(|e| self.c.fail(e, format!("CREATE_BO of {} bytes", c.size)))?;
                 let offset = self.c.lock().bos[&handle].mmap_offset;
                 c.handle = handle;
                 c.dma_address = dma;
@@ -598,35 +717,53 @@ impl DrmIo for Arc<FakeRocket> {
             ROCKET_PREP_BO => {
                 let p: RocketPrepBo = from_arg(arg)?;
                 if p.reserved != 0 {
-                    return Err(self.c.fail(Errno::EINVAL, "PREP_BO: reserved must be 0".into()));
+                    return Err(self
+                        .c
+                        .fail(Errno::EINVAL, "PREP_BO: reserved must be 0".into()));
                 }
                 let busy = self.c.lock().bos.get(&p.handle).map(|b| b.busy);
                 match busy {
-                    None => Err(self.c.fail(Errno::ENOENT, format!("PREP_BO: handle {} does not exist", p.handle))),
-                    Some(true) => Err(self.c.fail(Errno::ETIMEDOUT, format!("PREP_BO: handle {} still busy", p.handle))),
+                    None => Err(self.c.fail(
+                        Errno::ENOENT,
+                        format!("PREP_BO: handle {} does not exist", p.handle),
+                    )),
+                    Some(true) => Err(self.c.fail(
+                        Errno::ETIMEDOUT,
+                        format!("PREP_BO: handle {} still busy", p.handle),
+                    )),
                     Some(false) => Ok(()),
                 }
             }
             ROCKET_FINI_BO => {
                 let f: RocketFiniBo = from_arg(arg)?;
                 if f.reserved != 0 {
-                    return Err(self.c.fail(Errno::EINVAL, "FINI_BO: reserved must be 0".into()));
+                    return Err(self
+                        .c
+                        .fail(Errno::EINVAL, "FINI_BO: reserved must be 0".into()));
                 }
                 if !self.c.lock().bos.contains_key(&f.handle) {
-                    return Err(self.c.fail(Errno::ENOENT, format!("FINI_BO: handle {} does not exist", f.handle)));
+                    return Err(self.c.fail(
+                        Errno::ENOENT,
+                        format!("FINI_BO: handle {} does not exist", f.handle),
+                    ));
                 }
                 Ok(())
             }
             DRM_IOCTL_GEM_CLOSE => {
                 let g: DrmGemClose = from_arg(arg)?;
                 if g.pad != 0 {
-                    return Err(self.c.fail(Errno::EINVAL, "GEM_CLOSE: pad must be 0".into()));
+                    return Err(self
+                        .c
+                        .fail(Errno::EINVAL, "GEM_CLOSE: pad must be 0".into()));
                 }
-                self.c
-                    .destroy(g.handle)
-                    .map_err(|e| self.c.fail(e, format!("GEM_CLOSE: handle {} does not exist", g.handle)))
+                self.c.destroy(g.handle).map_err(|e| {
+                    self.c
+                        .fail(e, format!("GEM_CLOSE: handle {} does not exist", g.handle))
+                })
             }
-            other => Err(self.c.fail(Errno::ENOTTY, format!("unknown ioctl {other:#x}"))),
+            other => Err(self
+                .c
+                .fail(Errno::ENOTTY, format!("unknown ioctl {other:#x}"))),
         }
     }
 

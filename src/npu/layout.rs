@@ -30,7 +30,7 @@ pub fn get_bits(buf: &[u8], i: usize, bits: u32) -> u32 {
     match bits {
         4 => {
             let b = buf[i / 2];
-            u32::from(if i % 2 == 0 { b & 0xF } else { b >> 4 })
+            u32::from(if i.is_multiple_of(2) { b & 0xF } else { b >> 4 })
         }
         8 => u32::from(buf[i]),
         16 => u32::from(u16::from_le_bytes([buf[2 * i], buf[2 * i + 1]])),
@@ -44,7 +44,7 @@ pub fn set_bits(buf: &mut [u8], i: usize, bits: u32, v: u32) {
         4 => {
             let b = &mut buf[i / 2];
             let v = (v & 0xF) as u8;
-            *b = if i % 2 == 0 {
+            *b = if i.is_multiple_of(2) {
                 (*b & 0xF0) | v
             } else {
                 (*b & 0x0F) | (v << 4)
@@ -73,7 +73,12 @@ pub fn pack_a(vals: &[u32], rows: usize, depth: usize, bits: u32) -> Vec<u8> {
     let mut out = vec![0u8; a_bytes(rows, depth, bits)];
     for m in 0..rows {
         for k in 0..depth {
-            set_bits(&mut out, a_index(m, k, rows, atom), bits, vals[m * depth + k]);
+            set_bits(
+                &mut out,
+                a_index(m, k, rows, atom),
+                bits,
+                vals[m * depth + k],
+            );
         }
     }
     out
@@ -84,7 +89,12 @@ pub fn pack_b(vals: &[u32], cols: usize, depth: usize, bits: u32, group: usize) 
     let mut out = vec![0u8; a_bytes(cols, depth, bits)];
     for n in 0..cols {
         for k in 0..depth {
-            set_bits(&mut out, b_index(n, k, depth, group), bits, vals[n * depth + k]);
+            set_bits(
+                &mut out,
+                b_index(n, k, depth, group),
+                bits,
+                vals[n * depth + k],
+            );
         }
     }
     out

@@ -11,16 +11,27 @@
 use super::device::{Job, NpuBuffer, NpuDevice, TaskRef};
 use super::error::NpuError;
 use super::layout;
-use super::task::{self, MatmulType, TaskDesc, BODY_ENTRIES, CBUF_BANKS, CBUF_BANK_BYTES, TASK_ENTRIES};
+use super::task::{
+    self, MatmulType, TaskDesc, BODY_ENTRIES, CBUF_BANKS, CBUF_BANK_BYTES, TASK_ENTRIES,
+};
 
 /// Matmul operands, row-major: A is M x K, B is N x K (C = A * B^T).
 #[derive(Clone, Copy, Debug)]
 pub enum Operands<'a> {
-    Int8 { a: &'a [i8], b: &'a [i8] },
+    Int8 {
+        a: &'a [i8],
+        b: &'a [i8],
+    },
     /// FP16 bit patterns.
-    Fp16 { a: &'a [u16], b: &'a [u16] },
+    Fp16 {
+        a: &'a [u16],
+        b: &'a [u16],
+    },
     /// Values in [-8, 7].
-    Int4 { a: &'a [i8], b: &'a [i8] },
+    Int4 {
+        a: &'a [i8],
+        b: &'a [i8],
+    },
 }
 
 /// Weight operand alone (for weights prepared once).
@@ -135,16 +146,26 @@ fn split(total: usize, max: usize, align: usize) -> Vec<Span> {
 }
 
 /// Plans a matmul of M x K by N x K.
-pub fn plan(ty: MatmulType, m: usize, k: usize, n: usize, opts: &MatmulOptions) -> Result<Plan, NpuError> {
+pub fn plan(
+    ty: MatmulType,
+    m: usize,
+    k: usize,
+    n: usize,
+    opts: &MatmulOptions,
+) -> Result<Plan, NpuError> {
     let bad = |s: String| Err(NpuError::InvalidShape(s));
     if m == 0 || k == 0 || n == 0 {
         return bad(format!("empty matmul M={m} K={k} N={n}"));
     }
-    if k % 32 != 0 {
+    if !k.is_multiple_of(32) {
         return bad(format!("K={k} must be a multiple of 32 (pad the operands)"));
     }
-    if n % ty.b_group() != 0 {
-        return bad(format!("N={n} must be a multiple of {} for {}", ty.b_group(), ty.name()));
+    if !n.is_multiple_of(ty.b_group()) {
+        return bad(format!(
+            "N={n} must be a multiple of {} for {}",
+            ty.b_group(),
+            ty.name()
+        ));
     }
     if opts.cores.is_empty() {
         return bad("no NPU cores selected".into());
@@ -276,7 +297,13 @@ pub struct PlannedTask {
 /// Every task of the plan, in submission order per core (N tile, then M
 /// tile, then K segment), with A/B/C at the given device addresses; returns
 /// the tasks and the C buffer size.
-pub fn plan_tasks(p: &Plan, r: &Regions, a_base: u32, b_base: u32, c_base: u32) -> Result<(Vec<PlannedTask>, usize), NpuError> {
+pub fn plan_tasks(
+    p: &Plan,
+    r: &Regions,
+    a_base: u32,
+    b_base: u32,
+    c_base: u32,
+) -> Result<(Vec<PlannedTask>, usize), NpuError> {
     let addr = |base: u32, off: usize| -> Result<u32, NpuError> {
         let a = base as u64 + off as u64;
         u32::try_from(a).map_err(|_| NpuError::AddressAbove4G {
@@ -314,16 +341,25 @@ pub fn plan_tasks(p: &Plan, r: &Regions, a_base: u32, b_base: u32, c_base: u32) 
     Ok((tasks, c_total))
 }
 
-fn bits_of_weights(w: &Weights<'_>, ty: MatmulType, n: usize, k: usize) -> Result<Vec<u32>, NpuError> {
+fn bits_of_weights(
+    w: &Weights<'_>,
+    ty: MatmulType,
+    n: usize,
+    k: usize,
+) -> Result<Vec<u32>, NpuError> {
     let want = n * k;
     let v: Vec<u32> = match (w, ty) {
-        (Weights::Int8(b), MatmulType::Int8) if b.len() == want => b.iter().map(|&x| u32::from(x as u8)).collect(),
+        (Weights::Int8(b), MatmulType::Int8) if b.len() == want => {
+            b.iter().map(|&x| u32::from(x as u8)).collect()
+        }
         (Weights::Fp16(b), MatmulType::Fp16 | MatmulType::Fp16Out16) if b.len() == want => {
             b.iter().map(|&x| u32::from(x)).collect()
         }
         (Weights::Int4(b), MatmulType::Int4) if b.len() == want => {
             if let Some(x) = b.iter().find(|x| !(-8..=7).contains(*x)) {
-                return Err(NpuError::BadOperands(format!("int4 weight {x} outside [-8, 7]")));
+                return Err(NpuError::BadOperands(format!(
+                    "int4 weight {x} outside [-8, 7]"
+                )));
             }
             b.iter().map(|&x| u32::from(x as u8 & 0xF)).collect()
         }
@@ -337,16 +373,25 @@ fn bits_of_weights(w: &Weights<'_>, ty: MatmulType, n: usize, k: usize) -> Resul
     Ok(v)
 }
 
-fn bits_of_activations(a: &Activations<'_>, ty: MatmulType, m: usize, k: usize) -> Result<Vec<u32>, NpuError> {
+fn bits_of_activations(
+    a: &Activations<'_>,
+    ty: MatmulType,
+    m: usize,
+    k: usize,
+) -> Result<Vec<u32>, NpuError> {
     let want = m * k;
     let v: Vec<u32> = match (a, ty) {
-        (Activations::Int8(x), MatmulType::Int8) if x.len() == want => x.iter().map(|&v| u32::from(v as u8)).collect(),
+        (Activations::Int8(x), MatmulType::Int8) if x.len() == want => {
+            x.iter().map(|&v| u32::from(v as u8)).collect()
+        }
         (Activations::Fp16(x), MatmulType::Fp16 | MatmulType::Fp16Out16) if x.len() == want => {
             x.iter().map(|&v| u32::from(v)).collect()
         }
         (Activations::Int4(x), MatmulType::Int4) if x.len() == want => {
             if let Some(v) = x.iter().find(|v| !(-8..=7).contains(*v)) {
-                return Err(NpuError::BadOperands(format!("int4 activation {v} outside [-8, 7]")));
+                return Err(NpuError::BadOperands(format!(
+                    "int4 activation {v} outside [-8, 7]"
+                )));
             }
             x.iter().map(|&v| u32::from(v as u8 & 0xF)).collect()
         }
@@ -421,12 +466,19 @@ impl PreparedWeights {
     }
 
     /// C = A * B^T for A of M x K.
-    pub fn matmul(&self, dev: &dyn NpuDevice, a: Activations<'_>, m: usize) -> Result<MatmulOutput, NpuError> {
+    pub fn matmul(
+        &self,
+        dev: &dyn NpuDevice,
+        a: Activations<'_>,
+        m: usize,
+    ) -> Result<MatmulOutput, NpuError> {
         let ty = self.ty;
         let (k, n) = (self.k, self.n);
         let p = plan(ty, m, k, n, &self.opts)?;
         if p.k_segs != self.k_segs || p.n_tiles != self.n_tiles {
-            return Err(NpuError::InvalidShape("tiling changed since the weights were prepared".into()));
+            return Err(NpuError::InvalidShape(
+                "tiling changed since the weights were prepared".into(),
+            ));
         }
         let r = regions(&p);
         let vals = bits_of_activations(&a, ty, m, k)?;
@@ -440,11 +492,15 @@ impl PreparedWeights {
                 for rr in 0..ms.len {
                     let row = ms.start + rr;
                     if row < m {
-                        sub[rr * ks.len..(rr + 1) * ks.len]
-                            .copy_from_slice(&vals[row * k + ks.start..row * k + ks.start + ks.len]);
+                        sub[rr * ks.len..(rr + 1) * ks.len].copy_from_slice(
+                            &vals[row * k + ks.start..row * k + ks.start + ks.len],
+                        );
                     }
                 }
-                a_buf.write(r.a_offsets[mi][ki], &layout::pack_a(&sub, ms.len, ks.len, bits))?;
+                a_buf.write(
+                    r.a_offsets[mi][ki],
+                    &layout::pack_a(&sub, ms.len, ks.len, bits),
+                )?;
             }
         }
         a_buf.sync_to_device()?;
@@ -452,7 +508,13 @@ impl PreparedWeights {
         // Output tiles; the C address is only known after allocating.
         let (_, c_total) = plan_tasks(&p, &r, 0, 0, 0)?;
         let c_buf = dev.alloc(c_total)?;
-        let (tasks, _) = plan_tasks(&p, &r, a_buf.dma_addr(), self.buf.dma_addr(), c_buf.dma_addr())?;
+        let (tasks, _) = plan_tasks(
+            &p,
+            &r,
+            a_buf.dma_addr(),
+            self.buf.dma_addr(),
+            c_buf.dma_addr(),
+        )?;
 
         // Submit: per core, chunks of chained tasks, one submit at a time.
         let chaining = dev.chaining();
@@ -462,10 +524,15 @@ impl PreparedWeights {
         cores.sort_unstable();
         cores.dedup();
         for core in cores {
-            let mine: Vec<TaskDesc> = tasks.iter().filter(|t| t.core == core).map(|t| t.desc).collect();
+            let mine: Vec<TaskDesc> = tasks
+                .iter()
+                .filter(|t| t.core == core)
+                .map(|t| t.desc)
+                .collect();
             for group in mine.chunks(chunk) {
                 let mut regcmd = dev.alloc(group.len() * TASK_ENTRIES * 8)?;
-                let (words, offsets) = task::build_command_buffer(group, regcmd.dma_addr(), chaining)?;
+                let (words, offsets) =
+                    task::build_command_buffer(group, regcmd.dma_addr(), chaining)?;
                 regcmd.write_words(0, &words)?;
                 regcmd.sync_to_device()?;
                 let refs: Vec<TaskRef> = offsets
@@ -493,7 +560,14 @@ impl PreparedWeights {
         let is_int = matches!(ty, MatmulType::Int8 | MatmulType::Int4);
         let mut acc_i = vec![0i32; if is_int { m * n } else { 0 }];
         let mut acc_f = vec![0f32; if ty == MatmulType::Fp16 { m * n } else { 0 }];
-        let mut out_h = vec![0u16; if ty == MatmulType::Fp16Out16 { m * n } else { 0 }];
+        let mut out_h = vec![
+            0u16;
+            if ty == MatmulType::Fp16Out16 {
+                m * n
+            } else {
+                0
+            }
+        ];
         for t in &tasks {
             let (mt, nt) = (t.m_tile, t.n_tile);
             let mut raw = vec![0u8; mt.len * nt.len * out_bytes as usize];
@@ -506,7 +580,9 @@ impl PreparedWeights {
                     let dst = row * n + nt.start + c;
                     match ty {
                         MatmulType::Int8 => acc_i[dst] = acc_i[dst].wrapping_add(v as i32),
-                        MatmulType::Int4 => acc_i[dst] = acc_i[dst].wrapping_add(i32::from(v as u16 as i16)),
+                        MatmulType::Int4 => {
+                            acc_i[dst] = acc_i[dst].wrapping_add(i32::from(v as u16 as i16))
+                        }
                         MatmulType::Fp16 => acc_f[dst] += f32::from_bits(v),
                         MatmulType::Fp16Out16 => out_h[dst] = v as u16,
                     }
@@ -555,7 +631,14 @@ pub fn reference_int8(a: &[i8], b: &[i8], m: usize, k: usize, n: usize) -> Vec<i
 
 /// CPU reference for int4: per K segment the INT16 result saturates (the
 /// simulator's documented behaviour); segments are added in INT32.
-pub fn reference_int4(a: &[i8], b: &[i8], m: usize, k: usize, n: usize, k_segs: &[Span]) -> Vec<i32> {
+pub fn reference_int4(
+    a: &[i8],
+    b: &[i8],
+    m: usize,
+    k: usize,
+    n: usize,
+    k_segs: &[Span],
+) -> Vec<i32> {
     let mut c = vec![0i32; m * n];
     for i in 0..m {
         for j in 0..n {
@@ -575,8 +658,14 @@ pub fn reference_int4(a: &[i8], b: &[i8], m: usize, k: usize, n: usize, k_segs: 
 /// CPU reference for fp16 inputs: exact sums in f64, plus the sum of
 /// |products| (for error bounds).
 pub fn reference_fp16(a: &[u16], b: &[u16], m: usize, k: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
-    let af: Vec<f64> = a.iter().map(|&h| f64::from(half::f16::from_bits(h).to_f32())).collect();
-    let bf: Vec<f64> = b.iter().map(|&h| f64::from(half::f16::from_bits(h).to_f32())).collect();
+    let af: Vec<f64> = a
+        .iter()
+        .map(|&h| f64::from(half::f16::from_bits(h).to_f32()))
+        .collect();
+    let bf: Vec<f64> = b
+        .iter()
+        .map(|&h| f64::from(half::f16::from_bits(h).to_f32()))
+        .collect();
     let mut c = vec![0f64; m * n];
     let mut mag = vec![0f64; m * n];
     for i in 0..m {
@@ -625,11 +714,21 @@ mod tests {
         assert!(p.m_tiles.iter().all(|t| t.len <= mmax && t.len % 4 == 0));
         assert_eq!(p.m_tiles.iter().map(|t| t.len).sum::<usize>(), 100);
         assert_eq!(p.n_tiles.len(), 3);
-        assert_eq!(p.n_tiles.iter().map(|t| t.1).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(
+            p.n_tiles.iter().map(|t| t.1).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
     }
 
     #[test]
     fn fp16_out16_refuses_k_split() {
-        assert!(plan(MatmulType::Fp16Out16, 4, 16384, 16, &MatmulOptions::default()).is_err());
+        assert!(plan(
+            MatmulType::Fp16Out16,
+            4,
+            16384,
+            16,
+            &MatmulOptions::default()
+        )
+        .is_err());
     }
 }

@@ -34,10 +34,11 @@ unsafe impl Sync for SharedMem {}
 impl SharedMem {
     pub fn new(len: usize) -> Result<Arc<SharedMem>, NpuError> {
         let size = len.max(1).div_ceil(PAGE) * PAGE;
-        let layout = Layout::from_size_align(size, PAGE).map_err(|_| NpuError::OutOfDeviceMemory {
-            requested: len as u64,
-            available: 0,
-        })?;
+        let layout =
+            Layout::from_size_align(size, PAGE).map_err(|_| NpuError::OutOfDeviceMemory {
+                requested: len as u64,
+                available: 0,
+            })?;
         // SAFETY: layout has non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).ok_or(NpuError::OutOfDeviceMemory {
@@ -71,7 +72,11 @@ impl SharedMem {
         // SAFETY: range checked above; source and destination are distinct
         // allocations (out is a Rust slice, never part of this block).
         unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len())
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            )
         };
         Ok(())
     }
@@ -93,7 +98,12 @@ impl SharedMem {
 impl Drop for SharedMem {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with exactly this size and alignment.
-        unsafe { dealloc(self.ptr.as_ptr(), Layout::from_size_align_unchecked(self.len, PAGE)) }
+        unsafe {
+            dealloc(
+                self.ptr.as_ptr(),
+                Layout::from_size_align_unchecked(self.len, PAGE),
+            )
+        }
     }
 }
 
@@ -164,7 +174,11 @@ impl Mapping {
         self.check(offset, out.len())?;
         // SAFETY: range checked; the mapping is live for self's lifetime.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len())
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            )
         };
         Ok(())
     }
@@ -254,20 +268,24 @@ impl AddressSpace {
     }
 
     pub fn read(&self, addr: u64, out: &mut [u8], what: &str) -> Result<(), NpuError> {
-        let (mem, off) = self.resolve(addr, out.len()).ok_or_else(|| NpuError::BadDeviceAddress {
-            addr,
-            len: out.len() as u64,
-            what: what.to_string(),
-        })?;
+        let (mem, off) =
+            self.resolve(addr, out.len())
+                .ok_or_else(|| NpuError::BadDeviceAddress {
+                    addr,
+                    len: out.len() as u64,
+                    what: what.to_string(),
+                })?;
         mem.read(off, out)
     }
 
     pub fn write(&self, addr: u64, data: &[u8], what: &str) -> Result<(), NpuError> {
-        let (mem, off) = self.resolve(addr, data.len()).ok_or_else(|| NpuError::BadDeviceAddress {
-            addr,
-            len: data.len() as u64,
-            what: what.to_string(),
-        })?;
+        let (mem, off) =
+            self.resolve(addr, data.len())
+                .ok_or_else(|| NpuError::BadDeviceAddress {
+                    addr,
+                    len: data.len() as u64,
+                    what: what.to_string(),
+                })?;
         mem.write(off, data)
     }
 

@@ -34,7 +34,10 @@ pub fn open_hardware() -> Result<Box<dyn NpuDevice>, NpuError> {
     if found.version.name == "rknpu" {
         Ok(Box::new(rknpu::RknpuDevice::open(Box::new(found.io))?))
     } else {
-        Ok(Box::new(rocket::RocketDevice::open(Box::new(found.io), version)))
+        Ok(Box::new(rocket::RocketDevice::open(
+            Box::new(found.io),
+            version,
+        )))
     }
 }
 

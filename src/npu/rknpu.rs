@@ -23,7 +23,10 @@ struct Inner {
 
 impl Inner {
     fn action(&self, action: u32, value: u32) -> Result<u32, Errno> {
-        let mut a = RknpuAction { flags: action, value };
+        let mut a = RknpuAction {
+            flags: action,
+            value,
+        };
         call(self.io.as_ref(), RKNPU_ACTION, &mut a)?;
         Ok(a.value)
     }
@@ -144,8 +147,14 @@ impl RknpuDevice {
             cores: 3,
             iommu,
             freq_hz: inner.action(RKNPU_GET_FREQ, 0).ok().map(u64::from),
-            sram_total: inner.action(RKNPU_GET_TOTAL_SRAM_SIZE, 0).ok().map(u64::from),
-            sram_free: inner.action(RKNPU_GET_FREE_SRAM_SIZE, 0).ok().map(u64::from),
+            sram_total: inner
+                .action(RKNPU_GET_TOTAL_SRAM_SIZE, 0)
+                .ok()
+                .map(u64::from),
+            sram_free: inner
+                .action(RKNPU_GET_FREE_SRAM_SIZE, 0)
+                .ok()
+                .map(u64::from),
             address_space: 1 << 32,
         };
         Ok(RknpuDevice {
@@ -224,7 +233,8 @@ impl NpuDevice for RknpuDevice {
             });
         }
         // The driver reads the task records through a kernel mapping.
-        let mut task_buf = self.alloc_flags(job.tasks.len() * std::mem::size_of::<RknpuTask>(), true)?;
+        let mut task_buf =
+            self.alloc_flags(job.tasks.len() * std::mem::size_of::<RknpuTask>(), true)?;
         let mut records = Vec::with_capacity(job.tasks.len());
         for t in job.tasks {
             let addr = job.regcmd.dma_addr() as u64 + t.offset as u64;

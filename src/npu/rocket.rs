@@ -22,11 +22,14 @@ struct Inner {
 /// Absolute CLOCK_MONOTONIC deadline `ms` from now, in ns (PREP_BO wants an
 /// absolute time, not a duration).
 fn deadline_ns(ms: u32) -> i64 {
-    let mut ts = nix::libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec into the live local `ts`.
     let ret = unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_MONOTONIC, &mut ts) };
     let now = if ret == 0 {
-        i64::from(ts.tv_sec) * 1_000_000_000 + i64::from(ts.tv_nsec)
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
     } else {
         0
     };
@@ -53,7 +56,10 @@ impl Inner {
     }
 
     fn fini(&self, handle: u32) -> Result<(), NpuError> {
-        let mut f = RocketFiniBo { handle, reserved: 0 };
+        let mut f = RocketFiniBo {
+            handle,
+            reserved: 0,
+        };
         call(self.io.as_ref(), ROCKET_FINI_BO, &mut f).map_err(|errno| NpuError::Ioctl {
             op: "ROCKET_FINI_BO",
             errno,
@@ -132,9 +138,11 @@ impl NpuDevice for RocketDevice {
             size: size32,
             ..Default::default()
         };
-        call(self.inner.io.as_ref(), ROCKET_CREATE_BO, &mut c).map_err(|errno| NpuError::Ioctl {
-            op: "ROCKET_CREATE_BO",
-            errno,
+        call(self.inner.io.as_ref(), ROCKET_CREATE_BO, &mut c).map_err(|errno| {
+            NpuError::Ioctl {
+                op: "ROCKET_CREATE_BO",
+                errno,
+            }
         })?;
         let dma_addr = match check_dma_addr("rocket buffer", c.dma_address, size as u64) {
             Ok(a) => a,
@@ -196,23 +204,29 @@ impl NpuDevice for RocketDevice {
         };
         let _guard = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
         // `tasks`, `ins`, `outs` and `rjob` outlive the ioctl, which copies them.
-        call(self.inner.io.as_ref(), ROCKET_SUBMIT, &mut sub).map_err(|errno| match errno {
-            Errno::EIO => NpuError::SubmitFailed {
-                reason: "the driver rejected or aborted the job (EIO)".into(),
-            },
-            errno => NpuError::Ioctl {
-                op: "ROCKET_SUBMIT",
-                errno,
-            },
-        })?;
+        // SAFETY: `sub.jobs` points at `rjob`, whose task and handle
+        // pointers point at `tasks`, `ins` and `outs`; all live until after
+        // the call, with the counts and struct sizes given.
+        unsafe { super::drm::call_with_pointers(self.inner.io.as_ref(), ROCKET_SUBMIT, &mut sub) }
+            .map_err(|errno| match errno {
+                Errno::EIO => NpuError::SubmitFailed {
+                    reason: "the driver rejected or aborted the job (EIO)".into(),
+                },
+                errno => NpuError::Ioctl {
+                    op: "ROCKET_SUBMIT",
+                    errno,
+                },
+            })?;
         // Completion: wait on every output buffer.
         for b in job.outputs {
-            self.inner.prep(b.handle(), job.timeout_ms).map_err(|e| match e {
-                NpuError::SubmitTimeout { .. } => NpuError::SubmitTimeout {
-                    timeout_ms: job.timeout_ms,
-                },
-                e => e,
-            })?;
+            self.inner
+                .prep(b.handle(), job.timeout_ms)
+                .map_err(|e| match e {
+                    NpuError::SubmitTimeout { .. } => NpuError::SubmitTimeout {
+                        timeout_ms: job.timeout_ms,
+                    },
+                    e => e,
+                })?;
         }
         Ok(JobStats {
             tasks_done: job.tasks.len() as u32,

@@ -36,21 +36,99 @@ pub struct CaseResult {
 pub fn ladder(include_int4: bool) -> Vec<Case> {
     use MatmulType::*;
     let mut v = vec![
-        Case { ty: Int8, m: 4, k: 64, n: 32, what: "known-good int8" },
-        Case { ty: Fp16, m: 4, k: 32, n: 16, what: "known-good fp16" },
-        Case { ty: Fp16Out16, m: 4, k: 32, n: 16, what: "fp16 output" },
-        Case { ty: Int8, m: 1, k: 256, n: 64, what: "decode M=1" },
-        Case { ty: Fp16, m: 1, k: 512, n: 64, what: "decode M=1" },
-        Case { ty: Fp16, m: 37, k: 256, n: 48, what: "M padded to 40" },
-        Case { ty: Int8, m: 64, k: 512, n: 96, what: "N over cores" },
-        Case { ty: Fp16, m: 200, k: 1024, n: 32, what: "M split (chained tasks)" },
-        Case { ty: Int8, m: 8, k: 9216, n: 32, what: "K split (CPU sum)" },
-        Case { ty: Fp16, m: 4, k: 9216, n: 16, what: "K split (CPU sum)" },
-        Case { ty: Fp16Out16, m: 64, k: 2048, n: 64, what: "fp16 output, larger" },
+        Case {
+            ty: Int8,
+            m: 4,
+            k: 64,
+            n: 32,
+            what: "known-good int8",
+        },
+        Case {
+            ty: Fp16,
+            m: 4,
+            k: 32,
+            n: 16,
+            what: "known-good fp16",
+        },
+        Case {
+            ty: Fp16Out16,
+            m: 4,
+            k: 32,
+            n: 16,
+            what: "fp16 output",
+        },
+        Case {
+            ty: Int8,
+            m: 1,
+            k: 256,
+            n: 64,
+            what: "decode M=1",
+        },
+        Case {
+            ty: Fp16,
+            m: 1,
+            k: 512,
+            n: 64,
+            what: "decode M=1",
+        },
+        Case {
+            ty: Fp16,
+            m: 37,
+            k: 256,
+            n: 48,
+            what: "M padded to 40",
+        },
+        Case {
+            ty: Int8,
+            m: 64,
+            k: 512,
+            n: 96,
+            what: "N over cores",
+        },
+        Case {
+            ty: Fp16,
+            m: 200,
+            k: 1024,
+            n: 32,
+            what: "M split (chained tasks)",
+        },
+        Case {
+            ty: Int8,
+            m: 8,
+            k: 9216,
+            n: 32,
+            what: "K split (CPU sum)",
+        },
+        Case {
+            ty: Fp16,
+            m: 4,
+            k: 9216,
+            n: 16,
+            what: "K split (CPU sum)",
+        },
+        Case {
+            ty: Fp16Out16,
+            m: 64,
+            k: 2048,
+            n: 64,
+            what: "fp16 output, larger",
+        },
     ];
     if include_int4 {
-        v.push(Case { ty: Int4, m: 4, k: 64, n: 64, what: "int4 (experimental)" });
-        v.push(Case { ty: Int4, m: 16, k: 512, n: 128, what: "int4 (experimental)" });
+        v.push(Case {
+            ty: Int4,
+            m: 4,
+            k: 64,
+            n: 64,
+            what: "int4 (experimental)",
+        });
+        v.push(Case {
+            ty: Int4,
+            m: 16,
+            k: 512,
+            n: 128,
+            what: "int4 (experimental)",
+        });
     }
     v
 }
@@ -83,7 +161,9 @@ impl Rng {
 pub fn run_case(dev: &dyn NpuDevice, case: Case, opts: &MatmulOptions, seed: u64) -> CaseResult {
     let Case { ty, m, k, n, .. } = case;
     let mut rng = Rng::new(seed);
-    let tasks = matmul::plan(ty, m, k, n, opts).map(|p| p.tasks()).unwrap_or(0);
+    let tasks = matmul::plan(ty, m, k, n, opts)
+        .map(|p| p.tasks())
+        .unwrap_or(0);
     let start = Instant::now();
     let mut res = CaseResult {
         case,
@@ -96,7 +176,11 @@ pub fn run_case(dev: &dyn NpuDevice, case: Case, opts: &MatmulOptions, seed: u64
     };
     let outcome = match ty {
         MatmulType::Int8 | MatmulType::Int4 => {
-            let (lo, hi) = if ty == MatmulType::Int8 { (-128, 127) } else { (-8, 7) };
+            let (lo, hi) = if ty == MatmulType::Int8 {
+                (-128, 127)
+            } else {
+                (-8, 7)
+            };
             let a: Vec<i8> = (0..m * k).map(|_| rng.i8_in(lo, hi)).collect();
             let b: Vec<i8> = (0..n * k).map(|_| rng.i8_in(lo, hi)).collect();
             let ops = if ty == MatmulType::Int8 {
@@ -108,7 +192,9 @@ pub fn run_case(dev: &dyn NpuDevice, case: Case, opts: &MatmulOptions, seed: u64
                 let want = if ty == MatmulType::Int8 {
                     matmul::reference_int8(&a, &b, m, k, n)
                 } else {
-                    let segs = matmul::plan(ty, m, k, n, opts).map(|p| p.k_segs).unwrap_or_default();
+                    let segs = matmul::plan(ty, m, k, n, opts)
+                        .map(|p| p.k_segs)
+                        .unwrap_or_default();
                     matmul::reference_int4(&a, &b, m, k, n, &segs)
                 };
                 match out {
@@ -132,7 +218,10 @@ pub fn run_case(dev: &dyn NpuDevice, case: Case, opts: &MatmulOptions, seed: u64
                 let (exact, mag) = matmul::reference_fp16(&a, &b, m, k, n);
                 let got: Vec<f64> = match out {
                     MatmulOutput::F32(v) => v.iter().map(|x| f64::from(*x)).collect(),
-                    MatmulOutput::F16(v) => v.iter().map(|h| f64::from(half::f16::from_bits(*h).to_f32())).collect(),
+                    MatmulOutput::F16(v) => v
+                        .iter()
+                        .map(|h| f64::from(half::f16::from_bits(*h).to_f32()))
+                        .collect(),
                     MatmulOutput::I32(_) => vec![f64::INFINITY; m * n],
                 };
                 let out16 = ty == MatmulType::Fp16Out16;
@@ -141,7 +230,9 @@ pub fn run_case(dev: &dyn NpuDevice, case: Case, opts: &MatmulOptions, seed: u64
                     let err = (got[i] - exact[i]).abs();
                     let ratio = err / matmul::fp16_error_bound(k, mag[i], exact[i], out16);
                     worst.0 = worst.0.max(if err.is_nan() { f64::INFINITY } else { err });
-                    worst.1 = worst.1.max(if ratio.is_nan() { f64::INFINITY } else { ratio });
+                    worst.1 = worst
+                        .1
+                        .max(if ratio.is_nan() { f64::INFINITY } else { ratio });
                 }
                 worst
             })

@@ -158,14 +158,17 @@ struct RegFile {
 
 impl RegFile {
     fn get(&self, target: u16, offset: u16) -> Result<u32, NpuError> {
-        self.vals.get(&(target, offset)).copied().ok_or_else(|| NpuError::BadRegister {
-            task: self.task,
-            block: regs::block_name(target),
-            name: regs::register_name(target, offset).unwrap_or("?"),
-            offset,
-            value: 0,
-            reason: "not programmed in this task".into(),
-        })
+        self.vals
+            .get(&(target, offset))
+            .copied()
+            .ok_or_else(|| NpuError::BadRegister {
+                task: self.task,
+                block: regs::block_name(target),
+                name: regs::register_name(target, offset).unwrap_or("?"),
+                offset,
+                value: 0,
+                reason: "not programmed in this task".into(),
+            })
     }
 
     fn bad(&self, target: u16, offset: u16, reason: impl Into<String>) -> NpuError {
@@ -233,7 +236,12 @@ impl SimCore {
 
     /// Vendor PC mode: runs `task_number` tasks starting at `first_addr`
     /// with `amount`, following the tails. Returns the tasks completed.
-    pub fn run_pc_chain(&self, first_addr: u32, amount: u32, task_number: u32) -> Result<u32, NpuError> {
+    pub fn run_pc_chain(
+        &self,
+        first_addr: u32,
+        amount: u32,
+        task_number: u32,
+    ) -> Result<u32, NpuError> {
         let (mut addr, mut amount) = (first_addr, amount);
         for i in 0..task_number as usize {
             let link = self.run_task(i, addr, regs::entries_for_amount(amount))?;
@@ -255,14 +263,15 @@ impl SimCore {
 
     /// Runs the task whose `entries` u64 command words start at `addr`.
     pub fn run_task(&self, task: usize, addr: u32, entries: usize) -> Result<TailLink, NpuError> {
-        if addr % 16 != 0 {
+        if !addr.is_multiple_of(16) {
             return Err(NpuError::BadCommandStream {
                 task,
                 reason: format!("register commands at {addr:#x} are not 16-byte aligned"),
             });
         }
         let mut bytes = vec![0u8; entries * 8];
-        self.mem.read(addr as u64, &mut bytes, "register commands")?;
+        self.mem
+            .read(addr as u64, &mut bytes, "register commands")?;
         let mut file = RegFile {
             task,
             vals: HashMap::new(),
@@ -309,7 +318,9 @@ impl SimCore {
                         return Err(bad("operation enable must write offset 0x0008".into()));
                     }
                     if !marker {
-                        return Err(bad("operation enable without the preceding 0x0041 marker".into()));
+                        return Err(bad(
+                            "operation enable without the preceding 0x0041 marker".into()
+                        ));
                     }
                     let want = regs::OP_EN_PC | regs::OP_EN_CNA | regs::OP_EN_DPU;
                     if w.value != want {
@@ -346,8 +357,10 @@ impl SimCore {
         let bits = op.input.bits();
         let mut a = vec![0u8; layout::a_bytes(m, k, bits)];
         let mut b = vec![0u8; layout::a_bytes(n, k, bits)];
-        self.mem.read(op.a as u64, &mut a, &format!("task {task} input (A)"))?;
-        self.mem.read(op.b as u64, &mut b, &format!("task {task} weights (B)"))?;
+        self.mem
+            .read(op.a as u64, &mut a, &format!("task {task} input (A)"))?;
+        self.mem
+            .read(op.b as u64, &mut b, &format!("task {task} weights (B)"))?;
         let a_atom = (128 / bits) as usize;
         let group = op.input.group();
         let out_bytes = op.output.bytes();
@@ -363,8 +376,12 @@ impl SimCore {
                         i32::from(v as u8 as i8)
                     }
                 };
-                let av: Vec<i32> = (0..m * k).map(|i| val(&a, layout::a_index(i / k, i % k, m, a_atom))).collect();
-                let bv: Vec<i32> = (0..n * k).map(|i| val(&b, layout::b_index(i / k, i % k, k, group))).collect();
+                let av: Vec<i32> = (0..m * k)
+                    .map(|i| val(&a, layout::a_index(i / k, i % k, m, a_atom)))
+                    .collect();
+                let bv: Vec<i32> = (0..n * k)
+                    .map(|i| val(&b, layout::b_index(i / k, i % k, k, group)))
+                    .collect();
                 for mi in 0..m {
                     let ar = &av[mi * k..(mi + 1) * k];
                     for ni in 0..n {
@@ -372,7 +389,10 @@ impl SimCore {
                         let idx = layout::c_index(mi, ni, m, c_atom);
                         match op.output {
                             SimOut::Int32 => {
-                                let s = ar.iter().zip(br).fold(0i32, |s, (x, y)| s.wrapping_add(x * y));
+                                let s = ar
+                                    .iter()
+                                    .zip(br)
+                                    .fold(0i32, |s, (x, y)| s.wrapping_add(x * y));
                                 layout::set_bits(&mut c, idx, 32, s as u32);
                             }
                             _ => {
@@ -385,9 +405,15 @@ impl SimCore {
                 }
             }
             SimIn::Fp16 => {
-                let f = |buf: &[u8], i: usize| half::f16::from_bits(layout::get_bits(buf, i, 16) as u16).to_f32();
-                let av: Vec<f32> = (0..m * k).map(|i| f(&a, layout::a_index(i / k, i % k, m, a_atom))).collect();
-                let bv: Vec<f32> = (0..n * k).map(|i| f(&b, layout::b_index(i / k, i % k, k, group))).collect();
+                let f = |buf: &[u8], i: usize| {
+                    half::f16::from_bits(layout::get_bits(buf, i, 16) as u16).to_f32()
+                };
+                let av: Vec<f32> = (0..m * k)
+                    .map(|i| f(&a, layout::a_index(i / k, i % k, m, a_atom)))
+                    .collect();
+                let bv: Vec<f32> = (0..n * k)
+                    .map(|i| f(&b, layout::b_index(i / k, i % k, k, group)))
+                    .collect();
                 for mi in 0..m {
                     let ar = &av[mi * k..(mi + 1) * k];
                     for ni in 0..n {
@@ -398,7 +424,12 @@ impl SimCore {
                         }
                         let idx = layout::c_index(mi, ni, m, c_atom);
                         if op.output == SimOut::Fp16 {
-                            layout::set_bits(&mut c, idx, 16, u32::from(half::f16::from_f32(s).to_bits()));
+                            layout::set_bits(
+                                &mut c,
+                                idx,
+                                16,
+                                u32::from(half::f16::from_f32(s).to_bits()),
+                            );
                         } else {
                             layout::set_bits(&mut c, idx, 32, s.to_bits());
                         }
@@ -406,7 +437,8 @@ impl SimCore {
                 }
             }
         }
-        self.mem.write(op.c as u64, &c, &format!("task {task} output (C)"))
+        self.mem
+            .write(op.c as u64, &c, &format!("task {task} output (C)"))
     }
 }
 
@@ -424,23 +456,41 @@ fn decode(f: &RegFile) -> Result<Op, NpuError> {
     let con1 = f.get(CNA, 0x100C)?;
     let (proc_, inp) = ((con1 >> 7) & 7, (con1 >> 4) & 7);
     if con1 & !0x3F0 != 0 || proc_ != inp {
-        return Err(f.bad(CNA, 0x100C, "only equal processing and input precision fields are modelled"));
+        return Err(f.bad(
+            CNA,
+            0x100C,
+            "only equal processing and input precision fields are modelled",
+        ));
     }
     let input = match inp {
         0 => SimIn::Int8,
         2 => SimIn::Fp16,
         6 => SimIn::Int4,
-        _ => return Err(f.bad(CNA, 0x100C, format!("input precision code {inp} not modelled"))),
+        _ => {
+            return Err(f.bad(
+                CNA,
+                0x100C,
+                format!("input precision code {inp} not modelled"),
+            ))
+        }
     };
     let misc = f.get(CORE, 0x3010)?;
     let want_misc = (inp << 8) | u32::from(input == SimIn::Fp16);
     if misc != want_misc {
-        return Err(f.bad(CORE, 0x3010, format!("expected precision {inp} and qd_en for fp16 ({want_misc:#x})")));
+        return Err(f.bad(
+            CORE,
+            0x3010,
+            format!("expected precision {inp} and qd_en for fp16 ({want_misc:#x})"),
+        ));
     }
     let fmt = f.get(DPU, 0x4010)?;
     let (out_code, fin, fproc) = (fmt >> 29, (fmt >> 26) & 7, fmt & 0x3FF_FFFF);
     if fin != inp || fproc != inp {
-        return Err(f.bad(DPU, 0x4010, "input/processing precision differ from CNA CONV_CON1"));
+        return Err(f.bad(
+            DPU,
+            0x4010,
+            "input/processing precision differ from CNA CONV_CON1",
+        ));
     }
     let output = match (input, out_code) {
         (SimIn::Int8, 4) => SimOut::Int32,
@@ -448,7 +498,11 @@ fn decode(f: &RegFile) -> Result<Op, NpuError> {
         (SimIn::Fp16, 2) => SimOut::Fp16,
         (SimIn::Int4, 1) => SimOut::Int16,
         _ => {
-            return Err(f.bad(DPU, 0x4010, format!("output precision {out_code} for input {inp} not modelled")))
+            return Err(f.bad(
+                DPU,
+                0x4010,
+                format!("output precision {out_code} for input {inp} not modelled"),
+            ))
         }
     };
 
@@ -458,17 +512,25 @@ fn decode(f: &RegFile) -> Result<Op, NpuError> {
         return Err(f.bad(CNA, 0x1020, "input width must be 1 and height fit 11 bits"));
     }
     let m = (ds0 & 0x7FF) as usize;
-    if m == 0 || (m != 1 && m % 4 != 0) {
-        return Err(f.bad(CNA, 0x1020, format!("height M={m} must be 1 or a multiple of 4")));
+    if m == 0 || (m != 1 && !m.is_multiple_of(4)) {
+        return Err(f.bad(
+            CNA,
+            0x1020,
+            format!("height M={m} must be 1 or a multiple of 4"),
+        ));
     }
     let ds1 = f.get(CNA, 0x1024)?;
     let k = (ds1 & 0xFFFF) as usize;
-    if k == 0 || k % 32 != 0 || (ds1 >> 16) as usize != k - 1 {
-        return Err(f.bad(CNA, 0x1024, "channels must be a multiple of 32 with real channels - 1 above"));
+    if k == 0 || !k.is_multiple_of(32) || (ds1 >> 16) as usize != k - 1 {
+        return Err(f.bad(
+            CNA,
+            0x1024,
+            "channels must be a multiple of 32 with real channels - 1 above",
+        ));
     }
     let ws2 = f.get(CNA, 0x1038)?;
     let n = (ws2 & 0x3FFF) as usize;
-    if ws2 & !0x3FFF != (1 << 24) | (1 << 16) || n == 0 || n % input.group() != 0 {
+    if ws2 & !0x3FFF != (1 << 24) | (1 << 16) || n == 0 || !n.is_multiple_of(input.group()) {
         return Err(f.bad(
             CNA,
             0x1038,
@@ -477,7 +539,12 @@ fn decode(f: &RegFile) -> Result<Op, NpuError> {
     }
     let (mu, ku, nu) = (m as u32, k as u32, n as u32);
     let row_bytes = ku * input.bits() / 8;
-    f.expect(CNA, 0x1010, (mu + 1) << 4, "feature grains M+1, one kernel group")?;
+    f.expect(
+        CNA,
+        0x1010,
+        (mu + 1) << 4,
+        "feature grains M+1, one kernel group",
+    )?;
     f.expect(CNA, 0x1014, 0x9, "stride 1x1")?;
     f.expect(CNA, 0x1028, 1, "output width 1")?;
     f.expect(CNA, 0x102C, mu, "output atomics = M")?;
@@ -489,19 +556,35 @@ fn decode(f: &RegFile) -> Result<Op, NpuError> {
         return Err(f.bad(CNA, 0x1040, "data + weight banks must be the 12 CBUF banks"));
     }
     if (data_banks as u64) * 32768 < (mu * row_bytes) as u64 {
-        return Err(f.bad(CNA, 0x1040, format!("{} input bytes do not fit {data_banks} banks", mu * row_bytes)));
+        return Err(f.bad(
+            CNA,
+            0x1040,
+            format!(
+                "{} input bytes do not fit {data_banks} banks",
+                mu * row_bytes
+            ),
+        ));
     }
     if row_bytes > 32768 {
         return Err(f.bad(CNA, 0x1034, "a kernel row must fit one 32 KB bank"));
     }
-    f.expect(CNA, 0x1044, row_bytes.div_ceil(64), "64-byte CBUF entries per row")?;
+    f.expect(
+        CNA,
+        0x1044,
+        row_bytes.div_ceil(64),
+        "64-byte CBUF entries per row",
+    )?;
     f.expect(CNA, 0x104C, 0xB, "input conversion bypassed")?;
     for o in [0x1050, 0x1054, 0x1058, 0x105C] {
         f.expect(CNA, o, 1 << 16, "conversion scale 1")?;
     }
     f.expect(CNA, 0x1078, 0x000F_000F, "DMA burst lengths")?;
     f.expect(CNA, 0x107C, 4, "line stride")?;
-    let surf = if m >= 4 { 4 * (mu / 4 - 1) } else { 0x0FFF_FFFD };
+    let surf = if m >= 4 {
+        4 * (mu / 4 - 1)
+    } else {
+        0x0FFF_FFFD
+    };
     f.expect(CNA, 0x1080, surf, "surface stride for M")?;
     f.expect(CNA, 0x1084, (1 << 16) | mu, "FC data width 1, height M")?;
     f.expect(CNA, 0x1088, ku, "FC channels K")?;
@@ -516,25 +599,45 @@ fn decode(f: &RegFile) -> Result<Op, NpuError> {
     f.expect(DPU, 0x400C, 0x1E4, "burst 16, output mode 2")?;
     f.expect(DPU, 0x4024, mu << 4, "M rows of 16-byte atoms per surface")?;
     f.expect(DPU, 0x4034, mu - 1, "cube height M-1")?;
-    f.expect(DPU, 0x403C, ((nu - 1) << 16) | (nu - 1), "cube channels N-1")?;
+    f.expect(
+        DPU,
+        0x403C,
+        ((nu - 1) << 16) | (nu - 1),
+        "cube channels N-1",
+    )?;
     f.expect(DPU, 0x4040, 0x53, "BS bypassed")?;
     let (size_e, surf_mult) = match output {
         SimOut::Fp32 => (3, 4),
         SimOut::Int32 => (7, 8),
         SimOut::Fp16 | SimOut::Int16 => (1, 2),
     };
-    f.expect(DPU, 0x4050, (size_e << 8) | (size_e << 5) | (size_e << 2) | 2, "output element size")?;
+    f.expect(
+        DPU,
+        0x4050,
+        (size_e << 8) | (size_e << 5) | (size_e << 2) | 2,
+        "output element size",
+    )?;
     f.expect(DPU, 0x4058, nu - 1, "WDMA channels N-1")?;
     f.expect(DPU, 0x405C, (mu - 1) << 16, "WDMA height M-1")?;
     f.expect(DPU, 0x4060, 0x53, "BN bypassed")?;
     f.expect(DPU, 0x4070, 0x383, "EW bypassed")?;
     f.expect(DPU, 0x4078, 1, "EW scale 1")?;
     let cvt = (u32::from(output == SimOut::Fp16) << 16) | 1;
-    f.expect(DPU, 0x4084, cvt, "output scale 1, fp32->fp16 only for fp16 output")?;
+    f.expect(
+        DPU,
+        0x4084,
+        cvt,
+        "output scale 1, fp32->fp16 only for fp16 output",
+    )?;
     for o in (0..8u16).map(|i| 0x4090 + 4 * i) {
         f.expect(DPU, o, 0, "no EW operands")?;
     }
-    f.expect(DPU, 0x40C0, (mu * surf_mult) << 4, "surface add for the output type")?;
+    f.expect(
+        DPU,
+        0x40C0,
+        (mu * surf_mult) << 4,
+        "surface add for the output type",
+    )?;
     for o in (0..12u16).map(|i| 0x4100 + 4 * i) {
         f.expect(DPU, o, 0, "no LUT")?;
     }
@@ -574,7 +677,13 @@ struct SimBufferOps {
 }
 
 impl BufferOps for SimBufferOps {
-    fn sync(&self, _raw: &RawBuffer, _dir: SyncDir, _offset: u64, _len: u64) -> Result<(), NpuError> {
+    fn sync(
+        &self,
+        _raw: &RawBuffer,
+        _dir: SyncDir,
+        _offset: u64,
+        _len: u64,
+    ) -> Result<(), NpuError> {
         Ok(()) // simulated memory is coherent
     }
     fn release(&self, raw: &RawBuffer) {
@@ -617,7 +726,7 @@ impl NpuDevice for SimDevice {
     fn info(&self) -> DeviceInfo {
         DeviceInfo {
             driver: "npu-sim".into(),
-            node: "(in process)".into(),
+            node: "in-process".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             hw_version: None,
             cores: self.cores,
@@ -680,7 +789,9 @@ impl NpuDevice for SimDevice {
         let addr = job.regcmd.dma_addr() as u64 + first.offset as u64;
         let addr = check_dma_addr("register commands", addr, 8)?;
         let amount = regs::pc_amount(first.body_entries as usize + super::task::TAIL_ENTRIES);
-        let done = self.core.run_pc_chain(addr, amount, job.tasks.len() as u32)?;
+        let done = self
+            .core
+            .run_pc_chain(addr, amount, job.tasks.len() as u32)?;
         Ok(JobStats {
             tasks_done: done,
             hw_time_us: None,

@@ -167,7 +167,7 @@ impl TaskDesc {
         if k % 32 != 0 {
             return bad(format!("K={k} must be a multiple of 32"));
         }
-        if n as usize % ty.b_group() != 0 {
+        if !(n as usize).is_multiple_of(ty.b_group()) {
             return bad(format!(
                 "N={n} must be a multiple of {} for {}",
                 ty.b_group(),
@@ -488,7 +488,7 @@ pub fn build_command_buffer(
     regcmd_addr: u32,
     chaining: Chaining,
 ) -> Result<(Vec<u64>, Vec<usize>), NpuError> {
-    if regcmd_addr % ADDR_ALIGN != 0 {
+    if !regcmd_addr.is_multiple_of(ADDR_ALIGN) {
         return Err(NpuError::InvalidShape(format!(
             "register command address {regcmd_addr:#x} is not 16-byte aligned"
         )));

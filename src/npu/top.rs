@@ -54,7 +54,11 @@ pub fn format_load(cores: &[(u32, u32)]) -> String {
         .iter()
         .map(|(i, p)| {
             let filled = (*p).min(100) as usize / 5;
-            format!("core{i} [{}{}] {p:>3}%", "#".repeat(filled), ".".repeat(20 - filled))
+            format!(
+                "core{i} [{}{}] {p:>3}%",
+                "#".repeat(filled),
+                ".".repeat(20 - filled)
+            )
         })
         .collect::<Vec<_>>()
         .join("  ")

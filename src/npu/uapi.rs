@@ -176,11 +176,22 @@ pub struct RknpuSubmit {
 
 pub const RKNPU_ACTION: u32 = drm_iowr(DRM_COMMAND_BASE, 8);
 pub const RKNPU_SUBMIT: u32 = drm_iowr(DRM_COMMAND_BASE + 0x01, std::mem::size_of::<RknpuSubmit>());
-pub const RKNPU_MEM_CREATE_V1: u32 = drm_iowr(DRM_COMMAND_BASE + 0x02, std::mem::size_of::<RknpuMemCreateV1>());
-pub const RKNPU_MEM_CREATE_V2: u32 = drm_iowr(DRM_COMMAND_BASE + 0x02, std::mem::size_of::<RknpuMemCreateV2>());
-pub const RKNPU_MEM_MAP: u32 = drm_iowr(DRM_COMMAND_BASE + 0x03, std::mem::size_of::<RknpuMemMap>());
-pub const RKNPU_MEM_DESTROY: u32 = drm_iowr(DRM_COMMAND_BASE + 0x04, std::mem::size_of::<RknpuMemDestroy>());
-pub const RKNPU_MEM_SYNC: u32 = drm_iowr(DRM_COMMAND_BASE + 0x05, std::mem::size_of::<RknpuMemSync>());
+pub const RKNPU_MEM_CREATE_V1: u32 = drm_iowr(
+    DRM_COMMAND_BASE + 0x02,
+    std::mem::size_of::<RknpuMemCreateV1>(),
+);
+pub const RKNPU_MEM_CREATE_V2: u32 = drm_iowr(
+    DRM_COMMAND_BASE + 0x02,
+    std::mem::size_of::<RknpuMemCreateV2>(),
+);
+pub const RKNPU_MEM_MAP: u32 =
+    drm_iowr(DRM_COMMAND_BASE + 0x03, std::mem::size_of::<RknpuMemMap>());
+pub const RKNPU_MEM_DESTROY: u32 = drm_iowr(
+    DRM_COMMAND_BASE + 0x04,
+    std::mem::size_of::<RknpuMemDestroy>(),
+);
+pub const RKNPU_MEM_SYNC: u32 =
+    drm_iowr(DRM_COMMAND_BASE + 0x05, std::mem::size_of::<RknpuMemSync>());
 
 /// Actions.
 pub const RKNPU_GET_HW_VERSION: u32 = 0;
@@ -312,9 +323,12 @@ pub struct RocketFiniBo {
 }
 
 pub const ROCKET_CREATE_BO: u32 = drm_iowr(DRM_COMMAND_BASE, std::mem::size_of::<RocketCreateBo>());
-pub const ROCKET_SUBMIT: u32 = drm_iow(DRM_COMMAND_BASE + 0x01, std::mem::size_of::<RocketSubmit>());
-pub const ROCKET_PREP_BO: u32 = drm_iow(DRM_COMMAND_BASE + 0x02, std::mem::size_of::<RocketPrepBo>());
-pub const ROCKET_FINI_BO: u32 = drm_iow(DRM_COMMAND_BASE + 0x03, std::mem::size_of::<RocketFiniBo>());
+pub const ROCKET_SUBMIT: u32 =
+    drm_iow(DRM_COMMAND_BASE + 0x01, std::mem::size_of::<RocketSubmit>());
+pub const ROCKET_PREP_BO: u32 =
+    drm_iow(DRM_COMMAND_BASE + 0x02, std::mem::size_of::<RocketPrepBo>());
+pub const ROCKET_FINI_BO: u32 =
+    drm_iow(DRM_COMMAND_BASE + 0x03, std::mem::size_of::<RocketFiniBo>());
 
 // Compile-time ABI checks.
 const _: () = {

@@ -45,7 +45,11 @@ impl LogitsSource for ModelContext<'_> {
         self.state.n_past()
     }
     fn eval(&mut self, tokens: &[u32], all: bool) -> Result<&[f32]> {
-        let mode = if all { LogitsMode::All } else { LogitsMode::Last };
+        let mode = if all {
+            LogitsMode::All
+        } else {
+            LogitsMode::Last
+        };
         self.model.forward(&mut self.state, tokens, mode)
     }
     fn truncate(&mut self, n: usize) {
@@ -117,7 +121,12 @@ impl<L: LogitsSource> Session<L> {
     /// Tokenizes `text` (special tokens such as `<|im_start|>` parsed; BOS
     /// added per the model when `add_special` and the session is empty) and
     /// feeds it. Returns the new token ids.
-    pub fn feed_text(&mut self, tokenizer: &Tokenizer, text: &str, add_special: bool) -> Result<Vec<u32>> {
+    pub fn feed_text(
+        &mut self,
+        tokenizer: &Tokenizer,
+        text: &str,
+        add_special: bool,
+    ) -> Result<Vec<u32>> {
         let add = add_special && self.tokens().is_empty();
         let ids = tokenizer.encode(text, add, true)?;
         self.feed_tokens(&ids)?;

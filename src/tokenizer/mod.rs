@@ -27,6 +27,7 @@ mod unicode_data;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 pub use pretok::PreTokenizer;
 
@@ -41,6 +42,61 @@ pub mod attr {
     pub const BYTE: u16 = 1 << 5;
 }
 
+/// A fast non-cryptographic hasher (the Fx algorithm of rustc) for the
+/// vocabulary maps: their keys are model data, not attacker-chosen input,
+/// and lookups dominate tokenization time.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
 /// Why a vocabulary could not become a tokenizer, or a text could not be
 /// encoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,13 +110,24 @@ pub enum TokenizerError {
     /// The vocabulary is empty.
     EmptyVocabulary,
     /// A per-token array is shorter than the token list.
-    ShortArray { key: String, len: usize, n_tokens: usize },
+    ShortArray {
+        key: String,
+        len: usize,
+        n_tokens: usize,
+    },
     /// Two tokens have the same text.
-    DuplicateToken { text: String, first: u32, second: u32 },
+    DuplicateToken {
+        text: String,
+        first: u32,
+        second: u32,
+    },
     /// A BPE model without `tokenizer.ggml.merges`.
     MissingMerges,
     /// add_bos/add_eos is set but the model has no such token.
-    MissingSpecialToken { flag: &'static str, token: &'static str },
+    MissingSpecialToken {
+        flag: &'static str,
+        token: &'static str,
+    },
     /// SentencePiece byte fallback needed a byte token the vocabulary lacks.
     MissingByteToken(u8),
     /// A token id beyond the vocabulary.
@@ -205,9 +272,9 @@ impl VocabConfig {
 /// BPE-only state: merge ranks and the pre-tokenizer.
 struct BpeState {
     /// Interned merge sides: text -> id.
-    sides: HashMap<Box<[u8]>, u32>,
+    sides: FxMap<Box<[u8]>, u32>,
     /// (left side id, right side id) -> rank.
-    ranks: HashMap<(u32, u32), u32>,
+    ranks: FxMap<(u32, u32), u32>,
     pre: PreTokenizer,
     ignore_merges: bool,
 }
@@ -218,7 +285,7 @@ pub struct Tokenizer {
     tokens: Vec<String>,
     scores: Vec<f32>,
     attrs: Vec<u16>,
-    token_to_id: HashMap<Box<[u8]>, u32>,
+    token_to_id: FxMap<Box<[u8]>, u32>,
     bpe: Option<BpeState>,
     bos: Option<u32>,
     eos: Option<u32>,
@@ -342,9 +409,16 @@ impl Tokenizer {
             "gpt2" => VocabKind::Bpe,
             other => return Err(TokenizerError::UnknownModel(other.to_string())),
         };
-        for (key, len) in [("tokenizer.ggml.scores", cfg.scores.len()), ("tokenizer.ggml.token_type", cfg.token_types.len())] {
+        for (key, len) in [
+            ("tokenizer.ggml.scores", cfg.scores.len()),
+            ("tokenizer.ggml.token_type", cfg.token_types.len()),
+        ] {
             if len != 0 && len < n {
-                return Err(TokenizerError::ShortArray { key: key.to_string(), len, n_tokens: n });
+                return Err(TokenizerError::ShortArray {
+                    key: key.to_string(),
+                    len,
+                    n_tokens: n,
+                });
             }
         }
 
@@ -365,9 +439,11 @@ impl Tokenizer {
                 if cfg.merges.is_empty() {
                     return Err(TokenizerError::MissingMerges);
                 }
-                (add_bos, add_eos, add_space_prefix, clean_spaces) = (pre.add_bos, false, false, pre.clean_spaces);
-                let mut sides: HashMap<Box<[u8]>, u32> = HashMap::new();
-                let mut ranks = HashMap::with_capacity(cfg.merges.len());
+                (add_bos, add_eos, add_space_prefix, clean_spaces) =
+                    (pre.add_bos, false, false, pre.clean_spaces);
+                let mut sides: FxMap<Box<[u8]>, u32> = FxMap::default();
+                let mut ranks: FxMap<(u32, u32), u32> = FxMap::default();
+                ranks.reserve(cfg.merges.len());
                 for (rank, merge) in cfg.merges.iter().enumerate() {
                     // Split at the first space after the first byte; a
                     // merge without one pairs two empty strings (llama.cpp).
@@ -396,13 +472,22 @@ impl Tokenizer {
         }
 
         // Tokens, scores, attributes.
-        let mut token_to_id: HashMap<Box<[u8]>, u32> = HashMap::with_capacity(n);
+        let mut token_to_id: FxMap<Box<[u8]>, u32> = FxMap::default();
+        token_to_id.reserve(n);
         let mut tokens = Vec::with_capacity(n);
         let mut attrs = Vec::with_capacity(n);
         for (i, text) in cfg.tokens.into_iter().enumerate() {
-            let text = if text.is_empty() { format!("[EMPTY_{i}]") } else { text };
+            let text = if text.is_empty() {
+                format!("[EMPTY_{i}]")
+            } else {
+                text
+            };
             if let Some(&first) = token_to_id.get(text.as_bytes()) {
-                return Err(TokenizerError::DuplicateToken { text, first, second: i as u32 });
+                return Err(TokenizerError::DuplicateToken {
+                    text,
+                    first,
+                    second: i as u32,
+                });
             }
             token_to_id.insert(text.as_bytes().into(), i as u32);
             tokens.push(text);
@@ -418,7 +503,11 @@ impl Tokenizer {
             };
             attrs.push(a);
         }
-        let scores = if cfg.scores.is_empty() { vec![0.0; n] } else { cfg.scores[..n].to_vec() };
+        let scores = if cfg.scores.is_empty() {
+            vec![0.0; n]
+        } else {
+            cfg.scores[..n].to_vec()
+        };
 
         // Special ids: a default beyond the vocabulary is dropped; a bad id
         // in the file keeps the default (llama.cpp warns and does the same).
@@ -441,16 +530,25 @@ impl Tokenizer {
             add_eos = v;
         }
         if add_bos && bos.is_none() {
-            return Err(TokenizerError::MissingSpecialToken { flag: "tokenizer.ggml.add_bos_token", token: "BOS" });
+            return Err(TokenizerError::MissingSpecialToken {
+                flag: "tokenizer.ggml.add_bos_token",
+                token: "BOS",
+            });
         }
         if add_eos && eos.is_none() {
-            return Err(TokenizerError::MissingSpecialToken { flag: "tokenizer.ggml.add_eos_token", token: "EOS" });
+            return Err(TokenizerError::MissingSpecialToken {
+                flag: "tokenizer.ggml.add_eos_token",
+                token: "EOS",
+            });
         }
 
         // Auto-detection by text, in id order (llama.cpp walks a hash map;
         // only models with several EOT-like tokens could differ).
         if eot.is_none() {
-            eot = tokens.iter().position(|t| EOT_TEXTS.contains(&t.as_str())).map(|i| i as u32);
+            eot = tokens
+                .iter()
+                .position(|t| EOT_TEXTS.contains(&t.as_str()))
+                .map(|i| i as u32);
         }
         if let Some(id) = eot {
             attrs[id as usize] |= attr::CONTROL;
@@ -473,9 +571,16 @@ impl Tokenizer {
 
         // Special-token cache: longest first, ties by id (a stable order).
         let mut specials: Vec<u32> = (0..n as u32)
-            .filter(|&i| attrs[i as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
+            .filter(|&i| {
+                attrs[i as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
+            })
             .collect();
-        specials.sort_by(|&a, &b| tokens[b as usize].len().cmp(&tokens[a as usize].len()).then(a.cmp(&b)));
+        specials.sort_by(|&a, &b| {
+            tokens[b as usize]
+                .len()
+                .cmp(&tokens[a as usize].len())
+                .then(a.cmp(&b))
+        });
         let mut special_trie = Trie::default();
         for (prio, &id) in specials.iter().enumerate() {
             special_trie.insert(tokens[id as usize].as_bytes(), prio as u32);
@@ -510,11 +615,21 @@ impl Tokenizer {
     /// Tokenizes `text`. `add_special` adds BOS/EOS as the model's
     /// add_bos/add_eos flags say; `parse_special` also turns control-token
     /// strings in the text (e.g. "<|im_start|>") into those tokens.
-    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> crate::Result<Vec<u32>> {
+    pub fn encode(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> crate::Result<Vec<u32>> {
         Ok(self.encode_inner(text, add_special, parse_special)?)
     }
 
-    fn encode_inner(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
+    fn encode_inner(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
         let fragments = self.partition(text, parse_special);
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
@@ -575,7 +690,11 @@ impl Tokenizer {
             });
         }
         if hits.is_empty() {
-            return if text.is_empty() { Vec::new() } else { vec![Fragment::Text(text)] };
+            return if text.is_empty() {
+                Vec::new()
+            } else {
+                vec![Fragment::Text(text)]
+            };
         }
         hits.sort_unstable();
         let mut taken = vec![false; bytes.len()];
@@ -612,13 +731,19 @@ impl Tokenizer {
     /// (llama.cpp's `token_to_piece` with special = true). Empty for an id
     /// outside the vocabulary.
     pub fn token_to_piece(&self, id: u32) -> &[u8] {
-        self.pieces.get(id as usize).map_or(&[][..], |p| p.as_slice())
+        self.pieces
+            .get(id as usize)
+            .map_or(&[][..], |p| p.as_slice())
     }
 
     /// Like [`Tokenizer::token_to_piece`], but with `special` false control
     /// and unknown tokens render as nothing.
     pub fn token_to_piece_special(&self, id: u32, special: bool) -> &[u8] {
-        let a = self.attrs.get(id as usize).copied().unwrap_or(attr::UNDEFINED);
+        let a = self
+            .attrs
+            .get(id as usize)
+            .copied()
+            .unwrap_or(attr::UNDEFINED);
         if !special && a & (attr::UNKNOWN | attr::CONTROL) != 0 {
             return &[];
         }
@@ -751,7 +876,11 @@ impl Tokenizer {
     /// Checks that every id is inside the vocabulary.
     pub fn check_ids(&self, ids: &[u32]) -> crate::Result<()> {
         match ids.iter().find(|&&id| id as usize >= self.tokens.len()) {
-            Some(&id) => Err(TokenizerError::InvalidToken { id, n_vocab: self.tokens.len() }.into()),
+            Some(&id) => Err(TokenizerError::InvalidToken {
+                id,
+                n_vocab: self.tokens.len(),
+            }
+            .into()),
             None => Ok(()),
         }
     }
@@ -775,7 +904,13 @@ fn clean_up_spaces(text: &[u8]) -> Vec<u8> {
     let mut prev_zeroed = false;
     while i < a.len() {
         let x = a[i];
-        let prev = if prev_zeroed { 0 } else if i > 0 { a[i - 1] } else { 0 };
+        let prev = if prev_zeroed {
+            0
+        } else if i > 0 {
+            a[i - 1]
+        } else {
+            0
+        };
         prev_zeroed = false;
         if i > 0 && x == b'\'' && i + 1 < a.len() && prev == b' ' && a[i + 1] == b' ' {
             b.pop();

@@ -16,8 +16,7 @@ use super::TokenizerError;
 pub const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 /// The Llama-3 expression (llama.cpp's case-insensitive adaptation).
 pub const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const LLAMA3_ORIGINAL: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3_ORIGINAL: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2 (also DeepSeek-R1-Distill-Qwen): Llama-3 with single digits.
 pub const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -58,20 +57,42 @@ pub fn config_for(pre: &str) -> Option<PreConfig> {
     };
     let gpt2_digits = vec![r"\p{N}", GPT2];
     Some(match pre {
-        "default" | "" => cfg(vec![r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"], false, false, true),
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" => {
-            cfg(vec![LLAMA3], true, true, true)
-        }
+        "default" | "" => cfg(
+            vec![r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"],
+            false,
+            false,
+            true,
+        ),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
+        | "lfm2" => cfg(vec![LLAMA3], true, true, true),
         "dbrx" | "smaug-bpe" => cfg(vec![LLAMA3], false, false, true),
         "qwen2" | "deepseek-r1-qwen" | "hunyuan" => cfg(vec![QWEN2], false, false, false),
         "stablelm2" | "megrez" => cfg(vec![QWEN2], false, false, true),
         "smollm" | "command-r" => cfg(gpt2_digits, false, false, false),
-        "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" => cfg(gpt2_digits, false, false, true),
-        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "mpt" | "olmo"
-        | "jais" | "exaone4" => cfg(vec![GPT2], false, false, true),
+        "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" => {
+            cfg(gpt2_digits, false, false, true)
+        }
+        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
+        | "mpt" | "olmo" | "jais" | "exaone4" => cfg(vec![GPT2], false, false, true),
         "trillion" | "granite-docling" => cfg(vec![GPT2], false, false, false),
-        "falcon" => cfg(vec![r"[\p{P}\$\+<=>\^~\|`]+", GPT2, "[0-9][0-9][0-9]"], false, false, true),
-        "deepseek-coder" => cfg(vec!["[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", "[一-龥ࠀ-一가-퟿]+", r"\p{N}"], false, false, false),
+        "falcon" => cfg(
+            vec![r"[\p{P}\$\+<=>\^~\|`]+", GPT2, "[0-9][0-9][0-9]"],
+            false,
+            false,
+            true,
+        ),
+        "deepseek-coder" => cfg(
+            vec![
+                "[\r\n]",
+                r"\s?\p{L}+",
+                r"\s?\p{P}+",
+                "[一-龥ࠀ-一가-퟿]+",
+                r"\p{N}",
+            ],
+            false,
+            false,
+            false,
+        ),
         _ => return None,
     })
 }
@@ -192,7 +213,11 @@ impl PreTokenizer {
                 Splitter::Gpt2 => split_gpt2(&cpts, &flags, &pieces),
                 Splitter::Llama3 => split_llama3(&cpts, &flags, &pieces),
                 Splitter::Collapsed(re) => {
-                    let s: Vec<char> = cpts.iter().zip(&flags).map(|(c, &f)| collapse(c.0, f)).collect();
+                    let s: Vec<char> = cpts
+                        .iter()
+                        .zip(&flags)
+                        .map(|(c, &f)| collapse(c.0, f))
+                        .collect();
                     split_regex(re, &s, &pieces)
                 }
                 Splitter::Plain(re) => {
@@ -281,8 +306,20 @@ fn split_gpt2(cpts: &[(u32, usize, usize)], flags: &[CpFlags], pieces: &[usize])
     for &len in pieces {
         let (ini, end) = (start, start + len);
         start = end;
-        let cpt = |p: usize| if p >= ini && p < end { cpts[p].0 } else { u32::MAX };
-        let flag = |p: usize| if p >= ini && p < end { flags[p] } else { CpFlags(0) };
+        let cpt = |p: usize| {
+            if p >= ini && p < end {
+                cpts[p].0
+            } else {
+                u32::MAX
+            }
+        };
+        let flag = |p: usize| {
+            if p >= ini && p < end {
+                flags[p]
+            } else {
+                CpFlags(0)
+            }
+        };
         let mut prev_end = ini;
         let mut add = |e: usize, out: &mut Vec<usize>| {
             let n = e - prev_end;
@@ -298,7 +335,10 @@ fn split_gpt2(cpts: &[(u32, usize, usize)], flags: &[CpFlags], pieces: &[usize])
             let f = flag(pos);
             if c == u32::from(b'\'') && pos + 1 < end {
                 let next = cpt(pos + 1);
-                if [b's', b't', b'm', b'd'].iter().any(|&x| next == u32::from(x)) {
+                if [b's', b't', b'm', b'd']
+                    .iter()
+                    .any(|&x| next == u32::from(x))
+                {
                     pos += add(pos + 2, &mut out);
                     continue;
                 }
@@ -331,7 +371,8 @@ fn split_gpt2(cpts: &[(u32, usize, usize)], flags: &[CpFlags], pieces: &[usize])
                 add(pos, &mut out);
                 continue;
             }
-            let other = |f: CpFlags| !(f.is_whitespace() || f.is_letter() || f.is_number()) && f.any();
+            let other =
+                |f: CpFlags| !(f.is_whitespace() || f.is_letter() || f.is_number()) && f.any();
             if other(f2) {
                 pos += usize::from(space);
                 while other(f2) {
@@ -382,8 +423,20 @@ fn split_llama3(cpts: &[(u32, usize, usize)], flags: &[CpFlags], pieces: &[usize
     for &len in pieces {
         let (ini, end) = (start, start + len);
         start = end;
-        let cpt = |p: usize| if p >= ini && p < end { cpts[p].0 } else { u32::MAX };
-        let flag = |p: usize| if p >= ini && p < end { flags[p] } else { CpFlags(0) };
+        let cpt = |p: usize| {
+            if p >= ini && p < end {
+                cpts[p].0
+            } else {
+                u32::MAX
+            }
+        };
+        let flag = |p: usize| {
+            if p >= ini && p < end {
+                flags[p]
+            } else {
+                CpFlags(0)
+            }
+        };
         let mut prev_end = ini;
         let mut add = |e: usize, out: &mut Vec<usize>| {
             let n = e - prev_end;
@@ -400,7 +453,10 @@ fn split_llama3(cpts: &[(u32, usize, usize)], flags: &[CpFlags], pieces: &[usize
             let f = flag(pos);
             if c == u32::from(b'\'') && pos + 1 < end {
                 let next = ascii_lower(cpt(pos + 1));
-                if [b's', b't', b'm', b'd'].iter().any(|&x| next == u32::from(x)) {
+                if [b's', b't', b'm', b'd']
+                    .iter()
+                    .any(|&x| next == u32::from(x))
+                {
                     pos += add(pos + 2, &mut out);
                     continue;
                 }
@@ -438,7 +494,8 @@ fn split_llama3(cpts: &[(u32, usize, usize)], flags: &[CpFlags], pieces: &[usize
             // " ?[^\s\p{L}\p{N}]+[\r\n]*"
             let space = c == u32::from(b' ');
             let mut f2 = if space { flag(pos + 1) } else { f };
-            let other = |f: CpFlags| !(f.is_whitespace() || f.is_letter() || f.is_number()) && f.any();
+            let other =
+                |f: CpFlags| !(f.is_whitespace() || f.is_letter() || f.is_number()) && f.any();
             if !(f2.is_whitespace() || f2.is_letter() || f2.is_number()) && f.any() {
                 pos += usize::from(space);
                 while other(f2) {
@@ -487,7 +544,10 @@ mod tests {
 
     fn words(exprs: &[&str], text: &str) -> Vec<String> {
         let pre = PreTokenizer::new(exprs).expect("pre-tokenizer compiles");
-        pre.split(text).into_iter().map(|r| text[r].to_string()).collect()
+        pre.split(text)
+            .into_iter()
+            .map(|r| text[r].to_string())
+            .collect()
     }
 
     #[test]
@@ -501,7 +561,10 @@ mod tests {
     #[test]
     fn smollm_splits_digits() {
         let smollm = config_for("smollm").map(|c| c.exprs).unwrap_or_default();
-        assert_eq!(words(&smollm, "year 2024 x"), vec!["year", " ", "2", "0", "2", "4", " x"]);
+        assert_eq!(
+            words(&smollm, "year 2024 x"),
+            vec!["year", " ", "2", "0", "2", "4", " x"]
+        );
     }
 
     #[test]
@@ -514,14 +577,23 @@ mod tests {
 
     #[test]
     fn qwen2_regex_matches_expectations() {
-        assert_eq!(words(&[QWEN2], "abc 123 ,.\n\n x"), vec!["abc", " ", "1", "2", "3", " ,.\n\n", " x"]);
-        assert_eq!(words(&[QWEN2], "naïve  café\t"), vec!["naïve", " ", " café", "\t"]);
+        assert_eq!(
+            words(&[QWEN2], "abc 123 ,.\n\n x"),
+            vec!["abc", " ", "1", "2", "3", " ,.\n\n", " x"]
+        );
+        assert_eq!(
+            words(&[QWEN2], "naïve  café\t"),
+            vec!["naïve", " ", " café", "\t"]
+        );
     }
 
     #[test]
     fn default_pre_tokenizer_compiles() {
         let exprs = config_for("default").map(|c| c.exprs).unwrap_or_default();
-        assert_eq!(words(&exprs, "a+b=1234"), vec!["a", "+", "b", "=", "123", "4"]);
+        assert_eq!(
+            words(&exprs, "a+b=1234"),
+            vec!["a", "+", "b", "=", "123", "4"]
+        );
         for pre in ["falcon", "deepseek-coder", "llama-bpe", "qwen2", "gpt-2"] {
             let exprs = config_for(pre).map(|c| c.exprs).unwrap_or_default();
             assert!(PreTokenizer::new(&exprs).is_ok(), "{pre}");

@@ -40,12 +40,18 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Max-heap order: higher score first, then the leftmost pair.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then(other.left.cmp(&self.left))
+        self.score
+            .total_cmp(&other.score)
+            .then(other.left.cmp(&self.left))
     }
 }
 
 /// Tokenizes already space-escaped text, appending to `out`.
-pub(super) fn tokenize(tok: &Tokenizer, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+pub(super) fn tokenize(
+    tok: &Tokenizer,
+    text: &str,
+    out: &mut Vec<u32>,
+) -> Result<(), TokenizerError> {
     let bytes = text.as_bytes();
     if bytes.is_empty() {
         return Ok(());
@@ -68,21 +74,22 @@ pub(super) fn tokenize(tok: &Tokenizer, text: &str, out: &mut Vec<u32>) -> Resul
     }
 
     let mut queue = BinaryHeap::with_capacity(symbols.len());
-    let try_add = |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: usize, right: usize| {
-        if left == NONE || right == NONE {
-            return;
-        }
-        let (l, r) = (symbols[left], symbols[right]);
-        let size = l.len + r.len;
-        if let Some(id) = tok.token_id(&bytes[l.start..l.start + size]) {
-            queue.push(Bigram {
-                score: tok.scores[id as usize],
-                left,
-                right,
-                size,
-            });
-        }
-    };
+    let try_add =
+        |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: usize, right: usize| {
+            if left == NONE || right == NONE {
+                return;
+            }
+            let (l, r) = (symbols[left], symbols[right]);
+            let size = l.len + r.len;
+            if let Some(id) = tok.token_id(&bytes[l.start..l.start + size]) {
+                queue.push(Bigram {
+                    score: tok.scores[id as usize],
+                    left,
+                    right,
+                    size,
+                });
+            }
+        };
     for i in 1..symbols.len() {
         try_add(&mut queue, &symbols, i - 1, i);
     }

@@ -26,7 +26,8 @@ fn spm_vocab(extra: &[(&str, f32, i32)]) -> VocabConfig {
 }
 
 fn id(tok: &Tokenizer, text: &str) -> u32 {
-    tok.token_id(text.as_bytes()).unwrap_or_else(|| panic!("no token {text:?}"))
+    tok.token_id(text.as_bytes())
+        .unwrap_or_else(|| panic!("no token {text:?}"))
 }
 
 #[test]
@@ -57,7 +58,10 @@ fn spm_score_ties_merge_leftmost_first() {
     let mut cfg_no_prefix = spm_vocab(&[("a", -1.0, 1), ("aa", -1.0, 1)]);
     cfg_no_prefix.add_space_prefix = Some(false);
     let tok2 = Tokenizer::new(cfg_no_prefix).expect("vocab builds");
-    assert_eq!(tok2.encode("aaa", false, false).expect("encodes"), vec![id(&tok, "aa"), id(&tok, "a")]);
+    assert_eq!(
+        tok2.encode("aaa", false, false).expect("encodes"),
+        vec![id(&tok, "aa"), id(&tok, "a")]
+    );
 }
 
 #[test]
@@ -66,7 +70,10 @@ fn spm_byte_fallback_for_unknown_characters() {
     cfg.add_space_prefix = Some(false);
     let tok = Tokenizer::new(cfg).expect("vocab builds");
     let ids = tok.encode("hé", false, false).expect("encodes");
-    assert_eq!(ids, vec![id(&tok, "h"), id(&tok, "<0xC3>"), id(&tok, "<0xA9>")]);
+    assert_eq!(
+        ids,
+        vec![id(&tok, "h"), id(&tok, "<0xC3>"), id(&tok, "<0xA9>")]
+    );
     assert_eq!(tok.decode(&ids), "hé");
     // A vocabulary without byte tokens cannot encode it.
     let bare = VocabConfig {
@@ -81,15 +88,33 @@ fn spm_byte_fallback_for_unknown_characters() {
 
 #[test]
 fn user_defined_tokens_split_before_merging_longest_first() {
-    let mut cfg = spm_vocab(&[("x", -1.0, 1), ("\n", 0.0, 4), ("\n\n", 0.0, 4), ("<b>", 0.0, 4), ("<start>", 0.0, 3)]);
+    let mut cfg = spm_vocab(&[
+        ("x", -1.0, 1),
+        ("\n", 0.0, 4),
+        ("\n\n", 0.0, 4),
+        ("<b>", 0.0, 4),
+        ("<start>", 0.0, 3),
+    ]);
     cfg.add_space_prefix = Some(false);
     let tok = Tokenizer::new(cfg).expect("vocab builds");
     let ids = tok.encode("x\n\n\nx<b>", false, false).expect("encodes");
-    assert_eq!(ids, vec![id(&tok, "x"), id(&tok, "\n\n"), id(&tok, "\n"), id(&tok, "x"), id(&tok, "<b>")]);
+    assert_eq!(
+        ids,
+        vec![
+            id(&tok, "x"),
+            id(&tok, "\n\n"),
+            id(&tok, "\n"),
+            id(&tok, "x"),
+            id(&tok, "<b>")
+        ]
+    );
     // Control tokens only with parse_special.
     let plain = tok.encode("<start>", false, false).expect("encodes");
     assert!(!plain.contains(&id(&tok, "<start>")));
-    assert_eq!(tok.encode("<start>x", false, true).expect("encodes"), vec![id(&tok, "<start>"), id(&tok, "x")]);
+    assert_eq!(
+        tok.encode("<start>x", false, true).expect("encodes"),
+        vec![id(&tok, "<start>"), id(&tok, "x")]
+    );
 }
 
 fn bpe_vocab(pre: &str, merges: &[&str], extra: &[&str]) -> VocabConfig {
@@ -113,8 +138,12 @@ fn bpe_vocab(pre: &str, merges: &[&str], extra: &[&str]) -> VocabConfig {
 
 #[test]
 fn bpe_merges_by_rank_within_words() {
-    let tok = Tokenizer::new(bpe_vocab("gpt-2", &["l o", "Ġ lo", "lo w", "Ġlo w"], &["lo", "low", "Ġlo", "Ġlow"]))
-        .expect("vocab builds");
+    let tok = Tokenizer::new(bpe_vocab(
+        "gpt-2",
+        &["l o", "Ġ lo", "lo w", "Ġlo w"],
+        &["lo", "low", "Ġlo", "Ġlow"],
+    ))
+    .expect("vocab builds");
     let ids = tok.encode("low low", false, false).expect("encodes");
     assert_eq!(ids, vec![id(&tok, "low"), id(&tok, "Ġlow")]);
     assert_eq!(tok.decode(&ids), "low low");
@@ -130,7 +159,10 @@ fn bpe_unknown_pre_tokenizer_is_an_error() {
         Tokenizer::new(bpe_vocab("no-such-pre", &["a b"], &[])),
         Err(TokenizerError::UnknownPreTokenizer(_))
     ));
-    assert!(matches!(Tokenizer::new(bpe_vocab("gpt-2", &[], &[])), Err(TokenizerError::MissingMerges)));
+    assert!(matches!(
+        Tokenizer::new(bpe_vocab("gpt-2", &[], &[])),
+        Err(TokenizerError::MissingMerges)
+    ));
 }
 
 #[test]
@@ -140,7 +172,10 @@ fn llama3_pre_adds_bos_and_ignores_merges() {
     let tok = Tokenizer::new(cfg).expect("vocab builds");
     assert!(tok.add_bos());
     // "abab" is a token by itself: taken whole although no merge makes it.
-    assert_eq!(tok.encode("abab", true, false).expect("encodes"), vec![1, id(&tok, "abab")]);
+    assert_eq!(
+        tok.encode("abab", true, false).expect("encodes"),
+        vec![1, id(&tok, "abab")]
+    );
 }
 
 #[test]
@@ -173,5 +208,8 @@ fn stream_decoder_holds_back_split_characters() {
 
 #[test]
 fn clean_up_spaces_as_llama_cpp() {
-    assert_eq!(clean_up_spaces(b"a , b . c ' d it 's I 'm we 're x 'll"), b"a, b. c'd it's I'm we're x 'll".to_vec());
+    assert_eq!(
+        clean_up_spaces(b"a , b . c ' d it 's I 'm we 're x 'll"),
+        b"a, b. c'd it's I'm we're x 'll".to_vec()
+    );
 }

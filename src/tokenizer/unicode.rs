@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use super::unicode_data::CATEGORY_RUNS;
 
 /// Category and helper flags of one codepoint; bit values as llama.cpp's
-/// `unicode_cpt_flags` so that "no flag at all" (outside the text) is 0.
+/// `unicode_cpt_flags` (also SEPARATOR 0x08, CONTROL 0x80, unnamed here) so
+/// that "no flag at all" (outside the text) is 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpFlags(pub u16);
 
@@ -16,11 +17,9 @@ impl CpFlags {
     pub const UNDEFINED: u16 = 0x0001;
     pub const NUMBER: u16 = 0x0002;
     pub const LETTER: u16 = 0x0004;
-    pub const SEPARATOR: u16 = 0x0008;
     pub const ACCENT_MARK: u16 = 0x0010;
     pub const PUNCTUATION: u16 = 0x0020;
     pub const SYMBOL: u16 = 0x0040;
-    pub const CONTROL: u16 = 0x0080;
     pub const CATEGORIES: u16 = 0x00FF;
     pub const WHITESPACE: u16 = 0x0100;
 
@@ -63,7 +62,9 @@ fn bmp_table() -> &'static [u16] {
             if start >= 0x10000 {
                 break;
             }
-            let end = CATEGORY_RUNS.get(i + 1).map_or(0x10000, |next| (next.0 as usize).min(0x10000));
+            let end = CATEGORY_RUNS
+                .get(i + 1)
+                .map_or(0x10000, |next| (next.0 as usize).min(0x10000));
             for slot in &mut table[start..end] {
                 *slot = u16::from(run.1);
             }
@@ -117,7 +118,11 @@ pub fn decode_cpts(bytes: &[u8]) -> Vec<(u32, usize, usize)> {
 }
 
 fn decode_one(b: &[u8]) -> Option<(u32, usize)> {
-    let cont = |i: usize| b.get(i).filter(|&&c| c & 0xC0 == 0x80).map(|&c| u32::from(c & 0x3F));
+    let cont = |i: usize| {
+        b.get(i)
+            .filter(|&&c| c & 0xC0 == 0x80)
+            .map(|&c| u32::from(c & 0x3F))
+    };
     let b0 = *b.first()?;
     if b0 & 0x80 == 0 {
         return Some((u32::from(b0), 1));
@@ -132,32 +137,12 @@ fn decode_one(b: &[u8]) -> Option<(u32, usize)> {
         return Some(((u32::from(b0 & 0x0F) << 12) | (cont(1)? << 6) | cont(2)?, 3));
     }
     if b0 & 0x08 == 0 {
-        return Some(((u32::from(b0 & 0x07) << 18) | (cont(1)? << 12) | (cont(2)? << 6) | cont(3)?, 4));
+        return Some((
+            (u32::from(b0 & 0x07) << 18) | (cont(1)? << 12) | (cont(2)? << 6) | cont(3)?,
+            4,
+        ));
     }
     None
-}
-
-/// Encodes a codepoint as UTF-8 the way llama.cpp does (no surrogate check;
-/// codepoints beyond U+10FFFF do not occur since the decoder cannot make them).
-pub fn push_utf8(cp: u32, out: &mut Vec<u8>) {
-    if cp <= 0x7F {
-        out.push(cp as u8);
-    } else if cp <= 0x7FF {
-        out.extend_from_slice(&[0xC0 | ((cp >> 6) & 0x1F) as u8, 0x80 | (cp & 0x3F) as u8]);
-    } else if cp <= 0xFFFF {
-        out.extend_from_slice(&[
-            0xE0 | ((cp >> 12) & 0x0F) as u8,
-            0x80 | ((cp >> 6) & 0x3F) as u8,
-            0x80 | (cp & 0x3F) as u8,
-        ]);
-    } else {
-        out.extend_from_slice(&[
-            0xF0 | ((cp >> 18) & 0x07) as u8,
-            0x80 | ((cp >> 12) & 0x3F) as u8,
-            0x80 | ((cp >> 6) & 0x3F) as u8,
-            0x80 | (cp & 0x3F) as u8,
-        ]);
-    }
 }
 
 /// GPT-2's byte-to-unicode table: printable Latin-1 bytes map to
@@ -228,7 +213,10 @@ mod tests {
 
     #[test]
     fn decoding_replaces_invalid_bytes() {
-        let cps: Vec<u32> = decode_cpts(b"a\xC3\xA9\xFFb\xE4\xBD").iter().map(|c| c.0).collect();
+        let cps: Vec<u32> = decode_cpts(b"a\xC3\xA9\xFFb\xE4\xBD")
+            .iter()
+            .map(|c| c.0)
+            .collect();
         assert_eq!(cps, vec![0x61, 0xE9, 0xFFFD, 0x62, 0xFFFD, 0xFFFD]);
     }
 }

@@ -49,12 +49,42 @@ const FETCHED: [(&str, &str); 2] = [
 /// The derived models: (short name, source short name, file type, file
 /// name as llama-quantize's output is called in model-files.json).
 const DERIVED: [(&str, &str, FileType, &str); 6] = [
-    ("smollm2-q4_0", "smollm2-q4_1", FileType::Q4_0, "SmolLM2-135M-Instruct.Q4_0.gguf"),
-    ("smollm2-q8_0", "smollm2-q4_1", FileType::Q8_0, "SmolLM2-135M-Instruct.Q8_0.gguf"),
-    ("smollm2-f16", "smollm2-q4_1", FileType::F16, "SmolLM2-135M-Instruct.F16.gguf"),
-    ("gemma3-q4_0", "gemma3-q4_k_m", FileType::Q4_0, "gemma-3-270m.Q4_0.gguf"),
-    ("gemma3-q8_0", "gemma3-q4_k_m", FileType::Q8_0, "gemma-3-270m.Q8_0.gguf"),
-    ("gemma3-f16", "gemma3-q4_k_m", FileType::F16, "gemma-3-270m.F16.gguf"),
+    (
+        "smollm2-q4_0",
+        "smollm2-q4_1",
+        FileType::Q4_0,
+        "SmolLM2-135M-Instruct.Q4_0.gguf",
+    ),
+    (
+        "smollm2-q8_0",
+        "smollm2-q4_1",
+        FileType::Q8_0,
+        "SmolLM2-135M-Instruct.Q8_0.gguf",
+    ),
+    (
+        "smollm2-f16",
+        "smollm2-q4_1",
+        FileType::F16,
+        "SmolLM2-135M-Instruct.F16.gguf",
+    ),
+    (
+        "gemma3-q4_0",
+        "gemma3-q4_k_m",
+        FileType::Q4_0,
+        "gemma-3-270m.Q4_0.gguf",
+    ),
+    (
+        "gemma3-q8_0",
+        "gemma3-q4_k_m",
+        FileType::Q8_0,
+        "gemma-3-270m.Q8_0.gguf",
+    ),
+    (
+        "gemma3-f16",
+        "gemma3-q4_k_m",
+        FileType::F16,
+        "gemma-3-270m.F16.gguf",
+    ),
 ];
 
 /// Every model name [`model_path`] knows.

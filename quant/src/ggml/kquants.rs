@@ -281,7 +281,11 @@ fn quantize_qk_scales_mins(
             max_min = mins[j];
         }
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let sc = &mut scales_out[..12];
     sc.fill(0);
@@ -478,8 +482,10 @@ impl GgmlFormat for Q6K {
                 let lv = |k: usize| l[j + i + k] as u8;
                 b[Q6K_QL + 64 * half + i] = (lv(0) & 0xF) | ((lv(64) & 0xF) << 4);
                 b[Q6K_QL + 64 * half + i + 32] = (lv(32) & 0xF) | ((lv(96) & 0xF) << 4);
-                b[Q6K_QH + 32 * half + i] =
-                    (lv(0) >> 4) | ((lv(32) >> 4) << 2) | ((lv(64) >> 4) << 4) | ((lv(96) >> 4) << 6);
+                b[Q6K_QH + 32 * half + i] = (lv(0) >> 4)
+                    | ((lv(32) >> 4) << 2)
+                    | ((lv(64) >> 4) << 4)
+                    | ((lv(96) >> 4) << 6);
             }
         }
         for (k, &s) in sc.iter().enumerate() {

@@ -196,7 +196,11 @@ pub fn row_size(ty: GgmlType, n_elements: usize) -> Result<usize, QuantError> {
     Ok(n_elements / t.block_size * t.type_size)
 }
 
-fn check_lengths(ty: GgmlType, n_elements: usize, n_bytes: usize) -> Result<&'static TypeTraits, QuantError> {
+fn check_lengths(
+    ty: GgmlType,
+    n_elements: usize,
+    n_bytes: usize,
+) -> Result<&'static TypeTraits, QuantError> {
     let t = traits_or_err(ty)?;
     let expected = row_size(ty, n_elements)?;
     if expected != n_bytes {
@@ -272,7 +276,11 @@ mod tests {
         let mut out = vec![0f32; 32];
         assert!(matches!(
             dequantize_row(GgmlType::Q4_0, &[0; 17], &mut out),
-            Err(QuantError::ByteLength { expected: 18, got: 17, .. })
+            Err(QuantError::ByteLength {
+                expected: 18,
+                got: 17,
+                ..
+            })
         ));
         assert_eq!(
             quantize_row_ref(GgmlType::IQ4_NL, &[0.0; 32], &mut [0; 18]),

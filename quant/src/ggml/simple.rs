@@ -160,10 +160,7 @@ fn pack_q5(q: &[u8; 32], qs: &mut [u8], qh_out: &mut [u8]) {
 fn unpack_q5(qs: &[u8], qh: u32, j: usize) -> (i32, i32) {
     let xh0 = (((qh >> j) << 4) & 0x10) as u8;
     let xh1 = ((qh >> (j + 12)) & 0x10) as u8;
-    (
-        ((qs[j] & 0x0F) | xh0) as i32,
-        ((qs[j] >> 4) | xh1) as i32,
-    )
+    (((qs[j] & 0x0F) | xh0) as i32, ((qs[j] >> 4) | xh1) as i32)
 }
 
 // Q5_0: d:f16, qh[4], qs[16]; value = (q - 16)*d.

@@ -209,12 +209,16 @@ fn aligned<B: kernels::blocks::Block>(bytes: &[u8]) -> Vec<B> {
 fn kernel_dot(ty: GgmlType, qx: &[u8], qy: &[u8]) -> f32 {
     use kernels::*;
     let u16s = |b: &[u8]| -> Vec<u16> {
-        b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
+        b.chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
     };
     match ty {
         F32 => {
             let f = |b: &[u8]| -> Vec<f32> {
-                b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
             };
             vec_dot_f32(&f(qx), &f(qy))
         }
@@ -291,7 +295,10 @@ fn dequantizers_agree_with_the_kernels_crate() {
             Q5_K => kernels::scalar::dequantize_row_q5_k(&aligned(&q), &mut theirs),
             _ => kernels::scalar::dequantize_row_q6_k(&aligned(&q), &mut theirs),
         }
-        let same = ours.iter().zip(&theirs).all(|(a, b)| a.to_bits() == b.to_bits());
+        let same = ours
+            .iter()
+            .zip(&theirs)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "{ty}: quant and kernels dequantize differently");
     }
 }
@@ -305,7 +312,14 @@ fn activation_quantizers_agree_with_the_kernels_crate() {
     assert_eq!(kernels::blocks::block_bytes(&k), &q[..], "Q8_0");
 
     let q = quantize(Q8_1, &x);
-    let mut k = vec![kernels::blocks::BlockQ8_1 { d: 0, s: 0, qs: [0; 32] }; x.len() / 32];
+    let mut k = vec![
+        kernels::blocks::BlockQ8_1 {
+            d: 0,
+            s: 0,
+            qs: [0; 32]
+        };
+        x.len() / 32
+    ];
     kernels::scalar::quantize_row_q8_1(&x, &mut k);
     assert_eq!(kernels::blocks::block_bytes(&k), &q[..], "Q8_1");
 }

@@ -400,3 +400,38 @@ pub fn markdown_table(summaries: &[SchemeSummary]) -> String {
     }
     out
 }
+
+/// Mean relative error per scheme (rows) and source GGML type (columns), as
+/// a markdown table: which scheme suits which source type.
+pub fn markdown_by_type(reports: &[MatrixReport], schemes: &[Scheme]) -> String {
+    let mut types: Vec<&'static str> = reports.iter().map(|r| r.ggml_type).collect();
+    types.sort_unstable();
+    types.dedup();
+    let mut out = String::from("| scheme |");
+    for t in &types {
+        let n = reports.iter().filter(|r| r.ggml_type == *t).count();
+        out.push_str(&format!(" {t} ({n}) |"));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(types.len()));
+    out.push('\n');
+    for s in schemes {
+        out.push_str(&format!("| `{s}` |"));
+        for t in &types {
+            let errs: Vec<f64> = reports
+                .iter()
+                .filter(|r| r.ggml_type == *t)
+                .flat_map(|r| {
+                    r.results
+                        .iter()
+                        .filter(|x| x.scheme == *s)
+                        .map(|x| x.rel_error)
+                })
+                .collect();
+            let mean = errs.iter().sum::<f64>() / errs.len().max(1) as f64;
+            out.push_str(&format!(" {:.2}% |", 100.0 * mean));
+        }
+        out.push('\n');
+    }
+    out
+}

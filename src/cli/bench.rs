@@ -1,0 +1,282 @@
+//! `rkinfer bench -m MODEL [-m ...] [-p 512] [-n 128] [-t N] [-r 5]
+//! [-o md|json] [--device cpu|npu|npu-sim]`: prompt-processing and
+//! text-generation speed in llama-bench's form. Several models, prompt
+//! sizes, generation lengths or thread counts (repeated flags or
+//! comma-separated values) make a sweep.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::bench::{run_test, Samples, Test};
+use crate::model::{Model, ModelOptions};
+use crate::Error;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// GGUF model(s) to measure (repeat or separate with commas).
+    #[arg(short = 'm', long = "model", value_delimiter = ',', required = true)]
+    pub model: Vec<PathBuf>,
+    /// Prompt sizes: one forward of this many tokens (0: no prompt test).
+    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    pub n_prompt: Vec<usize>,
+    /// Generation lengths: this many single-token forwards (0: no generation test).
+    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    pub n_gen: Vec<usize>,
+    /// Thread counts (default: all cores).
+    #[arg(short = 't', long = "threads", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Repetitions of each test (after one warm-up run).
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub repetitions: usize,
+    /// Output format: md (markdown table) or json.
+    #[arg(short = 'o', long = "output", default_value = "md")]
+    pub output: String,
+    /// Device: cpu, npu or npu-sim.
+    #[arg(long = "device", default_value = "cpu")]
+    pub device: String,
+}
+
+/// One row of the result table.
+struct Row {
+    model: PathBuf,
+    model_type: String,
+    model_size: u64,
+    n_params: u64,
+    backend: &'static str,
+    threads: usize,
+    samples: Samples,
+}
+
+pub fn run(args: Args) -> crate::Result<()> {
+    let format = match args.output.as_str() {
+        "md" => Format::Markdown,
+        "json" => Format::Json,
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "-o {other:?}: expected md or json"
+            )))
+        }
+    };
+    super::run::check_device(&args.device)?;
+    if args.repetitions == 0 {
+        return Err(Error::InvalidArgument(
+            "-r 0: at least one repetition is needed".into(),
+        ));
+    }
+    let mut tests: Vec<Test> = Vec::new();
+    tests.extend(
+        args.n_prompt
+            .iter()
+            .filter(|&&p| p > 0)
+            .map(|&p| Test::Prompt(p)),
+    );
+    tests.extend(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| Test::Gen(n)));
+    if tests.is_empty() {
+        return Err(Error::InvalidArgument(
+            "nothing to measure: -p and -n are all 0".into(),
+        ));
+    }
+    let threads = if args.threads.is_empty() {
+        vec![std::thread::available_parallelism().map_or(1, |n| n.get())]
+    } else {
+        args.threads.clone()
+    };
+    if threads.contains(&0) {
+        return Err(Error::InvalidArgument(
+            "-t 0: give a thread count of at least 1".into(),
+        ));
+    }
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut out = std::io::stdout().lock();
+    if format == Format::Markdown {
+        write_out(&mut out, &markdown_header())?;
+    }
+    for path in &args.model {
+        for &t in &threads {
+            eprintln!("bench: loading {} (threads {t})", path.display());
+            let model = Model::load(
+                path,
+                &ModelOptions {
+                    n_threads: t,
+                    ..ModelOptions::default()
+                },
+            )?;
+            let (model_type, model_size, n_params) = describe(&model, path);
+            for &test in &tests {
+                let name = test.name();
+                let samples = run_test(&model, test, args.repetitions, |done, of| {
+                    eprintln!("bench: {} {name} t={t}: run {done}/{of}", short_name(path));
+                })?;
+                let row = Row {
+                    model: path.clone(),
+                    model_type: model_type.clone(),
+                    model_size,
+                    n_params,
+                    backend: "CPU",
+                    threads: t,
+                    samples,
+                };
+                if format == Format::Markdown {
+                    write_out(&mut out, &markdown_row(&row))?;
+                }
+                rows.push(row);
+            }
+        }
+    }
+    if format == Format::Json {
+        let list: Vec<serde_json::Value> = rows.iter().map(json_row).collect();
+        let text = serde_json::to_string_pretty(&list)
+            .map_err(|e| Error::InvalidArgument(format!("JSON output: {e}")))?;
+        write_out(&mut out, &format!("{text}\n"))?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Markdown,
+    Json,
+}
+
+fn write_out(out: &mut impl Write, s: &str) -> crate::Result<()> {
+    out.write_all(s.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(|source| Error::Io {
+            path: PathBuf::from("<stdout>"),
+            source,
+        })
+}
+
+fn short_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// llama-bench's model column ("llama 134.52M Q4_1"), the bytes of all
+/// tensors and the parameter count.
+fn describe(model: &Model, path: &Path) -> (String, u64, u64) {
+    let f = model.gguf();
+    let arch = f.architecture().unwrap_or("?");
+    let n_params = f.n_params();
+    let size = f.tensors().iter().map(|t| t.size).sum::<u64>();
+    let ftype = f
+        .get_u32("general.file_type")
+        .ok()
+        .and_then(ftype_name)
+        .map(str::to_string)
+        .unwrap_or_else(|| short_name(path));
+    (
+        format!("{arch} {} {ftype}", human_params(n_params).replace(' ', "")),
+        size,
+        n_params,
+    )
+}
+
+/// llama.cpp's short `llama_ftype` names as llama-bench prints them.
+fn ftype_name(ft: u32) -> Option<&'static str> {
+    Some(match ft {
+        0 => "all F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K - Medium",
+        11 => "Q3_K - Small",
+        12 => "Q3_K - Medium",
+        13 => "Q3_K - Large",
+        14 => "Q4_K - Small",
+        15 => "Q4_K - Medium",
+        16 => "Q5_K - Small",
+        17 => "Q5_K - Medium",
+        18 => "Q6_K",
+        32 => "BF16",
+        _ => return None,
+    })
+}
+
+/// 134515008 -> "134.52 M".
+fn human_params(n: u64) -> String {
+    match n {
+        0..=999 => n.to_string(),
+        1_000..=999_999 => format!("{:.2} K", n as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2} M", n as f64 / 1e6),
+        _ => format!("{:.2} B", n as f64 / 1e9),
+    }
+}
+
+/// As llama-bench: MiB below 1 GiB, GiB above.
+fn human_size(n: u64) -> String {
+    let mib = n as f64 / (1024.0 * 1024.0);
+    if mib < 1024.0 {
+        format!("{mib:.2} MiB")
+    } else {
+        format!("{:.2} GiB", mib / 1024.0)
+    }
+}
+
+fn markdown_header() -> String {
+    "| model | size | params | backend | threads | test | t/s |\n\
+     | ------------------------------ | ---------: | ---------: | ---------- | ------: | --------------: | -------------------: |\n"
+        .to_string()
+}
+
+fn markdown_row(r: &Row) -> String {
+    let (mean, sd) = r.samples.ts_stats();
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {:.2} ± {:.2} |\n",
+        r.model_type,
+        human_size(r.model_size),
+        human_params(r.n_params),
+        r.backend,
+        r.threads,
+        r.samples.test.name(),
+        mean,
+        sd
+    )
+}
+
+fn json_row(r: &Row) -> serde_json::Value {
+    let (avg_ts, stddev_ts) = r.samples.ts_stats();
+    let (avg_ns, stddev_ns) = r.samples.ns_stats();
+    let (n_prompt, n_gen) = match r.samples.test {
+        Test::Prompt(n) => (n, 0),
+        Test::Gen(n) => (0, n),
+    };
+    json!({
+        "model_filename": r.model.display().to_string(),
+        "model_type": r.model_type,
+        "model_size": r.model_size,
+        "model_n_params": r.n_params,
+        "backends": r.backend,
+        "cpu_isa": crate::kernels::isa(),
+        "n_threads": r.threads,
+        "n_prompt": n_prompt,
+        "n_gen": n_gen,
+        "test": r.samples.test.name(),
+        "avg_ns": avg_ns.round() as u64,
+        "stddev_ns": stddev_ns.round() as u64,
+        "avg_ts": avg_ts,
+        "stddev_ts": stddev_ts,
+        "samples_ns": r.samples.samples_ns(),
+        "samples_ts": r.samples.samples_ts(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_follow_llama_bench() {
+        assert_eq!(human_params(134_515_008), "134.52 M");
+        assert_eq!(human_size(70 * 1024 * 1024), "70.00 MiB");
+        assert_eq!(human_size(3 * 1024 * 1024 * 1024), "3.00 GiB");
+        assert_eq!(ftype_name(15), Some("Q4_K - Medium"));
+        assert_eq!(ftype_name(999), None);
+    }
+}
