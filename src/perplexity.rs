@@ -82,27 +82,39 @@ pub struct ChunkProgress {
 pub struct KldSummary {
     /// Mean KL divergence (base ‖ this run) per token and its uncertainty.
     pub mean: f64,
+    /// Uncertainty of `mean`.
     pub mean_unc: f64,
     /// Percentiles of the per-token KL divergence.
     pub median: f64,
+    /// 90th percentile.
     pub p90: f64,
+    /// 95th percentile.
     pub p95: f64,
+    /// 99th percentile.
     pub p99: f64,
+    /// Largest per-token KL divergence.
     pub max: f64,
+    /// Smallest per-token KL divergence.
     pub min: f64,
     /// Fraction of tokens where both runs rank the same token first.
     pub same_top: f64,
+    /// Uncertainty of `same_top`.
     pub same_top_unc: f64,
     /// Perplexity of this run and of the base (from the saved log-probs).
     pub ppl: f64,
+    /// Uncertainty of `ppl`.
     pub ppl_unc: f64,
+    /// Perplexity of the base run.
     pub ppl_base: f64,
+    /// Uncertainty of `ppl_base`.
     pub ppl_base_unc: f64,
     /// ln(PPL / PPL_base) and its uncertainty.
     pub ln_ppl_ratio: f64,
+    /// Uncertainty of `ln_ppl_ratio`.
     pub ln_ppl_ratio_unc: f64,
     /// RMS of the difference of the correct token's probability.
     pub rms_dp: f64,
+    /// Uncertainty of `rms_dp`.
     pub rms_dp_unc: f64,
     /// Scored tokens.
     pub count: usize,
@@ -113,12 +125,15 @@ pub struct KldSummary {
 pub struct PerplexityReport {
     /// Tokens in the text.
     pub n_tokens: usize,
+    /// Chunk length.
     pub n_ctx: usize,
+    /// Chunks evaluated.
     pub n_chunks: usize,
     /// Scored tokens.
     pub count: usize,
     /// Final estimate and its uncertainty.
     pub ppl: f64,
+    /// Uncertainty of `ppl`.
     pub ppl_unc: f64,
     /// Running perplexity after each chunk.
     pub running_ppl: Vec<f64>,
@@ -508,7 +523,7 @@ impl KldAccum {
         sorted.sort_by(f64::total_cmp);
         let median = if sorted.is_empty() {
             0.0
-        } else if sorted.len() % 2 == 0 {
+        } else if sorted.len().is_multiple_of(2) {
             0.5 * (sorted[sorted.len() / 2] + sorted[sorted.len() / 2 - 1])
         } else {
             sorted[sorted.len() / 2]

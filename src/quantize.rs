@@ -421,7 +421,7 @@ fn model_facts(f: &GgufFile) -> Result<ModelFacts, QuantizeError> {
         is_falcon: arch == "falcon",
         is_70b: arch == "llama" && n_layer == 80 && n_head != n_head_kv,
         n_layer: n_layer as i32,
-        n_gqa: if n_head_kv > 0 { n_head / n_head_kv } else { 0 },
+        n_gqa: n_head.checked_div(n_head_kv).unwrap_or(0),
         n_expert,
     })
 }
@@ -451,7 +451,7 @@ fn mixture_type(
     use FileType as F;
     use GgmlType as T;
     if cat == Category::Output || (st.has_tied_embeddings && cat == Category::TokenEmbd) {
-        if m.is_falcon || row_len % new_type.block_size() as u64 != 0 {
+        if m.is_falcon || !row_len.is_multiple_of(new_type.block_size() as u64) {
             new_type = T::Q8_0;
         } else if new_type != T::Q8_0 {
             new_type = T::Q6_K;
@@ -557,7 +557,7 @@ fn mixture_type(
 /// blocks of `ty`; (type, whether a fallback was needed).
 fn fallback_type(name: &str, row_len: u64, ty: GgmlType) -> (GgmlType, bool) {
     use GgmlType as T;
-    if row_len % ty.block_size() as u64 == 0 {
+    if row_len.is_multiple_of(ty.block_size() as u64) {
         return (ty, false);
     }
     let mut ret = match ty {
@@ -576,7 +576,7 @@ fn fallback_type(name: &str, row_len: u64, ty: GgmlType) -> (GgmlType, bool) {
         // 32-element blocks: nothing smaller to demote to; F16 below.
         other => other,
     };
-    if row_len % ret.block_size() as u64 != 0 {
+    if !row_len.is_multiple_of(ret.block_size() as u64) {
         ret = T::F16;
     }
     let _ = name;
@@ -658,7 +658,7 @@ pub fn plan(f: &GgufFile, opts: &QuantizeOptions) -> crate::Result<Vec<TensorPla
             default_type
         };
         if to != t.ggml_type {
-            if row_len % to.block_size() as u64 != 0 {
+            if !row_len.is_multiple_of(to.block_size() as u64) {
                 return Err(QuantizeError::RowNotDivisible {
                     tensor: t.name.clone(),
                     row_len,
@@ -820,10 +820,9 @@ pub fn quantize_model(
                 crate::Error::InvalidArgument(format!("tensor {} vanished", p.name))
             })?;
             let data = file.tensor_data(info);
-            let bytes_out;
-            if p.to == p.from {
+            let bytes_out = if p.to == p.from {
                 stream.write_tensor_data(data)?;
-                bytes_out = data.len() as u64;
+                data.len() as u64
             } else {
                 let row_len = p.dims.first().copied().unwrap_or(1) as usize;
                 let n_rows = (info.n_elements() as usize) / row_len.max(1);
@@ -837,8 +836,8 @@ pub fn quantize_model(
                         crate::Error::InvalidArgument(format!("tensor {}: {e}", p.name))
                     })?;
                 stream.write_tensor_data(&converted)?;
-                bytes_out = out_size as u64;
-            }
+                out_size as u64
+            };
             if opts.progress {
                 let dims: Vec<String> = p.dims.iter().map(|d| d.to_string()).collect();
                 let what = if p.to == p.from {

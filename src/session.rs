@@ -459,7 +459,7 @@ impl StopMatcher {
         let mut hit: Option<(usize, &String)> = None;
         for s in &self.stops {
             if let Some(i) = self.held.find(s.as_str()) {
-                if hit.map_or(true, |(j, _)| i < j) {
+                if hit.is_none_or(|(j, _)| i < j) {
                     hit = Some((i, s));
                 }
             }

@@ -29,7 +29,10 @@ fn ok_stdout(o: &Output) -> String {
 
 fn cells(line: &str) -> Vec<String> {
     let t = line.trim();
-    assert!(t.starts_with('|') && t.ends_with('|'), "not a table row: {t}");
+    assert!(
+        t.starts_with('|') && t.ends_with('|'),
+        "not a table row: {t}"
+    );
     t[1..t.len() - 1]
         .split('|')
         .map(|c| c.trim().to_string())
@@ -63,7 +66,10 @@ fn markdown_table_has_llama_bench_shape() {
     for (line, test) in lines[2..].iter().zip(["pp8", "tg4"]) {
         let c = cells(line);
         assert_eq!(c.len(), 7, "{line}");
-        assert!(c[0].starts_with("llama ") && c[0].ends_with("Q4_1"), "{line}");
+        assert!(
+            c[0].starts_with("llama ") && c[0].ends_with("Q4_1"),
+            "{line}"
+        );
         assert!(c[1].ends_with(" MiB"), "{line}");
         assert_eq!(c[2], "134.52 M", "{line}");
         assert_eq!(c[3], "CPU");
@@ -101,12 +107,25 @@ fn json_has_the_same_fields_and_sweeps() {
         assert_eq!(r["samples_ns"].as_array().expect("samples_ns").len(), 2);
         let avg = r["avg_ts"].as_f64().expect("avg_ts");
         let mean: f64 = samples.iter().map(|s| s.as_f64().unwrap()).sum::<f64>() / 2.0;
-        assert!((avg - mean).abs() <= 1e-9 * mean, "avg_ts is the mean of samples_ts");
+        assert!(
+            (avg - mean).abs() <= 1e-9 * mean,
+            "avg_ts is the mean of samples_ts"
+        );
         assert!(r["stddev_ts"].as_f64().expect("stddev_ts") >= 0.0);
         assert!(r["avg_ns"].as_u64().expect("avg_ns") > 0);
-        let (p, n) = (r["n_prompt"].as_u64().unwrap(), r["n_gen"].as_u64().unwrap());
+        let (p, n) = (
+            r["n_prompt"].as_u64().unwrap(),
+            r["n_gen"].as_u64().unwrap(),
+        );
         let t = r["test"].as_str().unwrap();
-        assert_eq!(t, if p > 0 { format!("pp{p}") } else { format!("tg{n}") });
+        assert_eq!(
+            t,
+            if p > 0 {
+                format!("pp{p}")
+            } else {
+                format!("tg{n}")
+            }
+        );
     }
 }
 
@@ -115,11 +134,28 @@ fn bad_arguments_fail_cleanly() {
     let m = smollm2();
     for (args, needle) in [
         (vec!["bench", "-m", &m, "-o", "csv"], "expected md or json"),
-        (vec!["bench", "-m", &m, "-p", "0", "-n", "0"], "nothing to measure"),
+        (
+            vec!["bench", "-m", &m, "-p", "0", "-n", "0"],
+            "nothing to measure",
+        ),
         (vec!["bench", "-m", &m, "-t", "0"], "-t 0"),
         (vec!["bench", "-m", &m, "-r", "0"], "-r 0"),
-        (vec!["bench", "-m", &m, "--device", "gpu"], "expected cpu, npu or npu-sim"),
-        (vec!["bench", "-m", "/nonexistent/model.gguf", "-p", "4", "-n", "0"], "/nonexistent/model.gguf"),
+        (
+            vec!["bench", "-m", &m, "--device", "gpu"],
+            "expected cpu, npu or npu-sim",
+        ),
+        (
+            vec![
+                "bench",
+                "-m",
+                "/nonexistent/model.gguf",
+                "-p",
+                "4",
+                "-n",
+                "0",
+            ],
+            "/nonexistent/model.gguf",
+        ),
     ] {
         let o = rkinfer(&args);
         let e = String::from_utf8_lossy(&o.stderr);

@@ -43,7 +43,7 @@ fn ok_stdout(args: &[&std::ffi::OsStr]) -> String {
 
 fn info_json(path: &Path, extra: &[&str]) -> Value {
     let mut args = vec![path.as_os_str(), "--json".as_ref()];
-    args.extend(extra.iter().map(|s| std::ffi::OsStr::new(s)));
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
     serde_json::from_str(&ok_stdout(&args)).expect("valid JSON")
 }
 

@@ -5,7 +5,9 @@
 mod common;
 
 use rkinfer::model::StateOptions;
-use rkinfer::perplexity::{evaluate, KlMode, LogitsReader, LogitsWriter, PerplexityOptions, PerplexityReport};
+use rkinfer::perplexity::{
+    evaluate, KlMode, LogitsReader, LogitsWriter, PerplexityOptions, PerplexityReport,
+};
 use rkinfer::session::{Llm, ModelContext};
 
 /// Relative tolerance on the running PPL. The issue asks the final PPL over
@@ -47,23 +49,48 @@ fn run(llm: &Llm, tokens: &[u32], chunks: usize, kl: KlMode<'_>) -> PerplexityRe
         bos: if tok.add_bos() { tok.bos() } else { None },
         ..Default::default()
     };
-    let mut ctx = ModelContext::new(llm.model(), &StateOptions { n_ctx: 512, n_batch: 512, ..Default::default() })
-        .expect("state");
-    evaluate(&mut ctx, tokens, &opts, kl, |p| eprintln!("chunk {}/{} PPL {:.4}", p.done, p.total, p.ppl))
-        .expect("perplexity runs")
+    let mut ctx = ModelContext::new(
+        llm.model(),
+        &StateOptions {
+            n_ctx: 512,
+            n_batch: 512,
+            ..Default::default()
+        },
+    )
+    .expect("state");
+    evaluate(&mut ctx, tokens, &opts, kl, |p| {
+        eprintln!("chunk {}/{} PPL {:.4}", p.done, p.total, p.ppl)
+    })
+    .expect("perplexity runs")
 }
 
 fn check_against_llama_cpp(name: &str) {
     let llm = Llm::load(&common::model_path(name), &Default::default()).expect("model loads");
-    let tokens = llm.tokenizer().encode(&corpus(), true, false).expect("tokenize");
+    let tokens = llm
+        .tokenizer()
+        .encode(&corpus(), true, false)
+        .expect("tokenize");
     let (want, chunks) = reference(name);
-    assert_eq!(tokens.len() / 512, chunks, "{name}: chunks of the corpus ({} tokens)", tokens.len());
+    assert_eq!(
+        tokens.len() / 512,
+        chunks,
+        "{name}: chunks of the corpus ({} tokens)",
+        tokens.len()
+    );
     let r = run(&llm, &tokens, 8, KlMode::None);
     assert_eq!(r.running_ppl.len(), 8);
     for (i, (&got, &w)) in r.running_ppl.iter().zip(&want).enumerate() {
         let rel = (got - w).abs() / w;
-        eprintln!("{name} [{}] rkinfer {got:.4} llama.cpp {w:.4} ({:+.3}%)", i + 1, 100.0 * (got - w) / w);
-        assert!(rel <= TOLERANCE, "{name}: running PPL after chunk {} is {got:.4}, llama.cpp {w:.4}", i + 1);
+        eprintln!(
+            "{name} [{}] rkinfer {got:.4} llama.cpp {w:.4} ({:+.3}%)",
+            i + 1,
+            100.0 * (got - w) / w
+        );
+        assert!(
+            rel <= TOLERANCE,
+            "{name}: running PPL after chunk {} is {got:.4}, llama.cpp {w:.4}",
+            i + 1
+        );
     }
 }
 
@@ -82,7 +109,8 @@ fn temp_file(name: &str) -> std::path::PathBuf {
 }
 
 fn save_base(llm: &Llm, tokens: &[u32], chunks: usize, path: &std::path::Path) -> PerplexityReport {
-    let mut w = LogitsWriter::create(path, 512, llm.model().n_vocab(), chunks, tokens).expect("create");
+    let mut w =
+        LogitsWriter::create(path, 512, llm.model().n_vocab(), chunks, tokens).expect("create");
     let r = run(llm, tokens, chunks, KlMode::Save(&mut w));
     w.finish().expect("flush");
     r
@@ -90,8 +118,12 @@ fn save_base(llm: &Llm, tokens: &[u32], chunks: usize, path: &std::path::Path) -
 
 #[test]
 fn kl_divergence_of_a_model_with_itself_is_zero() {
-    let llm = Llm::load(&common::model_path("smollm2-q4_1"), &Default::default()).expect("model loads");
-    let tokens = llm.tokenizer().encode(&corpus(), true, false).expect("tokenize");
+    let llm =
+        Llm::load(&common::model_path("smollm2-q4_1"), &Default::default()).expect("model loads");
+    let tokens = llm
+        .tokenizer()
+        .encode(&corpus(), true, false)
+        .expect("tokenize");
     let path = temp_file("self.kld");
     let base = save_base(&llm, &tokens, 2, &path);
     let mut r = LogitsReader::open(&path).expect("open");
@@ -103,22 +135,35 @@ fn kl_divergence_of_a_model_with_itself_is_zero() {
     assert!(k.max < 1e-4, "max KLD {}", k.max);
     assert_eq!(k.same_top, 1.0);
     assert!((again.ppl - base.ppl).abs() < 1e-9 * base.ppl);
-    assert!((k.ppl_base - base.ppl).abs() < 1e-3 * base.ppl, "{} vs {}", k.ppl_base, base.ppl);
+    assert!(
+        (k.ppl_base - base.ppl).abs() < 1e-3 * base.ppl,
+        "{} vs {}",
+        k.ppl_base,
+        base.ppl
+    );
     std::fs::remove_file(&path).ok();
 }
 
 #[test]
 fn kl_divergence_q8_0_against_f16_is_small_and_positive() {
-    let f16 = Llm::load(&common::model_path("smollm2-f16"), &Default::default()).expect("f16 loads");
-    let tokens = f16.tokenizer().encode(&corpus(), true, false).expect("tokenize");
+    let f16 =
+        Llm::load(&common::model_path("smollm2-f16"), &Default::default()).expect("f16 loads");
+    let tokens = f16
+        .tokenizer()
+        .encode(&corpus(), true, false)
+        .expect("tokenize");
     let path = temp_file("f16.kld");
     save_base(&f16, &tokens, 2, &path);
     drop(f16);
-    let q8 = Llm::load(&common::model_path("smollm2-q8_0"), &Default::default()).expect("q8_0 loads");
+    let q8 =
+        Llm::load(&common::model_path("smollm2-q8_0"), &Default::default()).expect("q8_0 loads");
     let mut r = LogitsReader::open(&path).expect("open");
     let cmp = run(&q8, &tokens, 2, KlMode::Compare(&mut r));
     let k = cmp.kld.expect("kld");
-    eprintln!("Q8_0 vs F16: KLD {:.6} ± {:.6}, same top {:.4}, PPL {:.4} vs {:.4}", k.mean, k.mean_unc, k.same_top, k.ppl, k.ppl_base);
+    eprintln!(
+        "Q8_0 vs F16: KLD {:.6} ± {:.6}, same top {:.4}, PPL {:.4} vs {:.4}",
+        k.mean, k.mean_unc, k.same_top, k.ppl, k.ppl_base
+    );
     assert!(k.mean > 1e-5, "KLD {} should be positive", k.mean);
     assert!(k.mean < 0.01, "KLD {} should be small for Q8_0", k.mean);
     assert!(k.same_top > 0.9, "same top {}", k.same_top);

@@ -65,7 +65,10 @@ impl TensorInfo {
 
     /// Number of rows (elements / row length).
     pub fn n_rows(&self) -> u64 {
-        self.dims.iter().skip(1).product()
+        self.dims
+            .iter()
+            .skip(1)
+            .fold(1u64, |acc, &d| acc.saturating_mul(d))
     }
 }
 

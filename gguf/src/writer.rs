@@ -137,6 +137,33 @@ impl<'a> GgufWriter<'a> {
         Ok(())
     }
 
+    /// Sets a metadata entry: replaces the value of an existing key in place
+    /// (keeping its position) or adds it at the end. For edits after copying
+    /// another file's metadata, e.g. `general.file_type` when quantizing.
+    pub fn set_kv(&mut self, key: impl Into<String>, value: impl Into<Value>) -> Result<()> {
+        let key = key.into();
+        let value = value.into();
+        let Some(i) = self.metadata.iter().position(|(k, _)| *k == key) else {
+            return self.add_kv(key, value);
+        };
+        let (old_key, old_value) = self.metadata.remove(i);
+        self.keys.remove(&old_key);
+        let old_alignment = self.alignment;
+        match self.add_kv(key, value) {
+            Ok(()) => {
+                // add_kv appended the entry: move it back to the old position.
+                self.metadata[i..].rotate_right(1);
+                Ok(())
+            }
+            Err(e) => {
+                self.alignment = old_alignment;
+                self.keys.insert(old_key.clone());
+                self.metadata.insert(i, (old_key, old_value));
+                Err(e)
+            }
+        }
+    }
+
     /// Adds a tensor with its data (owned `Vec<u8>` or borrowed `&[u8]`).
     /// `dims` is in ggml order (`dims[0]` = row length).
     pub fn add_tensor(
@@ -193,7 +220,7 @@ impl<'a> GgufWriter<'a> {
         for (t, _) in &self.tensors {
             let mut t = t.clone();
             t.offset = offset;
-            offset = align_up(offset + t.size, self.alignment).unwrap_or(u64::MAX);
+            offset = align_up(offset.saturating_add(t.size), self.alignment).unwrap_or(u64::MAX);
             out.push(t);
         }
         out

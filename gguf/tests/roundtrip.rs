@@ -229,3 +229,31 @@ fn write_to_path_then_open() {
     drop(f);
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn set_kv_replaces_in_place() {
+    let mut w = GgufWriter::new();
+    w.add_kv("general.architecture", "llama").unwrap();
+    w.add_kv("general.file_type", 3u32).unwrap();
+    w.add_kv("general.name", "x").unwrap();
+    w.set_kv("general.file_type", 2u32).unwrap();
+    w.set_kv("general.quantized_by", "rkinfer").unwrap();
+    assert!(w.set_kv("general.alignment", 3u32).is_err());
+    w.set_kv("general.alignment", 64u32).unwrap();
+    assert!(w.set_kv("general.alignment", 6u32).is_err());
+    assert_eq!(w.alignment(), 64);
+    let keys: Vec<&str> = w.metadata().iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "general.architecture",
+            "general.file_type",
+            "general.name",
+            "general.quantized_by",
+            "general.alignment"
+        ]
+    );
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    assert_eq!(f.get_u32("general.file_type").unwrap(), 2);
+    assert_eq!(f.alignment(), 64);
+}

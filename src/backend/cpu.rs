@@ -70,13 +70,7 @@ impl Backend for CpuBackend {
             inputs[i].ok_or_else(|| ModelError::Graph(format!("{}: missing input {i}", node.name)))
         };
         match node.op {
-            Op::GetRows { table } => {
-                get_rows(ctx.weights, table, ctx.tokens, out)?;
-                if let Some(v) = std::env::var_os("RKINFER_PERTURB") {
-                    let f: f32 = v.to_str().unwrap().parse().unwrap();
-                    out.iter_mut().for_each(|x| *x *= 1.0 + f);
-                }
-            }
+            Op::GetRows { table } => get_rows(ctx.weights, table, ctx.tokens, out)?,
             Op::RmsNorm { eps, .. } => {
                 let x = input(0)?;
                 for (xr, or) in x
@@ -540,21 +534,6 @@ pub fn mul_mat(
     let wb = weights.bytes(wid);
     let k = w.cols;
     let misaligned = || ModelError::Misaligned("weight");
-    if std::env::var_os("RKINFER_DEBUG_F32").is_some() {
-        let rb = w.ty.row_bytes(k as u64).unwrap() as usize;
-        let mut row = vec![0f32; k];
-        for r in 0..w.rows {
-            dequantize_row(w.ty, &wb[r * rb..(r + 1) * rb], &mut row).unwrap();
-            for t in 0..n_tok {
-                let mut acc = 0f64;
-                for i in 0..k {
-                    acc += (row[i] * x[t * k + i]) as f64;
-                }
-                out[t * w.rows + r] = acc as f32;
-            }
-        }
-        return Ok(());
-    }
     macro_rules! quantized {
         ($wt:ty, $at:ty, $quant:path, $dot:path) => {{
             let wblocks = as_blocks::<$wt>(wb).ok_or_else(misaligned)?;
@@ -846,8 +825,8 @@ mod tests {
         };
         let x: Vec<f32> = (0..16).map(|i| i as f32 * 0.1 - 0.7).collect();
         let mut o = vec![0f32; 16];
-        rope(&x, 16, 0, &p, None, &mut o);
-        assert_eq!(&o[..8], &x[..8]); // token 0 at position 0
+        rope(&x, 8, 0, &p, None, &mut o);
+        assert_eq!(&o[..8], &x[..8]); // token 0 at position 0, token 1 at 1
         let n0: f32 = x[8..].iter().map(|v| v * v).sum();
         let n1: f32 = o[8..].iter().map(|v| v * v).sum();
         assert!((n0 - n1).abs() < 1e-5);

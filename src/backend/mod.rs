@@ -9,6 +9,7 @@
 //! a backend.
 
 pub mod cpu;
+pub mod npu;
 
 use std::sync::Arc;
 

@@ -19,10 +19,20 @@ pub struct Args {
     #[arg(short = 'm', long = "model", value_delimiter = ',', required = true)]
     pub model: Vec<PathBuf>,
     /// Prompt sizes: one forward of this many tokens (0: no prompt test).
-    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
     pub n_prompt: Vec<usize>,
     /// Generation lengths: this many single-token forwards (0: no generation test).
-    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
     pub n_gen: Vec<usize>,
     /// Thread counts (default: all cores).
     #[arg(short = 't', long = "threads", value_delimiter = ',')]
@@ -151,8 +161,10 @@ fn write_out(out: &mut impl Write, s: &str) -> crate::Result<()> {
 }
 
 fn short_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// llama-bench's model column ("llama 134.52M Q4_1"), the bytes of all

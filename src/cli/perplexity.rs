@@ -14,6 +14,7 @@ use crate::perplexity::{
 use crate::session::{Llm, ModelContext};
 use crate::{Error, Result};
 
+/// Command-line flags (llama.cpp's names).
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// The GGUF model file (or give it as the first positional argument).
@@ -58,6 +59,9 @@ pub struct Args {
     /// Device: cpu, npu or npu-sim.
     #[arg(long = "device", default_value = "cpu")]
     pub device: String,
+    /// NPU requantization: auto, w16a16, w8a8, w4a4, w4a8.
+    #[arg(long = "npu-quant", default_value = "auto")]
+    pub npu_quant: String,
 }
 
 /// Progress on stderr: a bar on a terminal, plain lines (about every 10%)
@@ -152,6 +156,7 @@ fn print_kld(k: &KldSummary) {
     );
 }
 
+/// Runs `rkinfer perplexity`: the report on stdout, progress on stderr.
 pub fn run(args: Args) -> Result<()> {
     let path = model_path(&args.model, &args.model_pos)?;
     check_device(&args.device)?;
@@ -186,6 +191,8 @@ pub fn run(args: Args) -> Result<()> {
         &ModelOptions {
             n_threads: args.threads,
             cpus,
+            device: check_device(&args.device)?,
+            npu_quant: crate::backend::npu::NpuQuant::parse(&args.npu_quant)?,
         },
     )?;
     let tok = llm.tokenizer();

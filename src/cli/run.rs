@@ -17,6 +17,7 @@ use crate::{Error, Result};
 /// Default context when the model's is larger (a 4 GB board must hold it).
 pub const DEFAULT_MAX_CTX: usize = 4096;
 
+/// Command-line flags (llama.cpp's names).
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// The GGUF model file (or give it as the first positional argument).
@@ -56,13 +57,17 @@ pub struct Args {
     #[arg(long = "top-k", default_value_t = 40, allow_negative_numbers = true)]
     pub top_k: i32,
     /// Top-p (1: off).
-    #[arg(long = "top-p", default_value_t = 0.95)]
+    #[arg(long = "top-p", default_value_t = 0.95, allow_negative_numbers = true)]
     pub top_p: f32,
     /// Min-p (0: off).
-    #[arg(long = "min-p", default_value_t = 0.05)]
+    #[arg(long = "min-p", default_value_t = 0.05, allow_negative_numbers = true)]
     pub min_p: f32,
     /// Repetition penalty (1: off).
-    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    #[arg(
+        long = "repeat-penalty",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub repeat_penalty: f32,
     /// Tokens the repetition penalty looks back at (0: off, -1: context).
     #[arg(
@@ -98,6 +103,9 @@ pub struct Args {
     /// Device: cpu, npu or npu-sim.
     #[arg(long = "device", default_value = "cpu")]
     pub device: String,
+    /// NPU requantization: auto, w16a16, w8a8, w4a4, w4a8 (or a quant::npu scheme name).
+    #[arg(long = "npu-quant", default_value = "auto")]
+    pub npu_quant: String,
 }
 
 /// Parses "4-7" / "0,2,4-5" into core numbers.
@@ -168,18 +176,10 @@ pub fn model_path(m: &Option<PathBuf>, pos: &Option<PathBuf>) -> Result<PathBuf>
     }
 }
 
-/// Says once that the NPU is not wired in yet; the CPU runs everything.
-pub fn check_device(device: &str) -> Result<()> {
-    match device {
-        "cpu" => Ok(()),
-        "npu" | "npu-sim" => {
-            eprintln!("note: --device {device} is not available yet; running on the cpu");
-            Ok(())
-        }
-        other => Err(Error::InvalidArgument(format!(
-            "--device {other:?}: expected cpu, npu or npu-sim"
-        ))),
-    }
+/// Parses `--device`; loading the model opens the NPU (or says in one line
+/// why it runs on the CPU).
+pub fn check_device(device: &str) -> Result<crate::backend::npu::Device> {
+    crate::backend::npu::Device::parse(device)
 }
 
 /// Chooses the context size: the flag, else the model's capped to
@@ -260,6 +260,7 @@ fn timings_json(load: Duration, t: &Timings) -> serde_json::Value {
     })
 }
 
+/// Runs `rkinfer run`: generation from a prompt, or the chat loop.
 pub fn run(args: Args) -> Result<()> {
     let path = model_path(&args.model, &args.model_pos)?;
     check_device(&args.device)?;
@@ -302,6 +303,8 @@ pub fn run(args: Args) -> Result<()> {
         &ModelOptions {
             n_threads: args.threads,
             cpus,
+            device: check_device(&args.device)?,
+            npu_quant: crate::backend::npu::NpuQuant::parse(&args.npu_quant)?,
         },
     )?;
     if args.dump_graph {
@@ -554,7 +557,7 @@ impl ChatTemplate {
 
 /// How turns become text: the model's template, or a plain fallback.
 enum Formatter {
-    Template(ChatTemplate),
+    Template(Box<ChatTemplate>),
     Plain,
 }
 
@@ -596,7 +599,7 @@ fn chat(
     let bos_text = piece_text(tok.bos());
     let formatter = match tok.chat_template() {
         Some(src) => match ChatTemplate::new(src, bos_text.clone(), piece_text(tok.eos())) {
-            Ok(t) => Formatter::Template(t),
+            Ok(t) => Formatter::Template(Box::new(t)),
             Err(e) => {
                 eprintln!("note: {e}; using a plain User:/Assistant: format");
                 Formatter::Plain
@@ -656,8 +659,8 @@ fn chat(
                 rendered.clone()
             }
         };
-        let add_special = session.tokens().is_empty()
-            && !(!bos_text.is_empty() && new_text.starts_with(&bos_text));
+        let starts_with_bos = !bos_text.is_empty() && new_text.starts_with(&bos_text);
+        let add_special = session.tokens().is_empty() && !starts_with_bos;
         let ids = tok.encode(&new_text, add_special, true)?;
         let space = session.space_left();
         if ids.len() >= space {

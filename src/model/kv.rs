@@ -40,7 +40,7 @@ impl KvCache {
                     ty: ty.name().to_string(),
                 });
             }
-            if head_dim % ty.block_size() != 0 {
+            if !head_dim.is_multiple_of(ty.block_size()) {
                 return Err(ModelError::UnsupportedCacheType {
                     ty: format!(
                         "{} (head size {} is not a multiple of {})",

@@ -423,7 +423,7 @@ impl Binder<'_> {
             }
             .into());
         }
-        if cols % ty.block_size() != 0 {
+        if !cols.is_multiple_of(ty.block_size()) {
             return Err(ModelError::TensorShape {
                 name: name.to_string(),
                 expected: vec![cols, rows],
@@ -589,6 +589,10 @@ pub struct ModelOptions {
     /// Cores to pin the workers to, e.g. `[4, 5, 6, 7]` for the RK3588's
     /// fast cores (empty: no pinning). Workers take them round-robin.
     pub cpus: Vec<usize>,
+    /// Where matmuls run: the NPU backend goes before the CPU for npu/npu-sim.
+    pub device: crate::backend::npu::Device,
+    /// How weights are requantized for the NPU (`--npu-quant`).
+    pub npu_quant: crate::backend::npu::NpuQuant,
 }
 
 /// Options for [`Model::new_state`].
@@ -700,7 +704,12 @@ fn pin_to_cpu(cpu: usize) -> Result<(), ModelError> {
 impl Model {
     /// Loads a GGUF model for the CPU.
     pub fn load(path: &Path, opts: &ModelOptions) -> crate::Result<Model> {
-        Model::load_with_backends(path, opts, Vec::new())
+        let extra = crate::backend::npu::backends_for(
+            opts.device,
+            opts.npu_quant,
+            &crate::npu::MatmulOptions::default(),
+        )?;
+        Model::load_with_backends(path, opts, extra)
     }
 
     /// Loads a model with extra backends in priority order (e.g. the NPU);

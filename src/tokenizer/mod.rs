@@ -3,7 +3,7 @@
 //! GPT-2-style byte-level BPE ("gpt2": SmolLM2, Llama 3, Qwen2, ...).
 //!
 //! ```no_run
-//! let f = gguf::GgufFile::open("model.gguf")?;
+//! let f = rkinfer::gguf::GgufFile::open("model.gguf")?;
 //! let tok = rkinfer::tokenizer::Tokenizer::from_gguf(&f)?;
 //! let ids = tok.encode("Hello world", true, false)?;
 //! let mut stream = rkinfer::tokenizer::StreamDecoder::new();
@@ -33,12 +33,19 @@ pub use pretok::PreTokenizer;
 
 /// Token attributes, bit values as llama.cpp's `llama_token_attr`.
 pub mod attr {
+    /// No known type.
     pub const UNDEFINED: u16 = 0;
+    /// The unknown-word token.
     pub const UNKNOWN: u16 = 1 << 0;
+    /// A reserved, unused slot.
     pub const UNUSED: u16 = 1 << 1;
+    /// An ordinary token.
     pub const NORMAL: u16 = 1 << 2;
+    /// A control token (BOS, EOS, turn markers).
     pub const CONTROL: u16 = 1 << 3;
+    /// A user-defined token: matched in text before anything else.
     pub const USER_DEFINED: u16 = 1 << 4;
+    /// A byte-fallback token `<0xXX>`.
     pub const BYTE: u16 = 1 << 5;
 }
 
@@ -89,9 +96,16 @@ impl Hasher for FxHasher {
     fn write_usize(&mut self, i: usize) {
         self.add(i as u64);
     }
+    /// The multiply leaves the low bits (the table index) depending only on
+    /// low input bits; a final avalanche (murmur3's fmix64) spreads them.
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        let mut h = self.hash;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 }
 
@@ -184,9 +198,11 @@ pub enum VocabKind {
 #[derive(Clone, Debug, Default)]
 pub struct VocabConfig {
     /// `tokenizer.ggml.model`: "llama" or "gpt2".
+    /// `tokenizer.ggml.model`: "llama" or "gpt2".
     pub model: String,
     /// `tokenizer.ggml.pre` (BPE only; None means "default").
     pub pre: Option<String>,
+    /// `tokenizer.ggml.tokens`: each token's text, by id.
     pub tokens: Vec<String>,
     /// Empty: all scores 0.
     pub scores: Vec<f32>,
@@ -195,16 +211,27 @@ pub struct VocabConfig {
     pub token_types: Vec<i32>,
     /// BPE merges, "left right", highest priority first.
     pub merges: Vec<String>,
+    /// `tokenizer.ggml.bos_token_id` (likewise the ids below).
     pub bos: Option<u32>,
+    /// End of sequence.
     pub eos: Option<u32>,
+    /// End of turn (else found by its text, e.g. `<end_of_turn>`).
     pub eot: Option<u32>,
+    /// End of message.
     pub eom: Option<u32>,
+    /// Unknown token.
     pub unk: Option<u32>,
+    /// Separator.
     pub sep: Option<u32>,
+    /// Padding.
     pub pad: Option<u32>,
+    /// `tokenizer.ggml.add_bos_token`.
     pub add_bos: Option<bool>,
+    /// `tokenizer.ggml.add_eos_token`.
     pub add_eos: Option<bool>,
+    /// `tokenizer.ggml.add_space_prefix` (SentencePiece: prefix " ").
     pub add_space_prefix: Option<bool>,
+    /// `tokenizer.chat_template`.
     pub chat_template: Option<String>,
 }
 
@@ -815,12 +842,15 @@ impl Tokenizer {
         String::from_utf8_lossy(&text).into_owned()
     }
 
+    /// The algorithm: SentencePiece or BPE.
     pub fn kind(&self) -> VocabKind {
         self.kind
     }
+    /// Beginning-of-sequence token.
     pub fn bos(&self) -> Option<u32> {
         self.bos
     }
+    /// End-of-sequence token.
     pub fn eos(&self) -> Option<u32> {
         self.eos
     }
@@ -828,9 +858,11 @@ impl Tokenizer {
     pub fn eot(&self) -> Option<u32> {
         self.eot
     }
+    /// Unknown token.
     pub fn unk(&self) -> Option<u32> {
         self.unk
     }
+    /// Padding token.
     pub fn pad(&self) -> Option<u32> {
         self.pad
     }
@@ -843,15 +875,19 @@ impl Tokenizer {
     pub fn eog_tokens(&self) -> impl Iterator<Item = u32> + '_ {
         self.eog.iter().copied()
     }
+    /// Whether `encode(.., add_special = true, ..)` starts with BOS.
     pub fn add_bos(&self) -> bool {
         self.add_bos
     }
+    /// Whether `encode(.., add_special = true, ..)` ends with EOS.
     pub fn add_eos(&self) -> bool {
         self.add_eos
     }
+    /// Whether SentencePiece text gets a leading space.
     pub fn add_space_prefix(&self) -> bool {
         self.add_space_prefix
     }
+    /// Number of tokens in the vocabulary.
     pub fn n_vocab(&self) -> usize {
         self.tokens.len()
     }
@@ -859,6 +895,7 @@ impl Tokenizer {
     pub fn token_text(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)
     }
+    /// The token's SentencePiece score.
     pub fn token_score(&self, id: u32) -> Option<f32> {
         self.scores.get(id as usize).copied()
     }
@@ -866,6 +903,7 @@ impl Tokenizer {
     pub fn token_attr(&self, id: u32) -> Option<u16> {
         self.attrs.get(id as usize).copied()
     }
+    /// Whether the token is a control token (BOS, `<start_of_turn>`, ...).
     pub fn is_control(&self, id: u32) -> bool {
         self.token_attr(id).is_some_and(|a| a & attr::CONTROL != 0)
     }
@@ -946,6 +984,7 @@ pub struct StreamDecoder {
 }
 
 impl StreamDecoder {
+    /// An empty decoder.
     pub fn new() -> StreamDecoder {
         StreamDecoder::default()
     }

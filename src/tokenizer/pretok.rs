@@ -38,6 +38,7 @@ pub struct PreTokenizer {
 /// What a `tokenizer.ggml.pre` value means to llama.cpp: the expressions
 /// and the flags it sets (before the GGUF's own add_bos etc. override them).
 pub struct PreConfig {
+    /// The split expressions, applied in order.
     pub exprs: Vec<&'static str>,
     /// A word that is itself a token is not merged (Llama-3 style).
     pub ignore_merges: bool,
@@ -179,6 +180,7 @@ fn collapse_regex(expr: &str) -> Result<Option<String>, TokenizerError> {
 }
 
 impl PreTokenizer {
+    /// Compiles a list of expressions as llama.cpp would run them.
     pub fn new(exprs: &[&str]) -> Result<PreTokenizer, TokenizerError> {
         let mut splitters = Vec::with_capacity(exprs.len());
         for &expr in exprs {

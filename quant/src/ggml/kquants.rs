@@ -1,6 +1,10 @@
 //! The K-quants: 256-element super-blocks with quantized sub-block scales
 //! (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) and the Q8_K activation format.
 //! Layouts as ggml-common.h; quantizers as ggml's `quantize_row_*_ref`.
+//!
+//! Loops index several arrays in step, as ggml's C does, so each line can
+//! be checked against ggml-quants.c.
+#![allow(clippy::needless_range_loop)]
 
 use super::util::*;
 use super::GgmlFormat;

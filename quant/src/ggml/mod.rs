@@ -186,7 +186,7 @@ pub fn vec_dot_type(ty: GgmlType) -> Option<GgmlType> {
 /// Bytes taken by a row of `n_elements` of type `ty`.
 pub fn row_size(ty: GgmlType, n_elements: usize) -> Result<usize, QuantError> {
     let t = traits_or_err(ty)?;
-    if n_elements % t.block_size != 0 {
+    if !n_elements.is_multiple_of(t.block_size) {
         return Err(QuantError::NotBlockMultiple {
             ty,
             n_elements,

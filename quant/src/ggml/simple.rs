@@ -1,6 +1,10 @@
 //! Plain number types (F32, F16, BF16) and the 32-element block formats
 //! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1. Byte layouts as ggml-common.h (all
 //! fields little endian); quantizers as ggml's `quantize_row_*_ref`.
+//!
+//! Loops index several arrays in step, as ggml's C does, so each line can
+//! be checked against ggml-quants.c.
+#![allow(clippy::needless_range_loop)]
 
 use super::util::*;
 use super::GgmlFormat;

@@ -6,6 +6,10 @@
 //! reference quantizers are compiled for baseline x86-64 (no FMA), so
 //! `a * b + c` is a rounded multiply followed by a rounded add. Changing the
 //! order of any sum below changes the bytes written.
+//!
+//! Loops index several arrays in step, as ggml's C does, so each line can
+//! be checked against ggml-quants.c.
+#![allow(clippy::needless_range_loop)]
 
 /// f32 to IEEE half bits, round to nearest even (as F16C and ggml's software
 /// `ggml_compute_fp32_to_fp16`).

@@ -281,9 +281,39 @@ pub fn quantize_row(x: &[f32], r: LevelRange, method: Clip, codes: &mut [i8]) ->
     quantize_with_clip(x, clip, r, codes)
 }
 
-/// Affine quantization: levels span [min, max] of `x`, `x ~= scale * code +
-/// offset`, every element within half a step. Returns (scale, offset); a
-/// constant row gives scale 0 and offset = the constant.
+/// The step of a uniform grid `x = o + d * q` holding every value of `x`
+/// with at most `max_steps` steps between min and max, if there is one.
+/// Dequantized GGML blocks (Q4_0, Q4_1, Q4_K sub-blocks) are such grids,
+/// even when the quantizer did not use the extreme levels.
+fn detect_grid(x: &[f32], max_steps: i32) -> Option<f32> {
+    let mut v: Vec<f32> = x.to_vec();
+    v.sort_unstable_by(|a, b| a.total_cmp(b));
+    let (lo, hi) = (*v.first()?, *v.last()?);
+    let range = hi - lo;
+    if range <= 0.0 {
+        return None;
+    }
+    let tol = range * 1e-5;
+    let d = v
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|&g| g > tol)
+        .fold(f32::INFINITY, f32::min);
+    if !d.is_finite() || range / d > max_steps as f32 + 1e-3 {
+        return None;
+    }
+    let on_grid = x.iter().all(|&xv| {
+        let t = (xv - lo) / d;
+        (t - t.round()).abs() < 1e-3
+    });
+    on_grid.then_some(d)
+}
+
+/// Affine quantization, `x ~= scale * code + offset`, every element within
+/// half a step. When the values already lie on a grid of at most
+/// `qmax - qmin` steps (a dequantized GGML block) that grid is used and the
+/// round trip is exact; otherwise the levels span [min, max]. Returns
+/// (scale, offset); a constant row gives scale 0 and offset = the constant.
 pub fn quantize_affine(x: &[f32], r: LevelRange, codes: &mut [i8]) -> (f32, f32) {
     debug_assert_eq!(x.len(), codes.len());
     let (mn, mx) = x
@@ -295,7 +325,7 @@ pub fn quantize_affine(x: &[f32], r: LevelRange, codes: &mut [i8]) -> (f32, f32)
         codes.iter_mut().for_each(|c| *c = 0);
         return (0.0, if x.is_empty() { 0.0 } else { mn });
     }
-    let s = (mx - mn) / (r.qmax - r.qmin) as f32;
+    let s = detect_grid(x, r.qmax - r.qmin).unwrap_or((mx - mn) / (r.qmax - r.qmin) as f32);
     let o = mn - s * r.qmin as f32;
     let inv = 1.0 / s;
     for (c, &v) in codes.iter_mut().zip(x) {
@@ -376,6 +406,13 @@ mod tests {
         let x: Vec<f32> = (0..32).map(|i| d * ((i * 7 % 16) as f32) + m).collect();
         let mut c = vec![0i8; 32];
         let (s, o) = quantize_affine(&x, LevelRange::INT4_FULL8, &mut c);
+        for (v, q) in x.iter().zip(&c) {
+            assert!((v - (s * *q as f32 + o)).abs() < 1e-6, "{v}");
+        }
+        // A Q4_K-like sub-block that uses only levels 2..=11 is still exact.
+        let x: Vec<f32> = (0..32).map(|i| d * ((2 + i % 10) as f32) - 0.3).collect();
+        let (s, o) = quantize_affine(&x, LevelRange::INT4_FULL8, &mut c);
+        assert!((s - d).abs() < 1e-6, "step {s}");
         for (v, q) in x.iter().zip(&c) {
             assert!((v - (s * *q as f32 + o)).abs() < 1e-6, "{v}");
         }

@@ -54,6 +54,7 @@ fn check_model(name: &str) {
         .filter(|c| c["model"] == name)
         .collect();
     assert!(!cases.is_empty(), "no reference cases for {name}");
+    let mut failures = Vec::new();
     for case in cases {
         let ids = |v: &serde_json::Value| -> Vec<u32> {
             v.as_array()
@@ -65,7 +66,7 @@ fn check_model(name: &str) {
         let prompt = ids(&case["prompt_ids"]);
         let want = ids(&case["generated_ids"]);
         let top5 = case["top5_per_step"].as_array().expect("top5");
-        // Steps up to and including the first near-tie must match.
+        // Steps before the first near-tie of the reference must match.
         let mut n_check = want.len();
         for (step, t) in top5.iter().enumerate() {
             let l0 = t[0][1].as_f64().expect("logit");
@@ -76,46 +77,49 @@ fn check_model(name: &str) {
             }
         }
 
-        let mut state = model
-            .new_state(&StateOptions {
-                n_ctx: 256,
-                ..Default::default()
-            })
-            .expect("state");
+        let opts = StateOptions {
+            n_ctx: 256,
+            ..Default::default()
+        };
+        let mut state = model.new_state(&opts).expect("state");
         let logits = model
             .forward(&mut state, &prompt, LogitsMode::Last)
             .expect("prompt");
         // First-step top-5 logits.
+        let mut worst = 0f32;
         for entry in top5[0].as_array().expect("top5[0]") {
             let tok = entry[0].as_u64().expect("token") as usize;
             let want_logit = entry[1].as_f64().expect("logit") as f32;
-            let got = logits[tok];
-            assert!(
-                (got - want_logit).abs() < 0.05,
-                "{name} '{}': logit of token {tok} is {got}, llama.cpp {want_logit}",
-                case["prompt"]
-            );
+            worst = worst.max((logits[tok] - want_logit).abs());
         }
         let mut got = vec![argmax(logits)];
-        while got.len() < n_check {
+        while got.len() < want.len() {
             let last = *got.last().expect("one token");
             let logits = model
                 .forward(&mut state, &[last], LogitsMode::Last)
                 .expect("decode");
             got.push(argmax(logits));
         }
-        assert_eq!(
-            &got[..n_check],
-            &want[..n_check],
-            "{name} '{}': generated ids differ from llama.cpp's",
-            case["prompt"]
-        );
+        let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
         eprintln!(
-            "{name} {:?}: {n_check} of {} ids match",
+            "{name} {}: first {same} of {} ids equal (required: {n_check}); first-step top-5 logits max diff {worst:.4}",
             case["prompt"],
             want.len()
         );
+        if same < n_check {
+            failures.push(format!(
+                "{}: ids differ at step {same}: got {got:?}, llama.cpp {want:?}",
+                case["prompt"]
+            ));
+        }
+        if worst >= 0.05 {
+            failures.push(format!(
+                "{}: first-step top-5 logits differ by up to {worst} (>= 0.05)",
+                case["prompt"]
+            ));
+        }
     }
+    assert!(failures.is_empty(), "{name}: {failures:#?}");
 }
 
 #[test]
