@@ -57,14 +57,7 @@ impl SharedMem {
     }
 
     fn check(&self, offset: usize, len: usize) -> Result<(), NpuError> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(NpuError::BufferRange {
-                offset: offset as u64,
-                len: len as u64,
-                size: self.len as u64,
-            }),
-        }
+        check_range(offset, len, self.len)
     }
 
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), NpuError> {
@@ -160,14 +153,7 @@ impl Mapping {
     }
 
     fn check(&self, offset: usize, len: usize) -> Result<(), NpuError> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(NpuError::BufferRange {
-                offset: offset as u64,
-                len: len as u64,
-                size: self.len as u64,
-            }),
-        }
+        check_range(offset, len, self.len)
     }
 
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), NpuError> {
@@ -292,6 +278,18 @@ impl AddressSpace {
     /// Bytes currently allocated.
     pub fn used(&self) -> u64 {
         self.lock().values().map(|m| m.len() as u64).sum()
+    }
+}
+
+/// Err unless `offset..offset + len` lies inside a buffer of `size` bytes.
+fn check_range(offset: usize, len: usize, size: usize) -> Result<(), NpuError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(NpuError::BufferRange {
+            offset: offset as u64,
+            len: len as u64,
+            size: size as u64,
+        }),
     }
 }
 
