@@ -1131,3 +1131,144 @@ fn dispatched_table_is_detected() {
         kernels::isa()
     );
 }
+
+// ---------------------------------------------------------------------------
+// Multi-row kernels (gemm_*): every table's result for each (weight row,
+// activation row) is bit-identical to the same table's single-row vec_dot.
+
+/// `nr` weight rows and `nt` activation rows of `nb` blocks each.
+fn gemm_case<B: std::fmt::Debug + 'static, A: std::fmt::Debug + Clone + 'static>(
+    w: BoxedStrategy<B>,
+    acts: fn(usize) -> BoxedStrategy<Vec<A>>,
+    max_nb: usize,
+) -> impl Strategy<Value = (usize, Vec<B>, Vec<A>, usize)> {
+    (1..=max_nb, 1usize..=9, 1usize..=9, 0usize..3).prop_flat_map(move |(nb, nr, nt, pad)| {
+        let rows = proptest::collection::vec(acts(nb), nt).prop_map(|v| v.concat());
+        (
+            Just(nb),
+            proptest::collection::vec(w.clone(), nr * nb),
+            rows,
+            Just(pad),
+        )
+    })
+}
+
+type GemmFn<B, A> = fn(&[B], &[A], usize, &mut [f32], usize);
+type DotFn<B, A> = fn(&[B], &[A]) -> f32;
+
+fn check_gemm<B, A>(
+    name: &str,
+    (nb, x, y, pad): &(usize, Vec<B>, Vec<A>, usize),
+    pick: impl Fn(&Kernels) -> (GemmFn<B, A>, DotFn<B, A>),
+) -> Result<(), TestCaseError> {
+    let (nr, nt) = (x.len() / nb, y.len() / nb);
+    let ldo = nt + pad;
+    for k in tables() {
+        let (gemm, dot) = pick(k);
+        let mut out = vec![f32::NAN; nr * ldo];
+        gemm(x, y, *nb, &mut out, ldo);
+        for r in 0..nr {
+            for t in 0..nt {
+                let want = dot(&x[r * nb..(r + 1) * nb], &y[t * nb..(t + 1) * nb]);
+                let got = out[r * ldo + t];
+                prop_assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "{} [{}] nb={} row {} token {}: {:e} != {:e}",
+                    name,
+                    k.name,
+                    nb,
+                    r,
+                    t,
+                    got,
+                    want
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(cfg(48))]
+
+    #[test]
+    fn gemm_q4_0_matches_vec_dot(c in gemm_case(q4_0().boxed(), boxed_q8_0, 20)) {
+        check_gemm("gemm_q4_0_q8_0", &c, |k| (k.gemm_q4_0_q8_0, k.vec_dot_q4_0_q8_0))?;
+    }
+    #[test]
+    fn gemm_q4_1_matches_vec_dot(c in gemm_case(q4_1().boxed(), boxed_q8_1, 20)) {
+        check_gemm("gemm_q4_1_q8_1", &c, |k| (k.gemm_q4_1_q8_1, k.vec_dot_q4_1_q8_1))?;
+    }
+    #[test]
+    fn gemm_q5_0_matches_vec_dot(c in gemm_case(q5_0().boxed(), boxed_q8_0, 20)) {
+        check_gemm("gemm_q5_0_q8_0", &c, |k| (k.gemm_q5_0_q8_0, k.vec_dot_q5_0_q8_0))?;
+    }
+    #[test]
+    fn gemm_q5_1_matches_vec_dot(c in gemm_case(q5_1().boxed(), boxed_q8_1, 20)) {
+        check_gemm("gemm_q5_1_q8_1", &c, |k| (k.gemm_q5_1_q8_1, k.vec_dot_q5_1_q8_1))?;
+    }
+    #[test]
+    fn gemm_q8_0_matches_vec_dot(c in gemm_case(q8_0_w().boxed(), boxed_q8_0, 20)) {
+        check_gemm("gemm_q8_0_q8_0", &c, |k| (k.gemm_q8_0_q8_0, k.vec_dot_q8_0_q8_0))?;
+    }
+    #[test]
+    fn gemm_q2_k_matches_vec_dot(c in gemm_case(q2_k().boxed(), boxed_q8_k, 3)) {
+        check_gemm("gemm_q2_k_q8_k", &c, |k| (k.gemm_q2_k_q8_k, k.vec_dot_q2_k_q8_k))?;
+    }
+    #[test]
+    fn gemm_q3_k_matches_vec_dot(c in gemm_case(q3_k().boxed(), boxed_q8_k, 3)) {
+        check_gemm("gemm_q3_k_q8_k", &c, |k| (k.gemm_q3_k_q8_k, k.vec_dot_q3_k_q8_k))?;
+    }
+    #[test]
+    fn gemm_q4_k_matches_vec_dot(c in gemm_case(q4_k().boxed(), boxed_q8_k, 3)) {
+        check_gemm("gemm_q4_k_q8_k", &c, |k| (k.gemm_q4_k_q8_k, k.vec_dot_q4_k_q8_k))?;
+    }
+    #[test]
+    fn gemm_q5_k_matches_vec_dot(c in gemm_case(q5_k().boxed(), boxed_q8_k, 3)) {
+        check_gemm("gemm_q5_k_q8_k", &c, |k| (k.gemm_q5_k_q8_k, k.vec_dot_q5_k_q8_k))?;
+    }
+    #[test]
+    fn gemm_q6_k_matches_vec_dot(c in gemm_case(q6_k().boxed(), boxed_q8_k, 3)) {
+        check_gemm("gemm_q6_k_q8_k", &c, |k| (k.gemm_q6_k_q8_k, k.vec_dot_q6_k_q8_k))?;
+    }
+
+    /// f16 accumulator updates (flash-attention V) and the RNE activation
+    /// quantizers: bit-identical to the scalar reference on every table.
+    #[test]
+    fn f16_updates_and_rne_quantizers_match_scalar(
+        (x, y) in (1usize..=9).prop_flat_map(|nb| (act_row(nb, 32), act_row(nb, 32))),
+        v in -4.0f32..4.0,
+    ) {
+        // Finite halves: inf - inf NaNs carry no portable payload.
+        let half = |a: f32| scalar::f32_to_f16(a.clamp(-6e4, 6e4));
+        let xh: Vec<u16> = x.iter().map(|&a| half(a)).collect();
+        let yh: Vec<u16> = y.iter().map(|&a| half(a)).collect();
+        let nb = x.len() / 32;
+        for k in tables() {
+            let (mut a, mut b) = (yh.clone(), yh.clone());
+            (k.vec_mad_f16)(&mut a, &xh, v);
+            scalar::vec_mad_f16(&mut b, &xh, v);
+            prop_assert_eq!(&a, &b, "vec_mad_f16 [{}]", k.name);
+            let (mut a, mut b) = (yh.clone(), yh.clone());
+            (k.vec_scale_f16)(&mut a, v);
+            scalar::vec_scale_f16(&mut b, v);
+            prop_assert_eq!(&a, &b, "vec_scale_f16 [{}]", k.name);
+            if x.iter().all(|a| a.is_finite()) {
+                let z0 = BlockQ8_0 { d: 0, qs: [0; 32] };
+                let (mut a, mut b) = (vec![z0; nb], vec![z0; nb]);
+                (k.quantize_row_q8_0_rne)(&x, &mut a);
+                scalar::quantize_row_q8_0_rne(&x, &mut b);
+                prop_assert_eq!(&a, &b, "quantize_row_q8_0_rne [{}]", k.name);
+                let z1 = BlockQ8_1 { d: 0, s: 0, qs: [0; 32] };
+                let (mut a, mut b) = (vec![z1; nb], vec![z1; nb]);
+                (k.quantize_row_q8_1_rne)(&x, &mut a);
+                scalar::quantize_row_q8_1_rne(&x, &mut b);
+                prop_assert_eq!(&a, &b, "quantize_row_q8_1_rne [{}]", k.name);
+            }
+        }
+    }
+}
+
+fn boxed_q8_k(nb: usize) -> BoxedStrategy<Vec<BlockQ8K>> {
+    q8_k_acts(nb).boxed()
+}

@@ -1,15 +1,20 @@
 //! The NPU backend on `npu-sim` against the CPU on SmolLM2: the same greedy
-//! tokens in w16a16, the same first token in w8a8, CPU fallback after a
-//! failed submit, and `--device npu` without an NPU.
+//! tokens in w16a16 (against the CPU running the same weights in F16), the
+//! same first token in w8a8, CPU fallback after a failed submit, and
+//! `--device npu` without an NPU; `--npu-cores` on the fake `rknpu`
+//! driver and the prepared-weight cache.
 
 mod common;
 
 use std::process::Command;
 use std::sync::Arc;
 
-use rkinfer::backend::npu::{Device, NpuBackend, NpuQuant};
+use rkinfer::backend::npu::{parse_npu_cores, Device, NpuBackend, NpuQuant};
 use rkinfer::backend::Backend;
 use rkinfer::model::{LogitsMode, Model, ModelOptions, StateOptions};
+use rkinfer::npu::cache::{CacheStats, WeightCache};
+use rkinfer::npu::fake::{FakeConfig, FakeRknpu};
+use rkinfer::npu::rknpu::RknpuDevice;
 use rkinfer::npu::{Fault, MatmulOptions, NpuDevice, SimDevice};
 use rkinfer::tokenizer::Tokenizer;
 
@@ -59,8 +64,12 @@ fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
 }
 
 fn load(device: Device, quant: &str) -> Model {
+    load_model("smollm2-q4_1", device, quant)
+}
+
+fn load_model(name: &str, device: Device, quant: &str) -> Model {
     Model::load(
-        &common::model_path("smollm2-q4_1"),
+        &common::model_path(name),
         &ModelOptions {
             device,
             npu_quant: NpuQuant::parse(quant).expect("quant"),
@@ -83,6 +92,51 @@ fn assert_matmuls_on_npu(model: &Model) {
             .filter(|l| l.contains("RMS_NORM"))
             .all(|l| l.contains(" CPU ")),
         "non-matmul ops must stay on the CPU"
+    );
+}
+
+/// w16a16 multiplies f16 weights by f16 activations with FP32 sums: the
+/// arithmetic of the CPU's F16 path (activations rounded to f16, products
+/// summed in f32), so on the F16 model both differ only in summation order.
+/// (Against the Q4_1 file the CPU is not a fair reference: its Q4_1 matmul
+/// rounds activations to 8 bits, Q8_1, and the two runs part after a few
+/// tokens.)
+#[test]
+fn w16a16_greedy_equals_cpu_f16_on_smollm2() {
+    let cpu = load_model("smollm2-f16", Device::Cpu, "auto");
+    let npu = load_model("smollm2-f16", Device::NpuSim, "w16a16");
+    assert_matmuls_on_npu(&npu);
+    let prompt = prompt_tokens(&cpu);
+
+    // The prompt's logits: summation order alone moves them by little
+    // (0.025 measured; a wrong layout or accumulation moves them by units).
+    let mut s_cpu = cpu.new_state(&StateOptions::default()).expect("state");
+    let l_cpu = cpu
+        .forward(&mut s_cpu, &prompt, LogitsMode::Last)
+        .expect("cpu")
+        .to_vec();
+    let mut s_npu = npu.new_state(&StateOptions::default()).expect("state");
+    let l_npu = npu
+        .forward(&mut s_npu, &prompt, LogitsMode::Last)
+        .expect("npu")
+        .to_vec();
+    let max_diff = l_cpu
+        .iter()
+        .zip(&l_npu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("w16a16 vs CPU F16: max |logit difference| on the prompt {max_diff}");
+    assert!(
+        max_diff < 0.05,
+        "w16a16 logits differ from the CPU F16 model's by {max_diff}"
+    );
+
+    let n = 16;
+    let want = greedy(&cpu, &prompt, n);
+    let got = greedy(&npu, &prompt, n);
+    assert_eq!(
+        got, want,
+        "npu-sim w16a16 greedy ids differ from the CPU F16 model's"
     );
 }
 
@@ -180,4 +234,175 @@ fn bad_npu_quant_and_device_names_are_errors() {
         NpuQuant::parse("w8a8").expect("w8a8").to_string(),
         "w8a8.had"
     );
+}
+
+/// The prompt's last logits of a SmolLM2 Q4_1 model on `backend`.
+fn prompt_logits_with(backend: NpuBackend) -> Vec<f32> {
+    let backends: Vec<Box<dyn Backend>> = vec![Box::new(backend)];
+    let model = Model::load_with_backends(
+        &common::model_path("smollm2-q4_1"),
+        &ModelOptions::default(),
+        backends,
+    )
+    .expect("model loads");
+    assert_matmuls_on_npu(&model);
+    let prompt = prompt_tokens(&model);
+    let mut state = model.new_state(&StateOptions::default()).expect("state");
+    model
+        .forward(&mut state, &prompt, LogitsMode::Last)
+        .expect("forward")
+        .to_vec()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn npu_cores_are_parsed_and_checked() {
+    assert_eq!(parse_npu_cores("3").expect("3"), vec![0, 1, 2]);
+    assert_eq!(parse_npu_cores("1").expect("1"), vec![0]);
+    assert_eq!(parse_npu_cores("0,2").expect("0,2"), vec![0, 2]);
+    assert_eq!(parse_npu_cores("2,").expect("2,"), vec![2]);
+    for bad in ["0", "4", "0,3", "1,1", "x", ",", ""] {
+        assert!(parse_npu_cores(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+/// N split across three cores of the (fake) vendor driver: one submit per
+/// core with that core's mask, and the same logits as one core (each
+/// output is still one task's sum).
+#[test]
+fn three_npu_cores_give_the_one_core_logits() {
+    let quant = NpuQuant::parse("w8a8").expect("quant");
+    let one: Arc<dyn NpuDevice> = Arc::new(SimDevice::new());
+    let want = prompt_logits_with(NpuBackend::new(one, quant, MatmulOptions::default()));
+
+    let fake = FakeRknpu::new(FakeConfig::default());
+    let dev: Arc<dyn NpuDevice> =
+        Arc::new(RknpuDevice::open(Box::new(fake.clone())).expect("fake rknpu opens"));
+    let opts = MatmulOptions {
+        cores: parse_npu_cores("0,1,2").expect("cores"),
+        ..MatmulOptions::default()
+    };
+    let got = prompt_logits_with(NpuBackend::new(dev, quant, opts));
+    assert_eq!(bits(&got), bits(&want));
+    let log = fake.log();
+    for mask in ["0x1", "0x2", "0x4"] {
+        let tag = format!("core mask {mask}");
+        assert!(
+            log.iter()
+                .any(|l| l.starts_with("SUBMIT") && l.ends_with(&tag)),
+            "no submit on {tag}"
+        );
+    }
+    assert!(fake.last_error().is_none(), "{:?}", fake.last_error());
+}
+
+fn cache_entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .expect("cache dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rknpuw"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn cached_logits(quant: &str, cache: &WeightCache) -> Vec<f32> {
+    let dev: Arc<dyn NpuDevice> = Arc::new(SimDevice::new());
+    let b = NpuBackend::new(
+        dev,
+        NpuQuant::parse(quant).expect("quant"),
+        MatmulOptions::default(),
+    )
+    .with_weight_cache(cache.clone());
+    prompt_logits_with(b)
+}
+
+/// Prepared weights are saved on the first load and reused by the next
+/// (same logits, bit for bit); a truncated or altered entry is rebuilt,
+/// never trusted; another scheme gets its own entries and replaces the old.
+#[test]
+fn weight_cache_is_reused_and_bad_entries_are_rebuilt() {
+    let dir = std::env::temp_dir().join(format!("rkinfer-npu-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let first = WeightCache::new(&dir);
+    let want = cached_logits("w8a8", &first);
+    let s = first.stats();
+    let n = s.misses;
+    assert!(n >= 7, "{s:?}");
+    assert_eq!(
+        s,
+        CacheStats {
+            hits: 0,
+            misses: n,
+            invalid: 0
+        }
+    );
+    let entries = cache_entries(&dir);
+    assert_eq!(entries.len(), n);
+
+    let second = WeightCache::new(&dir);
+    assert_eq!(bits(&cached_logits("w8a8", &second)), bits(&want));
+    assert_eq!(
+        second.stats(),
+        CacheStats {
+            hits: n,
+            misses: 0,
+            invalid: 0
+        }
+    );
+
+    // One entry cut short, one with a flipped byte in its packed weights.
+    let cut = std::fs::read(&entries[0]).expect("read");
+    std::fs::write(&entries[0], &cut[..cut.len() / 2]).expect("write");
+    let mut flip = std::fs::read(&entries[1]).expect("read");
+    let mid = flip.len() / 2;
+    flip[mid] ^= 0x10;
+    std::fs::write(&entries[1], &flip).expect("write");
+    let third = WeightCache::new(&dir);
+    assert_eq!(bits(&cached_logits("w8a8", &third)), bits(&want));
+    assert_eq!(
+        third.stats(),
+        CacheStats {
+            hits: n - 2,
+            misses: 0,
+            invalid: 2
+        }
+    );
+    // Rebuilt and saved again.
+    let fourth = WeightCache::new(&dir);
+    cached_logits("w8a8", &fourth);
+    assert_eq!(
+        fourth.stats(),
+        CacheStats {
+            hits: n,
+            misses: 0,
+            invalid: 0
+        }
+    );
+
+    // Another scheme: new entries that replace the old ones.
+    let other = WeightCache::new(&dir);
+    cached_logits("w16a16", &other);
+    assert_eq!(
+        other.stats(),
+        CacheStats {
+            hits: 0,
+            misses: n,
+            invalid: 0
+        }
+    );
+    let after = cache_entries(&dir);
+    assert_eq!(after.len(), n);
+    assert!(after.iter().all(|p| !entries.contains(p)));
+
+    // A cache directory that cannot be created: the load still works.
+    let blocked = dir.join("file");
+    std::fs::write(&blocked, b"not a directory").expect("write");
+    let unwritable = WeightCache::new(blocked.join("cache"));
+    assert_eq!(bits(&cached_logits("w8a8", &unwritable)), bits(&want));
+    let _ = std::fs::remove_dir_all(&dir);
 }

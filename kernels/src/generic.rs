@@ -48,6 +48,17 @@ pub(crate) trait Simd: Copy {
     /// acc += s0 * (x . y over bytes 0..16) + s1 * (x . y over bytes 16..32).
     unsafe fn dot_scaled(acc: Self::I, x: Self::B, y: Self::B, s0: i32, s1: i32) -> Self::I;
     unsafe fn hsum_i(a: Self::I) -> i32;
+    /// [`Simd::dot`] for `x` bytes known to be in 0..=127: the same lane
+    /// sums, without the sign handling where the ISA needs it for signed x.
+    #[inline(always)]
+    unsafe fn dot_u(acc: Self::I, x: Self::B, y: Self::B) -> Self::I {
+        Self::dot(acc, x, y)
+    }
+    /// [`Simd::dot_scaled`] for `x` bytes in 0..=127.
+    #[inline(always)]
+    unsafe fn dot_scaled_u(acc: Self::I, x: Self::B, y: Self::B, s0: i32, s1: i32) -> Self::I {
+        Self::dot_scaled(acc, x, y, s0, s1)
+    }
     unsafe fn i_to_f(a: Self::I) -> Self::F;
 
     /// Sign-extends 32 signed bytes to four vectors of f32 (in order).
@@ -266,13 +277,14 @@ pub(crate) unsafe fn vec_dot_q4_1_q8_1<S: Simd>(x: &[BlockQ4_1], y: &[BlockQ8_1]
         let i = S::dot(S::zero_i(), q, S::load_b(yb.qs.as_ptr() as *const u8));
         let d = S::fp16(xb.d) * S::fp16(yb.d);
         acc = S::fma_f(S::i_to_f(i), S::splat_f(d), acc);
-        summs += S::fp16(xb.m) * S::fp16(yb.s);
+        // Fused, as GCC contracts ggml's `summs += m * s` (-ffp-contract=fast).
+        summs = S::fp16(xb.m).mul_add(S::fp16(yb.s), summs);
     }
     S::hsum_f(acc) + summs
 }
 
 #[inline(always)]
-unsafe fn q5_values<S: Simd>(qs: &[u8; 16], qh: [u8; 4]) -> S::B {
+pub(crate) unsafe fn q5_values<S: Simd>(qs: &[u8; 16], qh: [u8; 4]) -> S::B {
     let hi = S::and_b(S::bits_to_bytes(u32::from_le_bytes(qh)), S::set1_b(0x10));
     S::or_b(S::load_nibbles(qs.as_ptr()), hi)
 }
@@ -299,7 +311,7 @@ pub(crate) unsafe fn vec_dot_q5_1_q8_1<S: Simd>(x: &[BlockQ5_1], y: &[BlockQ8_1]
         let i = S::dot(S::zero_i(), q, S::load_b(yb.qs.as_ptr() as *const u8));
         let d = S::fp16(xb.d) * S::fp16(yb.d);
         acc = S::fma_f(S::i_to_f(i), S::splat_f(d), acc);
-        summs += S::fp16(xb.m) * S::fp16(yb.s);
+        summs = S::fp16(xb.m).mul_add(S::fp16(yb.s), summs);
     }
     S::hsum_f(acc) + summs
 }
@@ -320,7 +332,7 @@ pub(crate) unsafe fn vec_dot_q8_0_q8_0<S: Simd>(x: &[BlockQ8_0], y: &[BlockQ8_0]
 }
 
 #[inline(always)]
-unsafe fn q8k<S: Simd>(yb: &BlockQ8K, offset: usize) -> S::B {
+pub(crate) unsafe fn q8k<S: Simd>(yb: &BlockQ8K, offset: usize) -> S::B {
     S::load_b(yb.qs.as_ptr().add(offset) as *const u8)
 }
 
@@ -469,7 +481,7 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k<S: Simd>(x: &[BlockQ5K], y: &[BlockQ8K]) 
 /// The four 32-element groups of one 128-element half of a Q6_K block, as
 /// signed values (-32..=31).
 #[inline(always)]
-unsafe fn q6_values<S: Simd>(xb: &BlockQ6K, n: usize) -> [S::B; 4] {
+pub(crate) unsafe fn q6_values<S: Simd>(xb: &BlockQ6K, n: usize) -> [S::B; 4] {
     let low = S::set1_b(0x0f);
     let three = S::set1_b(3);
     let bias = S::set1_b(32);
@@ -509,30 +521,35 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k<S: Simd>(x: &[BlockQ6K], y: &[BlockQ8K]) 
     S::hsum_f(acc)
 }
 
+/// Float dot products in the order of ggml's AVX-512 build (the reference
+/// llama.cpp numbers come from): four 16-lane accumulators over 64-element
+/// steps (each held here as two 8-lane halves), reduced (0+2)+(1+3), then
+/// 16 lanes down to one as `_mm512_reduce_add_ps` does; the tail is summed
+/// in f64. [`scalar::dot_ggml_order`] is the same computation lane by lane.
 macro_rules! float_dot {
     ($name:ident, $t:ty, $load:ident, $conv:expr) => {
         #[inline(always)]
         pub(crate) unsafe fn $name<S: Simd>(x: &[$t], y: &[$t]) -> f32 {
             let n = x.len();
             let (xp, yp) = (x.as_ptr(), y.as_ptr());
-            let mut a = [S::zero_f(); 4];
+            let mut a = [[S::zero_f(); 2]; 4];
             let mut i = 0;
-            while i + 32 <= n {
-                for k in 0..4 {
-                    let o = i + 8 * k;
-                    a[k] = S::fma_f(S::$load(xp.add(o)), S::$load(yp.add(o)), a[k]);
+            while i + 64 <= n {
+                for (j, acc) in a.iter_mut().enumerate() {
+                    for (h, half) in acc.iter_mut().enumerate() {
+                        let o = i + 16 * j + 8 * h;
+                        *half = S::fma_f(S::$load(xp.add(o)), S::$load(yp.add(o)), *half);
+                    }
                 }
-                i += 32;
+                i += 64;
             }
-            while i + 8 <= n {
-                a[0] = S::fma_f(S::$load(xp.add(i)), S::$load(yp.add(i)), a[0]);
-                i += 8;
-            }
-            let mut sum = S::hsum_f(S::add_f(S::add_f(a[0], a[1]), S::add_f(a[2], a[3])));
+            let lo = S::add_f(S::add_f(a[0][0], a[2][0]), S::add_f(a[1][0], a[3][0]));
+            let hi = S::add_f(S::add_f(a[0][1], a[2][1]), S::add_f(a[1][1], a[3][1]));
+            let mut sum = S::hsum_f(S::add_f(hi, lo)) as f64;
             for j in i..n {
-                sum += $conv(x[j]) * $conv(y[j]);
+                sum += ($conv(x[j]) * $conv(y[j])) as f64;
             }
-            sum
+            sum as f32
         }
     };
 }
@@ -811,25 +828,35 @@ pub(crate) unsafe fn rms_norm<S: Simd>(x: &[f32], eps: f32, out: &mut [f32]) {
     scale::<S>(out, s);
 }
 
-/// exp(x) for 8 lanes: Cephes-style range reduction (x = n ln2 + r, ln2 in
-/// two parts) and a degree-6 polynomial; within 2 ulp of libm for normal
-/// results. Inputs are clamped to [-87.3, 88.0] so 2^n stays a normal
-/// float (results below ~1e-38 come out as ~1e-38 instead of smaller).
+/// exp(x) lane by lane exactly as ggml's AVX-512 `ggml_v_expf` rounds it
+/// (see [`scalar::expf_ggml`]): the same fused steps, and the final scaling
+/// by 2^n done in two exact halves instead of `vscalefps`.
 #[inline(always)]
 unsafe fn exp_f<S: Simd>(x: S::F) -> S::F {
-    let x = S::min_f(S::max_f(x, S::splat_f(-87.3)), S::splat_f(88.0));
-    let n = S::round_even_f(S::mul_f(x, S::splat_f(core::f32::consts::LOG2_E)));
-    let r = S::fma_f(n, S::splat_f(-0.693_359_4), x);
-    let r = S::fma_f(n, S::splat_f(2.121_944_4e-4), r);
-    let mut p = S::splat_f(1.987_569_1e-4);
-    p = S::fma_f(p, r, S::splat_f(1.398_199_9e-3));
-    p = S::fma_f(p, r, S::splat_f(8.333_452e-3));
-    p = S::fma_f(p, r, S::splat_f(4.166_579_6e-2));
-    p = S::fma_f(p, r, S::splat_f(1.666_666_5e-1));
-    p = S::fma_f(p, r, S::splat_f(0.5));
-    let r2 = S::mul_f(r, r);
-    let e = S::add_f(S::fma_f(p, r2, r), S::splat_f(1.0));
-    S::mul_f(e, S::exp2i_f(n))
+    use scalar::expf_consts as c;
+    let x = S::min_f(S::max_f(x, S::splat_f(-c::LIMIT)), S::splat_f(c::LIMIT));
+    let r = S::splat_f(f32::from_bits(c::SHIFT));
+    let z = S::fma_f(x, S::splat_f(f32::from_bits(c::LOG2E)), r);
+    let n = S::sub_f(z, r);
+    let neg_n = S::sub_f(S::zero_f(), n);
+    let b = S::fma_f(neg_n, S::splat_f(f32::from_bits(c::LN2_HI)), x);
+    let b = S::fma_f(neg_n, S::splat_f(f32::from_bits(c::LN2_LO)), b);
+    let u = S::mul_f(b, b);
+    let p54 = S::fma_f(
+        S::splat_f(f32::from_bits(c::C5)),
+        b,
+        S::splat_f(f32::from_bits(c::C4)),
+    );
+    let p32 = S::fma_f(
+        S::splat_f(f32::from_bits(c::C3)),
+        b,
+        S::splat_f(f32::from_bits(c::C2)),
+    );
+    let p10 = S::fma_f(S::splat_f(f32::from_bits(c::C1)), b, S::splat_f(1.0));
+    let j = S::fma_f(S::fma_f(p54, u, p32), u, p10);
+    let n1 = S::round_even_f(S::mul_f(n, S::splat_f(0.5)));
+    let n2 = S::sub_f(n, n1);
+    S::mul_f(S::mul_f(j, S::exp2i_f(n1)), S::exp2i_f(n2))
 }
 
 #[inline(always)]
@@ -928,14 +955,16 @@ pub(crate) unsafe fn rope_neox<S: Simd>(x: &mut [f32], cos: &[f32], sin: &[f32])
             S::load_f(cos.as_ptr().add(i)),
             S::load_f(sin.as_ptr().add(i)),
         );
-        S::store_f(p.add(i), S::sub_f(S::mul_f(x0, c), S::mul_f(x1, s)));
-        S::store_f(p.add(i + n), S::add_f(S::mul_f(x0, s), S::mul_f(x1, c)));
+        // Fused as scalar::rotate.
+        // Times -1, not 0 - v: a true negation keeps the sign of zeros.
+        let neg_x1s = S::mul_f(S::mul_f(x1, s), S::splat_f(-1.0));
+        S::store_f(p.add(i), S::fma_f(x0, c, neg_x1s));
+        S::store_f(p.add(i + n), S::fma_f(x0, s, S::mul_f(x1, c)));
         i += 8;
     }
     for j in i..n {
         let (x0, x1) = (x[j], x[j + n]);
-        x[j] = x0 * cos[j] - x1 * sin[j];
-        x[j + n] = x0 * sin[j] + x1 * cos[j];
+        (x[j], x[j + n]) = scalar::rotate(x0, x1, cos[j], sin[j]);
     }
 }
 

@@ -22,6 +22,8 @@
 
 pub mod blocks;
 mod dispatch;
+mod f16ops;
+mod gemm;
 mod generic;
 pub mod scalar;
 
@@ -82,6 +84,33 @@ dispatched! {
     fn vec_dot_f16(x: &[u16], y: &[u16]) -> f32;
     fn vec_dot_bf16(x: &[u16], y: &[u16]) -> f32;
     fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32;
+
+    /// Multi-row dot products: `x` holds rows of `nb` weight blocks, `y`
+    /// rows of `nb` activation blocks; `out[r * ldo + t]` = `vec_dot` of
+    /// weight row r and activation row t, bit-identical to the single-row
+    /// kernel of the same table. Panics unless nb > 0, both lengths are
+    /// whole rows, ldo >= activation rows and out holds every result.
+    fn gemm_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize);
+    fn gemm_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1], nb: usize, out: &mut [f32], ldo: usize);
+    fn gemm_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize);
+    fn gemm_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1], nb: usize, out: &mut [f32], ldo: usize);
+    fn gemm_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize);
+    fn gemm_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
+    fn gemm_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
+    fn gemm_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
+    fn gemm_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
+    fn gemm_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
+
+    /// y[i] = f16(fma(x[i], v, y[i])): ggml_vec_mad_f16 (flash-attention V
+    /// accumulation in f16).
+    fn vec_mad_f16(y: &mut [u16], x: &[u16], v: f32);
+    /// y[i] = f16(y[i] * v): ggml_vec_scale_f16.
+    fn vec_scale_f16(y: &mut [u16], v: f32);
+    /// Q8_0 as ggml's x86 SIMD code quantizes activations: scale 127/amax,
+    /// round to nearest even (finite inputs).
+    fn quantize_row_q8_0_rne(x: &[f32], y: &mut [BlockQ8_0]);
+    /// Q8_1 counterpart of `quantize_row_q8_0_rne`; s = f16(d * sum(q)).
+    fn quantize_row_q8_1_rne(x: &[f32], y: &mut [BlockQ8_1]);
 
     fn dequantize_row_q4_0(x: &[BlockQ4_0], y: &mut [f32]);
     fn dequantize_row_q4_1(x: &[BlockQ4_1], y: &mut [f32]);

@@ -13,6 +13,9 @@
 
 use crate::blocks::*;
 
+pub use crate::f16ops::reference::*;
+pub use crate::gemm::scalar_gemm::*;
+
 // ---------------------------------------------------------------------------
 // f16 / bf16 conversions (bit level)
 
@@ -542,34 +545,56 @@ pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     sumf
 }
 
-/// ggml_vec_dot_f16 without SIMD: f32 products summed in f64.
+/// ggml_vec_dot_f16 without SIMD, in the order of [`dot_ggml_order`].
 pub fn vec_dot_f16(x: &[u16], y: &[u16]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_f16: length mismatch");
-    let mut sum = 0.0f64;
-    for (&a, &b) in x.iter().zip(y) {
-        sum += (f16_to_f32(a) * f16_to_f32(b)) as f64;
-    }
-    sum as f32
+    dot_ggml_order(x.len(), |i| f16_to_f32(x[i]), |i| f16_to_f32(y[i]))
 }
 
-/// ggml_vec_dot_bf16 without SIMD: f32 products summed in f64.
+/// ggml_vec_dot_bf16 without SIMD, in the order of [`dot_ggml_order`].
 pub fn vec_dot_bf16(x: &[u16], y: &[u16]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_bf16: length mismatch");
-    let mut sum = 0.0f64;
-    for (&a, &b) in x.iter().zip(y) {
-        sum += (bf16_to_f32(a) * bf16_to_f32(b)) as f64;
+    dot_ggml_order(x.len(), |i| bf16_to_f32(x[i]), |i| bf16_to_f32(y[i]))
+}
+
+/// The summation order of ggml's AVX-512 float dot products, lane by lane:
+/// four 16-lane accumulators fed by fused multiply-adds over 64-element
+/// steps, combined (0+2)+(1+3), reduced 16 -> 8 -> 4 lanes by halves, then
+/// (l0+l2)+(l1+l3); the tail past the last full step is summed in f64.
+pub fn dot_ggml_order(n: usize, x: impl Fn(usize) -> f32, y: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [[0f32; 16]; 4];
+    let steps = n / 64;
+    for s in 0..steps {
+        for (j, lanes) in acc.iter_mut().enumerate() {
+            for (l, a) in lanes.iter_mut().enumerate() {
+                let k = s * 64 + 16 * j + l;
+                *a = x(k).mul_add(y(k), *a);
+            }
+        }
+    }
+    let mut v = [0f32; 16];
+    for (l, out) in v.iter_mut().enumerate() {
+        *out = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    let mut t8 = [0f32; 8];
+    for (i, t) in t8.iter_mut().enumerate() {
+        *t = v[8 + i] + v[i];
+    }
+    let mut t4 = [0f32; 4];
+    for (i, t) in t4.iter_mut().enumerate() {
+        *t = t8[4 + i] + t8[i];
+    }
+    let mut sum = ((t4[0] + t4[2]) + (t4[1] + t4[3])) as f64;
+    for k in steps * 64..n {
+        sum += (x(k) * y(k)) as f64;
     }
     sum as f32
 }
 
-/// ggml_vec_dot_f32 without SIMD: f32 products summed in f64.
+/// ggml_vec_dot_f32 without SIMD, in the order of [`dot_ggml_order`].
 pub fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_f32: length mismatch");
-    let mut sum = 0.0f64;
-    for (&a, &b) in x.iter().zip(y) {
-        sum += (a * b) as f64;
-    }
-    sum as f32
+    dot_ggml_order(x.len(), |i| x[i], |i| y[i])
 }
 
 // ---------------------------------------------------------------------------
@@ -848,7 +873,50 @@ pub fn softmax(x: &mut [f32]) {
 /// ggml_silu_f32: x / (1 + exp(-x)).
 #[inline]
 pub fn silu_f32(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + expf_ggml(0.0 - x))
+}
+
+/// Bit patterns of the constants of [`expf_ggml`] (Rust 1.63 has no hex
+/// float literals).
+pub mod expf_consts {
+    /// 0x1.8p23: adding it rounds to an integer.
+    pub const SHIFT: u32 = 0x4b40_0000;
+    /// 0x1.715476p+0 = log2(e).
+    pub const LOG2E: u32 = 0x3fb8_aa3b;
+    /// 0x1.62e4p-1 and 0x1.7f7d1cp-20: ln 2 in two parts.
+    pub const LN2_HI: u32 = 0x3f31_7200;
+    pub const LN2_LO: u32 = 0x35bf_be8e;
+    /// Polynomial coefficients, degree 1 to 5.
+    pub const C1: u32 = 0x3f7f_fff6;
+    pub const C2: u32 = 0x3eff_fedb;
+    pub const C3: u32 = 0x3e2a_af33;
+    pub const C4: u32 = 0x3d2b_9f17;
+    pub const C5: u32 = 0x3c07_2010;
+    /// Beyond +-LIMIT the result is 0 or infinity either way (ggml's too),
+    /// and within it 2^n splits into two normal halves.
+    pub const LIMIT: f32 = 130.0;
+}
+
+/// exp(x) rounded step for step as ggml's AVX-512 `ggml_v_expf` (used by
+/// llama.cpp's x86 builds for SiLU and softmax), so activations come out
+/// bit-identical to the reference engine; error below 2 ulp.
+pub fn expf_ggml(x: f32) -> f32 {
+    use expf_consts as c;
+    let x = x.clamp(-c::LIMIT, c::LIMIT);
+    let r = f32::from_bits(c::SHIFT);
+    let z = x.mul_add(f32::from_bits(c::LOG2E), r);
+    let n = z - r;
+    let b = (-n).mul_add(f32::from_bits(c::LN2_HI), x);
+    let b = (-n).mul_add(f32::from_bits(c::LN2_LO), b);
+    let u = b * b;
+    let p54 = f32::from_bits(c::C5).mul_add(b, f32::from_bits(c::C4));
+    let p32 = f32::from_bits(c::C3).mul_add(b, f32::from_bits(c::C2));
+    let p10 = f32::from_bits(c::C1).mul_add(b, 1.0);
+    let j = p54.mul_add(u, p32).mul_add(u, p10);
+    // j * 2^n in two exact halves (each power a normal float), one rounding.
+    let n1 = (n * 0.5).trunc();
+    let pow2 = |k: f32| f32::from_bits(((k as i32 + 127) as u32) << 23);
+    j * pow2(n1) * pow2(n - n1)
 }
 
 pub fn silu(x: &mut [f32]) {
@@ -965,8 +1033,7 @@ pub fn rope_pairs(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     );
     for i in 0..cos.len() {
         let (x0, x1) = (x[2 * i], x[2 * i + 1]);
-        x[2 * i] = x0 * cos[i] - x1 * sin[i];
-        x[2 * i + 1] = x0 * sin[i] + x1 * cos[i];
+        (x[2 * i], x[2 * i + 1]) = rotate(x0, x1, cos[i], sin[i]);
     }
 }
 
@@ -978,7 +1045,13 @@ pub fn rope_neox(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     assert!(x.len() >= 2 * n, "rope_neox: x shorter than 2*cos.len()");
     for i in 0..n {
         let (x0, x1) = (x[i], x[i + n]);
-        x[i] = x0 * cos[i] - x1 * sin[i];
-        x[i + n] = x0 * sin[i] + x1 * cos[i];
+        (x[i], x[i + n]) = rotate(x0, x1, cos[i], sin[i]);
     }
+}
+
+/// (x0 cos - x1 sin, x0 sin + x1 cos) rounded as GCC compiles ggml's rope
+/// (-ffp-contract=fast fuses the first product of each line).
+#[inline]
+pub fn rotate(x0: f32, x1: f32, cos: f32, sin: f32) -> (f32, f32) {
+    (x0.mul_add(cos, -(x1 * sin)), x0.mul_add(sin, x1 * cos))
 }

@@ -1337,3 +1337,262 @@ fn gelu_ggml_follows_the_f16_table() {
         assert_eq!(gg[i].to_bits(), want.to_bits(), "x={}", x[i]);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Multi-row dot products: bit-identical to the same table's vec_dot
+
+fn same_f32(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// Runs `gemm` on `nr` random weight rows and `nt` activation rows of `nb`
+/// blocks (out padded by `pad` columns, which must stay untouched) and
+/// compares every output with `dot` on that pair, bit for bit.
+#[allow(clippy::too_many_arguments)]
+fn check_gemm<B: RandomBlock, A: Copy>(
+    r: &mut Rng,
+    name: &str,
+    table: &str,
+    nb: usize,
+    nr: usize,
+    nt: usize,
+    acts: fn(&mut Rng, usize) -> Vec<A>,
+    gemm: fn(&[B], &[A], usize, &mut [f32], usize),
+    dot: fn(&[B], &[A]) -> f32,
+) {
+    let x: Vec<B> = blocks(r, nr * nb);
+    let y: Vec<A> = acts(r, nt * nb);
+    let pad = r.below(3) as usize;
+    let ldo = nt + pad;
+    let mut out = vec![-7.5f32; nr * ldo];
+    gemm(&x, &y, nb, &mut out, ldo);
+    for i in 0..nr {
+        for t in 0..nt {
+            let want = dot(&x[i * nb..(i + 1) * nb], &y[t * nb..(t + 1) * nb]);
+            let got = out[i * ldo + t];
+            assert!(
+                same_f32(got, want),
+                "{name} [{table}] nb={nb} nr={nr} nt={nt} row {i} token {t}: {got:e} != {want:e}"
+            );
+        }
+        for p in nt..ldo {
+            assert_eq!(out[i * ldo + p], -7.5, "{name} [{table}] wrote padding");
+        }
+    }
+}
+
+#[test]
+fn gemm_matches_vec_dot_bit_for_bit() {
+    let mut r = Rng::new(0x6e33);
+    // Row / token counts around the tile sizes (remainder paths included).
+    let shapes = [(1, 1), (4, 1), (5, 3), (8, 2), (3, 4), (9, 7), (12, 5)];
+    for k in impls() {
+        let tn = k.name;
+        for &nb in &[1usize, 2, 3, 7, 18] {
+            for &(nr, nt) in &shapes {
+                let r = &mut r;
+                check_gemm(
+                    r,
+                    "q4_0",
+                    tn,
+                    nb,
+                    nr,
+                    nt,
+                    q8_0_acts,
+                    k.gemm_q4_0_q8_0,
+                    k.vec_dot_q4_0_q8_0,
+                );
+                check_gemm(
+                    r,
+                    "q4_1",
+                    tn,
+                    nb,
+                    nr,
+                    nt,
+                    q8_1_acts,
+                    k.gemm_q4_1_q8_1,
+                    k.vec_dot_q4_1_q8_1,
+                );
+                check_gemm(
+                    r,
+                    "q5_0",
+                    tn,
+                    nb,
+                    nr,
+                    nt,
+                    q8_0_acts,
+                    k.gemm_q5_0_q8_0,
+                    k.vec_dot_q5_0_q8_0,
+                );
+                check_gemm(
+                    r,
+                    "q5_1",
+                    tn,
+                    nb,
+                    nr,
+                    nt,
+                    q8_1_acts,
+                    k.gemm_q5_1_q8_1,
+                    k.vec_dot_q5_1_q8_1,
+                );
+                check_gemm(
+                    r,
+                    "q8_0",
+                    tn,
+                    nb,
+                    nr,
+                    nt,
+                    q8_0_acts,
+                    k.gemm_q8_0_q8_0,
+                    k.vec_dot_q8_0_q8_0,
+                );
+                if nb <= 3 {
+                    check_gemm(
+                        r,
+                        "q2_k",
+                        tn,
+                        nb,
+                        nr,
+                        nt,
+                        q8_k_acts,
+                        k.gemm_q2_k_q8_k,
+                        k.vec_dot_q2_k_q8_k,
+                    );
+                    check_gemm(
+                        r,
+                        "q3_k",
+                        tn,
+                        nb,
+                        nr,
+                        nt,
+                        q8_k_acts,
+                        k.gemm_q3_k_q8_k,
+                        k.vec_dot_q3_k_q8_k,
+                    );
+                    check_gemm(
+                        r,
+                        "q4_k",
+                        tn,
+                        nb,
+                        nr,
+                        nt,
+                        q8_k_acts,
+                        k.gemm_q4_k_q8_k,
+                        k.vec_dot_q4_k_q8_k,
+                    );
+                    check_gemm(
+                        r,
+                        "q5_k",
+                        tn,
+                        nb,
+                        nr,
+                        nt,
+                        q8_k_acts,
+                        k.gemm_q5_k_q8_k,
+                        k.vec_dot_q5_k_q8_k,
+                    );
+                    check_gemm(
+                        r,
+                        "q6_k",
+                        tn,
+                        nb,
+                        nr,
+                        nt,
+                        q8_k_acts,
+                        k.gemm_q6_k_q8_k,
+                        k.vec_dot_q6_k_q8_k,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "out holds")]
+fn gemm_rejects_short_output() {
+    let x = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; 4];
+    let y = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; 2];
+    let mut out = vec![0f32; 3];
+    // 4 rows x 2 tokens need 4 * 2 outputs.
+    (kernels().gemm_q8_0_q8_0)(&x, &y, 1, &mut out, 2);
+}
+
+// ---------------------------------------------------------------------------
+// f16 accumulator updates and RNE activation quantizers: bit-identical
+
+#[test]
+fn f16_updates_match_scalar_exactly() {
+    let mut r = Rng::new(0xf16a);
+    for k in impls() {
+        for &n in &[1usize, 7, 8, 31, 64, 256, 259] {
+            let x = halves(&mut r, n, false);
+            let y0 = halves(&mut r, n, false);
+            let v = r.row(1)[0];
+            let (mut a, mut b) = (y0.clone(), y0.clone());
+            (k.vec_mad_f16)(&mut a, &x, v);
+            scalar::vec_mad_f16(&mut b, &x, v);
+            for i in 0..n {
+                let (fa, fb) = (scalar::f16_to_f32(a[i]), scalar::f16_to_f32(b[i]));
+                assert!(
+                    a[i] == b[i] || (fa.is_nan() && fb.is_nan()),
+                    "vec_mad_f16 [{}] n={n} i={i}",
+                    k.name
+                );
+            }
+            let (mut a, mut b) = (y0.clone(), y0);
+            (k.vec_scale_f16)(&mut a, v);
+            scalar::vec_scale_f16(&mut b, v);
+            for i in 0..n {
+                let (fa, fb) = (scalar::f16_to_f32(a[i]), scalar::f16_to_f32(b[i]));
+                assert!(
+                    a[i] == b[i] || (fa.is_nan() && fb.is_nan()),
+                    "vec_scale_f16 [{}] n={n} i={i}",
+                    k.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rne_quantizers_match_scalar_exactly() {
+    let mut r = Rng::new(0x9e0e);
+    let mut rows = special_rows();
+    for nb in [1usize, 2, 5, 18] {
+        for _ in 0..20 {
+            rows.push(r.row(nb * 32));
+        }
+    }
+    for k in impls() {
+        for x in rows
+            .iter()
+            .filter(|x| x.len() % 32 == 0 && x.iter().all(|v| v.is_finite()))
+        {
+            let nb = x.len() / 32;
+            let mut a = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; nb];
+            let mut b = a.clone();
+            (k.quantize_row_q8_0_rne)(x, &mut a);
+            scalar::quantize_row_q8_0_rne(x, &mut b);
+            assert_eq!(a, b, "quantize_row_q8_0_rne [{}]", k.name);
+            let z = BlockQ8_1 {
+                d: 0,
+                s: 0,
+                qs: [0; 32],
+            };
+            let (mut a, mut b) = (vec![z; nb], vec![z; nb]);
+            (k.quantize_row_q8_1_rne)(x, &mut a);
+            scalar::quantize_row_q8_1_rne(x, &mut b);
+            assert_eq!(a, b, "quantize_row_q8_1_rne [{}]", k.name);
+        }
+    }
+    // Ties go to even: 0.5 * 127 / 127 steps.
+    let mut x = vec![0f32; 32];
+    x[0] = 127.0;
+    x[1] = 2.5;
+    x[2] = -3.5;
+    x[3] = 0.5;
+    let mut y = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; 1];
+    scalar::quantize_row_q8_0_rne(&x, &mut y);
+    assert_eq!(&y[0].qs[..4], &[127, 2, -4, 0]);
+}

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use gguf::GgmlType;
 use kernels::blocks::{
     as_blocks, as_blocks_mut, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
-    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
 };
 use rayon::prelude::*;
 
@@ -16,12 +16,10 @@ use crate::graph::{AttnParams, GateAct, Op, RopeMode, RopeParams, WeightId};
 use crate::model::kv::KvCache;
 use crate::model::ModelError;
 
+pub use super::cpu_matmul::{mul_mat, quantize_row_q8_0_x86, quantize_row_q8_1_x86};
+
 /// Largest head size the attention kernel's stack buffers hold.
 pub const MAX_HEAD_DIM: usize = 512;
-
-/// Token rows processed against one weight row before moving on (keeps the
-/// weight row in L1 and the activation tile in L2).
-const TOKEN_TILE: usize = 32;
 
 /// Weight types the CPU matmul handles.
 pub const MATMUL_TYPES: [GgmlType; 13] = [
@@ -143,9 +141,9 @@ impl Backend for CpuBackend {
                 let (g, u) = (input(0)?, input(1)?);
                 match act {
                     GateAct::Silu => {
-                        for ((o, &a), &b) in out.iter_mut().zip(g.data).zip(u.data) {
-                            *o = silu(a) * b;
-                        }
+                        // ggml_vec_swiglu_f32's rounding (its vector expf).
+                        out.copy_from_slice(g.data);
+                        kernels::swiglu(out, u.data);
                     }
                     GateAct::GeluTanh => {
                         let table = gelu_table();
@@ -184,10 +182,6 @@ pub fn rms_norm_row(x: &[f32], eps: f32, out: &mut [f32]) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = v * scale;
     }
-}
-
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
 }
 
 /// ggml's f16 GELU table: gelu-tanh of every f16 value, rounded to f16.
@@ -343,23 +337,11 @@ fn rope(
             .chunks_exact(p.head_dim)
             .zip(or.chunks_exact_mut(p.head_dim))
         {
+            oh.copy_from_slice(xh);
             match p.mode {
-                RopeMode::Normal => {
-                    for i in 0..half {
-                        let (x0, x1) = (xh[2 * i], xh[2 * i + 1]);
-                        oh[2 * i] = x0 * cos[i] - x1 * sin[i];
-                        oh[2 * i + 1] = x0 * sin[i] + x1 * cos[i];
-                    }
-                }
-                RopeMode::Neox => {
-                    for i in 0..half {
-                        let (x0, x1) = (xh[i], xh[i + half]);
-                        oh[i] = x0 * cos[i] - x1 * sin[i];
-                        oh[i + half] = x0 * sin[i] + x1 * cos[i];
-                    }
-                }
+                RopeMode::Normal => kernels::rope_pairs(oh, &cos[..half], &sin[..half]),
+                RopeMode::Neox => kernels::rope_neox(oh, &cos[..half], &sin[..half]),
             }
-            oh[p.n_rot..].copy_from_slice(&xh[p.n_rot..]);
         }
     }
 }
@@ -471,18 +453,13 @@ fn attention(
                     let m_old = m;
                     m = s;
                     ms = (m_old - m).exp();
-                    for a in acc.iter_mut() {
-                        *a = kernels::f32_to_f16(kernels::f16_to_f32(*a) * ms);
-                    }
+                    kernels::vec_scale_f16(acc, ms);
                 } else {
                     vs = (s - m).exp();
                 }
                 let vrow: &[u16] = bytemuck::cast_slice(v_at(j));
-                for (a, &vv) in acc.iter_mut().zip(vrow) {
-                    *a =
-                        kernels::f32_to_f16(kernels::f16_to_f32(*a) + kernels::f16_to_f32(vv) * vs);
-                }
-                s_sum = s_sum * ms + vs;
+                kernels::vec_mad_f16(acc, vrow, vs);
+                s_sum = s_sum.mul_add(ms, vs); // GCC fuses ggml's `S = S*ms + vs`
             }
             kernels::f16_to_f32_row(acc, o);
         } else {
@@ -504,286 +481,12 @@ fn attention(
                         *a += vv * vs;
                     }
                 }
-                s_sum = s_sum * ms + vs;
+                s_sum = s_sum.mul_add(ms, vs); // GCC fuses ggml's `S = S*ms + vs`
             }
         }
         let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
         o.iter_mut().for_each(|a| *a *= inv);
     });
-}
-
-/// Activations of a matmul converted to the weight's vec-dot type.
-fn act_bytes(scratch: &mut Vec<u64>, bytes: usize) -> &mut [u8] {
-    let words = bytes.div_ceil(8);
-    if scratch.len() < words {
-        scratch.resize(words, 0);
-    }
-    &mut bytemuck::cast_slice_mut(&mut scratch[..words])[..bytes]
-}
-
-/// `out[t][r] = dot(w row r, x row t)` for `n_tok` rows of `x`.
-pub fn mul_mat(
-    weights: &Weights,
-    wid: WeightId,
-    x: &[f32],
-    n_tok: usize,
-    out: &mut [f32],
-    scratch: &mut super::Scratch,
-) -> Result<(), ModelError> {
-    let w = weights.get(wid);
-    let wb = weights.bytes(wid);
-    let k = w.cols;
-    let misaligned = || ModelError::Misaligned("weight");
-    macro_rules! quantized {
-        ($wt:ty, $at:ty, $quant:path, $dot:path) => {{
-            let wblocks = as_blocks::<$wt>(wb).ok_or_else(misaligned)?;
-            let per_row = k / <$at as Block>::ELEMENTS;
-            let abytes = n_tok * per_row * std::mem::size_of::<$at>();
-            let act =
-                as_blocks_mut::<$at>(act_bytes(&mut scratch.act, abytes)).ok_or_else(misaligned)?;
-            quantize_rows(x, k, act, per_row, $quant);
-            run_rows(
-                wblocks,
-                k / <$wt as Block>::ELEMENTS,
-                act,
-                per_row,
-                n_tok,
-                w.rows,
-                out,
-                &mut scratch.tmp,
-                $dot,
-            );
-        }};
-    }
-    match w.ty {
-        GgmlType::Q4_0 => quantized!(
-            BlockQ4_0,
-            BlockQ8_0,
-            kernels::quantize_row_q8_0,
-            kernels::vec_dot_q4_0_q8_0
-        ),
-        GgmlType::Q4_1 => quantized!(
-            BlockQ4_1,
-            BlockQ8_1,
-            kernels::quantize_row_q8_1,
-            kernels::vec_dot_q4_1_q8_1
-        ),
-        GgmlType::Q5_0 => quantized!(
-            BlockQ5_0,
-            BlockQ8_0,
-            kernels::quantize_row_q8_0,
-            kernels::vec_dot_q5_0_q8_0
-        ),
-        GgmlType::Q5_1 => quantized!(
-            BlockQ5_1,
-            BlockQ8_1,
-            kernels::quantize_row_q8_1,
-            kernels::vec_dot_q5_1_q8_1
-        ),
-        GgmlType::Q8_0 => quantized!(
-            BlockQ8_0,
-            BlockQ8_0,
-            kernels::quantize_row_q8_0,
-            kernels::vec_dot_q8_0_q8_0
-        ),
-        GgmlType::Q2_K => quantized!(
-            BlockQ2K,
-            BlockQ8K,
-            kernels::quantize_row_q8_k,
-            kernels::vec_dot_q2_k_q8_k
-        ),
-        GgmlType::Q3_K => quantized!(
-            BlockQ3K,
-            BlockQ8K,
-            kernels::quantize_row_q8_k,
-            kernels::vec_dot_q3_k_q8_k
-        ),
-        GgmlType::Q4_K => quantized!(
-            BlockQ4K,
-            BlockQ8K,
-            kernels::quantize_row_q8_k,
-            kernels::vec_dot_q4_k_q8_k
-        ),
-        GgmlType::Q5_K => quantized!(
-            BlockQ5K,
-            BlockQ8K,
-            kernels::quantize_row_q8_k,
-            kernels::vec_dot_q5_k_q8_k
-        ),
-        GgmlType::Q6_K => quantized!(
-            BlockQ6K,
-            BlockQ8K,
-            kernels::quantize_row_q8_k,
-            kernels::vec_dot_q6_k_q8_k
-        ),
-        GgmlType::F16 | GgmlType::BF16 => {
-            let wv: &[u16] = bytemuck::try_cast_slice(wb).map_err(|_| misaligned())?;
-            let act: &mut [u16] =
-                bytemuck::cast_slice_mut(act_bytes(&mut scratch.act, n_tok * k * 2));
-            if w.ty == GgmlType::F16 {
-                quantize_rows(x, k, act, k, kernels::f32_to_f16_row);
-                run_rows(
-                    wv,
-                    k,
-                    act,
-                    k,
-                    n_tok,
-                    w.rows,
-                    out,
-                    &mut scratch.tmp,
-                    kernels::vec_dot_f16,
-                );
-            } else {
-                quantize_rows(x, k, act, k, kernels::f32_to_bf16_row);
-                run_rows(
-                    wv,
-                    k,
-                    act,
-                    k,
-                    n_tok,
-                    w.rows,
-                    out,
-                    &mut scratch.tmp,
-                    kernels::vec_dot_bf16,
-                );
-            }
-        }
-        GgmlType::F32 => {
-            let wv: &[f32] = bytemuck::try_cast_slice(wb).map_err(|_| misaligned())?;
-            run_rows(
-                wv,
-                k,
-                x,
-                k,
-                n_tok,
-                w.rows,
-                out,
-                &mut scratch.tmp,
-                kernels::vec_dot_f32,
-            );
-        }
-        other => {
-            return Err(ModelError::UnsupportedType {
-                tensor: w.name.clone(),
-                ty: other.name().to_string(),
-            })
-        }
-    }
-    Ok(())
-}
-
-/// Q8_0 activation quantization as ggml-cpu's SIMD code does it (the
-/// rounding llama.cpp's numbers come from): scale 127/amax and rounding to
-/// nearest-even, where ggml's reference uses 1/(amax/127) and rounds half
-/// away from zero. Tiny differences here flip int8 roundings and move
-/// logits by a few hundredths.
-pub fn quantize_row_q8_0_x86(x: &[f32], y: &mut [BlockQ8_0]) {
-    for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
-        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        yb.d = kernels::f32_to_f16(d);
-        for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = (v * id).round_ties_even() as i8;
-        }
-    }
-}
-
-/// Q8_1 counterpart of [`quantize_row_q8_0_x86`]; `s` = d * sum(q).
-pub fn quantize_row_q8_1_x86(x: &[f32], y: &mut [BlockQ8_1]) {
-    for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
-        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        yb.d = kernels::f32_to_f16(d);
-        let mut sum = 0i32;
-        for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = (v * id).round_ties_even() as i8;
-            sum += *q as i32;
-        }
-        yb.s = kernels::f32_to_f16(d * sum as f32);
-    }
-}
-
-/// Converts each activation row (in parallel for batches).
-fn quantize_rows<A: Send>(
-    x: &[f32],
-    k: usize,
-    act: &mut [A],
-    per_row: usize,
-    f: fn(&[f32], &mut [A]),
-) {
-    if x.len() / k <= 1 {
-        f(&x[..k], &mut act[..per_row]);
-    } else {
-        act.par_chunks_mut(per_row)
-            .zip(x.par_chunks(k))
-            .for_each(|(a, xr)| f(xr, a));
-    }
-}
-
-/// The matmul driver: weight rows split across threads in chunks; for
-/// batches each weight row meets a tile of token rows while it is in L1.
-#[allow(clippy::too_many_arguments)]
-fn run_rows<W: Sync, A: Sync>(
-    w: &[W],
-    w_per_row: usize,
-    act: &[A],
-    a_per_row: usize,
-    n_tok: usize,
-    n_out: usize,
-    out: &mut [f32],
-    tmp: &mut Vec<f32>,
-    dot: fn(&[W], &[A]) -> f32,
-) {
-    let n_threads = rayon::current_num_threads().max(1);
-    // Enough chunks to balance, large enough to amortise the dispatch.
-    let chunk = (n_out / (n_threads * 8)).clamp(16, 256).min(n_out.max(1));
-    let wrow = |r: usize| &w[r * w_per_row..(r + 1) * w_per_row];
-    let arow = |t: usize| &act[t * a_per_row..(t + 1) * a_per_row];
-    if n_tok == 1 {
-        out[..n_out]
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(c, o)| {
-                let r0 = c * chunk;
-                let a = arow(0);
-                for (i, v) in o.iter_mut().enumerate() {
-                    *v = dot(wrow(r0 + i), a);
-                }
-            });
-        return;
-    }
-    // Transposed tile per chunk of weight rows, then scattered.
-    if tmp.len() < n_out * n_tok {
-        tmp.resize(n_out * n_tok, 0.0);
-    }
-    let tmp = &mut tmp[..n_out * n_tok];
-    tmp.par_chunks_mut(chunk * n_tok)
-        .enumerate()
-        .for_each(|(c, o)| {
-            let r0 = c * chunk;
-            let rows = o.len() / n_tok;
-            let mut t0 = 0;
-            while t0 < n_tok {
-                let t1 = (t0 + TOKEN_TILE).min(n_tok);
-                for i in 0..rows {
-                    let wr = wrow(r0 + i);
-                    for t in t0..t1 {
-                        o[i * n_tok + t] = dot(wr, arow(t));
-                    }
-                }
-                t0 = t1;
-            }
-        });
-    out[..n_out * n_tok]
-        .par_chunks_mut(n_out)
-        .enumerate()
-        .for_each(|(t, o)| {
-            for (r, v) in o.iter_mut().enumerate() {
-                *v = tmp[r * n_tok + t];
-            }
-        });
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! a backend.
 
 pub mod cpu;
+mod cpu_matmul;
 pub mod npu;
 
 use std::sync::Arc;
@@ -177,12 +178,51 @@ pub fn execute(
         let inputs = [get(ins[0]), get(ins[1])];
         let backend = &backends[node.backend];
         let r = backend.compute(node, inputs, &mut out_buf[..out_len], ctx);
+        if dump_ops_enabled() && r.is_ok() {
+            dump_op(node, graph, &out_buf[..out_len]);
+        }
         if let Some(s) = out_slot {
             slots[s] = out_buf;
         }
         r?;
     }
     Ok(())
+}
+
+/// `RKINFER_DUMP_OPS=1` prints every op's output (shape, sum, first values)
+/// on stderr, in the form of llama.cpp's eval-callback tool, so the two
+/// engines can be compared tensor by tensor.
+fn dump_ops_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("RKINFER_DUMP_OPS").is_some_and(|v| v != "0"))
+}
+
+fn dump_op(node: &Node, graph: &Graph, out: &[f32]) {
+    let Some(t) = node.out else { return };
+    let d = graph.tensor(t);
+    let sum: f64 = out.iter().map(|&v| v as f64).sum();
+    let head: Vec<String> = out.iter().take(4).map(|v| format!("{v:.6}")).collect();
+    let last_row = &out[out.len().saturating_sub(d.cols)..];
+    let tail: Vec<String> = last_row.iter().take(4).map(|v| format!("{v:.6}")).collect();
+    if let Some(dir) = std::env::var_os("RKINFER_DUMP_DIR") {
+        static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        if let Ok(mut seen) = SEEN.lock() {
+            let k = seen.iter().filter(|n| **n == node.name).count();
+            seen.push(node.name.clone());
+            let path = std::path::Path::new(&dir).join(format!("{}.{k}.bin", node.name));
+            let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let _ = std::fs::write(path, bytes);
+        }
+    }
+    eprintln!(
+        "op {:<24} {:>5}x{:<6} sum={:<16.6} first=[{}] last_row=[{}]",
+        node.name,
+        d.rows,
+        d.cols,
+        sum,
+        head.join(", "),
+        tail.join(", ")
+    );
 }
 
 /// Op kinds every backend must at least be asked about (for listings).

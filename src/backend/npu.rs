@@ -22,6 +22,7 @@ use quant::npu::{self as nq, Precision, Scheme};
 use super::cpu::CpuBackend;
 use super::{Backend, ExecCtx, Input, Node, Weight, WeightData, Weights};
 use crate::graph::{Op, WeightId};
+use crate::npu::cache::{CacheKey, Lookup, WeightCache};
 use crate::npu::matmul::{Activations, Weights as NpuWeights};
 use crate::npu::{MatmulOptions, MatmulOutput, MatmulType, NpuDevice, NpuError, PreparedWeights};
 
@@ -132,6 +133,7 @@ pub struct NpuBackend {
     warned: AtomicBool,
     progress: bool,
     prepared_bytes: usize,
+    cache: Option<WeightCache>,
 }
 
 impl fmt::Debug for NpuBackend {
@@ -169,7 +171,15 @@ impl NpuBackend {
             warned: AtomicBool::new(false),
             progress: false,
             prepared_bytes: 0,
+            cache: None,
         }
+    }
+
+    /// Reuses weights requantized by an earlier load from `cache`, and
+    /// saves the ones it prepares there.
+    pub fn with_weight_cache(mut self, cache: WeightCache) -> NpuBackend {
+        self.cache = Some(cache);
+        self
     }
 
     /// Prints one line per prepared weight on stderr.
@@ -285,16 +295,45 @@ impl Backend for NpuBackend {
         if bytes.len() < row_bytes * n {
             return Ok(false);
         }
-        let mut rows = vec![0f32; n * k];
-        for (r, dst) in rows.chunks_exact_mut(k).enumerate() {
-            if nq::eval::dequantize_row(weight.ty, &bytes[r * row_bytes..(r + 1) * row_bytes], dst)
-                .is_err()
-            {
-                return Ok(false);
+        let bytes = &bytes[..row_bytes * n];
+        let key = self
+            .cache
+            .as_ref()
+            .map(|_| CacheKey::new(&weight.name, weight.ty, n, k, bytes, scheme));
+        let cached = match (&self.cache, &key) {
+            (Some(cache), Some(key)) => match cache.load(key) {
+                Lookup::Hit(q) => Some(*q),
+                Lookup::Miss => None,
+                Lookup::Invalid(why) => {
+                    eprintln!("npu: weight cache entry {why}; rebuilding it");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let from_cache = cached.is_some();
+        let mut q = match cached {
+            Some(q) => q,
+            None => {
+                let mut rows = vec![0f32; n * k];
+                for (r, dst) in rows.chunks_exact_mut(k).enumerate() {
+                    if nq::eval::dequantize_row(
+                        weight.ty,
+                        &bytes[r * row_bytes..(r + 1) * row_bytes],
+                        dst,
+                    )
+                    .is_err()
+                    {
+                        return Ok(false);
+                    }
+                }
+                let q = nq::prepare_weight(&rows, n, k, scheme, &weight.name).map_err(quant_err)?;
+                if let (Some(cache), Some(key)) = (&self.cache, &key) {
+                    cache.store(key, &q);
+                }
+                q
             }
-        }
-        let mut q = nq::prepare_weight(&rows, n, k, scheme, &weight.name).map_err(quant_err)?;
-        drop(rows);
+        };
         let p = q.precision();
         let ty = npu_type(p);
         let n_dev = n.div_ceil(ty.b_group()) * ty.b_group();
@@ -340,13 +379,14 @@ impl Backend for NpuBackend {
         self.prepared_bytes += bytes_held;
         if self.progress {
             eprintln!(
-                "npu: {:<28} {:>6} x {:<6} {:<5} -> {} ({:.1} MiB)",
+                "npu: {:<28} {:>6} x {:<6} {:<5} -> {} ({:.1} MiB{})",
                 weight.name,
                 k,
                 n,
                 weight.ty.name(),
                 scheme,
-                bytes_held as f64 / (1024.0 * 1024.0)
+                bytes_held as f64 / (1024.0 * 1024.0),
+                if from_cache { ", cached" } else { "" }
             );
         }
         self.weights.insert(id.0, NpuWeight { q, ty, segments });
@@ -401,6 +441,104 @@ impl Backend for NpuBackend {
             }
         }
     }
+}
+
+/// Cores of the RK3588 NPU.
+pub const NPU_CORES: u32 = 3;
+
+/// Parses `--npu-cores`: a count `N` (cores `0..N`) or a comma list of
+/// core numbers (`0,1,2`; one core alone as `2,`).
+pub fn parse_npu_cores(s: &str) -> crate::Result<Vec<u32>> {
+    let bad = |why: String| {
+        crate::Error::InvalidArgument(format!(
+            "--npu-cores {s:?}: {why} (a count 1-{NPU_CORES}, or a list such as 0,1,2)"
+        ))
+    };
+    let s = s.trim();
+    if !s.contains(',') {
+        let n: u32 = s.parse().map_err(|_| bad("not a number".into()))?;
+        if n == 0 || n > NPU_CORES {
+            return Err(bad(format!("{n} cores")));
+        }
+        return Ok((0..n).collect());
+    }
+    let mut cores = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let c: u32 = part
+            .parse()
+            .map_err(|_| bad(format!("{part:?} is not a core number")))?;
+        if c >= NPU_CORES {
+            return Err(bad(format!("core {c} does not exist")));
+        }
+        if cores.contains(&c) {
+            return Err(bad(format!("core {c} given twice")));
+        }
+        cores.push(c);
+    }
+    if cores.is_empty() {
+        return Err(bad("no cores".into()));
+    }
+    Ok(cores)
+}
+
+/// Where prepared NPU weights are cached.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum WeightCacheMode {
+    /// No cache.
+    #[default]
+    Off,
+    /// `MODEL.gguf.rknpu/` beside the model.
+    BesideModel,
+    /// This directory.
+    Dir(std::path::PathBuf),
+}
+
+/// NPU settings of a model load (`--npu-quant`, `--npu-cores`, the cache).
+#[derive(Clone, Debug, Default)]
+pub struct NpuSettings {
+    pub quant: NpuQuant,
+    /// Cores N is split across (empty: core 0).
+    pub cores: Vec<u32>,
+    pub cache: WeightCacheMode,
+    /// One line per prepared weight on stderr.
+    pub progress: bool,
+}
+
+/// [`backends_for`] with every NPU setting, for the model at `model`.
+pub fn backends_for_model(
+    device: Device,
+    settings: &NpuSettings,
+    model: &std::path::Path,
+) -> crate::Result<Vec<Box<dyn Backend>>> {
+    let mut opts = MatmulOptions::default();
+    if !settings.cores.is_empty() {
+        opts.cores = settings.cores.clone();
+    }
+    let dev: Arc<dyn NpuDevice> = match device {
+        Device::Cpu => return Ok(Vec::new()),
+        Device::NpuSim => Arc::new(crate::npu::SimDevice::new()),
+        Device::Npu => match crate::npu::open_hardware() {
+            Ok(d) => Arc::from(d),
+            Err(e) => {
+                eprintln!("note: --device npu: {e}; running on the CPU");
+                return Ok(Vec::new());
+            }
+        },
+    };
+    let cores = dev.info().cores;
+    if let Some(c) = opts.cores.iter().find(|&&c| c >= cores) {
+        return Err(crate::Error::InvalidArgument(format!(
+            "--npu-cores: core {c} does not exist on {} ({cores} cores)",
+            dev.info().driver
+        )));
+    }
+    let mut b = NpuBackend::new(dev, settings.quant, opts).with_progress(settings.progress);
+    match &settings.cache {
+        WeightCacheMode::Off => {}
+        WeightCacheMode::BesideModel => b = b.with_weight_cache(WeightCache::beside_model(model)),
+        WeightCacheMode::Dir(d) => b = b.with_weight_cache(WeightCache::new(d.clone())),
+    }
+    Ok(vec![Box::new(b)])
 }
 
 /// The backends to put before the CPU for `device`: none for the CPU; the

@@ -4,14 +4,19 @@
 //! For each 2-D weight used by a matmul, `Y = X W^T` is computed through the
 //! whole NPU path (rotation, quantization, native packing, the reference
 //! integer matmul, dequantization) and compared with exact math on the f32
-//! weights: relative error `||Y - Yref|| / ||Yref||`. X are seeded synthetic
-//! activations with outlier channels (see `quant::npu::eval`); real
-//! activations from a CPU forward pass are future work.
+//! weights: relative error `||Y - Yref|| / ||Yref||`. X are the real inputs
+//! of each matmul, captured during a CPU forward pass over the first
+//! `--tokens` tokens of a text (`crate::graph::capture`), or with
+//! `--synthetic` seeded activations with outlier channels (see
+//! `quant::npu::eval`).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use gguf::GgufFile;
-use quant::npu::eval::{evaluate_model, markdown_by_type, markdown_table, summarize, EvalOptions};
+use quant::npu::eval::{
+    evaluate_model, evaluate_model_with, markdown_by_type, markdown_table, summarize, EvalOptions,
+};
 use quant::npu::Scheme;
 
 pub use quant::npu::eval::{dequantize_rows, matmul_weights};
@@ -20,9 +25,17 @@ pub use quant::npu::eval::{dequantize_rows, matmul_weights};
 pub struct Args {
     /// The GGUF model file.
     pub model: PathBuf,
-    /// Activation rows (tokens) per matrix.
-    #[arg(long, default_value_t = 32)]
+    /// Activation rows (tokens) per matrix: the first N tokens of the
+    /// corpus (or N synthetic rows with --synthetic).
+    #[arg(long, default_value_t = 256)]
     pub tokens: usize,
+    /// Text whose tokens are evaluated to capture real activations.
+    #[arg(long, default_value = "models/corpus.txt")]
+    pub corpus: PathBuf,
+    /// Seeded synthetic activations with outlier channels instead of real
+    /// ones (no forward pass).
+    #[arg(long)]
+    pub synthetic: bool,
     /// Output rows evaluated per matrix; larger matrices (the vocabulary
     /// head) are subsampled evenly.
     #[arg(long, default_value_t = 256)]
@@ -30,10 +43,11 @@ pub struct Args {
     /// Comma-separated schemes (default: the built-in comparison list).
     #[arg(long)]
     pub schemes: Option<String>,
-    /// Only tensors whose name contains this string.
+    /// Only tensors whose name contains this string (or one of these,
+    /// comma-separated).
     #[arg(long)]
     pub filter: Option<String>,
-    /// Seed of the synthetic activations.
+    /// Seed of the synthetic activations (--synthetic).
     #[arg(long, default_value_t = 0x5eed)]
     pub seed: u64,
     /// Threads.
@@ -67,7 +81,7 @@ pub fn run(args: Args) -> crate::Result<()> {
         threads: args.threads,
     };
     let start = std::time::Instant::now();
-    let reports = evaluate_model(&f, &opts, &mut |i, total, t| {
+    let mut progress = |i: usize, total: usize, t: &gguf::TensorInfo| {
         eprintln!(
             "[{}/{}] {} {} {}x{} ({:.0}s)",
             i + 1,
@@ -78,8 +92,46 @@ pub fn run(args: Args) -> crate::Result<()> {
             t.row_len(),
             start.elapsed().as_secs_f64()
         );
-    })
-    .map_err(qerr)?;
+    };
+    let (reports, activations) = if args.synthetic {
+        let r = evaluate_model(&f, &opts, &mut progress).map_err(qerr)?;
+        (r, format!("{} synthetic activation rows", args.tokens))
+    } else {
+        let text = std::fs::read_to_string(&args.corpus).map_err(|e| {
+            crate::Error::InvalidArgument(format!("{}: {e}", args.corpus.display()))
+        })?;
+        eprintln!(
+            "capturing matmul inputs: {} tokens of {} on the CPU",
+            args.tokens,
+            args.corpus.display()
+        );
+        let cap = crate::graph::capture::capture_from_text(
+            &args.model,
+            &text,
+            args.tokens,
+            args.threads,
+        )?;
+        eprintln!(
+            "captured {} matmul inputs ({:.0}s)",
+            cap.matmuls.len(),
+            start.elapsed().as_secs_f64()
+        );
+        let mut by_name: HashMap<String, crate::graph::capture::CapturedMatmul> = cap
+            .matmuls
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        let mut take = |t: &gguf::TensorInfo| Ok(by_name.remove(&t.name).map(|c| (c.x, c.rows)));
+        let r = evaluate_model_with(&f, &opts, &mut take, &mut progress).map_err(qerr)?;
+        (
+            r,
+            format!(
+                "real activations: the inputs of each matmul over the first {} tokens of {}",
+                args.tokens,
+                args.corpus.display()
+            ),
+        )
+    };
     let summaries = summarize(&reports, &schemes);
     if args.json {
         let schemes_json: Vec<serde_json::Value> = summaries
@@ -107,7 +159,7 @@ pub fn run(args: Args) -> crate::Result<()> {
             .collect();
         let doc = serde_json::json!({
             "model": args.model.display().to_string(), "tokens": args.tokens,
-            "max_rows": args.max_rows, "seed": args.seed, "activations": "synthetic",
+            "max_rows": args.max_rows, "seed": args.seed, "activations": activations,
             "schemes": schemes_json, "matrices": matrices,
         });
         let text = serde_json::to_string_pretty(&doc)
@@ -115,10 +167,9 @@ pub fn run(args: Args) -> crate::Result<()> {
         println!("{text}");
     } else {
         println!(
-            "{}: {} matrices, {} synthetic activation rows, <= {} output rows each\n",
+            "{}: {} matrices, {activations}, <= {} output rows each\n",
             args.model.display(),
             reports.len(),
-            args.tokens,
             args.max_rows
         );
         print!("{}", markdown_table(&summaries));

@@ -9,6 +9,9 @@
 
 use std::fmt::Write as _;
 
+/// Tap on matmul inputs (activation capture for `quant-eval`).
+pub mod capture;
+
 /// An activation tensor of a graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TensorId(pub u32);

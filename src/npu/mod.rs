@@ -4,6 +4,7 @@
 //!
 //! Facts and their sources: docs/npu.md.
 
+pub mod cache;
 pub mod device;
 pub mod drm;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod rknpu;
 pub mod rocket;
 pub mod selftest;
 pub mod sim;
+mod sim_kernels;
 pub mod task;
 pub mod top;
 pub mod uapi;

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::device::{
     check_dma_addr, BufferOps, DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, RawBuffer, SyncDir,
@@ -29,6 +29,7 @@ use super::error::NpuError;
 use super::layout;
 use super::mem::{AddressSpace, Mapping};
 use super::regs::{self, RegWrite, TARGET_CNA, TARGET_CORE, TARGET_DPU};
+use super::sim_kernels;
 use super::task::Chaining;
 
 /// Faults the simulator can be told to produce.
@@ -361,43 +362,37 @@ impl SimCore {
             .read(op.a as u64, &mut a, &format!("task {task} input (A)"))?;
         self.mem
             .read(op.b as u64, &mut b, &format!("task {task} weights (B)"))?;
-        let a_atom = (128 / bits) as usize;
         let group = op.input.group();
         let out_bytes = op.output.bytes();
         let c_atom = (16 / out_bytes) as usize;
         let mut c = vec![0u8; m * n * out_bytes as usize];
+        // Decoded operands (sim_kernels: same sums as the plain loops of
+        // the module comment, in vector lanes).
         match op.input {
             SimIn::Int8 | SimIn::Int4 => {
-                let val = |buf: &[u8], i: usize| -> i32 {
-                    let v = layout::get_bits(buf, i, bits);
+                let val = |v: u32| -> i32 {
                     if bits == 4 {
                         i32::from(layout::nibble_to_i8(v))
                     } else {
                         i32::from(v as u8 as i8)
                     }
                 };
-                let av: Vec<i32> = (0..m * k)
-                    .map(|i| val(&a, layout::a_index(i / k, i % k, m, a_atom)))
-                    .collect();
-                let bv: Vec<i32> = (0..n * k)
-                    .map(|i| val(&b, layout::b_index(i / k, i % k, k, group)))
-                    .collect();
+                let av = sim_kernels::decode_a(&a, m, k, bits, val);
+                let bv = sim_kernels::decode_b_panels(&b, n, k, bits, group, val);
+                drop((a, b));
+                // |a*b| <= 2^14 (int8) or 2^6 (int4) and K <= 2^15 (int8)
+                // or 2^16 (int4, one CBUF bank row): INT32 sums are exact
+                // for int4; int8 wraps like the hardware's adder.
+                let mut sums = vec![0i32; m * n];
+                sim_kernels::matmul(&av, &bv, m, k, n, &mut sums);
                 for mi in 0..m {
-                    let ar = &av[mi * k..(mi + 1) * k];
                     for ni in 0..n {
-                        let br = &bv[ni * k..(ni + 1) * k];
+                        let s = sums[mi * n + ni];
                         let idx = layout::c_index(mi, ni, m, c_atom);
                         match op.output {
-                            SimOut::Int32 => {
-                                let s = ar
-                                    .iter()
-                                    .zip(br)
-                                    .fold(0i32, |s, (x, y)| s.wrapping_add(x * y));
-                                layout::set_bits(&mut c, idx, 32, s as u32);
-                            }
+                            SimOut::Int32 => layout::set_bits(&mut c, idx, 32, s as u32),
                             _ => {
-                                let s: i64 = ar.iter().zip(br).map(|(x, y)| i64::from(x * y)).sum();
-                                let sat = s.clamp(i64::from(i16::MIN), i64::from(i16::MAX)) as i16;
+                                let sat = s.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
                                 layout::set_bits(&mut c, idx, 16, u32::from(sat as u16));
                             }
                         }
@@ -405,23 +400,16 @@ impl SimCore {
                 }
             }
             SimIn::Fp16 => {
-                let f = |buf: &[u8], i: usize| {
-                    half::f16::from_bits(layout::get_bits(buf, i, 16) as u16).to_f32()
-                };
-                let av: Vec<f32> = (0..m * k)
-                    .map(|i| f(&a, layout::a_index(i / k, i % k, m, a_atom)))
-                    .collect();
-                let bv: Vec<f32> = (0..n * k)
-                    .map(|i| f(&b, layout::b_index(i / k, i % k, k, group)))
-                    .collect();
+                let lut = f16_table();
+                let conv = |v: u32| lut[v as usize & 0xFFFF];
+                let av = sim_kernels::decode_a(&a, m, k, bits, conv);
+                let bv = sim_kernels::decode_b_panels(&b, n, k, bits, group, conv);
+                drop((a, b));
+                let mut sums = vec![0f32; m * n];
+                sim_kernels::matmul(&av, &bv, m, k, n, &mut sums);
                 for mi in 0..m {
-                    let ar = &av[mi * k..(mi + 1) * k];
                     for ni in 0..n {
-                        let br = &bv[ni * k..(ni + 1) * k];
-                        let mut s = 0f32;
-                        for (x, y) in ar.iter().zip(br) {
-                            s += x * y;
-                        }
+                        let s = sums[mi * n + ni];
                         let idx = layout::c_index(mi, ni, m, c_atom);
                         if op.output == SimOut::Fp16 {
                             layout::set_bits(
@@ -658,6 +646,16 @@ fn decode(f: &RegFile) -> Result<Op, NpuError> {
         a,
         b,
         c,
+    })
+}
+
+/// Every fp16 bit pattern as f32 (built once).
+fn f16_table() -> &'static [f32] {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|h| half::f16::from_bits(h).to_f32())
+            .collect()
     })
 }
 

@@ -8,6 +8,8 @@ pub mod neon {
     use crate::blocks::*;
     use crate::generic::simd_entry_points;
     simd_entry_points!(super::simd::Neon<false>, "neon");
+    crate::gemm::gemm_entry_points!(super::simd::Neon<false>, "neon");
+    crate::f16ops::f16ops_entry_points!(super::simd::Neon<false>, "neon");
     #[cfg(test)]
     pub(crate) use super::simd::int_dot_check_plain as int_dot_check;
 }
@@ -18,6 +20,8 @@ pub mod neon_dotprod {
     use crate::blocks::*;
     use crate::generic::simd_entry_points;
     simd_entry_points!(super::simd::Neon<true>, "neon,dotprod");
+    crate::gemm::gemm_entry_points!(super::simd::Neon<true>, "neon,dotprod");
+    crate::f16ops::f16ops_entry_points!(super::simd::Neon<true>, "neon,dotprod");
     #[cfg(test)]
     pub(crate) use super::simd::int_dot_check_dotprod as int_dot_check;
 }

@@ -230,7 +230,11 @@ impl<const DOT: bool> Simd for Neon<DOT> {
     }
     #[inline(always)]
     unsafe fn hsum_f(a: F2) -> f32 {
-        vaddvq_f32(vaddq_f32(a.0, a.1))
+        // (s0 + s2) + (s1 + s3) of s = lo + hi: the x86 order, so results
+        // agree bit for bit across ISAs.
+        let s = vaddq_f32(a.0, a.1);
+        let t = vaddq_f32(s, vextq_f32(s, s, 2));
+        vgetq_lane_f32(t, 0) + vgetq_lane_f32(t, 1)
     }
     #[inline(always)]
     unsafe fn hmax_f(a: F2) -> f32 {

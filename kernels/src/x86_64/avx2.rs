@@ -12,6 +12,8 @@ pub(crate) struct Avx2;
 // F16C is detected at run time but used through inline asm: its
 // intrinsics and target feature name are not stable in Rust 1.63.
 simd_entry_points!(Avx2, "avx2,fma");
+crate::gemm::gemm_entry_points!(Avx2, "avx2,fma");
+crate::f16ops::f16ops_entry_points!(Avx2, "avx2,fma");
 
 /// 8 halves at `p` to f32 (F16C `vcvtph2ps`).
 #[inline]
@@ -56,10 +58,10 @@ pub(crate) fn int_dot_check(x: &[i8; 32], y: &[i8; 32], s0: i32, s1: i32) -> (i3
 
 #[inline(always)]
 unsafe fn hsum128_ps(v: __m128) -> f32 {
-    let sh = _mm_movehdup_ps(v);
-    let s = _mm_add_ps(v, sh);
-    let hi = _mm_movehl_ps(sh, s);
-    _mm_cvtss_f32(_mm_add_ss(s, hi))
+    // (v0 + v2) + (v1 + v3): ggml's hsum_float_4x4 order, so dot products
+    // round exactly as llama.cpp's x86 build does.
+    let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 impl Simd for Avx2 {
@@ -145,6 +147,22 @@ impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn dot_scaled(acc: __m256i, x: __m256i, y: __m256i, s0: i32, s1: i32) -> __m256i {
         let p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+        let s = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_set1_epi16(s0 as i16)),
+            _mm_set1_epi16(s1 as i16),
+            1,
+        );
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
+    }
+    #[inline(always)]
+    unsafe fn dot_u(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+        // x is already unsigned: one maddubs, same pair sums as `dot`.
+        let p = _mm256_maddubs_epi16(x, y);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+    }
+    #[inline(always)]
+    unsafe fn dot_scaled_u(acc: __m256i, x: __m256i, y: __m256i, s0: i32, s1: i32) -> __m256i {
+        let p = _mm256_maddubs_epi16(x, y);
         let s = _mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_set1_epi16(s0 as i16)),
             _mm_set1_epi16(s1 as i16),

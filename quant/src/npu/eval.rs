@@ -93,8 +93,48 @@ pub struct SchemeResult {
     pub k_pad: usize,
 }
 
+/// SmoothQuant factors (alpha 1/2) per K channel: `s_j = sqrt(max_t |x_tj|
+/// / max_c |w_cj|)`, 1 where either side is zero. `W diag(s)` times
+/// `diag(1/s) x` is the same product with the activation outliers moved
+/// into the weights.
+pub fn smoothing_factors(w: &[f32], n: usize, x: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let col_max = |v: &[f32], rows: usize| {
+        let mut mx = vec![0.0f32; k];
+        for r in v.chunks_exact(k).take(rows) {
+            for (a, b) in mx.iter_mut().zip(r) {
+                *a = a.max(b.abs());
+            }
+        }
+        mx
+    };
+    let (xm, wm) = (col_max(x, m), col_max(w, n));
+    xm.iter()
+        .zip(&wm)
+        .map(|(&a, &b)| {
+            let s = (a / b).sqrt();
+            if a > 0.0 && b > 0.0 && s.is_finite() && s > 0.0 {
+                s
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+/// Multiplies every row of `v` (`rows x s.len()`) by `s`, or divides.
+fn scale_columns(v: &[f32], s: &[f32], divide: bool) -> Vec<f32> {
+    let mut out = v.to_vec();
+    for r in out.chunks_exact_mut(s.len()) {
+        for (a, f) in r.iter_mut().zip(s) {
+            *a = if divide { *a / f } else { *a * f };
+        }
+    }
+    out
+}
+
 /// Runs every scheme on one weight (`n x k` rows) against activations `x`
-/// (`m x k`) and the exact product.
+/// (`m x k`) and the exact product. `sq` schemes are smoothed with factors
+/// from these same activations.
 pub fn eval_matrix(
     w: &[f32],
     n: usize,
@@ -104,11 +144,36 @@ pub fn eval_matrix(
     name: &str,
     schemes: &[Scheme],
 ) -> Result<Vec<SchemeResult>, NpuQuantError> {
+    if n == 0 || k == 0 || m == 0 {
+        return Err(NpuQuantError::EmptyShape {
+            what: "evaluated matrix",
+        });
+    }
+    for (what, expected, got) in [
+        ("weight rows", n * k, w.len()),
+        ("activations", m * k, x.len()),
+    ] {
+        if expected != got {
+            return Err(NpuQuantError::Shape {
+                what,
+                expected,
+                got,
+            });
+        }
+    }
     let yref = exact_product(x, m, w, n, k);
     let mut out = Vec::with_capacity(schemes.len());
     for &scheme in schemes {
-        let pw = prepare_weight(w, n, k, scheme, name)?;
-        let (y, stats) = matmul_reference(&pw, x, m)?;
+        let (pw, (y, stats)) = if scheme.smooth {
+            let s = smoothing_factors(w, n, x, m, k);
+            let pw = prepare_weight(&scale_columns(w, &s, false), n, k, scheme, name)?;
+            let r = matmul_reference(&pw, &scale_columns(x, &s, true), m)?;
+            (pw, r)
+        } else {
+            let pw = prepare_weight(w, n, k, scheme, name)?;
+            let r = matmul_reference(&pw, x, m)?;
+            (pw, r)
+        };
         out.push(SchemeResult {
             scheme,
             rel_error: relative_error(&y, &yref),
@@ -211,7 +276,8 @@ pub struct EvalOptions {
     /// Output rows evaluated per matrix (evenly subsampled beyond).
     pub max_rows: usize,
     pub schemes: Vec<Scheme>,
-    /// Only tensors whose name contains this.
+    /// Only tensors whose name contains this (or one of these,
+    /// comma-separated).
     pub filter: Option<String>,
     pub seed: u64,
     pub threads: usize,
@@ -230,21 +296,53 @@ pub struct MatrixReport {
     pub results: Vec<SchemeResult>,
 }
 
-/// Runs the harness over a model; `progress(i, total, tensor)` is called
+/// Runs the harness over a model on seeded synthetic activations
+/// (`opts.tokens` rows per matrix); `progress(i, total, tensor)` is called
 /// before each matrix.
 pub fn evaluate_model(
     f: &GgufFile,
     opts: &EvalOptions,
     progress: &mut dyn FnMut(usize, usize, &TensorInfo),
 ) -> Result<Vec<MatrixReport>, NpuQuantError> {
-    if opts.tokens == 0 || opts.max_rows == 0 {
-        return Err(NpuQuantError::EmptyShape {
-            what: "tokens / max_rows",
-        });
+    if opts.tokens == 0 {
+        return Err(NpuQuantError::EmptyShape { what: "tokens" });
+    }
+    let mut synthetic = |t: &TensorInfo| -> Result<Option<(Vec<f32>, usize)>, NpuQuantError> {
+        let x = SyntheticActivations {
+            seed: opts.seed ^ seed_from_name(&t.name),
+            ..Default::default()
+        }
+        .generate(opts.tokens, t.row_len() as usize);
+        Ok(Some((x, opts.tokens)))
+    };
+    evaluate_model_with(f, opts, &mut synthetic, progress)
+}
+
+/// Gives the activations of a weight: `m x k` row-major and `m`, or `None`
+/// to skip the weight.
+pub type ActivationSource<'a> =
+    dyn FnMut(&TensorInfo) -> Result<Option<(Vec<f32>, usize)>, NpuQuantError> + 'a;
+
+/// Runs the harness over a model with the activations `activations(tensor)`
+/// returns (`m x k` row-major and `m`, e.g. captured from a forward pass);
+/// tensors it returns `None` for are skipped. `opts.tokens` and `opts.seed`
+/// are not used.
+pub fn evaluate_model_with(
+    f: &GgufFile,
+    opts: &EvalOptions,
+    activations: &mut ActivationSource<'_>,
+    progress: &mut dyn FnMut(usize, usize, &TensorInfo),
+) -> Result<Vec<MatrixReport>, NpuQuantError> {
+    if opts.max_rows == 0 {
+        return Err(NpuQuantError::EmptyShape { what: "max_rows" });
     }
     let weights: Vec<&TensorInfo> = matmul_weights(f)
         .into_iter()
-        .filter(|t| opts.filter.as_deref().is_none_or(|s| t.name.contains(s)))
+        .filter(|t| {
+            opts.filter
+                .as_deref()
+                .is_none_or(|s| s.split(',').any(|p| t.name.contains(p)))
+        })
         .collect();
     let mut reports = Vec::with_capacity(weights.len());
     for (i, t) in weights.iter().enumerate() {
@@ -255,18 +353,28 @@ pub fn evaluate_model(
         } else {
             (0..n).collect()
         };
-        let w = dequantize_rows(f, t, &rows)?;
-        let x = SyntheticActivations {
-            seed: opts.seed ^ seed_from_name(&t.name),
-            ..Default::default()
+        let Some((x, m)) = activations(t)? else {
+            continue;
+        };
+        if m == 0 {
+            return Err(NpuQuantError::EmptyShape {
+                what: "activations",
+            });
         }
-        .generate(opts.tokens, k);
+        if x.len() != m * k {
+            return Err(NpuQuantError::Shape {
+                what: "activations of a weight",
+                expected: m * k,
+                got: x.len(),
+            });
+        }
+        let w = dequantize_rows(f, t, &rows)?;
         let results = eval_parallel(
             &w,
             rows.len(),
             k,
             &x,
-            opts.tokens,
+            m,
             &t.name,
             &opts.schemes,
             opts.threads,

@@ -22,7 +22,9 @@
 //! //   y[r][c] = f * sum_i (C_i[r][c] * a.scales[i][r] * w.scales[i][c]
 //! //                        + w.offsets[i][c] * a.sums[i][r])
 //! //   f = w.rotation.output_factor(); offsets and sums are empty unless the
-//! //   scheme is affine (`zp`).
+//! //   scheme is affine (`zp`). With `hilo` schemes (a.digits == 2) A and C
+//! //   have 2m rows and C_i[r][c] stands for B * C_i[r][c] + C_i[m + r][c],
+//! //   B = w.scheme.act_digit_base() (16 for int4, 256 for int8).
 //! ```
 //!
 //! [`reference_matmul`] computes the `C_i` from the packed buffers with plain
@@ -205,7 +207,11 @@ impl PreparedWeight {
 pub struct PackedActivations {
     /// Rows (tokens).
     pub m: usize,
-    /// M as padded in the A and C layouts.
+    /// Int4 digits per code (2 for `hilo` schemes, else 1): the A and C
+    /// layouts hold `digits * m` rows, the high digits of every token first,
+    /// then the low digits.
+    pub digits: usize,
+    /// `digits * m` as padded in the A and C layouts.
     pub m_pad: usize,
     /// Native A layout per K segment (`m_pad x k_len`).
     pub segments: Vec<Vec<u8>>,
@@ -410,20 +416,45 @@ pub fn quantize_activations(
             layout::pack_a_f16(&to_f16_bits(&seg_vals), m, seg.k_len, seg.k_len)
         } else {
             let range = sc.act_range();
-            let mut codes = vec![0i8; m * seg.k_len];
-            for (xr, c) in seg_vals
-                .chunks_exact(seg.k_len)
-                .zip(codes.chunks_exact_mut(seg.k_len))
-            {
-                scales.push(quantize::quantize_row(xr, range, sc.act_clip, c));
+            if sc.act_digits() == 2 {
+                // High digits of all rows, then low digits.
+                let base = sc.act_digit_base();
+                let mut wide = vec![0i32; seg.k_len];
+                let mut digits = vec![0i8; 2 * m * seg.k_len];
+                let (hi, lo) = digits.split_at_mut(m * seg.k_len);
+                for ((xr, h), l) in seg_vals
+                    .chunks_exact(seg.k_len)
+                    .zip(hi.chunks_exact_mut(seg.k_len))
+                    .zip(lo.chunks_exact_mut(seg.k_len))
+                {
+                    scales.push(quantize::quantize_row_wide(
+                        xr,
+                        range,
+                        sc.act_clip,
+                        &mut wide,
+                    ));
+                    for ((c, hd), ld) in wide.iter().zip(h.iter_mut()).zip(l.iter_mut()) {
+                        (*hd, *ld) = quantize::split_two_digits(*c, base);
+                    }
+                }
+                layout::pack_a_int(p, &digits, 2 * m, seg.k_len, seg.k_len)
+            } else {
+                let mut codes = vec![0i8; m * seg.k_len];
+                for (xr, c) in seg_vals
+                    .chunks_exact(seg.k_len)
+                    .zip(codes.chunks_exact_mut(seg.k_len))
+                {
+                    scales.push(quantize::quantize_row(xr, range, sc.act_clip, c));
+                }
+                layout::pack_a_int(p, &codes, m, seg.k_len, seg.k_len)
             }
-            layout::pack_a_int(p, &codes, m, seg.k_len, seg.k_len)
         };
         segments.push(packed);
     }
     Ok(PackedActivations {
         m,
-        m_pad: pad_m(m),
+        digits: sc.act_digits(),
+        m_pad: pad_m(sc.act_digits() * m),
         segments,
         scales,
         sums,
@@ -446,7 +477,8 @@ pub fn reference_matmul(
     }
     let p = w.precision();
     let o = p.output();
-    let (m, n) = (a.m, w.n);
+    // Rows of A: every digit row is multiplied like a token.
+    let (m, n) = (a.m * a.digits, w.n);
     let mut outs = Vec::with_capacity(w.segments.len());
     let mut stats = MatmulStats::default();
     for (seg, abuf) in w.segments.iter().zip(&a.segments) {
@@ -518,7 +550,9 @@ pub fn reference_matmul(
 /// Turns the NPU outputs of every segment (native C layout of
 /// `w.precision().output()`) into `y = x W^T` (`m x n` row-major f32):
 /// `y[r][c] = f * sum_i (C_i[r][c] * s_act[i][r] * s_w[i][c] + o_w[i][c] * sum_act[i][r])`,
-/// `f = rotation.output_factor()`, the offset term only for `zp` schemes.
+/// `f = rotation.output_factor()`, the offset term only for `zp` schemes;
+/// for two-digit activations `C_i[r][c]` is `B C_i[r][c] + C_i[m + r][c]`
+/// with `B = w.scheme.act_digit_base()`.
 pub fn dequantize_output<B: AsRef<[u8]>>(
     w: &PreparedWeight,
     a: &PackedActivations,
@@ -541,7 +575,16 @@ pub fn dequantize_output<B: AsRef<[u8]>>(
             buf.as_ref().len(),
         )?;
     }
+    if a.digits != w.scheme.act_digits() {
+        return Err(NpuQuantError::BadScheme(format!(
+            "{}: activations carry {} digit(s), the scheme {}",
+            w.name,
+            a.digits,
+            w.scheme.act_digits()
+        )));
+    }
     let factor = w.rotation.output_factor() as f64;
+    let base = w.scheme.act_digit_base() as f64;
     let with_offsets = !w.offsets.is_empty();
     if with_offsets {
         check_len("weight offsets", w.segments.len() * n, w.offsets.len())?;
@@ -551,7 +594,10 @@ pub fn dequantize_output<B: AsRef<[u8]>>(
         for c in 0..n {
             let mut acc = 0.0f64;
             for (i, buf) in outputs.iter().enumerate() {
-                let v = read_c(o, buf.as_ref(), a.m_pad, r, c);
+                let mut v = read_c(o, buf.as_ref(), a.m_pad, r, c);
+                if a.digits == 2 {
+                    v = base * v + read_c(o, buf.as_ref(), a.m_pad, m + r, c);
+                }
                 acc += v * a.scales[i * m + r] as f64 * w.scales[i * n + c] as f64;
                 if with_offsets {
                     acc += w.offsets[i * n + c] as f64 * a.sums[i * m + r] as f64;

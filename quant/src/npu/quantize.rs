@@ -26,6 +26,16 @@ impl LevelRange {
     };
     pub const INT4_SYM7: LevelRange = LevelRange { qmin: -7, qmax: 7 };
     pub const INT4_FULL8: LevelRange = LevelRange { qmin: -8, qmax: 7 };
+    /// Codes `16 hi + lo` of two int4 digits (`hi`, `lo` in [-8, 7]).
+    pub const INT4_TWO_DIGITS: LevelRange = LevelRange {
+        qmin: -136,
+        qmax: 119,
+    };
+    /// Codes `256 hi + lo` of two int8 digits (`hi`, `lo` in [-128, 127]).
+    pub const INT8_TWO_DIGITS: LevelRange = LevelRange {
+        qmin: -32896,
+        qmax: 32639,
+    };
 
     /// Whether the negative side has one more level than the positive.
     pub fn is_asymmetric(self) -> bool {
@@ -326,12 +336,57 @@ pub fn quantize_affine(x: &[f32], r: LevelRange, codes: &mut [i8]) -> (f32, f32)
         return (0.0, if x.is_empty() { 0.0 } else { mn });
     }
     let s = detect_grid(x, r.qmax - r.qmin).unwrap_or((mx - mn) / (r.qmax - r.qmin) as f32);
-    let o = mn - s * r.qmin as f32;
+    // A grid of fewer steps than the range is centred in it: codes far from
+    // zero would multiply the activations' quantization error (the offset
+    // term cancels their mean, but not that error).
+    let steps = ((mx - mn) / s).round() as i32;
+    let shift = ((r.qmax - r.qmin) - steps).max(0) / 2;
+    let o = mn - s * (r.qmin + shift) as f32;
     let inv = 1.0 / s;
     for (c, &v) in codes.iter_mut().zip(x) {
         *c = q(v - o, inv, r) as i8;
     }
     (s, o)
+}
+
+/// Splits a two-digit code (of [`LevelRange::INT4_TWO_DIGITS`] with `base`
+/// 16, [`LevelRange::INT8_TWO_DIGITS`] with `base` 256) into digits
+/// `(hi, lo)` with `code = base * hi + lo`, both in `[-base/2, base/2)`.
+pub fn split_two_digits(code: i32, base: i32) -> (i8, i8) {
+    let half = base / 2;
+    let lo = (code + half).rem_euclid(base) - half;
+    let hi = (code - lo) / base;
+    (hi as i8, lo as i8)
+}
+
+/// [`quantize_row`] into wide codes (for two-digit ranges, whose codes do
+/// not fit an i8).
+pub fn quantize_row_wide(x: &[f32], r: LevelRange, method: Clip, codes: &mut [i32]) -> f32 {
+    debug_assert_eq!(x.len(), codes.len());
+    let (mn, mx) = x
+        .iter()
+        .fold((0.0f32, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
+    let flip = r.is_asymmetric() && mx > -mn;
+    let clip = if flip && method != Clip::AbsMax {
+        let neg: Vec<f32> = x.iter().map(|v| -v).collect();
+        choose_clip(&neg, r, method)
+    } else {
+        choose_clip(x, r, method)
+    };
+    if clip <= 0.0 || !clip.is_finite() {
+        codes.iter_mut().for_each(|c| *c = 0);
+        return 0.0;
+    }
+    let s = clip / r.clip_level();
+    let inv = if flip { -1.0 / s } else { 1.0 / s };
+    for (c, &v) in codes.iter_mut().zip(x.iter()) {
+        *c = q(v, inv, r);
+    }
+    if flip {
+        -s
+    } else {
+        s
+    }
 }
 
 /// Seeded standard-normal-ish samples (Box-Muller on splitmix64).

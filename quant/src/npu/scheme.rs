@@ -12,6 +12,8 @@
 //! | `tensor` | one weight scale per tensor (per K segment) | per output channel |
 //! | `amse` | activation clip by per-row MSE search | absmax |
 //! | `r8` | int4 levels [-8, 7] (sign-flipped rows) | [-7, 7] |
+//! | `hilo` | activations as two digits of the NPU's type, `code = B hi + lo` (B = 16 for int4, codes in [-136, 119]; B = 256 for int8): the NPU multiplies 2M rows by the weights in one matmul, the CPU adds `B C_hi + C_lo` | one digit |
+//! | `sq` | SmoothQuant balancing (alpha 1/2) per K channel before rotation: `W diag(s)` and `x / s`, `s_j = sqrt(max|x_j| / max|W_j|)` from activation statistics (the harness uses the evaluated rows; a backend folds `1/s` into the preceding norm weight). [`super::prepare_weight`] takes weights already scaled | none |
 //! | `zp` | affine weights: levels span [min, max] of each row segment, offset x activation sums added on the CPU (with `seg32` and no rotation this holds Q4_0/Q4_1/Q4_K blocks exactly) | symmetric |
 //! | `segN` | at most N of K per NPU matmul, partial sums added on the CPU | 8192 |
 //!
@@ -67,6 +69,13 @@ pub struct Scheme {
     pub act_clip: Clip,
     /// Int4 levels [-8, 7] (rows sign-flipped) instead of [-7, 7].
     pub int4_full8: bool,
+    /// Activations carried as two digits of the NPU's integer type
+    /// (`16 hi + lo` for int4, `256 hi + lo` for int8) stacked along M:
+    /// twice the activation bits from one NPU matmul of 2M rows.
+    pub act_two_digits: bool,
+    /// SmoothQuant balancing of K channels (applied by the caller, see
+    /// [`super::eval::smoothing_factors`]).
+    pub smooth: bool,
     /// Affine weights: one offset per output channel and K segment
     /// (`w ~= s q + o`, levels spanning [min, max] of the row segment); the
     /// CPU adds `o * sum(x segment)` to the output.
@@ -86,6 +95,8 @@ impl Scheme {
             granularity: Granularity::PerChannel,
             act_clip: Clip::AbsMax,
             int4_full8: false,
+            act_two_digits: false,
+            smooth: false,
             weight_offset: false,
             k_segment: DEFAULT_K_SEGMENT,
         }
@@ -113,9 +124,34 @@ impl Scheme {
         self.range(self.weight)
     }
 
-    /// Integer levels of the activations (meaningless for F16).
+    /// Integer levels of the activations (meaningless for F16); with
+    /// `hilo` the levels of the two-digit code.
     pub fn act_range(&self) -> LevelRange {
-        self.range(self.act)
+        match self.act {
+            Levels::Int4 if self.act_two_digits => LevelRange::INT4_TWO_DIGITS,
+            Levels::Int8 if self.act_two_digits => LevelRange::INT8_TWO_DIGITS,
+            l => self.range(l),
+        }
+    }
+
+    /// The base of two-digit activation codes: `code = base * hi + lo`
+    /// (16 for int4 digits, 256 for int8).
+    pub fn act_digit_base(&self) -> i32 {
+        if self.act == Levels::Int4 {
+            16
+        } else {
+            256
+        }
+    }
+
+    /// Int4 digits per activation code (2 with `hilo`): the NPU's A operand
+    /// has this many rows per token.
+    pub fn act_digits(&self) -> usize {
+        if self.act_two_digits {
+            2
+        } else {
+            1
+        }
     }
 
     /// Checks the combination is one the NPU can run.
@@ -130,6 +166,11 @@ impl Scheme {
         if !ok_pair {
             return Err(NpuQuantError::BadScheme(format!(
                 "{self}: weights and activations must be w16a16, w8a8, w4a4 or w4a8"
+            )));
+        }
+        if self.act_two_digits && (self.weight == Levels::F16 || self.act == Levels::F16) {
+            return Err(NpuQuantError::BadScheme(format!(
+                "{self}: hilo needs integer operands"
             )));
         }
         if self.weight_offset && self.weight == Levels::F16 {
@@ -202,6 +243,12 @@ impl fmt::Display for Scheme {
         if self.int4_full8 {
             write!(f, ".r8")?;
         }
+        if self.act_two_digits {
+            write!(f, ".hilo")?;
+        }
+        if self.smooth {
+            write!(f, ".sq")?;
+        }
         if self.weight_offset {
             write!(f, ".zp")?;
         }
@@ -260,6 +307,8 @@ impl std::str::FromStr for Scheme {
                 "amse" => sc.act_clip = Clip::Mse,
                 "akl" => sc.act_clip = Clip::Kl,
                 "r8" => sc.int4_full8 = true,
+                "hilo" => sc.act_two_digits = true,
+                "sq" => sc.smooth = true,
                 "zp" => sc.weight_offset = true,
                 o if o.starts_with("seg") => {
                     sc.k_segment = num("seg")?.ok_or_else(|| bad("seg needs a number"))?
@@ -283,14 +332,15 @@ pub const EVAL_SCHEMES: &[&str] = &[
     "w8a8",
     "w8a8.had",
     "w8a8.khad",
-    "w8a8.khad.wmse.amse",
-    "w4a4.had.wmse",
+    "w8a8.had.seg128",
+    "w8a8.had.hilo",
+    "w8a8.had.wmse.hilo.seg64",
+    "w8a8.hilo.zp.seg32",
     "w4a4.had.wmse.amse.r8",
-    "w4a4.khad.wmse.amse.r8",
-    "w4a4.khad.amse.r8.zp.seg64",
+    "w4a4.had.wmse.amse.r8.seg32",
+    "w4a4.had.wmse.r8.hilo.seg256",
+    "w4a4.r8.hilo.zp.seg32",
     "w4a8.had.wmse",
-    "w4a8.khad.wmse.r8",
-    "w4a8.r8.zp.seg64",
     "w4a8.r8.zp.seg32",
 ];
 
@@ -368,6 +418,7 @@ mod tests {
             "",
             "w8a4",
             "w3a3",
+            "w16a16.hilo",
             "w8a8.foo",
             "w8a8.seg",
             "w8a8.seg33",

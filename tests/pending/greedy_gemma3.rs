@@ -109,16 +109,6 @@ fn check(name: &str) {
 }
 
 #[test]
-fn greedy_smollm2_q4_1() {
-    check("smollm2-q4_1");
-}
-
-#[test]
-fn greedy_smollm2_q8_0() {
-    check("smollm2-q8_0");
-}
-
-#[test]
 fn greedy_gemma3_q4_k_m() {
     check("gemma3-q4_k_m");
 }

@@ -1,0 +1,543 @@
+//! Multi-row dot products (`gemm_*`): several weight rows against several
+//! activation rows per pass, so each decoded weight block and each loaded
+//! activation block serves a whole tile of outputs.
+//!
+//! Exactness: every (weight row, activation row) pair keeps its own
+//! accumulators and performs exactly the operations of the single-row
+//! `vec_dot_*` of the same ISA, in the same order (same integer lane sums,
+//! same f32 scale products, same fused multiply-adds block after block,
+//! same final horizontal sum). Only decoding work is shared, so each
+//! output is bit-identical to `vec_dot_*` on that pair. The tests check it.
+//!
+//! Layout: `x` holds `nr` weight rows of `nb` blocks, `y` holds `nt`
+//! activation rows of `nb` blocks, and the result of (row r, token t) goes
+//! to `out[r * ldo + t]`.
+
+use crate::blocks::*;
+use crate::generic::{q5_values, q6_values, q8k, Simd};
+use crate::scalar;
+
+/// Weight rows per tile.
+pub(crate) const TILE_ROWS: usize = 4;
+/// Activation rows per tile.
+pub(crate) const TILE_TOKENS: usize = 4;
+
+/// Checks the slice shapes every `gemm_*` entry point relies on.
+pub(crate) fn check(name: &str, nx: usize, ny: usize, nb: usize, nout: usize, ldo: usize) {
+    assert!(
+        nb > 0 && nx % nb == 0 && ny % nb == 0,
+        "{name}: rows of {nb} blocks do not divide {nx} / {ny}"
+    );
+    let (nr, nt) = (nx / nb, ny / nb);
+    assert!(ldo >= nt, "{name}: ldo {ldo} < {nt} activation rows");
+    let need = if nr == 0 || nt == 0 {
+        0
+    } else {
+        (nr - 1) * ldo + nt
+    };
+    assert!(nout >= need, "{name}: out holds {nout} < {need}");
+}
+
+/// The reference layout: one `dot` call per pair (the scalar table, and the
+/// SIMD tables for types without a tiled kernel).
+#[inline(always)]
+pub(crate) fn by_rows<W, A>(
+    x: &[W],
+    y: &[A],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+    dot: fn(&[W], &[A]) -> f32,
+) {
+    for (r, xr) in x.chunks_exact(nb).enumerate() {
+        for (t, yt) in y.chunks_exact(nb).enumerate() {
+            out[r * ldo + t] = dot(xr, yt);
+        }
+    }
+}
+
+/// One weight/activation type pairing: how a weight block is decoded once
+/// per tile, and what one pair does with one block (the body of the
+/// single-row kernel's loop).
+pub(crate) trait TileKind<S: Simd> {
+    type W;
+    type A;
+    type Dec: Copy;
+    /// What a pair needs of an activation block beyond its bytes (its
+    /// scales as f32), computed once per tile.
+    type Act: Copy;
+    unsafe fn decode(w: &Self::W) -> Self::Dec;
+    unsafe fn act(a: &Self::A) -> Self::Act;
+    unsafe fn pair(d: &Self::Dec, a: &Self::A, s: Self::Act, acc: &mut S::F, extra: &mut f32);
+    unsafe fn finish(acc: S::F, extra: f32) -> f32;
+}
+
+#[inline(always)]
+unsafe fn tile<S: Simd, K: TileKind<S>, const R: usize, const T: usize>(
+    x: *const K::W,
+    y: *const K::A,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let mut acc = [[S::zero_f(); T]; R];
+    let mut ex = [[0f32; T]; R];
+    for b in 0..nb {
+        let mut dec = [K::decode(&*x.add(b)); R];
+        for (r, d) in dec.iter_mut().enumerate().skip(1) {
+            *d = K::decode(&*x.add(r * nb + b));
+        }
+        for t in 0..T {
+            let a = &*y.add(t * nb + b);
+            let s = K::act(a);
+            for r in 0..R {
+                K::pair(&dec[r], a, s, &mut acc[r][t], &mut ex[r][t]);
+            }
+        }
+    }
+    for r in 0..R {
+        for t in 0..T {
+            *out.add(r * ldo + t) = K::finish(acc[r][t], ex[r][t]);
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn tile_rows<S: Simd, K: TileKind<S>, const R: usize, const T: usize>(
+    x: *const K::W,
+    y: *const K::A,
+    nb: usize,
+    nt: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let mut t = 0;
+    while t + T <= nt {
+        tile::<S, K, R, T>(x, y.add(t * nb), nb, out.add(t), ldo);
+        t += T;
+    }
+    while t < nt {
+        tile::<S, K, R, 1>(x, y.add(t * nb), nb, out.add(t), ldo);
+        t += 1;
+    }
+}
+
+/// The tiled kernel; shapes checked by [`check`] beforehand.
+#[inline(always)]
+pub(crate) unsafe fn gemm<S: Simd, K: TileKind<S>>(
+    x: &[K::W],
+    y: &[K::A],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let (nr, nt) = (x.len() / nb, y.len() / nb);
+    let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+    let mut r = 0;
+    while r + TILE_ROWS <= nr {
+        tile_rows::<S, K, TILE_ROWS, TILE_TOKENS>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
+        r += TILE_ROWS;
+    }
+    while r < nr {
+        tile_rows::<S, K, 1, TILE_TOKENS>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
+        r += 1;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pairings. Each mirrors the loop body of the `generic::vec_dot_*` of the
+// same name operation for operation.
+
+pub(crate) struct Q4_0;
+pub(crate) struct Q4_1;
+pub(crate) struct Q5_0;
+pub(crate) struct Q5_1;
+pub(crate) struct Q8_0;
+pub(crate) struct Q4K;
+pub(crate) struct Q5K;
+pub(crate) struct Q6K;
+
+impl<S: Simd> TileKind<S> for Q4_0 {
+    type W = BlockQ4_0;
+    type A = BlockQ8_0;
+    type Dec = (S::B, f32);
+    type Act = f32;
+    #[inline(always)]
+    unsafe fn decode(w: &BlockQ4_0) -> (S::B, f32) {
+        (
+            S::sub_b(S::load_nibbles(w.qs.as_ptr()), S::set1_b(8)),
+            S::fp16(w.d),
+        )
+    }
+    #[inline(always)]
+    unsafe fn act(a: &BlockQ8_0) -> f32 {
+        S::fp16(a.d)
+    }
+    #[inline(always)]
+    unsafe fn pair(d: &(S::B, f32), a: &BlockQ8_0, ad: f32, acc: &mut S::F, _: &mut f32) {
+        let i = S::dot(S::zero_i(), d.0, S::load_b(a.qs.as_ptr() as *const u8));
+        *acc = S::fma_f(S::i_to_f(i), S::splat_f(d.1 * ad), *acc);
+    }
+    #[inline(always)]
+    unsafe fn finish(acc: S::F, _: f32) -> f32 {
+        S::hsum_f(acc)
+    }
+}
+
+impl<S: Simd> TileKind<S> for Q4_1 {
+    type W = BlockQ4_1;
+    type A = BlockQ8_1;
+    type Dec = (S::B, f32, f32);
+    type Act = (f32, f32);
+    #[inline(always)]
+    unsafe fn decode(w: &BlockQ4_1) -> (S::B, f32, f32) {
+        (S::load_nibbles(w.qs.as_ptr()), S::fp16(w.d), S::fp16(w.m))
+    }
+    #[inline(always)]
+    unsafe fn act(a: &BlockQ8_1) -> (f32, f32) {
+        (S::fp16(a.d), S::fp16(a.s))
+    }
+    #[inline(always)]
+    unsafe fn pair(
+        d: &(S::B, f32, f32),
+        a: &BlockQ8_1,
+        s: (f32, f32),
+        acc: &mut S::F,
+        summs: &mut f32,
+    ) {
+        // Nibbles are unsigned: `dot_u` gives `dot`'s lane sums.
+        let i = S::dot_u(S::zero_i(), d.0, S::load_b(a.qs.as_ptr() as *const u8));
+        *acc = S::fma_f(S::i_to_f(i), S::splat_f(d.1 * s.0), *acc);
+        *summs = d.2.mul_add(s.1, *summs); // fused like vec_dot_q4_1_q8_1
+    }
+    #[inline(always)]
+    unsafe fn finish(acc: S::F, summs: f32) -> f32 {
+        S::hsum_f(acc) + summs
+    }
+}
+
+impl<S: Simd> TileKind<S> for Q5_0 {
+    type W = BlockQ5_0;
+    type A = BlockQ8_0;
+    type Dec = (S::B, f32);
+    type Act = f32;
+    #[inline(always)]
+    unsafe fn decode(w: &BlockQ5_0) -> (S::B, f32) {
+        (
+            S::sub_b(q5_values::<S>(&w.qs, w.qh), S::set1_b(16)),
+            S::fp16(w.d),
+        )
+    }
+    #[inline(always)]
+    unsafe fn act(a: &BlockQ8_0) -> f32 {
+        S::fp16(a.d)
+    }
+    #[inline(always)]
+    unsafe fn pair(d: &(S::B, f32), a: &BlockQ8_0, ad: f32, acc: &mut S::F, e: &mut f32) {
+        <Q4_0 as TileKind<S>>::pair(d, a, ad, acc, e)
+    }
+    #[inline(always)]
+    unsafe fn finish(acc: S::F, _: f32) -> f32 {
+        S::hsum_f(acc)
+    }
+}
+
+impl<S: Simd> TileKind<S> for Q5_1 {
+    type W = BlockQ5_1;
+    type A = BlockQ8_1;
+    type Dec = (S::B, f32, f32);
+    type Act = (f32, f32);
+    #[inline(always)]
+    unsafe fn decode(w: &BlockQ5_1) -> (S::B, f32, f32) {
+        (q5_values::<S>(&w.qs, w.qh), S::fp16(w.d), S::fp16(w.m))
+    }
+    #[inline(always)]
+    unsafe fn act(a: &BlockQ8_1) -> (f32, f32) {
+        (S::fp16(a.d), S::fp16(a.s))
+    }
+    #[inline(always)]
+    unsafe fn pair(
+        d: &(S::B, f32, f32),
+        a: &BlockQ8_1,
+        s: (f32, f32),
+        acc: &mut S::F,
+        summs: &mut f32,
+    ) {
+        <Q4_1 as TileKind<S>>::pair(d, a, s, acc, summs)
+    }
+    #[inline(always)]
+    unsafe fn finish(acc: S::F, summs: f32) -> f32 {
+        S::hsum_f(acc) + summs
+    }
+}
+
+impl<S: Simd> TileKind<S> for Q8_0 {
+    type W = BlockQ8_0;
+    type A = BlockQ8_0;
+    type Dec = (S::B, f32);
+    type Act = f32;
+    #[inline(always)]
+    unsafe fn decode(w: &BlockQ8_0) -> (S::B, f32) {
+        (S::load_b(w.qs.as_ptr() as *const u8), S::fp16(w.d))
+    }
+    #[inline(always)]
+    unsafe fn act(a: &BlockQ8_0) -> f32 {
+        S::fp16(a.d)
+    }
+    #[inline(always)]
+    unsafe fn pair(d: &(S::B, f32), a: &BlockQ8_0, ad: f32, acc: &mut S::F, e: &mut f32) {
+        <Q4_0 as TileKind<S>>::pair(d, a, ad, acc, e)
+    }
+    #[inline(always)]
+    unsafe fn finish(acc: S::F, _: f32) -> f32 {
+        S::hsum_f(acc)
+    }
+}
+
+/// A decoded Q4_K / Q5_K block: the eight 32-value groups, their 6-bit
+/// scales and mins, and d / dmin.
+#[derive(Clone, Copy)]
+pub(crate) struct DecK4<B: Copy> {
+    q: [B; 8],
+    sc: [i32; 8],
+    mins: [i32; 8],
+    d: f32,
+    dmin: f32,
+}
+
+#[inline(always)]
+unsafe fn k4_scales_mins(scales: &[u8; 12]) -> ([i32; 8], [i32; 8]) {
+    let mut sc = [0i32; 8];
+    let mut mins = [0i32; 8];
+    for j in 0..8 {
+        let (s, m) = scalar::scale_min_k4(j, scales);
+        sc[j] = s as i32;
+        mins[j] = m as i32;
+    }
+    (sc, mins)
+}
+
+/// The body of `vec_dot_q4_k_q8_k` / `vec_dot_q5_k_q8_k` for one block.
+#[inline(always)]
+unsafe fn pair_k4<S: Simd>(d: &DecK4<S::B>, a: &BlockQ8K, acc: &mut S::F, summ: &mut f32) {
+    let mut sumi = 0i32;
+    for j in 0..8 {
+        sumi += (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32) * d.mins[j];
+    }
+    let mut isum = S::zero_i();
+    for g in 0..8 {
+        // Q4_K / Q5_K values are unsigned.
+        isum = S::dot_scaled_u(isum, d.q[g], q8k::<S>(a, 32 * g), d.sc[g], d.sc[g]);
+    }
+    let dd = d.d * a.d;
+    *acc = S::fma_f(S::i_to_f(isum), S::splat_f(dd), *acc);
+    let dmin = d.dmin * a.d;
+    *summ -= dmin * sumi as f32;
+}
+
+impl<S: Simd> TileKind<S> for Q4K {
+    type W = BlockQ4K;
+    type A = BlockQ8K;
+    type Dec = DecK4<S::B>;
+    type Act = ();
+    #[inline(always)]
+    unsafe fn decode(w: &BlockQ4K) -> DecK4<S::B> {
+        let low = S::set1_b(0x0f);
+        let mut q = [S::set1_b(0); 8];
+        for j in 0..4 {
+            let v = S::load_b(w.qs.as_ptr().add(32 * j));
+            q[2 * j] = S::and_b(v, low);
+            q[2 * j + 1] = S::shr_b(v, 4);
+        }
+        let (sc, mins) = k4_scales_mins(&w.scales);
+        DecK4 {
+            q,
+            sc,
+            mins,
+            d: S::fp16(w.d),
+            dmin: S::fp16(w.dmin),
+        }
+    }
+    #[inline(always)]
+    unsafe fn act(_: &BlockQ8K) {}
+    #[inline(always)]
+    unsafe fn pair(d: &DecK4<S::B>, a: &BlockQ8K, _: (), acc: &mut S::F, summ: &mut f32) {
+        pair_k4::<S>(d, a, acc, summ)
+    }
+    #[inline(always)]
+    unsafe fn finish(acc: S::F, summ: f32) -> f32 {
+        S::hsum_f(acc) + summ
+    }
+}
+
+impl<S: Simd> TileKind<S> for Q5K {
+    type W = BlockQ5K;
+    type A = BlockQ8K;
+    type Dec = DecK4<S::B>;
+    type Act = ();
+    #[inline(always)]
+    unsafe fn decode(w: &BlockQ5K) -> DecK4<S::B> {
+        let low = S::set1_b(0x0f);
+        let sixteen = S::set1_b(16);
+        let qh = S::load_b(w.qh.as_ptr());
+        let mut q = [S::set1_b(0); 8];
+        for j in 0..4 {
+            let v = S::load_b(w.qs.as_ptr().add(32 * j));
+            let h0 = S::and_b(
+                S::nonzero_b(S::and_b(qh, S::set1_b(1u8 << (2 * j)))),
+                sixteen,
+            );
+            let h1 = S::and_b(
+                S::nonzero_b(S::and_b(qh, S::set1_b(2u8 << (2 * j)))),
+                sixteen,
+            );
+            q[2 * j] = S::or_b(S::and_b(v, low), h0);
+            q[2 * j + 1] = S::or_b(S::shr_b(v, 4), h1);
+        }
+        let (sc, mins) = k4_scales_mins(&w.scales);
+        DecK4 {
+            q,
+            sc,
+            mins,
+            d: S::fp16(w.d),
+            dmin: S::fp16(w.dmin),
+        }
+    }
+    #[inline(always)]
+    unsafe fn act(_: &BlockQ8K) {}
+    #[inline(always)]
+    unsafe fn pair(d: &DecK4<S::B>, a: &BlockQ8K, _: (), acc: &mut S::F, summ: &mut f32) {
+        pair_k4::<S>(d, a, acc, summ)
+    }
+    #[inline(always)]
+    unsafe fn finish(acc: S::F, summ: f32) -> f32 {
+        S::hsum_f(acc) + summ
+    }
+}
+
+/// A decoded Q6_K block: the eight signed 32-value groups, the sixteen
+/// scales, d.
+#[derive(Clone, Copy)]
+pub(crate) struct DecQ6K<B: Copy> {
+    q: [B; 8],
+    scales: [i8; 16],
+    d: f32,
+}
+
+impl<S: Simd> TileKind<S> for Q6K {
+    type W = BlockQ6K;
+    type A = BlockQ8K;
+    type Dec = DecQ6K<S::B>;
+    type Act = ();
+    #[inline(always)]
+    unsafe fn decode(w: &BlockQ6K) -> DecQ6K<S::B> {
+        let a = q6_values::<S>(w, 0);
+        let b = q6_values::<S>(w, 1);
+        DecQ6K {
+            q: [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]],
+            scales: w.scales,
+            d: S::fp16(w.d),
+        }
+    }
+    #[inline(always)]
+    unsafe fn act(_: &BlockQ8K) {}
+    #[inline(always)]
+    unsafe fn pair(d: &DecQ6K<S::B>, a: &BlockQ8K, _: (), acc: &mut S::F, _: &mut f32) {
+        let mut isum = S::zero_i();
+        for n in 0..2 {
+            for k in 0..4 {
+                let s = 8 * n + 2 * k;
+                isum = S::dot_scaled(
+                    isum,
+                    d.q[4 * n + k],
+                    q8k::<S>(a, 128 * n + 32 * k),
+                    d.scales[s] as i32,
+                    d.scales[s + 1] as i32,
+                );
+            }
+        }
+        let dd = d.d * a.d;
+        *acc = S::fma_f(S::i_to_f(isum), S::splat_f(dd), *acc);
+    }
+    #[inline(always)]
+    unsafe fn finish(acc: S::F, _: f32) -> f32 {
+        S::hsum_f(acc)
+    }
+}
+
+/// The scalar table's `gemm_*`: one scalar `vec_dot_*` per pair.
+pub(crate) mod scalar_gemm {
+    use super::{by_rows, check};
+    use crate::blocks::*;
+    use crate::scalar;
+
+    macro_rules! scalar_gemms {
+        ($( $name:ident($tx:ty, $ty:ty) = $dot:ident; )*) => {
+            $(
+                pub fn $name(x: &[$tx], y: &[$ty], nb: usize, out: &mut [f32], ldo: usize) {
+                    check(stringify!($name), x.len(), y.len(), nb, out.len(), ldo);
+                    by_rows(x, y, nb, out, ldo, scalar::$dot);
+                }
+            )*
+        };
+    }
+
+    scalar_gemms! {
+        gemm_q4_0_q8_0(BlockQ4_0, BlockQ8_0) = vec_dot_q4_0_q8_0;
+        gemm_q4_1_q8_1(BlockQ4_1, BlockQ8_1) = vec_dot_q4_1_q8_1;
+        gemm_q5_0_q8_0(BlockQ5_0, BlockQ8_0) = vec_dot_q5_0_q8_0;
+        gemm_q5_1_q8_1(BlockQ5_1, BlockQ8_1) = vec_dot_q5_1_q8_1;
+        gemm_q8_0_q8_0(BlockQ8_0, BlockQ8_0) = vec_dot_q8_0_q8_0;
+        gemm_q2_k_q8_k(BlockQ2K, BlockQ8K) = vec_dot_q2_k_q8_k;
+        gemm_q3_k_q8_k(BlockQ3K, BlockQ8K) = vec_dot_q3_k_q8_k;
+        gemm_q4_k_q8_k(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k;
+        gemm_q5_k_q8_k(BlockQ5K, BlockQ8K) = vec_dot_q5_k_q8_k;
+        gemm_q6_k_q8_k(BlockQ6K, BlockQ8K) = vec_dot_q6_k_q8_k;
+    }
+}
+
+/// Generates an ISA module's `gemm_*` entry points (beside
+/// `simd_entry_points!`, whose `vec_dot_*` the untiled pairings reuse).
+macro_rules! gemm_entry_points {
+    ($isa:ty, $features:tt) => {
+        crate::gemm::gemm_entry_points!(@tiled $isa, $features,
+            gemm_q4_0_q8_0(BlockQ4_0, BlockQ8_0) = Q4_0;
+            gemm_q4_1_q8_1(BlockQ4_1, BlockQ8_1) = Q4_1;
+            gemm_q5_0_q8_0(BlockQ5_0, BlockQ8_0) = Q5_0;
+            gemm_q5_1_q8_1(BlockQ5_1, BlockQ8_1) = Q5_1;
+            gemm_q8_0_q8_0(BlockQ8_0, BlockQ8_0) = Q8_0;
+            gemm_q4_k_q8_k(BlockQ4K, BlockQ8K) = Q4K;
+            gemm_q5_k_q8_k(BlockQ5K, BlockQ8K) = Q5K;
+            gemm_q6_k_q8_k(BlockQ6K, BlockQ8K) = Q6K;
+        );
+        crate::gemm::gemm_entry_points!(@rows
+            gemm_q2_k_q8_k(BlockQ2K, BlockQ8K) = vec_dot_q2_k_q8_k;
+            gemm_q3_k_q8_k(BlockQ3K, BlockQ8K) = vec_dot_q3_k_q8_k;
+        );
+    };
+    (@tiled $isa:ty, $features:tt, $( $name:ident($tx:ty, $ty:ty) = $kind:ident; )*) => {
+        $(
+            pub fn $name(x: &[$tx], y: &[$ty], nb: usize, out: &mut [f32], ldo: usize) {
+                crate::gemm::check(stringify!($name), x.len(), y.len(), nb, out.len(), ldo);
+                #[target_feature(enable = $features)]
+                unsafe fn imp(x: &[$tx], y: &[$ty], nb: usize, out: &mut [f32], ldo: usize) {
+                    crate::gemm::gemm::<$isa, crate::gemm::$kind>(x, y, nb, out, ldo)
+                }
+                // SAFETY: this module's functions only enter a kernel table
+                // after the CPU was detected to have `$features`; `check`
+                // established that x and y hold whole rows of nb blocks and
+                // that every out[r * ldo + t] written is in bounds.
+                unsafe { imp(x, y, nb, out, ldo) }
+            }
+        )*
+    };
+    (@rows $( $name:ident($tx:ty, $ty:ty) = $dot:ident; )*) => {
+        $(
+            pub fn $name(x: &[$tx], y: &[$ty], nb: usize, out: &mut [f32], ldo: usize) {
+                crate::gemm::check(stringify!($name), x.len(), y.len(), nb, out.len(), ldo);
+                crate::gemm::by_rows(x, y, nb, out, ldo, $dot);
+            }
+        )*
+    };
+}
+pub(crate) use gemm_entry_points;
