@@ -9,7 +9,9 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-use rkinfer::backend::npu::{parse_npu_cores, Device, NpuBackend, NpuQuant};
+use rkinfer::backend::npu::{
+    backends_for_model, parse_npu_cores, Device, NpuBackend, NpuQuant, NpuSettings, WeightCacheMode,
+};
 use rkinfer::backend::Backend;
 use rkinfer::model::{LogitsMode, Model, ModelOptions, StateOptions};
 use rkinfer::npu::cache::{CacheStats, WeightCache};
@@ -405,4 +407,36 @@ fn weight_cache_is_reused_and_bad_entries_are_rebuilt() {
     let unwritable = WeightCache::new(blocked.join("cache"));
     assert_eq!(bits(&cached_logits("w8a8", &unwritable)), bits(&want));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The settings of a load reach the backend: CPU needs none, npu-sim with
+/// three cores and a cache directory fills the cache; a core the device
+/// lacks is an error.
+#[test]
+fn npu_settings_build_the_backend() {
+    let path = common::model_path("smollm2-q4_1");
+    let dir = std::env::temp_dir().join(format!("rkinfer-npu-settings-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let settings = NpuSettings {
+        quant: NpuQuant::parse("w16a16").expect("quant"),
+        cores: parse_npu_cores("3").expect("cores"),
+        cache: WeightCacheMode::Dir(dir.clone()),
+        progress: false,
+    };
+    assert!(backends_for_model(Device::Cpu, &settings, &path)
+        .expect("cpu")
+        .is_empty());
+    let backends = backends_for_model(Device::NpuSim, &settings, &path).expect("npu-sim");
+    assert_eq!(backends.len(), 1);
+    let model =
+        Model::load_with_backends(&path, &ModelOptions::default(), backends).expect("model loads");
+    assert_matmuls_on_npu(&model);
+    assert!(cache_entries(&dir).len() >= 7);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let bad = NpuSettings {
+        cores: vec![0, 5],
+        ..settings
+    };
+    assert!(backends_for_model(Device::NpuSim, &bad, &path).is_err());
 }

@@ -141,6 +141,29 @@ fn rotated_int8_below_one_percent_on_real_activations() {
     }
 }
 
+/// The matrices where rotated int8 is worst: an activation channel many
+/// times larger than the rest whose weight column is small. SmoothQuant
+/// balancing (`sq`) moves the outlier into the weights before the rotation.
+#[test]
+fn smoothing_keeps_rotated_int8_below_one_percent_on_the_worst_matrices() {
+    for (model, tensors) in [
+        (SMOLLM2, ["blk.11.ffn_down.weight", "blk.12.attn_v.weight"]),
+        (GEMMA3, ["blk.17.ffn_down.weight", "blk.13.attn_v.weight"]),
+    ] {
+        let cap = capture(model);
+        let e = errors(
+            model,
+            cap,
+            &tensors,
+            &["w8a8.had", "w8a8.had.sq", "w8a8.had.hilo.sq"],
+        );
+        eprintln!("{model}: {e:?}");
+        assert!(max_col(&e, 0) > 0.012, "{model}: {e:?}");
+        assert!(max_col(&e, 1) < max_col(&e, 0) / 1.4, "{model}: {e:?}");
+        assert!(max_col(&e, 2) < 0.01, "{model}: {e:?}");
+    }
+}
+
 /// The first `count` matmul weights stored as 4-bit GGML blocks.
 fn four_bit_tensors(model: &str, count: usize) -> Vec<String> {
     let f = open(model);

@@ -193,7 +193,9 @@ fn gelu_table() -> &'static [u16] {
         (0..=u16::MAX)
             .map(|h| {
                 let x = kernels::f16_to_f32(h);
-                let g = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh());
+                // GCC fuses ggml's `1.0f + GELU_COEF_A*x*x` into one fma.
+                let inner = (GELU_COEF_A * x).mul_add(x, 1.0);
+                let g = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh());
                 kernels::f32_to_f16(g)
             })
             .collect()
@@ -453,12 +455,12 @@ fn attention(
                     let m_old = m;
                     m = s;
                     ms = (m_old - m).exp();
-                    kernels::vec_scale_f16(acc, ms);
+                    scale_f16_acc(acc, ms);
                 } else {
                     vs = (s - m).exp();
                 }
                 let vrow: &[u16] = bytemuck::cast_slice(v_at(j));
-                kernels::vec_mad_f16(acc, vrow, vs);
+                mad_f16_acc(acc, vrow, vs);
                 s_sum = s_sum.mul_add(ms, vs); // GCC fuses ggml's `S = S*ms + vs`
             }
             kernels::f16_to_f32_row(acc, o);
@@ -487,6 +489,43 @@ fn attention(
         let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
         o.iter_mut().for_each(|a| *a *= inv);
     });
+}
+
+/// Elements of the f16 accumulator that llama.cpp's reference build (x86
+/// with AVX512-FP16) updates with native f16 arithmetic: whole 128-element
+/// steps; the rest goes through f32 as on any other x86 CPU.
+/// `RKINFER_F16_NATIVE=0` rounds as builds without AVX512-FP16 instead.
+fn f16_native_len(n: usize) -> usize {
+    static ON: OnceLock<bool> = OnceLock::new();
+    let on = *ON.get_or_init(|| std::env::var_os("RKINFER_F16_NATIVE").is_none_or(|v| v != "0"));
+    if on {
+        n - n % 128
+    } else {
+        0
+    }
+}
+
+/// ggml_vec_scale_f16: y *= v.
+fn scale_f16_acc(y: &mut [u16], v: f32) {
+    let n = f16_native_len(y.len());
+    let v16 = kernels::f16_to_f32(kernels::f32_to_f16(v));
+    for a in &mut y[..n] {
+        // f16 x f16 is exact in f32, so this rounds once, as vmulph does.
+        *a = kernels::f32_to_f16(kernels::f16_to_f32(*a) * v16);
+    }
+    kernels::vec_scale_f16(&mut y[n..], v);
+}
+
+/// ggml_vec_mad_f16: y += x * v.
+fn mad_f16_acc(y: &mut [u16], x: &[u16], v: f32) {
+    let n = f16_native_len(y.len());
+    let v16 = kernels::f16_to_f32(kernels::f32_to_f16(v)) as f64;
+    for (a, &b) in y[..n].iter_mut().zip(&x[..n]) {
+        // vfmadd*ph: the exact x*v + y rounded once to f16 (via f64/f32).
+        let exact = kernels::f16_to_f32(b) as f64 * v16 + kernels::f16_to_f32(*a) as f64;
+        *a = kernels::f32_to_f16(exact as f32);
+    }
+    kernels::vec_mad_f16(&mut y[n..], &x[n..], v);
 }
 
 #[cfg(test)]

@@ -150,6 +150,38 @@ fn two_digit_activations_give_int8_accuracy_from_int4_matmuls() {
 }
 
 #[test]
+fn smoothing_moves_activation_outliers_into_small_weight_columns() {
+    // One massive activation channel whose weight column is small: the
+    // output hangs on that column, and rotated int8 weights blur it.
+    let (m, n, k) = (8, 64, 256);
+    let mut w = randn(11, n * k);
+    for r in w.chunks_exact_mut(k) {
+        r[7] *= 0.05;
+    }
+    let x = with_outliers(randn(12, m * k), k, &[7], 500.0);
+    let s = super::eval::smoothing_factors(&w, n, &x, m, k);
+    assert_eq!(s.len(), k);
+    assert!(s[7] > 10.0 * s[8], "{} vs {}", s[7], s[8]);
+    // All-zero columns keep a factor of 1.
+    assert_eq!(
+        super::eval::smoothing_factors(&[0.0; 4], 2, &[1.0; 2], 1, 2),
+        vec![1.0, 1.0]
+    );
+    let names = ["w8a8.had", "w8a8.had.sq"].map(|s| s.parse::<Scheme>().unwrap());
+    let r = super::eval::eval_matrix(&w, n, k, &x, m, "t", &names).unwrap();
+    assert!(r[1].rel_error < 0.01, "{:?}", r[1]);
+    assert!(
+        r[1].rel_error < r[0].rel_error / 2.0,
+        "{} vs {}",
+        r[1].rel_error,
+        r[0].rel_error
+    );
+    // Bad shapes are errors, not panics.
+    assert!(super::eval::eval_matrix(&w, n, 0, &x, m, "t", &names).is_err());
+    assert!(super::eval::eval_matrix(&w, n, k, &x[1..], m, "t", &names).is_err());
+}
+
+#[test]
 fn whole_k_rotation_pads_to_power_of_two_and_block_does_not() {
     let (n, k) = (8, 576);
     let w = randn(1, n * k);
