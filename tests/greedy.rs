@@ -117,3 +117,8 @@ fn greedy_smollm2_q4_1() {
 fn greedy_smollm2_q8_0() {
     check("smollm2-q8_0");
 }
+
+#[test]
+fn greedy_gemma3_q8_0() {
+    check("gemma3-q8_0");
+}

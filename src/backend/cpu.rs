@@ -516,14 +516,53 @@ fn scale_f16_acc(y: &mut [u16], v: f32) {
     kernels::vec_scale_f16(&mut y[n..], v);
 }
 
+/// Rounds to the nearest f16, ties to even, in one step (going through f32
+/// would round twice).
+fn f64_to_f16(v: f64) -> u16 {
+    let sign = if v.is_sign_negative() { 0x8000u16 } else { 0 };
+    let a = v.abs();
+    if a.is_nan() {
+        return 0x7e00;
+    }
+    let round_even = |r: f64| {
+        let f = r.floor();
+        let d = r - f;
+        if d > 0.5 || (d == 0.5 && f % 2.0 != 0.0) {
+            f + 1.0
+        } else {
+            f
+        }
+    };
+    const MIN_NORMAL: f64 = 1.0 / 16384.0; // 2^-14
+    let bits = if a < MIN_NORMAL {
+        // Subnormal: multiples of 2^-24 (1024 carries into the normals).
+        round_even(a * 16_777_216.0) as u16
+    } else {
+        let e = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+        let mant = a / 2f64.powi(e);
+        let mut q = round_even((mant - 1.0) * 1024.0) as u32;
+        let mut e = e;
+        if q == 1024 {
+            q = 0;
+            e += 1;
+        }
+        if e + 15 >= 31 {
+            0x7c00
+        } else {
+            (((e + 15) as u32) << 10 | q) as u16
+        }
+    };
+    sign | bits
+}
+
 /// ggml_vec_mad_f16: y += x * v.
 fn mad_f16_acc(y: &mut [u16], x: &[u16], v: f32) {
     let n = f16_native_len(y.len());
     let v16 = kernels::f16_to_f32(kernels::f32_to_f16(v)) as f64;
     for (a, &b) in y[..n].iter_mut().zip(&x[..n]) {
-        // vfmadd*ph: the exact x*v + y rounded once to f16 (via f64/f32).
+        // vfmadd*ph: x*v + y (exact in f64) rounded once to f16.
         let exact = kernels::f16_to_f32(b) as f64 * v16 + kernels::f16_to_f32(*a) as f64;
-        *a = kernels::f32_to_f16(exact as f32);
+        *a = f64_to_f16(exact);
     }
     kernels::vec_mad_f16(&mut y[n..], &x[n..], v);
 }
@@ -531,6 +570,23 @@ fn mad_f16_acc(y: &mut [u16], x: &[u16], v: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f64_to_f16_rounds_once_to_nearest_even() {
+        for h in (0u16..0x7c00).step_by(7) {
+            let x = kernels::f16_to_f32(h) as f64;
+            assert_eq!(f64_to_f16(x), h);
+            assert_eq!(f64_to_f16(-x), h | 0x8000);
+            let next = kernels::f16_to_f32(h + 1) as f64;
+            let mid = (x + next) / 2.0;
+            let even = if h % 2 == 0 { h } else { h + 1 };
+            assert_eq!(f64_to_f16(mid), even, "tie above {h:#x}");
+            assert_eq!(f64_to_f16(mid - (next - x) * 1e-6), h);
+            assert_eq!(f64_to_f16(mid + (next - x) * 1e-6), h + 1);
+        }
+        assert_eq!(f64_to_f16(65520.0), 0x7c00);
+        assert_eq!(f64_to_f16(65519.0), 0x7bff);
+    }
 
     #[test]
     fn rms_norm_matches_definition() {

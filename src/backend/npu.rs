@@ -303,7 +303,7 @@ impl Backend for NpuBackend {
         let cached = match (&self.cache, &key) {
             (Some(cache), Some(key)) => match cache.load(key) {
                 Lookup::Hit(q) => Some(*q),
-                Lookup::Miss => None,
+                Lookup::Miss | Lookup::Stale => None,
                 Lookup::Invalid(why) => {
                     eprintln!("npu: weight cache entry {why}; rebuilding it");
                     None

@@ -123,7 +123,9 @@ struct Counters {
     hits: AtomicUsize,
     misses: AtomicUsize,
     invalid: AtomicUsize,
+    stale: AtomicUsize,
     warned_write: AtomicBool,
+    warned_stale: AtomicBool,
 }
 
 /// What the lookups of a cache found.
@@ -132,6 +134,9 @@ pub struct CacheStats {
     pub hits: usize,
     pub misses: usize,
     pub invalid: usize,
+    /// Missing, with an entry of the same tensor for another key (model
+    /// file, scheme or version): rebuilt, and the old entry replaced.
+    pub stale: usize,
 }
 
 /// Where entries live, and what the lookups found (clones share the
@@ -147,6 +152,8 @@ pub struct WeightCache {
 pub enum Lookup {
     Hit(Box<nq::PreparedWeight>),
     Miss,
+    /// Only entries of this tensor for another key exist.
+    Stale,
     /// An entry was there but unusable: why.
     Invalid(String),
 }
@@ -177,6 +184,7 @@ impl WeightCache {
             hits: c.hits.load(Ordering::Relaxed),
             misses: c.misses.load(Ordering::Relaxed),
             invalid: c.invalid.load(Ordering::Relaxed),
+            stale: c.stale.load(Ordering::Relaxed),
         }
     }
 
@@ -191,8 +199,17 @@ impl WeightCache {
         let c = match found {
             Lookup::Hit(_) => &self.counters.hits,
             Lookup::Miss => &self.counters.misses,
+            Lookup::Stale => &self.counters.stale,
             Lookup::Invalid(_) => &self.counters.invalid,
         };
+        if matches!(found, Lookup::Stale)
+            && !self.counters.warned_stale.swap(true, Ordering::Relaxed)
+        {
+            eprintln!(
+                "npu: weight cache {} holds entries for another model file, scheme or rkinfer version; rebuilding them",
+                self.dir.display()
+            );
+        }
         c.fetch_add(1, Ordering::Relaxed);
         found
     }
@@ -201,7 +218,13 @@ impl WeightCache {
         let path = self.path_of(key);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Miss,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return if self.other_entries(key).is_empty() {
+                    Lookup::Miss
+                } else {
+                    Lookup::Stale
+                };
+            }
             Err(e) => return Lookup::Invalid(format!("{}: {e}", path.display())),
         };
         match decode(key, &bytes) {
@@ -238,20 +261,29 @@ impl WeightCache {
         }
         fs::rename(&tmp, &path)?;
         // Older entries of this tensor (another scheme or model version).
-        let prefix = format!("{}.", key.safe_name());
-        if let Ok(entries) = fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let other = name.starts_with(&prefix)
-                    && name.ends_with(EXT)
-                    && name.len() == key.file_name().len()
-                    && name != key.file_name();
-                if other {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
+        for old in self.other_entries(key) {
+            let _ = fs::remove_file(old);
         }
         Ok(())
+    }
+
+    /// Entries of `key`'s tensor under other keys.
+    fn other_entries(&self, key: &CacheKey) -> Vec<PathBuf> {
+        let (prefix, mine) = (format!("{}.", key.safe_name()), key.file_name());
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(&prefix)
+                    && name.ends_with(EXT)
+                    && name.len() == mine.len()
+                    && name != mine
+            })
+            .map(|e| e.path())
+            .collect()
     }
 }
 

@@ -112,8 +112,3 @@ fn check(name: &str) {
 fn greedy_gemma3_q4_k_m() {
     check("gemma3-q4_k_m");
 }
-
-#[test]
-fn greedy_gemma3_q8_0() {
-    check("gemma3-q8_0");
-}

@@ -351,16 +351,24 @@ pub const EVAL_SCHEMES: &[&str] = &[
 /// The default NPU scheme per source GGML type name (as printed by
 /// llama.cpp, e.g. "Q4_K"); overridable with `--npu-quant`. Types not
 /// listed use the `*` row. Chosen from the measurements in
-/// docs/quantization.md (`rkinfer quant-eval`):
-/// - 16-bit sources run as fp16 (w16a16, 0.03% matrix error).
+/// docs/quantization.md (`rkinfer quant-eval`, real activations of 256
+/// corpus tokens), among the schemes the NPU backend runs today (one digit
+/// per activation, no calibration data):
+/// - 16-bit sources run as fp16 (w16a16, 0.02% matrix error).
 /// - 8/6/5-bit sources: rotated int8 with rk-llama.cpp's whole-K Hadamard
-///   (`w8a8.had`, 0.8% mean; `w8a8.khad` avoids the K padding at ~1.0%).
-/// - 4-bit and lower sources: no int4 x int4 scheme gets near 2x better
-///   than rk-llama.cpp's (activations at 4 bits cost ~8% alone), so w4a8:
-///   the GGUF's own 4-bit blocks kept exactly (affine levels per 32-wide K
-///   segment, run as int8 with int8 activations per segment), 13x lower
-///   error than rk-llama.cpp's int4 on SmolLM2, at the price of one NPU
-///   matmul per 32 of K whose int32 partial sums the CPU adds.
+///   (`w8a8.had`: 0.83% / 0.94% mean on SmolLM2 / gemma, worst matrices
+///   3.5% / 1.8%). Measured better, once the backend has them: `hilo`
+///   activations with SmoothQuant factors from a calibration pass
+///   (`w8a8.had.hilo.sq`, every gemma matrix below 0.9%), or the GGUF
+///   blocks kept exactly (`w8a8.hilo.zp.seg32`, 0.06% on gemma, at one NPU
+///   matmul per 32 of K).
+/// - 4-bit and lower sources: w4a8, the GGUF's own 4-bit blocks kept
+///   exactly (affine levels per 32-wide K segment, run as int8 with int8
+///   activations per segment): 0.96% / 0.77% on SmolLM2's Q4_1 / gemma's
+///   Q4_K matrices, 17x / 37x below rk-llama.cpp's int4, at the price of
+///   one NPU matmul per 32 of K whose int32 partial sums the CPU adds. Its
+///   int4 x int4 twin `w4a4.r8.hilo.zp.seg32` (half the weight bytes, 2M
+///   rows) is within 0.45 points of it and needs backend support for `hilo`.
 pub const DEFAULT_SCHEMES: &[(&str, &str)] = &[
     ("F16", "w16a16"),
     ("BF16", "w16a16"),
