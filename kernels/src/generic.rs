@@ -793,8 +793,8 @@ pub(crate) unsafe fn axpy<S: Simd>(a: f32, x: &[f32], y: &mut [f32]) {
     zip_inplace::<S>(
         y,
         x,
-        |yv, xv| S::add_f(yv, S::mul_f(xv, va)),
-        |yv, xv| yv + xv * a,
+        |yv, xv| S::fma_f(xv, va, yv),
+        |yv, xv| xv.mul_add(a, yv),
     );
 }
 

@@ -802,8 +802,9 @@ pub fn dequantize_row_q6_k(x: &[BlockQ6K], y: &mut [f32]) {
 /// y += a * x (ggml_vec_mad_f32; multiply and add rounded separately).
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy: length mismatch");
+    // Fused, as ggml_vec_mad_f32 (and the GEMM of its tiled attention).
     for (o, &v) in y.iter_mut().zip(x) {
-        *o += v * a;
+        *o = v.mul_add(a, *o);
     }
 }
 

@@ -423,6 +423,13 @@ fn attention(
         let kvh = h / group;
         let qh = &q[t * p.n_head * hd + h * hd..][..hd];
         let k_at = |j: usize| &k_all[j * kr + kvh * kh..][..kh];
+        if n_tokens >= FA_TILE && type_k == GgmlType::F16 && type_v == GgmlType::F16 {
+            let k_row = |j: usize| -> &[u16] { bytemuck::cast_slice(k_at(j)) };
+            let v_row =
+                |j: usize| -> &[u16] { bytemuck::cast_slice(&v_all[j * vr + kvh * vh..][..vh]) };
+            attend_tiled(qh, lo, pos, p.scale, k_row, v_row, o);
+            return;
+        }
         let v_at = |j: usize| &v_all[j * vr + kvh * vh..][..vh];
 
         // q in the K vec-dot type.
@@ -489,6 +496,92 @@ fn attention(
         let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
         o.iter_mut().for_each(|a| *a *= inv);
     });
+}
+
+/// Query rows from which ggml switches to its tiled flash-attention kernel
+/// (GGML_FA_TILE_Q); it also walks the keys in tiles of this many.
+const FA_TILE: usize = 64;
+
+/// One query row of ggml's tiled flash attention (prompt batches of 64 and
+/// more, perplexity), rounded as ggml rounds it: everything in f32 with keys
+/// and values widened from f16; per 64-key tile, q.k as a chain of fused
+/// multiply-adds over the head dimension, softmax with ggml's vector expf
+/// summed per 16 lanes into f64, and V accumulated key by key, fused.
+fn attend_tiled<'a>(
+    q: &[f32],
+    lo: usize,
+    pos: usize,
+    scale: f32,
+    k_row: impl Fn(usize) -> &'a [u16],
+    v_row: impl Fn(usize) -> &'a [u16],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    // Keys of the tile transposed (kt[d][key]) so q.k runs over keys.
+    let mut kt = vec![0f32; hd * FA_TILE];
+    let mut kf = [0f32; MAX_HEAD_DIM];
+    let mut vf = [0f32; MAX_HEAD_DIM];
+    let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+    out.fill(0.0);
+    let mut tile = (lo / FA_TILE) * FA_TILE;
+    while tile <= pos {
+        let (first, last) = (tile.max(lo), (tile + FA_TILE - 1).min(pos));
+        for j in first..=last {
+            kernels::f16_to_f32_row(k_row(j), &mut kf[..hd]);
+            for (d, &v) in kf[..hd].iter().enumerate() {
+                kt[d * FA_TILE + (j - tile)] = v;
+            }
+        }
+        let mut kq = [0f32; FA_TILE];
+        for (d, &qd) in q.iter().enumerate() {
+            kernels::axpy(qd, &kt[d * FA_TILE..(d + 1) * FA_TILE], &mut kq);
+        }
+        let mut tile_max = f32::NEG_INFINITY;
+        for (k, v) in kq.iter_mut().enumerate() {
+            let j = tile + k;
+            *v = if j < first || j > last {
+                f32::NEG_INFINITY
+            } else {
+                *v * scale
+            };
+            tile_max = tile_max.max(*v);
+        }
+        let m_new = m.max(tile_max);
+        if m_new > m {
+            let ms = (m - m_new).exp();
+            kernels::scale(out, ms);
+            s_sum *= ms;
+        }
+        m = m_new;
+        let mut tile_sum = 0f64;
+        for lanes in kq.chunks_exact_mut(16) {
+            for v in lanes.iter_mut() {
+                *v = kernels::scalar::expf_ggml(*v - m);
+            }
+            tile_sum += reduce_add_16(lanes) as f64;
+        }
+        s_sum = (s_sum as f64 + tile_sum) as f32;
+        for j in first..=last {
+            kernels::f16_to_f32_row(v_row(j), &mut vf[..hd]);
+            kernels::axpy(kq[j - tile], &vf[..hd], out);
+        }
+        tile += FA_TILE;
+    }
+    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+    kernels::scale(out, inv);
+}
+
+/// `_mm512_reduce_add_ps`'s order: halves 16 -> 8 -> 4, then (0+2)+(1+3).
+fn reduce_add_16(v: &[f32]) -> f32 {
+    let mut t8 = [0f32; 8];
+    for (i, t) in t8.iter_mut().enumerate() {
+        *t = v[8 + i] + v[i];
+    }
+    let mut t4 = [0f32; 4];
+    for (i, t) in t4.iter_mut().enumerate() {
+        *t = t8[4 + i] + t8[i];
+    }
+    (t4[0] + t4[2]) + (t4[1] + t4[3])
 }
 
 /// Elements of the f16 accumulator that llama.cpp's reference build (x86

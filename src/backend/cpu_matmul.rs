@@ -62,32 +62,32 @@ pub fn mul_mat(
         GgmlType::Q4_0 => quantized!(
             BlockQ4_0,
             BlockQ8_0,
-            quantize_row_q8_0_x86,
-            ab_q4_0_q8_0
+            kernels::quantize_row_q8_0_rne,
+            kernels::gemm_q4_0_q8_0
         ),
         GgmlType::Q4_1 => quantized!(
             BlockQ4_1,
             BlockQ8_1,
-            quantize_row_q8_1_x86,
-            ab_q4_1_q8_1
+            kernels::quantize_row_q8_1_rne,
+            kernels::gemm_q4_1_q8_1
         ),
         GgmlType::Q5_0 => quantized!(
             BlockQ5_0,
             BlockQ8_0,
-            quantize_row_q8_0_x86,
+            kernels::quantize_row_q8_0_rne,
             kernels::gemm_q5_0_q8_0
         ),
         GgmlType::Q5_1 => quantized!(
             BlockQ5_1,
             BlockQ8_1,
-            quantize_row_q8_1_x86,
+            kernels::quantize_row_q8_1_rne,
             kernels::gemm_q5_1_q8_1
         ),
         GgmlType::Q8_0 => quantized!(
             BlockQ8_0,
             BlockQ8_0,
-            quantize_row_q8_0_x86,
-            ab_q8_0_q8_0
+            kernels::quantize_row_q8_0_rne,
+            kernels::gemm_q8_0_q8_0
         ),
         GgmlType::Q2_K => quantized!(
             BlockQ2K,
@@ -341,6 +341,3 @@ mod tests {
         }
     }
 }
-fn ab_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1], n: usize, o: &mut [f32], ldo: usize) { by_rows(x, y, n, o, ldo, kernels::vec_dot_q4_1_q8_1) }
-fn ab_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0], n: usize, o: &mut [f32], ldo: usize) { by_rows(x, y, n, o, ldo, kernels::vec_dot_q8_0_q8_0) }
-fn ab_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0], n: usize, o: &mut [f32], ldo: usize) { by_rows(x, y, n, o, ldo, kernels::vec_dot_q4_0_q8_0) }
