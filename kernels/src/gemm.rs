@@ -14,7 +14,7 @@
 //! to `out[r * ldo + t]`.
 
 use crate::blocks::*;
-use crate::generic::{q5_values, q6_values, q8k, Simd};
+use crate::generic::{q5_values, q6_values_u, q6k_lanes, q8k, Simd};
 use crate::scalar;
 
 /// Weight rows per tile.
@@ -153,7 +153,6 @@ pub(crate) struct Q4_1;
 pub(crate) struct Q5_0;
 pub(crate) struct Q5_1;
 pub(crate) struct Q8_0;
-pub(crate) struct Q4K;
 pub(crate) struct Q5K;
 pub(crate) struct Q6K;
 
@@ -335,41 +334,6 @@ unsafe fn pair_k4<S: Simd>(d: &DecK4<S::B>, a: &BlockQ8K, acc: &mut S::F, summ: 
     *summ -= dmin * sumi as f32;
 }
 
-impl<S: Simd> TileKind<S> for Q4K {
-    type W = BlockQ4K;
-    type A = BlockQ8K;
-    type Dec = DecK4<S::B>;
-    type Act = ();
-    #[inline(always)]
-    unsafe fn decode(w: &BlockQ4K) -> DecK4<S::B> {
-        let low = S::set1_b(0x0f);
-        let mut q = [S::set1_b(0); 8];
-        for j in 0..4 {
-            let v = S::load_b(w.qs.as_ptr().add(32 * j));
-            q[2 * j] = S::and_b(v, low);
-            q[2 * j + 1] = S::shr_b(v, 4);
-        }
-        let (sc, mins) = k4_scales_mins(&w.scales);
-        DecK4 {
-            q,
-            sc,
-            mins,
-            d: S::fp16(w.d),
-            dmin: S::fp16(w.dmin),
-        }
-    }
-    #[inline(always)]
-    unsafe fn act(_: &BlockQ8K) {}
-    #[inline(always)]
-    unsafe fn pair(d: &DecK4<S::B>, a: &BlockQ8K, _: (), acc: &mut S::F, summ: &mut f32) {
-        pair_k4::<S>(d, a, acc, summ)
-    }
-    #[inline(always)]
-    unsafe fn finish(acc: S::F, summ: f32) -> f32 {
-        S::hsum_f(acc) + summ
-    }
-}
-
 impl<S: Simd> TileKind<S> for Q5K {
     type W = BlockQ5K;
     type A = BlockQ8K;
@@ -415,7 +379,7 @@ impl<S: Simd> TileKind<S> for Q5K {
     }
 }
 
-/// A decoded Q6_K block: the eight signed 32-value groups, the sixteen
+/// A decoded Q6_K block: the eight unbiased 32-value groups, the sixteen
 /// scales, d.
 #[derive(Clone, Copy)]
 pub(crate) struct DecQ6K<B: Copy> {
@@ -431,8 +395,8 @@ impl<S: Simd> TileKind<S> for Q6K {
     type Act = ();
     #[inline(always)]
     unsafe fn decode(w: &BlockQ6K) -> DecQ6K<S::B> {
-        let a = q6_values::<S>(w, 0);
-        let b = q6_values::<S>(w, 1);
+        let a = q6_values_u::<S>(w, 0);
+        let b = q6_values_u::<S>(w, 1);
         DecQ6K {
             q: [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]],
             scales: w.scales,
@@ -443,19 +407,7 @@ impl<S: Simd> TileKind<S> for Q6K {
     unsafe fn act(_: &BlockQ8K) {}
     #[inline(always)]
     unsafe fn pair(d: &DecQ6K<S::B>, a: &BlockQ8K, _: (), acc: &mut S::F, _: &mut f32) {
-        let mut isum = S::zero_i();
-        for n in 0..2 {
-            for k in 0..4 {
-                let s = 8 * n + 2 * k;
-                isum = S::dot_scaled(
-                    isum,
-                    d.q[4 * n + k],
-                    q8k::<S>(a, 128 * n + 32 * k),
-                    d.scales[s] as i32,
-                    d.scales[s + 1] as i32,
-                );
-            }
-        }
+        let isum = q6k_lanes::<S>(&d.q, &d.scales, a);
         let dd = d.d * a.d;
         *acc = S::fma_f(S::i_to_f(isum), S::splat_f(dd), *acc);
     }
@@ -491,6 +443,7 @@ pub(crate) mod scalar_gemm {
         gemm_q2_k_q8_k(BlockQ2K, BlockQ8K) = vec_dot_q2_k_q8_k;
         gemm_q3_k_q8_k(BlockQ3K, BlockQ8K) = vec_dot_q3_k_q8_k;
         gemm_q4_k_q8_k(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k;
+        gemm_q4_k_q8_k_g64(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k_g64;
         gemm_q5_k_q8_k(BlockQ5K, BlockQ8K) = vec_dot_q5_k_q8_k;
         gemm_q6_k_q8_k(BlockQ6K, BlockQ8K) = vec_dot_q6_k_q8_k;
     }
@@ -506,13 +459,14 @@ macro_rules! gemm_entry_points {
             gemm_q5_0_q8_0(BlockQ5_0, BlockQ8_0) = Q5_0;
             gemm_q5_1_q8_1(BlockQ5_1, BlockQ8_1) = Q5_1;
             gemm_q8_0_q8_0(BlockQ8_0, BlockQ8_0) = Q8_0;
-            gemm_q4_k_q8_k(BlockQ4K, BlockQ8K) = Q4K;
             gemm_q5_k_q8_k(BlockQ5K, BlockQ8K) = Q5K;
             gemm_q6_k_q8_k(BlockQ6K, BlockQ8K) = Q6K;
         );
         crate::gemm::gemm_entry_points!(@rows
             gemm_q2_k_q8_k(BlockQ2K, BlockQ8K) = vec_dot_q2_k_q8_k;
             gemm_q3_k_q8_k(BlockQ3K, BlockQ8K) = vec_dot_q3_k_q8_k;
+            gemm_q4_k_q8_k(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k;
+            gemm_q4_k_q8_k_g64(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k_g64;
         );
     };
     (@tiled $isa:ty, $features:tt, $( $name:ident($tx:ty, $ty:ty) = $kind:ident; )*) => {

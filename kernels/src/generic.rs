@@ -48,6 +48,9 @@ pub(crate) trait Simd: Copy {
     /// acc += s0 * (x . y over bytes 0..16) + s1 * (x . y over bytes 16..32).
     unsafe fn dot_scaled(acc: Self::I, x: Self::B, y: Self::B, s0: i32, s1: i32) -> Self::I;
     unsafe fn hsum_i(a: Self::I) -> i32;
+    /// Eight i32 lanes from memory.
+    unsafe fn load_i(p: *const i32) -> Self::I;
+    unsafe fn sub_i(a: Self::I, b: Self::I) -> Self::I;
     /// [`Simd::dot`] for `x` bytes known to be in 0..=127: the same lane
     /// sums, without the sign handling where the ISA needs it for signed x.
     #[inline(always)]
@@ -410,33 +413,51 @@ unsafe fn k4_scales(scales: &[u8; 12], yb: &BlockQ8K) -> ([i32; 8], i32) {
     (sc, sumi)
 }
 
+/// Q4_K x Q8_K rounded as llama.cpp's x86 kernels for repacked Q4_K
+/// (`q4_K_8x8`, what it runs for every Q4_K weight with a multiple of 8
+/// rows): exact integer sums over groups of 256 elements (one token, GEMV)
+/// or 64 (multi-token GEMM, [`vec_dot_q4_k_q8_k_g64`]), each scaled by
+/// `d_w * d_a` into a fused multiply-add; the mins likewise, subtracted last.
 #[inline(always)]
-pub(crate) unsafe fn vec_dot_q4_k_q8_k<S: Simd>(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    let mut acc = S::zero_f();
-    let mut summ = 0.0f32;
+unsafe fn q4k_ggml<S: Simd, const PER64: bool>(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     let low = S::set1_b(0x0f);
+    let (mut acc, mut acc_min) = (0f32, 0f32);
     for (xb, yb) in x.iter().zip(y) {
-        let (sc, sumi) = k4_scales(&xb.scales, yb);
-        let mut isum = S::zero_i();
+        let ds = S::fp16(xb.d) * yb.d;
+        let dm = S::fp16(xb.dmin) * yb.d;
+        let (mut isum, mut msum) = (0i32, 0i32);
         for j in 0..4 {
             let q = S::load_b(xb.qs.as_ptr().add(32 * j));
-            let lo = S::and_b(q, low);
-            let hi = S::shr_b(q, 4);
-            isum = S::dot_scaled(isum, lo, q8k::<S>(yb, 64 * j), sc[2 * j], sc[2 * j]);
-            isum = S::dot_scaled(
-                isum,
-                hi,
-                q8k::<S>(yb, 64 * j + 32),
-                sc[2 * j + 1],
-                sc[2 * j + 1],
-            );
+            let lo = S::hsum_i(S::dot_u(S::zero_i(), S::and_b(q, low), q8k::<S>(yb, 64 * j)));
+            let hi = S::hsum_i(S::dot_u(S::zero_i(), S::shr_b(q, 4), q8k::<S>(yb, 64 * j + 32)));
+            let (s0, m0) = scalar::scale_min_k4(2 * j, &xb.scales);
+            let (s1, m1) = scalar::scale_min_k4(2 * j + 1, &xb.scales);
+            let b = &yb.bsums[4 * j..4 * j + 4];
+            isum += s0 as i32 * lo + s1 as i32 * hi;
+            msum += m0 as i32 * (b[0] as i32 + b[1] as i32) + m1 as i32 * (b[2] as i32 + b[3] as i32);
+            if PER64 {
+                acc = (isum as f32).mul_add(ds, acc);
+                acc_min = (msum as f32).mul_add(dm, acc_min);
+                isum = 0;
+                msum = 0;
+            }
         }
-        let d = S::fp16(xb.d) * yb.d;
-        acc = S::fma_f(S::i_to_f(isum), S::splat_f(d), acc);
-        let dmin = S::fp16(xb.dmin) * yb.d;
-        summ -= dmin * sumi as f32;
+        if !PER64 {
+            acc = (isum as f32).mul_add(ds, acc);
+            acc_min = (msum as f32).mul_add(dm, acc_min);
+        }
     }
-    S::hsum_f(acc) + summ
+    acc - acc_min
+}
+
+#[inline(always)]
+pub(crate) unsafe fn vec_dot_q4_k_q8_k<S: Simd>(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    q4k_ggml::<S, false>(x, y)
+}
+
+#[inline(always)]
+pub(crate) unsafe fn vec_dot_q4_k_q8_k_g64<S: Simd>(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    q4k_ggml::<S, true>(x, y)
 }
 
 #[inline(always)]
@@ -482,39 +503,66 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k<S: Simd>(x: &[BlockQ5K], y: &[BlockQ8K]) 
 /// signed values (-32..=31).
 #[inline(always)]
 pub(crate) unsafe fn q6_values<S: Simd>(xb: &BlockQ6K, n: usize) -> [S::B; 4] {
+    let bias = S::set1_b(32);
+    let u = q6_values_u::<S>(xb, n);
+    [
+        S::sub_b(u[0], bias),
+        S::sub_b(u[1], bias),
+        S::sub_b(u[2], bias),
+        S::sub_b(u[3], bias),
+    ]
+}
+
+/// The 6-bit values of one 128-element half as stored (0..63, unbiased).
+#[inline(always)]
+pub(crate) unsafe fn q6_values_u<S: Simd>(xb: &BlockQ6K, n: usize) -> [S::B; 4] {
     let low = S::set1_b(0x0f);
     let three = S::set1_b(3);
-    let bias = S::set1_b(32);
     let ql0 = S::load_b(xb.ql.as_ptr().add(64 * n));
     let ql1 = S::load_b(xb.ql.as_ptr().add(64 * n + 32));
     let qh = S::load_b(xb.qh.as_ptr().add(32 * n));
     let h = |k: u32| S::shl_b(S::and_b(S::shr_b(qh, 2 * k), three), 4);
     [
-        S::sub_b(S::or_b(S::and_b(ql0, low), h(0)), bias),
-        S::sub_b(S::or_b(S::and_b(ql1, low), h(1)), bias),
-        S::sub_b(S::or_b(S::shr_b(ql0, 4), h(2)), bias),
-        S::sub_b(S::or_b(S::shr_b(ql1, 4), h(3)), bias),
+        S::or_b(S::and_b(ql0, low), h(0)),
+        S::or_b(S::and_b(ql1, low), h(1)),
+        S::or_b(S::shr_b(ql0, 4), h(2)),
+        S::or_b(S::shr_b(ql1, 4), h(3)),
     ]
+}
+
+/// The integer lanes of one Q6_K x Q8_K super-block exactly as ggml's x86
+/// kernel forms them (so the float rounding after scaling matches): lane m
+/// sums the scaled products of elements 4m..4m+3 of every 32-value group
+/// with the unbiased values, minus 32 x the scaled activation sums of group
+/// m's two 16-value halves.
+#[inline(always)]
+pub(crate) unsafe fn q6k_lanes<S: Simd>(q: &[S::B; 8], scales: &[i8; 16], yb: &BlockQ8K) -> S::I {
+    let mut isum = S::zero_i();
+    for (c, &v) in q.iter().enumerate() {
+        isum = S::dot_scaled_u(
+            isum,
+            v,
+            q8k::<S>(yb, 32 * c),
+            scales[2 * c] as i32,
+            scales[2 * c + 1] as i32,
+        );
+    }
+    let mut bias = [0i32; 8];
+    for (m, b) in bias.iter_mut().enumerate() {
+        *b = 32
+            * (yb.bsums[2 * m] as i32 * scales[2 * m] as i32
+                + yb.bsums[2 * m + 1] as i32 * scales[2 * m + 1] as i32);
+    }
+    S::sub_i(isum, S::load_i(bias.as_ptr()))
 }
 
 #[inline(always)]
 pub(crate) unsafe fn vec_dot_q6_k_q8_k<S: Simd>(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let mut acc = S::zero_f();
     for (xb, yb) in x.iter().zip(y) {
-        let mut isum = S::zero_i();
-        for n in 0..2 {
-            let a = q6_values::<S>(xb, n);
-            for (k, &v) in a.iter().enumerate() {
-                let s = 8 * n + 2 * k;
-                isum = S::dot_scaled(
-                    isum,
-                    v,
-                    q8k::<S>(yb, 128 * n + 32 * k),
-                    xb.scales[s] as i32,
-                    xb.scales[s + 1] as i32,
-                );
-            }
-        }
+        let (a, b) = (q6_values_u::<S>(xb, 0), q6_values_u::<S>(xb, 1));
+        let q = [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]];
+        let isum = q6k_lanes::<S>(&q, &xb.scales, yb);
         let d = S::fp16(xb.d) * yb.d;
         acc = S::fma_f(S::i_to_f(isum), S::splat_f(d), acc);
     }
@@ -1015,6 +1063,7 @@ macro_rules! simd_entry_points {
             vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]);
             vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]);
             vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]);
+            vec_dot_q4_k_q8_k_g64(x: &[BlockQ4K], y: &[BlockQ8K]);
             vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]);
             vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]);
             vec_dot_f16(x: &[u16], y: &[u16]);

@@ -79,6 +79,8 @@ dispatched! {
     fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32;
     fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32;
     fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32;
+    /// Q4_K with 64-element rounding groups: llama.cpp's multi-token GEMM.
+    fn vec_dot_q4_k_q8_k_g64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32;
     fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32;
     fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32;
     fn vec_dot_f16(x: &[u16], y: &[u16]) -> f32;
@@ -98,6 +100,7 @@ dispatched! {
     fn gemm_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
+    fn gemm_q4_k_q8_k_g64(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
 

@@ -459,24 +459,47 @@ fn k4_dot(
     *sumf -= dmin * sumi as f32;
 }
 
+/// Q4_K x Q8_K as llama.cpp's x86 GEMV over repacked Q4_K: one exact
+/// integer sum per 256-element block, scaled into a fused multiply-add.
 pub fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    q4k_grouped(x, y, 4)
+}
+
+/// Q4_K x Q8_K as llama.cpp's x86 multi-token GEMM over repacked Q4_K:
+/// one exact integer sum per 64 elements.
+pub fn vec_dot_q4_k_q8_k_g64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    q4k_grouped(x, y, 1)
+}
+
+/// `group` = 64-element pieces per rounding group (1 or 4).
+fn q4k_grouped(x: &[BlockQ4K], y: &[BlockQ8K], group: usize) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_q4_k_q8_k: block count mismatch");
-    let mut sums = [0.0f32; 8];
-    let mut sumf = 0.0f32;
+    let (mut acc, mut acc_min) = (0f32, 0f32);
     for (xb, yb) in x.iter().zip(y) {
-        let mut a = [0i8; QK_K];
-        for j in 0..QK_K / 64 {
-            for l in 0..32 {
-                a[j * 64 + l] = (xb.qs[j * 32 + l] & 0x0f) as i8;
-                a[j * 64 + 32 + l] = (xb.qs[j * 32 + l] >> 4) as i8;
+        let ds = f16_to_f32(xb.d) * yb.d;
+        let dm = f16_to_f32(xb.dmin) * yb.d;
+        let (mut isum, mut msum) = (0i32, 0i32);
+        for j in 0..4 {
+            for (half, shift) in [(0usize, 0u32), (1, 4)] {
+                let sub = 2 * j + half;
+                let (sc, mn) = scale_min_k4(sub, &xb.scales);
+                let mut dot = 0i32;
+                for l in 0..32 {
+                    let q = ((xb.qs[32 * j + l] >> shift) & 0x0f) as i32;
+                    dot += q * yb.qs[32 * sub + l] as i32;
+                }
+                isum += sc as i32 * dot;
+                msum += mn as i32 * (yb.bsums[2 * sub] as i32 + yb.bsums[2 * sub + 1] as i32);
+            }
+            if (j + 1) % group == 0 {
+                acc = (isum as f32).mul_add(ds, acc);
+                acc_min = (msum as f32).mul_add(dm, acc_min);
+                isum = 0;
+                msum = 0;
             }
         }
-        k4_dot(&a, &xb.scales, xb.d, xb.dmin, yb, &mut sums, &mut sumf);
     }
-    for s in sums {
-        sumf += s;
-    }
-    sumf
+    acc - acc_min
 }
 
 pub fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {

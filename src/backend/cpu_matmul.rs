@@ -101,12 +101,30 @@ pub fn mul_mat(
             kernels::quantize_row_q8_k,
             kernels::gemm_q3_k_q8_k
         ),
-        GgmlType::Q4_K => quantized!(
-            BlockQ4K,
-            BlockQ8K,
-            kernels::quantize_row_q8_k,
-            kernels::gemm_q4_k_q8_k
-        ),
+        GgmlType::Q4_K => {
+            // llama.cpp repacks Q4_K and rounds differently in its GEMM
+            // (groups of 4 tokens) and its GEMV (the n % 4 tokens left):
+            // the two kernels reproduce each, on the same token split.
+            let wblocks = as_blocks::<BlockQ4K>(wb).ok_or_else(misaligned)?;
+            let per_row = k / BlockQ8K::ELEMENTS;
+            let abytes = n_tok * per_row * std::mem::size_of::<BlockQ8K>();
+            let act = as_blocks_mut::<BlockQ8K>(act_bytes(&mut scratch.act, abytes))
+                .ok_or_else(misaligned)?;
+            quantize_rows(x, k, act, per_row, kernels::quantize_row_q8_k);
+            let grouped = if n_tok > 3 { n_tok - n_tok % 4 } else { 0 };
+            let (act_g, act_rest) = act.split_at(grouped * per_row);
+            let (out_g, out_rest) = out.split_at_mut(grouped * w.rows);
+            let wpr = k / BlockQ4K::ELEMENTS;
+            if grouped > 0 {
+                let g = kernels::gemm_q4_k_q8_k_g64;
+                run_rows(wblocks, wpr, act_g, grouped, w.rows, out_g, &mut scratch.tmp, g);
+            }
+            if n_tok > grouped {
+                let g = kernels::gemm_q4_k_q8_k;
+                let rest = n_tok - grouped;
+                run_rows(wblocks, wpr, act_rest, rest, w.rows, out_rest, &mut scratch.tmp, g);
+            }
+        }
         GgmlType::Q5_K => quantized!(
             BlockQ5K,
             BlockQ8K,

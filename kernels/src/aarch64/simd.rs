@@ -154,6 +154,14 @@ impl<const DOT: bool> Simd for Neon<DOT> {
         )
     }
     #[inline(always)]
+    unsafe fn load_i(p: *const i32) -> I2 {
+        I2(vld1q_s32(p), vld1q_s32(p.add(4)))
+    }
+    #[inline(always)]
+    unsafe fn sub_i(a: I2, b: I2) -> I2 {
+        I2(vsubq_s32(a.0, b.0), vsubq_s32(a.1, b.1))
+    }
+    #[inline(always)]
     unsafe fn hsum_i(a: I2) -> i32 {
         vaddvq_s32(vaddq_s32(a.0, a.1))
     }

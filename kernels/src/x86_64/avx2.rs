@@ -171,6 +171,14 @@ impl Simd for Avx2 {
         _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
     }
     #[inline(always)]
+    unsafe fn load_i(p: *const i32) -> __m256i {
+        _mm256_loadu_si256(p as *const __m256i)
+    }
+    #[inline(always)]
+    unsafe fn sub_i(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_sub_epi32(a, b)
+    }
+    #[inline(always)]
     unsafe fn hsum_i(a: __m256i) -> i32 {
         let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
