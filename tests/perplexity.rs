@@ -99,6 +99,11 @@ fn perplexity_smollm2_q4_1_tracks_llama_cpp() {
     check_against_llama_cpp("smollm2-q4_1");
 }
 
+#[test]
+fn perplexity_gemma3_q4_k_m_tracks_llama_cpp() {
+    check_against_llama_cpp("gemma3-q4_k_m");
+}
+
 fn temp_file(name: &str) -> std::path::PathBuf {
     common::temp_path(name)
 }
