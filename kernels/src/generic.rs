@@ -428,13 +428,22 @@ unsafe fn q4k_ggml<S: Simd, const PER64: bool>(x: &[BlockQ4K], y: &[BlockQ8K]) -
         let (mut isum, mut msum) = (0i32, 0i32);
         for j in 0..4 {
             let q = S::load_b(xb.qs.as_ptr().add(32 * j));
-            let lo = S::hsum_i(S::dot_u(S::zero_i(), S::and_b(q, low), q8k::<S>(yb, 64 * j)));
-            let hi = S::hsum_i(S::dot_u(S::zero_i(), S::shr_b(q, 4), q8k::<S>(yb, 64 * j + 32)));
+            let lo = S::hsum_i(S::dot_u(
+                S::zero_i(),
+                S::and_b(q, low),
+                q8k::<S>(yb, 64 * j),
+            ));
+            let hi = S::hsum_i(S::dot_u(
+                S::zero_i(),
+                S::shr_b(q, 4),
+                q8k::<S>(yb, 64 * j + 32),
+            ));
             let (s0, m0) = scalar::scale_min_k4(2 * j, &xb.scales);
             let (s1, m1) = scalar::scale_min_k4(2 * j + 1, &xb.scales);
             let b = &yb.bsums[4 * j..4 * j + 4];
             isum += s0 as i32 * lo + s1 as i32 * hi;
-            msum += m0 as i32 * (b[0] as i32 + b[1] as i32) + m1 as i32 * (b[2] as i32 + b[3] as i32);
+            msum +=
+                m0 as i32 * (b[0] as i32 + b[1] as i32) + m1 as i32 * (b[2] as i32 + b[3] as i32);
             if PER64 {
                 acc = (isum as f32).mul_add(ds, acc);
                 acc_min = (msum as f32).mul_add(dm, acc_min);

@@ -117,12 +117,30 @@ pub fn mul_mat(
             let wpr = k / BlockQ4K::ELEMENTS;
             if grouped > 0 {
                 let g = kernels::gemm_q4_k_q8_k_g64;
-                run_rows(wblocks, wpr, act_g, grouped, w.rows, out_g, &mut scratch.tmp, g);
+                run_rows(
+                    wblocks,
+                    wpr,
+                    act_g,
+                    grouped,
+                    w.rows,
+                    out_g,
+                    &mut scratch.tmp,
+                    g,
+                );
             }
             if n_tok > grouped {
                 let g = kernels::gemm_q4_k_q8_k;
                 let rest = n_tok - grouped;
-                run_rows(wblocks, wpr, act_rest, rest, w.rows, out_rest, &mut scratch.tmp, g);
+                run_rows(
+                    wblocks,
+                    wpr,
+                    act_rest,
+                    rest,
+                    w.rows,
+                    out_rest,
+                    &mut scratch.tmp,
+                    g,
+                );
             }
         }
         GgmlType::Q5_K => quantized!(

@@ -493,6 +493,17 @@ pub enum WeightCacheMode {
     Dir(std::path::PathBuf),
 }
 
+impl WeightCacheMode {
+    /// `--npu-cache`: absent = off, `model` = beside the model, else a directory.
+    pub fn from_arg(arg: Option<&str>) -> WeightCacheMode {
+        match arg {
+            None => WeightCacheMode::Off,
+            Some("model") => WeightCacheMode::BesideModel,
+            Some(dir) => WeightCacheMode::Dir(dir.into()),
+        }
+    }
+}
+
 /// NPU settings of a model load (`--npu-quant`, `--npu-cores`, the cache).
 #[derive(Clone, Debug, Default)]
 pub struct NpuSettings {

@@ -106,6 +106,12 @@ pub struct Args {
     /// NPU requantization: auto, w16a16, w8a8, w4a4, w4a8 (or a quant::npu scheme name).
     #[arg(long = "npu-quant", default_value = "auto")]
     pub npu_quant: String,
+    /// NPU cores: a count (1-3) or a list such as 0,1,2.
+    #[arg(long = "npu-cores")]
+    pub npu_cores: Option<String>,
+    /// Cache prepared NPU weights: `model` (beside the model) or a directory.
+    #[arg(long = "npu-cache")]
+    pub npu_cache: Option<String>,
 }
 
 /// Parses "4-7" / "0,2,4-5" into core numbers.
@@ -305,6 +311,11 @@ pub fn run(args: Args) -> Result<()> {
             cpus,
             device: check_device(&args.device)?,
             npu_quant: crate::backend::npu::NpuQuant::parse(&args.npu_quant)?,
+            npu_cores: match &args.npu_cores {
+                Some(c) => crate::backend::npu::parse_npu_cores(c)?,
+                None => Vec::new(),
+            },
+            npu_cache: crate::backend::npu::WeightCacheMode::from_arg(args.npu_cache.as_deref()),
         },
     )?;
     if args.dump_graph {

@@ -593,6 +593,10 @@ pub struct ModelOptions {
     pub device: crate::backend::npu::Device,
     /// How weights are requantized for the NPU (`--npu-quant`).
     pub npu_quant: crate::backend::npu::NpuQuant,
+    /// NPU cores the matmuls are split across (`--npu-cores`; empty: core 0).
+    pub npu_cores: Vec<u32>,
+    /// Where prepared NPU weights are cached between runs (`--npu-cache`).
+    pub npu_cache: crate::backend::npu::WeightCacheMode,
 }
 
 /// Options for [`Model::new_state`].
@@ -704,11 +708,13 @@ fn pin_to_cpu(cpu: usize) -> Result<(), ModelError> {
 impl Model {
     /// Loads a GGUF model for the CPU.
     pub fn load(path: &Path, opts: &ModelOptions) -> crate::Result<Model> {
-        let extra = crate::backend::npu::backends_for(
-            opts.device,
-            opts.npu_quant,
-            &crate::npu::MatmulOptions::default(),
-        )?;
+        let settings = crate::backend::npu::NpuSettings {
+            quant: opts.npu_quant,
+            cores: opts.npu_cores.clone(),
+            cache: opts.npu_cache.clone(),
+            progress: false,
+        };
+        let extra = crate::backend::npu::backends_for_model(opts.device, &settings, path)?;
         Model::load_with_backends(path, opts, extra)
     }
 
