@@ -122,3 +122,8 @@ fn greedy_smollm2_q8_0() {
 fn greedy_gemma3_q8_0() {
     check("gemma3-q8_0");
 }
+
+#[test]
+fn greedy_gemma3_q4_k_m() {
+    check("gemma3-q4_k_m");
+}
