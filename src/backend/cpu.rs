@@ -518,7 +518,7 @@ fn attend_tiled<'a>(
 ) {
     let hd = q.len();
     // Keys of the tile transposed (kt[d][key]) so q.k runs over keys.
-    let mut kt = vec![0f32; hd * FA_TILE];
+    let mut kt = [0f32; MAX_HEAD_DIM * FA_TILE];
     let mut kf = [0f32; MAX_HEAD_DIM];
     let mut vf = [0f32; MAX_HEAD_DIM];
     let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
