@@ -77,6 +77,8 @@ table! {
     dequantize_row_q5_k: fn(&[BlockQ5K], &mut [f32]),
     dequantize_row_q6_k: fn(&[BlockQ6K], &mut [f32]),
     axpy: fn(f32, &[f32], &mut [f32]),
+    fma_rows: fn(&[f32], &[f32], &mut [f32]),
+    exp_shift: fn(&mut [f32], f32),
     scale: fn(&mut [f32], f32),
     mul: fn(&mut [f32], &[f32]),
     add: fn(&mut [f32], &[f32]),

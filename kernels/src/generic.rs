@@ -855,6 +855,61 @@ pub(crate) unsafe fn axpy<S: Simd>(a: f32, x: &[f32], y: &mut [f32]) {
     );
 }
 
+/// y[k] = fma(a[d], m[d * n + k], y[k]) for d = 0, 1, ... in order
+/// (n = y.len()): a chain of [`axpy`]s with `y` held in registers, 32
+/// columns at a time.
+#[inline(always)]
+pub(crate) unsafe fn fma_rows<S: Simd>(a: &[f32], m: &[f32], y: &mut [f32]) {
+    let n = y.len();
+    let (mp, yp) = (m.as_ptr(), y.as_mut_ptr());
+    let mut c = 0;
+    while c + 32 <= n {
+        let mut acc = [
+            S::load_f(yp.add(c)),
+            S::load_f(yp.add(c + 8)),
+            S::load_f(yp.add(c + 16)),
+            S::load_f(yp.add(c + 24)),
+        ];
+        for (d, &ad) in a.iter().enumerate() {
+            let va = S::splat_f(ad);
+            let row = mp.add(d * n + c);
+            for (i, v) in acc.iter_mut().enumerate() {
+                *v = S::fma_f(S::load_f(row.add(8 * i)), va, *v);
+            }
+        }
+        for (i, v) in acc.iter().enumerate() {
+            S::store_f(yp.add(c + 8 * i), *v);
+        }
+        c += 32;
+    }
+    while c + 8 <= n {
+        let mut v = S::load_f(yp.add(c));
+        for (d, &ad) in a.iter().enumerate() {
+            v = S::fma_f(S::load_f(mp.add(d * n + c)), S::splat_f(ad), v);
+        }
+        S::store_f(yp.add(c), v);
+        c += 8;
+    }
+    for k in c..n {
+        let mut v = y[k];
+        for (d, &ad) in a.iter().enumerate() {
+            v = m[d * n + k].mul_add(ad, v);
+        }
+        y[k] = v;
+    }
+}
+
+/// x[i] = exp(x[i] - m) as [`scalar::expf_ggml`] rounds it.
+#[inline(always)]
+pub(crate) unsafe fn exp_shift<S: Simd>(x: &mut [f32], m: f32) {
+    let vm = S::splat_f(m);
+    map_inplace::<S>(
+        x,
+        |v| exp_f::<S>(S::sub_f(v, vm)),
+        |v| scalar::expf_ggml(v - m),
+    );
+}
+
 #[inline(always)]
 pub(crate) unsafe fn scale<S: Simd>(x: &mut [f32], s: f32) {
     let vs = S::splat_f(s);
@@ -1051,6 +1106,8 @@ macro_rules! simd_entry_points {
             dequantize_row_q5_k(x: &[BlockQ5K], y: &mut [f32]) where y.len() == x.len() * QK_K;
             dequantize_row_q6_k(x: &[BlockQ6K], y: &mut [f32]) where y.len() == x.len() * QK_K;
             axpy(a: f32, x: &[f32], y: &mut [f32]) where x.len() == y.len();
+            fma_rows(a: &[f32], m: &[f32], y: &mut [f32]) where m.len() == a.len() * y.len();
+            exp_shift(x: &mut [f32], m: f32) where true;
             scale(x: &mut [f32], s: f32) where true;
             mul(x: &mut [f32], y: &[f32]) where x.len() == y.len();
             add(x: &mut [f32], y: &[f32]) where x.len() == y.len();

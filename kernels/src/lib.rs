@@ -128,6 +128,11 @@ dispatched! {
 
     /// y += a * x
     fn axpy(a: f32, x: &[f32], y: &mut [f32]);
+    /// y[k] += a[d] * m[d][k] fused, d in order (m has a.len() rows of
+    /// y.len()): a chain of `axpy`s over the rows of `m`.
+    fn fma_rows(a: &[f32], m: &[f32], y: &mut [f32]);
+    /// x[i] = exp(x[i] - m), rounded as `scalar::expf_ggml`.
+    fn exp_shift(x: &mut [f32], m: f32);
     /// x *= s
     fn scale(x: &mut [f32], s: f32);
     /// x *= y (elementwise)

@@ -831,6 +831,22 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// y[k] += a[d] * m[d][k], fused, d in order: `axpy` by `axpy`.
+pub fn fma_rows(a: &[f32], m: &[f32], y: &mut [f32]) {
+    let n = y.len();
+    assert_eq!(m.len(), a.len() * n, "fma_rows: length mismatch");
+    for (&ad, row) in a.iter().zip(m.chunks_exact(n.max(1))) {
+        axpy(ad, row, y);
+    }
+}
+
+/// x[i] = exp(x[i] - m) as [`expf_ggml`].
+pub fn exp_shift(x: &mut [f32], m: f32) {
+    for v in x {
+        *v = expf_ggml(*v - m);
+    }
+}
+
 /// x *= s.
 pub fn scale(x: &mut [f32], s: f32) {
     for v in x.iter_mut() {

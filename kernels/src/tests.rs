@@ -1143,6 +1143,21 @@ fn elementwise_ops_match_scalar_exactly() {
                 (k.axpy)(a, &x, &mut g);
                 scalar::axpy(a, &x, &mut w);
                 check("axpy", &g, &w);
+                for rows in [1usize, 5, 64] {
+                    let (a_rows, m) = (r.row(rows), r.row(rows * n));
+                    let (mut g, mut w) = (y.clone(), y.clone());
+                    (k.fma_rows)(&a_rows, &m, &mut g);
+                    scalar::fma_rows(&a_rows, &m, &mut w);
+                    check("fma_rows", &g, &w);
+                }
+                let mut shifted = x.clone();
+                if n > 2 {
+                    shifted[1] = f32::NEG_INFINITY; // a masked attention score
+                }
+                let (mut g, mut w) = (shifted.clone(), shifted);
+                (k.exp_shift)(&mut g, a);
+                scalar::exp_shift(&mut w, a);
+                check("exp_shift", &g, &w);
                 let (mut g, mut w) = (x.clone(), x.clone());
                 (k.scale)(&mut g, a);
                 scalar::scale(&mut w, a);

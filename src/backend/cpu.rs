@@ -416,6 +416,24 @@ fn attention(
     let kh = KvCache::head_bytes(kv.type_k, hd);
     let vh = KvCache::head_bytes(kv.type_v, hd);
     let (type_k, type_v) = (kv.type_k, kv.type_v);
+    if n_tokens >= FA_TILE && type_k == GgmlType::F16 && type_v == GgmlType::F16 {
+        let n_kv_head = p.n_head / group.max(1);
+        let k_row = |kvh: usize, j: usize| -> &[u16] {
+            bytemuck::cast_slice(&k_all[j * kr + kvh * kh..][..kh])
+        };
+        let v_row = |kvh: usize, j: usize| -> &[u16] {
+            bytemuck::cast_slice(&v_all[j * vr + kvh * vh..][..vh])
+        };
+        let wide = WideKv::new(n_kv_head, n_kv, hd, k_row, v_row);
+        out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
+            let (t, h) = (i / p.n_head, i % p.n_head);
+            let pos = n_past + t;
+            let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let qh = &q[t * p.n_head * hd + h * hd..][..hd];
+            wide.attend(h / group, qh, lo, pos, p.scale, o);
+        });
+        return;
+    }
     out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
         let (t, h) = (i / p.n_head, i % p.n_head);
         let pos = n_past + t;
@@ -423,13 +441,6 @@ fn attention(
         let kvh = h / group;
         let qh = &q[t * p.n_head * hd + h * hd..][..hd];
         let k_at = |j: usize| &k_all[j * kr + kvh * kh..][..kh];
-        if n_tokens >= FA_TILE && type_k == GgmlType::F16 && type_v == GgmlType::F16 {
-            let k_row = |j: usize| -> &[u16] { bytemuck::cast_slice(k_at(j)) };
-            let v_row =
-                |j: usize| -> &[u16] { bytemuck::cast_slice(&v_all[j * vr + kvh * vh..][..vh]) };
-            attend_tiled(qh, lo, pos, p.scale, k_row, v_row, o);
-            return;
-        }
         let v_at = |j: usize| &v_all[j * vr + kvh * vh..][..vh];
 
         // q in the K vec-dot type.
@@ -502,73 +513,114 @@ fn attention(
 /// (GGML_FA_TILE_Q); it also walks the keys in tiles of this many.
 const FA_TILE: usize = 64;
 
-/// One query row of ggml's tiled flash attention (prompt batches of 64 and
-/// more, perplexity), rounded as ggml rounds it: everything in f32 with keys
-/// and values widened from f16; per 64-key tile, q.k as a chain of fused
-/// multiply-adds over the head dimension, softmax with ggml's vector expf
-/// summed per 16 lanes into f64, and V accumulated key by key, fused.
-fn attend_tiled<'a>(
-    q: &[f32],
-    lo: usize,
-    pos: usize,
-    scale: f32,
-    k_row: impl Fn(usize) -> &'a [u16],
-    v_row: impl Fn(usize) -> &'a [u16],
-    out: &mut [f32],
-) {
-    let hd = q.len();
-    // Keys of the tile transposed (kt[d][key]) so q.k runs over keys.
-    let mut kt = [0f32; MAX_HEAD_DIM * FA_TILE];
-    let mut kf = [0f32; MAX_HEAD_DIM];
-    let mut vf = [0f32; MAX_HEAD_DIM];
-    let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
-    out.fill(0.0);
-    let mut tile = (lo / FA_TILE) * FA_TILE;
-    while tile <= pos {
-        let (first, last) = (tile.max(lo), (tile + FA_TILE - 1).min(pos));
-        for j in first..=last {
-            kernels::f16_to_f32_row(k_row(j), &mut kf[..hd]);
-            for (d, &v) in kf[..hd].iter().enumerate() {
-                kt[d * FA_TILE + (j - tile)] = v;
-            }
+/// Keys and values of every KV head widened from f16 to f32 once per batch
+/// for ggml's tiled flash attention (prompt batches of 64 and more,
+/// perplexity): keys transposed tile by tile (`[head][tile][dim][key]`) so
+/// that q.k runs over a tile's 64 keys at once, values row by row
+/// (`[head][key][dim]`).
+struct WideKv {
+    hd: usize,
+    n_tiles: usize,
+    n_kv: usize,
+    keys_t: Vec<f32>,
+    values: Vec<f32>,
+}
+
+impl WideKv {
+    fn new<'a>(
+        n_kv_head: usize,
+        n_kv: usize,
+        hd: usize,
+        k_row: impl Fn(usize, usize) -> &'a [u16] + Sync,
+        v_row: impl Fn(usize, usize) -> &'a [u16] + Sync,
+    ) -> WideKv {
+        let n_tiles = n_kv.div_ceil(FA_TILE);
+        let tile_len = hd * FA_TILE;
+        // Keys past the end of the last tile stay 0 (masked anyway).
+        let mut keys_t = vec![0f32; n_kv_head * n_tiles * tile_len];
+        keys_t
+            .par_chunks_mut(tile_len)
+            .enumerate()
+            .for_each(|(i, kt)| {
+                let (kvh, tile) = (i / n_tiles, i % n_tiles);
+                let mut kf = [0f32; MAX_HEAD_DIM];
+                for j in tile * FA_TILE..((tile + 1) * FA_TILE).min(n_kv) {
+                    kernels::f16_to_f32_row(k_row(kvh, j), &mut kf[..hd]);
+                    for (d, &v) in kf[..hd].iter().enumerate() {
+                        kt[d * FA_TILE + (j - tile * FA_TILE)] = v;
+                    }
+                }
+            });
+        let mut values = vec![0f32; n_kv_head * n_kv * hd];
+        values
+            .par_chunks_mut(hd * FA_TILE)
+            .enumerate()
+            .for_each(|(i, rows)| {
+                let first = i * FA_TILE;
+                for (r, row) in rows.chunks_exact_mut(hd).enumerate() {
+                    let at = first + r;
+                    kernels::f16_to_f32_row(v_row(at / n_kv, at % n_kv), row);
+                }
+            });
+        WideKv {
+            hd,
+            n_tiles,
+            n_kv,
+            keys_t,
+            values,
         }
-        let mut kq = [0f32; FA_TILE];
-        for (d, &qd) in q.iter().enumerate() {
-            kernels::axpy(qd, &kt[d * FA_TILE..(d + 1) * FA_TILE], &mut kq);
-        }
-        let mut tile_max = f32::NEG_INFINITY;
-        for (k, v) in kq.iter_mut().enumerate() {
-            let j = tile + k;
-            *v = if j < first || j > last {
-                f32::NEG_INFINITY
-            } else {
-                *v * scale
-            };
-            tile_max = tile_max.max(*v);
-        }
-        let m_new = m.max(tile_max);
-        if m_new > m {
-            let ms = (m - m_new).exp();
-            kernels::scale(out, ms);
-            s_sum *= ms;
-        }
-        m = m_new;
-        let mut tile_sum = 0f64;
-        for lanes in kq.chunks_exact_mut(16) {
-            for v in lanes.iter_mut() {
-                *v = kernels::scalar::expf_ggml(*v - m);
-            }
-            tile_sum += reduce_add_16(lanes) as f64;
-        }
-        s_sum = (s_sum as f64 + tile_sum) as f32;
-        for j in first..=last {
-            kernels::f16_to_f32_row(v_row(j), &mut vf[..hd]);
-            kernels::axpy(kq[j - tile], &vf[..hd], out);
-        }
-        tile += FA_TILE;
     }
-    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-    kernels::scale(out, inv);
+
+    /// One query row, rounded as ggml rounds it: everything in f32; per
+    /// 64-key tile, q.k as a chain of fused multiply-adds over the head
+    /// dimension, softmax with ggml's vector expf summed per 16 lanes into
+    /// f64, and V accumulated key by key, fused.
+    fn attend(&self, kvh: usize, q: &[f32], lo: usize, pos: usize, scale: f32, out: &mut [f32]) {
+        let hd = self.hd;
+        let tile_len = hd * FA_TILE;
+        let keys_t = &self.keys_t[kvh * self.n_tiles * tile_len..][..self.n_tiles * tile_len];
+        let values = &self.values[kvh * self.n_kv * hd..][..self.n_kv * hd];
+        let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+        out.fill(0.0);
+        let mut tile = (lo / FA_TILE) * FA_TILE;
+        while tile <= pos {
+            let (first, last) = (tile.max(lo), (tile + FA_TILE - 1).min(pos));
+            let mut kq = [0f32; FA_TILE];
+            kernels::fma_rows(
+                q,
+                &keys_t[(tile / FA_TILE) * tile_len..][..tile_len],
+                &mut kq,
+            );
+            let mut tile_max = f32::NEG_INFINITY;
+            for (k, v) in kq.iter_mut().enumerate() {
+                let j = tile + k;
+                *v = if j < first || j > last {
+                    f32::NEG_INFINITY
+                } else {
+                    *v * scale
+                };
+                tile_max = tile_max.max(*v);
+            }
+            let m_new = m.max(tile_max);
+            if m_new > m {
+                let ms = (m - m_new).exp();
+                kernels::scale(out, ms);
+                s_sum *= ms;
+            }
+            m = m_new;
+            kernels::exp_shift(&mut kq, m);
+            let tile_sum: f64 = kq.chunks_exact(16).map(|l| reduce_add_16(l) as f64).sum();
+            s_sum = (s_sum as f64 + tile_sum) as f32;
+            kernels::fma_rows(
+                &kq[first - tile..=last - tile],
+                &values[first * hd..(last + 1) * hd],
+                out,
+            );
+            tile += FA_TILE;
+        }
+        let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+        kernels::scale(out, inv);
+    }
 }
 
 /// `_mm512_reduce_add_ps`'s order: halves 16 -> 8 -> 4, then (0+2)+(1+3).
