@@ -14,7 +14,7 @@ macro_rules! table {
         /// the signature and semantics of the `kernels::` function of the
         /// same name.
         pub struct Kernels {
-            /// "scalar", "avx2", "neon" or "neon-dotprod".
+            /// "scalar", "avx2", "avx2-vnni", "neon" or "neon-dotprod".
             pub name: &'static str,
             $( pub $name: fn($($ty),*) $(-> $ret)?, )*
         }
@@ -62,6 +62,8 @@ table! {
     gemm_q4_k_q8_k_g64: fn(&[BlockQ4K], &[BlockQ8K], usize, &mut [f32], usize),
     gemm_q5_k_q8_k: fn(&[BlockQ5K], &[BlockQ8K], usize, &mut [f32], usize),
     gemm_q6_k_q8_k: fn(&[BlockQ6K], &[BlockQ8K], usize, &mut [f32], usize),
+    gemm_f16_wide: fn(&[u16], &[f32], usize, &mut [f32], usize),
+    gemm_f32_wide: fn(&[f32], &[f32], usize, &mut [f32], usize),
     vec_mad_f16: fn(&mut [u16], &[u16], f32),
     vec_scale_f16: fn(&mut [u16], f32),
     quantize_row_q8_0_rne: fn(&[f32], &mut [BlockQ8_0]),
@@ -97,6 +99,8 @@ pub static SCALAR: Kernels = kernels_from!("scalar", crate::scalar);
 
 #[cfg(target_arch = "x86_64")]
 pub static AVX2: Kernels = kernels_from!("avx2", crate::x86_64::avx2);
+#[cfg(target_arch = "x86_64")]
+pub static AVX2_VNNI: Kernels = kernels_from!("avx2-vnni", crate::x86_64::avx2_vnni);
 
 #[cfg(target_arch = "aarch64")]
 pub static NEON: Kernels = kernels_from!("neon", crate::aarch64::neon);
@@ -111,6 +115,9 @@ pub fn available() -> Vec<&'static Kernels> {
     {
         if crate::x86_64::avx2_detected() {
             v.push(&AVX2);
+            if crate::x86_64::vnni_detected() {
+                v.push(&AVX2_VNNI);
+            }
         }
     }
     #[cfg(target_arch = "aarch64")]

@@ -417,6 +417,126 @@ impl<S: Simd> TileKind<S> for Q6K {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Float weights in llama.cpp's prompt-batch order (llamafile's tinyBLAS on
+// AVX-512): each (row, token) pair accumulates 16 lanes with fused
+// multiply-adds over k, then reduces them as `_mm512_reduce_add_ps`.
+
+/// Weight elements a float GEMM can read as f32 (f16 converted exactly).
+pub(crate) trait FloatRow: Copy {
+    unsafe fn load<S: Simd>(p: *const Self) -> S::F;
+    fn to_f32(self) -> f32;
+}
+
+impl FloatRow for u16 {
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const u16) -> S::F {
+        S::load_f16(p)
+    }
+    fn to_f32(self) -> f32 {
+        scalar::f16_to_f32(self)
+    }
+}
+
+impl FloatRow for f32 {
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const f32) -> S::F {
+        S::load_f(p)
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+/// One pair in the 16-lane order: the scalar reference.
+pub(crate) fn dot_wide_ref<W: FloatRow>(w: &[W], a: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    for (wc, ac) in w.chunks_exact(16).zip(a.chunks_exact(16)) {
+        for i in 0..16 {
+            acc[i] = wc[i].to_f32().mul_add(ac[i], acc[i]);
+        }
+    }
+    scalar::reduce_add_16(&acc)
+}
+
+#[inline(always)]
+unsafe fn wide_tile<S: Simd, W: FloatRow, const R: usize, const T: usize>(
+    x: *const W,
+    y: *const f32,
+    k: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let mut lo = [[S::zero_f(); T]; R];
+    let mut hi = [[S::zero_f(); T]; R];
+    let mut l = 0;
+    while l < k {
+        let mut w = [[S::zero_f(); 2]; R];
+        for (r, wr) in w.iter_mut().enumerate() {
+            *wr = [
+                W::load::<S>(x.add(r * k + l)),
+                W::load::<S>(x.add(r * k + l + 8)),
+            ];
+        }
+        for t in 0..T {
+            let a0 = S::load_f(y.add(t * k + l));
+            let a1 = S::load_f(y.add(t * k + l + 8));
+            for r in 0..R {
+                lo[r][t] = S::fma_f(w[r][0], a0, lo[r][t]);
+                hi[r][t] = S::fma_f(w[r][1], a1, hi[r][t]);
+            }
+        }
+        l += 16;
+    }
+    for r in 0..R {
+        for t in 0..T {
+            // 16 -> 8 lanes (hi + lo), then the 8-lane (0+2)+(1+3) sum.
+            *out.add(r * ldo + t) = S::hsum_f(S::add_f(hi[r][t], lo[r][t]));
+        }
+    }
+}
+
+/// `out[r * ldo + t]` = 16-lane dot of weight row r and activation row t
+/// (rows of `k` elements, k a multiple of 16); shapes checked by the caller.
+#[inline(always)]
+pub(crate) unsafe fn gemm_wide<S: Simd, W: FloatRow>(
+    x: &[W],
+    y: &[f32],
+    k: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let (nr, nt) = (x.len() / k, y.len() / k);
+    let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+    let mut r = 0;
+    while r < nr {
+        let rows = (nr - r).min(2);
+        let mut t = 0;
+        while t < nt {
+            let toks = (nt - t).min(2);
+            let (xr, yt, o) = (xp.add(r * k), yp.add(t * k), op.add(r * ldo + t));
+            match (rows, toks) {
+                (2, 2) => wide_tile::<S, W, 2, 2>(xr, yt, k, o, ldo),
+                (2, _) => wide_tile::<S, W, 2, 1>(xr, yt, k, o, ldo),
+                (_, 2) => wide_tile::<S, W, 1, 2>(xr, yt, k, o, ldo),
+                _ => wide_tile::<S, W, 1, 1>(xr, yt, k, o, ldo),
+            }
+            t += toks;
+        }
+        r += rows;
+    }
+}
+
+/// Shapes of a float GEMM: whole rows of k, k a multiple of 16, outputs in
+/// bounds.
+pub(crate) fn check_wide(name: &str, nx: usize, ny: usize, k: usize, nout: usize, ldo: usize) {
+    assert!(
+        k > 0 && k % 16 == 0,
+        "{name}: k = {k} is not a multiple of 16"
+    );
+    check(name, nx, ny, k, nout, ldo);
+}
+
 /// The scalar table's `gemm_*`: one scalar `vec_dot_*` per pair.
 pub(crate) mod scalar_gemm {
     use super::{by_rows, check};
@@ -432,6 +552,16 @@ pub(crate) mod scalar_gemm {
                 }
             )*
         };
+    }
+
+    /// Float weights against f32 activations, 16-lane order.
+    pub fn gemm_f16_wide(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+        super::check_wide("gemm_f16_wide", x.len(), y.len(), k, out.len(), ldo);
+        by_rows(x, y, k, out, ldo, super::dot_wide_ref::<u16>);
+    }
+    pub fn gemm_f32_wide(x: &[f32], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+        super::check_wide("gemm_f32_wide", x.len(), y.len(), k, out.len(), ldo);
+        by_rows(x, y, k, out, ldo, super::dot_wide_ref::<f32>);
     }
 
     scalar_gemms! {
@@ -462,12 +592,31 @@ macro_rules! gemm_entry_points {
             gemm_q5_k_q8_k(BlockQ5K, BlockQ8K) = Q5K;
             gemm_q6_k_q8_k(BlockQ6K, BlockQ8K) = Q6K;
         );
+        crate::gemm::gemm_entry_points!(@wide $isa, $features,
+            gemm_f16_wide(u16);
+            gemm_f32_wide(f32);
+        );
         crate::gemm::gemm_entry_points!(@rows
             gemm_q2_k_q8_k(BlockQ2K, BlockQ8K) = vec_dot_q2_k_q8_k;
             gemm_q3_k_q8_k(BlockQ3K, BlockQ8K) = vec_dot_q3_k_q8_k;
             gemm_q4_k_q8_k(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k;
             gemm_q4_k_q8_k_g64(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k_g64;
         );
+    };
+    (@wide $isa:ty, $features:tt, $( $name:ident($tx:ty) ; )*) => {
+        $(
+            pub fn $name(x: &[$tx], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+                crate::gemm::check_wide(stringify!($name), x.len(), y.len(), k, out.len(), ldo);
+                #[target_feature(enable = $features)]
+                unsafe fn imp(x: &[$tx], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+                    crate::gemm::gemm_wide::<$isa, $tx>(x, y, k, out, ldo)
+                }
+                // SAFETY: features detected before this table is used;
+                // `check_wide` established whole rows of k (a multiple of
+                // 16) and in-bounds outputs.
+                unsafe { imp(x, y, k, out, ldo) }
+            }
+        )*
     };
     (@tiled $isa:ty, $features:tt, $( $name:ident($tx:ty, $ty:ty) = $kind:ident; )*) => {
         $(

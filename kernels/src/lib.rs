@@ -38,7 +38,7 @@ mod tests;
 pub use blocks::*;
 pub use dispatch::{available, kernels, Kernels};
 
-/// Name of the kernel set chosen for this process: "avx2", "neon",
+/// Name of the kernel set chosen for this process: "avx2", "avx2-vnni", "neon",
 /// "neon-dotprod" or "scalar".
 pub fn isa() -> &'static str {
     kernels().name
@@ -103,6 +103,13 @@ dispatched! {
     fn gemm_q4_k_q8_k_g64(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
+    /// F16 weight rows against f32 activation rows of `k` (a multiple of
+    /// 16), in llama.cpp's prompt-batch order (tinyBLAS on AVX-512): each
+    /// pair accumulates 16 lanes with fused multiply-adds, then reduces
+    /// them as `_mm512_reduce_add_ps`. Same layout as the other `gemm_*`.
+    fn gemm_f16_wide(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize);
+    /// [`gemm_f16_wide`] for f32 weights.
+    fn gemm_f32_wide(x: &[f32], y: &[f32], k: usize, out: &mut [f32], ldo: usize);
 
     /// y[i] = f16(fma(x[i], v, y[i])): ggml_vec_mad_f16 (flash-attention V
     /// accumulation in f16).

@@ -599,6 +599,17 @@ pub fn dot_ggml_order(n: usize, x: impl Fn(usize) -> f32, y: impl Fn(usize) -> f
     for (l, out) in v.iter_mut().enumerate() {
         *out = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
     }
+    let mut sum = reduce_add_16(&v) as f64;
+    for k in steps * 64..n {
+        sum += (x(k) * y(k)) as f64;
+    }
+    sum as f32
+}
+
+/// The sum of 16 lanes in `_mm512_reduce_add_ps`'s order: halves
+/// 16 -> 8 -> 4, then (0+2)+(1+3).
+pub fn reduce_add_16(v: &[f32]) -> f32 {
+    assert_eq!(v.len(), 16, "reduce_add_16: length mismatch");
     let mut t8 = [0f32; 8];
     for (i, t) in t8.iter_mut().enumerate() {
         *t = v[8 + i] + v[i];
@@ -607,11 +618,7 @@ pub fn dot_ggml_order(n: usize, x: impl Fn(usize) -> f32, y: impl Fn(usize) -> f
     for (i, t) in t4.iter_mut().enumerate() {
         *t = t8[4 + i] + t8[i];
     }
-    let mut sum = ((t4[0] + t4[2]) + (t4[1] + t4[3])) as f64;
-    for k in steps * 64..n {
-        sum += (x(k) * y(k)) as f64;
-    }
-    sum as f32
+    (t4[0] + t4[2]) + (t4[1] + t4[3])
 }
 
 /// ggml_vec_dot_f32 without SIMD, in the order of [`dot_ggml_order`].

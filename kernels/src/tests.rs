@@ -642,7 +642,10 @@ fn isa_int_dots() -> Vec<(&'static str, IntDot)> {
     #[cfg(target_arch = "x86_64")]
     {
         if crate::x86_64::avx2_detected() {
-            v.push(("avx2", crate::x86_64::avx2::int_dot_check));
+            v.push(("avx2", crate::x86_64::avx2::int_dot_check::<false>));
+            if crate::x86_64::vnni_detected() {
+                v.push(("avx2-vnni", crate::x86_64::avx2::int_dot_check::<true>));
+            }
         }
     }
     #[cfg(target_arch = "aarch64")]
@@ -1610,4 +1613,59 @@ fn rne_quantizers_match_scalar_exactly() {
     let mut y = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; 1];
     scalar::quantize_row_q8_0_rne(&x, &mut y);
     assert_eq!(&y[0].qs[..4], &[127, 2, -4, 0]);
+}
+
+/// The float GEMMs against the 16-lane scalar reference, pair by pair, for
+/// every table (both weight types; padding columns untouched).
+#[test]
+fn wide_float_gemm_matches_reference_bit_for_bit() {
+    let mut r = Rng::new(0x77de);
+    let shapes = [(1, 1), (2, 2), (3, 5), (4, 4), (5, 2)];
+    for k in impls() {
+        for &n in &[16usize, 48, 576] {
+            for &(nr, nt) in &shapes {
+                let wf = r.row(nr * n);
+                let w16: Vec<u16> = wf.iter().map(|&v| scalar::f32_to_f16(v)).collect();
+                let y = r.row(nt * n);
+                let ldo = nt + 1;
+                let (mut o16, mut o32) = (vec![-7.5f32; nr * ldo], vec![-7.5f32; nr * ldo]);
+                (k.gemm_f16_wide)(&w16, &y, n, &mut o16, ldo);
+                (k.gemm_f32_wide)(&wf, &y, n, &mut o32, ldo);
+                for i in 0..nr {
+                    let yt = |t: usize| &y[t * n..(t + 1) * n];
+                    for t in 0..nt {
+                        let want16 = crate::gemm::dot_wide_ref(&w16[i * n..(i + 1) * n], yt(t));
+                        let want32 = crate::gemm::dot_wide_ref(&wf[i * n..(i + 1) * n], yt(t));
+                        assert!(
+                            same_f32(o16[i * ldo + t], want16),
+                            "gemm_f16_wide [{}] k={n} {nr}x{nt} ({i},{t})",
+                            k.name
+                        );
+                        assert!(
+                            same_f32(o32[i * ldo + t], want32),
+                            "gemm_f32_wide [{}] k={n} {nr}x{nt} ({i},{t})",
+                            k.name
+                        );
+                    }
+                    assert_eq!(o16[i * ldo + nt], -7.5, "gemm_f16_wide wrote padding");
+                }
+            }
+        }
+    }
+}
+
+/// The 16-lane order is not the sequential one: a case where they differ,
+/// so the reference above pins the order rather than just the value.
+#[test]
+fn wide_order_differs_from_sequential_sum() {
+    let mut w = vec![0f32; 32];
+    let a = vec![1f32; 32];
+    w[0] = 1.0e8;
+    w[16] = -1.0e8;
+    w[1] = 1.0;
+    // Lane 0 sums 1e8 - 1e8 = 0 exactly; lane 1 keeps 1; sequentially the
+    // 1 would be absorbed by 1e8 first.
+    assert_eq!(crate::gemm::dot_wide_ref(&w, &a), 1.0);
+    let seq: f32 = w.iter().zip(&a).fold(0.0, |s, (x, y)| x.mul_add(*y, s));
+    assert_eq!(seq, 0.0);
 }

@@ -609,7 +609,10 @@ impl WideKv {
             }
             m = m_new;
             kernels::exp_shift(&mut kq, m);
-            let tile_sum: f64 = kq.chunks_exact(16).map(|l| reduce_add_16(l) as f64).sum();
+            let tile_sum: f64 = kq
+                .chunks_exact(16)
+                .map(|l| kernels::scalar::reduce_add_16(l) as f64)
+                .sum();
             s_sum = (s_sum as f64 + tile_sum) as f32;
             kernels::fma_rows(
                 &kq[first - tile..=last - tile],
@@ -621,19 +624,6 @@ impl WideKv {
         let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
         kernels::scale(out, inv);
     }
-}
-
-/// `_mm512_reduce_add_ps`'s order: halves 16 -> 8 -> 4, then (0+2)+(1+3).
-fn reduce_add_16(v: &[f32]) -> f32 {
-    let mut t8 = [0f32; 8];
-    for (i, t) in t8.iter_mut().enumerate() {
-        *t = v[8 + i] + v[i];
-    }
-    let mut t4 = [0f32; 4];
-    for (i, t) in t4.iter_mut().enumerate() {
-        *t = t8[4 + i] + t8[i];
-    }
-    (t4[0] + t4[2]) + (t4[1] + t4[3])
 }
 
 /// Elements of the f16 accumulator that llama.cpp's reference build (x86

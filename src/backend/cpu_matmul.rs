@@ -155,6 +155,40 @@ pub fn mul_mat(
             kernels::quantize_row_q8_k,
             kernels::gemm_q6_k_q8_k
         ),
+        // Prompt batches of float weights: llama.cpp hands them to
+        // llamafile's tinyBLAS (16-lane order) when the shapes allow it,
+        // with the activations rounded to f16 first for F16 weights.
+        GgmlType::F16 | GgmlType::F32 if n_tok >= 2 && w.rows % 4 == 0 && k % 16 == 0 => {
+            let act: &mut [f32] =
+                bytemuck::cast_slice_mut(act_bytes(&mut scratch.act, n_tok * k * 4));
+            if w.ty == GgmlType::F16 {
+                let wv: &[u16] = bytemuck::try_cast_slice(wb).map_err(|_| misaligned())?;
+                quantize_rows(x, k, act, k, round_to_f16);
+                run_rows(
+                    wv,
+                    k,
+                    act,
+                    n_tok,
+                    w.rows,
+                    out,
+                    &mut scratch.tmp,
+                    kernels::gemm_f16_wide,
+                );
+            } else {
+                let wv: &[f32] = bytemuck::try_cast_slice(wb).map_err(|_| misaligned())?;
+                act.copy_from_slice(&x[..n_tok * k]);
+                run_rows(
+                    wv,
+                    k,
+                    act,
+                    n_tok,
+                    w.rows,
+                    out,
+                    &mut scratch.tmp,
+                    kernels::gemm_f32_wide,
+                );
+            }
+        }
         GgmlType::F16 | GgmlType::BF16 => {
             let wv: &[u16] = bytemuck::try_cast_slice(wb).map_err(|_| misaligned())?;
             let act: &mut [u16] =
@@ -240,6 +274,16 @@ pub fn quantize_row_q8_1_x86(x: &[f32], y: &mut [BlockQ8_1]) {
             sum += *q as i32;
         }
         yb.s = kernels::f32_to_f16(d * sum as f32);
+    }
+}
+
+/// f32 -> f16 -> f32: the values of an activation row converted to f16.
+fn round_to_f16(x: &[f32], y: &mut [f32]) {
+    let mut half = [0u16; 256];
+    for (xc, yc) in x.chunks(256).zip(y.chunks_mut(256)) {
+        let h = &mut half[..xc.len()];
+        kernels::f32_to_f16_row(xc, h);
+        kernels::f16_to_f32_row(h, yc);
     }
 }
 

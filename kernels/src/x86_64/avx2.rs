@@ -6,14 +6,30 @@ use crate::generic::{simd_entry_points, Simd};
 use core::arch::asm;
 use core::arch::x86_64::*;
 
+/// AVX2 + FMA + F16C; with `VNNI`, the byte dot products run on AVX512-VNNI's
+/// `vpdpbusd` over 256-bit registers (AVX512VL) instead of the
+/// `vpmaddubsw` + `vpmaddwd` + `vpaddd` chain: the same exact i32 lane sums.
 #[derive(Clone, Copy)]
-pub(crate) struct Avx2;
+pub(crate) struct Avx2<const VNNI: bool>;
 
 // F16C is detected at run time but used through inline asm: its
 // intrinsics and target feature name are not stable in Rust 1.63.
-simd_entry_points!(Avx2, "avx2,fma");
-crate::gemm::gemm_entry_points!(Avx2, "avx2,fma");
-crate::f16ops::f16ops_entry_points!(Avx2, "avx2,fma");
+simd_entry_points!(Avx2<false>, "avx2,fma");
+crate::gemm::gemm_entry_points!(Avx2<false>, "avx2,fma");
+crate::f16ops::f16ops_entry_points!(Avx2<false>, "avx2,fma");
+
+/// acc += sum of 4 byte products per i32 lane, `u` unsigned, `s` signed.
+#[inline]
+#[target_feature(enable = "avx")]
+unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    let mut r = acc;
+    // SAFETY (caller): AVX512-VNNI and AVX512VL present (the VNNI table is
+    // only chosen after detecting both). Register-only instruction; the
+    // AVX-512 intrinsics are not stable in Rust 1.63, hence the asm.
+    asm!("vpdpbusd {0}, {1}, {2}", inout(ymm_reg) r, in(ymm_reg) u, in(ymm_reg) s,
+         options(pure, nomem, nostack, preserves_flags));
+    r
+}
 
 /// 8 halves at `p` to f32 (F16C `vcvtph2ps`).
 #[inline]
@@ -38,22 +54,28 @@ unsafe fn cvtps_store(p: *mut u16, v: __m256) {
 /// Test hook: the integer primitives on one pair of 32-byte vectors,
 /// returning (dot, dot_scaled).
 #[cfg(test)]
-pub(crate) fn int_dot_check(x: &[i8; 32], y: &[i8; 32], s0: i32, s1: i32) -> (i32, i32) {
+pub(crate) fn int_dot_check<const VNNI: bool>(
+    x: &[i8; 32],
+    y: &[i8; 32],
+    s0: i32,
+    s1: i32,
+) -> (i32, i32) {
+    type Isa<const V: bool> = Avx2<V>;
     #[target_feature(enable = "avx2")]
-    unsafe fn imp(x: &[i8; 32], y: &[i8; 32], s0: i32, s1: i32) -> (i32, i32) {
+    unsafe fn imp<const V: bool>(x: &[i8; 32], y: &[i8; 32], s0: i32, s1: i32) -> (i32, i32) {
         let (a, b) = (
-            Avx2::load_b(x.as_ptr() as *const u8),
-            Avx2::load_b(y.as_ptr() as *const u8),
+            Isa::<V>::load_b(x.as_ptr() as *const u8),
+            Isa::<V>::load_b(y.as_ptr() as *const u8),
         );
-        let z = Avx2::zero_i();
+        let z = Isa::<V>::zero_i();
         (
-            Avx2::hsum_i(Avx2::dot(z, a, b)),
-            Avx2::hsum_i(Avx2::dot_scaled(z, a, b, s0, s1)),
+            Isa::<V>::hsum_i(Isa::<V>::dot(z, a, b)),
+            Isa::<V>::hsum_i(Isa::<V>::dot_scaled(z, a, b, s0, s1)),
         )
     }
-    assert!(super::avx2_detected());
-    // SAFETY: AVX2 presence asserted above; the loads read the two arrays.
-    unsafe { imp(x, y, s0, s1) }
+    assert!(super::avx2_detected() && (!VNNI || super::vnni_detected()));
+    // SAFETY: the features asserted above; the loads read the two arrays.
+    unsafe { imp::<VNNI>(x, y, s0, s1) }
 }
 
 #[inline(always)]
@@ -64,7 +86,7 @@ unsafe fn hsum128_ps(v: __m128) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
-impl Simd for Avx2 {
+impl<const VNNI: bool> Simd for Avx2<VNNI> {
     type B = __m256i;
     type I = __m256i;
     type F = __m256;
@@ -141,6 +163,9 @@ impl Simd for Avx2 {
     unsafe fn dot(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
         // |x| * (y with x's sign): maddubs needs an unsigned first operand.
         // Pair sums stay below 2*128*127, so no i16 saturation.
+        if VNNI {
+            return dpbusd(acc, _mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+        }
         let p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
         _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
     }
@@ -157,6 +182,9 @@ impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn dot_u(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
         // x is already unsigned: one maddubs, same pair sums as `dot`.
+        if VNNI {
+            return dpbusd(acc, x, y);
+        }
         let p = _mm256_maddubs_epi16(x, y);
         _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
     }

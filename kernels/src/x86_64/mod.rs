@@ -1,11 +1,22 @@
 //! x86_64 kernels. AVX2+FMA+F16C is the fast path; AVX-512 intrinsics are
-//! not stable in Rust 1.63 (the crate's floor), so there is no AVX-512 set.
+//! not stable in Rust 1.63 (the crate's floor), so there is no 512-bit set,
+//! but CPUs with AVX512-VNNI get its byte dot product on 256-bit registers
+//! (through inline asm).
 
 pub mod avx2;
+pub mod avx2_vnni;
 
 /// True when the CPU (and OS) support everything the AVX2 table uses.
 pub fn avx2_detected() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")
+}
+
+/// True when the CPU also has AVX512-VNNI with AVX512VL (`vpdpbusd` on ymm).
+pub fn vnni_detected() -> bool {
+    avx2_detected()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
 }
