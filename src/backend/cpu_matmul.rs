@@ -158,7 +158,9 @@ pub fn mul_mat(
         // Prompt batches of float weights: llama.cpp hands them to
         // llamafile's tinyBLAS (16-lane order) when the shapes allow it,
         // with the activations rounded to f16 first for F16 weights.
-        GgmlType::F16 | GgmlType::F32 if n_tok >= 2 && w.rows % 4 == 0 && k % 16 == 0 => {
+        GgmlType::F16 | GgmlType::F32
+            if n_tok >= 2 && w.rows.is_multiple_of(4) && k.is_multiple_of(16) =>
+        {
             let act: &mut [f32] =
                 bytemuck::cast_slice_mut(act_bytes(&mut scratch.act, n_tok * k * 4));
             if w.ty == GgmlType::F16 {
