@@ -418,6 +418,85 @@ impl<S: Simd> TileKind<S> for Q6K {
 }
 
 // ---------------------------------------------------------------------------
+// Q4_0 in the rounding of llama.cpp's repacked `q4_0_8x8` kernels: per pair
+// one f32 running sum, fma(block integer dot, d_w * d_a, sum), block by
+// block. Four weight rows meet each activation block together so that one
+// transposing reduction yields their four integer dots.
+
+#[inline(always)]
+unsafe fn q4_0_x8_tile<S: Simd, const R: usize>(
+    x: *const BlockQ4_0,
+    y: *const BlockQ8_0,
+    nb: usize,
+    nt: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    const T: usize = 8;
+    let mut t0 = 0;
+    while t0 < nt {
+        let tn = (nt - t0).min(T);
+        let mut acc = [[0f32; 4]; T];
+        for b in 0..nb {
+            let mut q = [S::set1_b(0); 4];
+            let mut dw = [0f32; 4];
+            for r in 0..R {
+                let w = &*x.add(r * nb + b);
+                q[r] = S::sub_b(S::load_nibbles(w.qs.as_ptr()), S::set1_b(8));
+                dw[r] = S::fp16(w.d);
+            }
+            for (t, acc_t) in acc.iter_mut().enumerate().take(tn) {
+                let a = &*y.add((t0 + t) * nb + b);
+                let ab = S::load_b(a.qs.as_ptr() as *const u8);
+                let da = S::fp16(a.d);
+                let isum = if R == 4 {
+                    S::hsum4_i([
+                        S::dot(S::zero_i(), q[0], ab),
+                        S::dot(S::zero_i(), q[1], ab),
+                        S::dot(S::zero_i(), q[2], ab),
+                        S::dot(S::zero_i(), q[3], ab),
+                    ])
+                } else {
+                    [S::hsum_i(S::dot(S::zero_i(), q[0], ab)), 0, 0, 0]
+                };
+                for r in 0..R {
+                    acc_t[r] = (isum[r] as f32).mul_add(dw[r] * da, acc_t[r]);
+                }
+            }
+        }
+        for (t, acc_t) in acc.iter().enumerate().take(tn) {
+            for r in 0..R {
+                *out.add(r * ldo + t0 + t) = acc_t[r];
+            }
+        }
+        t0 += tn;
+    }
+}
+
+/// `out[r * ldo + t]` = [`scalar::vec_dot_q4_0_q8_0_x8`] of weight row r and
+/// activation row t; shapes checked by [`check`] beforehand.
+#[inline(always)]
+pub(crate) unsafe fn gemm_q4_0_x8<S: Simd>(
+    x: &[BlockQ4_0],
+    y: &[BlockQ8_0],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let (nr, nt) = (x.len() / nb, y.len() / nb);
+    let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+    let mut r = 0;
+    while r + 4 <= nr {
+        q4_0_x8_tile::<S, 4>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
+        r += 4;
+    }
+    while r < nr {
+        q4_0_x8_tile::<S, 1>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
+        r += 1;
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Float weights in llama.cpp's prompt-batch order (llamafile's tinyBLAS on
 // AVX-512): each (row, token) pair accumulates 16 lanes with fused
 // multiply-adds over k, then reduces them as `_mm512_reduce_add_ps`.
@@ -565,6 +644,7 @@ pub(crate) mod scalar_gemm {
     }
 
     scalar_gemms! {
+        gemm_q4_0_q8_0_x8(BlockQ4_0, BlockQ8_0) = vec_dot_q4_0_q8_0_x8;
         gemm_q4_0_q8_0(BlockQ4_0, BlockQ8_0) = vec_dot_q4_0_q8_0;
         gemm_q4_1_q8_1(BlockQ4_1, BlockQ8_1) = vec_dot_q4_1_q8_1;
         gemm_q5_0_q8_0(BlockQ5_0, BlockQ8_0) = vec_dot_q5_0_q8_0;
@@ -592,6 +672,22 @@ macro_rules! gemm_entry_points {
             gemm_q5_k_q8_k(BlockQ5K, BlockQ8K) = Q5K;
             gemm_q6_k_q8_k(BlockQ6K, BlockQ8K) = Q6K;
         );
+        pub fn gemm_q4_0_q8_0_x8(
+            x: &[BlockQ4_0],
+            y: &[BlockQ8_0],
+            nb: usize,
+            out: &mut [f32],
+            ldo: usize,
+        ) {
+            crate::gemm::check("gemm_q4_0_q8_0_x8", x.len(), y.len(), nb, out.len(), ldo);
+            #[target_feature(enable = $features)]
+            unsafe fn imp(x: &[BlockQ4_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+                crate::gemm::gemm_q4_0_x8::<$isa>(x, y, nb, out, ldo)
+            }
+            // SAFETY: features detected before this table is used; `check`
+            // established whole rows of nb blocks and in-bounds outputs.
+            unsafe { imp(x, y, nb, out, ldo) }
+        }
         crate::gemm::gemm_entry_points!(@wide $isa, $features,
             gemm_f16_wide(u16);
             gemm_f32_wide(f32);

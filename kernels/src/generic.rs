@@ -48,6 +48,16 @@ pub(crate) trait Simd: Copy {
     /// acc += s0 * (x . y over bytes 0..16) + s1 * (x . y over bytes 16..32).
     unsafe fn dot_scaled(acc: Self::I, x: Self::B, y: Self::B, s0: i32, s1: i32) -> Self::I;
     unsafe fn hsum_i(a: Self::I) -> i32;
+    /// The lane sums of four vectors.
+    #[inline(always)]
+    unsafe fn hsum4_i(v: [Self::I; 4]) -> [i32; 4] {
+        [
+            Self::hsum_i(v[0]),
+            Self::hsum_i(v[1]),
+            Self::hsum_i(v[2]),
+            Self::hsum_i(v[3]),
+        ]
+    }
     /// Eight i32 lanes from memory.
     unsafe fn load_i(p: *const i32) -> Self::I;
     unsafe fn sub_i(a: Self::I, b: Self::I) -> Self::I;

@@ -103,6 +103,9 @@ dispatched! {
     fn gemm_q4_k_q8_k_g64(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
+    /// Q4_0 rounded as llama.cpp's repacked `q4_0_8x8` kernels round it
+    /// (`scalar::vec_dot_q4_0_q8_0_x8` per pair); same layout as above.
+    fn gemm_q4_0_q8_0_x8(x: &[BlockQ4_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize);
     /// F16 weight rows against f32 activation rows of `k` (a multiple of
     /// 16), in llama.cpp's prompt-batch order (tinyBLAS on AVX-512): each
     /// pair accumulates 16 lanes with fused multiply-adds, then reduces

@@ -250,6 +250,28 @@ pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     sumf
 }
 
+/// Q4_0 in the rounding of llama.cpp's repacked `q4_0_8x8` kernels (x86,
+/// prompt batches and decode alike): each block's exact integer dot
+/// enters one running f32 sum through a fused multiply-add with the
+/// product of the two scales, with no lanes and no final reduction.
+pub fn vec_dot_q4_0_q8_0_x8(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "vec_dot_q4_0_q8_0_x8: block count mismatch"
+    );
+    let mut acc = 0.0f32;
+    for (xb, yb) in x.iter().zip(y) {
+        let mut isum = 0i32;
+        for j in 0..16 {
+            isum += ((xb.qs[j] & 0x0f) as i32 - 8) * yb.qs[j] as i32;
+            isum += ((xb.qs[j] >> 4) as i32 - 8) * yb.qs[j + 16] as i32;
+        }
+        acc = (isum as f32).mul_add(fp16(xb.d) * fp16(yb.d), acc);
+    }
+    acc
+}
+
 pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_q4_1_q8_1: block count mismatch");
     let mut sumf = 0.0f32;

@@ -1403,7 +1403,16 @@ fn check_gemm<B: RandomBlock, A: Copy>(
 fn gemm_matches_vec_dot_bit_for_bit() {
     let mut r = Rng::new(0x6e33);
     // Row / token counts around the tile sizes (remainder paths included).
-    let shapes = [(1, 1), (4, 1), (5, 3), (8, 2), (3, 4), (9, 7), (12, 5)];
+    let shapes = [
+        (1, 1),
+        (4, 1),
+        (5, 3),
+        (8, 2),
+        (3, 4),
+        (9, 7),
+        (12, 5),
+        (8, 11),
+    ];
     for k in impls() {
         let tn = k.name;
         for &nb in &[1usize, 2, 3, 7, 18] {
@@ -1419,6 +1428,17 @@ fn gemm_matches_vec_dot_bit_for_bit() {
                     q8_0_acts,
                     k.gemm_q4_0_q8_0,
                     k.vec_dot_q4_0_q8_0,
+                );
+                check_gemm(
+                    r,
+                    "q4_0_x8",
+                    tn,
+                    nb,
+                    nr,
+                    nt,
+                    q8_0_acts,
+                    k.gemm_q4_0_q8_0_x8,
+                    scalar::vec_dot_q4_0_q8_0_x8,
                 );
                 check_gemm(
                     r,

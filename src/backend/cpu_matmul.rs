@@ -59,6 +59,14 @@ pub fn mul_mat(
         }};
     }
     match w.ty {
+        // llama.cpp repacks Q4_0 matrices of whole 8-row groups on x86 and
+        // rounds them in its own order (batches and decode alike).
+        GgmlType::Q4_0 if w.rows.is_multiple_of(8) => quantized!(
+            BlockQ4_0,
+            BlockQ8_0,
+            kernels::quantize_row_q8_0_rne,
+            kernels::gemm_q4_0_q8_0_x8
+        ),
         GgmlType::Q4_0 => quantized!(
             BlockQ4_0,
             BlockQ8_0,

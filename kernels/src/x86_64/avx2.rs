@@ -214,6 +214,21 @@ impl<const VNNI: bool> Simd for Avx2<VNNI> {
         _mm_cvtsi128_si32(s)
     }
     #[inline(always)]
+    unsafe fn hsum4_i(v: [__m256i; 4]) -> [i32; 4] {
+        // Pairwise adds within 128-bit halves, then the two halves: exact
+        // integer sums in any order.
+        let ab = _mm256_hadd_epi32(v[0], v[1]);
+        let cd = _mm256_hadd_epi32(v[2], v[3]);
+        let abcd = _mm256_hadd_epi32(ab, cd);
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(abcd),
+            _mm256_extracti128_si256(abcd, 1),
+        );
+        let mut out = [0i32; 4];
+        _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s);
+        out
+    }
+    #[inline(always)]
     unsafe fn i_to_f(a: __m256i) -> __m256 {
         _mm256_cvtepi32_ps(a)
     }
