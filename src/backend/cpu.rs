@@ -644,60 +644,47 @@ fn f16_native_len(n: usize) -> usize {
 fn scale_f16_acc(y: &mut [u16], v: f32) {
     let n = f16_native_len(y.len());
     let v16 = kernels::f16_to_f32(kernels::f32_to_f16(v));
-    for a in &mut y[..n] {
+    let mut wide = [0f32; 128];
+    for a in y[..n].chunks_exact_mut(128) {
         // f16 x f16 is exact in f32, so this rounds once, as vmulph does.
-        *a = kernels::f32_to_f16(kernels::f16_to_f32(*a) * v16);
+        kernels::f16_to_f32_row(a, &mut wide);
+        kernels::scale(&mut wide, v16);
+        kernels::f32_to_f16_row(&wide, a);
     }
     kernels::vec_scale_f16(&mut y[n..], v);
 }
 
-/// Rounds to the nearest f16, ties to even, in one step (going through f32
-/// would round twice).
-fn f64_to_f16(v: f64) -> u16 {
-    let sign = if v.is_sign_negative() { 0x8000u16 } else { 0 };
-    let a = v.abs();
-    if a.is_nan() {
-        return 0x7e00;
-    }
-    let round_even = |r: f64| {
-        let f = r.floor();
-        let d = r - f;
-        if d > 0.5 || (d == 0.5 && f % 2.0 != 0.0) {
-            f + 1.0
-        } else {
-            f
-        }
-    };
-    const MIN_NORMAL: f64 = 1.0 / 16384.0; // 2^-14
-    let bits = if a < MIN_NORMAL {
-        // Subnormal: multiples of 2^-24 (1024 carries into the normals).
-        round_even(a * 16_777_216.0) as u16
-    } else {
-        let e = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
-        let mant = a / 2f64.powi(e);
-        let mut q = round_even((mant - 1.0) * 1024.0) as u32;
-        let mut e = e;
-        if q == 1024 {
-            q = 0;
-            e += 1;
-        }
-        if e + 15 >= 31 {
-            0x7c00
-        } else {
-            (((e + 15) as u32) << 10 | q) as u16
-        }
-    };
-    sign | bits
+/// x * v + y rounded to odd in f32, for f16 values x, v, y: the product is
+/// exact in f32 (11 x 11 significant bits) and TwoSum gives the sum's exact
+/// error; rounding this to f16 equals rounding the exact sum once, as
+/// AVX512-FP16's `vfmadd*ph` does. Branch-free so that loops vectorize.
+#[inline(always)]
+fn fma_odd_f32(x: f32, v: f32, y: f32) -> f32 {
+    let p = x * v;
+    let s = p + y;
+    let p_part = s - y;
+    let y_part = s - p_part;
+    let err = (p - p_part) + (y - y_part);
+    let bits = s.to_bits();
+    // |s| overshooting the exact sum steps back toward zero, then the
+    // sticky bit marks the result inexact.
+    let overshoot = ((err < 0.0) != (s < 0.0)) as u32;
+    let odd = (bits - overshoot) | 1;
+    f32::from_bits(if err == 0.0 { bits } else { odd })
 }
 
 /// ggml_vec_mad_f16: y += x * v.
 fn mad_f16_acc(y: &mut [u16], x: &[u16], v: f32) {
     let n = f16_native_len(y.len());
-    let v16 = kernels::f16_to_f32(kernels::f32_to_f16(v)) as f64;
-    for (a, &b) in y[..n].iter_mut().zip(&x[..n]) {
-        // vfmadd*ph: x*v + y (exact in f64) rounded once to f16.
-        let exact = kernels::f16_to_f32(b) as f64 * v16 + kernels::f16_to_f32(*a) as f64;
-        *a = f64_to_f16(exact);
+    let v16 = kernels::f16_to_f32(kernels::f32_to_f16(v));
+    let (mut xs, mut ys) = ([0f32; 128], [0f32; 128]);
+    for (a, b) in y[..n].chunks_exact_mut(128).zip(x[..n].chunks_exact(128)) {
+        kernels::f16_to_f32_row(b, &mut xs);
+        kernels::f16_to_f32_row(a, &mut ys);
+        for (yv, &xv) in ys.iter_mut().zip(&xs) {
+            *yv = fma_odd_f32(xv, v16, *yv);
+        }
+        kernels::f32_to_f16_row(&ys, a);
     }
     kernels::vec_mad_f16(&mut y[n..], &x[n..], v);
 }
@@ -705,6 +692,116 @@ fn mad_f16_acc(y: &mut [u16], x: &[u16], v: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rounds to the nearest f16, ties to even, in one step (going through f32
+    /// would round twice).
+    fn f64_to_f16(v: f64) -> u16 {
+        let sign = if v.is_sign_negative() { 0x8000u16 } else { 0 };
+        let a = v.abs();
+        if a.is_nan() {
+            return 0x7e00;
+        }
+        let round_even = |r: f64| {
+            let f = r.floor();
+            let d = r - f;
+            if d > 0.5 || (d == 0.5 && f % 2.0 != 0.0) {
+                f + 1.0
+            } else {
+                f
+            }
+        };
+        const MIN_NORMAL: f64 = 1.0 / 16384.0; // 2^-14
+        let bits = if a < MIN_NORMAL {
+            // Subnormal: multiples of 2^-24 (1024 carries into the normals).
+            round_even(a * 16_777_216.0) as u16
+        } else {
+            let e = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+            let mant = a / 2f64.powi(e);
+            let mut q = round_even((mant - 1.0) * 1024.0) as u32;
+            let mut e = e;
+            if q == 1024 {
+                q = 0;
+                e += 1;
+            }
+            if e + 15 >= 31 {
+                0x7c00
+            } else {
+                (((e + 15) as u32) << 10 | q) as u16
+            }
+        };
+        sign | bits
+    }
+
+    /// f16(x * v + y) with a single rounding, as `vfmadd*ph` computes it, for
+    /// f16 values x, v, y: the product is exact in f32 (11 x 11 significant
+    /// bits); the sum is rounded to odd in f32, using its exact error (TwoSum),
+    /// and rounding that to f16 then equals rounding the exact sum once.
+    fn fma_f16_once(x: f32, v: f32, y: f32) -> u16 {
+        kernels::f32_to_f16(fma_odd_f32(x, v, y))
+    }
+
+    /// The f16 accumulator update on 128-element steps is the scalar single
+    /// rounding, element by element.
+    #[test]
+    fn mad_f16_acc_rounds_each_element_once() {
+        let n = 256;
+        let x: Vec<u16> = (0..n)
+            .map(|i| kernels::f32_to_f16((i as f32 * 0.731).sin() * 3.0))
+            .collect();
+        let mut y: Vec<u16> = (0..n)
+            .map(|i| kernels::f32_to_f16((i as f32 * 0.219).cos() * 0.01))
+            .collect();
+        let v = 0.123_456_7f32;
+        let v16 = kernels::f16_to_f32(kernels::f32_to_f16(v));
+        let want: Vec<u16> = x
+            .iter()
+            .zip(&y)
+            .map(|(&a, &b)| fma_f16_once(kernels::f16_to_f32(a), v16, kernels::f16_to_f32(b)))
+            .collect();
+        if f16_native_len(n) == n {
+            mad_f16_acc(&mut y, &x, v);
+            assert_eq!(y, want);
+        }
+    }
+
+    /// The fast single rounding against the f64 one on f16 triples of
+    /// every magnitude, ties included.
+    #[test]
+    fn fma_f16_once_rounds_like_f64() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let finite = |h: u16| h & 0x7c00 != 0x7c00;
+        let mut checked = 0;
+        while checked < 200_000 {
+            let r = next();
+            let (x, v, y) = (r as u16, (r >> 16) as u16, (r >> 32) as u16);
+            if !(finite(x) && finite(v) && finite(y)) {
+                continue;
+            }
+            let (xf, vf, yf) = (
+                kernels::f16_to_f32(x),
+                kernels::f16_to_f32(v),
+                kernels::f16_to_f32(y),
+            );
+            let exact = xf as f64 * vf as f64 + yf as f64;
+            let want = f64_to_f16(exact);
+            let got = fma_f16_once(xf, vf, yf);
+            // -0 and +0 both stand for an exact zero sum.
+            if want & 0x7fff != 0 || got & 0x7fff != 0 {
+                assert_eq!(got, want, "{x:#x} * {v:#x} + {y:#x}");
+            }
+            checked += 1;
+        }
+        // A tie in f16 reached only through the low product bits.
+        let (xf, vf) = (kernels::f16_to_f32(0x3c01), kernels::f16_to_f32(0x3c01));
+        let exact = xf as f64 * vf as f64;
+        assert_eq!(fma_f16_once(xf, vf, 0.0), f64_to_f16(exact));
+    }
 
     #[test]
     fn f64_to_f16_rounds_once_to_nearest_even() {
