@@ -83,6 +83,12 @@ unsafe fn tile<S: Simd, K: TileKind<S>, const R: usize, const T: usize>(
     let mut acc = [[S::zero_f(); T]; R];
     let mut ex = [[0f32; T]; R];
     for b in 0..nb {
+        // The next tile's weight rows, in step: rows are short (a few
+        // hundred bytes), too short for the hardware prefetcher to hide
+        // the first touch of each (decode is latency bound without this).
+        for r in 0..R {
+            S::prefetch(x.wrapping_add((R + r) * nb + b) as *const u8);
+        }
         let mut dec = [K::decode(&*x.add(b)); R];
         for (r, d) in dec.iter_mut().enumerate().skip(1) {
             *d = K::decode(&*x.add(r * nb + b));
@@ -441,6 +447,8 @@ unsafe fn q4_0_x8_tile<S: Simd, const R: usize>(
             let mut q = [S::set1_b(0); 4];
             let mut dw = [0f32; 4];
             for r in 0..R {
+                // The next rows, as in `tile`.
+                S::prefetch(x.wrapping_add((R + r) * nb + b) as *const u8);
                 let w = &*x.add(r * nb + b);
                 q[r] = S::sub_b(S::load_nibbles(w.qs.as_ptr()), S::set1_b(8));
                 dw[r] = S::fp16(w.d);
@@ -551,6 +559,10 @@ unsafe fn wide_tile<S: Simd, W: FloatRow, const R: usize, const T: usize>(
     let mut l = 0;
     while l < k {
         let mut w = [[S::zero_f(); 2]; R];
+        for r in 0..R {
+            // The next rows, as in `tile` (one line of 64 bytes per step).
+            S::prefetch(x.wrapping_add((R + r) * k + l) as *const u8);
+        }
         for (r, wr) in w.iter_mut().enumerate() {
             *wr = [
                 W::load::<S>(x.add(r * k + l)),

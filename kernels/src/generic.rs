@@ -48,6 +48,10 @@ pub(crate) trait Simd: Copy {
     /// acc += s0 * (x . y over bytes 0..16) + s1 * (x . y over bytes 16..32).
     unsafe fn dot_scaled(acc: Self::I, x: Self::B, y: Self::B, s0: i32, s1: i32) -> Self::I;
     unsafe fn hsum_i(a: Self::I) -> i32;
+    /// Hints that the cache line at `p` will be read soon (no-op where the
+    /// ISA module has no prefetch). Never faults, whatever `p` is.
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const u8) {}
     /// The lane sums of four vectors.
     #[inline(always)]
     unsafe fn hsum4_i(v: [Self::I; 4]) -> [i32; 4] {

@@ -214,6 +214,10 @@ impl<const VNNI: bool> Simd for Avx2<VNNI> {
         _mm_cvtsi128_si32(s)
     }
     #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    }
+    #[inline(always)]
     unsafe fn hsum4_i(v: [__m256i; 4]) -> [i32; 4] {
         // Pairwise adds within 128-bit halves, then the two halves: exact
         // integer sums in any order.
