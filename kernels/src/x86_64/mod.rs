@@ -13,10 +13,12 @@ pub fn avx2_detected() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-/// True when the CPU also has AVX512-VNNI with AVX512VL (`vpdpbusd` on ymm).
+/// True when the CPU also has AVX512-VNNI with AVX512VL (`vpdpbusd` on ymm)
+/// and AVX512BW (which newer compilers may use in that table).
 pub fn vnni_detected() -> bool {
     avx2_detected()
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vnni")
 }
