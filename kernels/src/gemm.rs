@@ -150,9 +150,19 @@ pub(crate) unsafe fn gemm<S: Simd, K: TileKind<S>>(
     }
 }
 
+/// `-bias` times the lane sums of an activation block's bytes, in the lane
+/// grouping of [`Simd::dot_u`]: started from this, a `dot_u` of weights
+/// stored with `+bias` gives exactly the lanes of the signed dot, in one
+/// instruction where the ISA has a u8 x i8 dot (shared by a tile's rows).
+#[inline(always)]
+unsafe fn bias_correction<S: Simd>(a: S::B, bias: u8) -> S::I {
+    S::sub_i(S::zero_i(), S::dot_u(S::zero_i(), S::set1_b(bias), a))
+}
+
 // ---------------------------------------------------------------------------
 // Pairings. Each mirrors the loop body of the `generic::vec_dot_*` of the
-// same name operation for operation.
+// same name operation for operation (integer lane sums may be formed
+// differently: they are exact).
 
 pub(crate) struct Q4_0;
 pub(crate) struct Q4_1;
@@ -224,22 +234,22 @@ impl<S: Simd> TileKind<S> for Q4_1 {
 impl<S: Simd> TileKind<S> for Q5_0 {
     type W = BlockQ5_0;
     type A = BlockQ8_0;
+    // Values kept unsigned (0..31): the -16 enters through the activation.
     type Dec = (S::B, f32);
-    type Act = f32;
+    type Act = (f32, S::I);
     #[inline(always)]
     unsafe fn decode(w: &BlockQ5_0) -> (S::B, f32) {
-        (
-            S::sub_b(q5_values::<S>(&w.qs, w.qh), S::set1_b(16)),
-            S::fp16(w.d),
-        )
+        (q5_values::<S>(&w.qs, w.qh), S::fp16(w.d))
     }
     #[inline(always)]
-    unsafe fn act(a: &BlockQ8_0) -> f32 {
-        S::fp16(a.d)
+    unsafe fn act(a: &BlockQ8_0) -> (f32, S::I) {
+        let ab = S::load_b(a.qs.as_ptr() as *const u8);
+        (S::fp16(a.d), bias_correction::<S>(ab, 16))
     }
     #[inline(always)]
-    unsafe fn pair(d: &(S::B, f32), a: &BlockQ8_0, ad: f32, acc: &mut S::F, e: &mut f32) {
-        <Q4_0 as TileKind<S>>::pair(d, a, ad, acc, e)
+    unsafe fn pair(d: &(S::B, f32), a: &BlockQ8_0, s: (f32, S::I), acc: &mut S::F, _: &mut f32) {
+        let i = S::dot_u(s.1, d.0, S::load_b(a.qs.as_ptr() as *const u8));
+        *acc = S::fma_f(S::i_to_f(i), S::splat_f(d.1 * s.0), *acc);
     }
     #[inline(always)]
     unsafe fn finish(acc: S::F, _: f32) -> f32 {
@@ -279,19 +289,38 @@ impl<S: Simd> TileKind<S> for Q5_1 {
 impl<S: Simd> TileKind<S> for Q8_0 {
     type W = BlockQ8_0;
     type A = BlockQ8_0;
+    // With a u8 x i8 dot the weights are biased by +128 (the bias enters
+    // through the activation); otherwise the signed dot as in vec_dot.
     type Dec = (S::B, f32);
-    type Act = f32;
+    type Act = (f32, S::I);
     #[inline(always)]
     unsafe fn decode(w: &BlockQ8_0) -> (S::B, f32) {
-        (S::load_b(w.qs.as_ptr() as *const u8), S::fp16(w.d))
+        let q = S::load_b(w.qs.as_ptr() as *const u8);
+        let q = if S::DOT_U8 {
+            S::or_b(S::and_b(q, S::set1_b(0x7f)), S::andnot_b(q, S::set1_b(0x80)))
+        } else {
+            q
+        };
+        (q, S::fp16(w.d))
     }
     #[inline(always)]
-    unsafe fn act(a: &BlockQ8_0) -> f32 {
-        S::fp16(a.d)
+    unsafe fn act(a: &BlockQ8_0) -> (f32, S::I) {
+        let c = if S::DOT_U8 {
+            bias_correction::<S>(S::load_b(a.qs.as_ptr() as *const u8), 128)
+        } else {
+            S::zero_i()
+        };
+        (S::fp16(a.d), c)
     }
     #[inline(always)]
-    unsafe fn pair(d: &(S::B, f32), a: &BlockQ8_0, ad: f32, acc: &mut S::F, e: &mut f32) {
-        <Q4_0 as TileKind<S>>::pair(d, a, ad, acc, e)
+    unsafe fn pair(d: &(S::B, f32), a: &BlockQ8_0, s: (f32, S::I), acc: &mut S::F, _: &mut f32) {
+        let ab = S::load_b(a.qs.as_ptr() as *const u8);
+        let i = if S::DOT_U8 {
+            S::dot_u(s.1, d.0, ab)
+        } else {
+            S::dot(S::zero_i(), d.0, ab)
+        };
+        *acc = S::fma_f(S::i_to_f(i), S::splat_f(d.1 * s.0), *acc);
     }
     #[inline(always)]
     unsafe fn finish(acc: S::F, _: f32) -> f32 {
@@ -450,22 +479,24 @@ unsafe fn q4_0_x8_tile<S: Simd, const R: usize>(
                 // The next rows, as in `tile`.
                 S::prefetch(x.wrapping_add((R + r) * nb + b) as *const u8);
                 let w = &*x.add(r * nb + b);
-                q[r] = S::sub_b(S::load_nibbles(w.qs.as_ptr()), S::set1_b(8));
+                // Unsigned nibbles: the -8 enters through the activation.
+                q[r] = S::load_nibbles(w.qs.as_ptr());
                 dw[r] = S::fp16(w.d);
             }
             for (t, acc_t) in acc.iter_mut().enumerate().take(tn) {
                 let a = &*y.add((t0 + t) * nb + b);
                 let ab = S::load_b(a.qs.as_ptr() as *const u8);
                 let da = S::fp16(a.d);
+                let c = bias_correction::<S>(ab, 8);
                 let isum = if R == 4 {
                     S::hsum4_i([
-                        S::dot(S::zero_i(), q[0], ab),
-                        S::dot(S::zero_i(), q[1], ab),
-                        S::dot(S::zero_i(), q[2], ab),
-                        S::dot(S::zero_i(), q[3], ab),
+                        S::dot_u(c, q[0], ab),
+                        S::dot_u(c, q[1], ab),
+                        S::dot_u(c, q[2], ab),
+                        S::dot_u(c, q[3], ab),
                     ])
                 } else {
-                    [S::hsum_i(S::dot(S::zero_i(), q[0], ab)), 0, 0, 0]
+                    [S::hsum_i(S::dot_u(c, q[0], ab)), 0, 0, 0]
                 };
                 for r in 0..R {
                     acc_t[r] = (isum[r] as f32).mul_add(dw[r] * da, acc_t[r]);
@@ -500,6 +531,137 @@ pub(crate) unsafe fn gemm_q4_0_x8<S: Simd>(
     }
     while r < nr {
         q4_0_x8_tile::<S, 1>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
+        r += 1;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Q4_K in the rounding of llama.cpp's repacked `q4_K_8x8` kernels
+// (`generic::q4k_ggml`): exact integer sums per 64 elements (PER64, its
+// GEMM) or per 256 (its GEMV), each fused into a running f32 sum with
+// d_w * d_a; the mins likewise, subtracted at the end. Four weight rows meet
+// each activation group together, one transposing reduction giving their
+// four integer dots.
+
+#[inline(always)]
+unsafe fn q4k_tile<S: Simd, const R: usize, const PER64: bool>(
+    x: *const BlockQ4K,
+    y: *const BlockQ8K,
+    nb: usize,
+    nt: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    const T: usize = 4;
+    let low = S::set1_b(0x0f);
+    let mut t0 = 0;
+    while t0 < nt {
+        let tn = (nt - t0).min(T);
+        let mut acc = [[0f32; 4]; T];
+        let mut acc_min = [[0f32; 4]; T];
+        for b in 0..nb {
+            let mut scales = [[0i32; 8]; 4];
+            let mut mins = [[0i32; 8]; 4];
+            let mut dw = [0f32; 4];
+            let mut dmin = [0f32; 4];
+            for r in 0..R {
+                let w = &*x.add(r * nb + b);
+                S::prefetch(x.wrapping_add((R + r) * nb + b) as *const u8);
+                for g in 0..8 {
+                    let (sc, m) = scalar::scale_min_k4(g, &w.scales);
+                    scales[r][g] = sc as i32;
+                    mins[r][g] = m as i32;
+                }
+                dw[r] = S::fp16(w.d);
+                dmin[r] = S::fp16(w.dmin);
+            }
+            let mut isum = [[0i32; 4]; T];
+            let mut msum = [[0i32; 4]; T];
+            for j in 0..4 {
+                let mut qlo = [S::set1_b(0); 4];
+                let mut qhi = [S::set1_b(0); 4];
+                for r in 0..R {
+                    let q = S::load_b((*x.add(r * nb + b)).qs.as_ptr().add(32 * j));
+                    qlo[r] = S::and_b(q, low);
+                    qhi[r] = S::shr_b(q, 4);
+                }
+                for t in 0..tn {
+                    let a = &*y.add((t0 + t) * nb + b);
+                    let (alo, ahi) = (q8k::<S>(a, 64 * j), q8k::<S>(a, 64 * j + 32));
+                    let (lo, hi) = if R == 4 {
+                        (
+                            S::hsum4_i([
+                                S::dot_u(S::zero_i(), qlo[0], alo),
+                                S::dot_u(S::zero_i(), qlo[1], alo),
+                                S::dot_u(S::zero_i(), qlo[2], alo),
+                                S::dot_u(S::zero_i(), qlo[3], alo),
+                            ]),
+                            S::hsum4_i([
+                                S::dot_u(S::zero_i(), qhi[0], ahi),
+                                S::dot_u(S::zero_i(), qhi[1], ahi),
+                                S::dot_u(S::zero_i(), qhi[2], ahi),
+                                S::dot_u(S::zero_i(), qhi[3], ahi),
+                            ]),
+                        )
+                    } else {
+                        (
+                            [S::hsum_i(S::dot_u(S::zero_i(), qlo[0], alo)), 0, 0, 0],
+                            [S::hsum_i(S::dot_u(S::zero_i(), qhi[0], ahi)), 0, 0, 0],
+                        )
+                    };
+                    let bs = &a.bsums[4 * j..4 * j + 4];
+                    let (b01, b23) = (bs[0] as i32 + bs[1] as i32, bs[2] as i32 + bs[3] as i32);
+                    for r in 0..R {
+                        isum[t][r] += scales[r][2 * j] * lo[r] + scales[r][2 * j + 1] * hi[r];
+                        msum[t][r] += mins[r][2 * j] * b01 + mins[r][2 * j + 1] * b23;
+                        if PER64 {
+                            acc[t][r] = (isum[t][r] as f32).mul_add(dw[r] * a.d, acc[t][r]);
+                            acc_min[t][r] =
+                                (msum[t][r] as f32).mul_add(dmin[r] * a.d, acc_min[t][r]);
+                            isum[t][r] = 0;
+                            msum[t][r] = 0;
+                        }
+                    }
+                }
+            }
+            if !PER64 {
+                for t in 0..tn {
+                    let ad = (*y.add((t0 + t) * nb + b)).d;
+                    for r in 0..R {
+                        acc[t][r] = (isum[t][r] as f32).mul_add(dw[r] * ad, acc[t][r]);
+                        acc_min[t][r] = (msum[t][r] as f32).mul_add(dmin[r] * ad, acc_min[t][r]);
+                    }
+                }
+            }
+        }
+        for t in 0..tn {
+            for r in 0..R {
+                *out.add(r * ldo + t0 + t) = acc[t][r] - acc_min[t][r];
+            }
+        }
+        t0 += tn;
+    }
+}
+
+/// `out[r * ldo + t]` = `vec_dot_q4_k_q8_k[_g64]` of weight row r and
+/// activation row t; shapes checked by [`check`] beforehand.
+#[inline(always)]
+pub(crate) unsafe fn gemm_q4k<S: Simd, const PER64: bool>(
+    x: &[BlockQ4K],
+    y: &[BlockQ8K],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let (nr, nt) = (x.len() / nb, y.len() / nb);
+    let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+    let mut r = 0;
+    while r + 4 <= nr {
+        q4k_tile::<S, 4, PER64>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
+        r += 4;
+    }
+    while r < nr {
+        q4k_tile::<S, 1, PER64>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
         r += 1;
     }
 }
@@ -707,8 +869,10 @@ macro_rules! gemm_entry_points {
         crate::gemm::gemm_entry_points!(@rows
             gemm_q2_k_q8_k(BlockQ2K, BlockQ8K) = vec_dot_q2_k_q8_k;
             gemm_q3_k_q8_k(BlockQ3K, BlockQ8K) = vec_dot_q3_k_q8_k;
-            gemm_q4_k_q8_k(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k;
-            gemm_q4_k_q8_k_g64(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k_g64;
+        );
+        crate::gemm::gemm_entry_points!(@q4k $isa, $features,
+            gemm_q4_k_q8_k = false;
+            gemm_q4_k_q8_k_g64 = true;
         );
     };
     (@wide $isa:ty, $features:tt, $( $name:ident($tx:ty) ; )*) => {
@@ -723,6 +887,21 @@ macro_rules! gemm_entry_points {
                 // `check_wide` established whole rows of k (a multiple of
                 // 16) and in-bounds outputs.
                 unsafe { imp(x, y, k, out, ldo) }
+            }
+        )*
+    };
+    (@q4k $isa:ty, $features:tt, $( $name:ident = $per64:expr; )*) => {
+        $(
+            pub fn $name(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+                crate::gemm::check(stringify!($name), x.len(), y.len(), nb, out.len(), ldo);
+                #[target_feature(enable = $features)]
+                unsafe fn imp(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+                    crate::gemm::gemm_q4k::<$isa, { $per64 }>(x, y, nb, out, ldo)
+                }
+                // SAFETY: features detected before this table is used;
+                // `check` established whole rows of nb blocks and in-bounds
+                // outputs.
+                unsafe { imp(x, y, nb, out, ldo) }
             }
         )*
     };

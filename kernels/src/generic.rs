@@ -48,6 +48,9 @@ pub(crate) trait Simd: Copy {
     /// acc += s0 * (x . y over bytes 0..16) + s1 * (x . y over bytes 16..32).
     unsafe fn dot_scaled(acc: Self::I, x: Self::B, y: Self::B, s0: i32, s1: i32) -> Self::I;
     unsafe fn hsum_i(a: Self::I) -> i32;
+    /// True when [`Simd::dot_u`] is exact for any unsigned `x` (0..=255),
+    /// not only 0..=127 (a native u8 x i8 dot without i16 saturation).
+    const DOT_U8: bool = false;
     /// Hints that the cache line at `p` will be read soon (no-op where the
     /// ISA module has no prefetch). Never faults, whatever `p` is.
     #[inline(always)]

@@ -1520,6 +1520,17 @@ fn gemm_matches_vec_dot_bit_for_bit() {
                     );
                     check_gemm(
                         r,
+                        "q4_k_g64",
+                        tn,
+                        nb,
+                        nr,
+                        nt,
+                        q8_k_acts,
+                        k.gemm_q4_k_q8_k_g64,
+                        k.vec_dot_q4_k_q8_k_g64,
+                    );
+                    check_gemm(
+                        r,
                         "q5_k",
                         tn,
                         nb,

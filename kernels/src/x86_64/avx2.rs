@@ -213,6 +213,7 @@ impl<const VNNI: bool> Simd for Avx2<VNNI> {
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
         _mm_cvtsi128_si32(s)
     }
+    const DOT_U8: bool = VNNI;
     #[inline(always)]
     unsafe fn prefetch(p: *const u8) {
         _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
