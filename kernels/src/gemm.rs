@@ -761,16 +761,22 @@ pub(crate) unsafe fn gemm_wide<S: Simd, W: FloatRow>(
 ) {
     let (nr, nt) = (x.len() / k, y.len() / k);
     let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+    // 2 rows x 4 tokens: 16 accumulators, which needs the 32 registers of
+    // AVX-512 code generation to stay out of memory (see build.rs).
     let mut r = 0;
     while r < nr {
         let rows = (nr - r).min(2);
         let mut t = 0;
         while t < nt {
-            let toks = (nt - t).min(2);
+            let toks = (nt - t).min(4);
             let (xr, yt, o) = (xp.add(r * k), yp.add(t * k), op.add(r * ldo + t));
             match (rows, toks) {
+                (2, 4) => wide_tile::<S, W, 2, 4>(xr, yt, k, o, ldo),
+                (2, 3) => wide_tile::<S, W, 2, 3>(xr, yt, k, o, ldo),
                 (2, 2) => wide_tile::<S, W, 2, 2>(xr, yt, k, o, ldo),
                 (2, _) => wide_tile::<S, W, 2, 1>(xr, yt, k, o, ldo),
+                (_, 4) => wide_tile::<S, W, 1, 4>(xr, yt, k, o, ldo),
+                (_, 3) => wide_tile::<S, W, 1, 3>(xr, yt, k, o, ldo),
                 (_, 2) => wide_tile::<S, W, 1, 2>(xr, yt, k, o, ldo),
                 _ => wide_tile::<S, W, 1, 1>(xr, yt, k, o, ldo),
             }

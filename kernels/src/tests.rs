@@ -1651,7 +1651,7 @@ fn rne_quantizers_match_scalar_exactly() {
 #[test]
 fn wide_float_gemm_matches_reference_bit_for_bit() {
     let mut r = Rng::new(0x77de);
-    let shapes = [(1, 1), (2, 2), (3, 5), (4, 4), (5, 2)];
+    let shapes = [(1, 1), (2, 2), (2, 3), (3, 5), (4, 4), (5, 2), (3, 7)];
     for k in impls() {
         for &n in &[16usize, 48, 576] {
             for &(nr, nt) in &shapes {
