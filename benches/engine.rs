@@ -14,7 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use rkinfer::backend::cpu::mul_mat;
+use rkinfer::backend::cpu::{mul_mat, CpuBackend};
+use rkinfer::backend::Backend;
 use rkinfer::backend::Scratch;
 use rkinfer::graph::WeightId;
 use rkinfer::model::{LogitsMode, Model, ModelOptions, StateOptions};
@@ -73,6 +74,10 @@ fn matmul(c: &mut Criterion) {
             };
             let id = WeightId(id as u32);
             let (rows, cols, ty) = (w.get(id).rows, w.get(id).cols, w.get(id).ty);
+            // The CPU backend's load-time layout for this weight, if any.
+            let mut cpu = CpuBackend::new();
+            let _ = cpu.prepare_weight(id, w.get(id), w.bytes(id));
+            let packed = cpu.interleaved(id);
             for n in [1usize, 128] {
                 let x: Vec<f32> = (0..n * cols)
                     .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
@@ -86,7 +91,7 @@ fn matmul(c: &mut Criterion) {
                 g.bench_function(format!("{label}/{short}-{}/{n}", ty.name()), |b| {
                     b.iter(|| {
                         pool.install(|| {
-                            mul_mat(w, id, black_box(&x), n, &mut out, &mut scratch)
+                            mul_mat(w, id, packed, black_box(&x), n, &mut out, &mut scratch)
                                 .expect("mul_mat")
                         })
                     })

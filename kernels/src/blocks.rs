@@ -123,6 +123,7 @@ pub struct BlockQ8K {
 
 // Sizes as ggml's static asserts state them.
 const _: () = assert!(core::mem::size_of::<BlockQ4_0>() == 18);
+const _: () = assert!(core::mem::size_of::<BlockQ4_0x8>() == 144);
 const _: () = assert!(core::mem::size_of::<BlockQ4_1>() == 20);
 const _: () = assert!(core::mem::size_of::<BlockQ5_0>() == 22);
 const _: () = assert!(core::mem::size_of::<BlockQ5_1>() == 24);
@@ -146,6 +147,74 @@ pub unsafe trait Block: Copy + 'static {
     const ELEMENTS: usize;
 }
 
+/// Eight Q4_0 rows' blocks at one position, interleaved for SIMD (as
+/// llama.cpp's `block_q4_0x8`, though laid out differently): the eight
+/// scales, then four 32-byte vectors; vector v holds bytes 4v..4v+4 of each
+/// row's `qs`, row after row, so each 32-bit lane is one row: elements
+/// 4v..4v+3 in the low nibbles, 16+4v..16+4v+3 in the high ones.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ4_0x8 {
+    pub d: [u16; 8],
+    pub qs: [u8; 128],
+}
+
+impl Default for BlockQ4_0x8 {
+    fn default() -> Self {
+        BlockQ4_0x8 {
+            d: [0; 8],
+            qs: [0; 128],
+        }
+    }
+}
+
+impl BlockQ4_0x8 {
+    /// Interleaves the same block of eight rows.
+    pub fn pack(rows: [&BlockQ4_0; 8]) -> BlockQ4_0x8 {
+        let mut out = BlockQ4_0x8 {
+            d: [0; 8],
+            qs: [0; 128],
+        };
+        for (r, row) in rows.iter().enumerate() {
+            out.d[r] = row.d;
+            for v in 0..4 {
+                out.qs[32 * v + 4 * r..32 * v + 4 * r + 4]
+                    .copy_from_slice(&row.qs[4 * v..4 * v + 4]);
+            }
+        }
+        out
+    }
+
+    /// Row `r`'s block back.
+    pub fn row(&self, r: usize) -> BlockQ4_0 {
+        let mut b = BlockQ4_0 {
+            d: self.d[r],
+            qs: [0; 16],
+        };
+        for v in 0..4 {
+            b.qs[4 * v..4 * v + 4].copy_from_slice(&self.qs[32 * v + 4 * r..32 * v + 4 * r + 4]);
+        }
+        b
+    }
+}
+
+/// Interleaves a Q4_0 matrix of `rows.len() / nb` rows (a multiple of 8) of
+/// `nb` blocks: group g, block b lands at `out[g * nb + b]`.
+pub fn repack_q4_0x8(rows: &[BlockQ4_0], nb: usize, out: &mut [BlockQ4_0x8]) {
+    assert!(
+        nb > 0 && rows.len() % (8 * nb) == 0 && out.len() * 8 == rows.len(),
+        "repack_q4_0x8: {} blocks are not groups of 8 rows of {nb} into {}",
+        rows.len(),
+        out.len()
+    );
+    for (g, group) in out.chunks_exact_mut(nb).enumerate() {
+        for (b, o) in group.iter_mut().enumerate() {
+            let at = |r: usize| &rows[(8 * g + r) * nb + b];
+            *o = BlockQ4_0x8::pack([at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)]);
+        }
+    }
+}
+
 macro_rules! impl_block {
     ($($t:ty => $n:expr),* $(,)?) => {
         // SAFETY: each type above is repr(C), made only of integer fields and
@@ -158,6 +227,7 @@ impl_block!(
     BlockQ4_0 => QK4_0, BlockQ4_1 => QK4_1, BlockQ5_0 => QK5_0, BlockQ5_1 => QK5_1,
     BlockQ8_0 => QK8_0, BlockQ8_1 => QK8_1, BlockQ2K => QK_K, BlockQ3K => QK_K,
     BlockQ4K => QK_K, BlockQ5K => QK_K, BlockQ6K => QK_K, BlockQ8K => QK_K,
+    BlockQ4_0x8 => 8 * QK4_0,
 );
 
 /// Views `bytes` as blocks; `None` when the length is not a whole number of

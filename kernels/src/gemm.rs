@@ -297,7 +297,10 @@ impl<S: Simd> TileKind<S> for Q8_0 {
     unsafe fn decode(w: &BlockQ8_0) -> (S::B, f32) {
         let q = S::load_b(w.qs.as_ptr() as *const u8);
         let q = if S::DOT_U8 {
-            S::or_b(S::and_b(q, S::set1_b(0x7f)), S::andnot_b(q, S::set1_b(0x80)))
+            S::or_b(
+                S::and_b(q, S::set1_b(0x7f)),
+                S::andnot_b(q, S::set1_b(0x80)),
+            )
         } else {
             q
         };
@@ -532,6 +535,101 @@ pub(crate) unsafe fn gemm_q4_0_x8<S: Simd>(
     while r < nr {
         q4_0_x8_tile::<S, 1>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
         r += 1;
+    }
+}
+
+/// [`gemm_q4_0_x8`] on weights interleaved by eight rows
+/// ([`BlockQ4_0x8`]): each 32-bit lane is one row, so eight `dot_u`s with
+/// broadcast activation quads give eight rows' exact block sums at once,
+/// without horizontal reductions. Same results as [`gemm_q4_0_x8`] on the
+/// rows before interleaving.
+#[inline(always)]
+pub(crate) unsafe fn gemm_q4_0x8<S: Simd>(
+    x: &[BlockQ4_0x8],
+    y: &[BlockQ8_0],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    const T: usize = 4;
+    let (ng, nt) = (x.len() / nb, y.len() / nb);
+    if !S::DOT_QUADS {
+        // Lanes do not map to rows on this ISA: rows one by one.
+        for g in 0..ng {
+            for r in 0..8 {
+                for t in 0..nt {
+                    let acc = (0..nb).fold(0f32, |acc, b| {
+                        let w = x[g * nb + b].row(r);
+                        scalar::vec_dot_q4_0_q8_0_x8_step(&w, &y[t * nb + b], acc)
+                    });
+                    out[(8 * g + r) * ldo + t] = acc;
+                }
+            }
+        }
+        return;
+    }
+    let (xp, yp) = (x.as_ptr(), y.as_ptr());
+    for g in 0..ng {
+        let xg = xp.add(g * nb);
+        let og = out.as_mut_ptr().add(8 * g * ldo);
+        let mut t = 0;
+        while t + T <= nt {
+            q4_0x8_tokens::<S, T>(xg, yp.add(t * nb), nb, og.add(t), ldo);
+            t += T;
+        }
+        while t < nt {
+            q4_0x8_tokens::<S, 1>(xg, yp.add(t * nb), nb, og.add(t), ldo);
+            t += 1;
+        }
+    }
+}
+
+/// One group of eight interleaved rows against `T` activation rows, the
+/// accumulators (one vector per token, a lane per row) in registers.
+#[inline(always)]
+unsafe fn q4_0x8_tokens<S: Simd, const T: usize>(
+    xg: *const BlockQ4_0x8,
+    y: *const BlockQ8_0,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let low = S::set1_b(0x0f);
+    let ones = S::set1_b(1);
+    let mut acc = [S::zero_f(); T];
+    for b in 0..nb {
+        let w = &*xg.add(b);
+        S::prefetch(xg.wrapping_add(nb + b) as *const u8);
+        S::prefetch((xg.wrapping_add(nb + b) as *const u8).wrapping_add(64));
+        let mut lo = [low; 4];
+        let mut hi = [low; 4];
+        for v in 0..4 {
+            let q = S::load_b(w.qs.as_ptr().add(32 * v));
+            lo[v] = S::and_b(q, low);
+            hi[v] = S::shr_b(q, 4);
+        }
+        let dw = S::load_f16(w.d.as_ptr());
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = &*y.add(t * nb + b);
+            let ap = a.qs.as_ptr() as *const u8;
+            // sum((q - 8) a) = sum(q a) - 8 sum(a): start from the second
+            // term in every lane.
+            let sum_a = S::hsum_i(S::dot_u(S::zero_i(), ones, S::load_b(ap)));
+            let mut i = S::splat_i(-8 * sum_a);
+            for v in 0..4 {
+                i = S::dot_u(i, lo[v], S::bcast4_b(ap.add(4 * v)));
+                i = S::dot_u(i, hi[v], S::bcast4_b(ap.add(16 + 4 * v)));
+            }
+            let dd = S::mul_f(dw, S::splat_f(S::fp16(a.d)));
+            *acc_t = S::fma_f(S::i_to_f(i), dd, *acc_t);
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        let mut lanes = [0f32; 8];
+        S::store_f(lanes.as_mut_ptr(), *acc_t);
+        for (r, &v) in lanes.iter().enumerate() {
+            *out.add(r * ldo + t) = v;
+        }
     }
 }
 
@@ -786,6 +884,22 @@ pub(crate) unsafe fn gemm_wide<S: Simd, W: FloatRow>(
     }
 }
 
+/// Shapes of an interleaved GEMM: `nx` groups-blocks of 8 rows.
+pub(crate) fn check_x8(name: &str, nx: usize, ny: usize, nb: usize, nout: usize, ldo: usize) {
+    assert!(
+        nb > 0 && nx % nb == 0 && ny % nb == 0,
+        "{name}: rows of {nb} blocks do not divide {nx} / {ny}"
+    );
+    let (nr, nt) = (8 * (nx / nb), ny / nb);
+    assert!(ldo >= nt, "{name}: ldo {ldo} < {nt} activation rows");
+    let need = if nr == 0 || nt == 0 {
+        0
+    } else {
+        (nr - 1) * ldo + nt
+    };
+    assert!(nout >= need, "{name}: out holds {nout} < {need}");
+}
+
 /// Shapes of a float GEMM: whole rows of k, k a multiple of 16, outputs in
 /// bounds.
 pub(crate) fn check_wide(name: &str, nx: usize, ny: usize, k: usize, nout: usize, ldo: usize) {
@@ -811,6 +925,27 @@ pub(crate) mod scalar_gemm {
                 }
             )*
         };
+    }
+
+    /// Interleaved Q4_0: each row through the x8 reference.
+    pub fn gemm_q4_0x8_q8_0(
+        x: &[BlockQ4_0x8],
+        y: &[BlockQ8_0],
+        nb: usize,
+        out: &mut [f32],
+        ldo: usize,
+    ) {
+        super::check_x8("gemm_q4_0x8_q8_0", x.len(), y.len(), nb, out.len(), ldo);
+        let nt = y.len() / nb;
+        for (g, group) in x.chunks_exact(nb).enumerate() {
+            for r in 0..8 {
+                let row: Vec<BlockQ4_0> = group.iter().map(|b| b.row(r)).collect();
+                for t in 0..nt {
+                    out[(8 * g + r) * ldo + t] =
+                        scalar::vec_dot_q4_0_q8_0_x8(&row, &y[t * nb..(t + 1) * nb]);
+                }
+            }
+        }
     }
 
     /// Float weights against f32 activations, 16-lane order.
@@ -866,6 +1001,23 @@ macro_rules! gemm_entry_points {
             }
             // SAFETY: features detected before this table is used; `check`
             // established whole rows of nb blocks and in-bounds outputs.
+            unsafe { imp(x, y, nb, out, ldo) }
+        }
+        pub fn gemm_q4_0x8_q8_0(
+            x: &[BlockQ4_0x8],
+            y: &[BlockQ8_0],
+            nb: usize,
+            out: &mut [f32],
+            ldo: usize,
+        ) {
+            crate::gemm::check_x8("gemm_q4_0x8_q8_0", x.len(), y.len(), nb, out.len(), ldo);
+            #[target_feature(enable = $features)]
+            unsafe fn imp(x: &[BlockQ4_0x8], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+                crate::gemm::gemm_q4_0x8::<$isa>(x, y, nb, out, ldo)
+            }
+            // SAFETY: features detected before this table is used;
+            // `check_x8` established whole groups of nb blocks and in-bounds
+            // outputs for 8 rows per group.
             unsafe { imp(x, y, nb, out, ldo) }
         }
         crate::gemm::gemm_entry_points!(@wide $isa, $features,

@@ -48,6 +48,14 @@ pub(crate) trait Simd: Copy {
     /// acc += s0 * (x . y over bytes 0..16) + s1 * (x . y over bytes 16..32).
     unsafe fn dot_scaled(acc: Self::I, x: Self::B, y: Self::B, s0: i32, s1: i32) -> Self::I;
     unsafe fn hsum_i(a: Self::I) -> i32;
+    /// True when [`Simd::dot`] / [`Simd::dot_u`] sum four consecutive bytes
+    /// into each i32 lane (lane j: bytes 4j..4j+3), which interleaved
+    /// weight layouts rely on.
+    const DOT_QUADS: bool = true;
+    /// Every i32 lane set to `v`.
+    unsafe fn splat_i(v: i32) -> Self::I;
+    /// The 4 bytes at `p` (any alignment) repeated in every 32-bit lane.
+    unsafe fn bcast4_b(p: *const u8) -> Self::B;
     /// True when [`Simd::dot_u`] is exact for any unsigned `x` (0..=255),
     /// not only 0..=127 (a native u8 x i8 dot without i16 saturation).
     const DOT_U8: bool = false;

@@ -45,6 +45,13 @@ pub fn isa() -> &'static str {
 }
 
 pub use scalar::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+
+/// Whether the chosen kernels run [`gemm_q4_0x8_q8_0`] faster than the
+/// plain Q4_0 layout (their dot products sum byte quads per lane), so that
+/// interleaving Q4_0 matrices at load pays.
+pub fn interleaved_q4_0_pays() -> bool {
+    matches!(isa(), "avx2" | "avx2-vnni" | "neon-dotprod")
+}
 /// GELU / GEGLU bit-exact with llama.cpp's CPU backend (f16 table lookup);
 /// scalar on every ISA (one table load per element).
 pub use scalar::{geglu_ggml, gelu_ggml};
@@ -106,6 +113,10 @@ dispatched! {
     /// Q4_0 rounded as llama.cpp's repacked `q4_0_8x8` kernels round it
     /// (`scalar::vec_dot_q4_0_q8_0_x8` per pair); same layout as above.
     fn gemm_q4_0_q8_0_x8(x: &[BlockQ4_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize);
+    /// [`gemm_q4_0_q8_0_x8`] on weights interleaved by [`repack_q4_0x8`]:
+    /// `x` holds groups of 8 rows (`nb` blocks each), `out[r * ldo + t]`
+    /// for every row r of every group.
+    fn gemm_q4_0x8_q8_0(x: &[BlockQ4_0x8], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize);
     /// F16 weight rows against f32 activation rows of `k` (a multiple of
     /// 16), in llama.cpp's prompt-batch order (tinyBLAS on AVX-512): each
     /// pair accumulates 16 lanes with fused multiply-adds, then reduces

@@ -260,16 +260,19 @@ pub fn vec_dot_q4_0_q8_0_x8(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
         y.len(),
         "vec_dot_q4_0_q8_0_x8: block count mismatch"
     );
-    let mut acc = 0.0f32;
-    for (xb, yb) in x.iter().zip(y) {
-        let mut isum = 0i32;
-        for j in 0..16 {
-            isum += ((xb.qs[j] & 0x0f) as i32 - 8) * yb.qs[j] as i32;
-            isum += ((xb.qs[j] >> 4) as i32 - 8) * yb.qs[j + 16] as i32;
-        }
-        acc = (isum as f32).mul_add(fp16(xb.d) * fp16(yb.d), acc);
+    x.iter()
+        .zip(y)
+        .fold(0.0, |acc, (xb, yb)| vec_dot_q4_0_q8_0_x8_step(xb, yb, acc))
+}
+
+/// One block of [`vec_dot_q4_0_q8_0_x8`]: `acc` plus the block's dot.
+pub fn vec_dot_q4_0_q8_0_x8_step(xb: &BlockQ4_0, yb: &BlockQ8_0, acc: f32) -> f32 {
+    let mut isum = 0i32;
+    for j in 0..16 {
+        isum += ((xb.qs[j] & 0x0f) as i32 - 8) * yb.qs[j] as i32;
+        isum += ((xb.qs[j] >> 4) as i32 - 8) * yb.qs[j + 16] as i32;
     }
-    acc
+    (isum as f32).mul_add(fp16(xb.d) * fp16(yb.d), acc)
 }
 
 pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {

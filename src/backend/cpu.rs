@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 
 use gguf::GgmlType;
 use kernels::blocks::{
-    as_blocks, as_blocks_mut, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
-    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
+    as_blocks, as_blocks_mut, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0x8,
+    BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
 };
 use rayon::prelude::*;
 
@@ -41,7 +41,22 @@ pub const MATMUL_TYPES: [GgmlType; 13] = [
 /// The CPU backend (stateless: threads come from the rayon pool the
 /// forward pass runs in).
 #[derive(Debug, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    /// Q4_0 matrices interleaved by eight rows at load (by weight id), as
+    /// llama.cpp repacks them: the fast layout for this CPU's kernels.
+    q4_0x8: Vec<Option<Vec<BlockQ4_0x8>>>,
+}
+
+impl CpuBackend {
+    pub fn new() -> CpuBackend {
+        CpuBackend::default()
+    }
+
+    /// The interleaved form of weight `id`, when it was made at load.
+    pub fn interleaved(&self, id: WeightId) -> Option<&[BlockQ4_0x8]> {
+        self.q4_0x8.get(id.0 as usize)?.as_deref()
+    }
+}
 
 impl Backend for CpuBackend {
     fn name(&self) -> &'static str {
@@ -52,8 +67,27 @@ impl Backend for CpuBackend {
         true
     }
 
-    fn prepare_weight(&mut self, _id: WeightId, _w: &Weight, _bytes: &[u8]) -> crate::Result<bool> {
-        // Used in place from the mmap.
+    fn prepare_weight(&mut self, id: WeightId, w: &Weight, bytes: &[u8]) -> crate::Result<bool> {
+        // Used in place from the mmap, but Q4_0 matrices of whole 8-row
+        // groups, which are interleaved once when the kernels gain by it.
+        if w.ty == GgmlType::Q4_0
+            && w.rows.is_multiple_of(8)
+            && w.cols.is_multiple_of(32)
+            && kernels::interleaved_q4_0_pays()
+        {
+            if let Some(rows) = as_blocks::<BlockQ4_0>(bytes) {
+                let nb = w.cols / 32;
+                if rows.len() == w.rows * nb {
+                    let mut packed = vec![BlockQ4_0x8::default(); rows.len() / 8];
+                    kernels::repack_q4_0x8(rows, nb, &mut packed);
+                    let at = id.0 as usize;
+                    if self.q4_0x8.len() <= at {
+                        self.q4_0x8.resize(at + 1, None);
+                    }
+                    self.q4_0x8[at] = Some(packed);
+                }
+            }
+        }
         Ok(true)
     }
 
@@ -119,7 +153,16 @@ impl Backend for CpuBackend {
             }
             Op::MulMat { w, .. } => {
                 let x = input(0)?;
-                mul_mat(ctx.weights, w, x.data, x.desc.rows, out, ctx.scratch)?;
+                let packed = self.interleaved(w);
+                mul_mat(
+                    ctx.weights,
+                    w,
+                    packed,
+                    x.data,
+                    x.desc.rows,
+                    out,
+                    ctx.scratch,
+                )?;
             }
             Op::Rope { p, .. } => {
                 let x = input(0)?;

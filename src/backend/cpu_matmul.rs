@@ -3,8 +3,8 @@
 
 use gguf::GgmlType;
 use kernels::blocks::{
-    as_blocks, as_blocks_mut, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
-    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    as_blocks, as_blocks_mut, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0x8,
+    BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
 use rayon::prelude::*;
 
@@ -29,6 +29,7 @@ fn act_bytes(scratch: &mut Vec<u64>, bytes: usize) -> &mut [u8] {
 pub fn mul_mat(
     weights: &Weights,
     wid: WeightId,
+    q4_0x8: Option<&[BlockQ4_0x8]>,
     x: &[f32],
     n_tok: usize,
     out: &mut [f32],
@@ -60,7 +61,27 @@ pub fn mul_mat(
     }
     match w.ty {
         // llama.cpp repacks Q4_0 matrices of whole 8-row groups on x86 and
-        // rounds them in its own order (batches and decode alike).
+        // rounds them in its own order (batches and decode alike); the
+        // backend interleaved them at load where that pays.
+        GgmlType::Q4_0 if w.rows.is_multiple_of(8) && q4_0x8.is_some() => {
+            let packed = q4_0x8.unwrap_or_default();
+            let per_row = k / BlockQ8_0::ELEMENTS;
+            let abytes = n_tok * per_row * std::mem::size_of::<BlockQ8_0>();
+            let act = as_blocks_mut::<BlockQ8_0>(act_bytes(&mut scratch.act, abytes))
+                .ok_or_else(misaligned)?;
+            quantize_rows(x, k, act, per_row, kernels::quantize_row_q8_0_rne);
+            run_rows_grouped(
+                packed,
+                8,
+                per_row,
+                act,
+                n_tok,
+                w.rows,
+                out,
+                &mut scratch.tmp,
+                kernels::gemm_q4_0x8_q8_0,
+            );
+        }
         GgmlType::Q4_0 if w.rows.is_multiple_of(8) => quantized!(
             BlockQ4_0,
             BlockQ8_0,
@@ -347,14 +368,32 @@ fn run_rows<W: Sync, A: Sync>(
     tmp: &mut Vec<f32>,
     gemm: impl Fn(&[W], &[A], usize, &mut [f32], usize) + Sync,
 ) {
+    run_rows_grouped(w, 1, w_per_row, act, n_tok, n_out, out, tmp, gemm)
+}
+
+/// [`run_rows`] for weights stored `group` rows per unit (interleaved
+/// layouts): `w` holds `n_out / group` units of `w_per_row` blocks each.
+#[allow(clippy::too_many_arguments)]
+fn run_rows_grouped<W: Sync, A: Sync>(
+    w: &[W],
+    group: usize,
+    w_per_row: usize,
+    act: &[A],
+    n_tok: usize,
+    n_out: usize,
+    out: &mut [f32],
+    tmp: &mut Vec<f32>,
+    gemm: impl Fn(&[W], &[A], usize, &mut [f32], usize) + Sync,
+) {
     let n_threads = rayon::current_num_threads().max(1);
     // Enough chunks to balance, large enough to amortise the dispatch; a
-    // multiple of the kernels' 4-row tile.
-    let chunk = (n_out / (n_threads * 8)).clamp(16, 256).next_multiple_of(4);
+    // multiple of the kernels' 4-row tiles and of 8-row groups.
+    let chunk = (n_out / (n_threads * 8)).clamp(16, 256).next_multiple_of(8);
     let chunk = chunk.min(n_out.max(1));
     // Activation blocks per row equal weight blocks per row for every pairing.
     let a_per_row = w_per_row;
-    let wrows = |r0: usize, rows: usize| &w[r0 * w_per_row..(r0 + rows) * w_per_row];
+    let wrows =
+        |r0: usize, rows: usize| &w[r0 / group * w_per_row..(r0 + rows) / group * w_per_row];
     if n_tok == 1 {
         out[..n_out]
             .par_chunks_mut(chunk)

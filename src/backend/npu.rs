@@ -165,7 +165,7 @@ impl NpuBackend {
             quant,
             opts,
             weights: HashMap::new(),
-            cpu: CpuBackend,
+            cpu: CpuBackend::new(),
             failures: AtomicU32::new(0),
             disabled: AtomicBool::new(false),
             warned: AtomicBool::new(false),

@@ -40,7 +40,7 @@ pub struct ObservingBackend {
 impl ObservingBackend {
     pub fn new(observer: Box<MatMulObserver>) -> Self {
         ObservingBackend {
-            cpu: CpuBackend,
+            cpu: CpuBackend::new(),
             observer: Mutex::new(observer),
         }
     }

@@ -737,7 +737,7 @@ impl Model {
     ) -> crate::Result<Model> {
         let hparams = HParams::from_gguf(&file)?;
         let (w, mut list) = bind_weights(&file, &hparams)?;
-        backends.push(Box::new(CpuBackend));
+        backends.push(Box::new(CpuBackend::new()));
         for (i, weight) in list.iter_mut().enumerate() {
             let bytes: &[u8] = match weight.data {
                 WeightData::Mapped { tensor } => file.tensor_data(&file.tensors()[tensor]),

@@ -137,6 +137,17 @@ impl<const DOT: bool> Simd for Neon<DOT> {
         B2(vtstq_u8(lo, m), vtstq_u8(hi, m))
     }
 
+    // Without sdot, lanes pair bytes (j, j+1) with (j+8, j+9).
+    const DOT_QUADS: bool = DOT;
+    #[inline(always)]
+    unsafe fn splat_i(v: i32) -> I2 {
+        I2(vdupq_n_s32(v), vdupq_n_s32(v))
+    }
+    #[inline(always)]
+    unsafe fn bcast4_b(p: *const u8) -> B2 {
+        let v = vreinterpretq_u8_u32(vdupq_n_u32(core::ptr::read_unaligned(p as *const u32)));
+        B2(v, v)
+    }
     #[inline(always)]
     unsafe fn zero_i() -> I2 {
         I2(vdupq_n_s32(0), vdupq_n_s32(0))

@@ -215,6 +215,14 @@ impl<const VNNI: bool> Simd for Avx2<VNNI> {
     }
     const DOT_U8: bool = VNNI;
     #[inline(always)]
+    unsafe fn splat_i(v: i32) -> __m256i {
+        _mm256_set1_epi32(v)
+    }
+    #[inline(always)]
+    unsafe fn bcast4_b(p: *const u8) -> __m256i {
+        _mm256_set1_epi32(core::ptr::read_unaligned(p as *const i32))
+    }
+    #[inline(always)]
     unsafe fn prefetch(p: *const u8) {
         _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
     }

@@ -15,7 +15,10 @@ mod features {
     use super::*;
     simd_entry_points!(Avx2<true>, "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni");
     crate::gemm::gemm_entry_points!(Avx2<true>, "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni");
-    crate::f16ops::f16ops_entry_points!(Avx2<true>, "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni");
+    crate::f16ops::f16ops_entry_points!(
+        Avx2<true>,
+        "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni"
+    );
 }
 #[cfg(not(rkinfer_avx512))]
 mod features {
