@@ -62,6 +62,7 @@ table! {
     gemm_q4_k_q8_k_g64: fn(&[BlockQ4K], &[BlockQ8K], usize, &mut [f32], usize),
     gemm_q5_k_q8_k: fn(&[BlockQ5K], &[BlockQ8K], usize, &mut [f32], usize),
     gemm_q6_k_q8_k: fn(&[BlockQ6K], &[BlockQ8K], usize, &mut [f32], usize),
+    gemm_q6_k_q8_k_tiled: fn(&[BlockQ6K], &[BlockQ8K], usize, &mut [f32], usize),
     gemm_q4_0_q8_0_x8: fn(&[BlockQ4_0], &[BlockQ8_0], usize, &mut [f32], usize),
     gemm_q4_0x8_q8_0: fn(&[BlockQ4_0x8], &[BlockQ8_0], usize, &mut [f32], usize),
     gemm_f16_wide: fn(&[u16], &[f32], usize, &mut [f32], usize),

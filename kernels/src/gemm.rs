@@ -910,6 +910,33 @@ pub(crate) fn check_wide(name: &str, nx: usize, ny: usize, k: usize, nout: usize
     check(name, nx, ny, k, nout, ldo);
 }
 
+/// Q6_K in the rounding of llama.cpp's tiled K-quant matmul
+/// ([`scalar::vec_dot_q6_k_q8_k_tiled`]): the lanes of `Q6K` summed exactly
+/// per block, times d_w, fused with d_a into the sum kept in `extra`.
+pub(crate) struct Q6KTiled;
+
+impl<S: Simd> TileKind<S> for Q6KTiled {
+    type W = BlockQ6K;
+    type A = BlockQ8K;
+    type Dec = DecQ6K<S::B>;
+    type Act = ();
+    #[inline(always)]
+    unsafe fn decode(w: &BlockQ6K) -> DecQ6K<S::B> {
+        <Q6K as TileKind<S>>::decode(w)
+    }
+    #[inline(always)]
+    unsafe fn act(_: &BlockQ8K) {}
+    #[inline(always)]
+    unsafe fn pair(d: &DecQ6K<S::B>, a: &BlockQ8K, _: (), _: &mut S::F, acc: &mut f32) {
+        let isum = S::hsum_i(q6k_lanes::<S>(&d.q, &d.scales, a));
+        *acc = (isum as f32 * d.d).mul_add(a.d, *acc);
+    }
+    #[inline(always)]
+    unsafe fn finish(_: S::F, acc: f32) -> f32 {
+        acc
+    }
+}
+
 /// The scalar table's `gemm_*`: one scalar `vec_dot_*` per pair.
 pub(crate) mod scalar_gemm {
     use super::{by_rows, check};
@@ -971,6 +998,7 @@ pub(crate) mod scalar_gemm {
         gemm_q4_k_q8_k_g64(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k_g64;
         gemm_q5_k_q8_k(BlockQ5K, BlockQ8K) = vec_dot_q5_k_q8_k;
         gemm_q6_k_q8_k(BlockQ6K, BlockQ8K) = vec_dot_q6_k_q8_k;
+        gemm_q6_k_q8_k_tiled(BlockQ6K, BlockQ8K) = vec_dot_q6_k_q8_k_tiled;
     }
 }
 
@@ -986,6 +1014,7 @@ macro_rules! gemm_entry_points {
             gemm_q8_0_q8_0(BlockQ8_0, BlockQ8_0) = Q8_0;
             gemm_q5_k_q8_k(BlockQ5K, BlockQ8K) = Q5K;
             gemm_q6_k_q8_k(BlockQ6K, BlockQ8K) = Q6K;
+            gemm_q6_k_q8_k_tiled(BlockQ6K, BlockQ8K) = Q6KTiled;
         );
         pub fn gemm_q4_0_q8_0_x8(
             x: &[BlockQ4_0],

@@ -110,6 +110,9 @@ dispatched! {
     fn gemm_q4_k_q8_k_g64(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
+    /// Q6_K rounded as llama.cpp's tiled K-quant matmul (batches of 8
+    /// tokens and more): `scalar::vec_dot_q6_k_q8_k_tiled` per pair.
+    fn gemm_q6_k_q8_k_tiled(x: &[BlockQ6K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     /// Q4_0 rounded as llama.cpp's repacked `q4_0_8x8` kernels round it
     /// (`scalar::vec_dot_q4_0_q8_0_x8` per pair); same layout as above.
     fn gemm_q4_0_q8_0_x8(x: &[BlockQ4_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize);

@@ -593,6 +593,29 @@ pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     sumf
 }
 
+/// Q6_K as llama.cpp's tiled K-quant matmul rounds it (ggml-cpu `tiled/`,
+/// its AVX512-VNNI microkernel, used for batches of 8 tokens and more):
+/// per block the exact integer sum of scale x (q - 32) x a, times d_w
+/// (rounded), then fused into the running sum with d_a.
+pub fn vec_dot_q6_k_q8_k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "vec_dot_q6_k_q8_k_tiled: block count mismatch"
+    );
+    let mut acc = 0.0f32;
+    for (xb, yb) in x.iter().zip(y) {
+        let a = q6k_values(xb);
+        let mut isum = 0i32;
+        for (j, (qa, qy)) in a.chunks_exact(16).zip(yb.qs.chunks_exact(16)).enumerate() {
+            let dot: i32 = qa.iter().zip(qy).map(|(&w, &v)| w as i32 * v as i32).sum();
+            isum += xb.scales[j] as i32 * dot;
+        }
+        acc = (isum as f32 * fp16(xb.d)).mul_add(yb.d, acc);
+    }
+    acc
+}
+
 /// ggml_vec_dot_f16 without SIMD, in the order of [`dot_ggml_order`].
 pub fn vec_dot_f16(x: &[u16], y: &[u16]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_f16: length mismatch");

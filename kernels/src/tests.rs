@@ -1531,6 +1531,17 @@ fn gemm_matches_vec_dot_bit_for_bit() {
                     );
                     check_gemm(
                         r,
+                        "q6_k_tiled",
+                        tn,
+                        nb,
+                        nr,
+                        nt,
+                        q8_k_acts,
+                        k.gemm_q6_k_q8_k_tiled,
+                        scalar::vec_dot_q6_k_q8_k_tiled,
+                    );
+                    check_gemm(
+                        r,
                         "q5_k",
                         tn,
                         nb,

@@ -178,6 +178,14 @@ pub fn mul_mat(
             kernels::quantize_row_q8_k,
             kernels::gemm_q5_k_q8_k
         ),
+        // From 8 tokens llama.cpp hands K-quant matrices it did not repack
+        // to its tiled matmul, which rounds Q6_K its own way.
+        GgmlType::Q6_K if n_tok >= 8 => quantized!(
+            BlockQ6K,
+            BlockQ8K,
+            kernels::quantize_row_q8_k,
+            kernels::gemm_q6_k_q8_k_tiled
+        ),
         GgmlType::Q6_K => quantized!(
             BlockQ6K,
             BlockQ8K,
