@@ -126,9 +126,11 @@ impl GgmlFormat for Q4_1 {
         let d = read_f16(b, 0);
         let m = read_f16(b, 2);
         let qs = &b[4..20];
+        // Fused, as compilers contract ggml's `x0*d + m` (what llama-quantize
+        // requantizes from; the files come out byte for byte the same).
         for j in 0..16 {
-            y[j] = (qs[j] & 0x0F) as f32 * d + m;
-            y[j + 16] = (qs[j] >> 4) as f32 * d + m;
+            y[j] = ((qs[j] & 0x0F) as f32).mul_add(d, m);
+            y[j + 16] = ((qs[j] >> 4) as f32).mul_add(d, m);
         }
     }
     fn quantize_block_ref(x: &[f32], b: &mut [u8]) {
@@ -210,8 +212,8 @@ impl GgmlFormat for Q5_1 {
         let qs = &b[8..24];
         for j in 0..16 {
             let (q0, q1) = unpack_q5(qs, qh, j);
-            y[j] = q0 as f32 * d + m;
-            y[j + 16] = q1 as f32 * d + m;
+            y[j] = (q0 as f32).mul_add(d, m); // fused, as Q4_1
+            y[j + 16] = (q1 as f32).mul_add(d, m);
         }
     }
     fn quantize_block_ref(x: &[f32], b: &mut [u8]) {
