@@ -211,15 +211,25 @@ fn batch_and_token_by_token_agree() {
             assert!((x - y).abs() < 1e-4, "token {i}: {x} vs {y}");
         }
     }
-    // Last mode returns the last row of All.
+    // Last mode returns the last row of All. Not to the bit: as llama.cpp,
+    // float output matrices go through the 16-lane batch order (tinyBLAS)
+    // when several rows are wanted and through vec_dot for one, so the two
+    // may differ in the last place, no more.
     let mut c = model
         .new_state(&StateOptions {
             n_ctx: 16,
             ..Default::default()
         })
         .unwrap();
-    let last = model.forward(&mut c, &tokens, LogitsMode::Last).unwrap();
-    assert_eq!(last, &all[(tokens.len() - 1) * N_VOCAB..]);
+    let last = model
+        .forward(&mut c, &tokens, LogitsMode::Last)
+        .unwrap()
+        .to_vec();
+    let all_last = &all[(tokens.len() - 1) * N_VOCAB..];
+    assert_eq!(last.len(), all_last.len());
+    for (x, y) in last.iter().zip(all_last) {
+        assert!((x - y).abs() <= 4.0 * f32::EPSILON * x.abs().max(1.0), "{x} vs {y}");
+    }
     // Small batches split the input the same way.
     let mut d = model
         .new_state(&StateOptions {
@@ -232,12 +242,12 @@ fn batch_and_token_by_token_agree() {
     for (x, y) in split.iter().zip(&all) {
         assert!((x - y).abs() < 1e-4);
     }
-    // Truncating and re-evaluating reproduces the same logits.
+    // Truncating and re-evaluating reproduces the same logits, bit for bit.
     c.truncate(3);
     let again = model
         .forward(&mut c, &tokens[3..], LogitsMode::Last)
         .unwrap();
-    assert_eq!(again, &all[(tokens.len() - 1) * N_VOCAB..]);
+    assert_eq!(again, &last[..]);
 }
 
 #[test]

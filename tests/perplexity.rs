@@ -1,6 +1,6 @@
 //! Perplexity as llama-perplexity on the reference corpus (-c 512), and KL
-//! divergence. The running PPL after each of the first 8 chunks must match
-//! llama.cpp's (perplexity.json) within TOLERANCE.
+//! divergence. The running PPL after each of the first chunks must print as
+//! llama.cpp's (perplexity.json): 4 decimals, see PRINTED.
 
 mod common;
 
@@ -10,13 +10,11 @@ use rkinfer::perplexity::{
 };
 use rkinfer::session::{Llm, ModelContext};
 
-/// Relative tolerance on the running PPL. The issue asks the final PPL over
-/// the whole corpus within 0.5%; same tokens are scored, so a difference
-/// comes only from arithmetic (rounding of activations and accumulation
-/// order), which shifts every token's log-probability by a tiny, unbiased
-/// amount. Over 8 chunks (2040 scored tokens) the running value is as
-/// sensitive to a systematic error as the final one, so the same 0.5% holds.
-const TOLERANCE: f64 = 0.005;
+/// llama.cpp prints running PPL with 4 decimals; rkinfer reproduces its
+/// rounding operation by operation, so its values must print the same (the
+/// issue asks 0.5% on the final value; this is the stronger check, and any
+/// drift in a kernel's rounding shows here first).
+const PRINTED: f64 = 0.5e-4;
 
 fn corpus() -> String {
     let p = common::corpus_path();
@@ -64,7 +62,7 @@ fn run(llm: &Llm, tokens: &[u32], chunks: usize, kl: KlMode<'_>) -> PerplexityRe
     .expect("perplexity runs")
 }
 
-fn check_against_llama_cpp(name: &str) {
+fn check_against_llama_cpp(name: &str, chunks_run: usize) {
     let llm = Llm::load(&common::model_path(name), &Default::default()).expect("model loads");
     let tokens = llm
         .tokenizer()
@@ -77,17 +75,16 @@ fn check_against_llama_cpp(name: &str) {
         "{name}: chunks of the corpus ({} tokens)",
         tokens.len()
     );
-    let r = run(&llm, &tokens, 8, KlMode::None);
-    assert_eq!(r.running_ppl.len(), 8);
+    let r = run(&llm, &tokens, chunks_run, KlMode::None);
+    assert_eq!(r.running_ppl.len(), chunks_run);
     for (i, (&got, &w)) in r.running_ppl.iter().zip(&want).enumerate() {
-        let rel = (got - w).abs() / w;
         eprintln!(
             "{name} [{}] rkinfer {got:.4} llama.cpp {w:.4} ({:+.3}%)",
             i + 1,
             100.0 * (got - w) / w
         );
         assert!(
-            rel <= TOLERANCE,
+            (got - w).abs() <= PRINTED + 1e-9 * w,
             "{name}: running PPL after chunk {} is {got:.4}, llama.cpp {w:.4}",
             i + 1
         );
@@ -96,12 +93,20 @@ fn check_against_llama_cpp(name: &str) {
 
 #[test]
 fn perplexity_smollm2_q4_1_tracks_llama_cpp() {
-    check_against_llama_cpp("smollm2-q4_1");
+    check_against_llama_cpp("smollm2-q4_1", 8);
 }
 
 #[test]
 fn perplexity_gemma3_q4_k_m_tracks_llama_cpp() {
-    check_against_llama_cpp("gemma3-q4_k_m");
+    // Q4_K (repacked GEMM/GEMV), Q6_K (tiled from 8 tokens), Q5_0, Q8_0.
+    check_against_llama_cpp("gemma3-q4_k_m", 8);
+}
+
+#[test]
+fn perplexity_smollm2_q4_0_and_f16_track_llama_cpp() {
+    // Q4_0 interleaved by 8 rows; F16 batches in tinyBLAS's 16-lane order.
+    check_against_llama_cpp("smollm2-q4_0", 2);
+    check_against_llama_cpp("smollm2-f16", 2);
 }
 
 fn temp_file(name: &str) -> std::path::PathBuf {
