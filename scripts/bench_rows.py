@@ -5,6 +5,8 @@ import sys
 
 name = os.path.basename(sys.argv[1])
 llama, ours = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+# Peak RSS of each process in KiB (optional).
+rss = [int(v) for v in sys.argv[4:6]] if len(sys.argv) > 5 else None
 
 
 def rows(runs):
@@ -16,7 +18,12 @@ def rows(runs):
 
 
 theirs, mine = rows(llama), rows(ours)
-for test, (la, ls) in theirs.items():
+for i, (test, (la, ls)) in enumerate(theirs.items()):
     if test in mine:
         ka, ks = mine[test]
-        print(f"| {name} | {test} | {la:.1f} ± {ls:.1f} | {ka:.1f} ± {ks:.1f} | {ka / la:.2f} |")
+        row = f"| {name} | {test} | {la:.1f} ± {ls:.1f} | {ka:.1f} ± {ks:.1f} | {ka / la:.2f} |"
+        if rss and i == 0:
+            row += f" {rss[0] / 1024:.0f} MiB | {rss[1] / 1024:.0f} MiB | {rss[1] / rss[0]:.2f} |"
+        elif rss:
+            row += " (same process) | | |"
+        print(row)

@@ -228,7 +228,10 @@ fn batch_and_token_by_token_agree() {
     let all_last = &all[(tokens.len() - 1) * N_VOCAB..];
     assert_eq!(last.len(), all_last.len());
     for (x, y) in last.iter().zip(all_last) {
-        assert!((x - y).abs() <= 4.0 * f32::EPSILON * x.abs().max(1.0), "{x} vs {y}");
+        assert!(
+            (x - y).abs() <= 4.0 * f32::EPSILON * x.abs().max(1.0),
+            "{x} vs {y}"
+        );
     }
     // Small batches split the input the same way.
     let mut d = model
