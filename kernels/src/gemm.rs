@@ -665,11 +665,7 @@ unsafe fn q4k_tile<S: Simd, const R: usize, const PER64: bool>(
             for r in 0..R {
                 let w = &*x.add(r * nb + b);
                 S::prefetch(x.wrapping_add((R + r) * nb + b) as *const u8);
-                for g in 0..8 {
-                    let (sc, m) = scalar::scale_min_k4(g, &w.scales);
-                    scales[r][g] = sc as i32;
-                    mins[r][g] = m as i32;
-                }
+                (scales[r], mins[r]) = k4_scales_mins(&w.scales);
                 dw[r] = S::fp16(w.d);
                 dmin[r] = S::fp16(w.dmin);
             }

@@ -42,11 +42,7 @@ pub fn mul_mat(
     macro_rules! quantized {
         ($wt:ty, $at:ty, $quant:path, $gemm:path) => {{
             let wblocks = as_blocks::<$wt>(wb).ok_or_else(misaligned)?;
-            let per_row = k / <$at as Block>::ELEMENTS;
-            let abytes = n_tok * per_row * std::mem::size_of::<$at>();
-            let act =
-                as_blocks_mut::<$at>(act_bytes(&mut scratch.act, abytes)).ok_or_else(misaligned)?;
-            quantize_rows(x, k, act, per_row, $quant);
+            let act = quantized_acts::<$at>(&mut scratch.act, x, k, n_tok, $quant)?;
             run_rows(
                 wblocks,
                 k / <$wt as Block>::ELEMENTS,
@@ -59,29 +55,33 @@ pub fn mul_mat(
             );
         }};
     }
+    // llama.cpp repacks Q4_0 matrices of whole 8-row groups on x86 and
+    // rounds them in its own order (batches and decode alike); the backend
+    // interleaved them at load where that pays.
+    if let (GgmlType::Q4_0, Some(packed)) = (w.ty, q4_0x8) {
+        let act = quantized_acts(
+            &mut scratch.act,
+            x,
+            k,
+            n_tok,
+            kernels::quantize_row_q8_0_rne,
+        )?;
+        let per_row = k / BlockQ8_0::ELEMENTS;
+        run_rows_grouped(
+            packed,
+            8,
+            per_row,
+            act,
+            n_tok,
+            w.rows,
+            out,
+            &mut scratch.tmp,
+            kernels::gemm_q4_0x8_q8_0,
+        );
+        return Ok(());
+    }
     match w.ty {
-        // llama.cpp repacks Q4_0 matrices of whole 8-row groups on x86 and
-        // rounds them in its own order (batches and decode alike); the
-        // backend interleaved them at load where that pays.
-        GgmlType::Q4_0 if w.rows.is_multiple_of(8) && q4_0x8.is_some() => {
-            let packed = q4_0x8.unwrap_or_default();
-            let per_row = k / BlockQ8_0::ELEMENTS;
-            let abytes = n_tok * per_row * std::mem::size_of::<BlockQ8_0>();
-            let act = as_blocks_mut::<BlockQ8_0>(act_bytes(&mut scratch.act, abytes))
-                .ok_or_else(misaligned)?;
-            quantize_rows(x, k, act, per_row, kernels::quantize_row_q8_0_rne);
-            run_rows_grouped(
-                packed,
-                8,
-                per_row,
-                act,
-                n_tok,
-                w.rows,
-                out,
-                &mut scratch.tmp,
-                kernels::gemm_q4_0x8_q8_0,
-            );
-        }
+        // The same rounding on the rows as stored.
         GgmlType::Q4_0 if w.rows.is_multiple_of(8) => quantized!(
             BlockQ4_0,
             BlockQ8_0,
@@ -136,10 +136,7 @@ pub fn mul_mat(
             // the two kernels reproduce each, on the same token split.
             let wblocks = as_blocks::<BlockQ4K>(wb).ok_or_else(misaligned)?;
             let per_row = k / BlockQ8K::ELEMENTS;
-            let abytes = n_tok * per_row * std::mem::size_of::<BlockQ8K>();
-            let act = as_blocks_mut::<BlockQ8K>(act_bytes(&mut scratch.act, abytes))
-                .ok_or_else(misaligned)?;
-            quantize_rows(x, k, act, per_row, kernels::quantize_row_q8_k);
+            let act = quantized_acts(&mut scratch.act, x, k, n_tok, kernels::quantize_row_q8_k)?;
             let grouped = if n_tok > 3 { n_tok - n_tok % 4 } else { 0 };
             let (act_g, act_rest) = act.split_at(grouped * per_row);
             let (out_g, out_rest) = out.split_at_mut(grouped * w.rows);
@@ -324,6 +321,23 @@ fn round_to_f16(x: &[f32], y: &mut [f32]) {
         kernels::f32_to_f16_row(xc, h);
         kernels::f16_to_f32_row(h, yc);
     }
+}
+
+/// The `n_tok` activation rows of `x` quantized into the scratch buffer as
+/// the weight's vec-dot type (once per matmul, shared by all threads).
+fn quantized_acts<'s, A: Block + Send>(
+    scratch: &'s mut Vec<u64>,
+    x: &[f32],
+    k: usize,
+    n_tok: usize,
+    quant: fn(&[f32], &mut [A]),
+) -> Result<&'s mut [A], ModelError> {
+    let per_row = k / A::ELEMENTS;
+    let bytes = n_tok * per_row * std::mem::size_of::<A>();
+    let act = as_blocks_mut::<A>(act_bytes(scratch, bytes))
+        .ok_or(ModelError::Misaligned("activation"))?;
+    quantize_rows(x, k, act, per_row, quant);
+    Ok(act)
 }
 
 /// Converts each activation row (in parallel for batches).
