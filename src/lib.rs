@@ -10,6 +10,8 @@ pub use quant;
 
 pub mod backend;
 pub mod bench;
+pub mod capture;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;
 pub mod graph;
