@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use rkinfer::npu::drm::{self, DrmIo};
-use rkinfer::npu::fake::{FakeConfig, FakeRknpu, FakeRocket, HighAddresses};
-use rkinfer::npu::matmul::{self, MatmulOptions, MatmulOutput, Operands};
-use rkinfer::npu::rknpu::RknpuDevice;
-use rkinfer::npu::rocket::RocketDevice;
+use rkinfer::npu::driver::drm::{self, DrmIo};
+use rkinfer::npu::driver::rknpu::RknpuDevice;
+use rkinfer::npu::driver::rocket::RocketDevice;
+use rkinfer::npu::driver::uapi::{self, *};
+use rkinfer::npu::ops::matmul::{self, MatmulOptions, MatmulOutput, Operands};
 use rkinfer::npu::selftest::Rng;
-use rkinfer::npu::uapi::{self, *};
+use rkinfer::npu::sim::fake::{FakeConfig, FakeRknpu, FakeRocket, HighAddresses};
 use rkinfer::npu::{Fault, MatmulType, NpuDevice, NpuError};
 
 fn rknpu(cfg: FakeConfig) -> (Arc<FakeRknpu>, RknpuDevice) {
@@ -510,7 +510,7 @@ fn rocket_rejects_pc_chained_tails() {
         b_addr: b.dma_addr(),
         c_addr: c.dma_addr(),
     };
-    let (words, offsets) = rkinfer::npu::task::build_command_buffer(
+    let (words, offsets) = rkinfer::npu::command::task::build_command_buffer(
         &[desc, desc],
         cmd.dma_addr(),
         rkinfer::npu::Chaining::PcChain,

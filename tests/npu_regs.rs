@@ -2,8 +2,8 @@
 //! /work/shared/reference/npu-regs-expected.json word for word (copied to
 //! tests/fixtures), both through the library and through `npu regs --json`.
 
-use rkinfer::npu::regs::RegWrite;
-use rkinfer::npu::task::{self, MatmulType, TaskDesc};
+use rkinfer::npu::command::regs::RegWrite;
+use rkinfer::npu::command::task::{self, MatmulType, TaskDesc};
 
 const EXPECTED: &str = include_str!("fixtures/npu-regs-expected.json");
 
@@ -144,7 +144,7 @@ fn other_single_task_shapes_follow_the_formulas() {
             .unwrap()
             .value
     };
-    use rkinfer::npu::regs::{TARGET_CNA as CNA, TARGET_CORE as CORE, TARGET_DPU as DPU};
+    use rkinfer::npu::command::regs::{TARGET_CNA as CNA, TARGET_CORE as CORE, TARGET_DPU as DPU};
     assert_eq!(get(CNA, 0x1010), 9 << 4);
     assert_eq!(get(CNA, 0x1020), (1 << 16) | 8);
     assert_eq!(get(CNA, 0x1024), (127 << 16) | 128);

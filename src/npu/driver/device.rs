@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use super::error::NpuError;
 use super::mem::Mapping;
-use super::task::Chaining;
+use crate::npu::command::task::Chaining;
+use crate::npu::error::NpuError;
 
 /// What `rkinfer npu info` reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

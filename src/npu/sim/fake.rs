@@ -4,7 +4,7 @@
 //! numbers and struct sizes, flags, handles, kernel object cookies, address
 //! ranges, task amounts) and runs submitted jobs on the simulator, so the
 //! ioctl layer (`rknpu.rs`, `rocket.rs`) is exercised end to end without a
-//! board. Faults: the simulator's [`FaultInjector`](super::sim::FaultInjector)
+//! board. Faults: the simulator's [`FaultInjector`](super::FaultInjector)
 //! makes submits time out or fail; `high_addresses` makes the fake hand out
 //! device addresses above 4 GiB.
 //!
@@ -18,12 +18,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytemuck::Pod;
 use nix::errno::Errno;
 
-use super::drm::DrmIo;
-use super::error::NpuError;
-use super::mem::{AddressSpace, Mapping, SharedMem};
-use super::regs;
-use super::sim::{Fault, SimCore, SIM_ADDR_BASE, SIM_ADDR_LIMIT};
-use super::uapi::{self, *};
+use super::{Fault, SimCore, SIM_ADDR_BASE, SIM_ADDR_LIMIT};
+use crate::npu::command::regs;
+use crate::npu::driver::drm::DrmIo;
+use crate::npu::driver::mem::{AddressSpace, Mapping, SharedMem};
+use crate::npu::driver::uapi::{self, *};
+use crate::npu::error::NpuError;
 
 /// Fake device addresses above 4 GiB (for the "buffer above 4 GiB" fault).
 const HIGH_BASE: u64 = 0x1_0000_0000;

@@ -7,8 +7,8 @@
 //! known-good sequence (104 body entries) and [`task_tail`] appends the
 //! 4-entry tail that chains tasks.
 
-use super::error::NpuError;
 use super::regs::{self, RegWrite, TARGET_CNA, TARGET_CORE, TARGET_DPU};
+use crate::npu::error::NpuError;
 
 /// Precision combination of a matmul task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

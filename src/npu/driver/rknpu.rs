@@ -10,9 +10,9 @@ use super::device::{
     check_dma_addr, BufferOps, DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, RawBuffer, SyncDir,
 };
 use super::drm::{call, DrmIo};
-use super::error::NpuError;
-use super::task::Chaining;
 use super::uapi::{self, *};
+use crate::npu::command::task::Chaining;
+use crate::npu::error::NpuError;
 
 /// Shared state of a vendor-driver device.
 struct Inner {

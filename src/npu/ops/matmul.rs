@@ -8,12 +8,12 @@
 //! a multiple of 4 (M = 1 stays 1) and cut into chained tasks whose input
 //! fits 11 CBUF banks.
 
-use super::device::{Job, NpuBuffer, NpuDevice, TaskRef};
-use super::error::NpuError;
-use super::layout;
-use super::task::{
+use crate::npu::command::layout;
+use crate::npu::command::task::{
     self, MatmulType, TaskDesc, BODY_ENTRIES, CBUF_BANKS, CBUF_BANK_BYTES, TASK_ENTRIES,
 };
+use crate::npu::driver::device::{Job, NpuBuffer, NpuDevice, TaskRef};
+use crate::npu::error::NpuError;
 
 /// Matmul operands, row-major: A is M x K, B is N x K (C = A * B^T).
 #[derive(Clone, Copy, Debug)]

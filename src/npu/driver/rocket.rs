@@ -11,9 +11,9 @@ use super::device::{
     check_dma_addr, BufferOps, DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, RawBuffer, SyncDir,
 };
 use super::drm::{call, DrmIo};
-use super::error::NpuError;
-use super::task::{Chaining, TAIL_ENTRIES};
 use super::uapi::*;
+use crate::npu::command::task::{Chaining, TAIL_ENTRIES};
+use crate::npu::error::NpuError;
 
 struct Inner {
     io: Box<dyn DrmIo>,

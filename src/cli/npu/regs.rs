@@ -1,49 +1,10 @@
-//! `rkinfer npu info|selftest|regs|top`: the NPU from the command line.
+//! `rkinfer npu regs`: the register command stream of a matmul, decoded.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use clap::Subcommand;
 use serde_json::json;
 
-use crate::npu::{
-    self, matmul, regs::RegWrite, selftest, task, top, MatmulOptions, MatmulType, NpuDevice,
-    NpuError,
-};
-
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(subcommand)]
-    pub command: NpuCommand,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum NpuCommand {
-    /// Driver, version, cores, IOMMU, memory; or exactly why there is no device.
-    Info,
-    /// Matmul ladder on the device against the CPU reference (pass/fail table).
-    Selftest(SelftestArgs),
-    /// The register command stream of a matmul, decoded.
-    Regs(RegsArgs),
-    /// Per-core NPU load (like ntop.sh).
-    Top(TopArgs),
-}
-
-#[derive(clap::Args, Debug)]
-pub struct SelftestArgs {
-    /// npu or npu-sim; default: npu if one is found, else npu-sim (said in one line).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Cores to spread N over, e.g. 0,1,2.
-    #[arg(long, default_value = "0", value_delimiter = ',')]
-    pub cores: Vec<u32>,
-    /// Also run the experimental int4 path (always run on npu-sim).
-    #[arg(long)]
-    pub experimental_int4: bool,
-    /// Submit timeout in milliseconds.
-    #[arg(long, default_value_t = 6000)]
-    pub timeout_ms: u32,
-}
+use crate::npu::command::{regs::RegWrite, task};
+use crate::npu::ops::matmul;
+use crate::npu::{self, MatmulOptions, MatmulType, NpuError};
 
 fn parse_addr(s: &str) -> Result<u32, String> {
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -82,130 +43,6 @@ pub struct RegsArgs {
     /// Chaining of tasks: pc (vendor rknpu) or none (rocket).
     #[arg(long, default_value = "pc")]
     pub chain: String,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct TopArgs {
-    /// Load file to read (default /sys/kernel/debug/rknpu/load).
-    #[arg(long)]
-    pub file: Option<PathBuf>,
-    /// Print one sample and exit.
-    #[arg(long)]
-    pub once: bool,
-    /// Refresh interval in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    pub interval_ms: u64,
-}
-
-pub fn run(args: Args) -> crate::Result<()> {
-    match args.command {
-        NpuCommand::Info => info(),
-        NpuCommand::Selftest(a) => selftest_cmd(a),
-        NpuCommand::Regs(a) => regs_cmd(a),
-        NpuCommand::Top(a) => top_cmd(a),
-    }
-}
-
-fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
-    v.map(|x| x.to_string()).unwrap_or_else(|| "unknown".into())
-}
-
-fn info() -> crate::Result<()> {
-    match npu::open_hardware() {
-        Ok(dev) => {
-            let i = dev.info();
-            println!("driver:        {} {}", i.driver, i.version);
-            println!("node:          {}", i.node);
-            println!("cores:         {}", i.cores);
-            println!(
-                "hw version:    {}",
-                i.hw_version
-                    .map(|v| format!("{v:#x}"))
-                    .unwrap_or_else(|| "unknown".into())
-            );
-            println!(
-                "iommu:         {}",
-                opt(i.iommu.map(|b| if b { "enabled" } else { "disabled" }))
-            );
-            println!(
-                "clock:         {}",
-                opt(i.freq_hz.map(|f| format!("{} MHz", f / 1_000_000)))
-            );
-            println!(
-                "sram:          {} total, {} free",
-                opt(i.sram_total),
-                opt(i.sram_free)
-            );
-            println!(
-                "address space: {} MiB (32-bit device addresses)",
-                i.address_space >> 20
-            );
-            Ok(())
-        }
-        Err(NpuError::NoDevice { reasons }) if !reasons.is_empty() => {
-            println!("no NPU: {}", reasons.join("; "));
-            Ok(())
-        }
-        Err(e) => {
-            println!("no NPU: {e}");
-            Ok(())
-        }
-    }
-}
-
-fn selftest_cmd(a: SelftestArgs) -> crate::Result<()> {
-    let dev: Box<dyn NpuDevice> = match a.device.as_deref() {
-        Some(name) => npu::open_device(name)?,
-        None => match npu::open_hardware() {
-            Ok(d) => d,
-            Err(e) => {
-                println!("no NPU ({e}); running the selftest on the simulator (npu-sim) instead");
-                Box::new(npu::SimDevice::new())
-            }
-        },
-    };
-    let info = dev.info();
-    println!(
-        "device: {} {} ({}){}",
-        info.driver,
-        info.version,
-        info.node,
-        if dev.is_simulated() {
-            " [simulated]"
-        } else {
-            ""
-        }
-    );
-    let opts = MatmulOptions {
-        cores: a.cores.clone(),
-        timeout_ms: a.timeout_ms,
-        allow_experimental: a.experimental_int4,
-        ..Default::default()
-    };
-    let include_int4 = a.experimental_int4 || dev.is_simulated();
-    let mut results = Vec::new();
-    for (i, case) in selftest::ladder(include_int4).into_iter().enumerate() {
-        eprint!(
-            "\r[{}/{}] {} {}x{}x{}   ",
-            i + 1,
-            selftest::ladder(include_int4).len(),
-            case.ty.name(),
-            case.m,
-            case.k,
-            case.n
-        );
-        results.push(selftest::run_case(dev.as_ref(), case, &opts, i as u64 + 1));
-    }
-    eprintln!();
-    print!("{}", selftest::format_table(&results));
-    if results.iter().all(|r| r.passed) {
-        Ok(())
-    } else {
-        Err(NpuError::SubmitFailed {
-            reason: "selftest failed (see the table)".into(),
-        }
-        .into())
-    }
 }
 
 /// The register streams of a matmul plan, as JSON.
@@ -257,7 +94,7 @@ pub fn regs_json(a: &RegsArgs) -> Result<serde_json::Value, NpuError> {
                 "m": t.desc.m, "k": t.desc.k, "n": t.desc.n,
                 "m_start": t.m_tile.start, "n_start": t.n_tile.start, "k_start": t.k_seg.start,
                 "a_addr": t.desc.a_addr, "b_addr": t.desc.b_addr, "c_addr": t.desc.c_addr,
-                "amount": npu::regs::pc_amount(task::TASK_ENTRIES),
+                "amount": npu::command::regs::pc_amount(task::TASK_ENTRIES),
                 "words": w, "entries": entries,
             }));
         }
@@ -271,7 +108,7 @@ pub fn regs_json(a: &RegsArgs) -> Result<serde_json::Value, NpuError> {
     }))
 }
 
-fn regs_cmd(a: RegsArgs) -> crate::Result<()> {
+pub fn regs_cmd(a: RegsArgs) -> crate::Result<()> {
     let v = regs_json(&a)?;
     if a.json {
         println!("{v}");
@@ -322,16 +159,4 @@ fn regs_cmd(a: RegsArgs) -> crate::Result<()> {
         }
     }
     Ok(())
-}
-
-fn top_cmd(a: TopArgs) -> crate::Result<()> {
-    let path = a.file.unwrap_or_else(|| PathBuf::from(top::LOAD_FILE));
-    loop {
-        let load = top::read_load(&path)?;
-        println!("{}", top::format_load(&load));
-        if a.once {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(a.interval_ms.max(100)));
-    }
 }
