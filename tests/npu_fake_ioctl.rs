@@ -536,3 +536,81 @@ fn rocket_rejects_pc_chained_tails() {
     assert!(matches!(err, NpuError::SubmitFailed { .. }), "{err}");
     assert!(fake.last_error().unwrap().contains("chains"));
 }
+
+#[test]
+fn rknpu_dma32_only_without_iommu() {
+    // With the IOMMU on, DMA32 would confine every page to the low 4 GiB of
+    // RAM: a 1 MiB zone must not stop an 8 MiB allocation.
+    let (fake, dev) = rknpu(FakeConfig::default());
+    fake.limit_dma32(1 << 20);
+    dev.alloc(8 << 20).unwrap();
+    assert!(fake
+        .created_flags()
+        .iter()
+        .all(|f| f & RKNPU_MEM_BIT7_DMA32 == 0 && f & RKNPU_MEM_IOMMU != 0));
+    // Without it the pages themselves must be below 4 GiB: DMA32 is asked.
+    let (fake, dev) = rknpu(FakeConfig {
+        iommu: false,
+        ..Default::default()
+    });
+    fake.limit_dma32(1 << 20);
+    let err = dev.alloc(8 << 20).err().unwrap();
+    assert!(err.to_string().contains("RKNPU_MEM_CREATE"), "{err}");
+    assert!(fake.last_error().unwrap().contains("DMA32 zone exhausted"));
+    dev.alloc(4096).unwrap();
+    assert!(fake
+        .created_flags()
+        .iter()
+        .all(|f| f & RKNPU_MEM_BIT7_DMA32 != 0));
+}
+
+#[test]
+fn rknpu_old_submit_layout_reports_unknown_hw_time() {
+    use rkinfer::npu::{Job, TaskDesc, TaskRef};
+    let run = |version: u32| {
+        let (_fake, dev) = rknpu(FakeConfig {
+            version,
+            iommu: false,
+            high_addresses: HighAddresses::Never,
+        });
+        let (a, b, c) = (
+            dev.alloc(4 * 64).unwrap(),
+            dev.alloc(32 * 64).unwrap(),
+            dev.alloc(4 * 32 * 4).unwrap(),
+        );
+        let desc = TaskDesc {
+            ty: MatmulType::Int8,
+            m: 4,
+            k: 64,
+            n: 32,
+            a_addr: a.dma_addr(),
+            b_addr: b.dma_addr(),
+            c_addr: c.dma_addr(),
+        };
+        let mut regcmd = dev
+            .alloc(rkinfer::npu::command::task::TASK_ENTRIES * 8)
+            .unwrap();
+        let (words, offsets) = rkinfer::npu::command::task::build_command_buffer(
+            &[desc],
+            regcmd.dma_addr(),
+            rkinfer::npu::Chaining::PcChain,
+        )
+        .unwrap();
+        regcmd.write_words(0, &words).unwrap();
+        let tasks = [TaskRef {
+            offset: offsets[0],
+            body_entries: rkinfer::npu::command::task::BODY_ENTRIES as u32,
+        }];
+        dev.submit(&Job {
+            regcmd: &regcmd,
+            tasks: &tasks,
+            core: 0,
+            inputs: &[&a, &b],
+            outputs: &[&c],
+            timeout_ms: 1000,
+        })
+        .unwrap()
+    };
+    assert_eq!(run(uapi::rknpu_version(0, 8, 2)).hw_time_us, None);
+    assert!(run(uapi::rknpu_version(0, 9, 8)).hw_time_us.is_some());
+}
