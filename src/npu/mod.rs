@@ -26,7 +26,7 @@ pub use command::task::{Chaining, MatmulType, TaskDesc};
 pub use driver::device::{DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, TaskRef};
 pub use driver::discover::open_hardware;
 pub use error::NpuError;
-pub use ops::matmul::{MatmulOptions, MatmulOutput, Operands, PreparedWeights};
+pub use ops::matmul::{Envelope, MatmulOptions, MatmulOutput, Operands, PreparedWeights};
 pub use sim::{Fault, SimDevice};
 
 /// Opens a device by its `--device` name: "npu" (hardware) or "npu-sim".

@@ -8,7 +8,7 @@ mod regs;
 mod selftest;
 mod top;
 
-pub use regs::{regs_json, RegsArgs};
+pub use regs::{regs_json, regs_json_with, RegsArgs, RegsCommand};
 pub use selftest::SelftestArgs;
 pub use top::TopArgs;
 
@@ -25,7 +25,7 @@ pub enum NpuCommand {
     /// Matmul ladder on the device against the CPU reference (pass/fail table).
     Selftest(SelftestArgs),
     /// The register command stream of a matmul, decoded.
-    Regs(RegsArgs),
+    Regs(RegsCommand),
     /// Per-core NPU load (like ntop.sh).
     Top(TopArgs),
 }
@@ -83,5 +83,19 @@ fn info() -> crate::Result<()> {
             println!("no NPU: {e}");
             Ok(())
         }
+    }
+}
+
+/// Writes `text` to stdout; a reader that closed the pipe (`| head`) ends
+/// the output quietly instead of a panic.
+fn print_out(text: &str) -> crate::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(crate::Error::Io {
+            path: "standard output".into(),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }

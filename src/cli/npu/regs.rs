@@ -1,10 +1,12 @@
 //! `rkinfer npu regs`: the register command stream of a matmul, decoded.
 
+use std::fmt::Write as _;
+
 use serde_json::json;
 
 use crate::npu::command::{regs::RegWrite, task};
 use crate::npu::ops::matmul;
-use crate::npu::{self, MatmulOptions, MatmulType, NpuError};
+use crate::npu::{self, Envelope, MatmulOptions, MatmulType, NpuError};
 
 fn parse_addr(s: &str) -> Result<u32, String> {
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -45,8 +47,27 @@ pub struct RegsArgs {
     pub chain: String,
 }
 
-/// The register streams of a matmul plan, as JSON.
+/// `npu regs`: the matmul's arguments and the tiling envelope.
+#[derive(clap::Args, Debug)]
+pub struct RegsCommand {
+    #[command(flatten)]
+    pub args: RegsArgs,
+    /// Task shapes: tested (what public projects ran on hardware) or
+    /// fields (up to the register fields; untested).
+    #[arg(long, default_value = "tested")]
+    pub envelope: String,
+}
+
+/// Most tasks `npu regs` prints (each is 108 entries).
+pub const MAX_PRINTED_TASKS: usize = 1024;
+
+/// The register streams of a matmul plan in the tested envelope, as JSON.
 pub fn regs_json(a: &RegsArgs) -> Result<serde_json::Value, NpuError> {
+    regs_json_with(a, Envelope::Tested)
+}
+
+/// The register streams of a matmul plan, as JSON.
+pub fn regs_json_with(a: &RegsArgs, envelope: Envelope) -> Result<serde_json::Value, NpuError> {
     let ty = MatmulType::from_name(&a.ty).ok_or_else(|| {
         NpuError::InvalidShape(format!(
             "unknown type {:?} (int8, fp16, fp16-out16, int4)",
@@ -64,9 +85,19 @@ pub fn regs_json(a: &RegsArgs) -> Result<serde_json::Value, NpuError> {
     };
     let opts = MatmulOptions {
         cores: a.cores.clone(),
+        envelope,
         ..Default::default()
     };
     let plan = matmul::plan(ty, a.m, a.k, a.n, &opts)?;
+    if plan.tasks() > MAX_PRINTED_TASKS {
+        return Err(NpuError::InvalidShape(format!(
+            "M={} K={} N={} takes {} tasks; npu regs prints at most {MAX_PRINTED_TASKS}",
+            a.m,
+            a.k,
+            a.n,
+            plan.tasks()
+        )));
+    }
     let regions = matmul::regions(&plan);
     let (tasks, _) = matmul::plan_tasks(&plan, &regions, a.a_addr, a.b_addr, a.c_addr)?;
     let mut out_tasks = Vec::new();
@@ -108,14 +139,31 @@ pub fn regs_json(a: &RegsArgs) -> Result<serde_json::Value, NpuError> {
     }))
 }
 
-pub fn regs_cmd(a: RegsArgs) -> crate::Result<()> {
-    let v = regs_json(&a)?;
-    if a.json {
-        println!("{v}");
-        return Ok(());
-    }
+pub fn regs_cmd(c: RegsCommand) -> crate::Result<()> {
+    let envelope = Envelope::from_name(&c.envelope).ok_or_else(|| {
+        crate::Error::InvalidArgument(format!(
+            "--envelope {:?}: expected tested or fields",
+            c.envelope
+        ))
+    })?;
+    let a = c.args;
+    let v = regs_json_with(&a, envelope)?;
+    let text = if a.json {
+        format!("{v}\n")
+    } else {
+        table(&a, &v).map_err(|_| {
+            crate::Error::InvalidArgument("formatting the register table failed".into())
+        })?
+    };
+    super::print_out(&text)
+}
+
+/// The decoded streams as a text table.
+fn table(a: &RegsArgs, v: &serde_json::Value) -> Result<String, std::fmt::Error> {
+    let mut s = String::new();
     let tasks = v["tasks"].as_array().cloned().unwrap_or_default();
-    println!(
+    writeln!(
+        s,
         "{} M={} K={} N={}: {} task(s){}",
         a.ty,
         a.m,
@@ -127,9 +175,10 @@ pub fn regs_cmd(a: RegsArgs) -> crate::Result<()> {
         } else {
             ""
         }
-    );
+    )?;
     for (i, t) in tasks.iter().enumerate() {
-        println!(
+        writeln!(
+            s,
             "task {i}: core {} M={} K={} N={} A={:#x} B={:#x} C={:#x} at {:#x}",
             t["core"],
             t["m"],
@@ -139,15 +188,17 @@ pub fn regs_cmd(a: RegsArgs) -> crate::Result<()> {
             t["b_addr"].as_u64().unwrap_or(0),
             t["c_addr"].as_u64().unwrap_or(0),
             t["regcmd_addr"].as_u64().unwrap_or(0)
-        );
-        println!(
+        )?;
+        writeln!(
+            s,
             "  {:>3}  {:<18} {:<8} {:<22} {:>6}  {:>10}",
             "#", "word", "block", "register", "offset", "value"
-        );
+        )?;
         let words = t["words"].as_array().cloned().unwrap_or_default();
         let entries = t["entries"].as_array().cloned().unwrap_or_default();
         for (j, (w, e)) in words.iter().zip(&entries).enumerate() {
-            println!(
+            writeln!(
+                s,
                 "  {:>3}  {:016x} {:<8} {:<22} {:#06x}  {:#10x}",
                 j,
                 w.as_u64().unwrap_or(0),
@@ -155,8 +206,8 @@ pub fn regs_cmd(a: RegsArgs) -> crate::Result<()> {
                 e["register"].as_str().unwrap_or("?"),
                 e["offset"].as_u64().unwrap_or(0),
                 e["value"].as_u64().unwrap_or(0)
-            );
+            )?;
         }
     }
-    Ok(())
+    Ok(s)
 }

@@ -61,6 +61,70 @@ pub enum MatmulOutput {
     F16(Vec<u16>),
 }
 
+/// The shapes one task may take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Envelope {
+    /// What public projects ran on hardware (the default): N <= 4096 per
+    /// task (the RKNN matmul documentation; mtx512 tested to 4096), M per
+    /// task <= 544 for int8 and <= 384 for fp16 (mtx512's largest tested
+    /// tasks), K per task <= 8192 (rk-llama.cpp's split).
+    #[default]
+    Tested,
+    /// Up to the register fields and CBUF limits: N <= 8192, M up to the
+    /// data banks and the 10-bit FEATURE_GRAINS, K <= 16384. Never run on
+    /// a board: for experiments (`rkinfer npu selftest|regs --envelope fields`).
+    FieldLimits,
+}
+
+/// Largest N per task that public hardware runs tested.
+pub const TESTED_MAX_N: usize = 4096;
+/// Largest K per task that public hardware runs tested.
+pub const TESTED_MAX_K: usize = 8192;
+
+impl Envelope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Envelope::Tested => "tested",
+            Envelope::FieldLimits => "fields",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Envelope::Tested, Envelope::FieldLimits]
+            .into_iter()
+            .find(|e| e.name() == s)
+    }
+
+    /// Largest N of one task.
+    pub fn max_n(self) -> usize {
+        match self {
+            Envelope::Tested => TESTED_MAX_N,
+            Envelope::FieldLimits => task::MAX_CHANNELS_N as usize,
+        }
+    }
+
+    /// Largest K of one task.
+    pub fn max_k(self) -> usize {
+        match self {
+            Envelope::Tested => TESTED_MAX_K,
+            Envelope::FieldLimits => task::MAX_K as usize,
+        }
+    }
+
+    /// Largest M of one task, before the CBUF limit of [`max_task_m`].
+    pub fn max_m(self, ty: MatmulType) -> usize {
+        match (self, ty) {
+            (Envelope::FieldLimits, _) => usize::MAX,
+            (Envelope::Tested, MatmulType::Fp16 | MatmulType::Fp16Out16) => 384,
+            (Envelope::Tested, MatmulType::Int8 | MatmulType::Int4) => 544,
+        }
+    }
+}
+
+/// Most tasks one matmul may plan (larger shapes are refused before any
+/// allocation).
+pub const MAX_PLAN_TASKS: usize = 1 << 16;
+
 /// Tiling and submission options.
 #[derive(Clone, Debug)]
 pub struct MatmulOptions {
@@ -73,6 +137,8 @@ pub struct MatmulOptions {
     pub allow_experimental: bool,
     /// At most this many chained tasks per submit.
     pub max_tasks_per_submit: usize,
+    /// Task shapes kept to (default: the hardware-tested envelope).
+    pub envelope: Envelope,
 }
 
 impl Default for MatmulOptions {
@@ -83,6 +149,7 @@ impl Default for MatmulOptions {
             timeout_ms: 6000,
             allow_experimental: false,
             max_tasks_per_submit: 256,
+            envelope: Envelope::Tested,
         }
     }
 }
@@ -101,7 +168,7 @@ pub fn pad_m(m: usize) -> usize {
     if m == 1 {
         1
     } else {
-        m.div_ceil(4) * 4
+        m.div_ceil(4).saturating_mul(4)
     }
 }
 
@@ -170,14 +237,27 @@ pub fn plan(
     if opts.cores.is_empty() {
         return bad("no NPU cores selected".into());
     }
+    let env = opts.envelope;
     let k_max = opts
         .k_segment
         .min((CBUF_BANK_BYTES * 8 / ty.input_bits() as u64) as usize)
-        .min(task::MAX_K as usize)
+        .min(env.max_k())
         / 32
         * 32;
     if k_max == 0 {
         return bad(format!("K segment {} is below 32", opts.k_segment));
+    }
+    // Refuse absurd shapes by arithmetic, before any tile list exists
+    // (an upper bound of the task count below).
+    let m_per_task = max_task_m(ty, k_max).min(env.max_m(ty)).max(4);
+    let task_bound = k
+        .div_ceil(k_max)
+        .checked_mul(pad_m(m).div_ceil(m_per_task))
+        .and_then(|t| t.checked_mul(n.div_ceil(env.max_n()) + opts.cores.len()));
+    if task_bound.is_none_or(|t| t > MAX_PLAN_TASKS) {
+        return bad(format!(
+            "M={m} K={k} N={n} needs more than {MAX_PLAN_TASKS} NPU tasks; split the matmul"
+        ));
     }
     let k_segs = split(k, k_max, 32);
     if ty == MatmulType::Fp16Out16 && k_segs.len() > 1 {
@@ -188,7 +268,7 @@ pub fn plan(
     }
     let m_pad = pad_m(m);
     let seg_max = k_segs.iter().map(|s| s.len).max().unwrap_or(32);
-    let m_max = max_task_m(ty, seg_max);
+    let m_max = max_task_m(ty, seg_max).min(env.max_m(ty));
     if m_max == 0 {
         return bad(format!("K segment {seg_max} leaves no room for input rows"));
     }
@@ -202,7 +282,7 @@ pub fn plan(
     let mut n_tiles = Vec::new();
     for (i, span) in per_core.iter().enumerate() {
         let core = opts.cores[i % opts.cores.len()];
-        for sub in split(span.len, task::MAX_CHANNELS_N as usize, group) {
+        for sub in split(span.len, env.max_n(), group) {
             n_tiles.push((
                 Span {
                     start: span.start + sub.start,
