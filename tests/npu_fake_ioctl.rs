@@ -614,3 +614,67 @@ fn rknpu_old_submit_layout_reports_unknown_hw_time() {
     assert_eq!(run(uapi::rknpu_version(0, 8, 2)).hw_time_us, None);
     assert!(run(uapi::rknpu_version(0, 9, 8)).hw_time_us.is_some());
 }
+
+#[test]
+fn silently_rejected_jobs_are_caught_by_the_sentinel() {
+    // rocket's SUBMIT returns 0 for a job its scheduler rejects: the stale
+    // output must not be taken for a result.
+    let (fake, dev) = rocket(FakeConfig::default());
+    int8_case(&dev, 4, 64, 32, vec![0]).unwrap();
+    fake.inject(Fault::SilentReject, 1);
+    let err = int8_case(&dev, 4, 64, 32, vec![0]).unwrap_err();
+    assert!(
+        matches!(err, NpuError::OutputNotWritten { ref tasks, total: 1 } if tasks == &[0]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("never wrote"), "{err}");
+    int8_case(&dev, 4, 64, 32, vec![0]).unwrap();
+    // The same on the vendor fake and the simulator.
+    let (fake, dev) = rknpu(FakeConfig::default());
+    fake.inject(Fault::SilentReject, 1);
+    assert!(matches!(
+        int8_case(&dev, 4, 64, 32, vec![0]),
+        Err(NpuError::OutputNotWritten { .. })
+    ));
+    let sim = rkinfer::npu::SimDevice::new();
+    sim.inject(Fault::SilentReject, 1);
+    assert!(matches!(
+        int8_case(&sim, 4, 64, 32, vec![0]),
+        Err(NpuError::OutputNotWritten { .. })
+    ));
+}
+
+#[test]
+fn rocket_jobs_fit_its_500_ms_timeout() {
+    use rkinfer::npu::ops::matmul::{job_groups, task_time_bound_us};
+    let (_fake, dev) = rocket(FakeConfig::default());
+    assert_eq!(dev.job_time_limit_ms(), Some(500));
+    // Forty of the largest tested int8 tasks (32 MiB of weights each): the
+    // old 256 tasks per job would have run far past 500 ms.
+    let big = rkinfer::npu::TaskDesc {
+        ty: MatmulType::Int8,
+        m: 544,
+        k: 8192,
+        n: 4096,
+        a_addr: 0x1000_0000,
+        b_addr: 0x2000_0000,
+        c_addr: 0x3000_0000,
+    };
+    let tasks = vec![big; 40];
+    assert!(tasks.iter().map(task_time_bound_us).sum::<u64>() > 500_000);
+    let groups = job_groups(&tasks, 256, 500);
+    assert!(groups.len() > 1);
+    assert_eq!(groups.iter().map(|g| g.len()).sum::<usize>(), 40);
+    for g in &groups {
+        let us: u64 = tasks[g.clone()].iter().map(task_time_bound_us).sum();
+        assert!(us <= 250_000 || g.len() == 1, "{g:?}: {us} us");
+    }
+    // Small tasks still share one job up to the task limit.
+    let small = rkinfer::npu::TaskDesc {
+        m: 4,
+        k: 64,
+        n: 32,
+        ..big
+    };
+    assert_eq!(job_groups(&vec![small; 300], 256, 500).len(), 2);
+}

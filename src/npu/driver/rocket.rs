@@ -237,4 +237,8 @@ impl NpuDevice for RocketDevice {
     fn is_simulated(&self) -> bool {
         false
     }
+
+    fn job_time_limit_ms(&self) -> Option<u32> {
+        Some(ROCKET_JOB_TIMEOUT_MS)
+    }
 }

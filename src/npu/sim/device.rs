@@ -21,6 +21,9 @@ pub enum Fault {
     Timeout,
     /// The job fails (e.g. an IOMMU fault).
     Fail,
+    /// The driver reports success but never runs the job (rocket's SUBMIT
+    /// returns 0 for a job its scheduler rejects).
+    SilentReject,
 }
 
 /// Fault injection: the next `count` submits (or all, with `u32::MAX`)
@@ -37,6 +40,7 @@ impl FaultInjector {
             Fault::None => 0,
             Fault::Timeout => 1,
             Fault::Fail => 2,
+            Fault::SilentReject => 3,
         };
         self.remaining.store(count, Ordering::SeqCst);
         self.mode.store(code, Ordering::SeqCst);
@@ -55,10 +59,10 @@ impl FaultInjector {
         if left != u32::MAX {
             self.remaining.store(left - 1, Ordering::SeqCst);
         }
-        if mode == 1 {
-            Fault::Timeout
-        } else {
-            Fault::Fail
+        match mode {
+            1 => Fault::Timeout,
+            2 => Fault::Fail,
+            _ => Fault::SilentReject,
         }
     }
 }
@@ -184,6 +188,12 @@ impl NpuDevice for SimDevice {
             Fault::Fail => {
                 return Err(NpuError::SubmitFailed {
                     reason: "injected fault".into(),
+                })
+            }
+            Fault::SilentReject => {
+                return Ok(JobStats {
+                    tasks_done: job.tasks.len() as u32,
+                    hw_time_us: None,
                 })
             }
             Fault::None => {}

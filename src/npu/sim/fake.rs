@@ -471,6 +471,13 @@ impl FakeRknpu {
         match self.c.sim.faults.take() {
             Fault::Timeout => return Err(self.c.fail(Errno::ETIMEDOUT, "injected timeout".into())),
             Fault::Fail => return Err(self.c.fail(Errno::EIO, "injected failure".into())),
+            Fault::SilentReject => {
+                // Reports every task done without running any.
+                s.task_counter = s.task_number;
+                to_arg(arg, &s);
+                self.c.log("SUBMIT accepted but not run (injected)".into());
+                return Ok(());
+            }
             Fault::None => {}
         }
         let first = &tasks[0];
@@ -716,6 +723,12 @@ impl FakeRocket {
                     continue;
                 }
                 Fault::Fail => return Err(self.c.fail(Errno::EIO, "injected failure".into())),
+                Fault::SilentReject => {
+                    // rocket_ioctl_submit returns 0 although the job never runs.
+                    self.c
+                        .log("SUBMIT rejected the job but returned 0 (injected)".into());
+                    continue;
+                }
                 Fault::None => {}
             }
             for (i, t) in tasks.iter().enumerate() {
