@@ -678,3 +678,103 @@ fn rocket_jobs_fit_its_500_ms_timeout() {
     };
     assert_eq!(job_groups(&vec![small; 300], 256, 500).len(), 2);
 }
+
+/// A /dev and /sys answered from a table: node name -> how opening it goes.
+struct TableSystem {
+    nodes: Vec<(&'static str, &'static str)>,
+    owners: Vec<(&'static str, &'static str)>,
+}
+
+impl rkinfer::npu::driver::discover::NodeSystem for TableSystem {
+    fn list(&self, dir: &str) -> Option<Vec<String>> {
+        let names: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|(p, _)| p.strip_prefix(dir)?.strip_prefix('/').map(String::from))
+            .collect();
+        (!names.is_empty()).then_some(names)
+    }
+
+    fn open(&self, path: &std::path::Path) -> Result<Box<dyn DrmIo>, NpuError> {
+        let how = self
+            .nodes
+            .iter()
+            .find(|(p, _)| std::path::Path::new(p) == path)
+            .map(|(_, h)| *h)
+            .unwrap();
+        match how {
+            "rknpu" => Ok(Box::new(FakeRknpu::new(FakeConfig::default()))),
+            "rocket" => Ok(Box::new(FakeRocket::new(FakeConfig::default()))),
+            "denied" => Err(NpuError::PermissionDenied {
+                path: path.to_path_buf(),
+            }),
+            _ => Err(NpuError::Open {
+                path: path.to_path_buf(),
+                errno: Errno::ENODEV,
+            }),
+        }
+    }
+
+    fn sysfs_owner(&self, _class: &str, node: &str) -> Option<String> {
+        self.owners
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, o)| o.to_string())
+    }
+}
+
+#[test]
+fn discovery_tries_card_nodes_and_says_which_worked() {
+    use rkinfer::npu::driver::discover::open_hardware_on;
+    // The render node fails; the vendor driver answers on card1.
+    let sys = TableSystem {
+        nodes: vec![
+            ("/dev/dri/renderD128", "gone"),
+            ("/dev/dri/card0", "gone"),
+            ("/dev/dri/card1", "rknpu"),
+        ],
+        owners: vec![],
+    };
+    let opened = open_hardware_on(&sys).map_err(|e| e.to_string()).unwrap();
+    assert_eq!(opened.node, std::path::Path::new("/dev/dri/card1"));
+    assert_eq!(opened.device.info().driver, "rknpu");
+    assert!(opened.tried.iter().any(|t| t.contains("renderD128")));
+    assert!(opened.tried.iter().any(|t| t.contains("card0")));
+    assert!(opened.tried.iter().any(|t| t.contains("/dev/accel")));
+    // rocket on /dev/accel comes first.
+    let sys = TableSystem {
+        nodes: vec![("/dev/accel/accel0", "rocket"), ("/dev/dri/card1", "rknpu")],
+        owners: vec![],
+    };
+    let opened = open_hardware_on(&sys).map_err(|e| e.to_string()).unwrap();
+    assert_eq!(opened.node, std::path::Path::new("/dev/accel/accel0"));
+}
+
+#[test]
+fn permission_hint_recognises_rockets_facade_device() {
+    use rkinfer::npu::driver::discover::open_hardware_on;
+    // rocket's accel node hangs off the driverless "rknn" platform device.
+    let sys = TableSystem {
+        nodes: vec![
+            ("/dev/accel/accel0", "denied"),
+            ("/dev/dri/renderD128", "denied"),
+        ],
+        owners: vec![("accel0", "rknn"), ("renderD128", "panfrost")],
+    };
+    let err = open_hardware_on(&sys).err().unwrap();
+    assert!(
+        matches!(&err, NpuError::PermissionDenied { path } if path.ends_with("accel0")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("permission denied"));
+    // A denied node of another driver is only a note.
+    let sys = TableSystem {
+        nodes: vec![("/dev/dri/renderD128", "denied")],
+        owners: vec![("renderD128", "panfrost")],
+    };
+    let err = open_hardware_on(&sys).err().unwrap().to_string();
+    assert!(
+        err.starts_with("no NPU device found") && err.contains("panfrost"),
+        "{err}"
+    );
+}
