@@ -15,9 +15,9 @@ use rkinfer::backend::device::{
 use rkinfer::backend::npu::NpuBackend;
 use rkinfer::backend::{Backend, DeviceOptions};
 use rkinfer::model::{LogitsMode, Model, ModelOptions, StateOptions};
-use rkinfer::npu::cache::{CacheStats, WeightCache};
-use rkinfer::npu::fake::{FakeConfig, FakeRknpu};
-use rkinfer::npu::rknpu::RknpuDevice;
+use rkinfer::npu::driver::rknpu::RknpuDevice;
+use rkinfer::npu::ops::cache::{CacheStats, WeightCache};
+use rkinfer::npu::sim::fake::{FakeConfig, FakeRknpu};
 use rkinfer::npu::{Fault, MatmulOptions, NpuDevice, SimDevice};
 use rkinfer::session::LoadOptions;
 use rkinfer::tokenizer::Tokenizer;

@@ -21,8 +21,8 @@ use quant::npu::{self as nq, Precision};
 
 use super::{Backend, BackendError, ExecCtx, Input, Node, NpuQuant, Weight, WeightData, Weights};
 use crate::graph::{Op, WeightId};
-use crate::npu::cache::{CacheKey, Lookup, WeightCache};
-use crate::npu::matmul::{Activations, Weights as NpuWeights};
+use crate::npu::ops::cache::{CacheKey, Lookup, WeightCache};
+use crate::npu::ops::matmul::{Activations, Weights as NpuWeights};
 use crate::npu::{MatmulOptions, MatmulOutput, MatmulType, NpuDevice, NpuError, PreparedWeights};
 
 /// Consecutive failed submits after which the backend disables itself.
