@@ -11,7 +11,7 @@ use quant::npu::{self as nq, Scheme};
 
 use super::npu::NpuBackend;
 use super::{Backend, BackendError};
-use crate::npu::cache::WeightCache;
+use crate::npu::ops::cache::WeightCache;
 use crate::npu::{MatmulOptions, NpuDevice};
 
 /// Where the matmuls run.
