@@ -10,6 +10,7 @@ pub use quant;
 
 pub mod backend;
 pub mod bench;
+pub mod chat;
 pub mod cli;
 pub mod error;
 pub mod graph;
