@@ -82,7 +82,7 @@ impl<'t> Chat<'t, ModelContext<'t>> {
     /// its vocabulary) on a new session; greedy sampling.
     pub fn from_llm(llm: &'t Llm, state: &StateOptions) -> Result<Self, ChatError> {
         let session = llm.session(state)?;
-        let template = ChatTemplate::for_tokenizer(llm.tokenizer());
+        let template = ChatTemplate::for_tokenizer(llm.tokenizer())?;
         Ok(Chat::new(session, llm.tokenizer(), template))
     }
 }
@@ -300,7 +300,8 @@ impl<'t, L: LogitsSource> Chat<'t, L> {
             let bos = self.template.bos_token();
             // BOS per the model's flags at the start, unless the template
             // writes it.
-            let add_special = cp.tokens == 0 && !(!bos.is_empty() && delta.starts_with(bos));
+            let template_writes_bos = !bos.is_empty() && delta.starts_with(bos);
+            let add_special = cp.tokens == 0 && !template_writes_bos;
             let ids = self.tokenizer.encode(delta, add_special, true)?;
             let total = cp.tokens + ids.len();
             if total + room <= n_ctx {
