@@ -304,7 +304,9 @@ impl<'t, L: LogitsSource> Chat<'t, L> {
             let add_special = cp.tokens == 0 && !template_writes_bos;
             let ids = self.tokenizer.encode(delta, add_special, true)?;
             let total = cp.tokens + ids.len();
-            if total + room <= n_ctx {
+            let oldest = oldest_turn(&messages);
+            // With nothing left to drop, go on if one token fits.
+            if total + room <= n_ctx || (oldest.is_none() && total < n_ctx) {
                 return Ok(Plan {
                     messages,
                     rendered,
@@ -313,28 +315,14 @@ impl<'t, L: LogitsSource> Chat<'t, L> {
                     dropped,
                 });
             }
-            match oldest_turn(&messages) {
-                Some(turn) => {
-                    dropped += turn.len();
-                    messages.drain(turn);
-                }
-                // Nothing left to drop: go on if one token fits.
-                None if total < n_ctx => {
-                    return Ok(Plan {
-                        messages,
-                        rendered,
-                        checkpoint,
-                        ids,
-                        dropped,
-                    })
-                }
-                None => {
-                    return Err(ChatError::MessageTooLong {
-                        tokens: total,
-                        n_ctx,
-                    })
-                }
-            }
+            let Some(turn) = oldest else {
+                return Err(ChatError::MessageTooLong {
+                    tokens: total,
+                    n_ctx,
+                });
+            };
+            dropped += turn.len();
+            messages.drain(turn);
         }
     }
 
