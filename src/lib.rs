@@ -11,6 +11,7 @@ pub use quant;
 pub mod backend;
 pub mod bench;
 pub mod capture;
+pub mod chat;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;

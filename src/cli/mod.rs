@@ -49,6 +49,7 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
             "-ctk" => "--cache-type-k".to_string(),
             "-ctv" => "--cache-type-v".to_string(),
             "-cnv" => "--conversation".to_string(),
+            "-sys" => "--system-prompt".to_string(),
             _ => a,
         })
         .collect()
