@@ -9,7 +9,6 @@
 //! a backend.
 
 pub mod cpu;
-mod cpu_matmul;
 pub mod npu;
 
 use std::sync::Arc;

@@ -216,7 +216,7 @@ pub const TYPES: [TypeTraits; 15] = [
             Q4_0,
             BlockQ4_0,
             BlockQ8_0,
-            kernels::quantize_row_q8_0_rne,
+            kernels::quantize_row_q8_0_round_even,
             kernels::gemm_q4_0_q8_0
         ),
         ..traits_of::<simple::Q4_0>()
@@ -227,7 +227,7 @@ pub const TYPES: [TypeTraits; 15] = [
             Q4_1,
             BlockQ4_1,
             BlockQ8_1,
-            kernels::quantize_row_q8_1_rne,
+            kernels::quantize_row_q8_1_round_even,
             kernels::gemm_q4_1_q8_1
         ),
         ..traits_of::<simple::Q4_1>()
@@ -238,7 +238,7 @@ pub const TYPES: [TypeTraits; 15] = [
             Q5_0,
             BlockQ5_0,
             BlockQ8_0,
-            kernels::quantize_row_q8_0_rne,
+            kernels::quantize_row_q8_0_round_even,
             kernels::gemm_q5_0_q8_0
         ),
         ..traits_of::<simple::Q5_0>()
@@ -249,7 +249,7 @@ pub const TYPES: [TypeTraits; 15] = [
             Q5_1,
             BlockQ5_1,
             BlockQ8_1,
-            kernels::quantize_row_q8_1_rne,
+            kernels::quantize_row_q8_1_round_even,
             kernels::gemm_q5_1_q8_1
         ),
         ..traits_of::<simple::Q5_1>()
@@ -262,7 +262,7 @@ pub const TYPES: [TypeTraits; 15] = [
             Q8_0,
             BlockQ8_0,
             BlockQ8_0,
-            kernels::quantize_row_q8_0_rne,
+            kernels::quantize_row_q8_0_round_even,
             kernels::gemm_q8_0_q8_0
         ),
         ..traits_of::<simple::Q8_0>()
@@ -378,8 +378,7 @@ pub const CPU_MATMUL_TYPES: [GgmlType; count_rows(Column::CpuMatmul)] =
     collect_rows(Column::CpuMatmul);
 
 /// The types a KV cache may hold (rows with `kv_cache`).
-pub const KV_CACHE_TYPES: [GgmlType; count_rows(Column::KvCache)] =
-    collect_rows(Column::KvCache);
+pub const KV_CACHE_TYPES: [GgmlType; count_rows(Column::KvCache)] = collect_rows(Column::KvCache);
 
 /// What went wrong converting a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -536,9 +535,16 @@ mod tests {
         let mut store = vec![0u64; k * 4 / 8 + 2];
         for t in TYPE_TABLE.iter() {
             let ty = t.ty;
-            assert_eq!((t.block_size, t.type_size), (ty.block_size(), ty.type_size()), "{ty}");
+            assert_eq!(
+                (t.block_size, t.type_size),
+                (ty.block_size(), ty.type_size()),
+                "{ty}"
+            );
             assert_eq!(t.name(), ty.name());
-            assert!(traits(t.vec_dot_type).is_some(), "{ty}: vec-dot type not in the table");
+            assert!(
+                traits(t.vec_dot_type).is_some(),
+                "{ty}: vec-dot type not in the table"
+            );
             let n = row_size(ty, k).unwrap();
             let mut q = vec![0u8; n];
             quantize_row_ref(ty, &x, &mut q).unwrap();
@@ -549,7 +555,11 @@ mod tests {
                 assert_eq!(fast, &q[..], "{ty}: fast encoder (offset {offset})");
                 let mut back = vec![0f32; k];
                 dequantize_row(ty, fast, &mut back).unwrap();
-                let err = x.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                let err = x
+                    .iter()
+                    .zip(&back)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
                 // Inputs span 4: about 4 / 2^bits per weight, bf16 precision at best.
                 let bits = (8 * t.type_size) as f32 / t.block_size as f32;
                 let tol = (8.0 / bits.exp2()).max(8e-3);
@@ -558,8 +568,8 @@ mod tests {
             let Some(mm) = t.cpu_matmul else { continue };
             let at = traits(t.vec_dot_type).unwrap();
             let mut act = vec![0u64; (row_size(at.ty, k).unwrap()).div_ceil(8)];
-            let act_bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut act)
-                [..row_size(at.ty, k).unwrap()];
+            let act_bytes =
+                &mut bytemuck::cast_slice_mut::<u64, u8>(&mut act)[..row_size(at.ty, k).unwrap()];
             (mm.quantize_act)(&y, act_bytes).unwrap();
             let mut yq = vec![0f32; k];
             dequantize_row(at.ty, act_bytes, &mut yq).unwrap();
