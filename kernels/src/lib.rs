@@ -12,6 +12,20 @@
 //! of function pointers ([`Kernels`]) is chosen on first use from the
 //! detected CPU features; `RKINFER_FORCE_SCALAR=1` forces the scalar table.
 //!
+//! Names say what a kernel computes: `vec_dot_<weight>_<activation>` is
+//! one dot product in ggml's `vec_dot` order, `gemm_<w>_<a>` the same for
+//! many rows at once, and a suffix names a different rounding order (each
+//! reproduces a llama.cpp kernel; the CPU backend's `compat` module says
+//! when it is used):
+//!
+//! | suffix | computes |
+//! |---|---|
+//! | `_block_fma` | one running f32 sum per output, each block's scaled integer dot fused into it (`fma`): llama.cpp's repacked `q4_0_8x8` kernels, its tiled Q6_K matmul |
+//! | `_sum64` | Q4_K integer sums per 64 elements (not per 256): llama.cpp's repacked `q4_K_8x8` GEMM |
+//! | `_lanes16` | 16 fused-multiply-add lanes reduced as `_mm512_reduce_add_ps`: llamafile's tinyBLAS on AVX-512 |
+//! | `_round_even` | activations quantized with scale 127/amax, ties to even: ggml-cpu's x86 `quantize_row_q8_0/1` (the unsuffixed ones are ggml's `_ref` code) |
+//! | `q4_0x8` | the layout of eight Q4_0 rows interleaved ([`BlockQ4_0x8`], llama.cpp's `block_q4_0x8`) |
+//!
 //! The top-level functions call through the chosen table. They panic when
 //! slice lengths do not match (a caller bug, checked before any SIMD code
 //! touches memory).

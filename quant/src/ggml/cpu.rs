@@ -58,89 +58,57 @@ pub fn quantize_on_bytes<A: Block>(
     Ok(())
 }
 
-/// `bytes` as little-endian u16 values (the f16/bf16 storage).
-pub(crate) fn as_u16(ty: GgmlType, bytes: &[u8]) -> Result<&[u16], QuantError> {
+/// `bytes` as values of a plain number type (f32, or u16 for f16/bf16).
+fn cast<T: bytemuck::Pod>(ty: GgmlType, bytes: &[u8]) -> Result<&[T], QuantError> {
     bytemuck::try_cast_slice(bytes).map_err(|_| QuantError::Misaligned { ty })
 }
 
-fn as_u16_mut(ty: GgmlType, bytes: &mut [u8]) -> Result<&mut [u16], QuantError> {
+fn cast_mut<T: bytemuck::Pod>(ty: GgmlType, bytes: &mut [u8]) -> Result<&mut [T], QuantError> {
     bytemuck::try_cast_slice_mut(bytes).map_err(|_| QuantError::Misaligned { ty })
 }
 
-fn as_f32(ty: GgmlType, bytes: &[u8]) -> Result<&[f32], QuantError> {
-    bytemuck::try_cast_slice(bytes).map_err(|_| QuantError::Misaligned { ty })
-}
-
-/// One `dot` per (weight row, activation row): the float types have no
-/// tiled kernel, their dot product is the single-row one.
-fn by_rows<T>(x: &[T], y: &[T], n: usize, out: &mut [f32], ldo: usize, dot: fn(&[T], &[T]) -> f32) {
-    for (r, xr) in x.chunks_exact(n).enumerate() {
-        for (t, yt) in y.chunks_exact(n).enumerate() {
-            out[r * ldo + t] = dot(xr, yt);
+/// The multi-row product of a float type: one `dot` per (weight row,
+/// activation row) of `k` values (the float types have no tiled kernel).
+pub fn float_gemm<T: bytemuck::Pod>(
+    ty: GgmlType,
+    dot: fn(&[T], &[T]) -> f32,
+    w: &[u8],
+    a: &[u8],
+    k: usize,
+    out: &mut [f32],
+    ldo: usize,
+) -> Result<(), QuantError> {
+    let (w, a) = (cast::<T>(ty, w)?, cast::<T>(ty, a)?);
+    for (r, wr) in w.chunks_exact(k).enumerate() {
+        for (t, at) in a.chunks_exact(k).enumerate() {
+            out[r * ldo + t] = dot(wr, at);
         }
     }
-}
-
-pub(super) fn gemm_f32(
-    w: &[u8],
-    a: &[u8],
-    k: usize,
-    out: &mut [f32],
-    ldo: usize,
-) -> Result<(), QuantError> {
-    let (w, a) = (as_f32(GgmlType::F32, w)?, as_f32(GgmlType::F32, a)?);
-    by_rows(w, a, k, out, ldo, kernels::vec_dot_f32);
     Ok(())
 }
 
-pub(super) fn gemm_f16(
-    w: &[u8],
-    a: &[u8],
-    k: usize,
-    out: &mut [f32],
-    ldo: usize,
+/// A row conversion of the `kernels` crate to values of `T` on bytes.
+pub fn encode_on_bytes<T: bytemuck::Pod>(
+    ty: GgmlType,
+    convert: fn(&[f32], &mut [T]),
+    x: &[f32],
+    bytes: &mut [u8],
 ) -> Result<(), QuantError> {
-    let (w, a) = (as_u16(GgmlType::F16, w)?, as_u16(GgmlType::F16, a)?);
-    by_rows(w, a, k, out, ldo, kernels::vec_dot_f16);
-    Ok(())
-}
-
-pub(super) fn gemm_bf16(
-    w: &[u8],
-    a: &[u8],
-    k: usize,
-    out: &mut [f32],
-    ldo: usize,
-) -> Result<(), QuantError> {
-    let (w, a) = (as_u16(GgmlType::BF16, w)?, as_u16(GgmlType::BF16, a)?);
-    by_rows(w, a, k, out, ldo, kernels::vec_dot_bf16);
+    convert(x, cast_mut(ty, bytes)?);
     Ok(())
 }
 
 /// f32 activations stay f32 (the bytes are a copy).
 pub(super) fn act_f32(x: &[f32], y: &mut [u8]) -> Result<(), QuantError> {
-    for (o, v) in y.chunks_exact_mut(4).zip(x) {
-        o.copy_from_slice(&v.to_le_bytes());
-    }
+    cast_mut::<f32>(GgmlType::F32, y)?.copy_from_slice(x);
     Ok(())
 }
 
-pub(super) fn act_bf16(x: &[f32], y: &mut [u8]) -> Result<(), QuantError> {
-    kernels::f32_to_bf16_row(x, as_u16_mut(GgmlType::BF16, y)?);
-    Ok(())
+/// `bytes` as u16 values (the f16/bf16 storage), if aligned.
+pub(super) fn u16s(bytes: &[u8]) -> Option<&[u16]> {
+    bytemuck::try_cast_slice(bytes).ok()
 }
 
-pub(super) fn from_f16(bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
-    kernels::f16_to_f32_row(as_u16(GgmlType::F16, bytes)?, out);
-    Ok(())
-}
-
-pub(super) fn from_bf16(bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
-    kernels::bf16_to_f32_row(as_u16(GgmlType::BF16, bytes)?, out);
-    Ok(())
-}
-
-pub(super) fn to_f16(x: &[f32], y: &mut [u8]) -> Result<(), QuantError> {
-    kernels::f32_to_f16_row(x, as_u16_mut(GgmlType::F16, y)?);
-    Ok(())
+pub(super) fn u16s_mut(bytes: &mut [u8]) -> Option<&mut [u16]> {
+    bytemuck::try_cast_slice_mut(bytes).ok()
 }

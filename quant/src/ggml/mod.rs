@@ -132,38 +132,55 @@ const fn traits_of<F: GgmlFormat>() -> TypeTraits {
     }
 }
 
-/// A block decoder of the `kernels` crate on bytes, falling back to the
-/// reference `$format` when the bytes are not aligned for `$block`.
+/// A decoder of the `kernels` crate on bytes, which `$view` shows as the
+/// kernel's elements (block structs, or u16 for f16/bf16); the reference
+/// `$format` decodes bytes not aligned for them.
 macro_rules! simd_decoder {
-    ($format:ty, $block:ty, $kernel:path) => {
-        |x: &[u8], y: &mut [f32]| match as_blocks::<$block>(x) {
+    ($format:ty, $view:expr, $kernel:path) => {
+        |x: &[u8], y: &mut [f32]| match $view(x) {
             Some(b) => $kernel(b, y),
             None => <$format as GgmlFormat>::dequantize_row(x, y),
         }
     };
 }
 
-/// A block encoder of the `kernels` crate on bytes, falling back to the
-/// reference `$format` when the bytes are not aligned for `$block`.
+/// An encoder of the `kernels` crate on bytes (see [`simd_decoder`]).
 macro_rules! simd_encoder {
-    ($format:ty, $block:ty, $kernel:path) => {
-        |x: &[f32], y: &mut [u8]| match as_blocks_mut::<$block>(y) {
+    ($format:ty, $view:expr, $kernel:path) => {
+        |x: &[f32], y: &mut [u8]| match $view(y) {
             Some(b) => $kernel(x, b),
             None => <$format as GgmlFormat>::quantize_row_ref(x, y),
         }
     };
 }
 
-/// The CPU matmul of a block type: activations through `$act` into
-/// `$act_block`, products through the multi-row kernel `$gemm`.
-macro_rules! block_matmul {
-    ($ty:ident, $block:ty, $act_block:ty, $act:path, $gemm:path) => {
+/// The CPU matmul of a float type stored as `$elem`: activations through
+/// `$act`, one `$dot` per pair of rows.
+macro_rules! float_matmul {
+    ($ty:ident, $elem:ty, $act:path, $dot:path) => {
         Some(CpuMatmul {
-            quantize_act: |x, y| cpu::quantize_on_bytes::<$act_block>(GgmlType::$ty, $act, x, y),
-            gemm: |w, a, nb, out, ldo| {
-                cpu::gemm_on_bytes::<$block, $act_block>(GgmlType::$ty, $gemm, w, a, nb, out, ldo)
-            },
+            quantize_act: |x, y| cpu::encode_on_bytes::<$elem>(GgmlType::$ty, $act, x, y),
+            gemm: |w, a, k, out, ldo| cpu::float_gemm(GgmlType::$ty, $dot, w, a, k, out, ldo),
         })
+    };
+}
+
+/// The CPU matmul of a block type (a [`CpuMatmul`]): activations of the
+/// weight type `$ty` through `$act` into `$act_block`, products through
+/// the multi-row kernel `$gemm`, both on bytes.
+#[macro_export]
+macro_rules! block_matmul {
+    ($ty:expr, $block:ty, $act_block:ty, $act:path, $gemm:path) => {
+        $crate::CpuMatmul {
+            quantize_act: |x, y| {
+                $crate::ggml::cpu::quantize_on_bytes::<$act_block>($ty, $act, x, y)
+            },
+            gemm: |w, a, nb, out, ldo| {
+                $crate::ggml::cpu::gemm_on_bytes::<$block, $act_block>(
+                    $ty, $gemm, w, a, nb, out, ldo,
+                )
+            },
+        }
     };
 }
 
@@ -175,159 +192,195 @@ pub const TYPES: [TypeTraits; 15] = [
     TypeTraits {
         cpu_matmul: Some(CpuMatmul {
             quantize_act: cpu::act_f32,
-            gemm: cpu::gemm_f32,
+            gemm: |w, a, k, out, ldo| {
+                cpu::float_gemm(GgmlType::F32, kernels::vec_dot_f32, w, a, k, out, ldo)
+            },
         }),
         ..traits_of::<simple::F32>()
     },
     TypeTraits {
-        dequantize_row: |x, y| {
-            if cpu::from_f16(x, y).is_err() {
-                simple::F16::dequantize_row(x, y)
-            }
-        },
-        quantize_row: |x, y| {
-            if cpu::to_f16(x, y).is_err() {
-                simple::F16::quantize_row_ref(x, y)
-            }
-        },
+        dequantize_row: simd_decoder!(simple::F16, cpu::u16s, kernels::f16_to_f32_row),
+        quantize_row: simd_encoder!(simple::F16, cpu::u16s_mut, kernels::f32_to_f16_row),
         kv_cache: true,
-        cpu_matmul: Some(CpuMatmul {
-            quantize_act: cpu::to_f16,
-            gemm: cpu::gemm_f16,
-        }),
+        cpu_matmul: float_matmul!(F16, u16, kernels::f32_to_f16_row, kernels::vec_dot_f16),
         ..traits_of::<simple::F16>()
     },
     TypeTraits {
-        dequantize_row: |x, y| {
-            if cpu::from_bf16(x, y).is_err() {
-                simple::BF16::dequantize_row(x, y)
-            }
-        },
-        cpu_matmul: Some(CpuMatmul {
-            quantize_act: cpu::act_bf16,
-            gemm: cpu::gemm_bf16,
-        }),
+        dequantize_row: simd_decoder!(simple::BF16, cpu::u16s, kernels::bf16_to_f32_row),
+        cpu_matmul: float_matmul!(BF16, u16, kernels::f32_to_bf16_row, kernels::vec_dot_bf16),
         ..traits_of::<simple::BF16>()
     },
     TypeTraits {
-        dequantize_row: simd_decoder!(simple::Q4_0, BlockQ4_0, kernels::dequantize_row_q4_0),
+        dequantize_row: simd_decoder!(
+            simple::Q4_0,
+            as_blocks::<BlockQ4_0>,
+            kernels::dequantize_row_q4_0
+        ),
         kv_cache: true,
-        cpu_matmul: block_matmul!(
-            Q4_0,
+        cpu_matmul: Some(crate::block_matmul!(
+            GgmlType::Q4_0,
             BlockQ4_0,
             BlockQ8_0,
             kernels::quantize_row_q8_0_round_even,
             kernels::gemm_q4_0_q8_0
-        ),
+        )),
         ..traits_of::<simple::Q4_0>()
     },
     TypeTraits {
-        dequantize_row: simd_decoder!(simple::Q4_1, BlockQ4_1, kernels::dequantize_row_q4_1),
-        cpu_matmul: block_matmul!(
-            Q4_1,
+        dequantize_row: simd_decoder!(
+            simple::Q4_1,
+            as_blocks::<BlockQ4_1>,
+            kernels::dequantize_row_q4_1
+        ),
+        cpu_matmul: Some(crate::block_matmul!(
+            GgmlType::Q4_1,
             BlockQ4_1,
             BlockQ8_1,
             kernels::quantize_row_q8_1_round_even,
             kernels::gemm_q4_1_q8_1
-        ),
+        )),
         ..traits_of::<simple::Q4_1>()
     },
     TypeTraits {
-        dequantize_row: simd_decoder!(simple::Q5_0, BlockQ5_0, kernels::dequantize_row_q5_0),
-        cpu_matmul: block_matmul!(
-            Q5_0,
+        dequantize_row: simd_decoder!(
+            simple::Q5_0,
+            as_blocks::<BlockQ5_0>,
+            kernels::dequantize_row_q5_0
+        ),
+        cpu_matmul: Some(crate::block_matmul!(
+            GgmlType::Q5_0,
             BlockQ5_0,
             BlockQ8_0,
             kernels::quantize_row_q8_0_round_even,
             kernels::gemm_q5_0_q8_0
-        ),
+        )),
         ..traits_of::<simple::Q5_0>()
     },
     TypeTraits {
-        dequantize_row: simd_decoder!(simple::Q5_1, BlockQ5_1, kernels::dequantize_row_q5_1),
-        cpu_matmul: block_matmul!(
-            Q5_1,
+        dequantize_row: simd_decoder!(
+            simple::Q5_1,
+            as_blocks::<BlockQ5_1>,
+            kernels::dequantize_row_q5_1
+        ),
+        cpu_matmul: Some(crate::block_matmul!(
+            GgmlType::Q5_1,
             BlockQ5_1,
             BlockQ8_1,
             kernels::quantize_row_q8_1_round_even,
             kernels::gemm_q5_1_q8_1
-        ),
+        )),
         ..traits_of::<simple::Q5_1>()
     },
     TypeTraits {
-        dequantize_row: simd_decoder!(simple::Q8_0, BlockQ8_0, kernels::dequantize_row_q8_0),
-        quantize_row: simd_encoder!(simple::Q8_0, BlockQ8_0, kernels::quantize_row_q8_0),
+        dequantize_row: simd_decoder!(
+            simple::Q8_0,
+            as_blocks::<BlockQ8_0>,
+            kernels::dequantize_row_q8_0
+        ),
+        quantize_row: simd_encoder!(
+            simple::Q8_0,
+            as_blocks_mut::<BlockQ8_0>,
+            kernels::quantize_row_q8_0
+        ),
         kv_cache: true,
-        cpu_matmul: block_matmul!(
-            Q8_0,
+        cpu_matmul: Some(crate::block_matmul!(
+            GgmlType::Q8_0,
             BlockQ8_0,
             BlockQ8_0,
             kernels::quantize_row_q8_0_round_even,
             kernels::gemm_q8_0_q8_0
-        ),
+        )),
         ..traits_of::<simple::Q8_0>()
     },
     TypeTraits {
-        quantize_row: simd_encoder!(simple::Q8_1, BlockQ8_1, kernels::quantize_row_q8_1),
+        quantize_row: simd_encoder!(
+            simple::Q8_1,
+            as_blocks_mut::<BlockQ8_1>,
+            kernels::quantize_row_q8_1
+        ),
         ..traits_of::<simple::Q8_1>()
     },
     TypeTraits {
-        dequantize_row: simd_decoder!(kquants::Q2K, BlockQ2K, kernels::dequantize_row_q2_k),
-        cpu_matmul: block_matmul!(
-            Q2_K,
+        dequantize_row: simd_decoder!(
+            kquants::Q2K,
+            as_blocks::<BlockQ2K>,
+            kernels::dequantize_row_q2_k
+        ),
+        cpu_matmul: Some(crate::block_matmul!(
+            GgmlType::Q2_K,
             BlockQ2K,
             BlockQ8K,
             kernels::quantize_row_q8_k,
             kernels::gemm_q2_k_q8_k
-        ),
+        )),
         ..traits_of::<kquants::Q2K>()
     },
     TypeTraits {
-        dequantize_row: simd_decoder!(kquants::Q3K, BlockQ3K, kernels::dequantize_row_q3_k),
-        cpu_matmul: block_matmul!(
-            Q3_K,
+        dequantize_row: simd_decoder!(
+            kquants::Q3K,
+            as_blocks::<BlockQ3K>,
+            kernels::dequantize_row_q3_k
+        ),
+        cpu_matmul: Some(crate::block_matmul!(
+            GgmlType::Q3_K,
             BlockQ3K,
             BlockQ8K,
             kernels::quantize_row_q8_k,
             kernels::gemm_q3_k_q8_k
-        ),
+        )),
         ..traits_of::<kquants::Q3K>()
     },
     TypeTraits {
-        dequantize_row: simd_decoder!(kquants::Q4K, BlockQ4K, kernels::dequantize_row_q4_k),
-        cpu_matmul: block_matmul!(
-            Q4_K,
+        dequantize_row: simd_decoder!(
+            kquants::Q4K,
+            as_blocks::<BlockQ4K>,
+            kernels::dequantize_row_q4_k
+        ),
+        cpu_matmul: Some(crate::block_matmul!(
+            GgmlType::Q4_K,
             BlockQ4K,
             BlockQ8K,
             kernels::quantize_row_q8_k,
             kernels::gemm_q4_k_q8_k
-        ),
+        )),
         ..traits_of::<kquants::Q4K>()
     },
     TypeTraits {
-        dequantize_row: simd_decoder!(kquants::Q5K, BlockQ5K, kernels::dequantize_row_q5_k),
-        cpu_matmul: block_matmul!(
-            Q5_K,
+        dequantize_row: simd_decoder!(
+            kquants::Q5K,
+            as_blocks::<BlockQ5K>,
+            kernels::dequantize_row_q5_k
+        ),
+        cpu_matmul: Some(crate::block_matmul!(
+            GgmlType::Q5_K,
             BlockQ5K,
             BlockQ8K,
             kernels::quantize_row_q8_k,
             kernels::gemm_q5_k_q8_k
-        ),
+        )),
         ..traits_of::<kquants::Q5K>()
     },
     TypeTraits {
-        dequantize_row: simd_decoder!(kquants::Q6K, BlockQ6K, kernels::dequantize_row_q6_k),
-        cpu_matmul: block_matmul!(
-            Q6_K,
+        dequantize_row: simd_decoder!(
+            kquants::Q6K,
+            as_blocks::<BlockQ6K>,
+            kernels::dequantize_row_q6_k
+        ),
+        cpu_matmul: Some(crate::block_matmul!(
+            GgmlType::Q6_K,
             BlockQ6K,
             BlockQ8K,
             kernels::quantize_row_q8_k,
             kernels::gemm_q6_k_q8_k
-        ),
+        )),
         ..traits_of::<kquants::Q6K>()
     },
     TypeTraits {
-        quantize_row: simd_encoder!(kquants::Q8K, BlockQ8K, kernels::quantize_row_q8_k),
+        quantize_row: simd_encoder!(
+            kquants::Q8K,
+            as_blocks_mut::<BlockQ8K>,
+            kernels::quantize_row_q8_k
+        ),
         ..traits_of::<kquants::Q8K>()
     },
 ];

@@ -6,10 +6,10 @@
 //! | choice | llama.cpp code path it reproduces | applies when | switch |
 //! |---|---|---|---|
 //! | activations to Q8_0/Q8_1 with scale 127/amax, round half to even | `quantize_row_q8_0` / `quantize_row_q8_1` in `ggml-cpu/arch/x86/quants.c` (not `quantize_row_q8_0_ref`) | every Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 matmul (the table's `cpu_matmul.quantize_act`: `kernels::quantize_row_q8_0_round_even`) | - |
-//! | Q4_0 interleaved by 8 rows at load, one running sum per output | `ggml-cpu/repack.cpp`: `repack_q4_0_to_q4_0_8_bl`, `ggml_gemm_q4_0_8x8_q8_0` / `ggml_gemv_q4_0_8x8_q8_0` | rows a multiple of [`Q4_0_REPACK_ROWS`], every batch size ([`interleave_q4_0`], [`q4_0_repacked_order`]) | - |
-//! | Q4_K integer sums per 64 elements for groups of 4 tokens, per 256 for the rest | `ggml-cpu/repack.cpp`: `ggml_gemm_q4_K_8x8_q8_K` (groups of [`Q4_K_REPACK_GEMM_TOKENS`]) and `ggml_gemv_q4_K_8x8_q8_K` (the remainder) | batches of more than 3 tokens ([`matmul_parts`]) | - |
-//! | Q6_K per block `fma(f32(isum) * d_w, d_a, sum)` | ggml-cpu's tiled K-quant matmul (`ggml-cpu/tiled`, see docs/accuracy.md) | batches of [`Q6_K_TILED_MIN_TOKENS`] tokens and more | - |
-//! | F16/F32: 16-lane fused accumulators reduced as `_mm512_reduce_add_ps`; F16 activations rounded to f16 first | llamafile's tinyBLAS, `llamafile_sgemm` in `ggml-cpu/llamafile/sgemm.cpp` | [`TINYBLAS_MIN_TOKENS`]+ tokens, rows a multiple of [`TINYBLAS_ROW_MULTIPLE`], row length a multiple of [`TINYBLAS_K_MULTIPLE`] | - |
+//! | Q4_0 interleaved by 8 rows at load, one running sum per output | `ggml-cpu/repack.cpp`: `repack_q4_0_to_q4_0_8_bl`, `ggml_gemm_q4_0_8x8_q8_0` / `ggml_gemv_q4_0_8x8_q8_0` | rows a multiple of [`Q4_0_REPACK_ROWS`], every batch size: interleaved at load where it pays ([`interleave_q4_0`], `kernels::gemm_q4_0x8_q8_0`), else the rows as stored in the same order ([`Q4_0_REPACKED_ORDER`], `kernels::gemm_q4_0_q8_0_block_fma`) | - |
+//! | Q4_K integer sums per 64 elements for groups of 4 tokens, per 256 for the rest | `ggml-cpu/repack.cpp`: `ggml_gemm_q4_K_8x8_q8_K` (groups of [`Q4_K_REPACK_GEMM_TOKENS`]) and `ggml_gemv_q4_K_8x8_q8_K` (the remainder) | batches of [`Q4_K_REPACK_GEMM_MIN_TOKENS`]+ tokens ([`matmul_parts`], `kernels::gemm_q4_k_q8_k_sum64`, then `kernels::gemm_q4_k_q8_k`) | - |
+//! | Q6_K per block `fma(f32(isum) * d_w, d_a, sum)` | ggml-cpu's tiled K-quant matmul (`ggml-cpu/tiled`, see docs/accuracy.md) | batches of [`Q6_K_TILED_MIN_TOKENS`] tokens and more (`kernels::gemm_q6_k_q8_k_block_fma`) | - |
+//! | F16/F32: 16-lane fused accumulators reduced as `_mm512_reduce_add_ps`; F16 activations rounded to f16 first | llamafile's tinyBLAS, `llamafile_sgemm` in `ggml-cpu/llamafile/sgemm.cpp` | [`TINYBLAS_MIN_TOKENS`]+ tokens, rows a multiple of [`TINYBLAS_ROW_MULTIPLE`], row length a multiple of [`TINYBLAS_K_MULTIPLE`] (`kernels::gemm_f16_lanes16`, `kernels::gemm_f32_lanes16`) | - |
 //! | attention: one query at a time, V accumulated in f16 | `ggml_compute_forward_flash_attn_ext_f16` (one-row path) in `ggml-cpu/ops.cpp`, `ggml_vec_mad_f16` / `ggml_vec_scale_f16` in `ggml-cpu/vec.h` | below [`FLASH_ATTN_TILE`] query rows | - |
 //! | the f16 V accumulator updated with native f16 arithmetic in 128-element steps (emulated: round to odd in f32, then to f16) | the AVX512-FP16 `GGML_F16_VEC_FMA` / `GGML_F16_VEC_MUL` of `ggml_vec_mad_f16` / `ggml_vec_scale_f16` | F16 V cache, whole [`F16_NATIVE_STEP`]-element steps ([`f16_native_len`]) | `RKINFER_F16_NATIVE=0` rounds as x86 builds without AVX512-FP16 |
 //! | attention in f32 over 64-key tiles, q.k as a fused GEMM | the tiled flash-attention path of `ggml-cpu/ops.cpp` (`GGML_FA_TILE_Q`/`GGML_FA_TILE_KV`) | [`FLASH_ATTN_TILE`]+ query rows with an F16 cache | - |
@@ -30,7 +30,6 @@ use std::sync::OnceLock;
 
 use gguf::GgmlType;
 use kernels::blocks::{BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ6K, BlockQ8K, BlockQ8_0};
-use quant::ggml::cpu::{gemm_on_bytes, quantize_on_bytes};
 use quant::{CpuMatmul, QuantError};
 
 /// Rows per interleaved Q4_0 group (llama.cpp's `block_q4_0x8`).
@@ -38,7 +37,7 @@ pub const Q4_0_REPACK_ROWS: usize = 8;
 
 /// Whether a Q4_0 matrix is interleaved at load: llama.cpp repacks whole
 /// 8-row groups on x86; rkinfer does so where its kernels gain by it (the
-/// rounding is the same either way, see [`q4_0_repacked_order`]).
+/// rounding is the same either way, see [`Q4_0_REPACKED_ORDER`]).
 pub fn interleave_q4_0(rows: usize, cols: usize) -> bool {
     rows.is_multiple_of(Q4_0_REPACK_ROWS)
         && cols.is_multiple_of(kernels::QK4_0)
@@ -47,20 +46,13 @@ pub fn interleave_q4_0(rows: usize, cols: usize) -> bool {
 
 /// Q4_0 rows kept as stored, rounded as the repacked kernels round them
 /// (for matrices of whole 8-row groups that were not interleaved).
-pub const Q4_0_REPACKED_ORDER: CpuMatmul = CpuMatmul {
-    quantize_act: act_q8_0,
-    gemm: |w, a, nb, out, ldo| {
-        gemm_on_bytes::<BlockQ4_0, BlockQ8_0>(
-            GgmlType::Q4_0,
-            kernels::gemm_q4_0_q8_0_block_fma,
-            w,
-            a,
-            nb,
-            out,
-            ldo,
-        )
-    },
-};
+pub const Q4_0_REPACKED_ORDER: CpuMatmul = quant::block_matmul!(
+    GgmlType::Q4_0,
+    BlockQ4_0,
+    BlockQ8_0,
+    kernels::quantize_row_q8_0_round_even,
+    kernels::gemm_q4_0_q8_0_block_fma
+);
 
 /// The product on Q4_0 weights interleaved by [`kernels::repack_q4_0x8`]
 /// (the same rounding as [`Q4_0_REPACKED_ORDER`]) for `n_tok` rows.
@@ -68,26 +60,14 @@ pub fn q4_0_interleaved(n_tok: usize) -> MatmulPart {
     MatmulPart {
         n_tok,
         act_type: GgmlType::Q8_0,
-        matmul: CpuMatmul {
-            quantize_act: act_q8_0,
-            gemm: |w, a, nb, out, ldo| {
-                gemm_on_bytes::<BlockQ4_0x8, BlockQ8_0>(
-                    GgmlType::Q4_0,
-                    kernels::gemm_q4_0x8_q8_0,
-                    w,
-                    a,
-                    nb,
-                    out,
-                    ldo,
-                )
-            },
-        },
+        matmul: quant::block_matmul!(
+            GgmlType::Q4_0,
+            BlockQ4_0x8,
+            BlockQ8_0,
+            kernels::quantize_row_q8_0_round_even,
+            kernels::gemm_q4_0x8_q8_0
+        ),
     }
-}
-
-/// Activations of every Q4_0 product (the table's Q4_0 activation rounding).
-fn act_q8_0(x: &[f32], y: &mut [u8]) -> Result<(), QuantError> {
-    quantize_on_bytes::<BlockQ8_0>(GgmlType::Q8_0, kernels::quantize_row_q8_0_round_even, x, y)
 }
 
 /// Tokens per group of llama.cpp's repacked Q4_K GEMM.
@@ -111,41 +91,23 @@ pub const TINYBLAS_K_MULTIPLE: usize = 16;
 pub const FLASH_ATTN_TILE: usize = 64;
 
 fn q4_k_repacked_gemm() -> CpuMatmul {
-    CpuMatmul {
-        quantize_act: act_q8_k,
-        gemm: |w, a, nb, out, ldo| {
-            gemm_on_bytes::<BlockQ4K, BlockQ8K>(
-                GgmlType::Q4_K,
-                kernels::gemm_q4_k_q8_k_sum64,
-                w,
-                a,
-                nb,
-                out,
-                ldo,
-            )
-        },
-    }
+    quant::block_matmul!(
+        GgmlType::Q4_K,
+        BlockQ4K,
+        BlockQ8K,
+        kernels::quantize_row_q8_k,
+        kernels::gemm_q4_k_q8_k_sum64
+    )
 }
 
 fn q6_k_tiled() -> CpuMatmul {
-    CpuMatmul {
-        quantize_act: act_q8_k,
-        gemm: |w, a, nb, out, ldo| {
-            gemm_on_bytes::<BlockQ6K, BlockQ8K>(
-                GgmlType::Q6_K,
-                kernels::gemm_q6_k_q8_k_block_fma,
-                w,
-                a,
-                nb,
-                out,
-                ldo,
-            )
-        },
-    }
-}
-
-fn act_q8_k(x: &[f32], y: &mut [u8]) -> Result<(), QuantError> {
-    quantize_on_bytes::<BlockQ8K>(GgmlType::Q8_K, kernels::quantize_row_q8_k, x, y)
+    quant::block_matmul!(
+        GgmlType::Q6_K,
+        BlockQ6K,
+        BlockQ8K,
+        kernels::quantize_row_q8_k,
+        kernels::gemm_q6_k_q8_k_block_fma
+    )
 }
 
 /// tinyBLAS for F16 weights: activations rounded to f16, kept as f32.
