@@ -833,6 +833,7 @@ proptest! {
 // Activation quantizers: bit-identical
 
 /// Signatures of the activation quantizers, one per output block type.
+type Glu = fn(&mut [f32], &[f32]);
 type QuantizeQ8_0 = fn(&[f32], &mut [BlockQ8_0]);
 type QuantizeQ8_1 = fn(&[f32], &mut [BlockQ8_1]);
 type QuantizeQ8K = fn(&[f32], &mut [BlockQ8K]);
@@ -1062,7 +1063,7 @@ proptest! {
             x[2] = -95.0;
             x[3] = -12.0;
         }
-        let mut impls: Vec<(&str, fn(&mut [f32], &[f32]))> = vec![("dispatched", kernels::swiglu)];
+        let mut impls: Vec<(&str, Glu)> = vec![("dispatched", kernels::swiglu)];
         for k in tables() {
             impls.push((k.name, k.swiglu));
         }

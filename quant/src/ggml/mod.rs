@@ -602,6 +602,9 @@ mod tests {
             let mut q = vec![0u8; n];
             quantize_row_ref(ty, &x, &mut q).unwrap();
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut store);
+            // Offset 0 runs the SIMD decoder and encoder, offset 1 (not
+            // aligned for any block struct) the reference ones: same values.
+            let mut decoded: Vec<Vec<f32>> = Vec::new();
             for offset in [0, 1] {
                 let fast = &mut bytes[offset..offset + n];
                 quantize_row(ty, &x, fast).unwrap();
@@ -617,7 +620,13 @@ mod tests {
                 let bits = (8 * t.type_size) as f32 / t.block_size as f32;
                 let tol = (8.0 / bits.exp2()).max(8e-3);
                 assert!(err < tol, "{ty}: round trip error {err} (offset {offset})");
+                decoded.push(back);
             }
+            let same = decoded[0]
+                .iter()
+                .zip(&decoded[1])
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{ty}: SIMD and reference decoders differ");
             let Some(mm) = t.cpu_matmul else { continue };
             let at = traits(t.vec_dot_type).unwrap();
             let mut act = vec![0u64; (row_size(at.ty, k).unwrap()).div_ceil(8)];
