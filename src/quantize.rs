@@ -20,6 +20,53 @@ use rayon::prelude::*;
 /// llama.cpp's `GGML_QNT_VERSION`, written as `general.quantization_version`.
 pub const QUANTIZATION_VERSION: u32 = 2;
 
+/// llama.cpp's `llama_ftype` values (`general.file_type`) and their names:
+/// the ones rkinfer writes ([`FileType`]) and the rest, so that files made
+/// by other tools are named too.
+pub const LLAMA_FTYPES: [(u32, &str); 33] = [
+    (0, "F32"),
+    (1, "F16"),
+    (2, "Q4_0"),
+    (3, "Q4_1"),
+    (7, "Q8_0"),
+    (8, "Q5_0"),
+    (9, "Q5_1"),
+    (10, "Q2_K"),
+    (11, "Q3_K_S"),
+    (12, "Q3_K_M"),
+    (13, "Q3_K_L"),
+    (14, "Q4_K_S"),
+    (15, "Q4_K_M"),
+    (16, "Q5_K_S"),
+    (17, "Q5_K_M"),
+    (18, "Q6_K"),
+    (19, "IQ2_XXS"),
+    (20, "IQ2_XS"),
+    (21, "Q2_K_S"),
+    (22, "IQ3_XS"),
+    (23, "IQ3_XXS"),
+    (24, "IQ1_S"),
+    (25, "IQ4_NL"),
+    (26, "IQ3_S"),
+    (27, "IQ3_M"),
+    (28, "IQ2_S"),
+    (29, "IQ2_M"),
+    (30, "IQ4_XS"),
+    (31, "IQ1_M"),
+    (32, "BF16"),
+    (36, "TQ1_0"),
+    (37, "TQ2_0"),
+    (38, "MXFP4"),
+];
+
+/// The name of `llama_ftype` value `id` ("Q4_K_M"), if llama.cpp has one.
+pub fn llama_ftype_name(id: u32) -> Option<&'static str> {
+    LLAMA_FTYPES
+        .iter()
+        .find(|&&(i, _)| i == id)
+        .map(|&(_, n)| n)
+}
+
 /// A target file type (llama.cpp `llama_ftype`): the default tensor type
 /// plus, for the K-quant mixtures, rules that give some tensors more bits.
 #[allow(non_camel_case_types)]
@@ -89,27 +136,11 @@ impl FileType {
         }
     }
 
-    /// The name llama-quantize accepts ("Q4_K_M", "F16", ...).
+    /// The name llama-quantize accepts ("Q4_K_M", "F16", ...), from
+    /// [`LLAMA_FTYPES`].
     pub fn name(self) -> &'static str {
-        match self {
-            FileType::F32 => "F32",
-            FileType::F16 => "F16",
-            FileType::BF16 => "BF16",
-            FileType::Q4_0 => "Q4_0",
-            FileType::Q4_1 => "Q4_1",
-            FileType::Q5_0 => "Q5_0",
-            FileType::Q5_1 => "Q5_1",
-            FileType::Q8_0 => "Q8_0",
-            FileType::Q2_K => "Q2_K",
-            FileType::Q3_K_S => "Q3_K_S",
-            FileType::Q3_K_M => "Q3_K_M",
-            FileType::Q3_K_L => "Q3_K_L",
-            FileType::Q4_K_S => "Q4_K_S",
-            FileType::Q4_K_M => "Q4_K_M",
-            FileType::Q5_K_S => "Q5_K_S",
-            FileType::Q5_K_M => "Q5_K_M",
-            FileType::Q6_K => "Q6_K",
-        }
+        // Every variant's id is in the list (checked by a unit test).
+        llama_ftype_name(self.id()).unwrap_or("?")
     }
 
     /// Parses a name case-insensitively; "Q3_K", "Q4_K" and "Q5_K" are
@@ -943,7 +974,10 @@ mod tests {
         assert_eq!(FileType::from_name("Q7_0"), None);
         for t in FileType::ALL {
             assert_eq!(FileType::from_name(t.name()), Some(t));
+            assert_eq!(llama_ftype_name(t.id()), Some(t.name()));
         }
+        assert_eq!(FileType::Q4_K_M.name(), "Q4_K_M");
+        assert_eq!(llama_ftype_name(4), None);
     }
 
     #[test]
