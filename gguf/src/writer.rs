@@ -257,6 +257,16 @@ impl<'a> GgufWriter<'a> {
     pub fn stream_to<W: Write>(self, w: W) -> Result<GgufStream<'a, W>> {
         GgufStream::start(w, self, PathBuf::from("<output>"))
     }
+
+    /// As [`GgufWriter::stream_to`], for a sink that writes the file `path`
+    /// (named in errors), e.g. a temporary file renamed when complete.
+    pub fn stream_to_file<W: Write>(
+        self,
+        w: W,
+        path: impl Into<PathBuf>,
+    ) -> Result<GgufStream<'a, W>> {
+        GgufStream::start(w, self, path.into())
+    }
 }
 
 /// A GGUF file being written: the header is out, tensor data follows in
