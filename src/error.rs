@@ -37,6 +37,10 @@ pub enum Error {
     Npu(crate::npu::NpuError),
     /// A model cannot be quantized as asked.
     Quantize(crate::quantize::QuantizeError),
+    /// A computation gave NaN or infinity (corrupt weights or input).
+    NonFinite(String),
+    /// SIGINT or SIGTERM stopped the work (see [`crate::output_file`]).
+    Interrupted(String),
 }
 
 impl fmt::Display for Error {
@@ -61,6 +65,8 @@ impl fmt::Display for Error {
             Error::LogitsFile { path, reason } => write!(f, "{}: {reason}", path.display()),
             Error::Npu(e) => write!(f, "{e}"),
             Error::Quantize(e) => write!(f, "{e}"),
+            Error::NonFinite(msg) => write!(f, "{msg}"),
+            Error::Interrupted(what) => write!(f, "interrupted: {what}"),
         }
     }
 }
@@ -75,9 +81,11 @@ impl std::error::Error for Error {
             Error::Model(e) => Some(e),
             Error::Backend(e) => Some(e),
             Error::Sampler(e) => Some(e),
-            Error::ContextFull { .. } | Error::InvalidUtf8 { .. } | Error::LogitsFile { .. } => {
-                None
-            }
+            Error::ContextFull { .. }
+            | Error::InvalidUtf8 { .. }
+            | Error::LogitsFile { .. }
+            | Error::NonFinite(_)
+            | Error::Interrupted(_) => None,
             Error::Npu(e) => Some(e),
             Error::Quantize(e) => Some(e),
         }

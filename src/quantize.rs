@@ -7,14 +7,18 @@
 //! reference quantizers (bit-exact, see the `quant` crate) and writes a GGUF
 //! whose tensor data, order and metadata match llama-quantize's output.
 //!
-//! The output is written to `OUT.tmp` and renamed when complete, so a failed
-//! run never leaves a partial model behind.
+//! The output is written to a unique temporary file beside it, synced and
+//! renamed when complete (see [`crate::output_file`]), so a failed or
+//! interrupted run never leaves a partial model behind, and two runs to
+//! the same output never mix their bytes.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use gguf::{GgmlType, GgufFile, GgufWriter, TensorInfo, Value};
+
+use crate::output_file::OutputFile;
 use rayon::prelude::*;
 
 /// llama.cpp's `GGML_QNT_VERSION`, written as `general.quantization_version`.
@@ -838,15 +842,21 @@ pub fn quantize_model(
         .build()
         .map_err(|e| crate::Error::InvalidArgument(format!("thread pool: {e}")))?;
 
-    let mut tmp_name = output.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
+    let mut out_file = OutputFile::create(output)?;
+    let temp_path = out_file.temp_path().to_path_buf();
     let result = (|| -> crate::Result<QuantizeReport> {
-        let mut stream = writer.stream(&tmp)?;
+        let sink = std::io::BufWriter::with_capacity(1 << 20, out_file.file());
+        let mut stream = writer.stream_to_file(sink, &temp_path)?;
         let mut reports = Vec::with_capacity(plans.len());
         let mut converted = Vec::new();
         let n = plans.len();
         for (i, p) in plans.iter().enumerate() {
+            if crate::output_file::interrupted() {
+                return Err(crate::Error::Interrupted(format!(
+                    "{} not written",
+                    output.display()
+                )));
+            }
             let info = file.tensor(&p.name).ok_or_else(|| {
                 crate::Error::InvalidArgument(format!("tensor {} vanished", p.name))
             })?;
@@ -902,7 +912,10 @@ pub fn quantize_model(
                 bytes_out,
             });
         }
-        stream.finish()?;
+        stream
+            .finish()?
+            .into_inner()
+            .map_err(|e| io_err(&temp_path, e.into_error()))?;
         let bytes_in = reports.iter().map(|r| r.bytes_in).sum();
         let bytes_out = reports.iter().map(|r| r.bytes_out).sum();
         Ok(QuantizeReport {
@@ -915,7 +928,18 @@ pub fn quantize_model(
     })();
     match result {
         Ok(mut report) => {
-            std::fs::rename(&tmp, output).map_err(|e| io_err(output, e))?;
+            // Without --force, an output another run wrote meanwhile stays.
+            out_file.commit(opts.force).map_err(|e| match e {
+                crate::Error::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    QuantizeError::OutputExists {
+                        path: output.to_path_buf(),
+                    }
+                    .into()
+                }
+                other => other,
+            })?;
             report.seconds = start.elapsed().as_secs_f64();
             if opts.progress {
                 eprintln!(
@@ -931,10 +955,8 @@ pub fn quantize_model(
             }
             Ok(report)
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
+        // Dropping `out_file` removes the temporary file.
+        Err(e) => Err(e),
     }
 }
 

@@ -12,7 +12,6 @@ use super::compat::{self, MatmulPart};
 use crate::backend::{BackendError, Scratch, Weights};
 use crate::graph::WeightId;
 
-
 /// Token rows processed against one weight row before moving on (keeps the
 /// weight row in L1 and the activation tile in L2).
 const TOKEN_TILE: usize = 32;
