@@ -13,7 +13,7 @@
 //! the same output never mix their bytes.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use gguf::{GgmlType, GgufFile, GgufWriter, TensorInfo, Value};
@@ -250,77 +250,11 @@ pub struct QuantizeReport {
     pub seconds: f64,
 }
 
-/// Why a model could not be quantized.
-#[derive(Debug)]
-pub enum QuantizeError {
-    /// The TYPE argument names no known file type.
-    UnknownFileType { name: String },
-    /// The output exists and overwriting was not asked for.
-    OutputExists { path: PathBuf },
-    /// Input and output are the same file.
-    SameFile { path: PathBuf },
-    /// A tensor is already quantized and `allow_requantize` is off.
-    RequantizeNotAllowed { tensor: String, ty: GgmlType },
-    /// A tensor's rows do not divide into blocks of the type asked for it.
-    RowNotDivisible {
-        tensor: String,
-        row_len: u64,
-        ty: GgmlType,
-        block_size: usize,
-    },
-    /// A tensor's type cannot be converted (no dequantizer or quantizer).
-    UnsupportedType { tensor: String, ty: GgmlType },
-    /// A hyperparameter the type rules need is missing or malformed.
-    MissingMetadata { key: String, reason: String },
-}
+pub use crate::error::QuantizeError;
 
-impl fmt::Display for QuantizeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            QuantizeError::UnknownFileType { name } => write!(
-                f,
-                "unknown quantization type {name:?}; valid types: {}",
-                FileType::valid_names()
-            ),
-            QuantizeError::OutputExists { path } => write!(
-                f,
-                "{}: output file exists (use --force to overwrite)",
-                path.display()
-            ),
-            QuantizeError::SameFile { path } => {
-                write!(f, "{}: input and output are the same file", path.display())
-            }
-            QuantizeError::RequantizeNotAllowed { tensor, ty } => write!(
-                f,
-                "tensor {tensor} is already quantized ({ty}); requantizing loses accuracy, \
-                 pass --allow-requantize to do it anyway"
-            ),
-            QuantizeError::RowNotDivisible {
-                tensor,
-                row_len,
-                ty,
-                block_size,
-            } => write!(
-                f,
-                "tensor {tensor}: row length {row_len} does not divide into {ty} blocks of {block_size}"
-            ),
-            QuantizeError::UnsupportedType { tensor, ty } => {
-                write!(f, "tensor {tensor}: type {ty} cannot be converted")
-            }
-            QuantizeError::MissingMetadata { key, reason } => {
-                write!(f, "metadata {key}: {reason}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for QuantizeError {}
-
-impl From<QuantizeError> for crate::Error {
-    fn from(e: QuantizeError) -> Self {
-        crate::Error::Quantize(e)
-    }
-}
+/// The log target of the per-tensor progress lines (`QuantizeOptions::progress`),
+/// llama-quantize's format; the CLI prints it as it is.
+pub const PROGRESS_TARGET: &str = "rkinfer::progress";
 
 // ---------------------------------------------------------------------------
 // Tensor type rules (llama-quant.cpp)
@@ -892,7 +826,8 @@ pub fn quantize_model(
                         mib(bytes_out)
                     )
                 };
-                eprintln!(
+                log::info!(
+                    target: PROGRESS_TARGET,
                     "[{:4}/{:4}] {:36} - [{}], type = {:>6}, {}",
                     i + 1,
                     n,
@@ -942,7 +877,8 @@ pub fn quantize_model(
             })?;
             report.seconds = start.elapsed().as_secs_f64();
             if opts.progress {
-                eprintln!(
+                log::info!(
+                    target: PROGRESS_TARGET,
                     "quantize: {} -> {} ({}): {:.2} MiB -> {:.2} MiB, {} fallback tensor(s), {:.1} s",
                     input.display(),
                     output.display(),

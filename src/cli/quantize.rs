@@ -49,6 +49,7 @@ pub fn parse_file_type(s: &str) -> Result<FileType, QuantizeError> {
         .or_else(|| FileType::from_name(s))
         .ok_or_else(|| QuantizeError::UnknownFileType {
             name: s.to_string(),
+            valid: FileType::valid_names(),
         })
 }
 
@@ -82,6 +83,15 @@ pub fn run(args: Args) -> crate::Result<()> {
         .transpose()?;
     // Ctrl-C or SIGTERM stop between tensors and remove the temporary file.
     crate::output_file::stop_on_interrupt()?;
-    quantize_model(&args.input, &args.output, &opts)?;
+    quantize_model(&args.input, &args.output, &opts).map_err(|e| match e {
+        // The library says what is wrong; the flag that changes it is ours.
+        crate::Error::Quantize(QuantizeError::OutputExists { .. }) => {
+            crate::Error::InvalidArgument(format!("{e} (use --force to overwrite)"))
+        }
+        crate::Error::Quantize(QuantizeError::RequantizeNotAllowed { .. }) => {
+            crate::Error::InvalidArgument(format!("{e}: pass --allow-requantize to do it anyway"))
+        }
+        other => other,
+    })?;
     Ok(())
 }
