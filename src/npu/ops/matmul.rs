@@ -600,7 +600,9 @@ pub struct TileTrace {
     pub task: usize,
     pub core: u32,
     pub m_start: usize,
+    pub m_len: usize,
     pub n_start: usize,
+    pub n_len: usize,
     pub k_start: usize,
     /// Still all [`SENTINEL`]: the NPU never wrote it.
     pub untouched: bool,
@@ -810,7 +812,9 @@ impl PreparedWeights {
                 task: i,
                 core: t.core,
                 m_start: t.m_tile.start,
+                m_len: t.m_tile.len,
                 n_start: t.n_tile.start,
+                n_len: t.n_tile.len,
                 k_start: t.k_seg.start,
                 untouched: is_sentinel(&raw),
             });
