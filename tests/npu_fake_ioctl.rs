@@ -881,3 +881,27 @@ fn selftest_report_on_each_fake_driver() {
     assert!(failed.reruns.iter().all(|x| x.result.passed));
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn int4_is_off_on_hardware_unless_asked() {
+    let (_fake, dev) = rknpu(FakeConfig::default());
+    let (a, b) = (vec![1i8; 4 * 64], vec![1i8; 64 * 64]);
+    let run = |allow: bool| {
+        matmul::matmul(
+            &dev,
+            MatmulType::Int4,
+            4,
+            64,
+            64,
+            Operands::Int4 { a: &a, b: &b },
+            &MatmulOptions {
+                allow_experimental: allow,
+                ..Default::default()
+            },
+        )
+    };
+    let err = run(false).unwrap_err().to_string();
+    assert!(err.contains("experimental"), "{err}");
+    // Asked for, it runs the capture's register sequence (on the fake's sim).
+    assert_eq!(run(true).unwrap(), MatmulOutput::I32(vec![64; 4 * 64]));
+}

@@ -171,12 +171,12 @@ pub(super) fn decode(f: &RegFile) -> Result<Op, NpuError> {
         }
     };
     let misc = f.get(CORE, 0x3010)?;
-    let want_misc = (inp << 8) | u32::from(input == SimIn::Fp16);
+    let want_misc = (inp << 8) | u32::from(input != SimIn::Int8);
     if misc != want_misc {
         return Err(f.bad(
             CORE,
             0x3010,
-            format!("expected precision {inp} and qd_en for fp16 ({want_misc:#x})"),
+            format!("expected precision {inp} and qd_en for fp16/int4 ({want_misc:#x})"),
         ));
     }
     let fmt = f.get(DPU, 0x4010)?;
@@ -304,8 +304,8 @@ pub(super) fn decode(f: &RegFile) -> Result<Op, NpuError> {
     f.expect(DPU, 0x4040, 0x53, "BS bypassed")?;
     let (size_e, surf_mult) = match output {
         SimOut::Fp32 => (3, 4),
-        SimOut::Int32 => (7, 8),
-        SimOut::Fp16 | SimOut::Int16 => (1, 2),
+        SimOut::Int32 | SimOut::Int16 => (7, 8),
+        SimOut::Fp16 => (1, 2),
     };
     f.expect(
         DPU,

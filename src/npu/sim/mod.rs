@@ -13,7 +13,7 @@
 //! - INT4 x INT4 -> INT16: products summed exactly in a wide accumulator and
 //!   **saturated** to [-32768, 32767] when the DPU writes the INT16 result.
 //!   This models the NVDLA-style output converter; it is an assumption, not
-//!   a hardware measurement (no public int4 register sequence exists).
+//!   a hardware measurement.
 //! - FP16 x FP16: each product is exact in FP32 (11 + 11 mantissa bits) and
 //!   the products are summed in FP32 in increasing k; the result is written
 //!   as FP32 or rounded to FP16 (round to nearest even).
