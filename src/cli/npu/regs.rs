@@ -140,12 +140,7 @@ pub fn regs_json_with(a: &RegsArgs, envelope: Envelope) -> Result<serde_json::Va
 }
 
 pub fn regs_cmd(c: RegsCommand) -> crate::Result<()> {
-    let envelope = Envelope::from_name(&c.envelope).ok_or_else(|| {
-        crate::Error::InvalidArgument(format!(
-            "--envelope {:?}: expected tested or fields",
-            c.envelope
-        ))
-    })?;
+    let envelope = super::parse_envelope(&c.envelope)?;
     let a = c.args;
     let v = regs_json_with(&a, envelope)?;
     let text = if a.json {

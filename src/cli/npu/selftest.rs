@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::npu::driver::discover::{self, RealSystem};
 use crate::npu::selftest::{self, CaseResult, Report, Rerun};
-use crate::npu::{self, Envelope, MatmulOptions, NpuDevice, NpuError};
+use crate::npu::{self, MatmulOptions, NpuDevice, NpuError};
 
 #[derive(clap::Args, Debug)]
 pub struct SelftestArgs {
@@ -31,12 +31,7 @@ pub struct SelftestArgs {
 }
 
 pub fn selftest_cmd(a: SelftestArgs) -> crate::Result<()> {
-    let envelope = Envelope::from_name(&a.envelope).ok_or_else(|| {
-        crate::Error::InvalidArgument(format!(
-            "--envelope {:?}: expected tested or fields",
-            a.envelope
-        ))
-    })?;
+    let envelope = super::parse_envelope(&a.envelope)?;
     let mut notes = Vec::new();
     let (dev, node, tried): (Box<dyn NpuDevice>, _, _) = match a.device.as_deref() {
         Some("npu") | None => match discover::open_hardware_on(&RealSystem) {
