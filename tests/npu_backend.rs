@@ -444,3 +444,38 @@ fn npu_settings_build_the_backend() {
     };
     assert!(backends_for_model(Device::NpuSim, &bad, &path).is_err());
 }
+
+/// The kernel drivers failing each way (EIO, timeout, rocket's silent
+/// rejection caught by the sentinel): every matmul falls back to the CPU
+/// and the prompt's next token is the CPU's.
+#[test]
+fn failing_fake_drivers_fall_back_to_the_cpu() {
+    use rkinfer::npu::driver::rocket::RocketDevice;
+    use rkinfer::npu::sim::fake::FakeRocket;
+    let cpu = load(Device::Cpu, "auto");
+    let prompt = prompt_tokens(&cpu);
+    let want = greedy(&cpu, &prompt, 1);
+    let quant = NpuQuant::parse("w16a16").expect("quant");
+    let rknpu = |fault| {
+        let fake = FakeRknpu::new(FakeConfig::default());
+        fake.inject(fault, u32::MAX);
+        let dev: Arc<dyn NpuDevice> =
+            Arc::new(RknpuDevice::open(Box::new(fake)).expect("fake rknpu opens"));
+        dev
+    };
+    let rocket = |fault| {
+        let fake = FakeRocket::new(FakeConfig::default());
+        fake.inject(fault, u32::MAX);
+        let dev: Arc<dyn NpuDevice> = Arc::new(RocketDevice::open(Box::new(fake), "1.0.0".into()));
+        dev
+    };
+    for (what, dev) in [
+        ("rknpu EIO", rknpu(Fault::Fail)),
+        ("rknpu timeout", rknpu(Fault::Timeout)),
+        ("rocket timeout", rocket(Fault::Timeout)),
+        ("rocket silent rejection", rocket(Fault::SilentReject)),
+    ] {
+        let logits = prompt_logits_with(NpuBackend::new(dev, quant, MatmulOptions::default()));
+        assert_eq!(vec![argmax(&logits)], want, "{what}");
+    }
+}

@@ -161,3 +161,50 @@ fn npu_regs_into_a_closed_pipe_does_not_panic() {
         assert_ne!(done.status.code(), Some(101), "{err}");
     }
 }
+
+#[test]
+fn npu_selftest_json_is_a_bug_report() {
+    let (ok, out, err) = rkinfer(&["npu", "selftest", "--device", "npu-sim", "--json"]);
+    assert!(ok, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["environment"].is_object(), "{v}");
+    assert!(v["environment"]["devfreq"].is_array());
+    assert_eq!(v["device"]["driver"], "npu-sim");
+    assert_eq!(v["device"]["simulated"], true);
+    assert_eq!(v["options"]["envelope"], "tested");
+    assert!(v["kernel_log"].is_array());
+    let rungs = v["rungs"].as_array().unwrap();
+    assert_eq!(v["passed"], v["total"]);
+    assert_eq!(v["total"].as_u64().unwrap() as usize, rungs.len());
+    // The known-good rungs submit exactly the hardware-tested words.
+    for r in &rungs[..2] {
+        assert!(r["known_good_hash"].is_u64(), "{r}");
+        assert_eq!(r["words_hash"], r["known_good_hash"]);
+    }
+    // One rung per core alone.
+    let per_core: Vec<u64> = rungs
+        .iter()
+        .filter_map(|r| r["case"]["core"].as_u64())
+        .collect();
+    assert_eq!(per_core, vec![0, 1, 2]);
+    for r in rungs {
+        let buffers = r["trace"]["buffers"].as_array().unwrap();
+        assert!(buffers
+            .iter()
+            .all(|b| b["dma_addr"].is_u64() && b["bytes"].is_u64()));
+        let jobs = r["trace"]["jobs"].as_array().unwrap();
+        assert!(!jobs.is_empty(), "{r}");
+        for j in jobs {
+            assert!(j["words_hash"].is_u64() && j["wall_us"].is_u64());
+            assert!(j["stats"]["tasks_done"].as_u64().unwrap() >= 1);
+            // int4 tasks start with the capture's four leading writes.
+            let entries = if r["case"]["ty"] == "int4" { 112 } else { 108 };
+            assert_eq!(j["first_words"].as_array().unwrap().len(), entries);
+            assert!(j["error"].is_null());
+        }
+        let tiles = r["tiles"].as_array().unwrap();
+        assert_eq!(tiles.len() as u64, r["tasks"].as_u64().unwrap());
+        assert!(tiles.iter().all(|t| t["verdict"] == "ok"), "{r}");
+        assert!(r["reruns"].as_array().unwrap().is_empty());
+    }
+}

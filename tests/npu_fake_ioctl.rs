@@ -778,3 +778,130 @@ fn permission_hint_recognises_rockets_facade_device() {
         "{err}"
     );
 }
+
+fn selftest_report(dev: &dyn NpuDevice, root: &std::path::Path) -> rkinfer::npu::selftest::Report {
+    rkinfer::npu::selftest::run_report(
+        dev,
+        vec!["/dev/dri/renderD128 is driven by panfrost".into()],
+        &MatmulOptions::default(),
+        false,
+        root,
+        |_, _, _| {},
+    )
+}
+
+/// A /proc and /sys with the NPU's device-tree node and devfreq entries.
+fn fake_root() -> std::path::PathBuf {
+    let root = std::env::temp_dir().join(format!("rkinfer-selftest-root-{}", std::process::id()));
+    let w = |p: &str, text: &str| {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    w("proc/sys/kernel/osrelease", "6.1.75-rockchip\n");
+    w("proc/device-tree/npu@fdab0000/status", "okay\0");
+    w(
+        "sys/class/devfreq/fdab0000.npu/governor",
+        "rknpu_ondemand\n",
+    );
+    w("sys/class/devfreq/fdab0000.npu/cur_freq", "1000000000\n");
+    w("sys/class/devfreq/dmc/governor", "dmc_ondemand\n");
+    w("sys/class/devfreq/dmc/cur_freq", "2112000000\n");
+    root
+}
+
+#[test]
+fn selftest_report_on_each_fake_driver() {
+    use rkinfer::npu::selftest::TileVerdict;
+    let root = fake_root();
+    let (_fake, dev) = rknpu(FakeConfig::default());
+    let r = selftest_report(&dev, &root);
+    assert_eq!(r.passed, r.total, "{r:#?}");
+    assert_eq!(
+        r.environment.kernel_release.as_deref(),
+        Some("6.1.75-rockchip")
+    );
+    assert_eq!(
+        r.environment.device_tree,
+        vec![("npu@fdab0000".to_string(), "okay".to_string())]
+    );
+    assert_eq!(r.environment.devfreq.len(), 2);
+    assert_eq!(r.device.driver, "rknpu");
+    assert_eq!(r.device.nodes_tried.len(), 1);
+    assert!(!r.kernel_log.is_empty());
+    let first = &r.rungs[0].result;
+    assert_eq!(first.words_hash, first.known_good_hash);
+    assert!(first.trace.jobs[0].stats.unwrap().hw_time_us.is_some());
+    assert!(r
+        .rungs
+        .iter()
+        .all(|g| g.result.tiles.iter().all(|t| t.verdict == TileVerdict::Ok)));
+
+    // rocket rejecting every job silently: every tile untouched, and the
+    // isolating reruns are in the report.
+    let (fake, dev) = rocket(FakeConfig::default());
+    fake.inject(Fault::SilentReject, u32::MAX);
+    let r = selftest_report(&dev, &root);
+    assert_eq!(r.passed, 0);
+    assert_eq!(r.device.job_time_limit_ms, Some(500));
+    for g in &r.rungs {
+        assert!(g
+            .result
+            .tiles
+            .iter()
+            .all(|t| t.verdict == TileVerdict::Untouched));
+        assert!(g.result.error.as_deref().unwrap().contains("never wrote"));
+        assert!(g.reruns.iter().any(|x| x.change.contains("chaining off")));
+    }
+    assert!(r.rungs[0].result.trace.jobs[0]
+        .stats
+        .unwrap()
+        .hw_time_us
+        .is_none());
+
+    // The vendor driver failing once: the rung reports the error, its
+    // reruns (chaining off, uncached buffers) pass and say so.
+    let (fake, dev) = rknpu(FakeConfig::default());
+    fake.inject(Fault::Fail, 1);
+    let r = selftest_report(&dev, &root);
+    assert_eq!(r.passed, r.total - 1);
+    let failed = &r.rungs[0];
+    assert!(failed.result.trace.jobs[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("EIO"));
+    assert!(failed
+        .result
+        .tiles
+        .iter()
+        .all(|t| t.verdict == TileVerdict::Unchecked));
+    let changes: Vec<&str> = failed.reruns.iter().map(|x| x.change).collect();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(failed.reruns.iter().all(|x| x.result.passed));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn int4_is_off_on_hardware_unless_asked() {
+    let (_fake, dev) = rknpu(FakeConfig::default());
+    let (a, b) = (vec![1i8; 4 * 64], vec![1i8; 64 * 64]);
+    let run = |allow: bool| {
+        matmul::matmul(
+            &dev,
+            MatmulType::Int4,
+            4,
+            64,
+            64,
+            Operands::Int4 { a: &a, b: &b },
+            &MatmulOptions {
+                allow_experimental: allow,
+                ..Default::default()
+            },
+        )
+    };
+    let err = run(false).unwrap_err().to_string();
+    assert!(err.contains("experimental"), "{err}");
+    // Asked for, it runs the capture's register sequence (on the fake's sim).
+    assert_eq!(run(true).unwrap(), MatmulOutput::I32(vec![64; 4 * 64]));
+}

@@ -241,3 +241,44 @@ fn tiling_keeps_to_the_tested_envelope_unless_widened() {
     let err = plan(MatmulType::Int8, usize::MAX, 64, 32, &tested).unwrap_err();
     assert!(err.to_string().contains("split the matmul"), "{err}");
 }
+
+#[test]
+fn int4_task_follows_the_librknnrt_capture_word_for_word() {
+    let cap: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/npu-int4-capture.json")).unwrap();
+    let want: Vec<u64> = cap["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_u64().unwrap())
+        .collect();
+    let desc = TaskDesc {
+        ty: MatmulType::Int4,
+        m: 1,
+        k: 64,
+        n: 64,
+        a_addr: 0xFFFF_D000,
+        b_addr: 0xFFFF_C000,
+        c_addr: 0xFFFF_B000,
+    };
+    // Chained so that the second task lands where the capture's tail points.
+    let entries = MatmulType::Int4.task_entries();
+    assert_eq!(entries, want.len());
+    let regcmd = 0xFFFF_F380 - (entries * 8) as u32;
+    let (words, _) =
+        task::build_command_buffer(&[desc, desc], regcmd, task::Chaining::PcChain).unwrap();
+    for (i, (got, want)) in words[..entries].iter().zip(&want).enumerate() {
+        let (g, w) = (RegWrite::decode(*got), RegWrite::decode(*want));
+        assert_eq!(
+            got,
+            want,
+            "entry {i}: {} {} = {:#x}, capture {} {} = {:#x}",
+            g.block_name(),
+            g.register_name(),
+            g.value,
+            w.block_name(),
+            w.register_name(),
+            w.value
+        );
+    }
+}

@@ -398,3 +398,49 @@ fn quant_packer_layouts_run_on_the_simulator() {
         }
     }
 }
+
+#[test]
+fn simulator_decodes_by_its_own_register_description() {
+    // K - 1 = 16415 does not fit DATA_SIZE1's 14-bit DATAIN_CHANNEL_REAL:
+    // the stray bit is named, whatever the builder's own table says.
+    let err = run_patched(|w| {
+        let i = w
+            .iter()
+            .position(|x| RegWrite::decode(*x).offset == 0x1024)
+            .unwrap();
+        w[i] = RegWrite::new(TARGET_CNA, 0x1024, (16415 << 16) | 16416).encode();
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("DATA_SIZE1") && err.contains("outside every field"),
+        "{err}"
+    );
+    // A DPU register before DPU S_POINTER (which picks the register group).
+    let err = run_patched(|w| {
+        let first_dpu = w
+            .iter()
+            .position(|x| RegWrite::decode(*x).offset == 0x4004)
+            .unwrap();
+        let later = w
+            .iter()
+            .position(|x| RegWrite::decode(*x).offset == 0x4010)
+            .unwrap();
+        w.swap(first_dpu, later);
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("before DPU S_POINTER"), "{err}");
+    // A register write after the tail's PC entries.
+    let err = run_patched(|w| {
+        let amounts = w
+            .iter()
+            .position(|x| RegWrite::decode(*x).offset == 0x0014 && (*x >> 48) == 0x0101)
+            .unwrap();
+        w.swap(amounts, amounts - 1);
+        w.swap(amounts - 1, amounts - 2);
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("follows the tail"), "{err}");
+}

@@ -99,3 +99,10 @@ fn print_out(text: &str) -> crate::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// The `--envelope` flag's value.
+fn parse_envelope(name: &str) -> crate::Result<npu::Envelope> {
+    npu::Envelope::from_name(name).ok_or_else(|| {
+        crate::Error::InvalidArgument(format!("--envelope {name:?}: expected tested or fields"))
+    })
+}

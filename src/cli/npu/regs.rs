@@ -111,7 +111,7 @@ pub fn regs_json_with(a: &RegsArgs, envelope: Envelope) -> Result<serde_json::Va
         let descs: Vec<task::TaskDesc> = mine.iter().map(|t| t.desc).collect();
         let (words, offsets) = task::build_command_buffer(&descs, regcmd, chaining)?;
         for (i, t) in mine.iter().enumerate() {
-            let w = &words[offsets[i] / 8..offsets[i] / 8 + task::TASK_ENTRIES];
+            let w = &words[offsets[i] / 8..offsets[i] / 8 + ty.task_entries()];
             let entries: Vec<serde_json::Value> = w
                 .iter()
                 .map(|&word| {
@@ -125,7 +125,7 @@ pub fn regs_json_with(a: &RegsArgs, envelope: Envelope) -> Result<serde_json::Va
                 "m": t.desc.m, "k": t.desc.k, "n": t.desc.n,
                 "m_start": t.m_tile.start, "n_start": t.n_tile.start, "k_start": t.k_seg.start,
                 "a_addr": t.desc.a_addr, "b_addr": t.desc.b_addr, "c_addr": t.desc.c_addr,
-                "amount": npu::command::regs::pc_amount(task::TASK_ENTRIES),
+                "amount": npu::command::regs::pc_amount(ty.task_entries()),
                 "words": w, "entries": entries,
             }));
         }
@@ -140,12 +140,7 @@ pub fn regs_json_with(a: &RegsArgs, envelope: Envelope) -> Result<serde_json::Va
 }
 
 pub fn regs_cmd(c: RegsCommand) -> crate::Result<()> {
-    let envelope = Envelope::from_name(&c.envelope).ok_or_else(|| {
-        crate::Error::InvalidArgument(format!(
-            "--envelope {:?}: expected tested or fields",
-            c.envelope
-        ))
-    })?;
+    let envelope = super::parse_envelope(&c.envelope)?;
     let a = c.args;
     let v = regs_json_with(&a, envelope)?;
     let text = if a.json {

@@ -1,6 +1,10 @@
-//! `rkinfer npu selftest`: runs the library's ladder and prints its table.
+//! `rkinfer npu selftest`: runs the library's ladder and prints its table,
+//! or the whole report as JSON (`--json`) for a bug report.
 
-use crate::npu::selftest::{self, CaseResult};
+use std::path::Path;
+
+use crate::npu::driver::discover::{self, RealSystem};
+use crate::npu::selftest::{self, CaseResult, Report, Rerun};
 use crate::npu::{self, MatmulOptions, NpuDevice, NpuError};
 
 #[derive(clap::Args, Debug)]
@@ -17,21 +21,33 @@ pub struct SelftestArgs {
     /// Submit timeout in milliseconds.
     #[arg(long, default_value_t = 6000)]
     pub timeout_ms: u32,
+    /// Task shapes: tested (what public projects ran on hardware) or
+    /// fields (up to the register fields; untested).
+    #[arg(long, default_value = "tested")]
+    pub envelope: String,
+    /// Print the whole report as JSON (save it for a bug report).
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn selftest_cmd(a: SelftestArgs) -> crate::Result<()> {
-    let dev: Box<dyn NpuDevice> = match a.device.as_deref() {
-        Some(name) => npu::open_device(name)?,
-        None => match npu::open_hardware() {
-            Ok(d) => d,
+    let envelope = super::parse_envelope(&a.envelope)?;
+    let mut notes = Vec::new();
+    let (dev, node, tried): (Box<dyn NpuDevice>, _, _) = match a.device.as_deref() {
+        Some("npu") | None => match discover::open_hardware_on(&RealSystem) {
+            Ok(o) => (o.device, Some(o.node), o.tried),
+            Err(e) if a.device.is_some() => return Err(e.into()),
             Err(e) => {
-                println!("no NPU ({e}); running the selftest on the simulator (npu-sim) instead");
-                Box::new(npu::SimDevice::new())
+                notes.push(format!(
+                    "no NPU ({e}); running the selftest on the simulator (npu-sim) instead"
+                ));
+                (Box::new(npu::SimDevice::new()), None, Vec::new())
             }
         },
+        Some(name) => (npu::open_device(name)?, None, Vec::new()),
     };
     let info = dev.info();
-    println!(
+    notes.push(format!(
         "device: {} {} ({}){}",
         info.driver,
         info.version,
@@ -41,36 +57,80 @@ pub fn selftest_cmd(a: SelftestArgs) -> crate::Result<()> {
         } else {
             ""
         }
-    );
+    ));
     let opts = MatmulOptions {
         cores: a.cores.clone(),
         timeout_ms: a.timeout_ms,
         allow_experimental: a.experimental_int4,
+        envelope,
         ..Default::default()
     };
     let include_int4 = a.experimental_int4 || dev.is_simulated();
-    let mut results = Vec::new();
-    for (i, case) in selftest::ladder(include_int4).into_iter().enumerate() {
-        eprint!(
-            "\r[{}/{}] {} {}x{}x{}   ",
-            i + 1,
-            selftest::ladder(include_int4).len(),
-            case.ty.name(),
-            case.m,
-            case.k,
-            case.n
-        );
-        results.push(selftest::run_case(dev.as_ref(), case, &opts, i as u64 + 1));
-    }
+    let mut report = selftest::run_report(
+        dev.as_ref(),
+        tried,
+        &opts,
+        include_int4,
+        Path::new("/"),
+        |i, total, case| {
+            eprint!(
+                "\r[{}/{total}] {} {}x{}x{}   ",
+                i + 1,
+                case.ty.name(),
+                case.m,
+                case.k,
+                case.n
+            )
+        },
+    );
     eprintln!();
-    print!("{}", format_table(&results));
-    if results.iter().all(|r| r.passed) {
+    if let Some(used) = node {
+        rerun_on_other_node(&mut report, &used, &opts);
+    }
+    let text = if a.json {
+        let mut v = serde_json::to_value(&report).map_err(|e| {
+            crate::Error::InvalidArgument(format!("the report does not serialize: {e}"))
+        })?;
+        v["notes"] = serde_json::json!(notes);
+        format!("{v}\n")
+    } else {
+        let results: Vec<CaseResult> = report.rungs.iter().map(|r| r.result.clone()).collect();
+        format!("{}\n{}", notes.join("\n"), format_table(&results))
+    };
+    super::print_out(&text)?;
+    if report.passed == report.total {
         Ok(())
     } else {
         Err(NpuError::SubmitFailed {
-            reason: "selftest failed (see the table)".into(),
+            reason: format!(
+                "selftest failed: {} of {} rungs passed (see the report)",
+                report.passed, report.total
+            ),
         }
         .into())
+    }
+}
+
+/// Reruns each failed rung through the other device node, if there is one.
+fn rerun_on_other_node(report: &mut Report, used: &Path, opts: &MatmulOptions) {
+    if report.passed == report.total {
+        return;
+    }
+    let Some(other) = discover::open_other_node(&RealSystem, used) else {
+        return;
+    };
+    for (i, rung) in report.rungs.iter_mut().enumerate() {
+        if !rung.result.passed {
+            rung.reruns.push(Rerun {
+                change: "the other device node",
+                result: selftest::run_case(
+                    other.device.as_ref(),
+                    rung.result.case,
+                    opts,
+                    i as u64 + 1,
+                ),
+            });
+        }
     }
 }
 

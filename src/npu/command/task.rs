@@ -19,8 +19,9 @@ pub enum MatmulType {
     Fp16,
     /// FP16 x FP16 -> FP16 (FP32 accumulation, rounded at the output).
     Fp16Out16,
-    /// INT4 x INT4 -> INT16. Experimental: no public register sequence is
-    /// known, the values follow the precision codes of the other types.
+    /// INT4 x INT4 -> INT16. Experimental (off on hardware by default):
+    /// the registers follow a librknnrt 2.3.2 capture of an int4 matmul
+    /// task (oRKLLM/ork-driver src/regcmd_i4.h), not a verified run here.
     Int4,
 }
 
@@ -107,6 +108,21 @@ impl MatmulType {
     /// True when no hardware-verified register sequence exists.
     pub fn experimental(self) -> bool {
         self == MatmulType::Int4
+    }
+
+    /// Body entries of one task: the known-good 104, and for int4 the
+    /// capture's four leading writes (CBUF_CON0, DCOMP_REGNUM, DCOMP_CTRL,
+    /// CONV_CON1) before them.
+    pub fn body_entries(self) -> usize {
+        match self {
+            MatmulType::Int4 => BODY_ENTRIES + INT4_LEADING_ENTRIES,
+            _ => BODY_ENTRIES,
+        }
+    }
+
+    /// Entries of one whole task (body + tail).
+    pub fn task_entries(self) -> usize {
+        self.body_entries() + TAIL_ENTRIES
     }
 
     fn input_code(self) -> u32 {
@@ -266,22 +282,24 @@ impl TaskRegisters {
         let (m, k, n) = (t.m, t.k, t.n);
         let in_code = ty.input_code();
         let out_code = ty.output_code();
-        let is_fp16 = in_code == PREC_FP16;
         let row_bytes = ty.bytes_for(k as u64) as u32;
         let data_banks = t.data_banks() as u32;
         // Output element size code of BS_OW_CFG: 3 fp32, 1 fp16, 7 int32;
-        // int16 (int4 path, experimental) assumed like fp16.
+        // the int4 -> int16 capture writes 7 like int32.
         let size_e = match out_code {
             OUT_FP32 => 3,
-            OUT_INT32 => 7,
+            OUT_INT32 | OUT_INT16 => 7,
             _ => 1,
         };
-        // SURFACE_ADD multiplier of M: 4 fp32, 2 fp16, 8 int32; int16 like fp16.
+        // SURFACE_ADD multiplier of M: 4 fp32, 2 fp16, 8 int32; the int4
+        // capture writes 8 like int32.
         let surface_mult = match out_code {
             OUT_FP32 => 4,
-            OUT_INT32 => 8,
+            OUT_INT32 | OUT_INT16 => 8,
             _ => 2,
         };
+        // CORE MISC_CFG qd_en: set for fp16 and, in the capture, for int4.
+        let qd_en = matches!(in_code, PREC_FP16 | PREC_INT4);
         // DMA_CON2 = 4*(M/4 - 1); a negative value (M=1) is incremented by
         // one and masked to 28 bits.
         let surf = 4 * ((m / 4) as i64 - 1);
@@ -320,7 +338,7 @@ impl TaskRegisters {
             fc_data_size0: (1 << 16) | m,
             fc_data_size1: k,
             dcomp_addr0: t.b_addr,
-            core_misc_cfg: (proc_code << 8) | u32::from(is_fp16),
+            core_misc_cfg: (proc_code << 8) | u32::from(qd_en),
             dataout_size_0: (m - 1) << 16,
             dataout_size_1: n - 1,
             // burst 0xF << 5 | output mode 2 << 1
@@ -343,20 +361,32 @@ impl TaskRegisters {
     }
 }
 
-/// Number of body entries of a matmul task.
+/// Number of body entries of a matmul task (int4: see
+/// [`MatmulType::body_entries`]).
 pub const BODY_ENTRIES: usize = 104;
+/// Writes the int4 capture makes before the known-good body.
+pub const INT4_LEADING_ENTRIES: usize = 4;
 /// Entries of the tail that ends every task.
 pub const TAIL_ENTRIES: usize = 4;
 /// Entries of one whole task in the command buffer.
 pub const TASK_ENTRIES: usize = BODY_ENTRIES + TAIL_ENTRIES;
 
-/// The 104 body entries in the known-good order.
+/// The body entries in the known-good order (104; int4 adds the
+/// capture's four leading writes).
 pub fn task_body(t: &TaskDesc) -> Result<Vec<RegWrite>, NpuError> {
     let r = TaskRegisters::compute(t)?;
     let cna = |o, v| RegWrite::new(TARGET_CNA, o, v);
     let core = |o, v| RegWrite::new(TARGET_CORE, o, v);
     let dpu = |o, v| RegWrite::new(TARGET_DPU, o, v);
-    let mut w = Vec::with_capacity(BODY_ENTRIES);
+    let mut w = Vec::with_capacity(t.ty.body_entries());
+    if t.ty == MatmulType::Int4 {
+        w.extend([
+            cna(0x1040, r.cbuf_con0),
+            cna(0x1104, 0),
+            cna(0x1100, 0),
+            cna(0x100C, r.conv_con1),
+        ]);
+    }
     w.push(dpu(0x4004, r.dpu_s_pointer));
     w.extend([
         cna(0x100C, r.conv_con1),
@@ -435,7 +465,7 @@ pub fn task_body(t: &TaskDesc) -> Result<Vec<RegWrite>, NpuError> {
     w.push(dpu(0x40C4, 0));
     // LUT registers 0x4100..0x412C
     w.extend((0..12u16).map(|i| dpu(0x4100 + 4 * i, 0)));
-    debug_assert_eq!(w.len(), BODY_ENTRIES);
+    debug_assert_eq!(w.len(), t.ty.body_entries());
     Ok(w)
 }
 
@@ -497,21 +527,22 @@ pub fn build_command_buffer(
             "register command address {regcmd_addr:#x} is not 16-byte aligned"
         )));
     }
-    let task_bytes = TASK_ENTRIES * 8;
-    let mut words = Vec::with_capacity(tasks.len() * TASK_ENTRIES);
+    let mut words = Vec::with_capacity(tasks.iter().map(|t| t.ty.task_entries()).sum());
     let mut offsets = Vec::with_capacity(tasks.len());
     for (i, t) in tasks.iter().enumerate() {
         offsets.push(words.len() * 8);
-        let next = match chaining {
-            Chaining::PcChain if i + 1 < tasks.len() => {
-                let addr = regcmd_addr as u64 + ((i + 1) * task_bytes) as u64;
+        let next = match (chaining, tasks.get(i + 1)) {
+            (Chaining::PcChain, Some(n)) => {
+                // Every task is an even number of entries: 16-byte aligned.
+                let next_offset = words.len() + t.ty.task_entries();
+                let addr = regcmd_addr as u64 + (next_offset * 8) as u64;
                 let addr = u32::try_from(addr).map_err(|_| NpuError::AddressAbove4G {
                     what: "register commands".into(),
                     addr,
                 })?;
                 Some(NextTask {
                     regcmd_addr: addr,
-                    body_entries: BODY_ENTRIES,
+                    body_entries: n.ty.body_entries(),
                 })
             }
             _ => None,

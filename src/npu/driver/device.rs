@@ -182,6 +182,12 @@ pub trait NpuDevice: Send + Sync {
     fn job_time_limit_ms(&self) -> Option<u32> {
         None
     }
+    /// Makes later buffers uncached and skips cache maintenance (as
+    /// mtx512's tested driver does): an isolating rerun of the self-test.
+    /// False when the interface has no such choice.
+    fn set_uncached(&self, _uncached: bool) -> bool {
+        false
+    }
 }
 
 /// Checks a device address: the NPU's address registers are 32-bit.

@@ -158,6 +158,29 @@ pub fn find_npu_node(sys: &dyn NodeSystem) -> Result<FoundNode, NpuError> {
     Err(NpuError::NoDevice { reasons })
 }
 
+/// Opens the NPU through a node other than `used` (the vendor driver has a
+/// card and a render node): an isolating rerun of the self-test.
+pub fn open_other_node(sys: &dyn NodeSystem, used: &Path) -> Option<Opened> {
+    let (nodes, _) = candidate_nodes(sys);
+    nodes
+        .into_iter()
+        .filter(|(p, _)| p != used)
+        .find_map(|(path, _)| {
+            let io = sys.open(&path).ok()?;
+            let version = drm_version(io.as_ref()).ok()?;
+            if version.name != "rknpu" && version.name != "rocket" {
+                return None;
+            }
+            open_found(FoundNode {
+                io,
+                path,
+                version,
+                tried: Vec::new(),
+            })
+            .ok()
+        })
+}
+
 /// An opened NPU and how it was found.
 pub struct Opened {
     pub device: Box<dyn NpuDevice>,

@@ -2,6 +2,7 @@
 //! MEM_CREATE / MEM_MAP / MEM_SYNC / MEM_DESTROY, jobs through SUBMIT in PC
 //! mode with the tasks chained by their tails.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
@@ -19,6 +20,8 @@ struct Inner {
     io: Box<dyn DrmIo>,
     version: u32,
     iommu: bool,
+    /// Allocate without CACHEABLE and skip MEM_SYNC (self-test rerun).
+    uncached: AtomicBool,
 }
 
 impl Inner {
@@ -38,7 +41,8 @@ impl Inner {
     /// IOVA below 4 GiB anyway, and asking for DMA32 pages would confine
     /// multi-GB weight loads to the low 4 GiB of physical RAM.
     fn mem_flags(&self, kernel_mapping: bool) -> u32 {
-        let mut flags = RKNPU_MEM_CACHEABLE;
+        let uncached = self.uncached.load(Ordering::Relaxed);
+        let mut flags = if uncached { 0 } else { RKNPU_MEM_CACHEABLE };
         if self.iommu {
             flags |= RKNPU_MEM_NON_CONTIGUOUS | RKNPU_MEM_IOMMU;
         }
@@ -91,6 +95,9 @@ impl Inner {
 
 impl BufferOps for Inner {
     fn sync(&self, raw: &RawBuffer, dir: SyncDir, offset: u64, len: u64) -> Result<(), NpuError> {
+        if self.uncached.load(Ordering::Relaxed) {
+            return Ok(()); // MEM_SYNC works on cacheable buffers only
+        }
         let mut s = RknpuMemSync {
             flags: match dir {
                 SyncDir::ToDevice => RKNPU_MEM_SYNC_TO_DEVICE,
@@ -127,6 +134,7 @@ impl RknpuDevice {
             io,
             version: 0,
             iommu: false,
+            uncached: AtomicBool::new(false),
         };
         let version = inner
             .action(RKNPU_GET_DRV_VERSION, 0)
@@ -312,5 +320,10 @@ impl NpuDevice for RknpuDevice {
 
     fn is_simulated(&self) -> bool {
         false
+    }
+
+    fn set_uncached(&self, uncached: bool) -> bool {
+        self.inner.uncached.store(uncached, Ordering::Relaxed);
+        true
     }
 }

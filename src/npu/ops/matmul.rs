@@ -9,9 +9,7 @@
 //! fits 11 CBUF banks.
 
 use crate::npu::command::layout;
-use crate::npu::command::task::{
-    self, MatmulType, TaskDesc, BODY_ENTRIES, CBUF_BANKS, CBUF_BANK_BYTES, TASK_ENTRIES,
-};
+use crate::npu::command::task::{self, MatmulType, TaskDesc, CBUF_BANKS, CBUF_BANK_BYTES};
 use crate::npu::driver::device::{Job, JobStats, NpuBuffer, NpuDevice, TaskRef};
 use crate::npu::error::NpuError;
 
@@ -600,7 +598,9 @@ pub struct TileTrace {
     pub task: usize,
     pub core: u32,
     pub m_start: usize,
+    pub m_len: usize,
     pub n_start: usize,
+    pub n_len: usize,
     pub k_start: usize,
     /// Still all [`SENTINEL`]: the NPU never wrote it.
     pub untouched: bool,
@@ -763,7 +763,7 @@ impl PreparedWeights {
                 .collect();
             for range in job_groups(&mine, self.opts.max_tasks_per_submit, limit_ms) {
                 let group = &mine[range];
-                let mut regcmd = dev.alloc(group.len() * TASK_ENTRIES * 8)?;
+                let mut regcmd = dev.alloc(group.len() * ty.task_entries() * 8)?;
                 let (words, offsets) =
                     task::build_command_buffer(group, regcmd.dma_addr(), chaining)?;
                 regcmd.write_words(0, &words)?;
@@ -772,7 +772,7 @@ impl PreparedWeights {
                     .iter()
                     .map(|&o| TaskRef {
                         offset: o,
-                        body_entries: BODY_ENTRIES as u32,
+                        body_entries: ty.body_entries() as u32,
                     })
                     .collect();
                 let job = Job {
@@ -790,7 +790,7 @@ impl PreparedWeights {
                     tasks: group.len(),
                     regcmd: BufferTrace::of("regcmd", &regcmd),
                     words_hash: words_hash(&words),
-                    first_words: words.iter().take(TASK_ENTRIES).copied().collect(),
+                    first_words: words.iter().take(ty.task_entries()).copied().collect(),
                     stats: result.as_ref().ok().copied(),
                     wall_us: started.elapsed().as_micros() as u64,
                     error: result.as_ref().err().map(|e| e.to_string()),
@@ -810,7 +810,9 @@ impl PreparedWeights {
                 task: i,
                 core: t.core,
                 m_start: t.m_tile.start,
+                m_len: t.m_tile.len,
                 n_start: t.n_tile.start,
+                n_len: t.n_tile.len,
                 k_start: t.k_seg.start,
                 untouched: is_sentinel(&raw),
             });

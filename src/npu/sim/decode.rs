@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::registers;
 use crate::npu::command::regs::{self, TARGET_CNA, TARGET_CORE, TARGET_DPU};
 use crate::npu::error::NpuError;
 
@@ -76,7 +77,7 @@ impl RegFile {
             .ok_or_else(|| NpuError::BadRegister {
                 task: self.task,
                 block: regs::block_name(target),
-                name: regs::register_name(target, offset).unwrap_or("?"),
+                name: registers::name(target, offset),
                 offset,
                 value: 0,
                 reason: "not programmed in this task".into(),
@@ -87,11 +88,19 @@ impl RegFile {
         NpuError::BadRegister {
             task: self.task,
             block: regs::block_name(target),
-            name: regs::register_name(target, offset).unwrap_or("?"),
+            name: registers::name(target, offset),
             offset,
             value: self.vals.get(&(target, offset)).copied().unwrap_or(0),
             reason: reason.into(),
         }
+    }
+
+    /// Field `name` of the register, by the simulator's own description.
+    fn field(&self, target: u16, offset: u16, name: &str) -> Result<u32, NpuError> {
+        let v = self.get(target, offset)?;
+        registers::describe(target, offset)
+            .and_then(|d| registers::field(d, name, v))
+            .ok_or_else(|| self.bad(target, offset, format!("no field {name} described")))
     }
 
     /// Requires `target`/`offset` to hold exactly `want`.
@@ -140,10 +149,17 @@ const ZERO_REGS: &[(u16, u16, &str)] = &[
 
 /// Decodes the register file into an operation, checking every register.
 pub(super) fn decode(f: &RegFile) -> Result<Op, NpuError> {
-    // Every register the matmul task uses must be programmed.
-    for (t, o, _) in regs::REGISTER_NAMES {
-        if matches!(*t, CNA | CORE | DPU) && *o != 0x1004 {
-            f.get(*t, *o)?;
+    // Every register the matmul task uses must be programmed, and no value
+    // may set bits outside its register's fields (an overflowed field).
+    for d in registers::REGISTERS {
+        let v = f.get(d.target, d.offset)?;
+        let stray = registers::stray_bits(d, v);
+        if stray != 0 {
+            return Err(f.bad(
+                d.target,
+                d.offset,
+                format!("bits {stray:#x} lie outside every field (a value overflowed its field)"),
+            ));
         }
     }
     f.expect(DPU, 0x4004, 0xE, "DPU pointer mode")?;
@@ -171,12 +187,12 @@ pub(super) fn decode(f: &RegFile) -> Result<Op, NpuError> {
         }
     };
     let misc = f.get(CORE, 0x3010)?;
-    let want_misc = (inp << 8) | u32::from(input == SimIn::Fp16);
+    let want_misc = (inp << 8) | u32::from(input != SimIn::Int8);
     if misc != want_misc {
         return Err(f.bad(
             CORE,
             0x3010,
-            format!("expected precision {inp} and qd_en for fp16 ({want_misc:#x})"),
+            format!("expected precision {inp} and qd_en for fp16/int4 ({want_misc:#x})"),
         ));
     }
     let fmt = f.get(DPU, 0x4010)?;
@@ -203,11 +219,10 @@ pub(super) fn decode(f: &RegFile) -> Result<Op, NpuError> {
     };
 
     // Geometry.
-    let ds0 = f.get(CNA, 0x1020)?;
-    if ds0 >> 16 != 1 || ds0 & 0xF800 != 0 {
-        return Err(f.bad(CNA, 0x1020, "input width must be 1 and height fit 11 bits"));
+    if f.field(CNA, 0x1020, "DATAIN_WIDTH")? != 1 {
+        return Err(f.bad(CNA, 0x1020, "input width must be 1"));
     }
-    let m = (ds0 & 0x7FF) as usize;
+    let m = f.field(CNA, 0x1020, "DATAIN_HEIGHT")? as usize;
     if m == 0 || (m != 1 && !m.is_multiple_of(4)) {
         return Err(f.bad(
             CNA,
@@ -215,18 +230,19 @@ pub(super) fn decode(f: &RegFile) -> Result<Op, NpuError> {
             format!("height M={m} must be 1 or a multiple of 4"),
         ));
     }
-    let ds1 = f.get(CNA, 0x1024)?;
-    let k = (ds1 & 0xFFFF) as usize;
-    if k == 0 || !k.is_multiple_of(32) || (ds1 >> 16) as usize != k - 1 {
+    let k = f.field(CNA, 0x1024, "DATAIN_CHANNEL")? as usize;
+    let k_real = f.field(CNA, 0x1024, "DATAIN_CHANNEL_REAL")? as usize;
+    if k == 0 || !k.is_multiple_of(32) || k_real + 1 != k {
         return Err(f.bad(
             CNA,
             0x1024,
             "channels must be a multiple of 32 with real channels - 1 above",
         ));
     }
-    let ws2 = f.get(CNA, 0x1038)?;
-    let n = (ws2 & 0x3FFF) as usize;
-    if ws2 & !0x3FFF != (1 << 24) | (1 << 16) || n == 0 || !n.is_multiple_of(input.group()) {
+    let n = f.field(CNA, 0x1038, "WEIGHT_KERNELS")? as usize;
+    let kernel_1x1 =
+        f.field(CNA, 0x1038, "WEIGHT_WIDTH")? == 1 && f.field(CNA, 0x1038, "WEIGHT_HEIGHT")? == 1;
+    if !kernel_1x1 || n == 0 || !n.is_multiple_of(input.group()) {
         return Err(f.bad(
             CNA,
             0x1038,
@@ -304,8 +320,8 @@ pub(super) fn decode(f: &RegFile) -> Result<Op, NpuError> {
     f.expect(DPU, 0x4040, 0x53, "BS bypassed")?;
     let (size_e, surf_mult) = match output {
         SimOut::Fp32 => (3, 4),
-        SimOut::Int32 => (7, 8),
-        SimOut::Fp16 | SimOut::Int16 => (1, 2),
+        SimOut::Int32 | SimOut::Int16 => (7, 8),
+        SimOut::Fp16 => (1, 2),
     };
     f.expect(
         DPU,

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use super::decode::{decode, Op, RegFile, SimIn, SimOut};
 use super::device::FaultInjector;
 use super::kernels;
+use super::registers;
 use crate::npu::command::layout;
 use crate::npu::command::regs::{
     self, RegWrite, TARGET_CNA as CNA, TARGET_CORE as CORE, TARGET_DPU as DPU,
@@ -84,6 +85,8 @@ impl SimCore {
         };
         let mut marker = false;
         let mut done = false;
+        let mut tail_started = false;
+        let mut dpu_pointer_set = false;
         for (i, chunk) in bytes.chunks_exact(8).enumerate() {
             let mut le = [0u8; 8];
             le.copy_from_slice(chunk);
@@ -95,7 +98,7 @@ impl SimCore {
             let bad = |reason: String| NpuError::BadRegister {
                 task,
                 block: regs::block_name(w.target),
-                name: regs::register_name(w.target, w.offset).unwrap_or("?"),
+                name: registers::name(w.target, w.offset),
                 offset: w.offset,
                 value: w.value,
                 reason,
@@ -104,16 +107,23 @@ impl SimCore {
                 return Err(bad(format!("entry {i} follows the operation enable")));
             }
             match w.target {
-                regs::TARGET_PC => match w.offset {
-                    regs::PC_BASE_ADDRESS => link.next_addr = w.value,
-                    regs::PC_REGISTER_AMOUNTS => link.next_amount = w.value,
-                    _ => return Err(bad("PC register not used by matmul tasks".into())),
-                },
+                regs::TARGET_PC => {
+                    if marker {
+                        return Err(bad("PC entry after the 0x0041 marker".into()));
+                    }
+                    tail_started = true;
+                    match w.offset {
+                        regs::PC_BASE_ADDRESS => link.next_addr = w.value,
+                        regs::PC_REGISTER_AMOUNTS => link.next_amount = w.value,
+                        _ => return Err(bad("PC register not used by matmul tasks".into())),
+                    }
+                }
                 regs::TARGET_MARKER => {
                     if w.offset != 0 || w.value != 0 {
                         return Err(bad("the marker entry must be 0x0041000000000000".into()));
                     }
                     marker = true;
+                    tail_started = true;
                 }
                 regs::TARGET_OP_EN => {
                     if w.offset != regs::PC_OPERATION_ENABLE {
@@ -135,11 +145,21 @@ impl SimCore {
                     done = true;
                 }
                 CNA | CORE | DPU => {
-                    if !regs::offset_matches_target(w.target, w.offset)
-                        || regs::register_name(w.target, w.offset).is_none()
-                    {
+                    if registers::describe(w.target, w.offset).is_none() {
                         return Err(bad("unknown register for this block".into()));
                     }
+                    // Write order the hardware depends on: the tail's PC
+                    // entries end the register writes, and DPU S_POINTER
+                    // (which picks the DPU's register group) comes before
+                    // any other DPU register, as in the hardware-tested
+                    // stream and the int4 capture.
+                    if tail_started {
+                        return Err(bad(format!("entry {i} follows the tail's PC entries")));
+                    }
+                    if w.target == DPU && w.offset != 0x4004 && !dpu_pointer_set {
+                        return Err(bad("DPU register written before DPU S_POINTER".into()));
+                    }
+                    dpu_pointer_set |= w.target == DPU && w.offset == 0x4004;
                     file.vals.insert((w.target, w.offset), w.value);
                 }
                 _ => return Err(bad("block not modelled by the simulator".into())),
