@@ -91,8 +91,8 @@ run_test test:bad_input
 run_test test:roundtrip
 run_test test:real_models
 run_test lib:quant
-run_test lib:rkinfer tokenizer:: npu::
-run_test test:tokenize
+run_test lib:rkinfer
+run_test test:tokenize --skip cli_
 run_test test:npu_regs
 run_test test:npu_sim
 run_test test:npu_fake_ioctl
