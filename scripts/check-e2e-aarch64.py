@@ -10,6 +10,7 @@ when a check fails.
 
 import argparse
 import json
+import resource
 import shlex
 import subprocess
 import sys
@@ -56,6 +57,11 @@ def check_perplexity(args, case):
     return None
 
 
+def child_cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rkinfer", required=True, help="the rkinfer binary")
@@ -80,18 +86,18 @@ def main():
 
     passed = failed = 0
     for name, fn, case in checks:
-        start = time.monotonic()
+        start, cpu = time.monotonic(), child_cpu_seconds()
         try:
             err = fn(args, case)
         except (RuntimeError, KeyError, TypeError) as e:
             err = str(e)
-        took = time.monotonic() - start
+        took = f"{time.monotonic() - start:.0f} s, cpu {child_cpu_seconds() - cpu:.0f} s"
         if err is None:
             passed += 1
-            print(f"e2e {name} ... ok ({took:.0f} s)", flush=True)
+            print(f"e2e {name} ... ok ({took})", flush=True)
         else:
             failed += 1
-            print(f"e2e {name} ... FAILED ({took:.0f} s): {err}", flush=True)
+            print(f"e2e {name} ... FAILED ({took}): {err}", flush=True)
     print(f"e2e: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -36,7 +36,7 @@ step() { printf '\n--- aarch64: %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 total_start=$(date +%s)
 
 scripts/setup-aarch64.sh
-scripts/fetch-models.sh >/dev/null 2>&1 || scripts/fetch-models.sh
+scripts/fetch-models.sh
 export RKINFER_MODELS=${RKINFER_MODELS:-$PWD/models}
 # The llama.cpp reference ids the tokenizer tests need, copied into the repo.
 export RKINFER_REFERENCE=$PWD/tests/data/llamacpp
