@@ -43,7 +43,7 @@ export RKINFER_REFERENCE=$PWD/tests/data/llamacpp
 
 step "build (all test targets, static)"
 build_start=$(date +%s)
-list=$A64_TARGET_DIR/test-executables.tsv
+list=$(realpath -m "$A64_TARGET_DIR/test-executables.tsv")
 mkdir -p "$A64_TARGET_DIR"
 a64_cargo test --workspace --release --no-run --message-format=json-render-diagnostics |
     python3 -c 'import json, sys
@@ -56,8 +56,9 @@ for line in sys.stdin:
     kind = m["target"]["kind"][0]
     if kind == "bin" and not m["profile"]["test"]:
         kind = "exe"
+    name, exe = m["target"]["name"], m["executable"]
     manifest_dir = m["manifest_path"].rsplit("/", 1)[0]
-    print(f"{kind}:{m[\"target\"][\"name\"]}\t{manifest_dir}\t{m[\"executable\"]}")' >"$list"
+    print(f"{kind}:{name}\t{manifest_dir}\t{exe}")' >"$list"
 build_secs=$(($(date +%s) - build_start))
 echo "aarch64 build: $build_secs s"
 
