@@ -1,63 +1,58 @@
 #!/usr/bin/env bash
-# Tests the `kernels` crate the way CI does: built by Debian's rustc (1.63,
-# the crate's minimum version; no cargo, no dependencies) as a plain
-# `rustc --test` binary for aarch64-unknown-linux-gnu and run under
-# qemu-aarch64, whose default "max" CPU has NEON and dotprod, so the scalar,
-# NEON and NEON+sdot tables are all exercised. The same compiler also builds
-# and runs the tests for x86_64 (when on x86_64) to check 1.63 compatibility.
+# Tests the `kernels` crate on aarch64 under qemu-aarch64. The tests compare
+# every table the CPU can run with the scalar reference, so they run twice:
+# on a Cortex-A53 (plain NEON, no dotprod) and on a Cortex-A76 (the RK3588's
+# fast cores: NEON and NEON+sdot). Also checks which table detection picks
+# on those, on qemu's "max" CPU and with RKINFER_FORCE_SCALAR=1.
 #
-# Installs the toolchain when missing (Debian/Ubuntu, non-interactive,
-# idempotent). Output binaries go to target/kernels-rustc163/.
+# Usage: scripts/test-kernels-aarch64.sh [KERNELS_TEST_BINARY]
+# Without an argument it installs the toolchain if needed
+# (scripts/setup-aarch64.sh) and builds the test binary itself (static, in
+# target/aarch64); scripts/test-aarch64.sh passes the one it built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/aarch64-env.sh
 
-RUSTC=/usr/bin/rustc
-PKGS=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user rustc libstd-rust-dev:arm64)
-SYSROOT=/usr/aarch64-linux-gnu
-OUT=target/kernels-rustc163
+bin=${1:-}
+if [ -z "$bin" ]; then
+    scripts/setup-aarch64.sh
+    start=$(date +%s)
+    bin=$(a64_cargo test -p kernels --release --no-run --message-format=json-render-diagnostics |
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])')
+    echo "kernels: aarch64 build $(($(date +%s) - start)) s" >&2
+fi
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+# chosen CPU [ENV...]: the table name detection picks on that CPU.
+chosen() {
+    local cpu=$1
+    shift
+    env "$@" qemu-aarch64 -cpu "$cpu" "$bin" --test-threads=1 --nocapture -q \
+        dispatch_picks_a_detected_table 2>&1 | sed -n 's/^kernels: chosen \([^ ,]*\).*/\1/p'
 }
 
-have_toolchain() {
-    [ -x "$RUSTC" ] && command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null &&
-        [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu/lib ] && dpkg -s "${PKGS[@]}" >/dev/null 2>&1
-}
-
-if ! have_toolchain; then
-    echo "installing ${PKGS[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-        as_root dpkg --add-architecture arm64
+expect_table() {
+    local want=$1 got
+    shift
+    got=$(chosen "$@")
+    if [ "$got" != "$want" ]; then
+        echo "kernels: on $* detection chose '$got', expected '$want'" >&2
+        exit 1
     fi
-    as_root apt-get update -q
-    as_root apt-get install -y -q --no-install-recommends "${PKGS[@]}"
-fi
-
-mkdir -p "$OUT"
-echo "$($RUSTC --version) building kernels tests" >&2
-common=(--edition 2021 --test -O -D warnings --crate-name kernels kernels/src/lib.rs)
+    echo "kernels: $* -> $got"
+}
 
 start=$(date +%s)
-"$RUSTC" "${common[@]}" --target aarch64-unknown-linux-gnu -C linker=aarch64-linux-gnu-gcc \
-    -o "$OUT/kernels-aarch64"
-echo "aarch64 build: $(($(date +%s) - start)) s" >&2
+expect_table neon cortex-a53
+expect_table neon-dotprod cortex-a76
+expect_table neon-dotprod max
+expect_table scalar cortex-a76 RKINFER_FORCE_SCALAR=1
 
-start=$(date +%s)
-qemu-aarch64 -L "$SYSROOT" "$OUT/kernels-aarch64" --test-threads=1
-# Show which tables were detected and chosen (and that the override works).
-qemu-aarch64 -L "$SYSROOT" "$OUT/kernels-aarch64" --test-threads=1 --nocapture -q \
-    dispatch_picks_a_detected_table 2>&1 | grep '^kernels:'
-RKINFER_FORCE_SCALAR=1 qemu-aarch64 -L "$SYSROOT" "$OUT/kernels-aarch64" --test-threads=1 \
-    --nocapture -q dispatch_picks_a_detected_table 2>&1 | grep '^kernels: chosen scalar'
-# A CPU without dotprod (Cortex-A53): detection must fall back to plain NEON.
-qemu-aarch64 -cpu cortex-a53 -L "$SYSROOT" "$OUT/kernels-aarch64" --test-threads=1 -q
-qemu-aarch64 -cpu cortex-a53 -L "$SYSROOT" "$OUT/kernels-aarch64" --test-threads=1 --nocapture -q \
-    dispatch_picks_a_detected_table 2>&1 | grep '^kernels: chosen neon,'
-echo "aarch64 tests under qemu: $(($(date +%s) - start)) s" >&2
-
-if [ "$(uname -m)" = x86_64 ]; then
-    "$RUSTC" "${common[@]}" -o "$OUT/kernels-x86_64"
-    "$OUT/kernels-x86_64" -q
-fi
+for cpu in cortex-a53 cortex-a76; do
+    echo "kernels: all tests on $cpu" >&2
+    qemu-aarch64 -cpu "$cpu" "$bin" --test-threads=2
+done
+echo "kernels: tests under qemu $(($(date +%s) - start)) s" >&2
