@@ -11,17 +11,24 @@
 //! # Saved-logits file (`--kl-divergence-base`)
 //! All integers and floats little-endian:
 //! ```text
-//! magic     8 bytes  "RKLOGP01"
+//! magic     8 bytes  "RKLOGP02"
 //! n_ctx     u32      chunk length
 //! n_vocab   u32
 //! n_chunks  u32
 //! first     u32      first scored position (n_ctx/2)
 //! tokens    u32 x n_chunks*n_ctx   the evaluated tokens (before BOS replacement)
-//! then, per chunk, per scored position (n_ctx-1-first of them):
-//!   scale         f32
-//!   min_log_prob  f32
-//!   q             u16 x n_vocab   log p[i] = scale*q[i] + min_log_prob
+//! crc       u32      CRC-32 (IEEE) of everything above
+//! then, per chunk:
+//!   per scored position (n_ctx-1-first of them):
+//!     scale         f32
+//!     min_log_prob  f32
+//!     q             u16 x n_vocab   log p[i] = scale*q[i] + min_log_prob
+//!   crc           u32   CRC-32 of this chunk's rows
 //! ```
+//! Each chunk is checked as it is read, before its rows are used, so a
+//! corrupted file is an error rather than a silently different result. The
+//! first format, "RKLOGP01", is the same without the CRCs; it is still read,
+//! unchecked ([`LogitsReader::checked`] is false).
 //! As in llama.cpp, log-probabilities more than 16 below the best token's are
 //! clamped to `min_log_prob` (q = 0), and the rest is quantized linearly to 16
 //! bits, so a 262k-token vocabulary costs 512 KiB per scored token.
@@ -33,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+use crate::output_file::OutputFile;
 use crate::session::LogitsSource;
 use crate::{Error, Result};
 
@@ -163,8 +171,30 @@ pub fn chunk_count(n_tokens: usize, opts: &PerplexityOptions) -> Result<usize> {
             opts.n_ctx
         )));
     }
+    if opts.max_chunks == Some(0) {
+        return Err(Error::InvalidArgument(
+            "perplexity: --chunks 0 evaluates nothing; give at least 1 chunk (or -1 for all)"
+                .into(),
+        ));
+    }
     let max = n_tokens / opts.n_ctx;
     Ok(opts.max_chunks.map_or(max, |c| c.min(max)))
+}
+
+/// Adds one scored token's negative log-likelihood to the sums, refusing
+/// NaN and infinity (corrupt weights give NaN logits, and one NaN would
+/// silently make the whole estimate NaN).
+fn accumulate(nll: f64, sums: &mut (f64, f64), chunk: usize, pos: usize) -> Result<()> {
+    if !nll.is_finite() {
+        return Err(Error::NonFinite(format!(
+            "perplexity: the log-likelihood at chunk {}, position {pos} is {nll} (NaN or \
+             infinite logits: are the model's weights corrupt?)",
+            chunk + 1
+        )));
+    }
+    sums.0 += nll;
+    sums.1 += nll * nll;
+    Ok(())
 }
 
 /// `-log p(tok)` as llama.cpp: max in f32, exp in f32 summed in f64.
@@ -278,13 +308,19 @@ fn kld_row(logits: &[f32], base: &[u8], tok: usize, scratch: &mut Vec<u8>) -> Kl
     }
 }
 
-/// Writes the saved-logits file (see the module docs).
+/// Writes the saved-logits file (see the module docs), through a temporary
+/// file that [`LogitsWriter::finish`] renames into place: a run that fails
+/// leaves no partial base behind.
 pub struct LogitsWriter {
     path: PathBuf,
     out: BufWriter<File>,
+    file: OutputFile,
 }
 
-const MAGIC: &[u8; 8] = b"RKLOGP01";
+/// The current format, with CRCs.
+const MAGIC: &[u8; 8] = b"RKLOGP02";
+/// The first format, without CRCs (still read).
+const MAGIC_V1: &[u8; 8] = b"RKLOGP01";
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -302,30 +338,46 @@ impl LogitsWriter {
         n_chunks: usize,
         tokens: &[u32],
     ) -> Result<LogitsWriter> {
-        let f = File::create(path).map_err(io_err(path))?;
-        let mut out = BufWriter::with_capacity(1 << 20, f);
-        let mut head = Vec::with_capacity(28 + 4 * n_chunks * n_ctx);
+        let Some(tokens) = tokens.get(..n_chunks * n_ctx) else {
+            return Err(Error::InvalidArgument(format!(
+                "perplexity: {} tokens cannot fill {n_chunks} chunks of {n_ctx}",
+                tokens.len()
+            )));
+        };
+        let mut file = OutputFile::create(path)?;
+        let handle = file.file().try_clone().map_err(io_err(path))?;
+        let mut out = BufWriter::with_capacity(1 << 20, handle);
+        let mut head = Vec::with_capacity(28 + 4 * tokens.len());
         head.extend_from_slice(MAGIC);
         for v in [n_ctx, n_vocab, n_chunks, n_ctx / 2] {
             head.extend_from_slice(&(v as u32).to_le_bytes());
         }
-        for &t in &tokens[..n_chunks * n_ctx] {
+        for &t in tokens {
             head.extend_from_slice(&t.to_le_bytes());
         }
+        head.extend_from_slice(&crc32fast::hash(&head).to_le_bytes());
         out.write_all(&head).map_err(io_err(path))?;
         Ok(LogitsWriter {
             path: path.to_path_buf(),
             out,
+            file,
         })
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).map_err(io_err(&self.path))
+    /// Writes one chunk's rows and their CRC.
+    fn write_chunk(&mut self, rows: &[u8]) -> Result<()> {
+        let crc = crc32fast::hash(rows);
+        self.out
+            .write_all(rows)
+            .and_then(|_| self.out.write_all(&crc.to_le_bytes()))
+            .map_err(io_err(&self.path))
     }
 
-    /// Flushes the file.
+    /// Flushes and syncs the file and renames it into place.
     pub fn finish(mut self) -> Result<()> {
-        self.out.flush().map_err(io_err(&self.path))
+        self.out.flush().map_err(io_err(&self.path))?;
+        drop(self.out);
+        self.file.commit(true)
     }
 }
 
@@ -333,6 +385,10 @@ impl LogitsWriter {
 pub struct LogitsReader {
     path: PathBuf,
     input: BufReader<File>,
+    /// Chunks read so far (for messages).
+    chunks_read: usize,
+    /// The file has CRCs (format 2) and every part read so far matched.
+    pub checked: bool,
     /// Chunk length the base was computed with.
     pub n_ctx: usize,
     /// Vocabulary size of the base model.
@@ -362,13 +418,17 @@ impl LogitsReader {
                 Err(source) => return Err(io_err(path)(source)),
             }
         }
-        if got < 8 || &head[..8] != MAGIC {
-            return Err(bad(format!(
-                "not a saved-logits file (magic {:?}, expected {:?}; files from llama-perplexity are not supported)",
-                String::from_utf8_lossy(&head[..8]),
-                std::str::from_utf8(MAGIC).unwrap_or("")
-            )));
-        }
+        let checked = match head.get(..8) {
+            Some(m) if m == MAGIC => true,
+            Some(m) if m == MAGIC_V1 => false,
+            _ => {
+                return Err(bad(format!(
+                    "not a saved-logits file (magic {:?}, expected {:?}; files from llama-perplexity are not supported)",
+                    String::from_utf8_lossy(&head[..got.min(8)]),
+                    std::str::from_utf8(MAGIC).unwrap_or("")
+                )))
+            }
+        };
         if got < head.len() {
             return Err(bad("too short to be a saved-logits file".into()));
         }
@@ -382,9 +442,11 @@ impl LogitsReader {
             )));
         }
         let row = 8 + 2 * n_vocab as u64;
+        let crc = if checked { 4 } else { 0 };
         let expected = 24
             + 4 * (n_chunks as u64) * (n_ctx as u64)
-            + (n_chunks as u64) * (scored_per_chunk(n_ctx) as u64) * row;
+            + crc
+            + (n_chunks as u64) * ((scored_per_chunk(n_ctx) as u64) * row + crc);
         if file_len != expected {
             return Err(bad(format!(
                 "size {file_len} bytes, but the header (n_ctx {n_ctx}, n_vocab {n_vocab}, {n_chunks} chunks) implies {expected}"
@@ -392,6 +454,12 @@ impl LogitsReader {
         }
         let mut raw = vec![0u8; 4 * n_chunks * n_ctx];
         input.read_exact(&mut raw).map_err(io_err(path))?;
+        if checked {
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&head);
+            hasher.update(&raw);
+            check_crc(&mut input, hasher.finalize(), path, "header and tokens")?;
+        }
         let tokens = raw
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -399,6 +467,8 @@ impl LogitsReader {
         Ok(LogitsReader {
             path: path.to_path_buf(),
             input,
+            chunks_read: 0,
+            checked,
             n_ctx,
             n_vocab,
             n_chunks,
@@ -411,10 +481,34 @@ impl LogitsReader {
         scored_per_chunk(self.n_ctx) * (8 + 2 * self.n_vocab)
     }
 
+    /// Reads the next chunk's rows, checked against their CRC.
     fn read_chunk(&mut self, buf: &mut Vec<u8>) -> Result<()> {
         buf.resize(self.chunk_bytes(), 0);
-        self.input.read_exact(buf).map_err(io_err(&self.path))
+        self.input.read_exact(buf).map_err(io_err(&self.path))?;
+        self.chunks_read += 1;
+        if self.checked {
+            let what = format!("chunk {}", self.chunks_read);
+            check_crc(&mut self.input, crc32fast::hash(buf), &self.path, &what)?;
+        }
+        Ok(())
     }
+}
+
+/// Reads a stored CRC and compares it with `computed`.
+fn check_crc(input: &mut impl Read, computed: u32, path: &Path, what: &str) -> Result<()> {
+    let mut stored = [0u8; 4];
+    input.read_exact(&mut stored).map_err(io_err(path))?;
+    let stored = u32::from_le_bytes(stored);
+    if stored != computed {
+        return Err(Error::LogitsFile {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{what}: checksum mismatch (stored {stored:08x}, computed {computed:08x}): \
+                 the file is corrupted; save the base again"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// How the run relates to a KL-divergence base.
@@ -614,8 +708,8 @@ pub fn evaluate<L: LogitsSource>(
     let row_bytes = 8 + 2 * n_vocab;
     let score_batch = opts.score_batch.max(1);
     let start_time = Instant::now();
-    let mut nll = 0.0f64;
-    let mut nll2 = 0.0f64;
+    // Sums of the negative log-likelihood and of its square.
+    let mut sums = (0.0f64, 0.0f64);
     let mut count = 0usize;
     let mut running = Vec::with_capacity(n_chunks);
     let mut kacc = KldAccum::default();
@@ -624,6 +718,12 @@ pub fn evaluate<L: LogitsSource>(
     let mut chunk_tokens = vec![0u32; n_ctx];
 
     for chunk in 0..n_chunks {
+        if crate::output_file::interrupted() {
+            return Err(Error::Interrupted(format!(
+                "perplexity stopped before chunk {}",
+                chunk + 1
+            )));
+        }
         let start = chunk * n_ctx;
         chunk_tokens.copy_from_slice(&tokens[start..start + n_ctx]);
         if let Some(bos) = opts.bos {
@@ -645,15 +745,15 @@ pub fn evaluate<L: LogitsSource>(
             let logits = lm.eval(&chunk_tokens[first + row0..first + row1], true)?;
             let rows_here = (row1 - row0).min(n_scored.saturating_sub(row0));
             let target = |r: usize| tokens[start + first + row0 + r + 1] as usize;
+            let pos = |r: usize| first + row0 + r;
             match &mut kl {
                 KlMode::None => {
                     let v: Vec<f64> = (0..rows_here)
                         .into_par_iter()
                         .map(|r| nll_of(&logits[r * n_vocab..(r + 1) * n_vocab], target(r)))
                         .collect();
-                    for x in v {
-                        nll += x;
-                        nll2 += x * x;
+                    for (r, x) in v.into_iter().enumerate() {
+                        accumulate(x, &mut sums, chunk, pos(r))?;
                     }
                 }
                 KlMode::Save(_) => {
@@ -669,9 +769,8 @@ pub fn evaluate<L: LogitsSource>(
                             (x, b)
                         })
                         .collect();
-                    for (x, b) in v {
-                        nll += x;
-                        nll2 += x * x;
+                    for (r, (x, b)) in v.into_iter().enumerate() {
+                        accumulate(x, &mut sums, chunk, pos(r))?;
                         save_buf.extend_from_slice(&b);
                     }
                 }
@@ -689,9 +788,8 @@ pub fn evaluate<L: LogitsSource>(
                             )
                         })
                         .collect();
-                    for t in v {
-                        nll += t.nll;
-                        nll2 += t.nll * t.nll;
+                    for (r, t) in v.into_iter().enumerate() {
+                        accumulate(t.nll, &mut sums, chunk, pos(r))?;
                         kacc.add(&t);
                     }
                 }
@@ -699,10 +797,10 @@ pub fn evaluate<L: LogitsSource>(
             row0 = row1;
         }
         if let KlMode::Save(w) = &mut kl {
-            w.write(&save_buf)?;
+            w.write_chunk(&save_buf)?;
         }
         count += n_scored;
-        let ppl = (nll / count as f64).exp();
+        let ppl = (sums.0 / count as f64).exp();
         running.push(ppl);
         on_chunk(&ChunkProgress {
             done: chunk + 1,
@@ -717,8 +815,8 @@ pub fn evaluate<L: LogitsSource>(
     }
     lm.truncate(0);
     let cf = count as f64;
-    let mean = nll / cf;
-    let var = nll2 / cf - mean * mean;
+    let mean = sums.0 / cf;
+    let var = sums.1 / cf - mean * mean;
     let ppl = mean.exp();
     let ppl_unc = if var > 0.0 && count > 1 {
         (var / (cf - 1.0)).sqrt() * ppl
@@ -753,6 +851,8 @@ mod tests {
         past: Vec<u32>,
         out: Vec<f32>,
         noise: f32,
+        /// A position whose logits are all NaN (as corrupt weights give).
+        nan_at: Option<usize>,
     }
 
     impl HashLm {
@@ -789,7 +889,11 @@ mod tests {
             for pos in p0..self.past.len() {
                 if all || pos + 1 == self.past.len() {
                     let r = self.row(pos);
-                    self.out.extend(r);
+                    if self.nan_at == Some(pos) {
+                        self.out.extend(r.iter().map(|_| f32::NAN));
+                    } else {
+                        self.out.extend(r);
+                    }
                 }
             }
             Ok(&self.out)
@@ -805,6 +909,7 @@ mod tests {
             past: Vec::new(),
             out: Vec::new(),
             noise,
+            nan_at: None,
         }
     }
 
@@ -874,6 +979,41 @@ mod tests {
     }
 
     #[test]
+    fn zero_chunks_is_an_error_not_a_nan_ppl() {
+        let opts = PerplexityOptions {
+            n_ctx: 16,
+            max_chunks: Some(0),
+            ..Default::default()
+        };
+        let e = evaluate(&mut lm(0.0), &text(100), &opts, KlMode::None, |_| {}).unwrap_err();
+        assert!(e.to_string().contains("at least 1 chunk"), "{e}");
+    }
+
+    #[test]
+    fn nan_logits_are_an_error_not_a_nan_ppl() {
+        let opts = PerplexityOptions {
+            n_ctx: 16,
+            ..Default::default()
+        };
+        let toks = text(100);
+        // Position 12 of a chunk is scored (8..=14); chunk 0 is hit.
+        let mut bad = lm(0.0);
+        bad.nan_at = Some(12);
+        let e = evaluate(&mut bad, &toks, &opts, KlMode::None, |_| {}).unwrap_err();
+        assert!(e.to_string().contains("NaN"), "{e}");
+        assert!(e.to_string().contains("chunk 1"), "{e}");
+        // Saving a base stops at the same place.
+        let path = std::env::temp_dir().join(format!("rkinfer-nan-{}.kld", std::process::id()));
+        let n_chunks = chunk_count(toks.len(), &opts).unwrap();
+        let mut w = LogitsWriter::create(&path, 16, 37, n_chunks, &toks).unwrap();
+        let mut bad = lm(0.0);
+        bad.nan_at = Some(12);
+        let e = evaluate(&mut bad, &toks, &opts, KlMode::Save(&mut w), |_| {}).unwrap_err();
+        assert!(e.to_string().contains("NaN"), "{e}");
+        std::fs::remove_file(&path).ok();
+    }
+
+    #[test]
     fn kld_of_self_is_zero_and_of_other_positive() {
         let dir = std::env::temp_dir().join(format!("rkinfer-kld-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -924,6 +1064,77 @@ mod tests {
         assert!(LogitsReader::open(&path).is_err());
         std::fs::write(&path, b"_logits_\x00\x02\x00\x00").unwrap();
         assert!(matches!(LogitsReader::open(&path), Err(e) if e.to_string().contains("magic")));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Saves a base of `toks` with n_ctx 16 and returns its bytes.
+    fn saved_base(path: &Path, toks: &[u32]) -> Vec<u8> {
+        let opts = PerplexityOptions {
+            n_ctx: 16,
+            ..Default::default()
+        };
+        let n_chunks = chunk_count(toks.len(), &opts).unwrap();
+        let mut w = LogitsWriter::create(path, 16, 37, n_chunks, toks).unwrap();
+        evaluate(&mut lm(0.0), toks, &opts, KlMode::Save(&mut w), |_| {}).unwrap();
+        w.finish().unwrap();
+        std::fs::read(path).unwrap()
+    }
+
+    /// Random bytes in a base file must not change the result silently.
+    #[test]
+    fn a_flipped_byte_in_the_base_file_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("rkinfer-kldsum-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("base.kld");
+        let toks = text(100);
+        let good = saved_base(&path, &toks);
+        let opts = PerplexityOptions {
+            n_ctx: 16,
+            ..Default::default()
+        };
+        // A saved log-probability of the last chunk, then a saved token.
+        for at in [good.len() - 100, 24 + 4 * 10] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x10;
+            std::fs::write(&path, &bad).unwrap();
+            let e = LogitsReader::open(&path).and_then(|mut r| {
+                evaluate(&mut lm(0.0), &toks, &opts, KlMode::Compare(&mut r), |_| {})
+            });
+            let e = e
+                .err()
+                .unwrap_or_else(|| panic!("byte {at} flipped: no error"));
+            assert!(e.to_string().contains("checksum"), "byte {at}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Files of the first format (no CRCs) are still read, unchecked.
+    #[test]
+    fn first_format_files_are_read_unchecked() {
+        let dir = std::env::temp_dir().join(format!("rkinfer-kldv1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("base.kld");
+        let toks = text(100);
+        let v2 = saved_base(&path, &toks);
+        let (n_chunks, head, rows) = (6, 24 + 4 * 6 * 16, 7 * (8 + 2 * 37));
+        let mut v1 = MAGIC_V1.to_vec();
+        v1.extend_from_slice(&v2[8..head]);
+        for c in 0..n_chunks {
+            let start = head + 4 + c * (rows + 4);
+            v1.extend_from_slice(&v2[start..start + rows]);
+        }
+        std::fs::write(&path, &v1).unwrap();
+        let mut r = LogitsReader::open(&path).unwrap();
+        assert!(!r.checked);
+        let opts = PerplexityOptions {
+            n_ctx: 16,
+            ..Default::default()
+        };
+        let same = evaluate(&mut lm(0.0), &toks, &opts, KlMode::Compare(&mut r), |_| {}).unwrap();
+        assert_eq!(same.kld.unwrap().mean, 0.0);
+        assert!(LogitsReader::open(&dir.join("missing")).is_err());
+        std::fs::write(&path, &v2).unwrap();
+        assert!(LogitsReader::open(&path).unwrap().checked);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -159,7 +159,17 @@ pub fn run(args: Args) -> Result<()> {
     // A base to compare with is checked before loading the model, so a bad
     // file fails fast.
     let mut reader = match (&args.kl_divergence_base, args.kl_divergence) {
-        (Some(p), true) => Some(LogitsReader::open(p)?),
+        (Some(p), true) => {
+            let r = LogitsReader::open(p)?;
+            if !r.checked {
+                eprintln!(
+                    "warning: {}: saved by an older rkinfer, without checksums: corruption \
+                     cannot be detected (save the base again)",
+                    p.display()
+                );
+            }
+            Some(r)
+        }
         (None, true) => {
             return Err(Error::InvalidArgument(
                 "--kl-divergence needs --kl-divergence-base FILE (the saved base run)".into(),
@@ -211,6 +221,10 @@ pub fn run(args: Args) -> Result<()> {
             n_batch,
         },
     )?;
+    if args.kl_divergence_base.is_some() && !args.kl_divergence {
+        // Ctrl-C stops between chunks, removing the partial base file.
+        crate::output_file::stop_on_interrupt()?;
+    }
     let mut writer = match (&args.kl_divergence_base, args.kl_divergence) {
         (Some(p), false) => Some(LogitsWriter::create(
             p,
