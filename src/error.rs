@@ -23,6 +23,10 @@ pub enum Error {
     Tokenizer(crate::tokenizer::TokenizerError),
     /// A model cannot be loaded or evaluated.
     Model(crate::model::ModelError),
+    /// A backend or device cannot be used as asked.
+    Backend(crate::backend::BackendError),
+    /// A sampling parameter or logits row is unusable.
+    Sampler(crate::sampler::SamplerError),
     /// Tokens do not fit in the context.
     ContextFull { needed: usize, n_ctx: usize },
     /// A text file is not valid UTF-8 (byte offset of the first bad byte).
@@ -45,9 +49,11 @@ impl fmt::Display for Error {
             Error::InvalidArgument(msg) => write!(f, "{msg}"),
             Error::Tokenizer(e) => write!(f, "tokenizer: {e}"),
             Error::Model(e) => write!(f, "{e}"),
+            Error::Backend(e) => write!(f, "{e}"),
+            Error::Sampler(e) => write!(f, "{e}"),
             Error::ContextFull { needed, n_ctx } => write!(
                 f,
-                "{needed} tokens do not fit in the context of {n_ctx} (raise -c, or shorten the input)"
+                "{needed} tokens do not fit in the context of {n_ctx} (use a larger context, or shorten the input)"
             ),
             Error::InvalidUtf8 { path, offset } => write!(
                 f,
@@ -70,6 +76,8 @@ impl std::error::Error for Error {
             Error::InvalidArgument(_) => None,
             Error::Tokenizer(e) => Some(e),
             Error::Model(e) => Some(e),
+            Error::Backend(e) => Some(e),
+            Error::Sampler(e) => Some(e),
             Error::ContextFull { .. } | Error::InvalidUtf8 { .. } | Error::LogitsFile { .. } => {
                 None
             }
@@ -105,6 +113,18 @@ impl From<crate::chat::ChatError> for Error {
             crate::chat::ChatError::Session(inner) => *inner,
             other => Error::Chat(other),
         }
+    }
+}
+
+impl From<crate::backend::BackendError> for Error {
+    fn from(e: crate::backend::BackendError) -> Self {
+        Error::Backend(e)
+    }
+}
+
+impl From<crate::sampler::SamplerError> for Error {
+    fn from(e: crate::sampler::SamplerError) -> Self {
+        Error::Sampler(e)
     }
 }
 

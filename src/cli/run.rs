@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use gguf::GgmlType;
 
+use super::options::{model_path, LoadArgs};
 use crate::chat::{Chat, ChatError, ChatOptions, ChatTemplate};
-use crate::model::{ModelOptions, StateOptions};
+use crate::model::StateOptions;
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::{
     GenerateOptions, Llm, ModelContext, Session, SessionOptions, StopReason, Timings,
@@ -42,12 +43,8 @@ pub struct Args {
     /// Prompt tokens per forward pass.
     #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
     pub batch_size: usize,
-    /// Threads (0: all cores).
-    #[arg(short = 't', long = "threads", default_value_t = 0)]
-    pub threads: usize,
-    /// Cores to pin the threads to, e.g. "4-7" or "0,2,4-5".
-    #[arg(long = "cpus", alias = "cpu-mask")]
-    pub cpus: Option<String>,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Random seed (default: from the clock).
     #[arg(short = 's', long = "seed")]
     pub seed: Option<u64>,
@@ -108,42 +105,6 @@ pub struct Args {
     /// Accepted for llama.cpp compatibility: templates are always Jinja.
     #[arg(long = "jinja")]
     pub jinja: bool,
-    /// Device: cpu, npu or npu-sim.
-    #[arg(long = "device", default_value = "cpu")]
-    pub device: String,
-    /// NPU requantization: auto, w16a16, w8a8, w4a4, w4a8 (or a quant::npu scheme name).
-    #[arg(long = "npu-quant", default_value = "auto")]
-    pub npu_quant: String,
-    /// NPU cores: a count (1-3) or a list such as 0,1,2.
-    #[arg(long = "npu-cores")]
-    pub npu_cores: Option<String>,
-    /// Cache prepared NPU weights: `model` (beside the model) or a directory.
-    #[arg(long = "npu-cache")]
-    pub npu_cache: Option<String>,
-}
-
-/// Parses "4-7" / "0,2,4-5" into core numbers.
-pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>> {
-    let bad =
-        || Error::InvalidArgument(format!("--cpus {s:?}: expected a list like 4-7 or 0,2,4-5"));
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let a: usize = a.trim().parse().map_err(|_| bad())?;
-                let b: usize = b.trim().parse().map_err(|_| bad())?;
-                if a > b || b >= 1024 {
-                    return Err(bad());
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(part.parse().map_err(|_| bad())?),
-        }
-    }
-    if out.is_empty() {
-        return Err(bad());
-    }
-    Ok(out)
 }
 
 /// Parses a KV cache type name.
@@ -173,27 +134,6 @@ pub fn read_text_file(path: &Path) -> Result<String> {
         s.pop();
     }
     Ok(s)
-}
-
-/// Resolves the model path from `-m` or the positional argument.
-pub fn model_path(m: &Option<PathBuf>, pos: &Option<PathBuf>) -> Result<PathBuf> {
-    match (m, pos) {
-        (Some(a), None) | (None, Some(a)) => Ok(a.clone()),
-        (Some(a), Some(b)) if a == b => Ok(a.clone()),
-        (Some(_), Some(b)) => Err(Error::InvalidArgument(format!(
-            "two models given: -m and {}",
-            b.display()
-        ))),
-        (None, None) => Err(Error::InvalidArgument(
-            "no model: give -m MODEL.gguf (or the path as the first argument)".into(),
-        )),
-    }
-}
-
-/// Parses `--device`; loading the model opens the NPU (or says in one line
-/// why it runs on the CPU).
-pub fn check_device(device: &str) -> Result<crate::backend::npu::Device> {
-    crate::backend::npu::Device::parse(device)
 }
 
 /// Chooses the context size: the flag, else the model's capped to
@@ -277,13 +217,9 @@ fn timings_json(load: Duration, t: &Timings) -> serde_json::Value {
 /// Runs `rkinfer run`: generation from a prompt, or the chat loop.
 pub fn run(args: Args) -> Result<()> {
     let path = model_path(&args.model, &args.model_pos)?;
-    check_device(&args.device)?;
+    let load_opts = args.load.to_options()?;
     let type_k = parse_cache_type("-ctk", &args.cache_type_k)?;
     let type_v = parse_cache_type("-ctv", &args.cache_type_v)?;
-    let cpus = match &args.cpus {
-        Some(s) => parse_cpu_list(s)?,
-        None => Vec::new(),
-    };
     if args.batch_size == 0 {
         return Err(Error::InvalidArgument("-b must be at least 1".into()));
     }
@@ -312,20 +248,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let t_load = Instant::now();
-    let llm = Llm::load(
-        &path,
-        &ModelOptions {
-            n_threads: args.threads,
-            cpus,
-            device: check_device(&args.device)?,
-            npu_quant: crate::backend::npu::NpuQuant::parse(&args.npu_quant)?,
-            npu_cores: match &args.npu_cores {
-                Some(c) => crate::backend::npu::parse_npu_cores(c)?,
-                None => Vec::new(),
-            },
-            npu_cache: crate::backend::npu::WeightCacheMode::from_arg(args.npu_cache.as_deref()),
-        },
-    )?;
+    let llm = Llm::load(&path, &load_opts)?;
     if args.dump_graph {
         let n = prompt
             .as_deref()
@@ -553,15 +476,6 @@ fn common_prefix(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("4-7").unwrap(), vec![4, 5, 6, 7]);
-        assert_eq!(parse_cpu_list("0,2,4-5").unwrap(), vec![0, 2, 4, 5]);
-        assert!(parse_cpu_list("7-4").is_err());
-        assert!(parse_cpu_list("x").is_err());
-        assert!(parse_cpu_list("").is_err());
-    }
 
     #[test]
     fn cache_types() {
