@@ -37,8 +37,6 @@ pub enum Error {
     Npu(crate::npu::NpuError),
     /// A model cannot be quantized as asked.
     Quantize(crate::quantize::QuantizeError),
-    /// A chat template or conversation failed.
-    Chat(crate::chat::ChatError),
 }
 
 impl fmt::Display for Error {
@@ -63,7 +61,6 @@ impl fmt::Display for Error {
             Error::LogitsFile { path, reason } => write!(f, "{}: {reason}", path.display()),
             Error::Npu(e) => write!(f, "{e}"),
             Error::Quantize(e) => write!(f, "{e}"),
-            Error::Chat(e) => write!(f, "{e}"),
         }
     }
 }
@@ -83,7 +80,6 @@ impl std::error::Error for Error {
             }
             Error::Npu(e) => Some(e),
             Error::Quantize(e) => Some(e),
-            Error::Chat(e) => Some(e),
         }
     }
 }
@@ -103,16 +99,6 @@ impl From<crate::tokenizer::TokenizerError> for Error {
 impl From<crate::model::ModelError> for Error {
     fn from(e: crate::model::ModelError) -> Self {
         Error::Model(e)
-    }
-}
-
-impl From<crate::chat::ChatError> for Error {
-    /// A session error inside a chat is passed on as itself.
-    fn from(e: crate::chat::ChatError) -> Self {
-        match e {
-            crate::chat::ChatError::Session(inner) => *inner,
-            other => Error::Chat(other),
-        }
     }
 }
 

@@ -302,10 +302,7 @@ impl<'t, L: LogitsSource> Chat<'t, L> {
             // writes it.
             let template_writes_bos = !bos.is_empty() && delta.starts_with(bos);
             let add_special = cp.tokens == 0 && !template_writes_bos;
-            let ids = self
-                .tokenizer
-                .encode(delta, add_special, true)
-                .map_err(crate::Error::from)?;
+            let ids = self.tokenizer.encode(delta, add_special, true)?;
             let total = cp.tokens + ids.len();
             let oldest = oldest_turn(&messages);
             // With nothing left to drop, go on if one token fits.

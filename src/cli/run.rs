@@ -382,7 +382,7 @@ fn chat(
         Some(arg) => ChatTemplate::from_name_or_file(arg)
             .map_err(|e| Error::InvalidArgument(format!("--chat-template: {e}")))?
             .with_tokens_of(tok),
-        None => ChatTemplate::for_tokenizer(tok)?,
+        None => ChatTemplate::for_tokenizer(tok).map_err(ChatError::into_error)?,
     };
     eprintln!("chat: {}", template.origin());
     let max_tokens = usize::try_from(args.n_predict).unwrap_or(0);
@@ -436,7 +436,7 @@ fn chat(
                 }
             }
             Err(e @ ChatError::MessageTooLong { .. }) => eprintln!("error: {e} (-c)"),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e.into_error()),
         }
     }
     print_timings(load_time, chat.session().timings());
