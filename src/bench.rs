@@ -116,7 +116,7 @@ pub fn run_test(
     }
     if reps == 0 {
         return Err(Error::InvalidArgument(
-            "-r 0: at least one repetition is needed".into(),
+            "0 repetitions: at least one is needed".into(),
         ));
     }
     let state_opts = StateOptions {

@@ -173,7 +173,7 @@ pub fn chunk_count(n_tokens: usize, opts: &PerplexityOptions) -> Result<usize> {
     }
     if opts.max_chunks == Some(0) {
         return Err(Error::InvalidArgument(
-            "perplexity: --chunks 0 evaluates nothing; give at least 1 chunk (or -1 for all)"
+            "perplexity: a limit of 0 chunks evaluates nothing; ask for at least 1 chunk (or all)"
                 .into(),
         ));
     }
@@ -683,7 +683,10 @@ pub fn evaluate<L: LogitsSource>(
         if r.n_ctx != n_ctx {
             return Err(Error::LogitsFile {
                 path: r.path.clone(),
-                reason: format!("saved with -c {}, this run uses -c {n_ctx}", r.n_ctx),
+                reason: format!(
+                    "saved with a context of {} tokens, this run uses {n_ctx}",
+                    r.n_ctx
+                ),
             });
         }
         if r.n_chunks < n_chunks {
@@ -697,7 +700,7 @@ pub fn evaluate<L: LogitsSource>(
             return Err(Error::LogitsFile {
                 path: r.path.clone(),
                 reason: format!(
-                    "different input: token {i} is {} in the saved file but {} here (same text, tokenizer and -c are required)",
+                    "different input: token {i} is {} in the saved file but {} here (the same text, tokenizer and context size are required)",
                     r.tokens[i], tokens[i]
                 ),
             });

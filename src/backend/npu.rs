@@ -349,9 +349,7 @@ impl Backend for NpuBackend {
                 }
                 // One warning per run is the user's line; turning off is detail.
                 if n >= MAX_FAILURES && !self.disabled.swap(true, Ordering::Relaxed) {
-                    log::info!(
-                        "{n} NPU failures in a row; the CPU runs every matmul from now on"
-                    );
+                    log::info!("{n} NPU failures in a row; the CPU runs every matmul from now on");
                 }
                 // The executor runs the op on the CPU.
                 Err(e)
