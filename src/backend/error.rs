@@ -45,7 +45,8 @@ impl fmt::Display for BackendError {
                 write!(f, "tensor '{tensor}' has type {ty}, which has no CPU kernel yet")
             }
             BackendError::UnsupportedCacheType { ty } => {
-                write!(f, "unsupported KV cache type {ty} (supported: f16, q8_0, q4_0)")
+                let names: Vec<&str> = super::kv::KV_TYPES.iter().map(|t| t.name()).collect();
+                write!(f, "unsupported KV cache type {ty} (supported: {})", names.join(", "))
             }
             BackendError::ContextFull { n_ctx, needed } => {
                 write!(f, "context full: {needed} tokens needed, context size is {n_ctx}")

@@ -22,8 +22,8 @@ pub struct KvCache {
     v: Vec<Vec<u16>>,
 }
 
-/// Cache types that have kernels.
-pub const KV_TYPES: [GgmlType; 3] = [GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0];
+/// Cache types that have kernels (the type table's `kv_cache` rows).
+pub const KV_TYPES: &[GgmlType] = &quant::KV_CACHE_TYPES;
 
 impl KvCache {
     pub fn new(

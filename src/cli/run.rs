@@ -109,14 +109,16 @@ pub struct Args {
 
 /// Parses a KV cache type name.
 pub fn parse_cache_type(flag: &str, s: &str) -> Result<GgmlType> {
-    match s.to_ascii_lowercase().as_str() {
-        "f16" => Ok(GgmlType::F16),
-        "q8_0" => Ok(GgmlType::Q8_0),
-        "q4_0" => Ok(GgmlType::Q4_0),
-        _ => Err(Error::InvalidArgument(format!(
-            "{flag} {s:?}: supported cache types are f16, q8_0, q4_0"
-        ))),
-    }
+    let kv_types = crate::backend::kv::KV_TYPES;
+    GgmlType::from_name(s)
+        .filter(|t| kv_types.contains(t))
+        .ok_or_else(|| {
+            let names: Vec<String> = kv_types.iter().map(|t| t.name().to_lowercase()).collect();
+            Error::InvalidArgument(format!(
+                "{flag} {s:?}: supported cache types are {}",
+                names.join(", ")
+            ))
+        })
 }
 
 /// Reads a text file that must be UTF-8; drops one trailing newline as
