@@ -19,6 +19,8 @@ pub mod npu;
 pub mod perplexity;
 pub mod quantize;
 pub mod sampler;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod session;
 pub mod tokenizer;
 
