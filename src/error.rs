@@ -23,6 +23,10 @@ pub enum Error {
     Tokenizer(crate::tokenizer::TokenizerError),
     /// A model cannot be loaded or evaluated.
     Model(crate::model::ModelError),
+    /// A backend or device cannot be used as asked.
+    Backend(crate::backend::BackendError),
+    /// A sampling parameter or logits row is unusable.
+    Sampler(crate::sampler::SamplerError),
     /// Tokens do not fit in the context.
     ContextFull { needed: usize, n_ctx: usize },
     /// A text file is not valid UTF-8 (byte offset of the first bad byte).
@@ -33,8 +37,6 @@ pub enum Error {
     Npu(crate::npu::NpuError),
     /// A model cannot be quantized as asked.
     Quantize(crate::quantize::QuantizeError),
-    /// A chat template or conversation failed.
-    Chat(crate::chat::ChatError),
 }
 
 impl fmt::Display for Error {
@@ -45,9 +47,11 @@ impl fmt::Display for Error {
             Error::InvalidArgument(msg) => write!(f, "{msg}"),
             Error::Tokenizer(e) => write!(f, "tokenizer: {e}"),
             Error::Model(e) => write!(f, "{e}"),
+            Error::Backend(e) => write!(f, "{e}"),
+            Error::Sampler(e) => write!(f, "{e}"),
             Error::ContextFull { needed, n_ctx } => write!(
                 f,
-                "{needed} tokens do not fit in the context of {n_ctx} (raise -c, or shorten the input)"
+                "{needed} tokens do not fit in the context of {n_ctx} (use a larger context, or shorten the input)"
             ),
             Error::InvalidUtf8 { path, offset } => write!(
                 f,
@@ -57,7 +61,6 @@ impl fmt::Display for Error {
             Error::LogitsFile { path, reason } => write!(f, "{}: {reason}", path.display()),
             Error::Npu(e) => write!(f, "{e}"),
             Error::Quantize(e) => write!(f, "{e}"),
-            Error::Chat(e) => write!(f, "{e}"),
         }
     }
 }
@@ -70,12 +73,13 @@ impl std::error::Error for Error {
             Error::InvalidArgument(_) => None,
             Error::Tokenizer(e) => Some(e),
             Error::Model(e) => Some(e),
+            Error::Backend(e) => Some(e),
+            Error::Sampler(e) => Some(e),
             Error::ContextFull { .. } | Error::InvalidUtf8 { .. } | Error::LogitsFile { .. } => {
                 None
             }
             Error::Npu(e) => Some(e),
             Error::Quantize(e) => Some(e),
-            Error::Chat(e) => Some(e),
         }
     }
 }
@@ -98,13 +102,15 @@ impl From<crate::model::ModelError> for Error {
     }
 }
 
-impl From<crate::chat::ChatError> for Error {
-    /// A session error inside a chat is passed on as itself.
-    fn from(e: crate::chat::ChatError) -> Self {
-        match e {
-            crate::chat::ChatError::Session(inner) => *inner,
-            other => Error::Chat(other),
-        }
+impl From<crate::backend::BackendError> for Error {
+    fn from(e: crate::backend::BackendError) -> Self {
+        Error::Backend(e)
+    }
+}
+
+impl From<crate::sampler::SamplerError> for Error {
+    fn from(e: crate::sampler::SamplerError) -> Self {
+        Error::Sampler(e)
     }
 }
 

@@ -10,7 +10,9 @@ pub use quant;
 
 pub mod backend;
 pub mod bench;
+pub mod capture;
 pub mod chat;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;
 pub mod graph;

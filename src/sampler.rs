@@ -9,7 +9,42 @@
 
 use std::collections::VecDeque;
 
-use crate::{Error, Result};
+use std::fmt;
+
+/// Result of the sampler.
+pub type Result<T, E = SamplerError> = std::result::Result<T, E>;
+
+/// What the sampler refuses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SamplerError {
+    /// A parameter is out of its range.
+    OutOfRange { what: &'static str, value: String },
+    /// The logits row is empty.
+    EmptyLogits,
+    /// The logits row is longer than a token id can index.
+    TooManyLogits(usize),
+    /// Every candidate was filtered out (all logits NaN?).
+    NoCandidate,
+}
+
+impl fmt::Display for SamplerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SamplerError::OutOfRange { what, value } => {
+                write!(f, "sampler: {what} = {value} is out of range")
+            }
+            SamplerError::EmptyLogits => write!(f, "sampler: empty logits row"),
+            SamplerError::TooManyLogits(n) => {
+                write!(f, "sampler: {n} logits is more than a token id can index")
+            }
+            SamplerError::NoCandidate => {
+                write!(f, "sampler: no candidate left (all logits NaN?)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SamplerError {}
 
 /// Sampling settings. `Default` gives llama.cpp's defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,11 +94,7 @@ impl SamplerParams {
 
     /// Checks that every value is in range, naming the first one that is not.
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str, v: String| {
-            Err(Error::InvalidArgument(format!(
-                "sampler: {what} = {v} is out of range"
-            )))
-        };
+        let bad = |what: &'static str, value: String| Err(SamplerError::OutOfRange { what, value });
         if !self.temperature.is_finite() {
             return bad("temperature", self.temperature.to_string());
         }
@@ -239,15 +270,10 @@ impl Sampler {
     /// Does not record it: call [`Sampler::accept`] with the token kept.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
         if logits.is_empty() {
-            return Err(Error::InvalidArgument(
-                "sampler: empty logits row".to_string(),
-            ));
+            return Err(SamplerError::EmptyLogits);
         }
         if logits.len() > u32::MAX as usize {
-            return Err(Error::InvalidArgument(format!(
-                "sampler: {} logits is more than a token id can index",
-                logits.len()
-            )));
+            return Err(SamplerError::TooManyLogits(logits.len()));
         }
         let mut cands = std::mem::take(&mut self.candidates);
         cands.clear();
@@ -267,9 +293,7 @@ impl Sampler {
             draw(&mut cands, &mut self.rng)
         };
         self.candidates = cands;
-        token.ok_or_else(|| {
-            Error::InvalidArgument("sampler: no candidate left (all logits NaN?)".to_string())
-        })
+        token.ok_or(SamplerError::NoCandidate)
     }
 
     /// llama.cpp's repetition penalty: each distinct recent token once.

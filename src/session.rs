@@ -27,7 +27,7 @@ use crate::sampler::Sampler;
 use crate::{Error, Result};
 
 mod model_binding;
-pub use model_binding::{Llm, LlmOptions, ModelContext};
+pub use model_binding::{load_model, Llm, LlmOptions, LoadOptions, ModelContext};
 
 /// Something that evaluates tokens into next-token logits while keeping a
 /// growing context (a model plus its KV cache).

@@ -111,7 +111,7 @@ fn unchanged(_: &str, d: Vec<u64>, t: GgmlType) -> Option<(Vec<u64>, GgmlType)> 
     Some((d, t))
 }
 
-fn load(f: GgufFile) -> rkinfer::Result<Model> {
+fn load(f: GgufFile) -> rkinfer::model::Result<Model> {
     Model::from_gguf(
         f,
         &ModelOptions {

@@ -9,15 +9,17 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-use rkinfer::backend::npu::{
-    backends_for_model, parse_npu_cores, Device, NpuBackend, NpuQuant, NpuSettings, WeightCacheMode,
+use rkinfer::backend::device::{
+    backends_for_model, parse_npu_cores, Device, NpuQuant, NpuSettings, WeightCacheMode,
 };
-use rkinfer::backend::Backend;
+use rkinfer::backend::npu::NpuBackend;
+use rkinfer::backend::{Backend, DeviceOptions};
 use rkinfer::model::{LogitsMode, Model, ModelOptions, StateOptions};
-use rkinfer::npu::cache::{CacheStats, WeightCache};
-use rkinfer::npu::fake::{FakeConfig, FakeRknpu};
-use rkinfer::npu::rknpu::RknpuDevice;
+use rkinfer::npu::driver::rknpu::RknpuDevice;
+use rkinfer::npu::ops::cache::{CacheStats, WeightCache};
+use rkinfer::npu::sim::fake::{FakeConfig, FakeRknpu};
 use rkinfer::npu::{Fault, MatmulOptions, NpuDevice, SimDevice};
+use rkinfer::session::LoadOptions;
 use rkinfer::tokenizer::Tokenizer;
 
 const PROMPT: &str = "The capital of France is";
@@ -70,12 +72,17 @@ fn load(device: Device, quant: &str) -> Model {
 }
 
 fn load_model(name: &str, device: Device, quant: &str) -> Model {
-    Model::load(
+    rkinfer::session::load_model(
         &common::model_path(name),
-        &ModelOptions {
-            device,
-            npu_quant: NpuQuant::parse(quant).expect("quant"),
-            ..ModelOptions::default()
+        &LoadOptions {
+            device: DeviceOptions {
+                device,
+                npu: NpuSettings {
+                    quant: NpuQuant::parse(quant).expect("quant"),
+                    ..NpuSettings::default()
+                },
+            },
+            ..LoadOptions::default()
         },
     )
     .expect("model loads")

@@ -98,3 +98,66 @@ fn npu_selftest_on_the_simulator_passes() {
         .unwrap();
     assert_eq!(passed, total, "{out}");
 }
+
+#[test]
+fn npu_regs_checks_its_arguments_before_allocating() {
+    let start = std::time::Instant::now();
+    let (ok, _, err) = rkinfer(&[
+        "npu",
+        "regs",
+        "--m",
+        "4294967295",
+        "--k",
+        "64",
+        "--n",
+        "32",
+        "--type",
+        "int8",
+    ]);
+    assert!(!ok && err.contains("split the matmul"), "{err}");
+    assert!(start.elapsed().as_secs() < 20);
+    let (ok, _, err) = rkinfer(&[
+        "npu",
+        "regs",
+        "--m",
+        "4",
+        "--k",
+        "64",
+        "--n",
+        "32",
+        "--type",
+        "int8",
+        "--envelope",
+        "wide",
+    ]);
+    assert!(!ok && err.contains("--envelope"), "{err}");
+}
+
+#[test]
+fn npu_regs_into_a_closed_pipe_does_not_panic() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    for json in [false, true] {
+        let mut args = vec![
+            "npu", "regs", "--m", "8192", "--k", "1024", "--n", "4096", "--type", "int8",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rkinfer"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        // Like `| head -c 10`: read a little, then close the pipe.
+        let mut first = Vec::new();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_until(b' ', &mut first).unwrap();
+        drop(out);
+        let done = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_ne!(done.status.code(), Some(101), "{err}");
+    }
+}

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use rkinfer::npu::drm::{self, DrmIo};
-use rkinfer::npu::fake::{FakeConfig, FakeRknpu, FakeRocket, HighAddresses};
-use rkinfer::npu::matmul::{self, MatmulOptions, MatmulOutput, Operands};
-use rkinfer::npu::rknpu::RknpuDevice;
-use rkinfer::npu::rocket::RocketDevice;
+use rkinfer::npu::driver::drm::{self, DrmIo};
+use rkinfer::npu::driver::rknpu::RknpuDevice;
+use rkinfer::npu::driver::rocket::RocketDevice;
+use rkinfer::npu::driver::uapi::{self, *};
+use rkinfer::npu::ops::matmul::{self, MatmulOptions, MatmulOutput, Operands};
 use rkinfer::npu::selftest::Rng;
-use rkinfer::npu::uapi::{self, *};
+use rkinfer::npu::sim::fake::{FakeConfig, FakeRknpu, FakeRocket, HighAddresses};
 use rkinfer::npu::{Fault, MatmulType, NpuDevice, NpuError};
 
 fn rknpu(cfg: FakeConfig) -> (Arc<FakeRknpu>, RknpuDevice) {
@@ -510,7 +510,7 @@ fn rocket_rejects_pc_chained_tails() {
         b_addr: b.dma_addr(),
         c_addr: c.dma_addr(),
     };
-    let (words, offsets) = rkinfer::npu::task::build_command_buffer(
+    let (words, offsets) = rkinfer::npu::command::task::build_command_buffer(
         &[desc, desc],
         cmd.dma_addr(),
         rkinfer::npu::Chaining::PcChain,
@@ -535,4 +535,246 @@ fn rocket_rejects_pc_chained_tails() {
     let err = dev.submit(&job).unwrap_err();
     assert!(matches!(err, NpuError::SubmitFailed { .. }), "{err}");
     assert!(fake.last_error().unwrap().contains("chains"));
+}
+
+#[test]
+fn rknpu_dma32_only_without_iommu() {
+    // With the IOMMU on, DMA32 would confine every page to the low 4 GiB of
+    // RAM: a 1 MiB zone must not stop an 8 MiB allocation.
+    let (fake, dev) = rknpu(FakeConfig::default());
+    fake.limit_dma32(1 << 20);
+    dev.alloc(8 << 20).unwrap();
+    assert!(fake
+        .created_flags()
+        .iter()
+        .all(|f| f & RKNPU_MEM_BIT7_DMA32 == 0 && f & RKNPU_MEM_IOMMU != 0));
+    // Without it the pages themselves must be below 4 GiB: DMA32 is asked.
+    let (fake, dev) = rknpu(FakeConfig {
+        iommu: false,
+        ..Default::default()
+    });
+    fake.limit_dma32(1 << 20);
+    let err = dev.alloc(8 << 20).err().unwrap();
+    assert!(err.to_string().contains("RKNPU_MEM_CREATE"), "{err}");
+    assert!(fake.last_error().unwrap().contains("DMA32 zone exhausted"));
+    dev.alloc(4096).unwrap();
+    assert!(fake
+        .created_flags()
+        .iter()
+        .all(|f| f & RKNPU_MEM_BIT7_DMA32 != 0));
+}
+
+#[test]
+fn rknpu_old_submit_layout_reports_unknown_hw_time() {
+    use rkinfer::npu::{Job, TaskDesc, TaskRef};
+    let run = |version: u32| {
+        let (_fake, dev) = rknpu(FakeConfig {
+            version,
+            iommu: false,
+            high_addresses: HighAddresses::Never,
+        });
+        let (a, b, c) = (
+            dev.alloc(4 * 64).unwrap(),
+            dev.alloc(32 * 64).unwrap(),
+            dev.alloc(4 * 32 * 4).unwrap(),
+        );
+        let desc = TaskDesc {
+            ty: MatmulType::Int8,
+            m: 4,
+            k: 64,
+            n: 32,
+            a_addr: a.dma_addr(),
+            b_addr: b.dma_addr(),
+            c_addr: c.dma_addr(),
+        };
+        let mut regcmd = dev
+            .alloc(rkinfer::npu::command::task::TASK_ENTRIES * 8)
+            .unwrap();
+        let (words, offsets) = rkinfer::npu::command::task::build_command_buffer(
+            &[desc],
+            regcmd.dma_addr(),
+            rkinfer::npu::Chaining::PcChain,
+        )
+        .unwrap();
+        regcmd.write_words(0, &words).unwrap();
+        let tasks = [TaskRef {
+            offset: offsets[0],
+            body_entries: rkinfer::npu::command::task::BODY_ENTRIES as u32,
+        }];
+        dev.submit(&Job {
+            regcmd: &regcmd,
+            tasks: &tasks,
+            core: 0,
+            inputs: &[&a, &b],
+            outputs: &[&c],
+            timeout_ms: 1000,
+        })
+        .unwrap()
+    };
+    assert_eq!(run(uapi::rknpu_version(0, 8, 2)).hw_time_us, None);
+    assert!(run(uapi::rknpu_version(0, 9, 8)).hw_time_us.is_some());
+}
+
+#[test]
+fn silently_rejected_jobs_are_caught_by_the_sentinel() {
+    // rocket's SUBMIT returns 0 for a job its scheduler rejects: the stale
+    // output must not be taken for a result.
+    let (fake, dev) = rocket(FakeConfig::default());
+    int8_case(&dev, 4, 64, 32, vec![0]).unwrap();
+    fake.inject(Fault::SilentReject, 1);
+    let err = int8_case(&dev, 4, 64, 32, vec![0]).unwrap_err();
+    assert!(
+        matches!(err, NpuError::OutputNotWritten { ref tasks, total: 1 } if tasks == &[0]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("never wrote"), "{err}");
+    int8_case(&dev, 4, 64, 32, vec![0]).unwrap();
+    // The same on the vendor fake and the simulator.
+    let (fake, dev) = rknpu(FakeConfig::default());
+    fake.inject(Fault::SilentReject, 1);
+    assert!(matches!(
+        int8_case(&dev, 4, 64, 32, vec![0]),
+        Err(NpuError::OutputNotWritten { .. })
+    ));
+    let sim = rkinfer::npu::SimDevice::new();
+    sim.inject(Fault::SilentReject, 1);
+    assert!(matches!(
+        int8_case(&sim, 4, 64, 32, vec![0]),
+        Err(NpuError::OutputNotWritten { .. })
+    ));
+}
+
+#[test]
+fn rocket_jobs_fit_its_500_ms_timeout() {
+    use rkinfer::npu::ops::matmul::{job_groups, task_time_bound_us};
+    let (_fake, dev) = rocket(FakeConfig::default());
+    assert_eq!(dev.job_time_limit_ms(), Some(500));
+    // Forty of the largest tested int8 tasks (32 MiB of weights each): the
+    // old 256 tasks per job would have run far past 500 ms.
+    let big = rkinfer::npu::TaskDesc {
+        ty: MatmulType::Int8,
+        m: 544,
+        k: 8192,
+        n: 4096,
+        a_addr: 0x1000_0000,
+        b_addr: 0x2000_0000,
+        c_addr: 0x3000_0000,
+    };
+    let tasks = vec![big; 40];
+    assert!(tasks.iter().map(task_time_bound_us).sum::<u64>() > 500_000);
+    let groups = job_groups(&tasks, 256, 500);
+    assert!(groups.len() > 1);
+    assert_eq!(groups.iter().map(|g| g.len()).sum::<usize>(), 40);
+    for g in &groups {
+        let us: u64 = tasks[g.clone()].iter().map(task_time_bound_us).sum();
+        assert!(us <= 250_000 || g.len() == 1, "{g:?}: {us} us");
+    }
+    // Small tasks still share one job up to the task limit.
+    let small = rkinfer::npu::TaskDesc {
+        m: 4,
+        k: 64,
+        n: 32,
+        ..big
+    };
+    assert_eq!(job_groups(&vec![small; 300], 256, 500).len(), 2);
+}
+
+/// A /dev and /sys answered from a table: node name -> how opening it goes.
+struct TableSystem {
+    nodes: Vec<(&'static str, &'static str)>,
+    owners: Vec<(&'static str, &'static str)>,
+}
+
+impl rkinfer::npu::driver::discover::NodeSystem for TableSystem {
+    fn list(&self, dir: &str) -> Option<Vec<String>> {
+        let names: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|(p, _)| p.strip_prefix(dir)?.strip_prefix('/').map(String::from))
+            .collect();
+        (!names.is_empty()).then_some(names)
+    }
+
+    fn open(&self, path: &std::path::Path) -> Result<Box<dyn DrmIo>, NpuError> {
+        let how = self
+            .nodes
+            .iter()
+            .find(|(p, _)| std::path::Path::new(p) == path)
+            .map(|(_, h)| *h)
+            .unwrap();
+        match how {
+            "rknpu" => Ok(Box::new(FakeRknpu::new(FakeConfig::default()))),
+            "rocket" => Ok(Box::new(FakeRocket::new(FakeConfig::default()))),
+            "denied" => Err(NpuError::PermissionDenied {
+                path: path.to_path_buf(),
+            }),
+            _ => Err(NpuError::Open {
+                path: path.to_path_buf(),
+                errno: Errno::ENODEV,
+            }),
+        }
+    }
+
+    fn sysfs_owner(&self, _class: &str, node: &str) -> Option<String> {
+        self.owners
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, o)| o.to_string())
+    }
+}
+
+#[test]
+fn discovery_tries_card_nodes_and_says_which_worked() {
+    use rkinfer::npu::driver::discover::open_hardware_on;
+    // The render node fails; the vendor driver answers on card1.
+    let sys = TableSystem {
+        nodes: vec![
+            ("/dev/dri/renderD128", "gone"),
+            ("/dev/dri/card0", "gone"),
+            ("/dev/dri/card1", "rknpu"),
+        ],
+        owners: vec![],
+    };
+    let opened = open_hardware_on(&sys).map_err(|e| e.to_string()).unwrap();
+    assert_eq!(opened.node, std::path::Path::new("/dev/dri/card1"));
+    assert_eq!(opened.device.info().driver, "rknpu");
+    assert!(opened.tried.iter().any(|t| t.contains("renderD128")));
+    assert!(opened.tried.iter().any(|t| t.contains("card0")));
+    assert!(opened.tried.iter().any(|t| t.contains("/dev/accel")));
+    // rocket on /dev/accel comes first.
+    let sys = TableSystem {
+        nodes: vec![("/dev/accel/accel0", "rocket"), ("/dev/dri/card1", "rknpu")],
+        owners: vec![],
+    };
+    let opened = open_hardware_on(&sys).map_err(|e| e.to_string()).unwrap();
+    assert_eq!(opened.node, std::path::Path::new("/dev/accel/accel0"));
+}
+
+#[test]
+fn permission_hint_recognises_rockets_facade_device() {
+    use rkinfer::npu::driver::discover::open_hardware_on;
+    // rocket's accel node hangs off the driverless "rknn" platform device.
+    let sys = TableSystem {
+        nodes: vec![
+            ("/dev/accel/accel0", "denied"),
+            ("/dev/dri/renderD128", "denied"),
+        ],
+        owners: vec![("accel0", "rknn"), ("renderD128", "panfrost")],
+    };
+    let err = open_hardware_on(&sys).err().unwrap();
+    assert!(
+        matches!(&err, NpuError::PermissionDenied { path } if path.ends_with("accel0")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("permission denied"));
+    // A denied node of another driver is only a note.
+    let sys = TableSystem {
+        nodes: vec![("/dev/dri/renderD128", "denied")],
+        owners: vec![("renderD128", "panfrost")],
+    };
+    let err = open_hardware_on(&sys).err().unwrap().to_string();
+    assert!(
+        err.starts_with("no NPU device found") && err.contains("panfrost"),
+        "{err}"
+    );
 }

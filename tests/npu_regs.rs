@@ -2,8 +2,8 @@
 //! /work/shared/reference/npu-regs-expected.json word for word (copied to
 //! tests/fixtures), both through the library and through `npu regs --json`.
 
-use rkinfer::npu::regs::RegWrite;
-use rkinfer::npu::task::{self, MatmulType, TaskDesc};
+use rkinfer::npu::command::regs::RegWrite;
+use rkinfer::npu::command::task::{self, MatmulType, TaskDesc};
 
 const EXPECTED: &str = include_str!("fixtures/npu-regs-expected.json");
 
@@ -144,7 +144,7 @@ fn other_single_task_shapes_follow_the_formulas() {
             .unwrap()
             .value
     };
-    use rkinfer::npu::regs::{TARGET_CNA as CNA, TARGET_CORE as CORE, TARGET_DPU as DPU};
+    use rkinfer::npu::command::regs::{TARGET_CNA as CNA, TARGET_CORE as CORE, TARGET_DPU as DPU};
     assert_eq!(get(CNA, 0x1010), 9 << 4);
     assert_eq!(get(CNA, 0x1020), (1 << 16) | 8);
     assert_eq!(get(CNA, 0x1024), (127 << 16) | 128);
@@ -201,4 +201,43 @@ fn chained_tasks_use_the_amount_formula_and_16_byte_alignment() {
         assert_eq!(words[task::BODY_ENTRIES + 2], 0x0041_0000_0000_0000);
         assert_eq!(words[task::BODY_ENTRIES + 3], 0x0081_0000_000D_0008);
     }
+}
+
+#[test]
+fn tiling_keeps_to_the_tested_envelope_unless_widened() {
+    use rkinfer::npu::ops::matmul::{plan, Envelope, MatmulOptions};
+    let tested = MatmulOptions::default();
+    for (ty, m_max) in [(MatmulType::Int8, 544), (MatmulType::Fp16, 384)] {
+        let p = plan(ty, 2000, 16384, 8192, &tested).unwrap();
+        assert!(p.n_tiles.iter().all(|(s, _)| s.len <= 4096), "{ty:?}");
+        assert!(p.m_tiles.iter().all(|s| s.len <= m_max), "{ty:?}");
+        assert!(p.k_segs.iter().all(|s| s.len <= 8192), "{ty:?}");
+    }
+    let wide = MatmulOptions {
+        envelope: Envelope::FieldLimits,
+        k_segment: 1 << 20,
+        ..Default::default()
+    };
+    let p = plan(MatmulType::Int8, 8, 16384, 8192, &wide).unwrap();
+    assert_eq!(p.n_tiles.len(), 1);
+    assert_eq!(p.k_segs.len(), 1);
+    let p = plan(MatmulType::Int8, 1000, 64, 32, &wide).unwrap();
+    assert!(p.m_tiles.iter().any(|s| s.len > 544));
+    // K - 1 must fit DATA_SIZE1's 14-bit field, even where a CBUF bank
+    // would hold the row (int8 K = 16416 is 16 KB).
+    let desc = |k| TaskDesc {
+        ty: MatmulType::Int8,
+        m: 4,
+        k,
+        n: 32,
+        a_addr: 0x1000_0000,
+        b_addr: 0x2000_0000,
+        c_addr: 0x3000_0000,
+    };
+    assert!(desc(16384).validate().is_ok());
+    let err = desc(16416).validate().unwrap_err().to_string();
+    assert!(err.contains("DATA_SIZE1"), "{err}");
+    // Absurd shapes are refused by arithmetic, not by running out of memory.
+    let err = plan(MatmulType::Int8, usize::MAX, 64, 32, &tested).unwrap_err();
+    assert!(err.to_string().contains("split the matmul"), "{err}");
 }

@@ -5,10 +5,10 @@
 //! understand, and injected faults surface as errors.
 
 use proptest::prelude::*;
-use rkinfer::npu::matmul::{self, MatmulOptions, MatmulOutput, Operands};
-use rkinfer::npu::regs::{RegWrite, TARGET_CNA};
+use rkinfer::npu::command::regs::{RegWrite, TARGET_CNA};
+use rkinfer::npu::command::task::{self, MatmulType, TaskDesc};
+use rkinfer::npu::ops::matmul::{self, MatmulOptions, MatmulOutput, Operands};
 use rkinfer::npu::selftest::Rng;
-use rkinfer::npu::task::{self, MatmulType, TaskDesc};
 use rkinfer::npu::{Fault, NpuDevice, NpuError, SimDevice};
 
 fn opts(k_segment: usize, cores: usize) -> MatmulOptions {
@@ -344,13 +344,13 @@ fn quant_packer_layouts_run_on_the_simulator() {
         // Byte-for-byte agreement of the two packers.
         assert_eq!(
             a_bytes,
-            rkinfer::npu::layout::pack_a(&vals_a, m, k, bits),
+            rkinfer::npu::command::layout::pack_a(&vals_a, m, k, bits),
             "{} A",
             ty.name()
         );
         assert_eq!(
             b_bytes,
-            rkinfer::npu::layout::pack_b(&vals_b, n, k, bits, ty.b_group()),
+            rkinfer::npu::command::layout::pack_b(&vals_b, n, k, bits, ty.b_group()),
             "{} B",
             ty.name()
         );

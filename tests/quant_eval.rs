@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock};
 
 use quant::npu::eval::{dequantize_rows, eval_matrix, matmul_weights};
 use quant::npu::{Scheme, RK_LLAMA_INT4};
-use rkinfer::graph::capture::{capture_from_text, TextCapture};
+use rkinfer::capture::{capture_from_text, TextCapture};
 
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";

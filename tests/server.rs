@@ -1,7 +1,7 @@
 //! `rkinfer serve` end to end: the binary on 127.0.0.1 with an ephemeral
 //! port and SmolLM2-135M, spoken to over plain HTTP/1.1 from the test.
 
-#![cfg(feature = "server")]
+#![cfg(all(feature = "server", feature = "cli"))]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -317,7 +317,7 @@ fn greedy_reply_equals_rkinfer_run() {
     // The same conversation through the library's template, then `run`.
     let gguf = rkinfer::gguf::GgufFile::open(MODEL).unwrap();
     let tok = rkinfer::tokenizer::Tokenizer::from_gguf(&gguf).unwrap();
-    let template = rkinfer::chat::ChatTemplate::for_tokenizer(&tok);
+    let template = rkinfer::chat::ChatTemplate::for_tokenizer(&tok).unwrap();
     let msgs: Vec<_> = messages
         .iter()
         .map(|(r, c)| {

@@ -11,10 +11,10 @@ use kernels::blocks::{
 };
 use rayon::prelude::*;
 
+use super::kv::KvCache;
+use super::BackendError;
 use super::{Backend, ExecCtx, Input, Node, Weight, Weights};
 use crate::graph::{AttnParams, GateAct, Op, RopeMode, RopeParams, WeightId};
-use crate::model::kv::KvCache;
-use crate::model::ModelError;
 
 pub use super::cpu_matmul::{mul_mat, quantize_row_q8_0_x86, quantize_row_q8_1_x86};
 
@@ -67,7 +67,7 @@ impl Backend for CpuBackend {
         true
     }
 
-    fn prepare_weight(&mut self, id: WeightId, w: &Weight, bytes: &[u8]) -> crate::Result<bool> {
+    fn prepare_weight(&mut self, id: WeightId, w: &Weight, bytes: &[u8]) -> super::Result<bool> {
         // Used in place from the mmap, but Q4_0 matrices of whole 8-row
         // groups, which are interleaved once when the kernels gain by it.
         if w.ty == GgmlType::Q4_0
@@ -97,9 +97,10 @@ impl Backend for CpuBackend {
         inputs: [Option<Input<'_>>; 2],
         out: &mut [f32],
         ctx: &mut ExecCtx<'_>,
-    ) -> crate::Result<()> {
-        let input = |i: usize| -> Result<Input<'_>, ModelError> {
-            inputs[i].ok_or_else(|| ModelError::Graph(format!("{}: missing input {i}", node.name)))
+    ) -> super::Result<()> {
+        let input = |i: usize| -> Result<Input<'_>, BackendError> {
+            inputs[i]
+                .ok_or_else(|| BackendError::Graph(format!("{}: missing input {i}", node.name)))
         };
         match node.op {
             Op::GetRows { table } => get_rows(ctx.weights, table, ctx.tokens, out)?,
@@ -207,10 +208,10 @@ impl Backend for CpuBackend {
     }
 }
 
-fn vector(weights: &Weights, w: WeightId, len: usize) -> Result<&[f32], ModelError> {
+fn vector(weights: &Weights, w: WeightId, len: usize) -> Result<&[f32], BackendError> {
     match weights.f32(w) {
         Some(v) if v.len() >= len => Ok(&v[..len]),
-        _ => Err(ModelError::Graph(format!(
+        _ => Err(BackendError::Graph(format!(
             "{} is not an f32 vector of {len}",
             weights.get(w).name
         ))),
@@ -261,19 +262,19 @@ fn get_rows(
     table: WeightId,
     tokens: &[u32],
     out: &mut [f32],
-) -> Result<(), ModelError> {
+) -> Result<(), BackendError> {
     let w = weights.get(table);
     let bytes = weights.bytes(table);
     let row_bytes = w.ty.row_bytes(w.cols as u64).unwrap_or(0) as usize;
     for (&tok, o) in tokens.iter().zip(out.chunks_exact_mut(w.cols)) {
         if tok as usize >= w.rows {
-            return Err(ModelError::TokenOutOfRange {
+            return Err(BackendError::TokenOutOfRange {
                 token: tok,
                 n_vocab: w.rows,
             });
         }
         let row = &bytes[tok as usize * row_bytes..(tok as usize + 1) * row_bytes];
-        dequantize_row(w.ty, row, o).ok_or_else(|| ModelError::UnsupportedType {
+        dequantize_row(w.ty, row, o).ok_or_else(|| BackendError::UnsupportedType {
             tensor: w.name.clone(),
             ty: w.ty.name().to_string(),
         })?;
@@ -392,22 +393,22 @@ fn rope(
 }
 
 /// Converts one f32 row into a cache row of type `ty`.
-fn to_cache_row(ty: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), ModelError> {
+fn to_cache_row(ty: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), BackendError> {
     match ty {
         GgmlType::F16 => {
             let d: &mut [u16] = bytemuck::cast_slice_mut(dst);
             kernels::f32_to_f16_row(x, d);
         }
         GgmlType::Q8_0 => {
-            let d = as_blocks_mut::<BlockQ8_0>(dst).ok_or(ModelError::Misaligned("KV cache"))?;
+            let d = as_blocks_mut::<BlockQ8_0>(dst).ok_or(BackendError::Misaligned("KV cache"))?;
             kernels::quantize_row_q8_0(x, d);
         }
         GgmlType::Q4_0 => {
-            let d = as_blocks_mut::<BlockQ4_0>(dst).ok_or(ModelError::Misaligned("KV cache"))?;
+            let d = as_blocks_mut::<BlockQ4_0>(dst).ok_or(BackendError::Misaligned("KV cache"))?;
             quantize_row_q4_0(x, d);
         }
         other => {
-            return Err(ModelError::UnsupportedCacheType {
+            return Err(BackendError::UnsupportedCacheType {
                 ty: other.name().to_string(),
             })
         }
@@ -421,11 +422,11 @@ fn store_kv(
     n_past: usize,
     k: &[f32],
     v: &[f32],
-) -> Result<(), ModelError> {
+) -> Result<(), BackendError> {
     let dim = kv.kv_dim;
     let n = k.len() / dim;
     if n_past + n > kv.n_ctx {
-        return Err(ModelError::ContextFull {
+        return Err(BackendError::ContextFull {
             n_ctx: kv.n_ctx,
             needed: n_past + n,
         });

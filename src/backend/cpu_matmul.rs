@@ -8,9 +8,9 @@ use kernels::blocks::{
 };
 use rayon::prelude::*;
 
+use super::BackendError;
 use super::Weights;
 use crate::graph::WeightId;
-use crate::model::ModelError;
 
 /// Token rows processed against one weight row before moving on (keeps the
 /// weight row in L1 and the activation tile in L2).
@@ -34,11 +34,11 @@ pub fn mul_mat(
     n_tok: usize,
     out: &mut [f32],
     scratch: &mut super::Scratch,
-) -> Result<(), ModelError> {
+) -> Result<(), BackendError> {
     let w = weights.get(wid);
     let wb = weights.bytes(wid);
     let k = w.cols;
-    let misaligned = || ModelError::Misaligned("weight");
+    let misaligned = || BackendError::Misaligned("weight");
     macro_rules! quantized {
         ($wt:ty, $at:ty, $quant:path, $gemm:path) => {{
             let wblocks = as_blocks::<$wt>(wb).ok_or_else(misaligned)?;
@@ -269,7 +269,7 @@ pub fn mul_mat(
             );
         }
         other => {
-            return Err(ModelError::UnsupportedType {
+            return Err(BackendError::UnsupportedType {
                 tensor: w.name.clone(),
                 ty: other.name().to_string(),
             })
@@ -331,11 +331,11 @@ fn quantized_acts<'s, A: Block + Send>(
     k: usize,
     n_tok: usize,
     quant: fn(&[f32], &mut [A]),
-) -> Result<&'s mut [A], ModelError> {
+) -> Result<&'s mut [A], BackendError> {
     let per_row = k / A::ELEMENTS;
     let bytes = n_tok * per_row * std::mem::size_of::<A>();
     let act = as_blocks_mut::<A>(act_bytes(scratch, bytes))
-        .ok_or(ModelError::Misaligned("activation"))?;
+        .ok_or(BackendError::Misaligned("activation"))?;
     quantize_rows(x, k, act, per_row, quant);
     Ok(act)
 }

@@ -8,8 +8,12 @@
 //! backend is always last and supports everything, so model code never names
 //! a backend.
 
+pub mod capture;
 pub mod cpu;
 mod cpu_matmul;
+pub mod device;
+mod error;
+pub mod kv;
 pub mod npu;
 
 use std::sync::Arc;
@@ -17,7 +21,12 @@ use std::sync::Arc;
 use gguf::{GgmlType, GgufFile};
 
 use crate::graph::{Graph, Node, Op, OpKind, TensorDesc, WeightId};
-use crate::model::kv::KvCache;
+pub use device::{Device, DeviceOptions, NpuQuant, NpuSettings, WeightCacheMode};
+pub use error::BackendError;
+use kv::KvCache;
+
+/// Result of backend operations.
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 
 /// A model weight: shape, type and where its data lives.
 #[derive(Debug)]
@@ -113,21 +122,18 @@ pub trait Backend: Send + Sync {
     fn supports(&self, op: &Op, weights: &Weights) -> bool;
     /// Offered every weight once at load, in file order. Returning `true`
     /// claims it: ops reading it then run on this backend when supported.
-    fn prepare_weight(
-        &mut self,
-        id: WeightId,
-        weight: &Weight,
-        bytes: &[u8],
-    ) -> crate::Result<bool>;
+    fn prepare_weight(&mut self, id: WeightId, weight: &Weight, bytes: &[u8]) -> Result<bool>;
     /// Runs one node. `out` is the node's output (empty for ops that write
-    /// only to the KV cache).
+    /// only to the KV cache). A backend other than the CPU may return an
+    /// error (or [`BackendError::Declined`]): the executor then runs the node
+    /// on the CPU backend, which takes everything.
     fn compute(
         &self,
         node: &Node,
         inputs: [Option<Input<'_>>; 2],
         out: &mut [f32],
         ctx: &mut ExecCtx<'_>,
-    ) -> crate::Result<()>;
+    ) -> Result<()>;
 }
 
 /// Assigns each node of `graph` to a backend (see the module comment).
@@ -145,13 +151,18 @@ pub fn schedule(graph: &mut Graph, backends: &[Box<dyn Backend>], weights: &Weig
 }
 
 /// Runs a scheduled graph node by node. `slots` must hold at least
-/// `graph.slot_sizes` elements each.
+/// `graph.slot_sizes` elements each. The last backend is the fallback: a
+/// node another backend declines or fails is run there, here and only here
+/// (backends never carry a CPU backend of their own).
 pub fn execute(
     graph: &Graph,
     backends: &[Box<dyn Backend>],
     slots: &mut [Vec<f32>],
     ctx: &mut ExecCtx<'_>,
-) -> crate::Result<()> {
+) -> Result<()> {
+    let Some((fallback, _)) = backends.split_last() else {
+        return Err(BackendError::Graph("no backend to run the graph on".into()));
+    };
     for node in &graph.nodes {
         // Take the output slot out so inputs can be borrowed from the rest;
         // the allocator guarantees they never share it.
@@ -176,8 +187,24 @@ pub fn execute(
             })
         };
         let inputs = [get(ins[0]), get(ins[1])];
-        let backend = &backends[node.backend];
-        let r = backend.compute(node, inputs, &mut out_buf[..out_len], ctx);
+        let on_fallback = node.backend + 1 >= backends.len();
+        let backend = if on_fallback {
+            fallback
+        } else {
+            &backends[node.backend]
+        };
+        let mut r = backend.compute(node, inputs, &mut out_buf[..out_len], ctx);
+        if let (Err(e), false) = (&r, on_fallback) {
+            if !matches!(e, BackendError::Declined) {
+                log::debug!(
+                    "{} on {}: {e}; running it on {}",
+                    node.name,
+                    backend.name(),
+                    fallback.name()
+                );
+            }
+            r = fallback.compute(node, inputs, &mut out_buf[..out_len], ctx);
+        }
         if dump_ops_enabled() && r.is_ok() {
             dump_op(node, graph, &out_buf[..out_len]);
         }
@@ -197,6 +224,9 @@ fn dump_ops_enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("RKINFER_DUMP_OPS").is_some_and(|v| v != "0"))
 }
 
+/// The log target of the op dump.
+pub const DUMP_TARGET: &str = "rkinfer::dump";
+
 fn dump_op(node: &Node, graph: &Graph, out: &[f32]) {
     let Some(t) = node.out else { return };
     let d = graph.tensor(t);
@@ -214,7 +244,10 @@ fn dump_op(node: &Node, graph: &Graph, out: &[f32]) {
             let _ = std::fs::write(path, bytes);
         }
     }
-    eprintln!(
+    // A debugging tool asked for by its environment variable: logged under
+    // its own target, which the CLI's logger always shows.
+    log::info!(
+        target: DUMP_TARGET,
         "op {:<24} {:>5}x{:<6} sum={:<16.6} first=[{}] last_row=[{}]",
         node.name,
         d.rows,

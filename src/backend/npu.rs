@@ -17,100 +17,16 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use quant::npu::{self as nq, Precision, Scheme};
+use quant::npu::{self as nq, Precision};
 
-use super::cpu::CpuBackend;
-use super::{Backend, ExecCtx, Input, Node, Weight, WeightData, Weights};
+use super::{Backend, BackendError, ExecCtx, Input, Node, NpuQuant, Weight, WeightData, Weights};
 use crate::graph::{Op, WeightId};
-use crate::npu::cache::{CacheKey, Lookup, WeightCache};
-use crate::npu::matmul::{Activations, Weights as NpuWeights};
+use crate::npu::ops::cache::{CacheKey, Lookup, WeightCache};
+use crate::npu::ops::matmul::{Activations, Weights as NpuWeights};
 use crate::npu::{MatmulOptions, MatmulOutput, MatmulType, NpuDevice, NpuError, PreparedWeights};
 
 /// Consecutive failed submits after which the backend disables itself.
 pub const MAX_FAILURES: u32 = 3;
-
-/// Where the matmuls run (`--device`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Device {
-    /// Everything on the CPU.
-    #[default]
-    Cpu,
-    /// The RK3588 NPU through its kernel driver (CPU when none is found).
-    Npu,
-    /// The bit-exact NPU simulator.
-    NpuSim,
-}
-
-impl Device {
-    /// Parses a `--device` value.
-    pub fn parse(s: &str) -> crate::Result<Device> {
-        match s {
-            "cpu" => Ok(Device::Cpu),
-            "npu" => Ok(Device::Npu),
-            "npu-sim" => Ok(Device::NpuSim),
-            other => Err(crate::Error::InvalidArgument(format!(
-                "--device {other:?}: expected cpu, npu or npu-sim"
-            ))),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Device::Cpu => "cpu",
-            Device::Npu => "npu",
-            Device::NpuSim => "npu-sim",
-        }
-    }
-}
-
-/// How weights are requantized for the NPU (`--npu-quant`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum NpuQuant {
-    /// The default scheme of each weight's GGML type (quant::npu table).
-    #[default]
-    Auto,
-    /// One scheme for every weight (`w16a16`, `w8a8`, `w8a8.had`, `w4a4`, ...).
-    Scheme(Scheme),
-}
-
-impl NpuQuant {
-    /// Parses `auto` or a quant::npu scheme name. Plain `w8a8` gets the
-    /// Hadamard rotation quant::npu recommends (`w8a8.had`).
-    pub fn parse(s: &str) -> crate::Result<NpuQuant> {
-        let s = s.trim();
-        if s.eq_ignore_ascii_case("auto") {
-            return Ok(NpuQuant::Auto);
-        }
-        let name = match s {
-            "w8a8" => "w8a8.had",
-            "w4a4" => "w4a4.khad.wmse.amse.r8",
-            "w4a8" => "w4a8.r8.zp.seg32",
-            other => other,
-        };
-        name.parse::<Scheme>().map(NpuQuant::Scheme).map_err(|e| {
-            crate::Error::InvalidArgument(format!(
-                "--npu-quant {s:?}: {e} (expected auto, w16a16, w8a8, w4a4 or w4a8)"
-            ))
-        })
-    }
-
-    /// The scheme for a weight of `ty`.
-    pub fn scheme_for(self, ty: gguf::GgmlType) -> Scheme {
-        match self {
-            NpuQuant::Auto => nq::default_scheme_for(ty),
-            NpuQuant::Scheme(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for NpuQuant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NpuQuant::Auto => write!(f, "auto"),
-            NpuQuant::Scheme(s) => write!(f, "{s}"),
-        }
-    }
-}
 
 /// One weight as the NPU holds it: the quantization (scales, rotation; the
 /// packed bytes are dropped once on the device) and one device matmul per
@@ -127,7 +43,6 @@ pub struct NpuBackend {
     quant: NpuQuant,
     opts: MatmulOptions,
     weights: HashMap<u32, NpuWeight>,
-    cpu: CpuBackend,
     failures: AtomicU32,
     disabled: AtomicBool,
     warned: AtomicBool,
@@ -153,8 +68,8 @@ fn npu_type(p: Precision) -> MatmulType {
     }
 }
 
-fn quant_err(e: nq::NpuQuantError) -> crate::Error {
-    crate::Error::Npu(NpuError::BadOperands(e.to_string()))
+fn quant_err(e: nq::NpuQuantError) -> BackendError {
+    BackendError::Npu(NpuError::BadOperands(e.to_string()))
 }
 
 impl NpuBackend {
@@ -165,7 +80,6 @@ impl NpuBackend {
             quant,
             opts,
             weights: HashMap::new(),
-            cpu: CpuBackend::new(),
             failures: AtomicU32::new(0),
             disabled: AtomicBool::new(false),
             warned: AtomicBool::new(false),
@@ -204,7 +118,7 @@ impl NpuBackend {
     }
 
     /// `y = x W^T` for `m` rows of `x` on the NPU.
-    fn npu_matmul(&self, w: &NpuWeight, x: &[f32], m: usize, y: &mut [f32]) -> crate::Result<()> {
+    fn npu_matmul(&self, w: &NpuWeight, x: &[f32], m: usize, y: &mut [f32]) -> super::Result<()> {
         let q = &w.q;
         let p = q.precision();
         let a = nq::quantize_activations(x, m, q).map_err(quant_err)?;
@@ -278,7 +192,7 @@ impl Backend for NpuBackend {
         id: WeightId,
         weight: &Weight,
         bytes: &[u8],
-    ) -> crate::Result<bool> {
+    ) -> super::Result<bool> {
         // Only matrices kept in the mmap; vectors (norms, biases) stay on the CPU.
         if weight.rows < 2 || !matches!(weight.data, WeightData::Mapped { .. }) {
             return Ok(false);
@@ -305,7 +219,7 @@ impl Backend for NpuBackend {
                 Lookup::Hit(q) => Some(*q),
                 Lookup::Miss | Lookup::Stale => None,
                 Lookup::Invalid(why) => {
-                    eprintln!("npu: weight cache entry {why}; rebuilding it");
+                    log::warn!("npu: weight cache entry {why}; rebuilding it");
                     None
                 }
             },
@@ -369,7 +283,7 @@ impl Backend for NpuBackend {
                 // Out of device memory or an unsupported shape: this weight
                 // stays on the CPU.
                 Err(e) => {
-                    eprintln!("npu: {} stays on the CPU: {e}", weight.name);
+                    log::warn!("npu: {} stays on the CPU: {e}", weight.name);
                     return Ok(false);
                 }
             }
@@ -378,7 +292,7 @@ impl Backend for NpuBackend {
         let bytes_held: usize = segments.iter().map(|s| s.device_bytes()).sum();
         self.prepared_bytes += bytes_held;
         if self.progress {
-            eprintln!(
+            log::info!(
                 "npu: {:<28} {:>6} x {:<6} {:<5} -> {} ({:.1} MiB{})",
                 weight.name,
                 k,
@@ -398,20 +312,21 @@ impl Backend for NpuBackend {
         node: &Node,
         inputs: [Option<Input<'_>>; 2],
         out: &mut [f32],
-        ctx: &mut ExecCtx<'_>,
-    ) -> crate::Result<()> {
+        _ctx: &mut ExecCtx<'_>,
+    ) -> super::Result<()> {
+        // Anything but a matmul on a weight held here goes to the fallback.
         let (Op::MulMat { w, .. }, Some(x)) = (&node.op, inputs[0]) else {
-            return self.cpu.compute(node, inputs, out, ctx);
+            return Err(BackendError::Declined);
         };
         let Some(nw) = self.weights.get(&w.0) else {
-            return self.cpu.compute(node, inputs, out, ctx);
+            return Err(BackendError::Declined);
         };
         if self.is_disabled() {
-            return self.cpu.compute(node, inputs, out, ctx);
+            return Err(BackendError::Declined);
         }
         let m = x.desc.rows;
         let r = if x.desc.cols != nw.q.k || out.len() != m * nw.q.n {
-            Err(crate::Error::Npu(NpuError::InvalidShape(format!(
+            Err(BackendError::Npu(NpuError::InvalidShape(format!(
                 "{}: input {} x {} for a weight of K={} N={}",
                 node.name, x.desc.rows, x.desc.cols, nw.q.k, nw.q.n
             ))))
@@ -426,150 +341,18 @@ impl Backend for NpuBackend {
             Err(e) => {
                 let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
                 if !self.warned.swap(true, Ordering::Relaxed) {
-                    eprintln!(
-                        "warning: NPU {} failed for {} ({e}); running it on the CPU",
+                    log::warn!(
+                        "NPU {} failed for {} ({e}); running it on the CPU",
                         nw.ty.name(),
                         node.name
                     );
                 }
                 if n >= MAX_FAILURES && !self.disabled.swap(true, Ordering::Relaxed) {
-                    eprintln!(
-                        "warning: {n} NPU failures in a row; the CPU runs every matmul from now on"
-                    );
+                    log::warn!("{n} NPU failures in a row; the CPU runs every matmul from now on");
                 }
-                self.cpu.compute(node, inputs, out, ctx)
+                // The executor runs the op on the CPU.
+                Err(e)
             }
         }
     }
-}
-
-/// Cores of the RK3588 NPU.
-pub const NPU_CORES: u32 = 3;
-
-/// Parses `--npu-cores`: a count `N` (cores `0..N`) or a comma list of
-/// core numbers (`0,1,2`; one core alone as `2,`).
-pub fn parse_npu_cores(s: &str) -> crate::Result<Vec<u32>> {
-    let bad = |why: String| {
-        crate::Error::InvalidArgument(format!(
-            "--npu-cores {s:?}: {why} (a count 1-{NPU_CORES}, or a list such as 0,1,2)"
-        ))
-    };
-    let s = s.trim();
-    if !s.contains(',') {
-        let n: u32 = s.parse().map_err(|_| bad("not a number".into()))?;
-        if n == 0 || n > NPU_CORES {
-            return Err(bad(format!("{n} cores")));
-        }
-        return Ok((0..n).collect());
-    }
-    let mut cores = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let c: u32 = part
-            .parse()
-            .map_err(|_| bad(format!("{part:?} is not a core number")))?;
-        if c >= NPU_CORES {
-            return Err(bad(format!("core {c} does not exist")));
-        }
-        if cores.contains(&c) {
-            return Err(bad(format!("core {c} given twice")));
-        }
-        cores.push(c);
-    }
-    if cores.is_empty() {
-        return Err(bad("no cores".into()));
-    }
-    Ok(cores)
-}
-
-/// Where prepared NPU weights are cached.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum WeightCacheMode {
-    /// No cache.
-    #[default]
-    Off,
-    /// `MODEL.gguf.rknpu/` beside the model.
-    BesideModel,
-    /// This directory.
-    Dir(std::path::PathBuf),
-}
-
-impl WeightCacheMode {
-    /// `--npu-cache`: absent = off, `model` = beside the model, else a directory.
-    pub fn from_arg(arg: Option<&str>) -> WeightCacheMode {
-        match arg {
-            None => WeightCacheMode::Off,
-            Some("model") => WeightCacheMode::BesideModel,
-            Some(dir) => WeightCacheMode::Dir(dir.into()),
-        }
-    }
-}
-
-/// NPU settings of a model load (`--npu-quant`, `--npu-cores`, the cache).
-#[derive(Clone, Debug, Default)]
-pub struct NpuSettings {
-    pub quant: NpuQuant,
-    /// Cores N is split across (empty: core 0).
-    pub cores: Vec<u32>,
-    pub cache: WeightCacheMode,
-    /// One line per prepared weight on stderr.
-    pub progress: bool,
-}
-
-/// [`backends_for`] with every NPU setting, for the model at `model`.
-pub fn backends_for_model(
-    device: Device,
-    settings: &NpuSettings,
-    model: &std::path::Path,
-) -> crate::Result<Vec<Box<dyn Backend>>> {
-    let mut opts = MatmulOptions::default();
-    if !settings.cores.is_empty() {
-        opts.cores = settings.cores.clone();
-    }
-    let dev: Arc<dyn NpuDevice> = match device {
-        Device::Cpu => return Ok(Vec::new()),
-        Device::NpuSim => Arc::new(crate::npu::SimDevice::new()),
-        Device::Npu => match crate::npu::open_hardware() {
-            Ok(d) => Arc::from(d),
-            Err(e) => {
-                eprintln!("note: --device npu: {e}; running on the CPU");
-                return Ok(Vec::new());
-            }
-        },
-    };
-    let cores = dev.info().cores;
-    if let Some(c) = opts.cores.iter().find(|&&c| c >= cores) {
-        return Err(crate::Error::InvalidArgument(format!(
-            "--npu-cores: core {c} does not exist on {} ({cores} cores)",
-            dev.info().driver
-        )));
-    }
-    let mut b = NpuBackend::new(dev, settings.quant, opts).with_progress(settings.progress);
-    match &settings.cache {
-        WeightCacheMode::Off => {}
-        WeightCacheMode::BesideModel => b = b.with_weight_cache(WeightCache::beside_model(model)),
-        WeightCacheMode::Dir(d) => b = b.with_weight_cache(WeightCache::new(d.clone())),
-    }
-    Ok(vec![Box::new(b)])
-}
-
-/// The backends to put before the CPU for `device`: none for the CPU; the
-/// NPU backend on the simulator or the hardware. Without an NPU `--device
-/// npu` says why in one line and runs on the CPU.
-pub fn backends_for(
-    device: Device,
-    quant: NpuQuant,
-    opts: &MatmulOptions,
-) -> crate::Result<Vec<Box<dyn Backend>>> {
-    let dev: Arc<dyn NpuDevice> = match device {
-        Device::Cpu => return Ok(Vec::new()),
-        Device::NpuSim => Arc::new(crate::npu::SimDevice::new()),
-        Device::Npu => match crate::npu::open_hardware() {
-            Ok(d) => Arc::from(d),
-            Err(e) => {
-                eprintln!("note: --device npu: {e}; running on the CPU");
-                return Ok(Vec::new());
-            }
-        },
-    };
-    Ok(vec![Box::new(NpuBackend::new(dev, quant, opts.clone()))])
 }

@@ -82,7 +82,7 @@ impl<'t> Chat<'t, ModelContext<'t>> {
     /// its vocabulary) on a new session; greedy sampling.
     pub fn from_llm(llm: &'t Llm, state: &StateOptions) -> Result<Self, ChatError> {
         let session = llm.session(state)?;
-        let template = ChatTemplate::for_tokenizer(llm.tokenizer());
+        let template = ChatTemplate::for_tokenizer(llm.tokenizer())?;
         Ok(Chat::new(session, llm.tokenizer(), template))
     }
 }
@@ -300,10 +300,13 @@ impl<'t, L: LogitsSource> Chat<'t, L> {
             let bos = self.template.bos_token();
             // BOS per the model's flags at the start, unless the template
             // writes it.
-            let add_special = cp.tokens == 0 && !(!bos.is_empty() && delta.starts_with(bos));
+            let template_writes_bos = !bos.is_empty() && delta.starts_with(bos);
+            let add_special = cp.tokens == 0 && !template_writes_bos;
             let ids = self.tokenizer.encode(delta, add_special, true)?;
             let total = cp.tokens + ids.len();
-            if total + room <= n_ctx {
+            let oldest = oldest_turn(&messages);
+            // With nothing left to drop, go on if one token fits.
+            if total + room <= n_ctx || (oldest.is_none() && total < n_ctx) {
                 return Ok(Plan {
                     messages,
                     rendered,
@@ -312,28 +315,14 @@ impl<'t, L: LogitsSource> Chat<'t, L> {
                     dropped,
                 });
             }
-            match oldest_turn(&messages) {
-                Some(turn) => {
-                    dropped += turn.len();
-                    messages.drain(turn);
-                }
-                // Nothing left to drop: go on if one token fits.
-                None if total < n_ctx => {
-                    return Ok(Plan {
-                        messages,
-                        rendered,
-                        checkpoint,
-                        ids,
-                        dropped,
-                    })
-                }
-                None => {
-                    return Err(ChatError::MessageTooLong {
-                        tokens: total,
-                        n_ctx,
-                    })
-                }
-            }
+            let Some(turn) = oldest else {
+                return Err(ChatError::MessageTooLong {
+                    tokens: total,
+                    n_ctx,
+                });
+            };
+            dropped += turn.len();
+            messages.drain(turn);
         }
     }
 

@@ -222,6 +222,23 @@ impl From<crate::Error> for ChatError {
     }
 }
 
+impl From<crate::tokenizer::TokenizerError> for ChatError {
+    fn from(e: crate::tokenizer::TokenizerError) -> Self {
+        ChatError::Session(Box::new(e.into()))
+    }
+}
+
+impl ChatError {
+    /// The crate-wide error for front ends that report one type: a session
+    /// error as itself, a chat error by its message.
+    pub fn into_error(self) -> crate::Error {
+        match self {
+            ChatError::Session(inner) => *inner,
+            other => crate::Error::InvalidArgument(other.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

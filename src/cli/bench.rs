@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use super::options::DeviceArgs;
 use crate::bench::{run_test, Samples, Test};
 use crate::model::{Model, ModelOptions};
+use crate::session::{load_model, LoadOptions};
 use crate::Error;
 
 #[derive(clap::Args, Debug)]
@@ -43,9 +45,8 @@ pub struct Args {
     /// Output format: md (markdown table) or json.
     #[arg(short = 'o', long = "output", default_value = "md")]
     pub output: String,
-    /// Device: cpu, npu or npu-sim.
-    #[arg(long = "device", default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// One row of the result table.
@@ -54,7 +55,8 @@ struct Row {
     model_type: String,
     model_size: u64,
     n_params: u64,
-    backend: &'static str,
+    /// The backends the model runs on, as llama-bench names them ("CPU", "NPU,CPU").
+    backend: String,
     threads: usize,
     samples: Samples,
 }
@@ -69,7 +71,7 @@ pub fn run(args: Args) -> crate::Result<()> {
             )))
         }
     };
-    super::run::check_device(&args.device)?;
+    let device = args.device.to_options()?;
     if args.repetitions == 0 {
         return Err(Error::InvalidArgument(
             "-r 0: at least one repetition is needed".into(),
@@ -107,13 +109,17 @@ pub fn run(args: Args) -> crate::Result<()> {
     for path in &args.model {
         for &t in &threads {
             eprintln!("bench: loading {} (threads {t})", path.display());
-            let model = Model::load(
+            let model = load_model(
                 path,
-                &ModelOptions {
-                    n_threads: t,
-                    ..ModelOptions::default()
+                &LoadOptions {
+                    model: ModelOptions {
+                        n_threads: t,
+                        ..ModelOptions::default()
+                    },
+                    device: device.clone(),
                 },
             )?;
+            let backend = model.backend_names();
             let (model_type, model_size, n_params) = describe(&model, path);
             for &test in &tests {
                 let name = test.name();
@@ -125,7 +131,7 @@ pub fn run(args: Args) -> crate::Result<()> {
                     model_type: model_type.clone(),
                     model_size,
                     n_params,
-                    backend: "CPU",
+                    backend: backend.clone(),
                     threads: t,
                     samples,
                 };

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod info;
 pub mod npu;
+pub mod options;
 pub mod perplexity;
 pub mod quant_eval;
 pub mod quantize;
@@ -53,10 +54,57 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
             "-ctk" => "--cache-type-k".to_string(),
             "-ctv" => "--cache-type-v".to_string(),
             "-cnv" => "--conversation".to_string(),
+            "-sys" => "--system-prompt".to_string(),
             "-np" => "--parallel".to_string(),
             _ => a,
         })
         .collect()
+}
+
+/// Where the library's log lines go: stderr, as `warning: ...` and
+/// `note: ...`. `RKINFER_LOG=info|debug|trace` shows more; the op dump
+/// (`RKINFER_DUMP_OPS`) is always shown as it is.
+struct StderrLogger {
+    level: log::LevelFilter,
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= self.level || m.target() == crate::backend::DUMP_TARGET
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let prefix = match record.level() {
+            _ if record.target() == crate::backend::DUMP_TARGET => "",
+            log::Level::Error => "error: ",
+            log::Level::Warn => "warning: ",
+            log::Level::Info => "note: ",
+            log::Level::Debug | log::Level::Trace => "debug: ",
+        };
+        eprintln!("{prefix}{}", record.args());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Sends the library's log records to stderr (once per process).
+pub fn init_logging() {
+    let level = match std::env::var("RKINFER_LOG").as_deref() {
+        Ok("error") => log::LevelFilter::Error,
+        Ok("info") => log::LevelFilter::Info,
+        Ok("debug") => log::LevelFilter::Debug,
+        Ok("trace") => log::LevelFilter::Trace,
+        Ok("off") => log::LevelFilter::Off,
+        _ => log::LevelFilter::Warn,
+    };
+    let logger = Box::new(StderrLogger { level });
+    if log::set_boxed_logger(logger).is_ok() {
+        // The dump target is filtered by the logger itself.
+        log::set_max_level(log::LevelFilter::Trace);
+    }
 }
 
 /// Parses the process's command line (with [`normalize_args`]).

@@ -5,8 +5,9 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::run::{check_device, model_path, parse_cache_type, parse_cpu_list, read_text_file};
-use crate::model::{ModelOptions, StateOptions};
+use super::options::{model_path, LoadArgs};
+use super::run::{parse_cache_type, read_text_file};
+use crate::model::StateOptions;
 use crate::perplexity::{
     chunk_count, evaluate, ChunkProgress, KlMode, KldSummary, LogitsReader, LogitsWriter,
     PerplexityOptions, PerplexityReport,
@@ -35,12 +36,8 @@ pub struct Args {
     /// Tokens per forward pass (capped by the chunk length).
     #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
     pub batch_size: usize,
-    /// Threads (0: all cores).
-    #[arg(short = 't', long = "threads", default_value_t = 0)]
-    pub threads: usize,
-    /// Cores to pin the threads to, e.g. "4-7".
-    #[arg(long = "cpus", alias = "cpu-mask")]
-    pub cpus: Option<String>,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// KV cache type of keys (also -ctk).
     #[arg(long = "cache-type-k", default_value = "f16")]
     pub cache_type_k: String,
@@ -56,18 +53,6 @@ pub struct Args {
     /// Print a JSON summary on stdout instead of the text report.
     #[arg(long = "json")]
     pub json: bool,
-    /// Device: cpu, npu or npu-sim.
-    #[arg(long = "device", default_value = "cpu")]
-    pub device: String,
-    /// NPU requantization: auto, w16a16, w8a8, w4a4, w4a8.
-    #[arg(long = "npu-quant", default_value = "auto")]
-    pub npu_quant: String,
-    /// NPU cores: a count (1-3) or a list such as 0,1,2.
-    #[arg(long = "npu-cores")]
-    pub npu_cores: Option<String>,
-    /// Cache prepared NPU weights: `model` (beside the model) or a directory.
-    #[arg(long = "npu-cache")]
-    pub npu_cache: Option<String>,
 }
 
 /// Progress on stderr: a bar on a terminal, plain lines (about every 10%)
@@ -165,13 +150,9 @@ fn print_kld(k: &KldSummary) {
 /// Runs `rkinfer perplexity`: the report on stdout, progress on stderr.
 pub fn run(args: Args) -> Result<()> {
     let path = model_path(&args.model, &args.model_pos)?;
-    check_device(&args.device)?;
+    let load_opts = args.load.to_options()?;
     let type_k = parse_cache_type("-ctk", &args.cache_type_k)?;
     let type_v = parse_cache_type("-ctv", &args.cache_type_v)?;
-    let cpus = match &args.cpus {
-        Some(s) => parse_cpu_list(s)?,
-        None => Vec::new(),
-    };
     if args.batch_size == 0 {
         return Err(Error::InvalidArgument("-b must be at least 1".into()));
     }
@@ -192,20 +173,7 @@ pub fn run(args: Args) -> Result<()> {
         None => return Err(Error::InvalidArgument("no text: give -f FILE".into())),
     };
 
-    let llm = Llm::load(
-        &path,
-        &ModelOptions {
-            n_threads: args.threads,
-            cpus,
-            device: check_device(&args.device)?,
-            npu_quant: crate::backend::npu::NpuQuant::parse(&args.npu_quant)?,
-            npu_cores: match &args.npu_cores {
-                Some(c) => crate::backend::npu::parse_npu_cores(c)?,
-                None => Vec::new(),
-            },
-            npu_cache: crate::backend::npu::WeightCacheMode::from_arg(args.npu_cache.as_deref()),
-        },
-    )?;
+    let llm = Llm::load(&path, &load_opts)?;
     let tok = llm.tokenizer();
     let tokens = match (&text, &reader) {
         (Some(t), _) => tok.encode(t, true, false)?,

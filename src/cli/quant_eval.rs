@@ -105,18 +105,13 @@ pub fn run(args: Args) -> crate::Result<()> {
             args.tokens,
             args.corpus.display()
         );
-        let cap = crate::graph::capture::capture_from_text(
-            &args.model,
-            &text,
-            args.tokens,
-            args.threads,
-        )?;
+        let cap = crate::capture::capture_from_text(&args.model, &text, args.tokens, args.threads)?;
         eprintln!(
             "captured {} matmul inputs ({:.0}s)",
             cap.matmuls.len(),
             start.elapsed().as_secs_f64()
         );
-        let mut by_name: HashMap<String, crate::graph::capture::CapturedMatmul> = cap
+        let mut by_name: HashMap<String, crate::backend::capture::CapturedMatmul> = cap
             .matmuls
             .into_iter()
             .map(|c| (c.name.clone(), c))

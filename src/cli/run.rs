@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use gguf::GgmlType;
 
-use crate::model::{ModelOptions, StateOptions};
+use super::options::{model_path, LoadArgs};
+use crate::chat::{Chat, ChatError, ChatOptions, ChatTemplate};
+use crate::model::StateOptions;
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::{
     GenerateOptions, Llm, ModelContext, Session, SessionOptions, StopReason, Timings,
@@ -41,12 +43,8 @@ pub struct Args {
     /// Prompt tokens per forward pass.
     #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
     pub batch_size: usize,
-    /// Threads (0: all cores).
-    #[arg(short = 't', long = "threads", default_value_t = 0)]
-    pub threads: usize,
-    /// Cores to pin the threads to, e.g. "4-7" or "0,2,4-5".
-    #[arg(long = "cpus", alias = "cpu-mask")]
-    pub cpus: Option<String>,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Random seed (default: from the clock).
     #[arg(short = 's', long = "seed")]
     pub seed: Option<u64>,
@@ -97,45 +95,16 @@ pub struct Args {
     /// Chat: apply the model's chat template in a loop over stdin (also -cnv).
     #[arg(long = "conversation")]
     pub conversation: bool,
-    /// System message for the chat.
-    #[arg(long = "system", alias = "sys")]
+    /// System message for the chat (also -sys, --system).
+    #[arg(long = "system-prompt", aliases = ["system", "sys"])]
     pub system: Option<String>,
-    /// Device: cpu, npu or npu-sim.
-    #[arg(long = "device", default_value = "cpu")]
-    pub device: String,
-    /// NPU requantization: auto, w16a16, w8a8, w4a4, w4a8 (or a quant::npu scheme name).
-    #[arg(long = "npu-quant", default_value = "auto")]
-    pub npu_quant: String,
-    /// NPU cores: a count (1-3) or a list such as 0,1,2.
-    #[arg(long = "npu-cores")]
-    pub npu_cores: Option<String>,
-    /// Cache prepared NPU weights: `model` (beside the model) or a directory.
-    #[arg(long = "npu-cache")]
-    pub npu_cache: Option<String>,
-}
-
-/// Parses "4-7" / "0,2,4-5" into core numbers.
-pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>> {
-    let bad =
-        || Error::InvalidArgument(format!("--cpus {s:?}: expected a list like 4-7 or 0,2,4-5"));
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let a: usize = a.trim().parse().map_err(|_| bad())?;
-                let b: usize = b.trim().parse().map_err(|_| bad())?;
-                if a > b || b >= 1024 {
-                    return Err(bad());
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(part.parse().map_err(|_| bad())?),
-        }
-    }
-    if out.is_empty() {
-        return Err(bad());
-    }
-    Ok(out)
+    /// Chat template: a built-in name (chatml, llama3, gemma, phi3, zephyr,
+    /// plain) or a Jinja file; default: the model's.
+    #[arg(long = "chat-template", value_name = "NAME|FILE")]
+    pub chat_template: Option<String>,
+    /// Accepted for llama.cpp compatibility: templates are always Jinja.
+    #[arg(long = "jinja")]
+    pub jinja: bool,
 }
 
 /// Parses a KV cache type name.
@@ -165,27 +134,6 @@ pub fn read_text_file(path: &Path) -> Result<String> {
         s.pop();
     }
     Ok(s)
-}
-
-/// Resolves the model path from `-m` or the positional argument.
-pub fn model_path(m: &Option<PathBuf>, pos: &Option<PathBuf>) -> Result<PathBuf> {
-    match (m, pos) {
-        (Some(a), None) | (None, Some(a)) => Ok(a.clone()),
-        (Some(a), Some(b)) if a == b => Ok(a.clone()),
-        (Some(_), Some(b)) => Err(Error::InvalidArgument(format!(
-            "two models given: -m and {}",
-            b.display()
-        ))),
-        (None, None) => Err(Error::InvalidArgument(
-            "no model: give -m MODEL.gguf (or the path as the first argument)".into(),
-        )),
-    }
-}
-
-/// Parses `--device`; loading the model opens the NPU (or says in one line
-/// why it runs on the CPU).
-pub fn check_device(device: &str) -> Result<crate::backend::npu::Device> {
-    crate::backend::npu::Device::parse(device)
 }
 
 /// Chooses the context size: the flag, else the model's capped to
@@ -269,13 +217,9 @@ fn timings_json(load: Duration, t: &Timings) -> serde_json::Value {
 /// Runs `rkinfer run`: generation from a prompt, or the chat loop.
 pub fn run(args: Args) -> Result<()> {
     let path = model_path(&args.model, &args.model_pos)?;
-    check_device(&args.device)?;
+    let load_opts = args.load.to_options()?;
     let type_k = parse_cache_type("-ctk", &args.cache_type_k)?;
     let type_v = parse_cache_type("-ctv", &args.cache_type_v)?;
-    let cpus = match &args.cpus {
-        Some(s) => parse_cpu_list(s)?,
-        None => Vec::new(),
-    };
     if args.batch_size == 0 {
         return Err(Error::InvalidArgument("-b must be at least 1".into()));
     }
@@ -304,20 +248,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let t_load = Instant::now();
-    let llm = Llm::load(
-        &path,
-        &ModelOptions {
-            n_threads: args.threads,
-            cpus,
-            device: check_device(&args.device)?,
-            npu_quant: crate::backend::npu::NpuQuant::parse(&args.npu_quant)?,
-            npu_cores: match &args.npu_cores {
-                Some(c) => crate::backend::npu::parse_npu_cores(c)?,
-                None => Vec::new(),
-            },
-            npu_cache: crate::backend::npu::WeightCacheMode::from_arg(args.npu_cache.as_deref()),
-        },
-    )?;
+    let llm = Llm::load(&path, &load_opts)?;
     if args.dump_graph {
         let n = prompt
             .as_deref()
@@ -339,7 +270,7 @@ pub fn run(args: Args) -> Result<()> {
     let load_time = t_load.elapsed();
 
     if args.conversation {
-        return chat(&llm, &mut session, &mut sampler, &args, load_time);
+        return chat(&llm, session, sampler, &args, load_time);
     }
     let prompt = prompt.unwrap_or_default();
     let mut ids = llm.tokenizer().encode(&prompt, true, true)?;
@@ -438,206 +369,34 @@ fn stop_name(r: &StopReason) -> String {
     }
 }
 
-/// A chat message for the template.
-#[derive(serde::Serialize, Clone, Debug)]
-struct Message {
-    role: String,
-    content: String,
-}
-
-/// Renders a GGUF chat template (Jinja) with minijinja.
-pub struct ChatTemplate {
-    env: minijinja::Environment<'static>,
-    bos: String,
-    eos: String,
-}
-
-fn py_method(
-    _state: &minijinja::State,
-    value: &minijinja::Value,
-    method: &str,
-    args: &[minijinja::Value],
-) -> std::result::Result<minijinja::Value, minijinja::Error> {
-    use minijinja::value::Value;
-    let unknown = || {
-        minijinja::Error::new(
-            minijinja::ErrorKind::UnknownMethod,
-            format!("method {method} is not supported in chat templates"),
-        )
-    };
-    if let Some(s) = value.as_str() {
-        let arg0 = args.first().and_then(|a| a.as_str());
-        return Ok(match method {
-            "strip" => Value::from(match arg0 {
-                Some(c) => s.trim_matches(|x| c.contains(x)),
-                None => s.trim(),
-            }),
-            "lstrip" => Value::from(match arg0 {
-                Some(c) => s.trim_start_matches(|x| c.contains(x)),
-                None => s.trim_start(),
-            }),
-            "rstrip" => Value::from(match arg0 {
-                Some(c) => s.trim_end_matches(|x| c.contains(x)),
-                None => s.trim_end(),
-            }),
-            "startswith" => Value::from(arg0.is_some_and(|p| s.starts_with(p))),
-            "endswith" => Value::from(arg0.is_some_and(|p| s.ends_with(p))),
-            "upper" => Value::from(s.to_uppercase()),
-            "lower" => Value::from(s.to_lowercase()),
-            "title" => Value::from(s.to_string()),
-            "split" => {
-                let parts: Vec<Value> = match arg0 {
-                    Some(sep) => s.split(sep).map(Value::from).collect(),
-                    None => s.split_whitespace().map(Value::from).collect(),
-                };
-                Value::from(parts)
-            }
-            "replace" => match (arg0, args.get(1).and_then(|a| a.as_str())) {
-                (Some(a), Some(b)) => Value::from(s.replace(a, b)),
-                _ => return Err(unknown()),
-            },
-            _ => return Err(unknown()),
-        });
-    }
-    if value.kind() == minijinja::value::ValueKind::Map {
-        match method {
-            "items" => {
-                let mut items = Vec::new();
-                if let Ok(iter) = value.try_iter() {
-                    for k in iter {
-                        let v = value.get_item(&k).unwrap_or_default();
-                        items.push(Value::from(vec![k, v]));
-                    }
-                }
-                return Ok(Value::from(items));
-            }
-            "get" => {
-                let k = args.first().cloned().unwrap_or_default();
-                let v = value.get_item(&k).unwrap_or_default();
-                return Ok(if v.is_undefined() {
-                    args.get(1).cloned().unwrap_or_default()
-                } else {
-                    v
-                });
-            }
-            "keys" => {
-                let keys: Vec<Value> = value.try_iter().map(|i| i.collect()).unwrap_or_default();
-                return Ok(Value::from(keys));
-            }
-            _ => {}
-        }
-    }
-    Err(unknown())
-}
-
-impl ChatTemplate {
-    /// Compiles a template; `bos`/`eos` are the texts of those tokens.
-    pub fn new(source: &str, bos: String, eos: String) -> Result<ChatTemplate> {
-        let mut env = minijinja::Environment::new();
-        env.set_unknown_method_callback(py_method);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_function("strftime_now", |_fmt: String| -> String { String::new() });
-        env.add_template_owned("chat", source.to_string())
-            .map_err(|e| Error::InvalidArgument(format!("chat template does not compile: {e}")))?;
-        Ok(ChatTemplate { env, bos, eos })
-    }
-
-    /// Renders the conversation, optionally opening the assistant's turn.
-    fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let t = self
-            .env
-            .get_template("chat")
-            .map_err(|e| Error::InvalidArgument(format!("chat template: {e}")))?;
-        t.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos,
-            eos_token => self.eos,
-        })
-        .map_err(|e| Error::InvalidArgument(format!("chat template: {e}")))
-    }
-}
-
-/// How turns become text: the model's template, or a plain fallback.
-enum Formatter {
-    Template(Box<ChatTemplate>),
-    Plain,
-}
-
-impl Formatter {
-    fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        match self {
-            Formatter::Template(t) => t.render(messages, add_generation_prompt),
-            Formatter::Plain => {
-                let mut s = String::new();
-                for m in messages {
-                    let who = match m.role.as_str() {
-                        "system" => "System",
-                        "user" => "User",
-                        _ => "Assistant",
-                    };
-                    s.push_str(&format!("{who}: {}\n", m.content));
-                }
-                if add_generation_prompt {
-                    s.push_str("Assistant:");
-                }
-                Ok(s)
-            }
-        }
-    }
-}
-
+/// The `-cnv` loop: one user message per line of stdin (the first from -p).
 fn chat(
     llm: &Llm,
-    session: &mut Session<ModelContext<'_>>,
-    sampler: &mut Sampler,
+    session: Session<ModelContext<'_>>,
+    sampler: Sampler,
     args: &Args,
     load_time: Duration,
 ) -> Result<()> {
     let tok = llm.tokenizer();
-    let piece_text = |id: Option<u32>| {
-        id.map(|i| String::from_utf8_lossy(tok.token_to_piece(i)).into_owned())
-            .unwrap_or_default()
+    let template = match &args.chat_template {
+        Some(arg) => ChatTemplate::from_name_or_file(arg)
+            .map_err(|e| Error::InvalidArgument(format!("--chat-template: {e}")))?
+            .with_tokens_of(tok),
+        None => ChatTemplate::for_tokenizer(tok).map_err(ChatError::into_error)?,
     };
-    let bos_text = piece_text(tok.bos());
-    let formatter = match tok.chat_template() {
-        Some(src) => match ChatTemplate::new(src, bos_text.clone(), piece_text(tok.eos())) {
-            Ok(t) => Formatter::Template(Box::new(t)),
-            Err(e) => {
-                eprintln!("note: {e}; using a plain User:/Assistant: format");
-                Formatter::Plain
-            }
-        },
-        None => {
-            eprintln!(
-                "note: the model has no chat template; using a plain User:/Assistant: format"
-            );
-            Formatter::Plain
-        }
-    };
-    let mut stops = args.stop.clone();
-    if matches!(formatter, Formatter::Plain) {
-        stops.push("\nUser:".into());
-    }
-    let mut messages = Vec::new();
-    if let Some(sys) = &args.system {
-        messages.push(Message {
-            role: "system".into(),
-            content: sys.clone(),
+    eprintln!("chat: {}", template.origin());
+    let max_tokens = usize::try_from(args.n_predict).unwrap_or(0);
+    let mut chat = Chat::new(session, tok, template)
+        .with_sampler(sampler)
+        .with_options(ChatOptions {
+            max_tokens,
+            stop: args.stop.clone(),
+            ..Default::default()
         });
+    if let Some(sys) = &args.system {
+        chat.set_system(sys.clone());
     }
-    // The text already fed, as the template renders it.
-    let mut fed_text = String::new();
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    let mut input = std::io::stdin().lock();
     let mut first_prompt = args.prompt.clone();
     loop {
         let user = match first_prompt.take() {
@@ -645,76 +404,64 @@ fn chat(
             None => {
                 eprint!("\n> ");
                 std::io::stderr().flush().ok();
-                match lines.next() {
-                    Some(Ok(l)) => l,
-                    Some(Err(e)) => {
-                        return Err(Error::InvalidArgument(format!("reading stdin: {e}")));
-                    }
+                match read_line(&mut input)? {
                     None => break,
+                    Some(Ok(line)) => line,
+                    Some(Err(offset)) => {
+                        eprintln!("(not valid UTF-8 at byte {offset}: line ignored)");
+                        continue;
+                    }
                 }
             }
         };
         if user.trim().is_empty() {
             continue;
         }
-        messages.push(Message {
-            role: "user".into(),
-            content: user,
-        });
-        let rendered = formatter.render(&messages, true)?;
-        let new_text = match rendered.strip_prefix(fed_text.as_str()) {
-            Some(rest) => rest.to_string(),
-            None => {
-                // The template re-rendered history differently: start over.
-                session.clear();
-                rendered.clone()
-            }
-        };
-        let starts_with_bos = !bos_text.is_empty() && new_text.starts_with(&bos_text);
-        let add_special = session.tokens().is_empty() && !starts_with_bos;
-        let ids = tok.encode(&new_text, add_special, true)?;
-        let space = session.space_left();
-        if ids.len() >= space {
-            return Err(Error::ContextFull {
-                needed: session.tokens().len() + ids.len() + 1,
-                n_ctx: session.n_ctx(),
-            });
-        }
-        session.feed_tokens(&ids)?;
-        let max_tokens = if args.n_predict < 0 {
-            0
-        } else {
-            args.n_predict as usize
-        };
-        let opts = GenerateOptions {
-            max_tokens,
-            stop: stops.clone(),
-        };
         let mut out = std::io::stdout().lock();
-        let mut stream = session.generate_text(tok, sampler, &opts);
-        for piece in stream.by_ref() {
-            let piece = piece?;
+        let result = chat.send(&user, |piece| {
             out.write_all(piece.as_bytes()).ok();
             out.flush().ok();
-        }
-        let answer = stream.text().to_string();
-        let reason = stream.stop_reason().cloned();
-        drop(stream);
-        writeln!(out).ok();
-        if reason == Some(StopReason::ContextFull) {
-            eprintln!("(context full: {} tokens)", session.n_ctx());
-            break;
-        }
-        messages.push(Message {
-            role: "assistant".into(),
-            content: answer.clone(),
         });
-        // What the cache holds now corresponds to `rendered + answer`; the
-        // next turn feeds whatever the template adds after it.
-        fed_text = rendered + &answer;
+        writeln!(out).ok();
+        match result {
+            Ok(reply) => {
+                if reply.dropped_messages > 0 {
+                    eprintln!(
+                        "(context: the {} oldest messages were dropped to make room)",
+                        reply.dropped_messages
+                    );
+                }
+                if reply.stop == Some(StopReason::ContextFull) {
+                    eprintln!("(context full: the reply was cut; older turns make room next)");
+                }
+            }
+            Err(e @ ChatError::MessageTooLong { .. }) => eprintln!("error: {e} (-c)"),
+            Err(e) => return Err(e.into_error()),
+        }
     }
-    print_timings(load_time, session.timings());
+    print_timings(load_time, chat.session().timings());
     Ok(())
+}
+
+/// One line without its line ending; `None` at the end of input,
+/// `Some(Err(offset))` when it is not UTF-8.
+fn read_line(input: &mut impl BufRead) -> Result<Option<std::result::Result<String, usize>>> {
+    let mut line = Vec::new();
+    let n = input
+        .read_until(b'\n', &mut line)
+        .map_err(|e| Error::InvalidArgument(format!("reading stdin: {e}")))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.ends_with(b"\n") {
+        line.pop();
+        if line.ends_with(b"\r") {
+            line.pop();
+        }
+    }
+    Ok(Some(
+        String::from_utf8(line).map_err(|e| e.utf8_error().valid_up_to()),
+    ))
 }
 
 #[cfg(test)]
@@ -731,35 +478,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("4-7").unwrap(), vec![4, 5, 6, 7]);
-        assert_eq!(parse_cpu_list("0,2,4-5").unwrap(), vec![0, 2, 4, 5]);
-        assert!(parse_cpu_list("7-4").is_err());
-        assert!(parse_cpu_list("x").is_err());
-        assert!(parse_cpu_list("").is_err());
-    }
-
-    #[test]
     fn cache_types() {
         assert_eq!(parse_cache_type("-ctk", "q8_0").unwrap(), GgmlType::Q8_0);
         assert!(parse_cache_type("-ctk", "q5_1").is_err());
     }
 
     #[test]
-    fn chat_template_renders_with_python_methods() {
-        let src = "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content.strip() }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
-        let t = ChatTemplate::new(src, "<s>".into(), "</s>".into()).unwrap();
-        let msgs = vec![Message {
-            role: "user".into(),
-            content: "  hi ".into(),
-        }];
-        assert_eq!(
-            t.render(&msgs, true).unwrap(),
-            "<s><|user|>hi\n<|assistant|>"
-        );
-        let bad =
-            ChatTemplate::new("{{ raise_exception('no') }}", String::new(), String::new()).unwrap();
-        assert!(bad.render(&msgs, true).is_err());
+    fn llama_cpp_chat_flags_parse() {
+        use clap::Parser;
+        let argv = [
+            "rkinfer",
+            "run",
+            "m.gguf",
+            "-cnv",
+            "-sys",
+            "be brief",
+            "--chat-template",
+            "gemma",
+            "--jinja",
+        ];
+        let cli = crate::cli::Cli::parse_from(crate::cli::normalize_args(argv.map(String::from)));
+        let crate::cli::Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert!(a.conversation && a.jinja);
+        assert_eq!(a.system.as_deref(), Some("be brief"));
+        assert_eq!(a.chat_template.as_deref(), Some("gemma"));
+        for flag in ["--system-prompt", "--system", "--sys"] {
+            let cli = crate::cli::Cli::parse_from(["rkinfer", "run", flag, "x"]);
+            let crate::cli::Command::Run(a) = cli.command else {
+                panic!("not run")
+            };
+            assert_eq!(a.system.as_deref(), Some("x"), "{flag}");
+        }
+    }
+
+    #[test]
+    fn stdin_lines() {
+        let mut input: &[u8] = b"hi\r\nb\xffad\nlast";
+        assert_eq!(read_line(&mut input).unwrap(), Some(Ok("hi".into())));
+        assert_eq!(read_line(&mut input).unwrap(), Some(Err(1)));
+        assert_eq!(read_line(&mut input).unwrap(), Some(Ok("last".into())));
+        assert_eq!(read_line(&mut input).unwrap(), None);
     }
 
     #[test]

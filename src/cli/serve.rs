@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::chat::ChatTemplate;
-use crate::model::{ModelOptions, StateOptions};
+use crate::chat::{ChatError, ChatTemplate};
+use crate::model::StateOptions;
 use crate::server::{EngineOptions, Server, ServerOptions};
 use crate::session::Llm;
 use crate::{Error, Result};
 
-use super::run::{check_device, choose_ctx, model_path, parse_cache_type, parse_cpu_list};
+use super::options::{model_path, LoadArgs};
+use super::run::{choose_ctx, parse_cache_type};
 
 /// Command-line flags (llama-server's names).
 #[derive(clap::Args, Debug, Clone)]
@@ -54,21 +55,14 @@ pub struct Args {
     /// Seconds running generations may go on after SIGTERM/Ctrl-C.
     #[arg(long = "shutdown-grace", default_value_t = 5)]
     pub shutdown_grace: u64,
-    /// Threads (0: all cores).
-    #[arg(short = 't', long = "threads", default_value_t = 0)]
-    pub threads: usize,
-    /// Cores to pin the threads to, e.g. "4-7".
-    #[arg(long = "cpus")]
-    pub cpus: Option<String>,
     /// KV cache type of keys: f16, q8_0 or q4_0 (also -ctk).
     #[arg(long = "cache-type-k", default_value = "f16")]
     pub cache_type_k: String,
     /// KV cache type of values: f16, q8_0 or q4_0 (also -ctv).
     #[arg(long = "cache-type-v", default_value = "f16")]
     pub cache_type_v: String,
-    /// Device: cpu, npu or npu-sim.
-    #[arg(long = "device", default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub load: LoadArgs,
 }
 
 /// Runs `rkinfer serve` until SIGTERM or Ctrl-C.
@@ -82,25 +76,14 @@ pub fn run(args: Args) -> Result<()> {
     if args.batch_size == 0 {
         return Err(Error::InvalidArgument("-b must be at least 1".into()));
     }
-    let cpus = match &args.cpus {
-        Some(s) => parse_cpu_list(s)?,
-        None => Vec::new(),
-    };
-    let llm = Llm::load(
-        &path,
-        &ModelOptions {
-            n_threads: args.threads,
-            cpus,
-            device: check_device(&args.device)?,
-            ..Default::default()
-        },
-    )?;
+    let llm = Llm::load(&path, &args.load.to_options()?)?;
     let template = match &args.chat_template {
         Some(name) => ChatTemplate::from_name_or_file(name)
             .map_err(|e| Error::InvalidArgument(format!("--chat-template: {e}")))?
             .with_tokens_of(llm.tokenizer()),
-        None => ChatTemplate::for_tokenizer(llm.tokenizer()),
+        None => ChatTemplate::for_tokenizer(llm.tokenizer()).map_err(ChatError::into_error)?,
     };
+    let template_origin = template.origin().to_string();
     let n_ctx = choose_ctx(args.ctx_size, llm.model().n_ctx_train(), false);
     let model_name = args.alias.clone().unwrap_or_else(|| {
         path.file_stem()
@@ -126,6 +109,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let server =
         Server::bind(llm, template, opts).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    eprintln!("chat: {}", template_origin);
     eprintln!(
         "rkinfer serve: {} slots of {} tokens; listening on http://{}",
         args.parallel,

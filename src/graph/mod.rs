@@ -1,6 +1,6 @@
 //! The tensor graph: a flat list of ops in execution order, built by the
 //! model code for one batch size, scheduled onto backends once, and run op by
-//! op by [`crate::backend::Executor`].
+//! op by the backend layer's executor.
 //!
 //! Activations are 2-D row-major f32 tensors (`rows x cols`, one row per token
 //! or per token-and-head). Their memory comes from a small set of reusable
@@ -8,9 +8,6 @@
 //! later tensor once its last reader has run, as ggml-alloc does.
 
 use std::fmt::Write as _;
-
-/// Tap on matmul inputs (activation capture for `quant-eval`).
-pub mod capture;
 
 /// An activation tensor of a graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

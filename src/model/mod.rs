@@ -7,18 +7,26 @@
 //! [`crate::backend`] and runs it, keeping keys and values in the
 //! [`State`]'s cache.
 
-pub mod kv;
-
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use gguf::{GgmlType, GgufFile, Value};
+use gguf::{GgmlType, GgufFile};
 
-use crate::backend::cpu::{CpuBackend, MATMUL_TYPES, MAX_HEAD_DIM};
-use crate::backend::{self, Backend, ExecCtx, Scratch, Weight, WeightData, Weights};
-use crate::graph::{AttnParams, GateAct, Graph, GraphBuilder, RopeMode, RopeParams, WeightId};
-use kv::KvCache;
+mod hparams;
+mod transformer;
+mod weights;
+
+pub use hparams::{Arch, HParams};
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::kv::KvCache;
+use crate::backend::{self, Backend, BackendError, ExecCtx, Scratch, WeightData, Weights};
+use crate::graph::{Graph, WeightId};
+use weights::{bind_weights, ModelWeights};
+
+/// Result of the model layer.
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// Architectures this engine builds.
 pub const SUPPORTED_ARCHITECTURES: [&str; 4] = ["llama", "qwen2", "qwen3", "gemma3"];
@@ -38,8 +46,6 @@ pub enum ModelError {
     },
     /// A tensor's type has no kernel.
     UnsupportedType { tensor: String, ty: String },
-    /// A KV cache type other than f16, q8_0, q4_0.
-    UnsupportedCacheType { ty: String },
     /// A hyperparameter is missing a sensible value.
     InvalidHParam { key: String, reason: String },
     /// The batch does not fit in the context.
@@ -50,14 +56,14 @@ pub enum ModelError {
     TokenOutOfRange { token: u32, n_vocab: usize },
     /// `forward` was called with no tokens.
     EmptyBatch,
-    /// Tensor data is not aligned for its block type.
-    Misaligned(&'static str),
     /// The thread pool could not be built.
     ThreadPool(String),
     /// A core in the pinning list does not exist or pinning failed.
     CpuPinning(String),
-    /// An internal inconsistency of a graph (a bug, reported not panicked).
-    Graph(String),
+    /// The file is malformed or lacks a value the model needs.
+    Gguf(gguf::GgufError),
+    /// A backend failed to prepare a weight or run an op.
+    Backend(BackendError),
 }
 
 impl fmt::Display for ModelError {
@@ -85,12 +91,6 @@ impl fmt::Display for ModelError {
                     "tensor '{tensor}' has type {ty}, which has no CPU kernel yet"
                 )
             }
-            ModelError::UnsupportedCacheType { ty } => {
-                write!(
-                    f,
-                    "unsupported KV cache type {ty} (supported: f16, q8_0, q4_0)"
-                )
-            }
             ModelError::InvalidHParam { key, reason } => {
                 write!(f, "hyperparameter {key}: {reason}")
             }
@@ -108,477 +108,34 @@ impl fmt::Display for ModelError {
                 )
             }
             ModelError::EmptyBatch => write!(f, "no tokens to evaluate"),
-            ModelError::Misaligned(what) => write!(f, "{what} data is misaligned"),
             ModelError::ThreadPool(e) => write!(f, "cannot build thread pool: {e}"),
             ModelError::CpuPinning(e) => write!(f, "cannot pin threads: {e}"),
-            ModelError::Graph(e) => write!(f, "graph error: {e}"),
+            ModelError::Gguf(e) => write!(f, "{e}"),
+            ModelError::Backend(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl std::error::Error for ModelError {}
-
-/// Model families, each with its own quirks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arch {
-    Llama,
-    Qwen2,
-    Qwen3,
-    Gemma3,
-}
-
-impl Arch {
-    pub fn from_name(name: &str) -> Option<Arch> {
-        match name {
-            "llama" => Some(Arch::Llama),
-            "qwen2" => Some(Arch::Qwen2),
-            "qwen3" => Some(Arch::Qwen3),
-            "gemma3" => Some(Arch::Gemma3),
+impl std::error::Error for ModelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ModelError::Gguf(e) => Some(e),
+            ModelError::Backend(e) => Some(e),
             _ => None,
         }
     }
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Llama => "llama",
-            Arch::Qwen2 => "qwen2",
-            Arch::Qwen3 => "qwen3",
-            Arch::Gemma3 => "gemma3",
-        }
+}
+
+impl From<gguf::GgufError> for ModelError {
+    fn from(e: gguf::GgufError) -> Self {
+        ModelError::Gguf(e)
     }
 }
 
-/// Hyperparameters, from the GGUF metadata.
-#[derive(Clone, Debug)]
-pub struct HParams {
-    pub arch: Arch,
-    pub n_vocab: usize,
-    pub n_ctx_train: usize,
-    pub n_embd: usize,
-    pub n_layer: usize,
-    pub n_head: usize,
-    pub n_head_kv: usize,
-    pub head_dim: usize,
-    pub n_ff: usize,
-    pub rms_eps: f32,
-    pub rope_mode: RopeMode,
-    pub n_rot: usize,
-    pub rope_freq_base: f32,
-    /// Rope base of sliding-window layers (gemma3: 10000).
-    pub rope_freq_base_swa: f32,
-    pub rope_freq_scale: f32,
-    pub sliding_window: Option<usize>,
-    /// Per layer: does it use the sliding window?
-    pub swa_layers: Vec<bool>,
-    /// Multiplies q.k (gemma3 applies it to q instead).
-    pub attn_scale: f32,
-    /// Multiplies the token embeddings (gemma3: sqrt(n_embd)).
-    pub embd_scale: Option<f32>,
-    pub gate_act: GateAct,
-}
-
-fn hp_err(f: &GgufFile, suffix: &str, reason: impl Into<String>) -> ModelError {
-    let arch = f.architecture().unwrap_or("?");
-    ModelError::InvalidHParam {
-        key: format!("{arch}.{suffix}"),
-        reason: reason.into(),
+impl From<BackendError> for ModelError {
+    fn from(e: BackendError) -> Self {
+        ModelError::Backend(e)
     }
-}
-
-fn arch_usize(f: &GgufFile, suffix: &str) -> crate::Result<usize> {
-    let v = f.arch_u32(suffix)? as usize;
-    if v == 0 {
-        return Err(hp_err(f, suffix, "must be positive").into());
-    }
-    Ok(v)
-}
-
-fn arch_usize_or(f: &GgufFile, suffix: &str, default: usize) -> crate::Result<usize> {
-    match f.arch_get(suffix) {
-        Some(_) => arch_usize(f, suffix),
-        None => Ok(default),
-    }
-}
-
-fn arch_f32_or(f: &GgufFile, suffix: &str, default: f32) -> crate::Result<f32> {
-    match f.arch_get(suffix) {
-        Some(_) => Ok(f.arch_f32(suffix)?),
-        None => Ok(default),
-    }
-}
-
-impl HParams {
-    /// Reads the hyperparameters of a supported architecture.
-    pub fn from_gguf(f: &GgufFile) -> crate::Result<HParams> {
-        let arch_name = f.architecture()?;
-        let arch = Arch::from_name(arch_name).ok_or_else(|| ModelError::UnknownArchitecture {
-            arch: arch_name.to_string(),
-        })?;
-        let n_embd = arch_usize(f, "embedding_length")?;
-        let n_layer = arch_usize(f, "block_count")?;
-        let n_head = arch_usize(f, "attention.head_count")?;
-        let n_head_kv = arch_usize_or(f, "attention.head_count_kv", n_head)?;
-        if n_head % n_head_kv != 0 {
-            return Err(hp_err(
-                f,
-                "attention.head_count_kv",
-                format!("{n_head_kv} does not divide {n_head} heads"),
-            )
-            .into());
-        }
-        let head_dim = arch_usize_or(f, "attention.key_length", n_embd / n_head)?;
-        let head_dim_v = arch_usize_or(f, "attention.value_length", head_dim)?;
-        if head_dim_v != head_dim {
-            return Err(hp_err(
-                f,
-                "attention.value_length",
-                "must equal attention.key_length",
-            )
-            .into());
-        }
-        if head_dim > MAX_HEAD_DIM || head_dim % 2 != 0 {
-            return Err(hp_err(
-                f,
-                "attention.key_length",
-                format!("head size {head_dim} unsupported"),
-            )
-            .into());
-        }
-        let n_rot = arch_usize_or(f, "rope.dimension_count", head_dim)?;
-        if n_rot > head_dim || n_rot % 2 != 0 {
-            return Err(hp_err(
-                f,
-                "rope.dimension_count",
-                format!("{n_rot} invalid for head size {head_dim}"),
-            )
-            .into());
-        }
-        let n_ff = arch_usize(f, "feed_forward_length")?;
-        let n_ctx_train = arch_usize_or(f, "context_length", 2048)?;
-        let rms_eps = f.arch_f32("attention.layer_norm_rms_epsilon")?;
-        let rope_freq_base = arch_f32_or(f, "rope.freq_base", 10000.0)?;
-        let mut rope_freq_scale = 1.0f32;
-        if let Some(Value::String(kind)) = f.arch_get("rope.scaling.type") {
-            match kind.as_str() {
-                "none" => {}
-                "linear" => {
-                    let factor = arch_f32_or(f, "rope.scaling.factor", 1.0)?;
-                    if factor > 0.0 {
-                        rope_freq_scale = 1.0 / factor;
-                    }
-                }
-                other => {
-                    return Err(hp_err(
-                        f,
-                        "rope.scaling.type",
-                        format!("'{other}' is not supported"),
-                    )
-                    .into())
-                }
-            }
-        }
-        // Vocabulary: the tokenizer's, else the arch key, else the embedding rows.
-        let n_vocab = match f.get_str_array("tokenizer.ggml.tokens") {
-            Ok(t) => t.len(),
-            Err(_) => match f.arch_get("vocab_size") {
-                Some(_) => arch_usize(f, "vocab_size")?,
-                None => f
-                    .tensor("token_embd.weight")
-                    .and_then(|t| t.dims.get(1).copied())
-                    .unwrap_or(0) as usize,
-            },
-        };
-
-        let mut hp = HParams {
-            arch,
-            n_vocab,
-            n_ctx_train,
-            n_embd,
-            n_layer,
-            n_head,
-            n_head_kv,
-            head_dim,
-            n_ff,
-            rms_eps,
-            rope_mode: RopeMode::Neox,
-            n_rot,
-            rope_freq_base,
-            rope_freq_base_swa: rope_freq_base,
-            rope_freq_scale,
-            sliding_window: None,
-            swa_layers: vec![false; n_layer],
-            attn_scale: 1.0 / (head_dim as f32).sqrt(),
-            embd_scale: None,
-            gate_act: GateAct::Silu,
-        };
-        match arch {
-            Arch::Llama => hp.rope_mode = RopeMode::Normal,
-            Arch::Qwen2 | Arch::Qwen3 => {}
-            Arch::Gemma3 => {
-                hp.gate_act = GateAct::GeluTanh;
-                hp.embd_scale = Some((n_embd as f32).sqrt());
-                // llama.cpp: the 27B model scales by n_embd / n_head instead.
-                hp.attn_scale = if n_layer == 62 {
-                    1.0 / ((n_embd / n_head) as f32).sqrt()
-                } else {
-                    1.0 / (head_dim as f32).sqrt()
-                };
-                let window = arch_usize_or(f, "attention.sliding_window", 0)?;
-                if window > 0 {
-                    // Every 6th layer is global; the others use the window
-                    // and llama.cpp's fixed rope base 10000.
-                    let pattern = arch_usize_or(f, "attention.sliding_window_pattern", 6)?;
-                    hp.sliding_window = Some(window);
-                    hp.swa_layers = (0..n_layer).map(|il| il % pattern < pattern - 1).collect();
-                    hp.rope_freq_base_swa = arch_f32_or(f, "rope.freq_base_swa", 10000.0)?;
-                }
-            }
-        }
-        Ok(hp)
-    }
-}
-
-/// Weights of one transformer block.
-#[derive(Debug, Clone)]
-struct Layer {
-    attn_norm: WeightId,
-    wq: WeightId,
-    wk: WeightId,
-    wv: WeightId,
-    wo: WeightId,
-    bq: Option<WeightId>,
-    bk: Option<WeightId>,
-    bv: Option<WeightId>,
-    q_norm: Option<WeightId>,
-    k_norm: Option<WeightId>,
-    attn_post_norm: Option<WeightId>,
-    ffn_norm: WeightId,
-    ffn_gate: WeightId,
-    ffn_up: WeightId,
-    ffn_down: WeightId,
-    ffn_post_norm: Option<WeightId>,
-}
-
-#[derive(Debug, Clone)]
-struct ModelWeights {
-    tok_embd: WeightId,
-    output_norm: WeightId,
-    output: WeightId,
-    rope_freqs: Option<WeightId>,
-    layers: Vec<Layer>,
-}
-
-/// Binds GGUF tensors to weight ids, checking names, shapes and types.
-struct Binder<'a> {
-    file: &'a GgufFile,
-    list: Vec<Weight>,
-}
-
-impl Binder<'_> {
-    fn find(&self, name: &str, shape: &[usize]) -> crate::Result<Option<usize>> {
-        let Some(idx) = self.file.tensors().iter().position(|t| t.name == name) else {
-            return Ok(None);
-        };
-        let t = &self.file.tensors()[idx];
-        // Trailing dimensions of 1 are insignificant.
-        let mut dims: Vec<u64> = t.dims.clone();
-        while dims.len() > shape.len() && dims.last() == Some(&1) {
-            dims.pop();
-        }
-        let want: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-        if dims != want {
-            return Err(ModelError::TensorShape {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                found: t.dims.clone(),
-            }
-            .into());
-        }
-        Ok(Some(idx))
-    }
-
-    /// A matrix used by matmul / get_rows, kept in the mmap.
-    fn matrix(&mut self, name: &str, cols: usize, rows: usize) -> crate::Result<WeightId> {
-        self.opt_matrix(name, cols, rows)?.ok_or_else(|| {
-            ModelError::MissingTensor {
-                name: name.to_string(),
-            }
-            .into()
-        })
-    }
-
-    fn opt_matrix(
-        &mut self,
-        name: &str,
-        cols: usize,
-        rows: usize,
-    ) -> crate::Result<Option<WeightId>> {
-        let Some(idx) = self.find(name, &[cols, rows])? else {
-            return Ok(None);
-        };
-        let ty = self.file.tensors()[idx].ggml_type;
-        if !MATMUL_TYPES.contains(&ty) {
-            return Err(ModelError::UnsupportedType {
-                tensor: name.to_string(),
-                ty: ty.name().to_string(),
-            }
-            .into());
-        }
-        if !cols.is_multiple_of(ty.block_size()) {
-            return Err(ModelError::TensorShape {
-                name: name.to_string(),
-                expected: vec![cols, rows],
-                found: self.file.tensors()[idx].dims.clone(),
-            }
-            .into());
-        }
-        Ok(Some(self.push(
-            name,
-            ty,
-            cols,
-            rows,
-            WeightData::Mapped { tensor: idx },
-        )))
-    }
-
-    /// A vector (norm weight, bias) converted to f32.
-    fn vector(&mut self, name: &str, len: usize) -> crate::Result<WeightId> {
-        self.opt_vector(name, len)?.ok_or_else(|| {
-            ModelError::MissingTensor {
-                name: name.to_string(),
-            }
-            .into()
-        })
-    }
-
-    fn opt_vector(&mut self, name: &str, len: usize) -> crate::Result<Option<WeightId>> {
-        let Some(idx) = self.find(name, &[len])? else {
-            return Ok(None);
-        };
-        let t = &self.file.tensors()[idx];
-        let bytes = self.file.tensor_data(t);
-        let mut v = vec![0f32; len];
-        match t.ggml_type {
-            GgmlType::F32 => {
-                for (o, c) in v.iter_mut().zip(bytes.chunks_exact(4)) {
-                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                }
-            }
-            GgmlType::F16 => {
-                for (o, c) in v.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *o = kernels::f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
-                }
-            }
-            other => {
-                return Err(ModelError::UnsupportedType {
-                    tensor: name.to_string(),
-                    ty: other.name().to_string(),
-                }
-                .into())
-            }
-        }
-        let ty = t.ggml_type;
-        Ok(Some(self.push(name, ty, len, 1, WeightData::F32(v))))
-    }
-
-    fn push(
-        &mut self,
-        name: &str,
-        ty: GgmlType,
-        cols: usize,
-        rows: usize,
-        data: WeightData,
-    ) -> WeightId {
-        let id = WeightId(self.list.len() as u32);
-        self.list.push(Weight {
-            name: name.to_string(),
-            ty,
-            cols,
-            rows,
-            data,
-            backend: usize::MAX,
-        });
-        id
-    }
-}
-
-fn bind_weights(file: &GgufFile, hp: &HParams) -> crate::Result<(ModelWeights, Vec<Weight>)> {
-    let mut b = Binder {
-        file,
-        list: Vec::new(),
-    };
-    let (e, hd) = (hp.n_embd, hp.head_dim);
-    let (q_dim, kv_dim) = (hp.n_head * hd, hp.n_head_kv * hd);
-    let tok_embd = b.matrix("token_embd.weight", e, hp.n_vocab)?;
-    let output_norm = b.vector("output_norm.weight", e)?;
-    // Tied embeddings: no output.weight means the embedding table.
-    let output = b
-        .opt_matrix("output.weight", e, hp.n_vocab)?
-        .unwrap_or(tok_embd);
-    let rope_freqs = b.opt_vector("rope_freqs.weight", hp.n_rot / 2)?;
-    let mut layers = Vec::with_capacity(hp.n_layer);
-    for il in 0..hp.n_layer {
-        let n = |s: &str| format!("blk.{il}.{s}");
-        let qkv_bias = hp.arch == Arch::Qwen2;
-        let qk_norm = matches!(hp.arch, Arch::Qwen3 | Arch::Gemma3);
-        let post_norms = hp.arch == Arch::Gemma3;
-        let layer = Layer {
-            attn_norm: b.vector(&n("attn_norm.weight"), e)?,
-            wq: b.matrix(&n("attn_q.weight"), e, q_dim)?,
-            wk: b.matrix(&n("attn_k.weight"), e, kv_dim)?,
-            wv: b.matrix(&n("attn_v.weight"), e, kv_dim)?,
-            wo: b.matrix(&n("attn_output.weight"), q_dim, e)?,
-            bq: if qkv_bias {
-                Some(b.vector(&n("attn_q.bias"), q_dim)?)
-            } else {
-                b.opt_vector(&n("attn_q.bias"), q_dim)?
-            },
-            bk: if qkv_bias {
-                Some(b.vector(&n("attn_k.bias"), kv_dim)?)
-            } else {
-                b.opt_vector(&n("attn_k.bias"), kv_dim)?
-            },
-            bv: if qkv_bias {
-                Some(b.vector(&n("attn_v.bias"), kv_dim)?)
-            } else {
-                b.opt_vector(&n("attn_v.bias"), kv_dim)?
-            },
-            q_norm: if qk_norm {
-                Some(b.vector(&n("attn_q_norm.weight"), hd)?)
-            } else {
-                None
-            },
-            k_norm: if qk_norm {
-                Some(b.vector(&n("attn_k_norm.weight"), hd)?)
-            } else {
-                None
-            },
-            attn_post_norm: if post_norms {
-                Some(b.vector(&n("post_attention_norm.weight"), e)?)
-            } else {
-                None
-            },
-            ffn_norm: b.vector(&n("ffn_norm.weight"), e)?,
-            ffn_gate: b.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
-            ffn_up: b.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
-            ffn_down: b.matrix(&n("ffn_down.weight"), hp.n_ff, e)?,
-            ffn_post_norm: if post_norms {
-                Some(b.vector(&n("post_ffw_norm.weight"), e)?)
-            } else {
-                None
-            },
-        };
-        layers.push(layer);
-    }
-    Ok((
-        ModelWeights {
-            tok_embd,
-            output_norm,
-            output,
-            rope_freqs,
-            layers,
-        },
-        b.list,
-    ))
 }
 
 /// Options for [`Model::load`].
@@ -589,14 +146,6 @@ pub struct ModelOptions {
     /// Cores to pin the workers to, e.g. `[4, 5, 6, 7]` for the RK3588's
     /// fast cores (empty: no pinning). Workers take them round-robin.
     pub cpus: Vec<usize>,
-    /// Where matmuls run: the NPU backend goes before the CPU for npu/npu-sim.
-    pub device: crate::backend::npu::Device,
-    /// How weights are requantized for the NPU (`--npu-quant`).
-    pub npu_quant: crate::backend::npu::NpuQuant,
-    /// NPU cores the matmuls are split across (`--npu-cores`; empty: core 0).
-    pub npu_cores: Vec<u32>,
-    /// Where prepared NPU weights are cached between runs (`--npu-cache`).
-    pub npu_cache: crate::backend::npu::WeightCacheMode,
 }
 
 /// Options for [`Model::new_state`].
@@ -706,25 +255,20 @@ fn pin_to_cpu(cpu: usize) -> Result<(), ModelError> {
 }
 
 impl Model {
-    /// Loads a GGUF model for the CPU.
-    pub fn load(path: &Path, opts: &ModelOptions) -> crate::Result<Model> {
-        let settings = crate::backend::npu::NpuSettings {
-            quant: opts.npu_quant,
-            cores: opts.npu_cores.clone(),
-            cache: opts.npu_cache.clone(),
-            progress: false,
-        };
-        let extra = crate::backend::npu::backends_for_model(opts.device, &settings, path)?;
-        Model::load_with_backends(path, opts, extra)
+    /// Loads a GGUF model for the CPU alone.
+    pub fn load(path: &Path, opts: &ModelOptions) -> Result<Model> {
+        Model::load_with_backends(path, opts, Vec::new())
     }
 
-    /// Loads a model with extra backends in priority order (e.g. the NPU);
-    /// the CPU backend is appended last and takes whatever they leave.
+    /// Loads a model onto `backends` in priority order (e.g. the NPU, as
+    /// [`crate::backend::DeviceOptions::backends`] opens them); the CPU
+    /// backend is appended last, takes whatever they leave and runs what
+    /// they decline.
     pub fn load_with_backends(
         path: &Path,
         opts: &ModelOptions,
         backends: Vec<Box<dyn Backend>>,
-    ) -> crate::Result<Model> {
+    ) -> Result<Model> {
         let file = GgufFile::open(path)?;
         Model::from_gguf(file, opts, backends)
     }
@@ -734,7 +278,7 @@ impl Model {
         file: GgufFile,
         opts: &ModelOptions,
         mut backends: Vec<Box<dyn Backend>>,
-    ) -> crate::Result<Model> {
+    ) -> Result<Model> {
         let hparams = HParams::from_gguf(&file)?;
         let (w, mut list) = bind_weights(&file, &hparams)?;
         backends.push(Box::new(CpuBackend::new()));
@@ -757,7 +301,7 @@ impl Model {
         };
         let cpus = opts.cpus.clone();
         if let Some(&c) = cpus.iter().find(|&&c| c >= 1024) {
-            return Err(ModelError::CpuPinning(format!("core {c} does not exist")).into());
+            return Err(ModelError::CpuPinning(format!("core {c} does not exist")));
         }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(n_threads)
@@ -765,7 +309,7 @@ impl Model {
             .start_handler(move |i| {
                 if !cpus.is_empty() {
                     if let Err(e) = pin_to_cpu(cpus[i % cpus.len()]) {
-                        eprintln!("warning: {e}");
+                        log::warn!("{e}");
                     }
                 }
             })
@@ -802,20 +346,25 @@ impl Model {
     pub fn n_threads(&self) -> usize {
         self.pool.current_num_threads()
     }
+    /// The backends in priority order, by name ("NPU,CPU"; "CPU" alone).
+    pub fn backend_names(&self) -> String {
+        let names: Vec<&str> = self.backends.iter().map(|b| b.name()).collect();
+        names.join(",")
+    }
     /// The weight table (names, types, owning backend).
     pub fn weights(&self) -> &Weights {
         &self.weights
     }
 
     /// A fresh state with an empty KV cache.
-    pub fn new_state(&self, opts: &StateOptions) -> crate::Result<State> {
+    pub fn new_state(&self, opts: &StateOptions) -> Result<State> {
         let n_ctx = if opts.n_ctx == 0 {
             self.hparams.n_ctx_train
         } else {
             opts.n_ctx
         };
         if n_ctx == 0 || n_ctx > (1 << 24) {
-            return Err(ModelError::ContextTooLarge { n_ctx }.into());
+            return Err(ModelError::ContextTooLarge { n_ctx });
         }
         let hp = &self.hparams;
         let kv = KvCache::new(
@@ -844,21 +393,20 @@ impl Model {
         state: &'s mut State,
         tokens: &[u32],
         mode: LogitsMode,
-    ) -> crate::Result<&'s [f32]> {
+    ) -> Result<&'s [f32]> {
         if tokens.is_empty() {
-            return Err(ModelError::EmptyBatch.into());
+            return Err(ModelError::EmptyBatch);
         }
         let needed = state.n_past + tokens.len();
         if needed > state.kv.n_ctx {
             return Err(ModelError::ContextFull {
                 n_ctx: state.kv.n_ctx,
                 needed,
-            }
-            .into());
+            });
         }
         let n_vocab = self.hparams.n_vocab;
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(ModelError::TokenOutOfRange { token: t, n_vocab }.into());
+            return Err(ModelError::TokenOutOfRange { token: t, n_vocab });
         }
         state.logits.clear();
         let n_chunks = tokens.len().div_ceil(state.n_batch);
@@ -935,115 +483,5 @@ impl Model {
         let g = self.build_graph(n_tokens.max(1), GraphOut::Last);
         let names: Vec<&str> = self.backends.iter().map(|b| b.name()).collect();
         g.describe(&|w| self.weights.describe(w), &names)
-    }
-
-    /// The model, llama2.c style: one pass over the layers, written once for
-    /// every supported architecture.
-    fn build_graph(&self, n: usize, out: GraphOut) -> Graph {
-        let hp = &self.hparams;
-        let w = &self.w;
-        let eps = hp.rms_eps;
-        let (hd, n_head, n_head_kv) = (hp.head_dim, hp.n_head, hp.n_head_kv);
-        let mut g = GraphBuilder::new(n);
-
-        let mut x = g.get_rows(w.tok_embd, hp.n_embd, "inp_embd");
-        if let Some(s) = hp.embd_scale {
-            x = g.scale(x, s, "inp_scaled");
-        }
-        for (il, l) in w.layers.iter().enumerate() {
-            let nm = |s: &str| format!("{s}-{il}");
-            let swa = hp.swa_layers[il];
-
-            // Attention.
-            let h = g.rms_norm(x, eps, &nm("norm"));
-            let h = g.mul_weight(h, l.attn_norm, &nm("attn_norm"));
-            let mut q = g.mul_mat(l.wq, n_head * hd, h, &nm("Qcur"));
-            let mut k = g.mul_mat(l.wk, n_head_kv * hd, h, &nm("Kcur"));
-            let mut v = g.mul_mat(l.wv, n_head_kv * hd, h, &nm("Vcur"));
-            if let Some(b) = l.bq {
-                q = g.add_weight(q, b, &nm("Qcur_b"));
-            }
-            if let Some(b) = l.bk {
-                k = g.add_weight(k, b, &nm("Kcur_b"));
-            }
-            if let Some(b) = l.bv {
-                v = g.add_weight(v, b, &nm("Vcur_b"));
-            }
-            if let Some(qn) = l.q_norm {
-                let r = g.reshape(q, n * n_head, hd);
-                let r = g.rms_norm(r, eps, &nm("Qcur_norm"));
-                let r = g.mul_weight(r, qn, &nm("Qcur_normed"));
-                q = g.reshape(r, n, n_head * hd);
-            }
-            if let Some(kn) = l.k_norm {
-                let r = g.reshape(k, n * n_head_kv, hd);
-                let r = g.rms_norm(r, eps, &nm("Kcur_norm"));
-                let r = g.mul_weight(r, kn, &nm("Kcur_normed"));
-                k = g.reshape(r, n, n_head_kv * hd);
-            }
-            let rope = RopeParams {
-                mode: hp.rope_mode,
-                n_rot: hp.n_rot,
-                head_dim: hd,
-                freq_base: if swa {
-                    hp.rope_freq_base_swa
-                } else {
-                    hp.rope_freq_base
-                },
-                freq_scale: hp.rope_freq_scale,
-                freq_factors: w.rope_freqs,
-            };
-            q = g.rope(q, rope, &nm("Qcur_rope"));
-            k = g.rope(k, rope, &nm("Kcur_rope"));
-            // gemma3 scales q itself and attends with scale 1.
-            let kq_scale = if hp.arch == Arch::Gemma3 {
-                q = g.scale(q, hp.attn_scale, &nm("Qcur_scaled"));
-                1.0
-            } else {
-                hp.attn_scale
-            };
-            g.store_kv(il, k, v, &nm("kv_store"));
-            let attn = AttnParams {
-                layer: il,
-                n_head,
-                n_head_kv,
-                head_dim: hd,
-                scale: kq_scale,
-                window: if swa { hp.sliding_window } else { None },
-            };
-            let a = g.attention(q, attn, &nm("kqv"));
-            let mut o = g.mul_mat(l.wo, hp.n_embd, a, &nm("attn_out"));
-            if let Some(pn) = l.attn_post_norm {
-                let r = g.rms_norm(o, eps, &nm("attn_post_norm"));
-                o = g.mul_weight(r, pn, &nm("attn_post_normed"));
-            }
-            x = g.add(o, x, &nm("ffn_inp"));
-
-            // Feed-forward.
-            let h = g.rms_norm(x, eps, &nm("norm"));
-            let h = g.mul_weight(h, l.ffn_norm, &nm("ffn_norm"));
-            let gate = g.mul_mat(l.ffn_gate, hp.n_ff, h, &nm("ffn_gate"));
-            let up = g.mul_mat(l.ffn_up, hp.n_ff, h, &nm("ffn_up"));
-            let act = g.gated(gate, up, hp.gate_act, &nm("ffn_gated"));
-            let mut d = g.mul_mat(l.ffn_down, hp.n_embd, act, &nm("ffn_out"));
-            if let Some(pn) = l.ffn_post_norm {
-                let r = g.rms_norm(d, eps, &nm("ffn_post_norm"));
-                d = g.mul_weight(r, pn, &nm("ffn_post_normed"));
-            }
-            x = g.add(d, x, &nm("l_out"));
-        }
-        let mut graph = if out == GraphOut::None {
-            g.finish(x)
-        } else {
-            if out == GraphOut::Last && n > 1 {
-                x = g.last_row(x, "last_row");
-            }
-            let h = g.rms_norm(x, eps, "norm");
-            let h = g.mul_weight(h, w.output_norm, "result_norm");
-            let logits = g.mul_mat(w.output, hp.n_vocab, h, "result_output");
-            g.finish(logits)
-        };
-        backend::schedule(&mut graph, &self.backends, &self.weights);
-        graph
     }
 }

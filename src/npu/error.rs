@@ -44,6 +44,9 @@ pub enum NpuError {
     SubmitTimeout { timeout_ms: u32 },
     /// A submitted job failed.
     SubmitFailed { reason: String },
+    /// The driver reported success but the NPU never wrote these tasks'
+    /// outputs (they still hold the sentinel).
+    OutputNotWritten { tasks: Vec<usize>, total: usize },
     /// A matmul shape or address the NPU cannot run as asked.
     InvalidShape(String),
     /// The simulator met a register write it does not understand.
@@ -115,6 +118,12 @@ impl fmt::Display for NpuError {
                 "NPU job timed out after {timeout_ms} ms (the driver resets the NPU)"
             ),
             NpuError::SubmitFailed { reason } => write!(f, "NPU job failed: {reason}"),
+            NpuError::OutputNotWritten { tasks, total } => write!(
+                f,
+                "the driver accepted the job but the NPU never wrote the output of {} of {total} tasks (first: task {}); rocket returns success even for a job it rejects: see the kernel log",
+                tasks.len(),
+                tasks.first().copied().unwrap_or(0)
+            ),
             NpuError::InvalidShape(msg) => write!(f, "NPU matmul: {msg}"),
             NpuError::BadRegister {
                 task,

@@ -1,47 +1,33 @@
-//! The RK3588 NPU: kernel interfaces (vendor `rknpu`, upstream `rocket`),
-//! the register command builder for matmul tasks, the `npu-sim` simulator,
-//! and matmuls with tiling on top of one [`NpuDevice`] trait.
+//! The RK3588 NPU, in layers that import one way (each only from those
+//! above it in this list):
+//!
+//! - [`error`]: one error type for every layer.
+//! - [`command`]: the register command stream (encoding, matmul task
+//!   builder, native layouts); knows no driver.
+//! - [`driver`]: kernel ABI, the vendor `rknpu` and upstream `rocket`
+//!   drivers, memory mappings, device discovery, and the [`NpuDevice`]
+//!   trait they implement.
+//! - [`sim`]: `npu-sim`, a software NPU running the same command buffers,
+//!   and in-process fakes of both kernel drivers on top of it.
+//! - [`ops`]: tiled matmuls and the weight cache, on any [`NpuDevice`].
+//! - [`selftest`]: the diagnostic ladder the `rkinfer npu selftest`
+//!   command prints.
 //!
 //! Facts and their sources: docs/npu.md.
 
-pub mod cache;
-pub mod device;
-pub mod drm;
+pub mod command;
+pub mod driver;
 pub mod error;
-pub mod fake;
-pub mod layout;
-pub mod matmul;
-pub mod mem;
-pub mod regs;
-pub mod rknpu;
-pub mod rocket;
+pub mod ops;
 pub mod selftest;
 pub mod sim;
-mod sim_kernels;
-pub mod task;
-pub mod top;
-pub mod uapi;
 
-pub use device::{DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, TaskRef};
+pub use command::task::{Chaining, MatmulType, TaskDesc};
+pub use driver::device::{DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, TaskRef};
+pub use driver::discover::open_hardware;
 pub use error::NpuError;
-pub use matmul::{MatmulOptions, MatmulOutput, Operands, PreparedWeights};
+pub use ops::matmul::{Envelope, MatmulOptions, MatmulOutput, Operands, PreparedWeights};
 pub use sim::{Fault, SimDevice};
-pub use task::{Chaining, MatmulType, TaskDesc};
-
-/// Opens the NPU through whichever kernel driver serves it (`rknpu` or
-/// `rocket`), found by DRM driver name over /dev/accel/* and /dev/dri/*.
-pub fn open_hardware() -> Result<Box<dyn NpuDevice>, NpuError> {
-    let found = drm::find_npu_node()?;
-    let version = found.version.version_string();
-    if found.version.name == "rknpu" {
-        Ok(Box::new(rknpu::RknpuDevice::open(Box::new(found.io))?))
-    } else {
-        Ok(Box::new(rocket::RocketDevice::open(
-            Box::new(found.io),
-            version,
-        )))
-    }
-}
 
 /// Opens a device by its `--device` name: "npu" (hardware) or "npu-sim".
 pub fn open_device(name: &str) -> Result<Box<dyn NpuDevice>, NpuError> {

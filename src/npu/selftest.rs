@@ -1,12 +1,12 @@
-//! `rkinfer npu selftest`: a ladder of matmul shapes and precisions run on
-//! a device and compared with the CPU reference — what a board owner runs
-//! first and pastes into a bug report.
+//! The self-test ladder: matmul shapes and precisions run on a device and
+//! compared with the CPU reference. `rkinfer npu selftest` prints it; it is
+//! what a board owner runs first and pastes into a bug report.
 
 use std::time::Instant;
 
-use super::device::NpuDevice;
-use super::matmul::{self, MatmulOptions, MatmulOutput, Operands};
-use super::task::MatmulType;
+use super::command::task::MatmulType;
+use super::driver::device::NpuDevice;
+use super::ops::matmul::{self, MatmulOptions, MatmulOutput, Operands};
 
 /// One rung of the ladder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,41 +248,4 @@ pub fn run_case(dev: &dyn NpuDevice, case: Case, opts: &MatmulOptions, seed: u64
         Err(e) => res.error = Some(e.to_string()),
     }
     res
-}
-
-/// The pass/fail table.
-pub fn format_table(results: &[CaseResult]) -> String {
-    let mut s = format!(
-        "{:<11} {:>5} {:>6} {:>5} {:>5}  {:<6} {:>11} {:>9} {:>9}  {}\n",
-        "type", "M", "K", "N", "tasks", "result", "max |err|", "err/bound", "ms", "what"
-    );
-    for r in results {
-        let c = r.case;
-        let verdict = if r.error.is_some() {
-            "ERROR"
-        } else if r.passed {
-            "pass"
-        } else {
-            "FAIL"
-        };
-        s += &format!(
-            "{:<11} {:>5} {:>6} {:>5} {:>5}  {:<6} {:>11.3e} {:>9.3} {:>9.1}  {}\n",
-            c.ty.name(),
-            c.m,
-            c.k,
-            c.n,
-            r.tasks,
-            verdict,
-            r.max_abs_err,
-            r.worst_vs_bound,
-            r.millis,
-            c.what
-        );
-        if let Some(e) = &r.error {
-            s += &format!("            error: {e}\n");
-        }
-    }
-    let passed = results.iter().filter(|r| r.passed).count();
-    s += &format!("{passed}/{} passed\n", results.len());
-    s
 }

@@ -11,7 +11,7 @@
 //! use rkinfer::session::Llm;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let llm = Llm::load("model.gguf".as_ref(), &Default::default())?;
-//! let template = ChatTemplate::for_tokenizer(llm.tokenizer());
+//! let template = ChatTemplate::for_tokenizer(llm.tokenizer())?;
 //! let server = Server::bind(llm, template, ServerOptions::default())?;
 //! println!("listening on http://{}", server.local_addr());
 //! server.run_until_signal()?;

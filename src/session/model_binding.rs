@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::{Detokenize, LogitsSource, Session, SessionOptions};
+use crate::backend::DeviceOptions;
 use crate::model::{LogitsMode, Model, ModelOptions, State, StateOptions};
 use crate::tokenizer::Tokenizer;
 use crate::Result;
@@ -50,7 +51,7 @@ impl LogitsSource for ModelContext<'_> {
         } else {
             LogitsMode::Last
         };
-        self.model.forward(&mut self.state, tokens, mode)
+        Ok(self.model.forward(&mut self.state, tokens, mode)?)
     }
     fn truncate(&mut self, n: usize) {
         self.state.truncate(n);
@@ -65,8 +66,24 @@ impl Detokenize for Tokenizer {
     }
 }
 
+/// Options of a model load: threads and where the matmuls run.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Threads and core pinning.
+    pub model: ModelOptions,
+    /// The device (cpu, npu, npu-sim) and its settings.
+    pub device: DeviceOptions,
+}
+
 /// Options of [`Llm::load`].
-pub type LlmOptions = ModelOptions;
+pub type LlmOptions = LoadOptions;
+
+/// Loads the model at `path` onto the device `opts` names: the NPU backend
+/// (when asked and present) before the CPU.
+pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<Model> {
+    let backends = opts.device.backends(path)?;
+    Ok(Model::load_with_backends(path, &opts.model, backends)?)
+}
 
 /// A loaded model and its tokenizer: the simplest way in.
 pub struct Llm {
@@ -76,8 +93,8 @@ pub struct Llm {
 
 impl Llm {
     /// Loads a GGUF model and the tokenizer in its metadata.
-    pub fn load(path: &Path, opts: &LlmOptions) -> Result<Llm> {
-        let model = Model::load(path, opts)?;
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Llm> {
+        let model = load_model(path, opts)?;
         let tokenizer = Tokenizer::from_gguf(model.gguf())?;
         Ok(Llm { model, tokenizer })
     }

@@ -146,6 +146,14 @@ pub enum TokenizerError {
     MissingByteToken(u8),
     /// A token id beyond the vocabulary.
     InvalidToken { id: u32, n_vocab: usize },
+    /// A `tokenizer.ggml.*` key is malformed (the file reader's message).
+    Metadata(String),
+}
+
+impl From<gguf::GgufError> for TokenizerError {
+    fn from(e: gguf::GgufError) -> Self {
+        TokenizerError::Metadata(e.to_string())
+    }
 }
 
 impl fmt::Display for TokenizerError {
@@ -178,6 +186,7 @@ impl fmt::Display for TokenizerError {
             TokenizerError::InvalidToken { id, n_vocab } => {
                 write!(f, "token id {id} is outside the vocabulary (size {n_vocab})")
             }
+            TokenizerError::Metadata(e) => write!(f, "{e}"),
         }
     }
 }
@@ -237,14 +246,14 @@ pub struct VocabConfig {
 
 impl VocabConfig {
     /// Reads the `tokenizer.ggml.*` keys of a GGUF file.
-    pub fn from_gguf(f: &gguf::GgufFile) -> crate::Result<VocabConfig> {
-        let opt_u32 = |key: &str| -> crate::Result<Option<u32>> {
+    pub fn from_gguf(f: &gguf::GgufFile) -> Result<VocabConfig, TokenizerError> {
+        let opt_u32 = |key: &str| -> Result<Option<u32>, TokenizerError> {
             match f.get(key) {
                 Some(_) => Ok(Some(f.get_u32(key)?)),
                 None => Ok(None),
             }
         };
-        let opt_bool = |key: &str| -> crate::Result<Option<bool>> {
+        let opt_bool = |key: &str| -> Result<Option<bool>, TokenizerError> {
             match f.get(key) {
                 Some(_) => Ok(Some(f.get_bool(key)?)),
                 None => Ok(None),
@@ -420,8 +429,8 @@ const EOG_TEXTS: &[&str] = &[
 
 impl Tokenizer {
     /// Builds the tokenizer of a GGUF model from its `tokenizer.ggml.*` keys.
-    pub fn from_gguf(f: &gguf::GgufFile) -> crate::Result<Tokenizer> {
-        Ok(Tokenizer::new(VocabConfig::from_gguf(f)?)?)
+    pub fn from_gguf(f: &gguf::GgufFile) -> Result<Tokenizer, TokenizerError> {
+        Tokenizer::new(VocabConfig::from_gguf(f)?)
     }
 
     /// Builds a tokenizer from vocabulary data, with llama.cpp's defaults
@@ -647,8 +656,8 @@ impl Tokenizer {
         text: &str,
         add_special: bool,
         parse_special: bool,
-    ) -> crate::Result<Vec<u32>> {
-        Ok(self.encode_inner(text, add_special, parse_special)?)
+    ) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_inner(text, add_special, parse_special)
     }
 
     fn encode_inner(
@@ -912,13 +921,12 @@ impl Tokenizer {
         self.chat_template.as_deref()
     }
     /// Checks that every id is inside the vocabulary.
-    pub fn check_ids(&self, ids: &[u32]) -> crate::Result<()> {
+    pub fn check_ids(&self, ids: &[u32]) -> Result<(), TokenizerError> {
         match ids.iter().find(|&&id| id as usize >= self.tokens.len()) {
             Some(&id) => Err(TokenizerError::InvalidToken {
                 id,
                 n_vocab: self.tokens.len(),
-            }
-            .into()),
+            }),
             None => Ok(()),
         }
     }

@@ -205,7 +205,7 @@ impl WeightCache {
         if matches!(found, Lookup::Stale)
             && !self.counters.warned_stale.swap(true, Ordering::Relaxed)
         {
-            eprintln!(
+            log::warn!(
                 "npu: weight cache {} holds entries for another model file, scheme or rkinfer version; rebuilding them",
                 self.dir.display()
             );
@@ -239,8 +239,8 @@ impl WeightCache {
     pub fn store(&self, key: &CacheKey, w: &nq::PreparedWeight) {
         if let Err(e) = self.try_store(key, w) {
             if !self.counters.warned_write.swap(true, Ordering::Relaxed) {
-                eprintln!(
-                    "warning: npu weight cache {} not written ({e}); the next start prepares the weights again",
+                log::warn!(
+                    "npu weight cache {} not written ({e}); the next start prepares the weights again",
                     self.dir.display()
                 );
             }

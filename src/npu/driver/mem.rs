@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use super::error::NpuError;
+use crate::npu::error::NpuError;
 
 const PAGE: usize = 4096;
 

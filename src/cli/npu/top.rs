@@ -1,10 +1,12 @@
 //! Per-core NPU load from the vendor driver's debugfs file
 //! (/sys/kernel/debug/rknpu/load), as ntop.sh shows it. The file reads like
 //! `NPU load:  Core0: 12%, Core1:  0%, Core2:  3%,`.
+//! `rkinfer npu top` prints it once or every interval.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use super::error::NpuError;
+use crate::npu::NpuError;
 
 /// Default location of the load file (needs root and debugfs).
 pub const LOAD_FILE: &str = "/sys/kernel/debug/rknpu/load";
@@ -62,6 +64,31 @@ pub fn format_load(cores: &[(u32, u32)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("  ")
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TopArgs {
+    /// Load file to read (default /sys/kernel/debug/rknpu/load).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Print one sample and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Refresh interval in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+}
+
+pub fn top_cmd(a: TopArgs) -> crate::Result<()> {
+    let path = a.file.unwrap_or_else(|| PathBuf::from(LOAD_FILE));
+    loop {
+        let load = read_load(&path)?;
+        println!("{}", format_load(&load));
+        if a.once {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(a.interval_ms.max(100)));
+    }
 }
 
 #[cfg(test)]

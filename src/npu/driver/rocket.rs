@@ -11,9 +11,9 @@ use super::device::{
     check_dma_addr, BufferOps, DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, RawBuffer, SyncDir,
 };
 use super::drm::{call, DrmIo};
-use super::error::NpuError;
-use super::task::{Chaining, TAIL_ENTRIES};
 use super::uapi::*;
+use crate::npu::command::task::{Chaining, TAIL_ENTRIES};
+use crate::npu::error::NpuError;
 
 struct Inner {
     io: Box<dyn DrmIo>,
@@ -236,5 +236,9 @@ impl NpuDevice for RocketDevice {
 
     fn is_simulated(&self) -> bool {
         false
+    }
+
+    fn job_time_limit_ms(&self) -> Option<u32> {
+        Some(ROCKET_JOB_TIMEOUT_MS)
     }
 }

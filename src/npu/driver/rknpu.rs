@@ -10,9 +10,9 @@ use super::device::{
     check_dma_addr, BufferOps, DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, RawBuffer, SyncDir,
 };
 use super::drm::{call, DrmIo};
-use super::error::NpuError;
-use super::task::Chaining;
 use super::uapi::{self, *};
+use crate::npu::command::task::Chaining;
+use crate::npu::error::NpuError;
 
 /// Shared state of a vendor-driver device.
 struct Inner {
@@ -32,14 +32,19 @@ impl Inner {
     }
 
     /// Memory flags for a buffer: cacheable (fast CPU reads, MEM_SYNC works),
-    /// non-contiguous when an IOMMU maps it (large CMA allocations fail),
-    /// and kept below 4 GiB with the version's meaning of bit 7.
+    /// non-contiguous when an IOMMU maps it (large CMA allocations fail).
+    /// Only without an IOMMU must the pages themselves lie below 4 GiB
+    /// (bit 7 in the version's meaning); with one the device address is an
+    /// IOVA below 4 GiB anyway, and asking for DMA32 pages would confine
+    /// multi-GB weight loads to the low 4 GiB of physical RAM.
     fn mem_flags(&self, kernel_mapping: bool) -> u32 {
         let mut flags = RKNPU_MEM_CACHEABLE;
         if self.iommu {
             flags |= RKNPU_MEM_NON_CONTIGUOUS | RKNPU_MEM_IOMMU;
         }
-        if uapi::dma32_flag_is_positive(self.version) {
+        // Bit 7 means DMA32 in newer drivers and NON_DMA32 in older ones.
+        let want_dma32 = !self.iommu;
+        if want_dma32 == uapi::dma32_flag_is_positive(self.version) {
             flags |= RKNPU_MEM_BIT7_DMA32;
         }
         if kernel_mapping {
@@ -296,7 +301,12 @@ impl NpuDevice for RknpuDevice {
         }
         Ok(JobStats {
             tasks_done: sub.task_counter,
-            hw_time_us: u64::try_from(sub.hw_elapse_time).ok().map(|ns| ns / 1000),
+            // Drivers with the older submit layout never write the field:
+            // 0 means "not measured", not "took no time".
+            hw_time_us: u64::try_from(sub.hw_elapse_time)
+                .ok()
+                .filter(|&ns| ns > 0)
+                .map(|ns| ns / 1000),
         })
     }
 

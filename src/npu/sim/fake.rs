@@ -4,7 +4,7 @@
 //! numbers and struct sizes, flags, handles, kernel object cookies, address
 //! ranges, task amounts) and runs submitted jobs on the simulator, so the
 //! ioctl layer (`rknpu.rs`, `rocket.rs`) is exercised end to end without a
-//! board. Faults: the simulator's [`FaultInjector`](super::sim::FaultInjector)
+//! board. Faults: the simulator's [`FaultInjector`](super::FaultInjector)
 //! makes submits time out or fail; `high_addresses` makes the fake hand out
 //! device addresses above 4 GiB.
 //!
@@ -18,16 +18,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytemuck::Pod;
 use nix::errno::Errno;
 
-use super::drm::DrmIo;
-use super::error::NpuError;
-use super::mem::{AddressSpace, Mapping, SharedMem};
-use super::regs;
-use super::sim::{Fault, SimCore, SIM_ADDR_BASE, SIM_ADDR_LIMIT};
-use super::uapi::{self, *};
+use super::{Fault, SimCore, SIM_ADDR_BASE, SIM_ADDR_LIMIT};
+use crate::npu::command::regs;
+use crate::npu::driver::drm::DrmIo;
+use crate::npu::driver::mem::{AddressSpace, Mapping, SharedMem};
+use crate::npu::driver::uapi::{self, *};
+use crate::npu::error::NpuError;
 
 /// Fake device addresses above 4 GiB (for the "buffer above 4 GiB" fault).
 const HIGH_BASE: u64 = 0x1_0000_0000;
 const HIGH_LIMIT: u64 = 0x2_0000_0000;
+/// The fake's assumption of the first vendor driver whose submit layout
+/// carries `hw_elapse_time` (older ones leave it 0).
+const HW_TIME_SINCE: u32 = rknpu_version(0, 9, 0);
 /// Fake kernel object pointers.
 const OBJ_BASE: u64 = 0xFFFF_FF80_0000_0000;
 
@@ -37,8 +40,9 @@ pub struct FakeConfig {
     /// rknpu: GET_DRV_VERSION value (e.g. `rknpu_version(0, 9, 8)`).
     pub version: u32,
     pub iommu: bool,
-    /// Hand out addresses above 4 GiB: always (`Always`), or only for
-    /// buffers not requested as DMA32 (`UnlessDma32`).
+    /// Hand out addresses above 4 GiB: always (`Always`), or, without an
+    /// IOMMU, for buffers not requested as DMA32 (`UnlessDma32`; with the
+    /// IOMMU on, device addresses are IOVAs below 4 GiB).
     pub high_addresses: HighAddresses,
 }
 
@@ -67,6 +71,8 @@ struct Bo {
     obj_addr: u64,
     mmap_offset: u64,
     busy: bool,
+    /// Counted against the DMA32 zone (see [`FakeRknpu::limit_dma32`]).
+    dma32: bool,
 }
 
 #[derive(Default)]
@@ -75,6 +81,10 @@ struct State {
     next_handle: u32,
     log: Vec<String>,
     last_error: Option<String>,
+    /// Bytes of physical memory below 4 GiB left for DMA32 requests
+    /// (None: unlimited).
+    dma32_left: Option<u64>,
+    created_flags: Vec<u32>,
 }
 
 /// Shared parts of both fakes.
@@ -105,9 +115,31 @@ impl Common {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn create(&self, size: u64, flags: u32, high: bool) -> Result<(u32, u64, u64), Errno> {
+    fn create(
+        &self,
+        size: u64,
+        flags: u32,
+        high: bool,
+        dma32: bool,
+    ) -> Result<(u32, u64, u64), Errno> {
         if size == 0 || size > u32::MAX as u64 {
             return Err(Errno::EINVAL);
+        }
+        if dma32 {
+            let mut st = self.lock();
+            match st.dma32_left {
+                Some(left) if left < size => {
+                    drop(st);
+                    return Err(self.fail(
+                        Errno::ENOMEM,
+                        format!(
+                            "MEM_CREATE: DMA32 zone exhausted ({left} bytes left, {size} asked)"
+                        ),
+                    ));
+                }
+                Some(left) => st.dma32_left = Some(left - size),
+                None => {}
+            }
         }
         let space: &AddressSpace = if high { &self.high } else { &self.sim.mem };
         let (dma, mem) = space.alloc(size as usize).map_err(|_| Errno::ENOMEM)?;
@@ -125,13 +157,19 @@ impl Common {
                 obj_addr,
                 mmap_offset: u64::from(handle) << 20,
                 busy: false,
+                dma32,
             },
         );
         Ok((handle, obj_addr, dma))
     }
 
     fn destroy(&self, handle: u32) -> Result<(), Errno> {
-        let bo = self.lock().bos.remove(&handle).ok_or(Errno::ENOENT)?;
+        let mut st = self.lock();
+        let bo = st.bos.remove(&handle).ok_or(Errno::ENOENT)?;
+        if bo.dma32 {
+            st.dma32_left = st.dma32_left.map(|left| left + bo.size);
+        }
+        drop(st);
         if bo.dma >= HIGH_BASE {
             self.high.free(bo.dma);
         } else {
@@ -268,6 +306,17 @@ impl FakeRknpu {
         self.c.lock().bos.keys().copied().collect()
     }
 
+    /// Limits the physical memory below 4 GiB that DMA32 requests may take
+    /// (a board whose RAM above 4 GiB holds the weights).
+    pub fn limit_dma32(&self, bytes: u64) {
+        self.c.lock().dma32_left = Some(bytes);
+    }
+
+    /// Flags of every MEM_CREATE so far.
+    pub fn created_flags(&self) -> Vec<u32> {
+        self.c.lock().created_flags.clone()
+    }
+
     fn mem_mask(&self) -> u32 {
         if uapi::dma32_flag_is_positive(self.c.cfg.version) {
             RKNPU_MEM_MASK_NEW
@@ -299,9 +348,10 @@ impl FakeRknpu {
         let high = match self.c.cfg.high_addresses {
             HighAddresses::Never => false,
             HighAddresses::Always => true,
-            HighAddresses::UnlessDma32 => !wants_dma32,
+            HighAddresses::UnlessDma32 => !self.c.cfg.iommu && !wants_dma32,
         };
-        let (handle, obj, dma) = self.c.create(c.size, c.flags, high)?;
+        let (handle, obj, dma) = self.c.create(c.size, c.flags, high, wants_dma32)?;
+        self.c.lock().created_flags.push(c.flags);
         c.handle = handle;
         c.obj_addr = obj;
         c.dma_addr = dma;
@@ -421,6 +471,13 @@ impl FakeRknpu {
         match self.c.sim.faults.take() {
             Fault::Timeout => return Err(self.c.fail(Errno::ETIMEDOUT, "injected timeout".into())),
             Fault::Fail => return Err(self.c.fail(Errno::EIO, "injected failure".into())),
+            Fault::SilentReject => {
+                // Reports every task done without running any.
+                s.task_counter = s.task_number;
+                to_arg(arg, &s);
+                self.c.log("SUBMIT accepted but not run (injected)".into());
+                return Ok(());
+            }
             Fault::None => {}
         }
         let first = &tasks[0];
@@ -433,7 +490,9 @@ impl FakeRknpu {
             Ok(done) => s.task_counter = done,
             Err(e) => return Err(self.c.fail(Errno::EIO, format!("NPU fault: {e}"))),
         }
-        s.hw_elapse_time = 1000 * i64::from(s.task_number);
+        if self.c.cfg.version >= HW_TIME_SINCE {
+            s.hw_elapse_time = 1000 * i64::from(s.task_number);
+        }
         to_arg(arg, &s);
         self.c.log(format!(
             "SUBMIT {} tasks on core mask {:#x}",
@@ -664,6 +723,12 @@ impl FakeRocket {
                     continue;
                 }
                 Fault::Fail => return Err(self.c.fail(Errno::EIO, "injected failure".into())),
+                Fault::SilentReject => {
+                    // rocket_ioctl_submit returns 0 although the job never runs.
+                    self.c
+                        .log("SUBMIT rejected the job but returned 0 (injected)".into());
+                    continue;
+                }
                 Fault::None => {}
             }
             for (i, t) in tasks.iter().enumerate() {
@@ -704,7 +769,7 @@ impl DrmIo for Arc<FakeRocket> {
                 let high = self.c.cfg.high_addresses == HighAddresses::Always;
                 let (handle, _, dma) = self
                     .c
-                    .create(u64::from(c.size), 0, high)
+                    .create(u64::from(c.size), 0, high, false)
                     .map_err(|e| self.c.fail(e, format!("CREATE_BO of {} bytes", c.size)))?;
                 let offset = self.c.lock().bos[&handle].mmap_offset;
                 c.handle = handle;

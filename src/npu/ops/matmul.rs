@@ -8,12 +8,12 @@
 //! a multiple of 4 (M = 1 stays 1) and cut into chained tasks whose input
 //! fits 11 CBUF banks.
 
-use super::device::{Job, NpuBuffer, NpuDevice, TaskRef};
-use super::error::NpuError;
-use super::layout;
-use super::task::{
+use crate::npu::command::layout;
+use crate::npu::command::task::{
     self, MatmulType, TaskDesc, BODY_ENTRIES, CBUF_BANKS, CBUF_BANK_BYTES, TASK_ENTRIES,
 };
+use crate::npu::driver::device::{Job, JobStats, NpuBuffer, NpuDevice, TaskRef};
+use crate::npu::error::NpuError;
 
 /// Matmul operands, row-major: A is M x K, B is N x K (C = A * B^T).
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +61,70 @@ pub enum MatmulOutput {
     F16(Vec<u16>),
 }
 
+/// The shapes one task may take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Envelope {
+    /// What public projects ran on hardware (the default): N <= 4096 per
+    /// task (the RKNN matmul documentation; mtx512 tested to 4096), M per
+    /// task <= 544 for int8 and <= 384 for fp16 (mtx512's largest tested
+    /// tasks), K per task <= 8192 (rk-llama.cpp's split).
+    #[default]
+    Tested,
+    /// Up to the register fields and CBUF limits: N <= 8192, M up to the
+    /// data banks and the 10-bit FEATURE_GRAINS, K <= 16384. Never run on
+    /// a board: for experiments (`rkinfer npu selftest|regs --envelope fields`).
+    FieldLimits,
+}
+
+/// Largest N per task that public hardware runs tested.
+pub const TESTED_MAX_N: usize = 4096;
+/// Largest K per task that public hardware runs tested.
+pub const TESTED_MAX_K: usize = 8192;
+
+impl Envelope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Envelope::Tested => "tested",
+            Envelope::FieldLimits => "fields",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Envelope::Tested, Envelope::FieldLimits]
+            .into_iter()
+            .find(|e| e.name() == s)
+    }
+
+    /// Largest N of one task.
+    pub fn max_n(self) -> usize {
+        match self {
+            Envelope::Tested => TESTED_MAX_N,
+            Envelope::FieldLimits => task::MAX_CHANNELS_N as usize,
+        }
+    }
+
+    /// Largest K of one task.
+    pub fn max_k(self) -> usize {
+        match self {
+            Envelope::Tested => TESTED_MAX_K,
+            Envelope::FieldLimits => task::MAX_K as usize,
+        }
+    }
+
+    /// Largest M of one task, before the CBUF limit of [`max_task_m`].
+    pub fn max_m(self, ty: MatmulType) -> usize {
+        match (self, ty) {
+            (Envelope::FieldLimits, _) => usize::MAX,
+            (Envelope::Tested, MatmulType::Fp16 | MatmulType::Fp16Out16) => 384,
+            (Envelope::Tested, MatmulType::Int8 | MatmulType::Int4) => 544,
+        }
+    }
+}
+
+/// Most tasks one matmul may plan (larger shapes are refused before any
+/// allocation).
+pub const MAX_PLAN_TASKS: usize = 1 << 16;
+
 /// Tiling and submission options.
 #[derive(Clone, Debug)]
 pub struct MatmulOptions {
@@ -73,6 +137,8 @@ pub struct MatmulOptions {
     pub allow_experimental: bool,
     /// At most this many chained tasks per submit.
     pub max_tasks_per_submit: usize,
+    /// Task shapes kept to (default: the hardware-tested envelope).
+    pub envelope: Envelope,
 }
 
 impl Default for MatmulOptions {
@@ -83,6 +149,7 @@ impl Default for MatmulOptions {
             timeout_ms: 6000,
             allow_experimental: false,
             max_tasks_per_submit: 256,
+            envelope: Envelope::Tested,
         }
     }
 }
@@ -101,7 +168,7 @@ pub fn pad_m(m: usize) -> usize {
     if m == 1 {
         1
     } else {
-        m.div_ceil(4) * 4
+        m.div_ceil(4).saturating_mul(4)
     }
 }
 
@@ -170,14 +237,27 @@ pub fn plan(
     if opts.cores.is_empty() {
         return bad("no NPU cores selected".into());
     }
+    let env = opts.envelope;
     let k_max = opts
         .k_segment
         .min((CBUF_BANK_BYTES * 8 / ty.input_bits() as u64) as usize)
-        .min(task::MAX_K as usize)
+        .min(env.max_k())
         / 32
         * 32;
     if k_max == 0 {
         return bad(format!("K segment {} is below 32", opts.k_segment));
+    }
+    // Refuse absurd shapes by arithmetic, before any tile list exists
+    // (an upper bound of the task count below).
+    let m_per_task = max_task_m(ty, k_max).min(env.max_m(ty)).max(4);
+    let task_bound = k
+        .div_ceil(k_max)
+        .checked_mul(pad_m(m).div_ceil(m_per_task))
+        .and_then(|t| t.checked_mul(n.div_ceil(env.max_n()) + opts.cores.len()));
+    if task_bound.is_none_or(|t| t > MAX_PLAN_TASKS) {
+        return bad(format!(
+            "M={m} K={k} N={n} needs more than {MAX_PLAN_TASKS} NPU tasks; split the matmul"
+        ));
     }
     let k_segs = split(k, k_max, 32);
     if ty == MatmulType::Fp16Out16 && k_segs.len() > 1 {
@@ -188,7 +268,7 @@ pub fn plan(
     }
     let m_pad = pad_m(m);
     let seg_max = k_segs.iter().map(|s| s.len).max().unwrap_or(32);
-    let m_max = max_task_m(ty, seg_max);
+    let m_max = max_task_m(ty, seg_max).min(env.max_m(ty));
     if m_max == 0 {
         return bad(format!("K segment {seg_max} leaves no room for input rows"));
     }
@@ -202,7 +282,7 @@ pub fn plan(
     let mut n_tiles = Vec::new();
     for (i, span) in per_core.iter().enumerate() {
         let core = opts.cores[i % opts.cores.len()];
-        for sub in split(span.len, task::MAX_CHANNELS_N as usize, group) {
+        for sub in split(span.len, env.max_n(), group) {
             n_tiles.push((
                 Span {
                     start: span.start + sub.start,
@@ -405,6 +485,135 @@ fn bits_of_activations(
     Ok(v)
 }
 
+/// Pattern the output buffer is filled with before a submit. As FP32 and
+/// as its FP16 halves it contains NaNs, as INT32 one odd value: a whole
+/// tile of it is never a real result.
+pub const SENTINEL: u32 = 0x7FBA_DBAD;
+
+/// True when every 32-bit word of `raw` is still the [`SENTINEL`].
+pub fn is_sentinel(raw: &[u8]) -> bool {
+    !raw.is_empty()
+        && raw
+            .chunks(4)
+            .all(|w| w == &SENTINEL.to_le_bytes()[..w.len()])
+}
+
+/// Hash of a command stream with its device addresses cleared (the A, B, C
+/// and next-task address registers), so that runs with different
+/// allocations of the same tasks hash alike.
+pub fn words_hash(words: &[u64]) -> u64 {
+    use crate::npu::command::regs::{RegWrite, PC_BASE_ADDRESS, TARGET_CNA, TARGET_DPU, TARGET_PC};
+    let masked: Vec<u8> = words
+        .iter()
+        .flat_map(|&w| {
+            let r = RegWrite::decode(w);
+            let address = matches!(
+                (r.target, r.offset),
+                (TARGET_CNA, 0x1070)
+                    | (TARGET_CNA, 0x1110)
+                    | (TARGET_DPU, 0x4020)
+                    | (TARGET_PC, PC_BASE_ADDRESS)
+            );
+            let w = if address {
+                RegWrite { value: 0, ..r }.encode()
+            } else {
+                w
+            };
+            w.to_le_bytes()
+        })
+        .collect();
+    super::cache::hash64(0, &masked)
+}
+
+/// Conservative time of one task: its operands streamed at 1 GB/s plus its
+/// MACs at 100 G/s, about a tenth of the rates measured on boards, so that a
+/// job sized by it stays well inside a driver's timeout.
+pub fn task_time_bound_us(d: &TaskDesc) -> u64 {
+    let (m, k, n) = (u64::from(d.m), u64::from(d.k), u64::from(d.n));
+    let bytes = d.ty.bytes_for(m * k + n * k) + m * n * u64::from(d.ty.output_bytes());
+    bytes / 1000 + (m * k * n) / 100_000 + 1
+}
+
+/// Splits one core's tasks into jobs of at most `max_tasks` whose summed
+/// [`task_time_bound_us`] stays within half of `limit_ms` (a lone task over
+/// it still gets its own job).
+pub fn job_groups(
+    tasks: &[TaskDesc],
+    max_tasks: usize,
+    limit_ms: u32,
+) -> Vec<std::ops::Range<usize>> {
+    let budget = u64::from(limit_ms) * 1000 / 2;
+    let mut groups = Vec::new();
+    let (mut start, mut spent) = (0, 0u64);
+    for (i, t) in tasks.iter().enumerate() {
+        let cost = task_time_bound_us(t);
+        if i > start && (i - start >= max_tasks.max(1) || spent + cost > budget) {
+            groups.push(start..i);
+            (start, spent) = (i, 0);
+        }
+        spent += cost;
+    }
+    if start < tasks.len() {
+        groups.push(start..tasks.len());
+    }
+    groups
+}
+
+/// A device buffer as the self-test reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BufferTrace {
+    pub what: &'static str,
+    pub bytes: usize,
+    pub dma_addr: u32,
+    pub handle: u32,
+}
+
+impl BufferTrace {
+    pub fn of(what: &'static str, b: &NpuBuffer) -> Self {
+        BufferTrace {
+            what,
+            bytes: b.len(),
+            dma_addr: b.dma_addr(),
+            handle: b.handle(),
+        }
+    }
+}
+
+/// One submitted job.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct JobTrace {
+    pub core: u32,
+    pub tasks: usize,
+    pub regcmd: BufferTrace,
+    /// [`words_hash`] of the job's command words.
+    pub words_hash: u64,
+    /// The first task's words as submitted.
+    pub first_words: Vec<u64>,
+    pub stats: Option<JobStats>,
+    pub wall_us: u64,
+    pub error: Option<String>,
+}
+
+/// One task's output tile after the run.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TileTrace {
+    pub task: usize,
+    pub core: u32,
+    pub m_start: usize,
+    pub n_start: usize,
+    pub k_start: usize,
+    /// Still all [`SENTINEL`]: the NPU never wrote it.
+    pub untouched: bool,
+}
+
+/// What one matmul did on the device.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RunTrace {
+    pub buffers: Vec<BufferTrace>,
+    pub jobs: Vec<JobTrace>,
+    pub tiles: Vec<TileTrace>,
+}
+
 /// Weights packed once into device memory, per (N tile, K segment).
 pub struct PreparedWeights {
     pub ty: MatmulType,
@@ -472,6 +681,18 @@ impl PreparedWeights {
         a: Activations<'_>,
         m: usize,
     ) -> Result<MatmulOutput, NpuError> {
+        self.matmul_traced(dev, a, m, &mut RunTrace::default())
+    }
+
+    /// [`matmul`](Self::matmul), recording every job and every output
+    /// tile's verdict in `trace` (the self-test's report), also on failure.
+    pub fn matmul_traced(
+        &self,
+        dev: &dyn NpuDevice,
+        a: Activations<'_>,
+        m: usize,
+        trace: &mut RunTrace,
+    ) -> Result<MatmulOutput, NpuError> {
         let ty = self.ty;
         let (k, n) = (self.k, self.n);
         let p = plan(ty, m, k, n, &self.opts)?;
@@ -486,6 +707,7 @@ impl PreparedWeights {
 
         // A: one block per (m tile, k seg); padded rows stay zero.
         let mut a_buf = dev.alloc(r.a_total)?;
+        trace.buffers.push(BufferTrace::of("A", &a_buf));
         for (mi, ms) in p.m_tiles.iter().enumerate() {
             for (ki, ks) in p.k_segs.iter().enumerate() {
                 let mut sub = vec![0u32; ms.len * ks.len];
@@ -505,9 +727,17 @@ impl PreparedWeights {
         }
         a_buf.sync_to_device()?;
 
-        // Output tiles; the C address is only known after allocating.
+        // Output tiles; the C address is only known after allocating. The
+        // sentinel shows afterwards which tiles the NPU never wrote (rocket's
+        // SUBMIT returns 0 even for a job it rejects).
         let (_, c_total) = plan_tasks(&p, &r, 0, 0, 0)?;
-        let c_buf = dev.alloc(c_total)?;
+        let mut c_buf = dev.alloc(c_total)?;
+        trace.buffers.push(BufferTrace::of("C", &c_buf));
+        c_buf.write(
+            0,
+            &SENTINEL.to_le_bytes().repeat(c_total.div_ceil(4))[..c_total],
+        )?;
+        c_buf.sync_to_device()?;
         let (tasks, _) = plan_tasks(
             &p,
             &r,
@@ -516,11 +746,13 @@ impl PreparedWeights {
             c_buf.dma_addr(),
         )?;
 
-        // Submit: per core, chunks of chained tasks, one submit at a time.
+        // Submit: per core, jobs of chained tasks sized to the driver's job
+        // timeout, one submit at a time.
         let chaining = dev.chaining();
-        let chunk = self.opts.max_tasks_per_submit.max(1);
+        let limit_ms = dev
+            .job_time_limit_ms()
+            .map_or(self.opts.timeout_ms, |l| l.min(self.opts.timeout_ms));
         let mut cores: Vec<u32> = tasks.iter().map(|t| t.core).collect();
-        cores.dedup();
         cores.sort_unstable();
         cores.dedup();
         for core in cores {
@@ -529,7 +761,8 @@ impl PreparedWeights {
                 .filter(|t| t.core == core)
                 .map(|t| t.desc)
                 .collect();
-            for group in mine.chunks(chunk) {
+            for range in job_groups(&mine, self.opts.max_tasks_per_submit, limit_ms) {
+                let group = &mine[range];
                 let mut regcmd = dev.alloc(group.len() * TASK_ENTRIES * 8)?;
                 let (words, offsets) =
                     task::build_command_buffer(group, regcmd.dma_addr(), chaining)?;
@@ -550,13 +783,53 @@ impl PreparedWeights {
                     outputs: &[&c_buf],
                     timeout_ms: self.opts.timeout_ms,
                 };
-                dev.submit(&job)?;
+                let started = std::time::Instant::now();
+                let result = dev.submit(&job);
+                trace.jobs.push(JobTrace {
+                    core,
+                    tasks: group.len(),
+                    regcmd: BufferTrace::of("regcmd", &regcmd),
+                    words_hash: words_hash(&words),
+                    first_words: words.iter().take(TASK_ENTRIES).copied().collect(),
+                    stats: result.as_ref().ok().copied(),
+                    wall_us: started.elapsed().as_micros() as u64,
+                    error: result.as_ref().err().map(|e| e.to_string()),
+                });
+                result?;
             }
         }
         c_buf.sync_from_device()?;
 
-        // Gather: unpack each task's C tile and add the K segments.
+        // Verdicts: a tile still holding only the sentinel was never written.
         let out_bytes = ty.output_bytes();
+        let mut raws = Vec::with_capacity(tasks.len());
+        for (i, t) in tasks.iter().enumerate() {
+            let mut raw = vec![0u8; t.m_tile.len * t.n_tile.len * out_bytes as usize];
+            c_buf.read(t.c_off, &mut raw)?;
+            trace.tiles.push(TileTrace {
+                task: i,
+                core: t.core,
+                m_start: t.m_tile.start,
+                n_start: t.n_tile.start,
+                k_start: t.k_seg.start,
+                untouched: is_sentinel(&raw),
+            });
+            raws.push(raw);
+        }
+        let untouched: Vec<usize> = trace
+            .tiles
+            .iter()
+            .filter(|t| t.untouched)
+            .map(|t| t.task)
+            .collect();
+        if !untouched.is_empty() {
+            return Err(NpuError::OutputNotWritten {
+                tasks: untouched,
+                total: tasks.len(),
+            });
+        }
+
+        // Gather: unpack each task's C tile and add the K segments.
         let is_int = matches!(ty, MatmulType::Int8 | MatmulType::Int4);
         let mut acc_i = vec![0i32; if is_int { m * n } else { 0 }];
         let mut acc_f = vec![0f32; if ty == MatmulType::Fp16 { m * n } else { 0 }];
@@ -568,11 +841,9 @@ impl PreparedWeights {
                 0
             }
         ];
-        for t in &tasks {
+        for (t, raw) in tasks.iter().zip(&raws) {
             let (mt, nt) = (t.m_tile, t.n_tile);
-            let mut raw = vec![0u8; mt.len * nt.len * out_bytes as usize];
-            c_buf.read(t.c_off, &mut raw)?;
-            let tile = layout::unpack_c(&raw, mt.len, nt.len, out_bytes);
+            let tile = layout::unpack_c(raw, mt.len, nt.len, out_bytes);
             for rr in 0..mt.len.min(m.saturating_sub(mt.start)) {
                 let row = mt.start + rr;
                 for c in 0..nt.len {

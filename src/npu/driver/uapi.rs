@@ -330,6 +330,10 @@ pub const ROCKET_PREP_BO: u32 =
 pub const ROCKET_FINI_BO: u32 =
     drm_iow(DRM_COMMAND_BASE + 0x03, std::mem::size_of::<RocketFiniBo>());
 
+/// The rocket scheduler's job timeout (JOB_TIMEOUT_MS in rocket_job.c): a
+/// job still running after it is aborted and the core reset.
+pub const ROCKET_JOB_TIMEOUT_MS: u32 = 500;
+
 // Compile-time ABI checks.
 const _: () = {
     use std::mem::size_of;

@@ -3,14 +3,13 @@
 //!
 //! The tap is a backend placed before the CPU backend: it claims every 2-D
 //! weight, so the scheduler routes each `MulMat` to it. It hands the input
-//! rows to an observer, then lets the CPU backend compute the product. A
-//! model loaded without it pays nothing.
+//! rows to an observer, then declines the op, so the executor's fallback
+//! (the CPU backend) computes the product. A model loaded without it pays
+//! nothing.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::backend::cpu::CpuBackend;
-use crate::backend::{Backend, ExecCtx, Input, Weight, Weights};
+use super::{Backend, BackendError, ExecCtx, Input, Weight, Weights};
 use crate::graph::{Node, Op, WeightId};
 
 /// The input of one matmul, as the observer sees it.
@@ -30,17 +29,15 @@ pub struct MatMulInput<'a> {
 /// Called before each matmul is computed.
 pub type MatMulObserver = dyn FnMut(&MatMulInput<'_>) + Send;
 
-/// A backend that shows every matmul input to an observer and computes the
-/// product on the CPU.
+/// A backend that shows every matmul input to an observer and leaves the
+/// product to the fallback backend.
 pub struct ObservingBackend {
-    cpu: CpuBackend,
     observer: Mutex<Box<MatMulObserver>>,
 }
 
 impl ObservingBackend {
     pub fn new(observer: Box<MatMulObserver>) -> Self {
         ObservingBackend {
-            cpu: CpuBackend::new(),
             observer: Mutex::new(observer),
         }
     }
@@ -60,7 +57,7 @@ impl Backend for ObservingBackend {
         _id: WeightId,
         weight: &Weight,
         _bytes: &[u8],
-    ) -> crate::Result<bool> {
+    ) -> super::Result<bool> {
         // Matrices only; vectors (norms, biases) stay with the CPU.
         Ok(weight.rows > 1)
     }
@@ -69,9 +66,9 @@ impl Backend for ObservingBackend {
         &self,
         node: &Node,
         inputs: [Option<Input<'_>>; 2],
-        out: &mut [f32],
+        _out: &mut [f32],
         ctx: &mut ExecCtx<'_>,
-    ) -> crate::Result<()> {
+    ) -> super::Result<()> {
         if let (Op::MulMat { w, .. }, Some(x)) = (&node.op, inputs[0]) {
             let weight = ctx.weights.get(*w);
             let seen = MatMulInput {
@@ -87,7 +84,7 @@ impl Backend for ObservingBackend {
             let mut obs = self.observer.lock().unwrap_or_else(|e| e.into_inner());
             (*obs)(&seen);
         }
-        self.cpu.compute(node, inputs, out, ctx)
+        Err(BackendError::Declined)
     }
 }
 
@@ -118,8 +115,7 @@ impl ActivationCapture {
         Self::default()
     }
 
-    /// A backend feeding this capture, to load a model with
-    /// ([`crate::model::Model::load_with_backends`]).
+    /// A backend feeding this capture, to load a model with.
     pub fn backend(&self) -> Box<dyn Backend> {
         let store = Arc::clone(&self.store);
         Box::new(ObservingBackend::new(Box::new(
@@ -151,53 +147,4 @@ impl ActivationCapture {
     pub fn take(&self) -> Vec<CapturedMatmul> {
         std::mem::take(&mut *self.store.lock().unwrap_or_else(|e| e.into_inner()))
     }
-}
-
-/// The result of [`capture_from_text`].
-#[derive(Clone, Debug)]
-pub struct TextCapture {
-    /// The tokens evaluated (BOS first when the model adds one).
-    pub tokens: Vec<u32>,
-    pub matmuls: Vec<CapturedMatmul>,
-}
-
-/// Loads `model` for the CPU with the tap, tokenizes `text`, evaluates its
-/// first `n_tokens` tokens in one batch (logits of every token, so the
-/// output head sees every row too) and returns the input of every matmul.
-pub fn capture_from_text(
-    model: &Path,
-    text: &str,
-    n_tokens: usize,
-    n_threads: usize,
-) -> crate::Result<TextCapture> {
-    if n_tokens == 0 {
-        return Err(crate::Error::InvalidArgument(
-            "activation capture: zero tokens requested".into(),
-        ));
-    }
-    let capture = ActivationCapture::new();
-    let opts = crate::model::ModelOptions {
-        n_threads,
-        ..Default::default()
-    };
-    let m = crate::model::Model::load_with_backends(model, &opts, vec![capture.backend()])?;
-    let tok = crate::tokenizer::Tokenizer::from_gguf(m.gguf())?;
-    let mut tokens = tok.encode(text, true, false)?;
-    if tokens.len() < n_tokens {
-        return Err(crate::Error::InvalidArgument(format!(
-            "activation capture: the text has {} tokens, {n_tokens} requested",
-            tokens.len()
-        )));
-    }
-    tokens.truncate(n_tokens);
-    let mut state = m.new_state(&crate::model::StateOptions {
-        n_ctx: n_tokens,
-        n_batch: n_tokens,
-        ..Default::default()
-    })?;
-    m.forward(&mut state, &tokens, crate::model::LogitsMode::All)?;
-    Ok(TextCapture {
-        tokens,
-        matmuls: capture.take(),
-    })
 }

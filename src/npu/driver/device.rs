@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use super::error::NpuError;
 use super::mem::Mapping;
-use super::task::Chaining;
+use crate::npu::command::task::Chaining;
+use crate::npu::error::NpuError;
 
 /// What `rkinfer npu info` reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -157,7 +157,7 @@ pub struct Job<'a> {
 }
 
 /// What a finished job reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JobStats {
     /// Tasks the device says it completed.
     pub tasks_done: u32,
@@ -177,6 +177,11 @@ pub trait NpuDevice: Send + Sync {
     fn submit(&self, job: &Job<'_>) -> Result<JobStats, NpuError>;
     /// True for the simulator (experimental int4 is allowed there).
     fn is_simulated(&self) -> bool;
+    /// The longest a job may run before the kernel driver gives up on it,
+    /// when the driver fixes that (rocket); jobs are sized to fit.
+    fn job_time_limit_ms(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Checks a device address: the NPU's address registers are 32-bit.

@@ -7,8 +7,8 @@
 //! known-good sequence (104 body entries) and [`task_tail`] appends the
 //! 4-entry tail that chains tasks.
 
-use super::error::NpuError;
 use super::regs::{self, RegWrite, TARGET_CNA, TARGET_CORE, TARGET_DPU};
+use crate::npu::error::NpuError;
 
 /// Precision combination of a matmul task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,8 +40,10 @@ pub const CBUF_BANK_BYTES: u64 = 32 * 1024;
 /// Register field limits.
 pub const MAX_FEATURE_GRAINS: u32 = (1 << 10) - 1;
 pub const MAX_DATAIN_HEIGHT: u32 = (1 << 11) - 1;
+/// DPU channel fields hold N - 1 in 13 bits.
 pub const MAX_CHANNELS_N: u32 = 1 << 13;
-pub const MAX_K: u32 = u16::MAX as u32;
+/// CNA DATA_SIZE1 holds K - 1 (DATAIN_CHANNEL_REAL) in 14 bits.
+pub const MAX_K: u32 = 1 << 14;
 
 impl MatmulType {
     pub const ALL: [MatmulType; 4] = [
@@ -175,7 +177,9 @@ impl TaskDesc {
             ));
         }
         if k > MAX_K {
-            return bad(format!("K={k} exceeds the 16-bit channel field"));
+            return bad(format!(
+                "K={k} exceeds the 14-bit DATAIN_CHANNEL_REAL field of DATA_SIZE1 (K <= {MAX_K})"
+            ));
         }
         if ty.bytes_for(k as u64) > CBUF_BANK_BYTES {
             return bad(format!(

@@ -1,0 +1,234 @@
+//! Hyperparameters of each architecture, read from the GGUF metadata
+//! (`{arch}.*` keys) with llama.cpp's defaults.
+
+use gguf::{GgufFile, Value};
+
+use super::{ModelError, Result};
+use crate::backend::cpu::MAX_HEAD_DIM;
+use crate::graph::{GateAct, RopeMode};
+
+/// Model families, each with its own quirks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+    Qwen3,
+    Gemma3,
+}
+
+impl Arch {
+    pub fn from_name(name: &str) -> Option<Arch> {
+        match name {
+            "llama" => Some(Arch::Llama),
+            "qwen2" => Some(Arch::Qwen2),
+            "qwen3" => Some(Arch::Qwen3),
+            "gemma3" => Some(Arch::Gemma3),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
+        }
+    }
+}
+
+/// Hyperparameters, from the GGUF metadata.
+#[derive(Clone, Debug)]
+pub struct HParams {
+    pub arch: Arch,
+    pub n_vocab: usize,
+    pub n_ctx_train: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub rms_eps: f32,
+    pub rope_mode: RopeMode,
+    pub n_rot: usize,
+    pub rope_freq_base: f32,
+    /// Rope base of sliding-window layers (gemma3: 10000).
+    pub rope_freq_base_swa: f32,
+    pub rope_freq_scale: f32,
+    pub sliding_window: Option<usize>,
+    /// Per layer: does it use the sliding window?
+    pub swa_layers: Vec<bool>,
+    /// Multiplies q.k (gemma3 applies it to q instead).
+    pub attn_scale: f32,
+    /// Multiplies the token embeddings (gemma3: sqrt(n_embd)).
+    pub embd_scale: Option<f32>,
+    pub gate_act: GateAct,
+}
+
+fn hp_err(f: &GgufFile, suffix: &str, reason: impl Into<String>) -> ModelError {
+    let arch = f.architecture().unwrap_or("?");
+    ModelError::InvalidHParam {
+        key: format!("{arch}.{suffix}"),
+        reason: reason.into(),
+    }
+}
+
+fn arch_usize(f: &GgufFile, suffix: &str) -> Result<usize> {
+    let v = f.arch_u32(suffix)? as usize;
+    if v == 0 {
+        return Err(hp_err(f, suffix, "must be positive"));
+    }
+    Ok(v)
+}
+
+fn arch_usize_or(f: &GgufFile, suffix: &str, default: usize) -> Result<usize> {
+    match f.arch_get(suffix) {
+        Some(_) => arch_usize(f, suffix),
+        None => Ok(default),
+    }
+}
+
+fn arch_f32_or(f: &GgufFile, suffix: &str, default: f32) -> Result<f32> {
+    match f.arch_get(suffix) {
+        Some(_) => Ok(f.arch_f32(suffix)?),
+        None => Ok(default),
+    }
+}
+
+impl HParams {
+    /// Reads the hyperparameters of a supported architecture.
+    pub fn from_gguf(f: &GgufFile) -> Result<HParams> {
+        let arch_name = f.architecture()?;
+        let arch = Arch::from_name(arch_name).ok_or_else(|| ModelError::UnknownArchitecture {
+            arch: arch_name.to_string(),
+        })?;
+        let n_embd = arch_usize(f, "embedding_length")?;
+        let n_layer = arch_usize(f, "block_count")?;
+        // Per-layer tables are sized by the block count: check it against
+        // the tensors present before anything is allocated.
+        let last_block = format!("blk.{}.", n_layer - 1);
+        if n_layer > f.tensors().len()
+            || !f.tensors().iter().any(|t| t.name.starts_with(&last_block))
+        {
+            return Err(hp_err(
+                f,
+                "block_count",
+                format!("{n_layer} layers, but the file has no {last_block}* tensors"),
+            ));
+        }
+        let n_head = arch_usize(f, "attention.head_count")?;
+        let n_head_kv = arch_usize_or(f, "attention.head_count_kv", n_head)?;
+        if n_head % n_head_kv != 0 {
+            return Err(hp_err(
+                f,
+                "attention.head_count_kv",
+                format!("{n_head_kv} does not divide {n_head} heads"),
+            ));
+        }
+        let head_dim = arch_usize_or(f, "attention.key_length", n_embd / n_head)?;
+        let head_dim_v = arch_usize_or(f, "attention.value_length", head_dim)?;
+        if head_dim_v != head_dim {
+            return Err(hp_err(
+                f,
+                "attention.value_length",
+                "must equal attention.key_length",
+            ));
+        }
+        if head_dim > MAX_HEAD_DIM || head_dim % 2 != 0 {
+            return Err(hp_err(
+                f,
+                "attention.key_length",
+                format!("head size {head_dim} unsupported"),
+            ));
+        }
+        let n_rot = arch_usize_or(f, "rope.dimension_count", head_dim)?;
+        if n_rot > head_dim || n_rot % 2 != 0 {
+            return Err(hp_err(
+                f,
+                "rope.dimension_count",
+                format!("{n_rot} invalid for head size {head_dim}"),
+            ));
+        }
+        let n_ff = arch_usize(f, "feed_forward_length")?;
+        let n_ctx_train = arch_usize_or(f, "context_length", 2048)?;
+        let rms_eps = f.arch_f32("attention.layer_norm_rms_epsilon")?;
+        let rope_freq_base = arch_f32_or(f, "rope.freq_base", 10000.0)?;
+        let mut rope_freq_scale = 1.0f32;
+        if let Some(Value::String(kind)) = f.arch_get("rope.scaling.type") {
+            match kind.as_str() {
+                "none" => {}
+                "linear" => {
+                    let factor = arch_f32_or(f, "rope.scaling.factor", 1.0)?;
+                    if factor > 0.0 {
+                        rope_freq_scale = 1.0 / factor;
+                    }
+                }
+                other => {
+                    return Err(hp_err(
+                        f,
+                        "rope.scaling.type",
+                        format!("'{other}' is not supported"),
+                    ))
+                }
+            }
+        }
+        // Vocabulary: the tokenizer's, else the arch key, else the embedding rows.
+        let n_vocab = match f.get_str_array("tokenizer.ggml.tokens") {
+            Ok(t) => t.len(),
+            Err(_) => match f.arch_get("vocab_size") {
+                Some(_) => arch_usize(f, "vocab_size")?,
+                None => f
+                    .tensor("token_embd.weight")
+                    .and_then(|t| t.dims.get(1).copied())
+                    .unwrap_or(0) as usize,
+            },
+        };
+
+        let mut hp = HParams {
+            arch,
+            n_vocab,
+            n_ctx_train,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff,
+            rms_eps,
+            rope_mode: RopeMode::Neox,
+            n_rot,
+            rope_freq_base,
+            rope_freq_base_swa: rope_freq_base,
+            rope_freq_scale,
+            sliding_window: None,
+            swa_layers: vec![false; n_layer],
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            embd_scale: None,
+            gate_act: GateAct::Silu,
+        };
+        match arch {
+            Arch::Llama => hp.rope_mode = RopeMode::Normal,
+            Arch::Qwen2 | Arch::Qwen3 => {}
+            Arch::Gemma3 => {
+                hp.gate_act = GateAct::GeluTanh;
+                hp.embd_scale = Some((n_embd as f32).sqrt());
+                // llama.cpp: the 27B model scales by n_embd / n_head instead.
+                hp.attn_scale = if n_layer == 62 {
+                    1.0 / ((n_embd / n_head) as f32).sqrt()
+                } else {
+                    1.0 / (head_dim as f32).sqrt()
+                };
+                let window = arch_usize_or(f, "attention.sliding_window", 0)?;
+                if window > 0 {
+                    // Every 6th layer is global; the others use the window
+                    // and llama.cpp's fixed rope base 10000.
+                    let pattern = arch_usize_or(f, "attention.sliding_window_pattern", 6)?;
+                    hp.sliding_window = Some(window);
+                    hp.swa_layers = (0..n_layer).map(|il| il % pattern < pattern - 1).collect();
+                    hp.rope_freq_base_swa = arch_f32_or(f, "rope.freq_base_swa", 10000.0)?;
+                }
+            }
+        }
+        Ok(hp)
+    }
+}

@@ -1,0 +1,120 @@
+//! The forward pass of the decoder-only transformers (llama, qwen2, qwen3,
+//! gemma3), llama2.c style: one pass over the layers, top to bottom, the
+//! architecture's quirks as flags of [`HParams`].
+
+use super::hparams::Arch;
+use super::{GraphOut, Model};
+use crate::backend;
+use crate::graph::{AttnParams, Graph, GraphBuilder, RopeParams};
+
+impl Model {
+    /// The model, llama2.c style: one pass over the layers, written once for
+    /// every supported architecture.
+    pub(super) fn build_graph(&self, n: usize, out: GraphOut) -> Graph {
+        let hp = &self.hparams;
+        let w = &self.w;
+        let eps = hp.rms_eps;
+        let (hd, n_head, n_head_kv) = (hp.head_dim, hp.n_head, hp.n_head_kv);
+        let mut g = GraphBuilder::new(n);
+
+        let mut x = g.get_rows(w.tok_embd, hp.n_embd, "inp_embd");
+        if let Some(s) = hp.embd_scale {
+            x = g.scale(x, s, "inp_scaled");
+        }
+        for (il, l) in w.layers.iter().enumerate() {
+            let nm = |s: &str| format!("{s}-{il}");
+            let swa = hp.swa_layers[il];
+
+            // Attention.
+            let h = g.rms_norm(x, eps, &nm("norm"));
+            let h = g.mul_weight(h, l.attn_norm, &nm("attn_norm"));
+            let mut q = g.mul_mat(l.wq, n_head * hd, h, &nm("Qcur"));
+            let mut k = g.mul_mat(l.wk, n_head_kv * hd, h, &nm("Kcur"));
+            let mut v = g.mul_mat(l.wv, n_head_kv * hd, h, &nm("Vcur"));
+            if let Some(b) = l.bq {
+                q = g.add_weight(q, b, &nm("Qcur_b"));
+            }
+            if let Some(b) = l.bk {
+                k = g.add_weight(k, b, &nm("Kcur_b"));
+            }
+            if let Some(b) = l.bv {
+                v = g.add_weight(v, b, &nm("Vcur_b"));
+            }
+            if let Some(qn) = l.q_norm {
+                let r = g.reshape(q, n * n_head, hd);
+                let r = g.rms_norm(r, eps, &nm("Qcur_norm"));
+                let r = g.mul_weight(r, qn, &nm("Qcur_normed"));
+                q = g.reshape(r, n, n_head * hd);
+            }
+            if let Some(kn) = l.k_norm {
+                let r = g.reshape(k, n * n_head_kv, hd);
+                let r = g.rms_norm(r, eps, &nm("Kcur_norm"));
+                let r = g.mul_weight(r, kn, &nm("Kcur_normed"));
+                k = g.reshape(r, n, n_head_kv * hd);
+            }
+            let rope = RopeParams {
+                mode: hp.rope_mode,
+                n_rot: hp.n_rot,
+                head_dim: hd,
+                freq_base: if swa {
+                    hp.rope_freq_base_swa
+                } else {
+                    hp.rope_freq_base
+                },
+                freq_scale: hp.rope_freq_scale,
+                freq_factors: w.rope_freqs,
+            };
+            q = g.rope(q, rope, &nm("Qcur_rope"));
+            k = g.rope(k, rope, &nm("Kcur_rope"));
+            // gemma3 scales q itself and attends with scale 1.
+            let kq_scale = if hp.arch == Arch::Gemma3 {
+                q = g.scale(q, hp.attn_scale, &nm("Qcur_scaled"));
+                1.0
+            } else {
+                hp.attn_scale
+            };
+            g.store_kv(il, k, v, &nm("kv_store"));
+            let attn = AttnParams {
+                layer: il,
+                n_head,
+                n_head_kv,
+                head_dim: hd,
+                scale: kq_scale,
+                window: if swa { hp.sliding_window } else { None },
+            };
+            let a = g.attention(q, attn, &nm("kqv"));
+            let mut o = g.mul_mat(l.wo, hp.n_embd, a, &nm("attn_out"));
+            if let Some(pn) = l.attn_post_norm {
+                let r = g.rms_norm(o, eps, &nm("attn_post_norm"));
+                o = g.mul_weight(r, pn, &nm("attn_post_normed"));
+            }
+            x = g.add(o, x, &nm("ffn_inp"));
+
+            // Feed-forward.
+            let h = g.rms_norm(x, eps, &nm("norm"));
+            let h = g.mul_weight(h, l.ffn_norm, &nm("ffn_norm"));
+            let gate = g.mul_mat(l.ffn_gate, hp.n_ff, h, &nm("ffn_gate"));
+            let up = g.mul_mat(l.ffn_up, hp.n_ff, h, &nm("ffn_up"));
+            let act = g.gated(gate, up, hp.gate_act, &nm("ffn_gated"));
+            let mut d = g.mul_mat(l.ffn_down, hp.n_embd, act, &nm("ffn_out"));
+            if let Some(pn) = l.ffn_post_norm {
+                let r = g.rms_norm(d, eps, &nm("ffn_post_norm"));
+                d = g.mul_weight(r, pn, &nm("ffn_post_normed"));
+            }
+            x = g.add(d, x, &nm("l_out"));
+        }
+        let mut graph = if out == GraphOut::None {
+            g.finish(x)
+        } else {
+            if out == GraphOut::Last && n > 1 {
+                x = g.last_row(x, "last_row");
+            }
+            let h = g.rms_norm(x, eps, "norm");
+            let h = g.mul_weight(h, w.output_norm, "result_norm");
+            let logits = g.mul_mat(w.output, hp.n_vocab, h, "result_output");
+            g.finish(logits)
+        };
+        backend::schedule(&mut graph, &self.backends, &self.weights);
+        graph
+    }
+}

@@ -1,0 +1,241 @@
+//! Binding GGUF tensors to the weights of each layer, checking names,
+//! shapes and types.
+
+use gguf::{GgmlType, GgufFile};
+
+use super::hparams::{Arch, HParams};
+use super::{ModelError, Result};
+use crate::backend::cpu::MATMUL_TYPES;
+use crate::backend::{Weight, WeightData};
+use crate::graph::WeightId;
+
+/// Weights of one transformer block.
+#[derive(Debug, Clone)]
+pub(super) struct Layer {
+    pub(super) attn_norm: WeightId,
+    pub(super) wq: WeightId,
+    pub(super) wk: WeightId,
+    pub(super) wv: WeightId,
+    pub(super) wo: WeightId,
+    pub(super) bq: Option<WeightId>,
+    pub(super) bk: Option<WeightId>,
+    pub(super) bv: Option<WeightId>,
+    pub(super) q_norm: Option<WeightId>,
+    pub(super) k_norm: Option<WeightId>,
+    pub(super) attn_post_norm: Option<WeightId>,
+    pub(super) ffn_norm: WeightId,
+    pub(super) ffn_gate: WeightId,
+    pub(super) ffn_up: WeightId,
+    pub(super) ffn_down: WeightId,
+    pub(super) ffn_post_norm: Option<WeightId>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct ModelWeights {
+    pub(super) tok_embd: WeightId,
+    pub(super) output_norm: WeightId,
+    pub(super) output: WeightId,
+    pub(super) rope_freqs: Option<WeightId>,
+    pub(super) layers: Vec<Layer>,
+}
+
+/// Binds GGUF tensors to weight ids, checking names, shapes and types.
+struct Binder<'a> {
+    file: &'a GgufFile,
+    list: Vec<Weight>,
+}
+
+impl Binder<'_> {
+    fn find(&self, name: &str, shape: &[usize]) -> Result<Option<usize>> {
+        let Some(idx) = self.file.tensors().iter().position(|t| t.name == name) else {
+            return Ok(None);
+        };
+        let t = &self.file.tensors()[idx];
+        // Trailing dimensions of 1 are insignificant.
+        let mut dims: Vec<u64> = t.dims.clone();
+        while dims.len() > shape.len() && dims.last() == Some(&1) {
+            dims.pop();
+        }
+        let want: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        if dims != want {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: t.dims.clone(),
+            });
+        }
+        Ok(Some(idx))
+    }
+
+    /// A matrix used by matmul / get_rows, kept in the mmap.
+    fn matrix(&mut self, name: &str, cols: usize, rows: usize) -> Result<WeightId> {
+        self.opt_matrix(name, cols, rows)?
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+            })
+    }
+
+    fn opt_matrix(&mut self, name: &str, cols: usize, rows: usize) -> Result<Option<WeightId>> {
+        let Some(idx) = self.find(name, &[cols, rows])? else {
+            return Ok(None);
+        };
+        let ty = self.file.tensors()[idx].ggml_type;
+        if !MATMUL_TYPES.contains(&ty) {
+            return Err(ModelError::UnsupportedType {
+                tensor: name.to_string(),
+                ty: ty.name().to_string(),
+            });
+        }
+        if !cols.is_multiple_of(ty.block_size()) {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: vec![cols, rows],
+                found: self.file.tensors()[idx].dims.clone(),
+            });
+        }
+        Ok(Some(self.push(
+            name,
+            ty,
+            cols,
+            rows,
+            WeightData::Mapped { tensor: idx },
+        )))
+    }
+
+    /// A vector (norm weight, bias) converted to f32.
+    fn vector(&mut self, name: &str, len: usize) -> Result<WeightId> {
+        self.opt_vector(name, len)?
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+            })
+    }
+
+    fn opt_vector(&mut self, name: &str, len: usize) -> Result<Option<WeightId>> {
+        let Some(idx) = self.find(name, &[len])? else {
+            return Ok(None);
+        };
+        let t = &self.file.tensors()[idx];
+        let bytes = self.file.tensor_data(t);
+        let mut v = vec![0f32; len];
+        match t.ggml_type {
+            GgmlType::F32 => {
+                for (o, c) in v.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            GgmlType::F16 => {
+                for (o, c) in v.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = kernels::f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+                }
+            }
+            other => {
+                return Err(ModelError::UnsupportedType {
+                    tensor: name.to_string(),
+                    ty: other.name().to_string(),
+                })
+            }
+        }
+        let ty = t.ggml_type;
+        Ok(Some(self.push(name, ty, len, 1, WeightData::F32(v))))
+    }
+
+    fn push(
+        &mut self,
+        name: &str,
+        ty: GgmlType,
+        cols: usize,
+        rows: usize,
+        data: WeightData,
+    ) -> WeightId {
+        let id = WeightId(self.list.len() as u32);
+        self.list.push(Weight {
+            name: name.to_string(),
+            ty,
+            cols,
+            rows,
+            data,
+            backend: usize::MAX,
+        });
+        id
+    }
+}
+
+pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeights, Vec<Weight>)> {
+    let mut b = Binder {
+        file,
+        list: Vec::new(),
+    };
+    let (e, hd) = (hp.n_embd, hp.head_dim);
+    let (q_dim, kv_dim) = (hp.n_head * hd, hp.n_head_kv * hd);
+    let tok_embd = b.matrix("token_embd.weight", e, hp.n_vocab)?;
+    let output_norm = b.vector("output_norm.weight", e)?;
+    // Tied embeddings: no output.weight means the embedding table.
+    let output = b
+        .opt_matrix("output.weight", e, hp.n_vocab)?
+        .unwrap_or(tok_embd);
+    let rope_freqs = b.opt_vector("rope_freqs.weight", hp.n_rot / 2)?;
+    let mut layers = Vec::with_capacity(hp.n_layer);
+    for il in 0..hp.n_layer {
+        let n = |s: &str| format!("blk.{il}.{s}");
+        let qkv_bias = hp.arch == Arch::Qwen2;
+        let qk_norm = matches!(hp.arch, Arch::Qwen3 | Arch::Gemma3);
+        let post_norms = hp.arch == Arch::Gemma3;
+        let layer = Layer {
+            attn_norm: b.vector(&n("attn_norm.weight"), e)?,
+            wq: b.matrix(&n("attn_q.weight"), e, q_dim)?,
+            wk: b.matrix(&n("attn_k.weight"), e, kv_dim)?,
+            wv: b.matrix(&n("attn_v.weight"), e, kv_dim)?,
+            wo: b.matrix(&n("attn_output.weight"), q_dim, e)?,
+            bq: if qkv_bias {
+                Some(b.vector(&n("attn_q.bias"), q_dim)?)
+            } else {
+                b.opt_vector(&n("attn_q.bias"), q_dim)?
+            },
+            bk: if qkv_bias {
+                Some(b.vector(&n("attn_k.bias"), kv_dim)?)
+            } else {
+                b.opt_vector(&n("attn_k.bias"), kv_dim)?
+            },
+            bv: if qkv_bias {
+                Some(b.vector(&n("attn_v.bias"), kv_dim)?)
+            } else {
+                b.opt_vector(&n("attn_v.bias"), kv_dim)?
+            },
+            q_norm: if qk_norm {
+                Some(b.vector(&n("attn_q_norm.weight"), hd)?)
+            } else {
+                None
+            },
+            k_norm: if qk_norm {
+                Some(b.vector(&n("attn_k_norm.weight"), hd)?)
+            } else {
+                None
+            },
+            attn_post_norm: if post_norms {
+                Some(b.vector(&n("post_attention_norm.weight"), e)?)
+            } else {
+                None
+            },
+            ffn_norm: b.vector(&n("ffn_norm.weight"), e)?,
+            ffn_gate: b.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
+            ffn_up: b.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
+            ffn_down: b.matrix(&n("ffn_down.weight"), hp.n_ff, e)?,
+            ffn_post_norm: if post_norms {
+                Some(b.vector(&n("post_ffw_norm.weight"), e)?)
+            } else {
+                None
+            },
+        };
+        layers.push(layer);
+    }
+    Ok((
+        ModelWeights {
+            tok_embd,
+            output_norm,
+            output,
+            rope_freqs,
+            layers,
+        },
+        b.list,
+    ))
+}
