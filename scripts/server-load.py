@@ -4,7 +4,7 @@
 Starts the server, runs CLIENTS concurrent streaming chat clients until
 REQUESTS requests are done or DEADLINE seconds have passed, and prints
 failures, incomplete streams, p50/p95 time to first token, aggregate
-generated tokens/s and the server's RSS before and after.
+generated tokens/s and the server's RSS idle, halfway (caches warm) and after.
 
   scripts/server-load.py [--bin target/release/rkinfer] [--clients 16]
                          [--requests 64] [--max-tokens 16] [--deadline 300]
@@ -49,6 +49,7 @@ def rss_kib():
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
+rss_mid = []
 lock = threading.Lock()
 issued = 0
 ttfts, failures, incomplete, tokens = [], [], 0, 0
@@ -63,6 +64,8 @@ def client(i):
                 return
             issued += 1
             n = issued
+            if n == args.requests // 2:
+                rss_mid.append(rss_kib())
         body = json.dumps({
             "messages": [{"role": "user", "content": f"Write a sentence about the number {n}."}],
             "max_tokens": args.max_tokens, "temperature": 0.7, "seed": n, "stream": True,
@@ -120,7 +123,8 @@ print(f"clients {args.clients}, slots {args.parallel}, threads {args.threads}, m
 print(f"requests {issued}, failed {len(failures)}, incomplete streams {incomplete}, {elapsed:.1f} s")
 print(f"time to first token: p50 {statistics.median(ttfts) * 1000:.0f} ms, p95 {q[18] * 1000:.0f} ms")
 print(f"aggregate generation: {tokens} tokens, {tokens / elapsed:.1f} tokens/s")
-print(f"server RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after")
+mid = f"{rss_mid[0] / 1024:.1f} MiB at request {args.requests // 2}, " if rss_mid else ""
+print(f"server RSS: {rss_before / 1024:.1f} MiB idle, {mid}{rss_after / 1024:.1f} MiB after")
 for f in failures[:5]:
     print("failure:", f)
 raise SystemExit(1 if failures or incomplete else 0)
