@@ -22,6 +22,8 @@ pub mod output_file;
 pub mod perplexity;
 pub mod quantize;
 pub mod sampler;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod session;
 pub mod tokenizer;
 

@@ -11,6 +11,8 @@ pub mod perplexity;
 pub mod quant_eval;
 pub mod quantize;
 pub mod run;
+#[cfg(feature = "server")]
+pub mod serve;
 pub mod tokenize;
 
 /// rkinfer: GGUF inference on the RK3588 NPU and the CPU.
@@ -39,6 +41,9 @@ pub enum Command {
     Quantize(quantize::Args),
     /// Prompt and generation speed, like llama-bench.
     Bench(bench::Args),
+    /// An OpenAI-compatible HTTP server (chat, completions, streaming).
+    #[cfg(feature = "server")]
+    Serve(serve::Args),
 }
 
 /// llama.cpp's multi-letter short flags, which clap cannot express, as
@@ -50,6 +55,7 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
             "-ctv" => "--cache-type-v".to_string(),
             "-cnv" => "--conversation".to_string(),
             "-sys" => "--system-prompt".to_string(),
+            "-np" => "--parallel".to_string(),
             _ => a,
         })
         .collect()
@@ -125,5 +131,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Npu(args) => npu::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Bench(args) => bench::run(args),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => serve::run(args),
     }
 }
