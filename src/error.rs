@@ -4,6 +4,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use gguf::GgmlType;
+
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -36,7 +38,11 @@ pub enum Error {
     /// The NPU (driver, simulator, command builder) failed.
     Npu(crate::npu::NpuError),
     /// A model cannot be quantized as asked.
-    Quantize(crate::quantize::QuantizeError),
+    Quantize(QuantizeError),
+    /// A computation gave NaN or infinity (corrupt weights or input).
+    NonFinite(String),
+    /// SIGINT or SIGTERM stopped the work (see [`crate::output_file`]).
+    Interrupted(String),
 }
 
 impl fmt::Display for Error {
@@ -61,6 +67,8 @@ impl fmt::Display for Error {
             Error::LogitsFile { path, reason } => write!(f, "{}: {reason}", path.display()),
             Error::Npu(e) => write!(f, "{e}"),
             Error::Quantize(e) => write!(f, "{e}"),
+            Error::NonFinite(msg) => write!(f, "{msg}"),
+            Error::Interrupted(what) => write!(f, "interrupted: {what}"),
         }
     }
 }
@@ -75,9 +83,11 @@ impl std::error::Error for Error {
             Error::Model(e) => Some(e),
             Error::Backend(e) => Some(e),
             Error::Sampler(e) => Some(e),
-            Error::ContextFull { .. } | Error::InvalidUtf8 { .. } | Error::LogitsFile { .. } => {
-                None
-            }
+            Error::ContextFull { .. }
+            | Error::InvalidUtf8 { .. }
+            | Error::LogitsFile { .. }
+            | Error::NonFinite(_)
+            | Error::Interrupted(_) => None,
             Error::Npu(e) => Some(e),
             Error::Quantize(e) => Some(e),
         }
@@ -117,5 +127,75 @@ impl From<crate::sampler::SamplerError> for Error {
 impl From<crate::npu::NpuError> for Error {
     fn from(e: crate::npu::NpuError) -> Self {
         Error::Npu(e)
+    }
+}
+
+/// Why a model could not be quantized.
+#[derive(Debug)]
+pub enum QuantizeError {
+    /// The TYPE argument names no known file type (`valid` lists them).
+    UnknownFileType { name: String, valid: String },
+    /// The output exists and overwriting was not asked for.
+    OutputExists { path: PathBuf },
+    /// Input and output are the same file.
+    SameFile { path: PathBuf },
+    /// A tensor is already quantized and `allow_requantize` is off.
+    RequantizeNotAllowed { tensor: String, ty: GgmlType },
+    /// A tensor's rows do not divide into blocks of the type asked for it.
+    RowNotDivisible {
+        tensor: String,
+        row_len: u64,
+        ty: GgmlType,
+        block_size: usize,
+    },
+    /// A tensor's type cannot be converted (no dequantizer or quantizer).
+    UnsupportedType { tensor: String, ty: GgmlType },
+    /// A hyperparameter the type rules need is missing or malformed.
+    MissingMetadata { key: String, reason: String },
+}
+
+impl fmt::Display for QuantizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QuantizeError::UnknownFileType { name, valid } => {
+                write!(f, "unknown quantization type {name:?}; valid types: {valid}")
+            }
+            QuantizeError::OutputExists { path } => write!(
+                f,
+                "{}: output file exists and overwriting was not asked for",
+                path.display()
+            ),
+            QuantizeError::SameFile { path } => {
+                write!(f, "{}: input and output are the same file", path.display())
+            }
+            QuantizeError::RequantizeNotAllowed { tensor, ty } => write!(
+                f,
+                "tensor {tensor} is already quantized ({ty}); requantizing loses accuracy \
+                 and was not asked for"
+            ),
+            QuantizeError::RowNotDivisible {
+                tensor,
+                row_len,
+                ty,
+                block_size,
+            } => write!(
+                f,
+                "tensor {tensor}: row length {row_len} does not divide into {ty} blocks of {block_size}"
+            ),
+            QuantizeError::UnsupportedType { tensor, ty } => {
+                write!(f, "tensor {tensor}: type {ty} cannot be converted")
+            }
+            QuantizeError::MissingMetadata { key, reason } => {
+                write!(f, "metadata {key}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for QuantizeError {}
+
+impl From<QuantizeError> for Error {
+    fn from(e: QuantizeError) -> Self {
+        Error::Quantize(e)
     }
 }

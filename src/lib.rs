@@ -18,6 +18,7 @@ pub mod error;
 pub mod graph;
 pub mod model;
 pub mod npu;
+pub mod output_file;
 pub mod perplexity;
 pub mod quantize;
 pub mod sampler;

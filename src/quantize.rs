@@ -7,18 +7,69 @@
 //! reference quantizers (bit-exact, see the `quant` crate) and writes a GGUF
 //! whose tensor data, order and metadata match llama-quantize's output.
 //!
-//! The output is written to `OUT.tmp` and renamed when complete, so a failed
-//! run never leaves a partial model behind.
+//! The output is written to a unique temporary file beside it, synced and
+//! renamed when complete (see [`crate::output_file`]), so a failed or
+//! interrupted run never leaves a partial model behind, and two runs to
+//! the same output never mix their bytes.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use gguf::{GgmlType, GgufFile, GgufWriter, TensorInfo, Value};
+
+use crate::output_file::OutputFile;
 use rayon::prelude::*;
 
 /// llama.cpp's `GGML_QNT_VERSION`, written as `general.quantization_version`.
 pub const QUANTIZATION_VERSION: u32 = 2;
+
+/// llama.cpp's `llama_ftype` values (`general.file_type`) and their names:
+/// the ones rkinfer writes ([`FileType`]) and the rest, so that files made
+/// by other tools are named too.
+pub const LLAMA_FTYPES: [(u32, &str); 33] = [
+    (0, "F32"),
+    (1, "F16"),
+    (2, "Q4_0"),
+    (3, "Q4_1"),
+    (7, "Q8_0"),
+    (8, "Q5_0"),
+    (9, "Q5_1"),
+    (10, "Q2_K"),
+    (11, "Q3_K_S"),
+    (12, "Q3_K_M"),
+    (13, "Q3_K_L"),
+    (14, "Q4_K_S"),
+    (15, "Q4_K_M"),
+    (16, "Q5_K_S"),
+    (17, "Q5_K_M"),
+    (18, "Q6_K"),
+    (19, "IQ2_XXS"),
+    (20, "IQ2_XS"),
+    (21, "Q2_K_S"),
+    (22, "IQ3_XS"),
+    (23, "IQ3_XXS"),
+    (24, "IQ1_S"),
+    (25, "IQ4_NL"),
+    (26, "IQ3_S"),
+    (27, "IQ3_M"),
+    (28, "IQ2_S"),
+    (29, "IQ2_M"),
+    (30, "IQ4_XS"),
+    (31, "IQ1_M"),
+    (32, "BF16"),
+    (36, "TQ1_0"),
+    (37, "TQ2_0"),
+    (38, "MXFP4"),
+];
+
+/// The name of `llama_ftype` value `id` ("Q4_K_M"), if llama.cpp has one.
+pub fn llama_ftype_name(id: u32) -> Option<&'static str> {
+    LLAMA_FTYPES
+        .iter()
+        .find(|&&(i, _)| i == id)
+        .map(|&(_, n)| n)
+}
 
 /// A target file type (llama.cpp `llama_ftype`): the default tensor type
 /// plus, for the K-quant mixtures, rules that give some tensors more bits.
@@ -89,27 +140,11 @@ impl FileType {
         }
     }
 
-    /// The name llama-quantize accepts ("Q4_K_M", "F16", ...).
+    /// The name llama-quantize accepts ("Q4_K_M", "F16", ...), from
+    /// [`LLAMA_FTYPES`].
     pub fn name(self) -> &'static str {
-        match self {
-            FileType::F32 => "F32",
-            FileType::F16 => "F16",
-            FileType::BF16 => "BF16",
-            FileType::Q4_0 => "Q4_0",
-            FileType::Q4_1 => "Q4_1",
-            FileType::Q5_0 => "Q5_0",
-            FileType::Q5_1 => "Q5_1",
-            FileType::Q8_0 => "Q8_0",
-            FileType::Q2_K => "Q2_K",
-            FileType::Q3_K_S => "Q3_K_S",
-            FileType::Q3_K_M => "Q3_K_M",
-            FileType::Q3_K_L => "Q3_K_L",
-            FileType::Q4_K_S => "Q4_K_S",
-            FileType::Q4_K_M => "Q4_K_M",
-            FileType::Q5_K_S => "Q5_K_S",
-            FileType::Q5_K_M => "Q5_K_M",
-            FileType::Q6_K => "Q6_K",
-        }
+        // Every variant's id is in the list (checked by a unit test).
+        llama_ftype_name(self.id()).unwrap_or("?")
     }
 
     /// Parses a name case-insensitively; "Q3_K", "Q4_K" and "Q5_K" are
@@ -215,77 +250,11 @@ pub struct QuantizeReport {
     pub seconds: f64,
 }
 
-/// Why a model could not be quantized.
-#[derive(Debug)]
-pub enum QuantizeError {
-    /// The TYPE argument names no known file type.
-    UnknownFileType { name: String },
-    /// The output exists and overwriting was not asked for.
-    OutputExists { path: PathBuf },
-    /// Input and output are the same file.
-    SameFile { path: PathBuf },
-    /// A tensor is already quantized and `allow_requantize` is off.
-    RequantizeNotAllowed { tensor: String, ty: GgmlType },
-    /// A tensor's rows do not divide into blocks of the type asked for it.
-    RowNotDivisible {
-        tensor: String,
-        row_len: u64,
-        ty: GgmlType,
-        block_size: usize,
-    },
-    /// A tensor's type cannot be converted (no dequantizer or quantizer).
-    UnsupportedType { tensor: String, ty: GgmlType },
-    /// A hyperparameter the type rules need is missing or malformed.
-    MissingMetadata { key: String, reason: String },
-}
+pub use crate::error::QuantizeError;
 
-impl fmt::Display for QuantizeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            QuantizeError::UnknownFileType { name } => write!(
-                f,
-                "unknown quantization type {name:?}; valid types: {}",
-                FileType::valid_names()
-            ),
-            QuantizeError::OutputExists { path } => write!(
-                f,
-                "{}: output file exists (use --force to overwrite)",
-                path.display()
-            ),
-            QuantizeError::SameFile { path } => {
-                write!(f, "{}: input and output are the same file", path.display())
-            }
-            QuantizeError::RequantizeNotAllowed { tensor, ty } => write!(
-                f,
-                "tensor {tensor} is already quantized ({ty}); requantizing loses accuracy, \
-                 pass --allow-requantize to do it anyway"
-            ),
-            QuantizeError::RowNotDivisible {
-                tensor,
-                row_len,
-                ty,
-                block_size,
-            } => write!(
-                f,
-                "tensor {tensor}: row length {row_len} does not divide into {ty} blocks of {block_size}"
-            ),
-            QuantizeError::UnsupportedType { tensor, ty } => {
-                write!(f, "tensor {tensor}: type {ty} cannot be converted")
-            }
-            QuantizeError::MissingMetadata { key, reason } => {
-                write!(f, "metadata {key}: {reason}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for QuantizeError {}
-
-impl From<QuantizeError> for crate::Error {
-    fn from(e: QuantizeError) -> Self {
-        crate::Error::Quantize(e)
-    }
-}
+/// The log target of the per-tensor progress lines (`QuantizeOptions::progress`),
+/// llama-quantize's format; the CLI prints it as it is.
+pub const PROGRESS_TARGET: &str = "rkinfer::progress";
 
 // ---------------------------------------------------------------------------
 // Tensor type rules (llama-quant.cpp)
@@ -807,15 +776,21 @@ pub fn quantize_model(
         .build()
         .map_err(|e| crate::Error::InvalidArgument(format!("thread pool: {e}")))?;
 
-    let mut tmp_name = output.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
+    let mut out_file = OutputFile::create(output)?;
+    let temp_path = out_file.temp_path().to_path_buf();
     let result = (|| -> crate::Result<QuantizeReport> {
-        let mut stream = writer.stream(&tmp)?;
+        let sink = std::io::BufWriter::with_capacity(1 << 20, out_file.file());
+        let mut stream = writer.stream_to_file(sink, &temp_path)?;
         let mut reports = Vec::with_capacity(plans.len());
         let mut converted = Vec::new();
         let n = plans.len();
         for (i, p) in plans.iter().enumerate() {
+            if crate::output_file::interrupted() {
+                return Err(crate::Error::Interrupted(format!(
+                    "{} not written",
+                    output.display()
+                )));
+            }
             let info = file.tensor(&p.name).ok_or_else(|| {
                 crate::Error::InvalidArgument(format!("tensor {} vanished", p.name))
             })?;
@@ -851,7 +826,8 @@ pub fn quantize_model(
                         mib(bytes_out)
                     )
                 };
-                eprintln!(
+                log::info!(
+                    target: PROGRESS_TARGET,
                     "[{:4}/{:4}] {:36} - [{}], type = {:>6}, {}",
                     i + 1,
                     n,
@@ -871,7 +847,10 @@ pub fn quantize_model(
                 bytes_out,
             });
         }
-        stream.finish()?;
+        stream
+            .finish()?
+            .into_inner()
+            .map_err(|e| io_err(&temp_path, e.into_error()))?;
         let bytes_in = reports.iter().map(|r| r.bytes_in).sum();
         let bytes_out = reports.iter().map(|r| r.bytes_out).sum();
         Ok(QuantizeReport {
@@ -884,10 +863,22 @@ pub fn quantize_model(
     })();
     match result {
         Ok(mut report) => {
-            std::fs::rename(&tmp, output).map_err(|e| io_err(output, e))?;
+            // Without --force, an output another run wrote meanwhile stays.
+            out_file.commit(opts.force).map_err(|e| match e {
+                crate::Error::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    QuantizeError::OutputExists {
+                        path: output.to_path_buf(),
+                    }
+                    .into()
+                }
+                other => other,
+            })?;
             report.seconds = start.elapsed().as_secs_f64();
             if opts.progress {
-                eprintln!(
+                log::info!(
+                    target: PROGRESS_TARGET,
                     "quantize: {} -> {} ({}): {:.2} MiB -> {:.2} MiB, {} fallback tensor(s), {:.1} s",
                     input.display(),
                     output.display(),
@@ -900,10 +891,8 @@ pub fn quantize_model(
             }
             Ok(report)
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
+        // Dropping `out_file` removes the temporary file.
+        Err(e) => Err(e),
     }
 }
 
@@ -943,7 +932,10 @@ mod tests {
         assert_eq!(FileType::from_name("Q7_0"), None);
         for t in FileType::ALL {
             assert_eq!(FileType::from_name(t.name()), Some(t));
+            assert_eq!(llama_ftype_name(t.id()), Some(t.name()));
         }
+        assert_eq!(FileType::Q4_K_M.name(), "Q4_K_M");
+        assert_eq!(llama_ftype_name(4), None);
     }
 
     #[test]

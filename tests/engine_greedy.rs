@@ -1,6 +1,8 @@
 //! Greedy generation against llama.cpp's reference (greedy.json): same ids up
 //! to the first near-tie of the reference, first-step top-5 logits within 0.05.
 
+mod common;
+
 use std::path::PathBuf;
 
 use rkinfer::model::{LogitsMode, Model, ModelOptions, StateOptions};
@@ -28,10 +30,7 @@ fn model_file(name: &str) -> PathBuf {
 }
 
 fn reference() -> serde_json::Value {
-    let p =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/llamacpp/greedy.json");
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&text).expect("greedy.json parses")
+    common::reference("greedy")
 }
 
 fn argmax(x: &[f32]) -> u32 {

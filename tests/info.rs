@@ -1,5 +1,5 @@
 //! End-to-end tests of `rkinfer info` on the two real models (facts from
-//! llama.cpp, shared/reference/llamacpp/README.md) and on bad input.
+//! llama.cpp, tests/data/llamacpp/README.md) and on bad input.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Lowest first. `error` is the crate-wide error that aggregates the errors
-/// of the layers below it; the session layer and the front ends use it.
+/// of the layers below it (and holds the quantizer's, whose causes are all
+/// its own); the session layer and the front ends use it.
 const LAYERS: &[&[&str]] = &[
     &["graph", "tokenizer", "sampler", "npu"],
     &["backend"],
@@ -20,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
         "quantize",
         "capture",
         "chat",
+        "output_file",
     ],
     &["cli", "server"],
 ];

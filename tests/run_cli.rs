@@ -1,6 +1,8 @@
 //! `rkinfer run` and `rkinfer perplexity` on the command line: output format
 //! and clear errors (never a panic) on bad input.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -224,8 +226,7 @@ fn perplexity_text_too_short_and_bad_base_file() {
 #[test]
 fn perplexity_prints_llama_cpp_format() {
     let m = smollm2();
-    let corpus =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/llamacpp/corpus.txt");
+    let corpus = common::corpus_path();
     let o = rkinfer(&[
         "perplexity",
         "-m",

@@ -2,8 +2,12 @@
 //! `tokenize.json` (llama-tokenize output) and the corpus token counts of
 //! the reference README (llama-perplexity's tokenization).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::reference_dir;
 
 use rkinfer::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -13,19 +17,6 @@ fn repo() -> PathBuf {
 
 fn models_dir() -> PathBuf {
     std::env::var_os("RKINFER_MODELS").map_or_else(|| repo().join("models"), PathBuf::from)
-}
-
-fn reference_dir() -> PathBuf {
-    std::env::var_os("RKINFER_REFERENCE").map_or_else(
-        || {
-            repo()
-                .join("..")
-                .join("shared")
-                .join("reference")
-                .join("llamacpp")
-        },
-        PathBuf::from,
-    )
 }
 
 fn model_file(name: &str) -> PathBuf {
@@ -274,7 +265,7 @@ fn cli_rejects_invalid_utf8_files() {
 
 #[test]
 fn cli_reads_the_text_from_a_file() {
-    let path: &Path = &reference_dir().join("corpus.txt");
+    let path: &Path = &common::corpus_path();
     let out = rkinfer_cmd()
         .args(["tokenize", "-m"])
         .arg(model_file("gemma3-q4_k_m"))

@@ -4,6 +4,19 @@
 use std::fmt;
 use std::path::PathBuf;
 
+/// Most characters of a string from a file that a message quotes.
+pub const QUOTE_MAX_CHARS: usize = 64;
+
+/// `s` quoted and escaped as `{:?}` does, cut after [`QUOTE_MAX_CHARS`]
+/// characters with its length in bytes: one corrupted length field can make
+/// a key or a name megabytes long, and a message must stay one short line.
+pub fn quote(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_MAX_CHARS) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &s[..cut], s.len()),
+    }
+}
+
 /// Everything that can go wrong reading or writing a GGUF file.
 ///
 /// Parse errors carry the byte offset (from the start of the file) of the
@@ -70,7 +83,7 @@ pub enum GgufError {
     DuplicateKey { key: String, offset: u64 },
     /// A metadata key is empty.
     EmptyKey { offset: u64 },
-    /// `general.alignment` is not a u32 power of two.
+    /// `general.alignment` is not a u32 power of two and multiple of 8.
     BadAlignment { value: String, offset: u64 },
     /// A tensor name is empty or longer than [`crate::MAX_TENSOR_NAME_LEN`].
     BadTensorName { name: String, offset: u64 },
@@ -259,7 +272,8 @@ impl fmt::Display for GgufError {
             }
             UnknownValueType { key, offset, id } => write!(
                 f,
-                "corrupted file: metadata key {key:?}: unknown value type {id} at offset {offset}"
+                "corrupted file: metadata key {key}: unknown value type {id} at offset {offset}",
+                key = quote(key),
             ),
             ArrayTooLong {
                 key,
@@ -268,15 +282,17 @@ impl fmt::Display for GgufError {
                 remaining,
             } => write!(
                 f,
-                "truncated or corrupted file: metadata key {key:?}: array length {len} at \
+                "truncated or corrupted file: metadata key {key}: array length {len} at \
                  offset {offset} is more than the {remaining} bytes that follow can hold \
                  (limit {} elements)",
-                crate::MAX_ARRAY_LEN
+                crate::MAX_ARRAY_LEN,
+                key = quote(key),
             ),
             ArrayTooDeep { key, offset } => write!(
                 f,
-                "corrupted file: metadata key {key:?}: arrays nested deeper than {} at offset {offset}",
-                crate::MAX_ARRAY_DEPTH
+                "corrupted file: metadata key {key}: arrays nested deeper than {} at offset {offset}",
+                crate::MAX_ARRAY_DEPTH,
+                key = quote(key),
             ),
             TooManyEntries {
                 what,
@@ -290,20 +306,30 @@ impl fmt::Display for GgufError {
                  least {min_size} bytes each but only {remaining} bytes are left"
             ),
             DuplicateKey { key, offset } => {
-                write!(f, "duplicate metadata key {key:?} at offset {offset}")
+                write!(
+                    f,
+                    "duplicate metadata key {key} at offset {offset}",
+                key = quote(key),
+                )
             }
             EmptyKey { offset } => write!(f, "empty metadata key at offset {offset}"),
             BadAlignment { value, offset } => write!(
                 f,
-                "general.alignment at offset {offset} is {value}; it must be a u32 power of two"
+                "general.alignment at offset {offset} is {value}; it must be a u32 power of two \
+                 and a multiple of 8"
             ),
             BadTensorName { name, offset } => write!(
                 f,
-                "tensor name {name:?} at offset {offset} is empty or longer than {} bytes",
-                crate::MAX_TENSOR_NAME_LEN
+                "tensor name {name} at offset {offset} is empty or longer than {} bytes",
+                crate::MAX_TENSOR_NAME_LEN,
+                name = quote(name),
             ),
             DuplicateTensor { name, offset } => {
-                write!(f, "duplicate tensor name {name:?} at offset {offset}")
+                write!(
+                    f,
+                    "duplicate tensor name {name} at offset {offset}",
+                name = quote(name),
+                )
             }
             BadDimCount {
                 tensor,
@@ -311,8 +337,9 @@ impl fmt::Display for GgufError {
                 n_dims,
             } => write!(
                 f,
-                "tensor {tensor:?}: {n_dims} dimensions at offset {offset} (must be 1 to {})",
-                crate::MAX_DIMS
+                "tensor {tensor}: {n_dims} dimensions at offset {offset} (must be 1 to {})",
+                crate::MAX_DIMS,
+                tensor = quote(tensor),
             ),
             BadDim {
                 tensor,
@@ -321,15 +348,18 @@ impl fmt::Display for GgufError {
                 value,
             } => write!(
                 f,
-                "tensor {tensor:?}: dimension {dim} at offset {offset} is {value}, out of range"
+                "tensor {tensor}: dimension {dim} at offset {offset} is {value}, out of range",
+                tensor = quote(tensor),
             ),
             TensorTooLarge { tensor, offset } => write!(
                 f,
-                "tensor {tensor:?}: element count or byte size overflows (shape at offset {offset})"
+                "tensor {tensor}: element count or byte size overflows (shape at offset {offset})",
+                tensor = quote(tensor),
             ),
             UnknownTensorType { tensor, offset, id } => write!(
                 f,
-                "tensor {tensor:?}: unknown ggml type id {id} at offset {offset}"
+                "tensor {tensor}: unknown ggml type id {id} at offset {offset}",
+                tensor = quote(tensor),
             ),
             BadRowLength {
                 tensor,
@@ -339,9 +369,10 @@ impl fmt::Display for GgufError {
                 block_size,
             } => write!(
                 f,
-                "tensor {tensor:?}: row length {row_len} (offset {offset}) is not a multiple \
-                 of the {ggml_type} block size {block_size}"
-            ),
+                "tensor {tensor}: row length {row_len} (offset {offset}) is not a multiple \
+                 of the {ggml_type} block size {block_size}",
+                 tensor = quote(tensor),
+             ),
             MisalignedTensor {
                 tensor,
                 offset,
@@ -349,9 +380,10 @@ impl fmt::Display for GgufError {
                 alignment,
             } => write!(
                 f,
-                "tensor {tensor:?}: data offset {data_offset} (field at offset {offset}) is not \
-                 a multiple of the alignment {alignment}"
-            ),
+                "tensor {tensor}: data offset {data_offset} (field at offset {offset}) is not \
+                 a multiple of the alignment {alignment}",
+                 tensor = quote(tensor),
+             ),
             TensorOutOfBounds {
                 tensor,
                 start,
@@ -359,26 +391,37 @@ impl fmt::Display for GgufError {
                 file_size,
             } => write!(
                 f,
-                "truncated or corrupted file: tensor {tensor:?} data at offset {start}..{end} \
-                 runs past the end of the file at {file_size}"
-            ),
+                "truncated or corrupted file: tensor {tensor} data at offset {start}..{end} \
+                 runs past the end of the file at {file_size}",
+                 tensor = quote(tensor),
+             ),
             TensorOverlap {
                 first,
                 second,
                 offset,
             } => write!(
                 f,
-                "corrupted file: data of tensor {second:?} (at file offset {offset}) overlaps \
-                 tensor {first:?}"
-            ),
-            MissingKey { key } => write!(f, "metadata key {key:?} is missing"),
+                "corrupted file: data of tensor {second} (at file offset {offset}) overlaps \
+                 tensor {first}",
+                 first = quote(first),
+                 second = quote(second),
+             ),
+            MissingKey { key } => write!(f, "metadata key {key} is missing",
+            key = quote(key),
+        ),
             WrongType {
                 key,
                 expected,
                 found,
-            } => write!(f, "metadata key {key:?} is {found}, expected {expected}"),
+            } => write!(f, "metadata key {key} is {found}, expected {expected}",
+            key = quote(key),
+        ),
             OutOfRange { key, value, target } => {
-                write!(f, "metadata key {key:?} value {value} does not fit in {target}")
+                write!(
+                    f,
+                    "metadata key {key} value {value} does not fit in {target}",
+                key = quote(key),
+                )
             }
             TensorSizeMismatch {
                 tensor,
@@ -386,11 +429,16 @@ impl fmt::Display for GgufError {
                 got,
             } => write!(
                 f,
-                "tensor {tensor:?}: {got} data bytes given, its shape and type need {expected}"
+                "tensor {tensor}: {got} data bytes given, its shape and type need {expected}",
+                tensor = quote(tensor),
             ),
             StreamOrder { message } => write!(f, "GGUF writer: {message}"),
             Unencodable { key, reason } => {
-                write!(f, "metadata key {key:?} cannot be written: {reason}")
+                write!(
+                    f,
+                    "metadata key {key} cannot be written: {reason}",
+                key = quote(key),
+                )
             }
         }
     }

@@ -21,7 +21,7 @@ mod types;
 mod value;
 mod writer;
 
-pub use error::GgufError;
+pub use error::{quote, GgufError, QUOTE_MAX_CHARS};
 pub use reader::{
     validate, GgufFile, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH,
     MAX_ARRAY_LEN, MAX_DIMS, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN,

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
-use crate::error::GgufError;
+use crate::error::{quote, GgufError};
 use crate::types::GgmlType;
 use crate::value::{Array, Value, ValueType};
 
@@ -22,6 +22,13 @@ type Result<T, E = GgufError> = std::result::Result<T, E>;
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
 /// Alignment of tensor data when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
+
+/// A valid `general.alignment`: a power of two (as llama.cpp requires) and
+/// a multiple of 8 (as the GGUF specification requires), so every tensor's
+/// data is aligned for the element types the kernels read.
+pub(crate) fn is_valid_alignment(a: u32) -> bool {
+    a.is_power_of_two() && a >= 8
+}
 /// Metadata key holding the tensor data alignment.
 pub const ALIGNMENT_KEY: &str = "general.alignment";
 /// Longest string accepted (keys, values, array elements), in bytes.
@@ -544,7 +551,7 @@ fn parse(buf: &[u8]) -> Result<Parsed> {
             });
         }
         let type_offset = c.offset();
-        let type_id = c.u32(&|| format!("value type of metadata key {key:?}"))?;
+        let type_id = c.u32(&|| format!("value type of metadata key {}", quote(&key)))?;
         let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
             key: key.clone(),
             offset: type_offset,
@@ -554,10 +561,10 @@ fn parse(buf: &[u8]) -> Result<Parsed> {
         let value = read_value(&mut c, ty, &key, 0)?;
         if key == ALIGNMENT_KEY {
             alignment = match value {
-                Value::U32(a) if a.is_power_of_two() => u64::from(a),
+                Value::U32(a) if is_valid_alignment(a) => u64::from(a),
                 ref other => {
                     return Err(GgufError::BadAlignment {
-                        value: format!("{} ({})", other, other.type_description()),
+                        value: other.summary(),
                         offset: value_offset,
                     })
                 }
@@ -727,7 +734,7 @@ pub(crate) fn align_up(x: u64, align: u64) -> Option<u64> {
 }
 
 fn read_value(c: &mut Cursor<'_>, ty: ValueType, key: &str, depth: usize) -> Result<Value> {
-    let what = || format!("value of metadata key {key:?}");
+    let what = || format!("value of metadata key {}", quote(key));
     Ok(match ty {
         ValueType::U8 => Value::U8(c.array::<1>(&what)?[0]),
         ValueType::I8 => Value::I8(c.array::<1>(&what)?[0] as i8),
@@ -755,7 +762,7 @@ fn read_fixed<T, const N: usize>(
 ) -> Result<Vec<T>> {
     // n * N cannot overflow: n was checked against the remaining bytes.
     let bytes = c.take(n * N as u64, &|| {
-        format!("array data of metadata key {key:?}")
+        format!("array data of metadata key {}", quote(key))
     })?;
     Ok(bytes
         .chunks_exact(N)
@@ -775,14 +782,14 @@ fn read_array(c: &mut Cursor<'_>, key: &str, depth: usize) -> Result<Array> {
             offset,
         });
     }
-    let type_id = c.u32(&|| format!("array element type of metadata key {key:?}"))?;
+    let type_id = c.u32(&|| format!("array element type of metadata key {}", quote(key)))?;
     let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
         key: key.to_string(),
         offset,
         id: type_id,
     })?;
     let len_offset = c.offset();
-    let n = c.u64(&|| format!("array length of metadata key {key:?}"))?;
+    let n = c.u64(&|| format!("array length of metadata key {}", quote(key)))?;
     if n > MAX_ARRAY_LEN || n > c.remaining() / ty.min_encoded_size() as u64 {
         return Err(GgufError::ArrayTooLong {
             key: key.to_string(),
@@ -806,7 +813,7 @@ fn read_array(c: &mut Cursor<'_>, key: &str, depth: usize) -> Result<Array> {
         ValueType::String => {
             let mut v = Vec::with_capacity(n as usize);
             for i in 0..n {
-                v.push(c.string(&|| format!("string {i} of array {key:?}"))?);
+                v.push(c.string(&|| format!("string {i} of array {}", quote(key)))?);
             }
             Array::String(v)
         }

@@ -158,6 +158,17 @@ impl Value {
         }
     }
 
+    /// The value and its type for a message, short whatever the value:
+    /// `7 (u32)`, `"abc" (string)` (cut as [`crate::quote`] cuts), or just
+    /// the type of an array.
+    pub fn summary(&self) -> String {
+        match self {
+            Value::Array(a) => a.type_description(),
+            Value::String(s) => format!("{} (string)", crate::quote(s)),
+            other => format!("{other} ({})", other.value_type().name()),
+        }
+    }
+
     /// The value as an i128 if it is an integer of any width.
     pub fn as_integer(&self) -> Option<i128> {
         Some(match *self {

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::GgufError;
 use crate::reader::{
-    align_up, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH,
-    MAX_ARRAY_LEN, MAX_DIMS, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN,
+    align_up, is_valid_alignment, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC,
+    MAX_ARRAY_DEPTH, MAX_ARRAY_LEN, MAX_DIMS, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN,
 };
 use crate::types::GgmlType;
 use crate::value::{Array, Value};
@@ -101,7 +101,8 @@ impl<'a> GgufWriter<'a> {
     }
 
     /// Adds a metadata entry. Keys must be unique and non-empty;
-    /// `general.alignment` must be a u32 power of two and sets the alignment.
+    /// `general.alignment` must be a u32 power of two and multiple of 8, and
+    /// sets the alignment.
     pub fn add_kv(&mut self, key: impl Into<String>, value: impl Into<Value>) -> Result<()> {
         let key = key.into();
         let value = value.into();
@@ -120,13 +121,13 @@ impl<'a> GgufWriter<'a> {
         check_value(&key, &value)?;
         if key == ALIGNMENT_KEY {
             match value {
-                Value::U32(a) if a.is_power_of_two() => self.alignment = u64::from(a),
+                Value::U32(a) if is_valid_alignment(a) => self.alignment = u64::from(a),
                 ref other => {
                     return Err(GgufError::Unencodable {
                         key,
                         reason: format!(
-                            "{other} ({}) is not a u32 power of two",
-                            other.type_description()
+                            "{} is not a u32 power of two and multiple of 8",
+                            other.summary()
                         ),
                     })
                 }
@@ -255,6 +256,16 @@ impl<'a> GgufWriter<'a> {
     /// Writes the header into `w` and starts streaming tensor data.
     pub fn stream_to<W: Write>(self, w: W) -> Result<GgufStream<'a, W>> {
         GgufStream::start(w, self, PathBuf::from("<output>"))
+    }
+
+    /// As [`GgufWriter::stream_to`], for a sink that writes the file `path`
+    /// (named in errors), e.g. a temporary file renamed when complete.
+    pub fn stream_to_file<W: Write>(
+        self,
+        w: W,
+        path: impl Into<PathBuf>,
+    ) -> Result<GgufStream<'a, W>> {
+        GgufStream::start(w, self, path.into())
     }
 }
 

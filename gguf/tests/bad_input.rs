@@ -354,3 +354,74 @@ fn writer_rejects_what_the_reader_would() {
         Err(GgufError::Unencodable { .. })
     ));
 }
+
+/// The GGUF format requires a multiple of 8 (llama.cpp a power of two):
+/// alignment 1, 2 or 4 used to be accepted, and the misaligned tensor data
+/// was later reported as a type without a kernel.
+#[test]
+fn alignment_must_be_a_multiple_of_8() {
+    for bad in [1u32, 2, 4] {
+        let mut r = Raw::header(3, 1, 1);
+        r.kv_u32("general.alignment", bad);
+        r.tensor("t", &[8], 0, 0).pad(32).zeros(32);
+        let e = parse(&r);
+        assert!(matches!(e, GgufError::BadAlignment { .. }), "{bad}: {e:?}");
+        assert!(e.to_string().contains("multiple of 8"), "{e}");
+        assert_eq!(e.offset(), Some(24 + 8 + 17 + 4), "{bad}");
+        let mut w = GgufWriter::new();
+        assert!(w.add_kv("general.alignment", bad).is_err(), "writer {bad}");
+    }
+    for good in [8u32, 16, 4096] {
+        let mut r = Raw::header(3, 0, 1);
+        r.kv_u32("general.alignment", good);
+        let f = GgufFile::from_bytes(r.bytes).unwrap();
+        assert_eq!(f.alignment(), u64::from(good));
+    }
+}
+
+/// A corrupted length field can make a key, a tensor name or a value
+/// megabytes long: messages quote at most a short prefix and say the size.
+#[test]
+fn messages_cap_long_quoted_values() {
+    let long = "k".repeat(3_500_000);
+    let short_enough = |e: &GgufError| {
+        let msg = e.to_string();
+        let start: String = msg.chars().take(400).collect();
+        assert!(msg.len() < 400, "{} bytes: {start}", msg.len());
+        assert!(msg.contains("3500000 bytes"), "{msg}");
+    };
+    // Unknown value type after a 3.5 MB key.
+    let mut r = Raw::header(3, 0, 1);
+    r.str(&long).u32(99);
+    let e = parse(&r);
+    assert!(matches!(e, GgufError::UnknownValueType { .. }), "{e:?}");
+    short_enough(&e);
+    // The value of that key is not UTF-8 (the key is in "what").
+    let mut r = Raw::header(3, 0, 1);
+    r.str(&long).u32(8).u64(2).u8(0xff).u8(0xff);
+    let e = parse(&r);
+    assert!(matches!(e, GgufError::InvalidUtf8 { .. }), "{e:?}");
+    short_enough(&e);
+    // The same key twice.
+    let mut r = Raw::header(3, 0, 2);
+    r.kv_u32(&long, 1).kv_u32(&long, 2);
+    let e = parse(&r);
+    assert!(matches!(e, GgufError::DuplicateKey { .. }), "{e:?}");
+    short_enough(&e);
+    // A tensor name of 3.5 MB.
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor(&long, &[8], 0, 0);
+    let e = parse(&r);
+    assert!(matches!(e, GgufError::BadTensorName { .. }), "{e:?}");
+    short_enough(&e);
+    // general.alignment holding a 3.5 MB string.
+    let mut r = Raw::header(3, 0, 1);
+    r.str("general.alignment").u32(8).str(&long);
+    let e = parse(&r);
+    assert!(matches!(e, GgufError::BadAlignment { .. }), "{e:?}");
+    short_enough(&e);
+    // Short values are quoted whole; a cut never splits a character.
+    assert_eq!(gguf::quote("general.name"), "\"general.name\"");
+    let wide = "é".repeat(1000);
+    assert!(gguf::quote(&wide).ends_with("... (2000 bytes)"));
+}

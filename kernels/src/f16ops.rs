@@ -49,11 +49,11 @@ pub(crate) mod reference {
         }
     }
 
-    pub fn quantize_row_q8_0_rne(x: &[f32], y: &mut [BlockQ8_0]) {
+    pub fn quantize_row_q8_0_round_even(x: &[f32], y: &mut [BlockQ8_0]) {
         assert_eq!(
             x.len(),
             y.len() * QK8_0,
-            "quantize_row_q8_0_rne: length mismatch"
+            "quantize_row_q8_0_round_even: length mismatch"
         );
         for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
             let (d, id) = scales(xb);
@@ -64,11 +64,11 @@ pub(crate) mod reference {
         }
     }
 
-    pub fn quantize_row_q8_1_rne(x: &[f32], y: &mut [BlockQ8_1]) {
+    pub fn quantize_row_q8_1_round_even(x: &[f32], y: &mut [BlockQ8_1]) {
         assert_eq!(
             x.len(),
             y.len() * QK8_1,
-            "quantize_row_q8_1_rne: length mismatch"
+            "quantize_row_q8_1_round_even: length mismatch"
         );
         for (xb, yb) in x.chunks_exact(QK8_1).zip(y.iter_mut()) {
             let (d, id) = scales(xb);
@@ -116,7 +116,7 @@ pub(crate) unsafe fn vec_scale_f16<S: Simd>(y: &mut [u16], v: f32) {
 
 /// One block: d, and the quants at `qs`.
 #[inline(always)]
-unsafe fn q8_rne_32<S: Simd>(x: *const f32, qs: *mut i8) -> f32 {
+unsafe fn q8_round_even_32<S: Simd>(x: *const f32, qs: *mut i8) -> f32 {
     let v = [
         S::load_f(x),
         S::load_f(x.add(8)),
@@ -140,17 +140,17 @@ unsafe fn q8_rne_32<S: Simd>(x: *const f32, qs: *mut i8) -> f32 {
 }
 
 #[inline(always)]
-pub(crate) unsafe fn quantize_row_q8_0_rne<S: Simd>(x: &[f32], y: &mut [BlockQ8_0]) {
+pub(crate) unsafe fn quantize_row_q8_0_round_even<S: Simd>(x: &[f32], y: &mut [BlockQ8_0]) {
     for (i, yb) in y.iter_mut().enumerate() {
-        let d = q8_rne_32::<S>(x.as_ptr().add(i * QK8_0), yb.qs.as_mut_ptr());
+        let d = q8_round_even_32::<S>(x.as_ptr().add(i * QK8_0), yb.qs.as_mut_ptr());
         yb.d = f32_to_f16(d);
     }
 }
 
 #[inline(always)]
-pub(crate) unsafe fn quantize_row_q8_1_rne<S: Simd>(x: &[f32], y: &mut [BlockQ8_1]) {
+pub(crate) unsafe fn quantize_row_q8_1_round_even<S: Simd>(x: &[f32], y: &mut [BlockQ8_1]) {
     for (i, yb) in y.iter_mut().enumerate() {
-        let d = q8_rne_32::<S>(x.as_ptr().add(i * QK8_1), yb.qs.as_mut_ptr());
+        let d = q8_round_even_32::<S>(x.as_ptr().add(i * QK8_1), yb.qs.as_mut_ptr());
         yb.d = f32_to_f16(d);
         let sum = S::hsum_i(S::dot(
             S::zero_i(),
@@ -182,28 +182,28 @@ macro_rules! f16ops_entry_points {
             // SAFETY: as above; only y is touched, within its length.
             unsafe { imp(y, v) }
         }
-        pub fn quantize_row_q8_0_rne(x: &[f32], y: &mut [BlockQ8_0]) {
+        pub fn quantize_row_q8_0_round_even(x: &[f32], y: &mut [BlockQ8_0]) {
             assert_eq!(
                 x.len(),
                 y.len() * QK8_0,
-                "quantize_row_q8_0_rne: length mismatch"
+                "quantize_row_q8_0_round_even: length mismatch"
             );
             #[target_feature(enable = $features)]
             unsafe fn imp(x: &[f32], y: &mut [BlockQ8_0]) {
-                crate::f16ops::quantize_row_q8_0_rne::<$isa>(x, y)
+                crate::f16ops::quantize_row_q8_0_round_even::<$isa>(x, y)
             }
             // SAFETY: as above; x holds 32 floats per block of y (asserted).
             unsafe { imp(x, y) }
         }
-        pub fn quantize_row_q8_1_rne(x: &[f32], y: &mut [BlockQ8_1]) {
+        pub fn quantize_row_q8_1_round_even(x: &[f32], y: &mut [BlockQ8_1]) {
             assert_eq!(
                 x.len(),
                 y.len() * QK8_1,
-                "quantize_row_q8_1_rne: length mismatch"
+                "quantize_row_q8_1_round_even: length mismatch"
             );
             #[target_feature(enable = $features)]
             unsafe fn imp(x: &[f32], y: &mut [BlockQ8_1]) {
-                crate::f16ops::quantize_row_q8_1_rne::<$isa>(x, y)
+                crate::f16ops::quantize_row_q8_1_round_even::<$isa>(x, y)
             }
             // SAFETY: as above; x holds 32 floats per block of y (asserted).
             unsafe { imp(x, y) }

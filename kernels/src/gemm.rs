@@ -462,7 +462,7 @@ impl<S: Simd> TileKind<S> for Q6K {
 // transposing reduction yields their four integer dots.
 
 #[inline(always)]
-unsafe fn q4_0_x8_tile<S: Simd, const R: usize>(
+unsafe fn q4_0_block_fma_tile<S: Simd, const R: usize>(
     x: *const BlockQ4_0,
     y: *const BlockQ8_0,
     nb: usize,
@@ -515,10 +515,10 @@ unsafe fn q4_0_x8_tile<S: Simd, const R: usize>(
     }
 }
 
-/// `out[r * ldo + t]` = [`scalar::vec_dot_q4_0_q8_0_x8`] of weight row r and
+/// `out[r * ldo + t]` = [`scalar::vec_dot_q4_0_q8_0_block_fma`] of weight row r and
 /// activation row t; shapes checked by [`check`] beforehand.
 #[inline(always)]
-pub(crate) unsafe fn gemm_q4_0_x8<S: Simd>(
+pub(crate) unsafe fn gemm_q4_0_block_fma<S: Simd>(
     x: &[BlockQ4_0],
     y: &[BlockQ8_0],
     nb: usize,
@@ -529,19 +529,19 @@ pub(crate) unsafe fn gemm_q4_0_x8<S: Simd>(
     let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
     let mut r = 0;
     while r + 4 <= nr {
-        q4_0_x8_tile::<S, 4>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
+        q4_0_block_fma_tile::<S, 4>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
         r += 4;
     }
     while r < nr {
-        q4_0_x8_tile::<S, 1>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
+        q4_0_block_fma_tile::<S, 1>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
         r += 1;
     }
 }
 
-/// [`gemm_q4_0_x8`] on weights interleaved by eight rows
+/// [`gemm_q4_0_block_fma`] on weights interleaved by eight rows
 /// ([`BlockQ4_0x8`]): each 32-bit lane is one row, so eight `dot_u`s with
 /// broadcast activation quads give eight rows' exact block sums at once,
-/// without horizontal reductions. Same results as [`gemm_q4_0_x8`] on the
+/// without horizontal reductions. Same results as [`gemm_q4_0_block_fma`] on the
 /// rows before interleaving.
 #[inline(always)]
 pub(crate) unsafe fn gemm_q4_0x8<S: Simd>(
@@ -560,7 +560,7 @@ pub(crate) unsafe fn gemm_q4_0x8<S: Simd>(
                 for t in 0..nt {
                     let acc = (0..nb).fold(0f32, |acc, b| {
                         let w = x[g * nb + b].row(r);
-                        scalar::vec_dot_q4_0_q8_0_x8_step(&w, &y[t * nb + b], acc)
+                        scalar::vec_dot_q4_0_q8_0_block_fma_step(&w, &y[t * nb + b], acc)
                     });
                     out[(8 * g + r) * ldo + t] = acc;
                 }
@@ -737,7 +737,7 @@ unsafe fn q4k_tile<S: Simd, const R: usize, const PER64: bool>(
     }
 }
 
-/// `out[r * ldo + t]` = `vec_dot_q4_k_q8_k[_g64]` of weight row r and
+/// `out[r * ldo + t]` = `vec_dot_q4_k_q8_k` (or `_sum64`) of weight row r and
 /// activation row t; shapes checked by [`check`] beforehand.
 #[inline(always)]
 pub(crate) unsafe fn gemm_q4k<S: Simd, const PER64: bool>(
@@ -792,7 +792,7 @@ impl FloatRow for f32 {
 }
 
 /// One pair in the 16-lane order: the scalar reference.
-pub(crate) fn dot_wide_ref<W: FloatRow>(w: &[W], a: &[f32]) -> f32 {
+pub(crate) fn dot_lanes16_ref<W: FloatRow>(w: &[W], a: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     for (wc, ac) in w.chunks_exact(16).zip(a.chunks_exact(16)) {
         for i in 0..16 {
@@ -846,7 +846,7 @@ unsafe fn wide_tile<S: Simd, W: FloatRow, const R: usize, const T: usize>(
 /// `out[r * ldo + t]` = 16-lane dot of weight row r and activation row t
 /// (rows of `k` elements, k a multiple of 16); shapes checked by the caller.
 #[inline(always)]
-pub(crate) unsafe fn gemm_wide<S: Simd, W: FloatRow>(
+pub(crate) unsafe fn gemm_lanes16<S: Simd, W: FloatRow>(
     x: &[W],
     y: &[f32],
     k: usize,
@@ -881,7 +881,14 @@ pub(crate) unsafe fn gemm_wide<S: Simd, W: FloatRow>(
 }
 
 /// Shapes of an interleaved GEMM: `nx` groups-blocks of 8 rows.
-pub(crate) fn check_x8(name: &str, nx: usize, ny: usize, nb: usize, nout: usize, ldo: usize) {
+pub(crate) fn check_interleaved(
+    name: &str,
+    nx: usize,
+    ny: usize,
+    nb: usize,
+    nout: usize,
+    ldo: usize,
+) {
     assert!(
         nb > 0 && nx % nb == 0 && ny % nb == 0,
         "{name}: rows of {nb} blocks do not divide {nx} / {ny}"
@@ -898,7 +905,7 @@ pub(crate) fn check_x8(name: &str, nx: usize, ny: usize, nb: usize, nout: usize,
 
 /// Shapes of a float GEMM: whole rows of k, k a multiple of 16, outputs in
 /// bounds.
-pub(crate) fn check_wide(name: &str, nx: usize, ny: usize, k: usize, nout: usize, ldo: usize) {
+pub(crate) fn check_lanes16(name: &str, nx: usize, ny: usize, k: usize, nout: usize, ldo: usize) {
     assert!(
         k > 0 && k % 16 == 0,
         "{name}: k = {k} is not a multiple of 16"
@@ -907,11 +914,11 @@ pub(crate) fn check_wide(name: &str, nx: usize, ny: usize, k: usize, nout: usize
 }
 
 /// Q6_K in the rounding of llama.cpp's tiled K-quant matmul
-/// ([`scalar::vec_dot_q6_k_q8_k_tiled`]): the lanes of `Q6K` summed exactly
+/// ([`scalar::vec_dot_q6_k_q8_k_block_fma`]): the lanes of `Q6K` summed exactly
 /// per block, times d_w, fused with d_a into the sum kept in `extra`.
-pub(crate) struct Q6KTiled;
+pub(crate) struct Q6KBlockFma;
 
-impl<S: Simd> TileKind<S> for Q6KTiled {
+impl<S: Simd> TileKind<S> for Q6KBlockFma {
     type W = BlockQ6K;
     type A = BlockQ8K;
     type Dec = DecQ6K<S::B>;
@@ -950,7 +957,7 @@ pub(crate) mod scalar_gemm {
         };
     }
 
-    /// Interleaved Q4_0: each row through the x8 reference.
+    /// Interleaved Q4_0: each row through the block-fma reference.
     pub fn gemm_q4_0x8_q8_0(
         x: &[BlockQ4_0x8],
         y: &[BlockQ8_0],
@@ -958,31 +965,31 @@ pub(crate) mod scalar_gemm {
         out: &mut [f32],
         ldo: usize,
     ) {
-        super::check_x8("gemm_q4_0x8_q8_0", x.len(), y.len(), nb, out.len(), ldo);
+        super::check_interleaved("gemm_q4_0x8_q8_0", x.len(), y.len(), nb, out.len(), ldo);
         let nt = y.len() / nb;
         for (g, group) in x.chunks_exact(nb).enumerate() {
             for r in 0..8 {
                 let row: Vec<BlockQ4_0> = group.iter().map(|b| b.row(r)).collect();
                 for t in 0..nt {
                     out[(8 * g + r) * ldo + t] =
-                        scalar::vec_dot_q4_0_q8_0_x8(&row, &y[t * nb..(t + 1) * nb]);
+                        scalar::vec_dot_q4_0_q8_0_block_fma(&row, &y[t * nb..(t + 1) * nb]);
                 }
             }
         }
     }
 
     /// Float weights against f32 activations, 16-lane order.
-    pub fn gemm_f16_wide(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
-        super::check_wide("gemm_f16_wide", x.len(), y.len(), k, out.len(), ldo);
-        by_rows(x, y, k, out, ldo, super::dot_wide_ref::<u16>);
+    pub fn gemm_f16_lanes16(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+        super::check_lanes16("gemm_f16_lanes16", x.len(), y.len(), k, out.len(), ldo);
+        by_rows(x, y, k, out, ldo, super::dot_lanes16_ref::<u16>);
     }
-    pub fn gemm_f32_wide(x: &[f32], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
-        super::check_wide("gemm_f32_wide", x.len(), y.len(), k, out.len(), ldo);
-        by_rows(x, y, k, out, ldo, super::dot_wide_ref::<f32>);
+    pub fn gemm_f32_lanes16(x: &[f32], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+        super::check_lanes16("gemm_f32_lanes16", x.len(), y.len(), k, out.len(), ldo);
+        by_rows(x, y, k, out, ldo, super::dot_lanes16_ref::<f32>);
     }
 
     scalar_gemms! {
-        gemm_q4_0_q8_0_x8(BlockQ4_0, BlockQ8_0) = vec_dot_q4_0_q8_0_x8;
+        gemm_q4_0_q8_0_block_fma(BlockQ4_0, BlockQ8_0) = vec_dot_q4_0_q8_0_block_fma;
         gemm_q4_0_q8_0(BlockQ4_0, BlockQ8_0) = vec_dot_q4_0_q8_0;
         gemm_q4_1_q8_1(BlockQ4_1, BlockQ8_1) = vec_dot_q4_1_q8_1;
         gemm_q5_0_q8_0(BlockQ5_0, BlockQ8_0) = vec_dot_q5_0_q8_0;
@@ -991,10 +998,10 @@ pub(crate) mod scalar_gemm {
         gemm_q2_k_q8_k(BlockQ2K, BlockQ8K) = vec_dot_q2_k_q8_k;
         gemm_q3_k_q8_k(BlockQ3K, BlockQ8K) = vec_dot_q3_k_q8_k;
         gemm_q4_k_q8_k(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k;
-        gemm_q4_k_q8_k_g64(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k_g64;
+        gemm_q4_k_q8_k_sum64(BlockQ4K, BlockQ8K) = vec_dot_q4_k_q8_k_sum64;
         gemm_q5_k_q8_k(BlockQ5K, BlockQ8K) = vec_dot_q5_k_q8_k;
         gemm_q6_k_q8_k(BlockQ6K, BlockQ8K) = vec_dot_q6_k_q8_k;
-        gemm_q6_k_q8_k_tiled(BlockQ6K, BlockQ8K) = vec_dot_q6_k_q8_k_tiled;
+        gemm_q6_k_q8_k_block_fma(BlockQ6K, BlockQ8K) = vec_dot_q6_k_q8_k_block_fma;
     }
 }
 
@@ -1010,19 +1017,19 @@ macro_rules! gemm_entry_points {
             gemm_q8_0_q8_0(BlockQ8_0, BlockQ8_0) = Q8_0;
             gemm_q5_k_q8_k(BlockQ5K, BlockQ8K) = Q5K;
             gemm_q6_k_q8_k(BlockQ6K, BlockQ8K) = Q6K;
-            gemm_q6_k_q8_k_tiled(BlockQ6K, BlockQ8K) = Q6KTiled;
+            gemm_q6_k_q8_k_block_fma(BlockQ6K, BlockQ8K) = Q6KBlockFma;
         );
-        pub fn gemm_q4_0_q8_0_x8(
+        pub fn gemm_q4_0_q8_0_block_fma(
             x: &[BlockQ4_0],
             y: &[BlockQ8_0],
             nb: usize,
             out: &mut [f32],
             ldo: usize,
         ) {
-            crate::gemm::check("gemm_q4_0_q8_0_x8", x.len(), y.len(), nb, out.len(), ldo);
+            crate::gemm::check("gemm_q4_0_q8_0_block_fma", x.len(), y.len(), nb, out.len(), ldo);
             #[target_feature(enable = $features)]
             unsafe fn imp(x: &[BlockQ4_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-                crate::gemm::gemm_q4_0_x8::<$isa>(x, y, nb, out, ldo)
+                crate::gemm::gemm_q4_0_block_fma::<$isa>(x, y, nb, out, ldo)
             }
             // SAFETY: features detected before this table is used; `check`
             // established whole rows of nb blocks and in-bounds outputs.
@@ -1035,19 +1042,19 @@ macro_rules! gemm_entry_points {
             out: &mut [f32],
             ldo: usize,
         ) {
-            crate::gemm::check_x8("gemm_q4_0x8_q8_0", x.len(), y.len(), nb, out.len(), ldo);
+            crate::gemm::check_interleaved("gemm_q4_0x8_q8_0", x.len(), y.len(), nb, out.len(), ldo);
             #[target_feature(enable = $features)]
             unsafe fn imp(x: &[BlockQ4_0x8], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
                 crate::gemm::gemm_q4_0x8::<$isa>(x, y, nb, out, ldo)
             }
             // SAFETY: features detected before this table is used;
-            // `check_x8` established whole groups of nb blocks and in-bounds
+            // `check_interleaved` established whole groups of nb blocks and in-bounds
             // outputs for 8 rows per group.
             unsafe { imp(x, y, nb, out, ldo) }
         }
         crate::gemm::gemm_entry_points!(@wide $isa, $features,
-            gemm_f16_wide(u16);
-            gemm_f32_wide(f32);
+            gemm_f16_lanes16(u16);
+            gemm_f32_lanes16(f32);
         );
         crate::gemm::gemm_entry_points!(@rows
             gemm_q2_k_q8_k(BlockQ2K, BlockQ8K) = vec_dot_q2_k_q8_k;
@@ -1055,19 +1062,19 @@ macro_rules! gemm_entry_points {
         );
         crate::gemm::gemm_entry_points!(@q4k $isa, $features,
             gemm_q4_k_q8_k = false;
-            gemm_q4_k_q8_k_g64 = true;
+            gemm_q4_k_q8_k_sum64 = true;
         );
     };
     (@wide $isa:ty, $features:tt, $( $name:ident($tx:ty) ; )*) => {
         $(
             pub fn $name(x: &[$tx], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
-                crate::gemm::check_wide(stringify!($name), x.len(), y.len(), k, out.len(), ldo);
+                crate::gemm::check_lanes16(stringify!($name), x.len(), y.len(), k, out.len(), ldo);
                 #[target_feature(enable = $features)]
                 unsafe fn imp(x: &[$tx], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
-                    crate::gemm::gemm_wide::<$isa, $tx>(x, y, k, out, ldo)
+                    crate::gemm::gemm_lanes16::<$isa, $tx>(x, y, k, out, ldo)
                 }
                 // SAFETY: features detected before this table is used;
-                // `check_wide` established whole rows of k (a multiple of
+                // `check_lanes16` established whole rows of k (a multiple of
                 // 16) and in-bounds outputs.
                 unsafe { imp(x, y, k, out, ldo) }
             }

@@ -7,7 +7,7 @@
 //! quantize, conversions and the elementwise ops perform the same IEEE
 //! operations as [`crate::scalar`] (no fused multiply-add where the scalar
 //! code rounds twice) and so match it bit for bit. Only sums of f32 terms
-//! (dot products, softmax) and the exp-based activations differ; the
+//! (dot products) and the exp-based activations differ; the
 //! tolerances are stated in `tests.rs`.
 
 use crate::blocks::*;
@@ -441,7 +441,7 @@ unsafe fn k4_scales(scales: &[u8; 12], yb: &BlockQ8K) -> ([i32; 8], i32) {
 /// Q4_K x Q8_K rounded as llama.cpp's x86 kernels for repacked Q4_K
 /// (`q4_K_8x8`, what it runs for every Q4_K weight with a multiple of 8
 /// rows): exact integer sums over groups of 256 elements (one token, GEMV)
-/// or 64 (multi-token GEMM, [`vec_dot_q4_k_q8_k_g64`]), each scaled by
+/// or 64 (multi-token GEMM, [`vec_dot_q4_k_q8_k_sum64`]), each scaled by
 /// `d_w * d_a` into a fused multiply-add; the mins likewise, subtracted last.
 #[inline(always)]
 unsafe fn q4k_ggml<S: Simd, const PER64: bool>(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
@@ -490,7 +490,7 @@ pub(crate) unsafe fn vec_dot_q4_k_q8_k<S: Simd>(x: &[BlockQ4K], y: &[BlockQ8K]) 
 }
 
 #[inline(always)]
-pub(crate) unsafe fn vec_dot_q4_k_q8_k_g64<S: Simd>(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+pub(crate) unsafe fn vec_dot_q4_k_q8_k_sum64<S: Simd>(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     q4k_ggml::<S, true>(x, y)
 }
 
@@ -869,19 +869,8 @@ unsafe fn zip_inplace<S: Simd>(
     }
 }
 
-#[inline(always)]
-pub(crate) unsafe fn axpy<S: Simd>(a: f32, x: &[f32], y: &mut [f32]) {
-    let va = S::splat_f(a);
-    zip_inplace::<S>(
-        y,
-        x,
-        |yv, xv| S::fma_f(xv, va, yv),
-        |yv, xv| xv.mul_add(a, yv),
-    );
-}
-
 /// y[k] = fma(a[d], m[d * n + k], y[k]) for d = 0, 1, ... in order
-/// (n = y.len()): a chain of [`axpy`]s with `y` held in registers, 32
+/// (n = y.len()): a chain of `scalar::axpy`s with `y` held in registers, 32
 /// columns at a time.
 #[inline(always)]
 pub(crate) unsafe fn fma_rows<S: Simd>(a: &[f32], m: &[f32], y: &mut [f32]) {
@@ -1002,29 +991,6 @@ unsafe fn silu_v<S: Simd>(x: S::F) -> S::F {
     S::div_f(x, S::add_f(one, exp_f::<S>(S::sub_f(S::zero_f(), x))))
 }
 
-/// 0.5 x (1 + tanh z) = x / (1 + exp(-2z)), z = sqrt(2/pi) x (1 + a x^2).
-#[inline(always)]
-unsafe fn gelu_v<S: Simd>(x: S::F) -> S::F {
-    let one = S::splat_f(1.0);
-    let x2 = S::mul_f(x, x);
-    let inner = S::fma_f(S::splat_f(scalar::GELU_COEF_A), x2, one);
-    let m2z = S::mul_f(
-        S::mul_f(S::splat_f(-2.0 * scalar::SQRT_2_OVER_PI), x),
-        inner,
-    );
-    S::div_f(x, S::add_f(one, exp_f::<S>(m2z)))
-}
-
-#[inline(always)]
-pub(crate) unsafe fn silu<S: Simd>(x: &mut [f32]) {
-    map_inplace::<S>(x, |v| silu_v::<S>(v), scalar::silu_f32);
-}
-
-#[inline(always)]
-pub(crate) unsafe fn gelu<S: Simd>(x: &mut [f32]) {
-    map_inplace::<S>(x, |v| gelu_v::<S>(v), scalar::gelu_f32);
-}
-
 #[inline(always)]
 pub(crate) unsafe fn swiglu<S: Simd>(g: &mut [f32], u: &[f32]) {
     zip_inplace::<S>(
@@ -1033,52 +999,6 @@ pub(crate) unsafe fn swiglu<S: Simd>(g: &mut [f32], u: &[f32]) {
         |a, b| S::mul_f(silu_v::<S>(a), b),
         |a, b| scalar::silu_f32(a) * b,
     );
-}
-
-#[inline(always)]
-pub(crate) unsafe fn geglu<S: Simd>(g: &mut [f32], u: &[f32]) {
-    zip_inplace::<S>(
-        g,
-        u,
-        |a, b| S::mul_f(gelu_v::<S>(a), b),
-        |a, b| scalar::gelu_f32(a) * b,
-    );
-}
-
-#[inline(always)]
-pub(crate) unsafe fn softmax<S: Simd>(x: &mut [f32]) {
-    let n = x.len();
-    if n == 0 {
-        return;
-    }
-    let p = x.as_mut_ptr();
-    let mut vmax = S::splat_f(f32::NEG_INFINITY);
-    let mut i = 0;
-    while i + 8 <= n {
-        vmax = S::max_f(vmax, S::load_f(p.add(i)));
-        i += 8;
-    }
-    let mut max = S::hmax_f(vmax);
-    for &v in &x[i..] {
-        if v > max {
-            max = v;
-        }
-    }
-    let vm = S::splat_f(max);
-    let mut vsum = S::zero_f();
-    i = 0;
-    while i + 8 <= n {
-        let e = exp_f::<S>(S::sub_f(S::load_f(p.add(i)), vm));
-        S::store_f(p.add(i), e);
-        vsum = S::add_f(vsum, e);
-        i += 8;
-    }
-    let mut sum = S::hsum_f(vsum) as f64;
-    for v in &mut x[i..] {
-        *v = (*v - max).exp();
-        sum += *v as f64;
-    }
-    scale::<S>(x, (1.0 / sum) as f32);
 }
 
 #[inline(always)]
@@ -1130,18 +1050,13 @@ macro_rules! simd_entry_points {
             dequantize_row_q4_k(x: &[BlockQ4K], y: &mut [f32]) where y.len() == x.len() * QK_K;
             dequantize_row_q5_k(x: &[BlockQ5K], y: &mut [f32]) where y.len() == x.len() * QK_K;
             dequantize_row_q6_k(x: &[BlockQ6K], y: &mut [f32]) where y.len() == x.len() * QK_K;
-            axpy(a: f32, x: &[f32], y: &mut [f32]) where x.len() == y.len();
             fma_rows(a: &[f32], m: &[f32], y: &mut [f32]) where m.len() == a.len() * y.len();
             exp_shift(x: &mut [f32], m: f32) where true;
             scale(x: &mut [f32], s: f32) where true;
             mul(x: &mut [f32], y: &[f32]) where x.len() == y.len();
             add(x: &mut [f32], y: &[f32]) where x.len() == y.len();
             rms_norm(x: &[f32], eps: f32, out: &mut [f32]) where x.len() == out.len();
-            softmax(x: &mut [f32]) where true;
-            silu(x: &mut [f32]) where true;
-            gelu(x: &mut [f32]) where true;
             swiglu(g: &mut [f32], u: &[f32]) where g.len() == u.len();
-            geglu(g: &mut [f32], u: &[f32]) where g.len() == u.len();
             rope_neox(x: &mut [f32], cos: &[f32], sin: &[f32])
                 where cos.len() == sin.len() && x.len() >= 2 * cos.len();
         );
@@ -1154,7 +1069,7 @@ macro_rules! simd_entry_points {
             vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]);
             vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]);
             vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]);
-            vec_dot_q4_k_q8_k_g64(x: &[BlockQ4K], y: &[BlockQ8K]);
+            vec_dot_q4_k_q8_k_sum64(x: &[BlockQ4K], y: &[BlockQ8K]);
             vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]);
             vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]);
             vec_dot_f16(x: &[u16], y: &[u16]);

@@ -12,6 +12,20 @@
 //! of function pointers ([`Kernels`]) is chosen on first use from the
 //! detected CPU features; `RKINFER_FORCE_SCALAR=1` forces the scalar table.
 //!
+//! Names say what a kernel computes: `vec_dot_<weight>_<activation>` is
+//! one dot product in ggml's `vec_dot` order, `gemm_<w>_<a>` the same for
+//! many rows at once, and a suffix names a different rounding order (each
+//! reproduces a llama.cpp kernel; the CPU backend's `compat` module says
+//! when it is used):
+//!
+//! | suffix | computes |
+//! |---|---|
+//! | `_block_fma` | one running f32 sum per output, each block's scaled integer dot fused into it (`fma`): llama.cpp's repacked `q4_0_8x8` kernels, its tiled Q6_K matmul |
+//! | `_sum64` | Q4_K integer sums per 64 elements (not per 256): llama.cpp's repacked `q4_K_8x8` GEMM |
+//! | `_lanes16` | 16 fused-multiply-add lanes reduced as `_mm512_reduce_add_ps`: llamafile's tinyBLAS on AVX-512 |
+//! | `_round_even` | activations quantized with scale 127/amax, ties to even: ggml-cpu's x86 `quantize_row_q8_0/1` (the unsuffixed ones are ggml's `_ref` code) |
+//! | `q4_0x8` | the layout of eight Q4_0 rows interleaved ([`BlockQ4_0x8`], llama.cpp's `block_q4_0x8`) |
+//!
 //! The top-level functions call through the chosen table. They panic when
 //! slice lengths do not match (a caller bug, checked before any SIMD code
 //! touches memory).
@@ -87,7 +101,7 @@ dispatched! {
     fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32;
     fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32;
     /// Q4_K with 64-element rounding groups: llama.cpp's multi-token GEMM.
-    fn vec_dot_q4_k_q8_k_g64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32;
+    fn vec_dot_q4_k_q8_k_sum64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32;
     fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32;
     fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32;
     fn vec_dot_f16(x: &[u16], y: &[u16]) -> f32;
@@ -107,16 +121,16 @@ dispatched! {
     fn gemm_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
-    fn gemm_q4_k_q8_k_g64(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
+    fn gemm_q4_k_q8_k_sum64(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     fn gemm_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     /// Q6_K rounded as llama.cpp's tiled K-quant matmul (batches of 8
-    /// tokens and more): `scalar::vec_dot_q6_k_q8_k_tiled` per pair.
-    fn gemm_q6_k_q8_k_tiled(x: &[BlockQ6K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
+    /// tokens and more): `scalar::vec_dot_q6_k_q8_k_block_fma` per pair.
+    fn gemm_q6_k_q8_k_block_fma(x: &[BlockQ6K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     /// Q4_0 rounded as llama.cpp's repacked `q4_0_8x8` kernels round it
-    /// (`scalar::vec_dot_q4_0_q8_0_x8` per pair); same layout as above.
-    fn gemm_q4_0_q8_0_x8(x: &[BlockQ4_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize);
-    /// [`gemm_q4_0_q8_0_x8`] on weights interleaved by [`repack_q4_0x8`]:
+    /// (`scalar::vec_dot_q4_0_q8_0_block_fma` per pair); same layout as above.
+    fn gemm_q4_0_q8_0_block_fma(x: &[BlockQ4_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize);
+    /// [`gemm_q4_0_q8_0_block_fma`] on weights interleaved by [`repack_q4_0x8`]:
     /// `x` holds groups of 8 rows (`nb` blocks each), `out[r * ldo + t]`
     /// for every row r of every group.
     fn gemm_q4_0x8_q8_0(x: &[BlockQ4_0x8], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize);
@@ -124,9 +138,9 @@ dispatched! {
     /// 16), in llama.cpp's prompt-batch order (tinyBLAS on AVX-512): each
     /// pair accumulates 16 lanes with fused multiply-adds, then reduces
     /// them as `_mm512_reduce_add_ps`. Same layout as the other `gemm_*`.
-    fn gemm_f16_wide(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize);
-    /// [`gemm_f16_wide`] for f32 weights.
-    fn gemm_f32_wide(x: &[f32], y: &[f32], k: usize, out: &mut [f32], ldo: usize);
+    fn gemm_f16_lanes16(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize);
+    /// [`gemm_f16_lanes16`] for f32 weights.
+    fn gemm_f32_lanes16(x: &[f32], y: &[f32], k: usize, out: &mut [f32], ldo: usize);
 
     /// y[i] = f16(fma(x[i], v, y[i])): ggml_vec_mad_f16 (flash-attention V
     /// accumulation in f16).
@@ -135,9 +149,9 @@ dispatched! {
     fn vec_scale_f16(y: &mut [u16], v: f32);
     /// Q8_0 as ggml's x86 SIMD code quantizes activations: scale 127/amax,
     /// round to nearest even (finite inputs).
-    fn quantize_row_q8_0_rne(x: &[f32], y: &mut [BlockQ8_0]);
-    /// Q8_1 counterpart of `quantize_row_q8_0_rne`; s = f16(d * sum(q)).
-    fn quantize_row_q8_1_rne(x: &[f32], y: &mut [BlockQ8_1]);
+    fn quantize_row_q8_0_round_even(x: &[f32], y: &mut [BlockQ8_0]);
+    /// Q8_1 counterpart of `quantize_row_q8_0_round_even`; s = f16(d * sum(q)).
+    fn quantize_row_q8_1_round_even(x: &[f32], y: &mut [BlockQ8_1]);
 
     fn dequantize_row_q4_0(x: &[BlockQ4_0], y: &mut [f32]);
     fn dequantize_row_q4_1(x: &[BlockQ4_1], y: &mut [f32]);
@@ -150,10 +164,8 @@ dispatched! {
     fn dequantize_row_q5_k(x: &[BlockQ5K], y: &mut [f32]);
     fn dequantize_row_q6_k(x: &[BlockQ6K], y: &mut [f32]);
 
-    /// y += a * x
-    fn axpy(a: f32, x: &[f32], y: &mut [f32]);
     /// y[k] += a[d] * m[d][k] fused, d in order (m has a.len() rows of
-    /// y.len()): a chain of `axpy`s over the rows of `m`.
+    /// y.len()): a chain of `scalar::axpy`s over the rows of `m`.
     fn fma_rows(a: &[f32], m: &[f32], y: &mut [f32]);
     /// x[i] = exp(x[i] - m), rounded as `scalar::expf_ggml`.
     fn exp_shift(x: &mut [f32], m: f32);
@@ -165,14 +177,8 @@ dispatched! {
     fn add(x: &mut [f32], y: &[f32]);
     /// out = x / sqrt(mean(x^2) + eps)
     fn rms_norm(x: &[f32], eps: f32, out: &mut [f32]);
-    fn softmax(x: &mut [f32]);
-    fn silu(x: &mut [f32]);
-    /// tanh-approximated GELU, as ggml_gelu_f32
-    fn gelu(x: &mut [f32]);
-    /// gate = silu(gate) * up
+    /// gate = silu(gate) * up, exp as ggml's AVX-512 `ggml_v_expf`
     fn swiglu(gate: &mut [f32], up: &[f32]);
-    /// gate = gelu(gate) * up
-    fn geglu(gate: &mut [f32], up: &[f32]);
     /// rotate adjacent pairs (x[2i], x[2i+1]) by (cos[i], sin[i])
     fn rope_pairs(x: &mut [f32], cos: &[f32], sin: &[f32]);
     /// rotate split halves (x[i], x[i+n]), n = cos.len()

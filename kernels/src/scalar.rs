@@ -254,19 +254,19 @@ pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
 /// prompt batches and decode alike): each block's exact integer dot
 /// enters one running f32 sum through a fused multiply-add with the
 /// product of the two scales, with no lanes and no final reduction.
-pub fn vec_dot_q4_0_q8_0_x8(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+pub fn vec_dot_q4_0_q8_0_block_fma(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     assert_eq!(
         x.len(),
         y.len(),
-        "vec_dot_q4_0_q8_0_x8: block count mismatch"
+        "vec_dot_q4_0_q8_0_block_fma: block count mismatch"
     );
-    x.iter()
-        .zip(y)
-        .fold(0.0, |acc, (xb, yb)| vec_dot_q4_0_q8_0_x8_step(xb, yb, acc))
+    x.iter().zip(y).fold(0.0, |acc, (xb, yb)| {
+        vec_dot_q4_0_q8_0_block_fma_step(xb, yb, acc)
+    })
 }
 
-/// One block of [`vec_dot_q4_0_q8_0_x8`]: `acc` plus the block's dot.
-pub fn vec_dot_q4_0_q8_0_x8_step(xb: &BlockQ4_0, yb: &BlockQ8_0, acc: f32) -> f32 {
+/// One block of [`vec_dot_q4_0_q8_0_block_fma`]: `acc` plus the block's dot.
+pub fn vec_dot_q4_0_q8_0_block_fma_step(xb: &BlockQ4_0, yb: &BlockQ8_0, acc: f32) -> f32 {
     let mut isum = 0i32;
     for j in 0..16 {
         isum += ((xb.qs[j] & 0x0f) as i32 - 8) * yb.qs[j] as i32;
@@ -492,7 +492,7 @@ pub fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 
 /// Q4_K x Q8_K as llama.cpp's x86 multi-token GEMM over repacked Q4_K:
 /// one exact integer sum per 64 elements.
-pub fn vec_dot_q4_k_q8_k_g64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+pub fn vec_dot_q4_k_q8_k_sum64(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     q4k_grouped(x, y, 1)
 }
 
@@ -597,11 +597,11 @@ pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 /// its AVX512-VNNI microkernel, used for batches of 8 tokens and more):
 /// per block the exact integer sum of scale x (q - 32) x a, times d_w
 /// (rounded), then fused into the running sum with d_a.
-pub fn vec_dot_q6_k_q8_k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+pub fn vec_dot_q6_k_q8_k_block_fma(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     assert_eq!(
         x.len(),
         y.len(),
-        "vec_dot_q6_k_q8_k_tiled: block count mismatch"
+        "vec_dot_q6_k_q8_k_block_fma: block count mismatch"
     );
     let mut acc = 0.0f32;
     for (xb, yb) in x.iter().zip(y) {
@@ -947,24 +947,6 @@ pub fn rms_norm(x: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// In-place softmax as ggml_soft_max_f32: exp(x - max), f64 sum, one scale.
-pub fn softmax(x: &mut [f32]) {
-    if x.is_empty() {
-        return;
-    }
-    let mut max = f32::NEG_INFINITY;
-    for &v in x.iter() {
-        max = c_max(max, v);
-    }
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v as f64;
-    }
-    let s = (1.0 / sum) as f32;
-    scale(x, s);
-}
-
 /// ggml_silu_f32: x / (1 + exp(-x)).
 #[inline]
 pub fn silu_f32(x: f32) -> f32 {
@@ -1014,12 +996,6 @@ pub fn expf_ggml(x: f32) -> f32 {
     j * pow2(n1) * pow2(n - n1)
 }
 
-pub fn silu(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v = silu_f32(*v);
-    }
-}
-
 pub(crate) const GELU_COEF_A: f32 = 0.044715;
 pub(crate) const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
@@ -1029,10 +1005,13 @@ pub fn gelu_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
 }
 
-pub fn gelu(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v = gelu_f32(*v);
-    }
+/// [`gelu_f32`] as GCC compiles ggml's C with `-ffp-contract=fast`: the
+/// `1 + GELU_COEF_A*x*x` fused into one multiply-add. ggml-cpu builds its
+/// f16 GELU table (`ggml_table_gelu_f16`) with it.
+#[inline]
+pub fn gelu_f32_contracted(x: f32) -> f32 {
+    let inner = (GELU_COEF_A * x).mul_add(x, 1.0);
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh())
 }
 
 /// ggml-cpu's table of gelu over every f16 input, as f16 (built once).
@@ -1046,7 +1025,7 @@ fn gelu_f16_table() -> &'static [u16; 65536] {
     }
     let mut t = vec![0u16; 65536];
     for (h, o) in t.iter_mut().enumerate() {
-        *o = f32_to_f16(gelu_f32(f16_to_f32(h as u16)));
+        *o = f32_to_f16(gelu_f32_contracted(f16_to_f32(h as u16)));
     }
     let boxed: Box<[u16; 65536]> = match t.into_boxed_slice().try_into() {
         Ok(b) => b,
@@ -1106,14 +1085,6 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "swiglu: length mismatch");
     for (g, &u) in gate.iter_mut().zip(up) {
         *g = silu_f32(*g) * u;
-    }
-}
-
-/// gate = gelu(gate) * up (ggml_geglu).
-pub fn geglu(gate: &mut [f32], up: &[f32]) {
-    assert_eq!(gate.len(), up.len(), "geglu: length mismatch");
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = gelu_f32(*g) * u;
     }
 }
 

@@ -1142,10 +1142,6 @@ fn elementwise_ops_match_scalar_exactly() {
                 let check = |name: &str, got: &[f32], want: &[f32]| {
                     assert!(same_bits(got, want), "{} [{}] n={}", name, k.name, n);
                 };
-                let (mut g, mut w) = (y.clone(), y.clone());
-                (k.axpy)(a, &x, &mut g);
-                scalar::axpy(a, &x, &mut w);
-                check("axpy", &g, &w);
                 for rows in [1usize, 5, 64] {
                     let (a_rows, m) = (r.row(rows), r.row(rows * n));
                     let (mut g, mut w) = (y.clone(), y.clone());
@@ -1222,26 +1218,9 @@ fn activations_match_scalar_within_tolerance() {
                 let act = |i: usize| 16.0 * EPS * (x[i] as f64).abs() + 1e-37;
                 let glu = |i: usize| act(i) * (u[i] as f64).abs() + 1e-37;
                 let (mut g, mut w) = (x.clone(), x.clone());
-                (k.silu)(&mut g);
-                scalar::silu(&mut w);
-                close("silu", &g, &w, &act);
-                let (mut g, mut w) = (x.clone(), x.clone());
-                (k.gelu)(&mut g);
-                scalar::gelu(&mut w);
-                close("gelu", &g, &w, &act);
-                let (mut g, mut w) = (x.clone(), x.clone());
                 (k.swiglu)(&mut g, &u);
                 scalar::swiglu(&mut w, &u);
                 close("swiglu", &g, &w, &glu);
-                let (mut g, mut w) = (x.clone(), x.clone());
-                (k.geglu)(&mut g, &u);
-                scalar::geglu(&mut w, &u);
-                close("geglu", &g, &w, &glu);
-                let (mut g, mut w) = (x.clone(), x.clone());
-                (k.softmax)(&mut g);
-                scalar::softmax(&mut w);
-                let rel = (n as f64 / 8.0 + 32.0) * EPS;
-                close("softmax", &g, &w, &|i| rel * w[i] as f64 + 1e-37);
             }
         }
     }
@@ -1330,7 +1309,7 @@ fn gelu_ggml_follows_the_f16_table() {
             let h = scalar::f16_to_f32(scalar::f32_to_f16(xi));
             assert_eq!(
                 gi,
-                scalar::f16_to_f32(scalar::f32_to_f16(scalar::gelu_f32(h))),
+                scalar::f16_to_f32(scalar::f32_to_f16(scalar::gelu_f32_contracted(h))),
                 "x={}",
                 xi
             );
@@ -1437,8 +1416,8 @@ fn gemm_matches_vec_dot_bit_for_bit() {
                     nr,
                     nt,
                     q8_0_acts,
-                    k.gemm_q4_0_q8_0_x8,
-                    scalar::vec_dot_q4_0_q8_0_x8,
+                    k.gemm_q4_0_q8_0_block_fma,
+                    scalar::vec_dot_q4_0_q8_0_block_fma,
                 );
                 check_gemm(
                     r,
@@ -1526,8 +1505,8 @@ fn gemm_matches_vec_dot_bit_for_bit() {
                         nr,
                         nt,
                         q8_k_acts,
-                        k.gemm_q4_k_q8_k_g64,
-                        k.vec_dot_q4_k_q8_k_g64,
+                        k.gemm_q4_k_q8_k_sum64,
+                        k.vec_dot_q4_k_q8_k_sum64,
                     );
                     check_gemm(
                         r,
@@ -1537,8 +1516,8 @@ fn gemm_matches_vec_dot_bit_for_bit() {
                         nr,
                         nt,
                         q8_k_acts,
-                        k.gemm_q6_k_q8_k_tiled,
-                        scalar::vec_dot_q6_k_q8_k_tiled,
+                        k.gemm_q6_k_q8_k_block_fma,
+                        scalar::vec_dot_q6_k_q8_k_block_fma,
                     );
                     check_gemm(
                         r,
@@ -1632,18 +1611,18 @@ fn rne_quantizers_match_scalar_exactly() {
             let nb = x.len() / 32;
             let mut a = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; nb];
             let mut b = a.clone();
-            (k.quantize_row_q8_0_rne)(x, &mut a);
-            scalar::quantize_row_q8_0_rne(x, &mut b);
-            assert_eq!(a, b, "quantize_row_q8_0_rne [{}]", k.name);
+            (k.quantize_row_q8_0_round_even)(x, &mut a);
+            scalar::quantize_row_q8_0_round_even(x, &mut b);
+            assert_eq!(a, b, "quantize_row_q8_0_round_even [{}]", k.name);
             let z = BlockQ8_1 {
                 d: 0,
                 s: 0,
                 qs: [0; 32],
             };
             let (mut a, mut b) = (vec![z; nb], vec![z; nb]);
-            (k.quantize_row_q8_1_rne)(x, &mut a);
-            scalar::quantize_row_q8_1_rne(x, &mut b);
-            assert_eq!(a, b, "quantize_row_q8_1_rne [{}]", k.name);
+            (k.quantize_row_q8_1_round_even)(x, &mut a);
+            scalar::quantize_row_q8_1_round_even(x, &mut b);
+            assert_eq!(a, b, "quantize_row_q8_1_round_even [{}]", k.name);
         }
     }
     // Ties go to even: 0.5 * 127 / 127 steps.
@@ -1653,7 +1632,7 @@ fn rne_quantizers_match_scalar_exactly() {
     x[2] = -3.5;
     x[3] = 0.5;
     let mut y = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; 1];
-    scalar::quantize_row_q8_0_rne(&x, &mut y);
+    scalar::quantize_row_q8_0_round_even(&x, &mut y);
     assert_eq!(&y[0].qs[..4], &[127, 2, -4, 0]);
 }
 
@@ -1671,25 +1650,25 @@ fn wide_float_gemm_matches_reference_bit_for_bit() {
                 let y = r.row(nt * n);
                 let ldo = nt + 1;
                 let (mut o16, mut o32) = (vec![-7.5f32; nr * ldo], vec![-7.5f32; nr * ldo]);
-                (k.gemm_f16_wide)(&w16, &y, n, &mut o16, ldo);
-                (k.gemm_f32_wide)(&wf, &y, n, &mut o32, ldo);
+                (k.gemm_f16_lanes16)(&w16, &y, n, &mut o16, ldo);
+                (k.gemm_f32_lanes16)(&wf, &y, n, &mut o32, ldo);
                 for i in 0..nr {
                     let yt = |t: usize| &y[t * n..(t + 1) * n];
                     for t in 0..nt {
-                        let want16 = crate::gemm::dot_wide_ref(&w16[i * n..(i + 1) * n], yt(t));
-                        let want32 = crate::gemm::dot_wide_ref(&wf[i * n..(i + 1) * n], yt(t));
+                        let want16 = crate::gemm::dot_lanes16_ref(&w16[i * n..(i + 1) * n], yt(t));
+                        let want32 = crate::gemm::dot_lanes16_ref(&wf[i * n..(i + 1) * n], yt(t));
                         assert!(
                             same_f32(o16[i * ldo + t], want16),
-                            "gemm_f16_wide [{}] k={n} {nr}x{nt} ({i},{t})",
+                            "gemm_f16_lanes16 [{}] k={n} {nr}x{nt} ({i},{t})",
                             k.name
                         );
                         assert!(
                             same_f32(o32[i * ldo + t], want32),
-                            "gemm_f32_wide [{}] k={n} {nr}x{nt} ({i},{t})",
+                            "gemm_f32_lanes16 [{}] k={n} {nr}x{nt} ({i},{t})",
                             k.name
                         );
                     }
-                    assert_eq!(o16[i * ldo + nt], -7.5, "gemm_f16_wide wrote padding");
+                    assert_eq!(o16[i * ldo + nt], -7.5, "gemm_f16_lanes16 wrote padding");
                 }
             }
         }
@@ -1707,7 +1686,7 @@ fn wide_order_differs_from_sequential_sum() {
     w[1] = 1.0;
     // Lane 0 sums 1e8 - 1e8 = 0 exactly; lane 1 keeps 1; sequentially the
     // 1 would be absorbed by 1e8 first.
-    assert_eq!(crate::gemm::dot_wide_ref(&w, &a), 1.0);
+    assert_eq!(crate::gemm::dot_lanes16_ref(&w, &a), 1.0);
     let seq: f32 = w.iter().zip(&a).fold(0.0, |s, (x, y)| x.mul_add(*y, s));
     assert_eq!(seq, 0.0);
 }
@@ -1743,7 +1722,7 @@ fn interleaved_q4_0_matches_x8_reference() {
                 (k.gemm_q4_0x8_q8_0)(&packed, &y, nb, &mut out, ldo);
                 for i in 0..nr {
                     for t in 0..nt {
-                        let want = scalar::vec_dot_q4_0_q8_0_x8(
+                        let want = scalar::vec_dot_q4_0_q8_0_block_fma(
                             &x[i * nb..(i + 1) * nb],
                             &y[t * nb..(t + 1) * nb],
                         );

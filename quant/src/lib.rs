@@ -13,7 +13,8 @@
 
 pub mod ggml;
 pub use ggml::{
-    dequantize_row, is_supported, quantize_row_ref, row_size, traits, vec_dot_type, GgmlFormat,
-    QuantError, TypeTraits, TYPE_TABLE,
+    dequantize_row, is_supported, quantize_row, quantize_row_ref, row_size, traits, vec_dot_type,
+    CpuMatmul, GgmlFormat, MatmulFn, QuantError, TypeTraits, CPU_MATMUL_TYPES, KV_CACHE_TYPES,
+    TYPES, TYPE_TABLE,
 };
 pub mod npu;

@@ -10,7 +10,6 @@
 
 pub mod capture;
 pub mod cpu;
-mod cpu_matmul;
 pub mod device;
 mod error;
 pub mod kv;

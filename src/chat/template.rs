@@ -539,7 +539,6 @@ fn tojson(value: &Value, indent: Option<usize>, kwargs: Kwargs) -> Result<Value,
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
 
     use super::*;
 
@@ -637,18 +636,20 @@ mod tests {
     }
 
     #[test]
-    fn nested_loop_bomb_stops_quickly() {
+    fn nested_loop_bomb_is_stopped_by_the_step_limit() {
+        // 10^10 iterations: only the fuel bound (a fixed number of steps,
+        // well under a second of work) stops it.
         let t = ChatTemplate::from_source(
             "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
         )
         .unwrap();
-        let start = Instant::now();
         let e = t.render(&[], false).unwrap_err();
-        let took = start.elapsed();
-        assert!(matches!(e, ChatError::TooManySteps { .. }), "{e:?}");
+        let fuel = TemplateLimits::default().fuel;
+        assert!(
+            matches!(e, ChatError::TooManySteps { fuel: f, .. } if f == fuel),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("steps"), "{e}");
-        eprintln!("BOMB {took:?} {e}");
-        assert!(took < Duration::from_secs(1), "took {took:?}");
     }
 
     #[test]
@@ -661,7 +662,6 @@ mod tests {
         assert!(matches!(e, ChatError::OutputTooLarge { .. }), "{e:?}");
         let t = ChatTemplate::from_source("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}")
             .unwrap();
-        eprintln!("REC {:?}", t.render(&[], false));
         assert!(t.render(&[], false).is_err());
         // Limits can be tightened.
         let t = ChatTemplate::builtin("chatml")

@@ -242,7 +242,19 @@ impl Summary {
             .types
             .iter()
             .map(|(t, st)| {
-                json!({"type": t.name(), "count": st.count, "elements": st.elements, "bytes": st.bytes})
+                // What rkinfer can do with the type, from the type table.
+                let row = quant::traits(*t);
+                json!({
+                    "type": t.name(),
+                    "count": st.count,
+                    "elements": st.elements,
+                    "bytes": st.bytes,
+                    "block_size": t.block_size(),
+                    "type_size": t.type_size(),
+                    "vec_dot_type": row.map(|r| r.vec_dot_type.name()),
+                    "cpu_matmul": row.is_some_and(|r| r.cpu_matmul.is_some()),
+                    "kv_cache": row.is_some_and(|r| r.kv_cache),
+                })
             })
             .collect();
         let mut metadata = Map::new();
@@ -386,43 +398,13 @@ fn tensors_text(f: &GgufFile) -> String {
     s
 }
 
-/// llama.cpp's `llama_ftype` names (general.file_type).
-fn file_type_name(ft: u32) -> &'static str {
-    match ft {
-        0 => "all F32",
-        1 => "mostly F16",
-        2 => "mostly Q4_0",
-        3 => "mostly Q4_1",
-        7 => "mostly Q8_0",
-        8 => "mostly Q5_0",
-        9 => "mostly Q5_1",
-        10 => "mostly Q2_K",
-        11 => "mostly Q3_K_S",
-        12 => "mostly Q3_K_M",
-        13 => "mostly Q3_K_L",
-        14 => "mostly Q4_K_S",
-        15 => "mostly Q4_K_M",
-        16 => "mostly Q5_K_S",
-        17 => "mostly Q5_K_M",
-        18 => "mostly Q6_K",
-        19 => "mostly IQ2_XXS",
-        20 => "mostly IQ2_XS",
-        21 => "mostly Q2_K_S",
-        22 => "mostly IQ3_XS",
-        23 => "mostly IQ3_XXS",
-        24 => "mostly IQ1_S",
-        25 => "mostly IQ4_NL",
-        26 => "mostly IQ3_S",
-        27 => "mostly IQ3_M",
-        28 => "mostly IQ2_S",
-        29 => "mostly IQ2_M",
-        30 => "mostly IQ4_XS",
-        31 => "mostly IQ1_M",
-        32 => "mostly BF16",
-        36 => "mostly TQ1_0",
-        37 => "mostly TQ2_0",
-        38 => "mostly MXFP4 (MoE)",
-        _ => "unknown",
+/// llama.cpp's description of a `llama_ftype` (general.file_type).
+fn file_type_name(ft: u32) -> String {
+    match (ft, crate::quantize::llama_ftype_name(ft)) {
+        (0, Some(name)) => format!("all {name}"),
+        (38, Some(name)) => format!("mostly {name} (MoE)"),
+        (_, Some(name)) => format!("mostly {name}"),
+        (_, None) => "unknown".to_string(),
     }
 }
 

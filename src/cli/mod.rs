@@ -68,9 +68,17 @@ struct StderrLogger {
     level: log::LevelFilter,
 }
 
+impl StderrLogger {
+    /// Targets asked for explicitly (the op dump, a command's progress):
+    /// always shown, without a prefix.
+    fn verbatim(target: &str) -> bool {
+        target == crate::backend::DUMP_TARGET || target == crate::quantize::PROGRESS_TARGET
+    }
+}
+
 impl log::Log for StderrLogger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= self.level || m.target() == crate::backend::DUMP_TARGET
+        m.level() <= self.level || Self::verbatim(m.target())
     }
 
     fn log(&self, record: &log::Record<'_>) {
@@ -78,7 +86,7 @@ impl log::Log for StderrLogger {
             return;
         }
         let prefix = match record.level() {
-            _ if record.target() == crate::backend::DUMP_TARGET => "",
+            _ if Self::verbatim(record.target()) => "",
             log::Level::Error => "error: ",
             log::Level::Warn => "warning: ",
             log::Level::Info => "note: ",

@@ -8,7 +8,8 @@ use crate::quantize::{quantize_model, FileType, QuantizeError, QuantizeOptions};
 pub struct Args {
     /// The model to quantize.
     pub input: PathBuf,
-    /// Where to write the quantized model (written to OUT.tmp, then renamed).
+    /// Where to write the quantized model (through a unique temporary file
+    /// beside it, renamed when complete).
     pub output: PathBuf,
     /// Target type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S/M/L, Q4_K_S/M,
     /// Q5_K_S/M, Q6_K, F16, BF16, F32 (Q3_K, Q4_K, Q5_K mean the _M mixes),
@@ -48,6 +49,7 @@ pub fn parse_file_type(s: &str) -> Result<FileType, QuantizeError> {
         .or_else(|| FileType::from_name(s))
         .ok_or_else(|| QuantizeError::UnknownFileType {
             name: s.to_string(),
+            valid: FileType::valid_names(),
         })
 }
 
@@ -79,6 +81,17 @@ pub fn run(args: Args) -> crate::Result<()> {
         .as_deref()
         .map(parse_ggml_type)
         .transpose()?;
-    quantize_model(&args.input, &args.output, &opts)?;
+    // Ctrl-C or SIGTERM stop between tensors and remove the temporary file.
+    crate::output_file::stop_on_interrupt()?;
+    quantize_model(&args.input, &args.output, &opts).map_err(|e| match e {
+        // The library says what is wrong; the flag that changes it is ours.
+        crate::Error::Quantize(QuantizeError::OutputExists { .. }) => {
+            crate::Error::InvalidArgument(format!("{e} (use --force to overwrite)"))
+        }
+        crate::Error::Quantize(QuantizeError::RequantizeNotAllowed { .. }) => {
+            crate::Error::InvalidArgument(format!("{e}: pass --allow-requantize to do it anyway"))
+        }
+        other => other,
+    })?;
     Ok(())
 }

@@ -71,7 +71,8 @@ impl fmt::Display for ModelError {
         match self {
             ModelError::UnknownArchitecture { arch } => write!(
                 f,
-                "unknown model architecture '{arch}' (supported: {})",
+                "unknown model architecture {} (supported: {})",
+                gguf::quote(arch),
                 SUPPORTED_ARCHITECTURES.join(", ")
             ),
             ModelError::MissingTensor { name } => write!(f, "missing tensor '{name}'"),

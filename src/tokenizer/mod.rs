@@ -161,10 +161,11 @@ impl fmt::Display for TokenizerError {
         match self {
             TokenizerError::UnknownModel(m) => write!(
                 f,
-                "tokenizer.ggml.model '{m}' is not supported (supported: 'llama' SentencePiece, 'gpt2' BPE)"
+                "tokenizer.ggml.model {} is not supported (supported: 'llama' SentencePiece, 'gpt2' BPE)",
+                gguf::quote(m)
             ),
             TokenizerError::UnknownPreTokenizer(p) => {
-                write!(f, "tokenizer.ggml.pre '{p}' is not a known BPE pre-tokenizer")
+                write!(f, "tokenizer.ggml.pre {} is not a known BPE pre-tokenizer", gguf::quote(p))
             }
             TokenizerError::BadPreTokenizer { expr, reason } => {
                 write!(f, "pre-tokenizer expression {expr:?} is unusable: {reason}")
@@ -174,7 +175,11 @@ impl fmt::Display for TokenizerError {
                 write!(f, "{key} has {len} entries but there are {n_tokens} tokens")
             }
             TokenizerError::DuplicateToken { text, first, second } => {
-                write!(f, "duplicate token in vocabulary: {text:?} has ids {first} and {second}")
+                write!(
+                    f,
+                    "duplicate token in vocabulary: {} has ids {first} and {second}",
+                    gguf::quote(text)
+                )
             }
             TokenizerError::MissingMerges => write!(f, "BPE vocabulary without tokenizer.ggml.merges"),
             TokenizerError::MissingSpecialToken { flag, token } => {

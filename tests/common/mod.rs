@@ -23,11 +23,12 @@ pub fn models_dir() -> PathBuf {
     }
 }
 
-/// `$RKINFER_REFERENCE`, or `<repo>/../shared/reference/llamacpp`.
+/// llama.cpp's reference outputs: `$RKINFER_REFERENCE`, or the copy in
+/// the repository, `<repo>/tests/data/llamacpp` (see its README.md).
 pub fn reference_dir() -> PathBuf {
     match std::env::var_os("RKINFER_REFERENCE") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => repo_dir().join("../shared/reference/llamacpp"),
+        _ => repo_dir().join("tests/data/llamacpp"),
     }
 }
 

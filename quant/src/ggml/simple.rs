@@ -126,8 +126,8 @@ impl GgmlFormat for Q4_1 {
         let d = read_f16(b, 0);
         let m = read_f16(b, 2);
         let qs = &b[4..20];
-        // Fused, as compilers contract ggml's `x0*d + m` (what llama-quantize
-        // requantizes from; the files come out byte for byte the same).
+        // Fused, as compilers contract ggml's `x0*d + m`; `q*d` is exact in
+        // f32, so the unfused form (the kernels crate's) rounds the same.
         for j in 0..16 {
             y[j] = ((qs[j] & 0x0F) as f32).mul_add(d, m);
             y[j + 16] = ((qs[j] >> 4) as f32).mul_add(d, m);

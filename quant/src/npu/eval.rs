@@ -2,7 +2,7 @@
 //! outlier channels, the exact product, the relative output error of each
 //! scheme on each matmul weight of a GGUF model, and the summary table.
 
-use gguf::{GgmlType, GgufFile, TensorInfo};
+use gguf::{GgufFile, TensorInfo};
 
 use super::hadamard::{seed_from_name, SplitMix64};
 use super::quantize::gaussian;
@@ -196,49 +196,9 @@ pub fn matmul_weights(f: &GgufFile) -> Vec<&TensorInfo> {
         .collect()
 }
 
-/// Dequantizes one row of a GGML type to f32 (F32, F16, BF16, Q4_0..Q8_0,
-/// Q2_K..Q6_K through the kernels crate).
-pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), String> {
-    use kernels::blocks::as_blocks;
-    macro_rules! blocks {
-        ($f:path) => {{
-            let b = as_blocks(src).ok_or_else(|| "misaligned block data".to_string())?;
-            if b.len() * ty.block_size() != dst.len() {
-                return Err(format!("{} blocks for {} values", b.len(), dst.len()));
-            }
-            $f(b, dst);
-        }};
-    }
-    match ty {
-        GgmlType::F32 => {
-            for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
-                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        GgmlType::F16 => {
-            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = kernels::f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
-            }
-        }
-        GgmlType::BF16 => {
-            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = kernels::bf16_to_f32(u16::from_le_bytes([c[0], c[1]]));
-            }
-        }
-        GgmlType::Q4_0 => blocks!(kernels::dequantize_row_q4_0),
-        GgmlType::Q4_1 => blocks!(kernels::dequantize_row_q4_1),
-        GgmlType::Q5_0 => blocks!(kernels::dequantize_row_q5_0),
-        GgmlType::Q5_1 => blocks!(kernels::dequantize_row_q5_1),
-        GgmlType::Q8_0 => blocks!(kernels::dequantize_row_q8_0),
-        GgmlType::Q2_K => blocks!(kernels::dequantize_row_q2_k),
-        GgmlType::Q3_K => blocks!(kernels::dequantize_row_q3_k),
-        GgmlType::Q4_K => blocks!(kernels::dequantize_row_q4_k),
-        GgmlType::Q5_K => blocks!(kernels::dequantize_row_q5_k),
-        GgmlType::Q6_K => blocks!(kernels::dequantize_row_q6_k),
-        other => return Err(format!("cannot dequantize type {}", other.name())),
-    }
-    Ok(())
-}
+/// The type table's decoder (`crate::dequantize_row`), under the name
+/// the NPU backend calls it by.
+pub use crate::dequantize_row;
 
 /// Dequantizes the chosen rows of a tensor to f32 (`rows.len() x k`).
 pub fn dequantize_rows(
