@@ -28,6 +28,8 @@ source scripts/aarch64-env.sh
 
 E2E_PROMPTS=${E2E_PROMPTS:-3}
 E2E_CHUNKS=${E2E_CHUNKS:-1}
+# Perplexity under qemu for these models only ('' for all: Gemma3 adds ~20 CPU-minutes).
+E2E_PPL_MODELS=${E2E_PPL_MODELS-SmolLM2}
 # The CPU model of everything but the kernels' own runs: the RK3588's
 # Cortex-A76 (NEON with dotprod).
 CPU=cortex-a76
@@ -103,6 +105,6 @@ step "end to end: the static rkinfer on the real models"
 python3 scripts/check-e2e-aarch64.py --rkinfer "$(exe exe:rkinfer)" \
     --runner "qemu-aarch64 -cpu $CPU" --models "$RKINFER_MODELS" \
     --data tests/data/aarch64-e2e.json --threads 2 \
-    --prompts "$E2E_PROMPTS" --chunks "$E2E_CHUNKS"
+    --prompts "$E2E_PROMPTS" --chunks "$E2E_CHUNKS" --ppl-models "$E2E_PPL_MODELS"
 
 echo "aarch64: build $build_secs s, tests under qemu $(($(date +%s) - run_start)) s, total $(($(date +%s) - total_start)) s"

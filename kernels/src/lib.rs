@@ -2,8 +2,9 @@
 //! (AVX2+FMA+F16C) and aarch64 NEON (+ `sdot` where the CPU has it)
 //! versions, chosen once at run time.
 //!
-//! No dependencies and Rust 1.63 compatible, so CI can build and test it for
-//! aarch64 with Debian's rustc under qemu.
+//! No dependencies. It used to hold to Rust 1.63 (Debian's old compiler for
+//! the aarch64 cross-build), which is why some 512-bit and dotprod paths are
+//! inline asm; that floor is gone (CI cross-builds with rustc-web 1.96).
 //!
 //! Layout (as memchr): [`scalar`] is the reference with ggml's semantics;
 //! `generic` holds one algorithm per kernel written against a small SIMD

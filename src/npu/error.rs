@@ -80,7 +80,7 @@ impl fmt::Display for NpuError {
             }
             NpuError::PermissionDenied { path } => write!(
                 f,
-                "{}: permission denied (add the user to the group owning the node, e.g. `render`, or run as root)",
+                "{}: permission denied (add the user to the group owning the node, e.g. `render`, or a udev rule; never run as root for this)",
                 path.display()
             ),
             NpuError::Open { path, errno } => write!(f, "{}: cannot open: {errno}", path.display()),
