@@ -12,6 +12,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod error;
+pub mod fuzz_support;
 pub mod graph;
 pub mod model;
 pub mod npu;

@@ -30,6 +30,8 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 
 pub use pretok::PreTokenizer;
+#[doc(hidden)]
+pub use unicode::byte_to_unicode as unicode_byte_table;
 
 /// Token attributes, bit values as llama.cpp's `llama_token_attr`.
 pub mod attr {
