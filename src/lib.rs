@@ -15,6 +15,7 @@ pub mod chat;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;
+pub mod fuzz_support;
 pub mod graph;
 pub mod model;
 pub mod npu;

@@ -482,7 +482,7 @@ impl LogitsReader {
     }
 
     /// Reads the next chunk's rows, checked against their CRC.
-    fn read_chunk(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+    pub(crate) fn read_chunk(&mut self, buf: &mut Vec<u8>) -> Result<()> {
         buf.resize(self.chunk_bytes(), 0);
         self.input.read_exact(buf).map_err(io_err(&self.path))?;
         self.chunks_read += 1;

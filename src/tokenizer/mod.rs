@@ -30,6 +30,8 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 
 pub use pretok::PreTokenizer;
+#[doc(hidden)]
+pub use unicode::byte_to_unicode as unicode_byte_table;
 
 /// Token attributes, bit values as llama.cpp's `llama_token_attr`.
 pub mod attr {
@@ -671,7 +673,6 @@ impl Tokenizer {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<u32>, TokenizerError> {
-        let fragments = self.partition(text, parse_special);
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
             out.extend(self.bos);
@@ -680,8 +681,8 @@ impl Tokenizer {
             VocabKind::Spm => {
                 let mut prev_special = true;
                 let mut buf = String::new();
-                for frag in &fragments {
-                    match *frag {
+                self.partition(text, parse_special, |frag| {
+                    match frag {
                         Fragment::Text(t) => {
                             buf.clear();
                             if self.add_space_prefix && prev_special {
@@ -697,15 +698,17 @@ impl Tokenizer {
                             prev_special = true;
                         }
                     }
-                }
+                    Ok(())
+                })?;
             }
             VocabKind::Bpe => {
-                for frag in &fragments {
-                    match *frag {
+                self.partition(text, parse_special, |frag| {
+                    match frag {
                         Fragment::Text(t) => bpe::tokenize(self, t, &mut out),
                         Fragment::Token(id) => out.push(id),
                     }
-                }
+                    Ok(())
+                })?;
             }
         }
         if add_special && self.add_eos {
@@ -716,51 +719,97 @@ impl Tokenizer {
 
     /// Cuts `text` at special-token strings, longest token first, each
     /// token's occurrences taken left to right where no earlier cut
-    /// overlaps them (llama.cpp's `tokenizer_st_partition`).
-    fn partition<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Fragment<'t>> {
+    /// overlaps them (llama.cpp's `tokenizer_st_partition`), and hands the
+    /// pieces to `each` in text order.
+    ///
+    /// That is every match (priority, start) handled in sorted order. The
+    /// matches are not all collected first: a run of spaces matches up to
+    /// 31 whitespace tokens at every byte in Gemma's vocabulary. A start's
+    /// matches come in priority order anyway (longer is earlier), so a heap
+    /// holds only the next match of each start, and a start that a cut
+    /// covers drops out (its remaining matches all overlap that cut).
+    fn partition<'t>(
+        &self,
+        text: &'t str,
+        parse_special: bool,
+        mut each: impl FnMut(Fragment<'t>) -> Result<(), TokenizerError>,
+    ) -> Result<(), TokenizerError> {
+        use std::cmp::Reverse;
         let bytes = text.as_bytes();
-        // All occurrences of all candidate specials: (priority, start, len).
-        let mut hits: Vec<(u32, usize, usize)> = Vec::new();
-        for start in 0..bytes.len() {
-            self.special_trie.prefixes(&bytes[start..], |prio, len| {
-                let id = self.specials[prio as usize];
-                let a = self.attrs[id as usize];
-                if parse_special || a & (attr::CONTROL | attr::UNKNOWN) == 0 {
-                    hits.push((prio, start, len));
-                }
-            });
+        let first: Vec<Reverse<(u32, usize)>> = (0..bytes.len())
+            .filter_map(|start| {
+                self.longest_special_at(bytes, start, usize::MAX, parse_special)
+                    .map(|prio| Reverse((prio, start)))
+            })
+            .collect();
+        if first.is_empty() {
+            if !text.is_empty() {
+                each(Fragment::Text(text))?;
+            }
+            return Ok(());
         }
-        if hits.is_empty() {
-            return if text.is_empty() {
-                Vec::new()
-            } else {
-                vec![Fragment::Text(text)]
-            };
-        }
-        hits.sort_unstable();
-        let mut taken = vec![false; bytes.len()];
-        let mut cuts: Vec<(usize, usize, u32)> = Vec::new();
-        for (prio, start, len) in hits {
-            if taken[start..start + len].iter().any(|&t| t) {
+        let mut heap = std::collections::BinaryHeap::from(first);
+        // Per byte: FREE, COVERED by a cut, or the token id of a cut there.
+        const FREE: u32 = u32::MAX;
+        const COVERED: u32 = u32::MAX - 1;
+        let mut owner = vec![FREE; bytes.len()];
+        while let Some(Reverse((prio, start))) = heap.pop() {
+            if owner[start] != FREE {
                 continue;
             }
-            taken[start..start + len].iter_mut().for_each(|t| *t = true);
-            cuts.push((start, len, self.specials[prio as usize]));
-        }
-        cuts.sort_unstable();
-        let mut frags = Vec::with_capacity(cuts.len() * 2 + 1);
-        let mut pos = 0;
-        for (start, len, id) in cuts {
-            if start > pos {
-                frags.push(Fragment::Text(&text[pos..start]));
+            let id = self.specials[prio as usize];
+            let len = self.tokens[id as usize].len();
+            if owner[start..start + len].iter().any(|&o| o != FREE) {
+                if let Some(next) = self.longest_special_at(bytes, start, len, parse_special) {
+                    heap.push(Reverse((next, start)));
+                }
+                continue;
             }
-            frags.push(Fragment::Token(id));
-            pos = start + len;
+            owner[start..start + len].fill(COVERED);
+            owner[start] = id;
+        }
+        drop(heap);
+        let (mut pos, mut i) = (0, 0);
+        while i < bytes.len() {
+            match owner[i] {
+                FREE | COVERED => i += 1,
+                id => {
+                    if i > pos {
+                        each(Fragment::Text(&text[pos..i]))?;
+                    }
+                    each(Fragment::Token(id))?;
+                    i += self.tokens[id as usize].len();
+                    pos = i;
+                }
+            }
         }
         if pos < text.len() {
-            frags.push(Fragment::Text(&text[pos..]));
+            each(Fragment::Text(&text[pos..]))?;
         }
-        frags
+        Ok(())
+    }
+
+    /// The priority of the longest special token shorter than `below`
+    /// bytes that `bytes[start..]` begins with and that may be matched
+    /// (control and unknown tokens only with `parse_special`).
+    fn longest_special_at(
+        &self,
+        bytes: &[u8],
+        start: usize,
+        below: usize,
+        parse_special: bool,
+    ) -> Option<u32> {
+        let mut best = None;
+        let end = bytes
+            .len()
+            .min(start.saturating_add(below.saturating_sub(1)));
+        self.special_trie.prefixes(&bytes[start..end], |prio, _| {
+            let a = self.attrs[self.specials[prio as usize] as usize];
+            if parse_special || a & (attr::CONTROL | attr::UNKNOWN) == 0 {
+                best = Some(prio);
+            }
+        });
+        best
     }
 
     /// The id of a token text, if the vocabulary has it.

@@ -213,3 +213,97 @@ fn clean_up_spaces_as_llama_cpp() {
         b"a, b. c'd it's I'm we're x 'll".to_vec()
     );
 }
+
+/// The straightforward special-token partition: every match collected,
+/// sorted by (priority, start), taken where no earlier cut overlaps; the
+/// cuts as (start, len, id).
+fn partition_by_sorting(tok: &Tokenizer, text: &str, parse_special: bool) -> Vec<(usize, u32)> {
+    let bytes = text.as_bytes();
+    let mut hits: Vec<(u32, usize, usize)> = Vec::new();
+    for start in 0..bytes.len() {
+        tok.special_trie.prefixes(&bytes[start..], |prio, len| {
+            let a = tok.attrs[tok.specials[prio as usize] as usize];
+            if parse_special || a & (attr::CONTROL | attr::UNKNOWN) == 0 {
+                hits.push((prio, start, len));
+            }
+        });
+    }
+    hits.sort_unstable();
+    let mut taken = vec![false; bytes.len()];
+    let mut cuts = Vec::new();
+    for (prio, start, len) in hits {
+        if !taken[start..start + len].iter().any(|&t| t) {
+            taken[start..start + len].iter_mut().for_each(|t| *t = true);
+            cuts.push((start, tok.specials[prio as usize]));
+        }
+    }
+    cuts.sort_unstable();
+    cuts
+}
+
+fn cuts_of(tok: &Tokenizer, text: &str, parse_special: bool) -> Vec<(usize, u32)> {
+    let mut pos = 0;
+    let mut cuts = Vec::new();
+    tok.partition(text, parse_special, |frag| {
+        match frag {
+            Fragment::Text(t) => pos += t.len(),
+            Fragment::Token(id) => {
+                cuts.push((pos, id));
+                pos += tok.tokens[id as usize].len();
+            }
+        }
+        Ok(())
+    })
+    .expect("partition");
+    assert_eq!(pos, text.len());
+    cuts
+}
+
+proptest::proptest! {
+    /// Overlapping special tokens of several lengths (user-defined runs of
+    /// spaces and newlines as Gemma's, control tokens sharing prefixes):
+    /// the heap partition cuts exactly where sorting all matches does, and
+    /// "abxyz" cuts "ab" after "abx" loses to "xyz".
+    #[test]
+    fn partition_matches_sorting_every_match(
+        pieces in proptest::collection::vec(
+            proptest::sample::select(vec![
+                " ", "  ", "\n", "\n\n", "a", "ab", "<c>", "<", "b<c", "x", "xy", "z",
+            ]),
+            0..40,
+        ),
+        parse_special in proptest::bool::ANY,
+    ) {
+        let mut extra = vec![("a", -1.0, 1), ("b", -1.0, 1), ("x", -1.0, 1)];
+        let runs: Vec<String> = (1..=5)
+            .flat_map(|n| [" ".repeat(n), "\n".repeat(n)])
+            .collect();
+        extra.extend(runs.iter().map(|r| (r.as_str(), 0.0, 4)));
+        // "xyz" outranks "abx" (same length, lower id): in "abxyz" the cut
+        // at "xyz" blocks "abx", and "ab" is taken at the same start.
+        extra.extend([("xyz", 0.0, 4), ("abx", 0.0, 4)]);
+        extra.extend([("ab", 0.0, 4), ("b<c", 0.0, 4), ("<c>", 0.0, 3), ("<c", 0.0, 3)]);
+        let tok = Tokenizer::new(spm_vocab(&extra)).expect("vocab builds");
+        let text: String = pieces.concat();
+        proptest::prop_assert_eq!(
+            cuts_of(&tok, &text, parse_special),
+            partition_by_sorting(&tok, &text, parse_special)
+        );
+    }
+}
+
+#[test]
+fn a_blocked_special_gives_way_to_a_shorter_one_at_the_same_start() {
+    let tok = Tokenizer::new(spm_vocab(&[
+        ("xyz", 0.0, 4),
+        ("abx", 0.0, 4),
+        ("ab", 0.0, 4),
+    ]))
+    .expect("vocab builds");
+    let (ab, xyz) = (id(&tok, "ab"), id(&tok, "xyz"));
+    assert_eq!(cuts_of(&tok, "abxyz", false), vec![(0, ab), (2, xyz)]);
+    assert_eq!(
+        partition_by_sorting(&tok, "abxyz", false),
+        vec![(0, ab), (2, xyz)]
+    );
+}

@@ -1,0 +1,61 @@
+//! The fuzz targets of `fuzz/` on stable, for a bounded number of cases
+//! (proptest with arbitrary bytes, plus mutations of valid inputs): any
+//! input gives an error or a result, never a panic. See docs/fuzzing.md.
+
+use proptest::prelude::*;
+use rkinfer::fuzz_support;
+
+/// A valid small GGUF file to mutate.
+fn small_gguf() -> Vec<u8> {
+    let mut w = rkinfer::gguf::GgufWriter::new();
+    w.add_kv("general.architecture", "llama").unwrap();
+    w.add_kv("general.alignment", 32u32).unwrap();
+    w.add_tensor("t", &[8], rkinfer::gguf::GgmlType::F32, vec![0u8; 32])
+        .unwrap();
+    w.to_bytes().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gguf_reader_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fuzz_support::gguf_reader(&data);
+    }
+
+    #[test]
+    fn gguf_reader_mutated_file(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut data = small_gguf();
+        for (at, v) in flips {
+            let i = at % data.len();
+            data[i] = v;
+        }
+        fuzz_support::gguf_reader(&data);
+    }
+
+    #[test]
+    fn tokenizers_any_text(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        thread_local! {
+            static VOCABS: Vec<rkinfer::tokenizer::Tokenizer> = fuzz_support::vocabularies();
+        }
+        VOCABS.with(|v| {
+            assert_eq!(v.len(), 2, "both families build");
+            fuzz_support::tokenizers(v, &data)
+        });
+    }
+
+    #[test]
+    fn kl_base_reader_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fuzz_support::kl_base_reader(&data);
+    }
+
+    #[test]
+    fn kl_base_reader_valid_header(n_ctx in 0u32..40, n_vocab in 0u32..8, n_chunks in 0u32..3, tail in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let mut data = b"RKLOGP02".to_vec();
+        for v in [n_ctx, n_vocab, n_chunks, n_ctx / 2] {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        data.extend_from_slice(&tail);
+        fuzz_support::kl_base_reader(&data);
+    }
+}
