@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "capture",
         "chat",
         "output_file",
+        "fuzz_support",
     ],
     &["cli", "server"],
 ];
