@@ -10,7 +10,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     // RKINFER_NO_AVX512=1 builds what an older compiler would (to compare).
     println!("cargo:rerun-if-env-changed=RKINFER_NO_AVX512");
-    if env::var_os("RKINFER_NO_AVX512").map_or(false, |v| v != "0") {
+    if env::var_os("RKINFER_NO_AVX512").is_some_and(|v| v != "0") {
         return;
     }
     println!("cargo:rustc-check-cfg=cfg(rkinfer_avx512)");
@@ -22,7 +22,7 @@ fn main() {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
         .and_then(|v| v.split('.').nth(1).and_then(|m| m.parse::<u32>().ok()));
-    if minor.map_or(false, |m| m >= 89) {
+    if minor.is_some_and(|m| m >= 89) {
         println!("cargo:rustc-cfg=rkinfer_avx512");
     }
 }

@@ -41,14 +41,20 @@ fn take_warnings() -> Vec<String> {
 
 /// Greedy ids: the prompt's next token, then `n - 1` decode steps.
 fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
-    let argmax = |x: &[f32]| {
-        (0..x.len()).fold(0, |b, i| if x[i] > x[b] { i } else { b }) as u32
-    };
+    let argmax = |x: &[f32]| (0..x.len()).fold(0, |b, i| if x[i] > x[b] { i } else { b }) as u32;
     let mut state = model.new_state(&StateOptions::default()).expect("state");
-    let mut next = argmax(model.forward(&mut state, prompt, LogitsMode::Last).expect("prompt"));
+    let mut next = argmax(
+        model
+            .forward(&mut state, prompt, LogitsMode::Last)
+            .expect("prompt"),
+    );
     let mut out = vec![next];
     while out.len() < n {
-        next = argmax(model.forward(&mut state, &[next], LogitsMode::Last).expect("decode"));
+        next = argmax(
+            model
+                .forward(&mut state, &[next], LogitsMode::Last)
+                .expect("decode"),
+        );
         out.push(next);
     }
     out
@@ -61,7 +67,9 @@ fn a_failing_npu_says_so_once_and_the_cpu_answers() {
     let path = common::model_path("smollm2-q4_1");
     let cpu = Model::load(&path, &ModelOptions::default()).expect("cpu model");
     let tok = Tokenizer::from_gguf(cpu.gguf()).expect("tokenizer");
-    let prompt = tok.encode("The capital of France is", true, false).expect("prompt");
+    let prompt = tok
+        .encode("The capital of France is", true, false)
+        .expect("prompt");
     let want = greedy(&cpu, &prompt, 4);
     assert!(take_warnings().is_empty());
 

@@ -202,7 +202,7 @@ impl BlockQ4_0x8 {
 /// `nb` blocks: group g, block b lands at `out[g * nb + b]`.
 pub fn repack_q4_0x8(rows: &[BlockQ4_0], nb: usize, out: &mut [BlockQ4_0x8]) {
     assert!(
-        nb > 0 && rows.len() % (8 * nb) == 0 && out.len() * 8 == rows.len(),
+        nb > 0 && rows.len().is_multiple_of(8 * nb) && out.len() * 8 == rows.len(),
         "repack_q4_0x8: {} blocks are not groups of 8 rows of {nb} into {}",
         rows.len(),
         out.len()
@@ -234,7 +234,9 @@ impl_block!(
 /// blocks or the pointer is not aligned for `B`.
 pub fn as_blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
     let size = core::mem::size_of::<B>();
-    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % core::mem::align_of::<B>() != 0 {
+    if !bytes.len().is_multiple_of(size)
+        || !(bytes.as_ptr() as usize).is_multiple_of(core::mem::align_of::<B>())
+    {
         return None;
     }
     // SAFETY: length and alignment were checked above, and `Block` guarantees
@@ -245,7 +247,9 @@ pub fn as_blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
 /// Mutable counterpart of [`as_blocks`].
 pub fn as_blocks_mut<B: Block>(bytes: &mut [u8]) -> Option<&mut [B]> {
     let size = core::mem::size_of::<B>();
-    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % core::mem::align_of::<B>() != 0 {
+    if !bytes.len().is_multiple_of(size)
+        || !(bytes.as_ptr() as usize).is_multiple_of(core::mem::align_of::<B>())
+    {
         return None;
     }
     // SAFETY: as in `as_blocks`; the exclusive borrow carries over.

@@ -25,7 +25,7 @@ pub(crate) const TILE_TOKENS: usize = 4;
 /// Checks the slice shapes every `gemm_*` entry point relies on.
 pub(crate) fn check(name: &str, nx: usize, ny: usize, nb: usize, nout: usize, ldo: usize) {
     assert!(
-        nb > 0 && nx % nb == 0 && ny % nb == 0,
+        nb > 0 && nx.is_multiple_of(nb) && ny.is_multiple_of(nb),
         "{name}: rows of {nb} blocks do not divide {nx} / {ny}"
     );
     let (nr, nt) = (nx / nb, ny / nb);
@@ -890,7 +890,7 @@ pub(crate) fn check_interleaved(
     ldo: usize,
 ) {
     assert!(
-        nb > 0 && nx % nb == 0 && ny % nb == 0,
+        nb > 0 && nx.is_multiple_of(nb) && ny.is_multiple_of(nb),
         "{name}: rows of {nb} blocks do not divide {nx} / {ny}"
     );
     let (nr, nt) = (8 * (nx / nb), ny / nb);
@@ -907,7 +907,7 @@ pub(crate) fn check_interleaved(
 /// bounds.
 pub(crate) fn check_lanes16(name: &str, nx: usize, ny: usize, k: usize, nout: usize, ldo: usize) {
     assert!(
-        k > 0 && k % 16 == 0,
+        k > 0 && k.is_multiple_of(16),
         "{name}: k = {k} is not a multiple of 16"
     );
     check(name, nx, ny, k, nout, ldo);

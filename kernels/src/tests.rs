@@ -397,7 +397,7 @@ fn dot_products_match_scalar() {
         for &nb in BLOCK_COUNTS.iter() {
             let y0 = q8_0_acts(&mut r, nb);
             let y1 = q8_1_acts(&mut r, nb);
-            let nk = (nb + 3) / 4;
+            let nk = nb.div_ceil(4);
             let yk = q8_k_acts(&mut r, nk);
             macro_rules! run {
                 ($t:ty, $y:expr, $per:expr, $deq:ident, $acts:expr, $f:ident, $nb:expr) => {{
@@ -1240,7 +1240,7 @@ fn dispatch_picks_a_detected_table() {
         "chosen table not available"
     );
     let forced =
-        std::env::var_os("RKINFER_FORCE_SCALAR").map_or(false, |v| !v.is_empty() && v != "0");
+        std::env::var_os("RKINFER_FORCE_SCALAR").is_some_and(|v| !v.is_empty() && v != "0");
     if forced {
         assert_eq!(chosen.name, "scalar");
     } else {
