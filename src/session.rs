@@ -106,6 +106,8 @@ pub enum StopReason {
     StopString(String),
     /// The context is full.
     ContextFull,
+    /// Evaluating or sampling failed; the stream yielded the error itself.
+    Error(String),
 }
 
 /// Options of one generation.
@@ -372,7 +374,7 @@ impl<'a, L: LogitsSource> Iterator for TokenStream<'a, L> {
                 None
             }
             Err(e) => {
-                self.stop = Some(StopReason::ContextFull);
+                self.stop = Some(StopReason::Error(e.to_string()));
                 Some(Err(e))
             }
         }
@@ -696,6 +698,52 @@ pub(crate) mod tests {
         let out: Vec<u32> = it.by_ref().map(|t| t.unwrap()).collect();
         assert_eq!(out, vec![2, 3, 4]);
         assert_eq!(it.stop_reason(), Some(&StopReason::ContextFull));
+    }
+
+    /// A model whose evaluations fail after `ok` successful ones.
+    struct FailingLm {
+        inner: CountingLm,
+        ok: usize,
+    }
+
+    impl LogitsSource for FailingLm {
+        fn n_vocab(&self) -> usize {
+            self.inner.n_vocab()
+        }
+        fn n_ctx(&self) -> usize {
+            self.inner.n_ctx()
+        }
+        fn n_past(&self) -> usize {
+            self.inner.n_past()
+        }
+        fn eval(&mut self, tokens: &[u32], all: bool) -> Result<&[f32]> {
+            if self.ok == 0 {
+                return Err(Error::InvalidArgument("fake: the device is gone".into()));
+            }
+            self.ok -= 1;
+            self.inner.eval(tokens, all)
+        }
+        fn truncate(&mut self, n: usize) {
+            self.inner.truncate(n)
+        }
+    }
+
+    #[test]
+    fn a_failed_step_is_reported_as_an_error_not_a_full_context() {
+        let lm = FailingLm {
+            inner: CountingLm::new(50, 64),
+            ok: 2,
+        };
+        let mut s = Session::new(lm, SessionOptions::default()).unwrap();
+        s.feed_tokens(&[3]).unwrap();
+        let mut g = Sampler::greedy();
+        let mut it = s.generate(&mut g, 0);
+        let items: Vec<Result<u32>> = it.by_ref().collect();
+        assert!(items.last().is_some_and(|r| r.is_err()), "{items:?}");
+        match it.stop_reason() {
+            Some(StopReason::Error(msg)) => assert!(msg.contains("device is gone"), "{msg}"),
+            other => panic!("stop reason {other:?}"),
+        }
     }
 
     #[test]

@@ -368,6 +368,7 @@ fn stop_name(r: &StopReason) -> String {
         StopReason::MaxTokens => "max_tokens".into(),
         StopReason::StopString(s) => format!("stop:{s}"),
         StopReason::ContextFull => "context_full".into(),
+        StopReason::Error(_) => "error".into(),
     }
 }
 
