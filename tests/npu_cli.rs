@@ -201,6 +201,15 @@ fn npu_selftest_json_is_a_bug_report() {
             let entries = if r["case"]["ty"] == "int4" { 112 } else { 108 };
             assert_eq!(j["first_words"].as_array().unwrap().len(), entries);
             assert!(j["error"].is_null());
+            // What was handed to the device, as the report shows it.
+            let sub = &j["submit"];
+            assert_eq!(sub["ioctl"], "npu-sim", "{j}");
+            assert_eq!(sub["tasks_total"], j["tasks"]);
+            assert_eq!(sub["submit"]["task_counter"], j["tasks"]);
+            assert_eq!(sub["submit"]["core"], j["core"]);
+            let first_task = &sub["tasks"][0];
+            assert_eq!(first_task["regcmd_addr"], j["regcmd"]["dma_addr"]);
+            assert!(first_task["body_entries"].as_u64().unwrap() >= 104);
         }
         let tiles = r["tiles"].as_array().unwrap();
         assert_eq!(tiles.len() as u64, r["tasks"].as_u64().unwrap());

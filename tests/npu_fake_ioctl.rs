@@ -832,6 +832,30 @@ fn selftest_report_on_each_fake_driver() {
     let first = &r.rungs[0].result;
     assert_eq!(first.words_hash, first.known_good_hash);
     assert!(first.trace.jobs[0].stats.unwrap().hw_time_us.is_some());
+    // The kernel structures as the driver left them: the submit with its
+    // task counter, and the last task with the interrupt status written in.
+    for g in &r.rungs {
+        for job in &g.result.trace.jobs {
+            let sub = job.submit.as_ref().expect("every job records its submit");
+            assert_eq!(sub.ioctl, "RKNPU_SUBMIT");
+            assert_eq!(sub.struct_size, 104);
+            assert_eq!(sub.errno, None);
+            assert_eq!(sub.tasks_total, job.tasks);
+            let n = job.tasks as i64;
+            assert_eq!(sub.submit.get("task_number"), Some(n));
+            assert_eq!(sub.submit.get("task_counter"), Some(n));
+            assert_eq!(sub.submit.get("core_mask"), Some(1 << job.core));
+            assert_eq!(sub.submit.get("hw_elapse_time"), Some(1000 * n));
+            let first_task = &sub.tasks[0];
+            assert_eq!(
+                first_task.get("regcmd_addr"),
+                Some(job.regcmd.dma_addr as i64)
+            );
+            let last = sub.tasks.last().unwrap();
+            assert_eq!(last.get("index"), Some(n - 1));
+            assert_eq!(last.get("int_status"), Some(0x300));
+        }
+    }
     assert!(r
         .rungs
         .iter()
@@ -858,6 +882,16 @@ fn selftest_report_on_each_fake_driver() {
         .unwrap()
         .hw_time_us
         .is_none());
+    let job = &r.rungs[0].result.trace.jobs[0];
+    let sub = job.submit.as_ref().unwrap();
+    assert_eq!(sub.ioctl, "ROCKET_SUBMIT");
+    assert_eq!(sub.struct_size, 24);
+    assert_eq!(sub.submit.get("task_count"), Some(job.tasks as i64));
+    assert_eq!(
+        sub.submit.get("regcmd_bo_handle"),
+        Some(job.regcmd.handle as i64)
+    );
+    assert_eq!(sub.tasks[0].get("regcmd"), Some(job.regcmd.dma_addr as i64));
 
     // The vendor driver failing once: the rung reports the error, its
     // reruns (chaining off, uncached buffers) pass and say so.
@@ -871,6 +905,9 @@ fn selftest_report_on_each_fake_driver() {
         .as_deref()
         .unwrap()
         .contains("EIO"));
+    let sub = failed.result.trace.jobs[0].submit.as_ref().unwrap();
+    assert_eq!(sub.errno, Some(5), "EIO is errno 5: {sub:?}");
+    assert_eq!(sub.submit.get("task_counter"), Some(0));
     assert!(failed
         .result
         .tiles

@@ -165,6 +165,51 @@ pub struct JobStats {
     pub hw_time_us: Option<u64>,
 }
 
+/// The kernel structures of one submit as the driver left them after the
+/// call: what a bug report needs to tell a wrong field from a failing NPU.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SubmitRecord {
+    /// The request, e.g. `RKNPU_SUBMIT`.
+    pub ioctl: &'static str,
+    /// Bytes of the submit structure passed (part of the ioctl number).
+    pub struct_size: usize,
+    /// The submit structure's fields, in declaration order.
+    pub submit: Fields,
+    /// Task records as the kernel read them (the vendor driver writes
+    /// `int_status` back), the first [`SubmitRecord::MAX_TASKS`] of them.
+    pub tasks: Vec<Fields>,
+    pub tasks_total: usize,
+    /// The call's errno when it failed.
+    pub errno: Option<i32>,
+}
+
+impl SubmitRecord {
+    /// Task records kept per job: enough to see the pattern of a chain.
+    pub const MAX_TASKS: usize = 4;
+}
+
+/// Named integer fields of a kernel structure, serialized as a JSON object
+/// that keeps the declaration order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fields(pub Vec<(&'static str, i64)>);
+
+impl Fields {
+    pub fn get(&self, name: &str) -> Option<i64> {
+        self.0.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+    }
+}
+
+impl serde::Serialize for Fields {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
 /// An NPU: real (through a kernel driver) or simulated.
 pub trait NpuDevice: Send + Sync {
     fn info(&self) -> DeviceInfo;
@@ -187,6 +232,12 @@ pub trait NpuDevice: Send + Sync {
     /// False when the interface has no such choice.
     fn set_uncached(&self, _uncached: bool) -> bool {
         false
+    }
+    /// The kernel structures of the most recent submit, for the self-test
+    /// report. Submits are serialized, so this is the caller's own when
+    /// one thread drives the device (as the self-test does).
+    fn last_submit(&self) -> Option<SubmitRecord> {
+        None
     }
 }
 

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 
 use super::device::{
-    check_dma_addr, BufferOps, DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, RawBuffer, SyncDir,
+    check_dma_addr, BufferOps, DeviceInfo, Fields, Job, JobStats, NpuBuffer, NpuDevice, RawBuffer,
+    SubmitRecord, SyncDir,
 };
 use super::drm::{call, DrmIo};
 use super::uapi::{self, *};
@@ -123,7 +124,8 @@ impl BufferOps for Inner {
 pub struct RknpuDevice {
     inner: Arc<Inner>,
     info: DeviceInfo,
-    submit_lock: Mutex<()>,
+    /// Serializes submits and keeps the last one's kernel structures.
+    submit_lock: Mutex<Option<SubmitRecord>>,
 }
 
 impl RknpuDevice {
@@ -173,7 +175,7 @@ impl RknpuDevice {
         Ok(RknpuDevice {
             inner: Arc::new(inner),
             info,
-            submit_lock: Mutex::new(()),
+            submit_lock: Mutex::new(None),
         })
     }
 
@@ -282,8 +284,10 @@ impl NpuDevice for RknpuDevice {
             task_number: n,
         };
         // Concurrent submits have crashed boards: one at a time.
-        let _guard = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
-        match call(self.inner.io.as_ref(), RKNPU_SUBMIT, &mut sub) {
+        let mut last = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let called = call(self.inner.io.as_ref(), RKNPU_SUBMIT, &mut sub);
+        *last = Some(submit_record(&sub, &task_buf, &records, called.err()));
+        match called {
             Ok(()) => {}
             Err(Errno::ETIMEDOUT) | Err(Errno::ETIME) => {
                 return Err(NpuError::SubmitTimeout {
@@ -325,5 +329,88 @@ impl NpuDevice for RknpuDevice {
     fn set_uncached(&self, uncached: bool) -> bool {
         self.inner.uncached.store(uncached, Ordering::Relaxed);
         true
+    }
+
+    fn last_submit(&self) -> Option<SubmitRecord> {
+        self.submit_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The submit and its task records as the kernel left them: the task
+/// buffer is read back because the driver writes `int_status` there.
+fn submit_record(
+    sub: &RknpuSubmit,
+    task_buf: &NpuBuffer,
+    sent: &[RknpuTask],
+    errno: Option<Errno>,
+) -> SubmitRecord {
+    // The first tasks show the chain's pattern; the last is the one the
+    // driver writes the interrupt status into.
+    let rec = std::mem::size_of::<RknpuTask>();
+    let mut picked: Vec<usize> = (0..sent.len().min(SubmitRecord::MAX_TASKS - 1)).collect();
+    if let Some(last) = sent.len().checked_sub(1) {
+        if !picked.contains(&last) {
+            picked.push(last);
+        }
+    }
+    let synced = task_buf.sync_from_device().is_ok();
+    let tasks = picked.iter().map(|&i| {
+        let mut back = [RknpuTask::default()];
+        let read = synced
+            && task_buf
+                .read(i * rec, bytemuck::cast_slice_mut(&mut back))
+                .is_ok();
+        (i, if read { back[0] } else { sent[i] })
+    });
+    let mut submit = vec![
+        ("flags", sub.flags as i64),
+        ("timeout", sub.timeout as i64),
+        ("task_start", sub.task_start as i64),
+        ("task_number", sub.task_number as i64),
+        ("task_counter", sub.task_counter as i64),
+        ("priority", sub.priority as i64),
+        ("task_obj_addr", sub.task_obj_addr as i64),
+        ("iommu_domain_id", sub.iommu_domain_id as i64),
+        ("task_base_addr", sub.task_base_addr as i64),
+        ("hw_elapse_time", sub.hw_elapse_time),
+        ("core_mask", sub.core_mask as i64),
+        ("fence_fd", sub.fence_fd as i64),
+    ];
+    const SUBCORE: [(&str, &str); 5] = [
+        ("subcore0_task_start", "subcore0_task_number"),
+        ("subcore1_task_start", "subcore1_task_number"),
+        ("subcore2_task_start", "subcore2_task_number"),
+        ("subcore3_task_start", "subcore3_task_number"),
+        ("subcore4_task_start", "subcore4_task_number"),
+    ];
+    for (&(start, number), core) in SUBCORE.iter().zip(&sub.subcore_task) {
+        submit.push((start, core.task_start as i64));
+        submit.push((number, core.task_number as i64));
+    }
+    SubmitRecord {
+        ioctl: "RKNPU_SUBMIT",
+        struct_size: std::mem::size_of::<RknpuSubmit>(),
+        submit: Fields(submit),
+        tasks: tasks
+            .map(|(i, t)| {
+                Fields(vec![
+                    ("index", i as i64),
+                    ("flags", t.flags as i64),
+                    ("op_idx", t.op_idx as i64),
+                    ("enable_mask", t.enable_mask as i64),
+                    ("int_mask", t.int_mask as i64),
+                    ("int_clear", t.int_clear as i64),
+                    ("int_status", t.int_status as i64),
+                    ("regcfg_amount", t.regcfg_amount as i64),
+                    ("regcfg_offset", t.regcfg_offset as i64),
+                    ("regcmd_addr", t.regcmd_addr as i64),
+                ])
+            })
+            .collect(),
+        tasks_total: sent.len(),
+        errno: errno.map(|e| e as i32),
     }
 }

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 
 use super::device::{
-    check_dma_addr, BufferOps, DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, RawBuffer, SyncDir,
+    check_dma_addr, BufferOps, DeviceInfo, Fields, Job, JobStats, NpuBuffer, NpuDevice, RawBuffer,
+    SubmitRecord, SyncDir,
 };
 use super::drm::{call, DrmIo};
 use super::uapi::*;
@@ -94,7 +95,8 @@ impl BufferOps for Inner {
 pub struct RocketDevice {
     inner: Arc<Inner>,
     info: DeviceInfo,
-    submit_lock: Mutex<()>,
+    /// Serializes submits and keeps the last one's kernel structures.
+    submit_lock: Mutex<Option<SubmitRecord>>,
 }
 
 impl RocketDevice {
@@ -115,7 +117,7 @@ impl RocketDevice {
         RocketDevice {
             inner: Arc::new(Inner { io }),
             info,
-            submit_lock: Mutex::new(()),
+            submit_lock: Mutex::new(None),
         }
     }
 }
@@ -202,21 +204,24 @@ impl NpuDevice for RocketDevice {
             job_struct_size: std::mem::size_of::<RocketJob>() as u32,
             reserved: 0,
         };
-        let _guard = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
         // `tasks`, `ins`, `outs` and `rjob` outlive the ioctl, which copies them.
         // SAFETY: `sub.jobs` points at `rjob`, whose task and handle
         // pointers point at `tasks`, `ins` and `outs`; all live until after
         // the call, with the counts and struct sizes given.
-        unsafe { super::drm::call_with_pointers(self.inner.io.as_ref(), ROCKET_SUBMIT, &mut sub) }
-            .map_err(|errno| match errno {
-                Errno::EIO => NpuError::SubmitFailed {
-                    reason: "the driver rejected or aborted the job (EIO)".into(),
-                },
-                errno => NpuError::Ioctl {
-                    op: "ROCKET_SUBMIT",
-                    errno,
-                },
-            })?;
+        let called = unsafe {
+            super::drm::call_with_pointers(self.inner.io.as_ref(), ROCKET_SUBMIT, &mut sub)
+        };
+        *last = Some(submit_record(&rjob, &tasks, &ins, &outs, called.err()));
+        called.map_err(|errno| match errno {
+            Errno::EIO => NpuError::SubmitFailed {
+                reason: "the driver rejected or aborted the job (EIO)".into(),
+            },
+            errno => NpuError::Ioctl {
+                op: "ROCKET_SUBMIT",
+                errno,
+            },
+        })?;
         // Completion: wait on every output buffer.
         for b in job.outputs {
             self.inner
@@ -240,5 +245,55 @@ impl NpuDevice for RocketDevice {
 
     fn job_time_limit_ms(&self) -> Option<u32> {
         Some(ROCKET_JOB_TIMEOUT_MS)
+    }
+
+    fn last_submit(&self) -> Option<SubmitRecord> {
+        self.submit_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The one job of a submit and its task records (rocket copies them in and
+/// writes nothing back: its SUBMIT even succeeds for a rejected job).
+fn submit_record(
+    job: &RocketJob,
+    tasks: &[RocketTask],
+    ins: &[u32],
+    outs: &[u32],
+    errno: Option<Errno>,
+) -> SubmitRecord {
+    let mut submit = vec![
+        ("job_count", 1),
+        ("job_struct_size", std::mem::size_of::<RocketJob>() as i64),
+        ("task_count", job.task_count as i64),
+        ("task_struct_size", job.task_struct_size as i64),
+        ("in_bo_handle_count", job.in_bo_handle_count as i64),
+        ("out_bo_handle_count", job.out_bo_handle_count as i64),
+    ];
+    // The command buffer goes last among the inputs: it must be there.
+    if let Some(&h) = ins.last() {
+        submit.push(("regcmd_bo_handle", h as i64));
+    }
+    if let Some(&h) = outs.first() {
+        submit.push(("first_out_bo_handle", h as i64));
+    }
+    SubmitRecord {
+        ioctl: "ROCKET_SUBMIT",
+        struct_size: std::mem::size_of::<RocketSubmit>(),
+        submit: Fields(submit),
+        tasks: tasks
+            .iter()
+            .take(SubmitRecord::MAX_TASKS)
+            .map(|t| {
+                Fields(vec![
+                    ("regcmd", t.regcmd as i64),
+                    ("regcmd_count", t.regcmd_count as i64),
+                ])
+            })
+            .collect(),
+        tasks_total: tasks.len(),
+        errno: errno.map(|e| e as i32),
     }
 }

@@ -10,7 +10,7 @@
 
 use crate::npu::command::layout;
 use crate::npu::command::task::{self, MatmulType, TaskDesc, CBUF_BANKS, CBUF_BANK_BYTES};
-use crate::npu::driver::device::{Job, JobStats, NpuBuffer, NpuDevice, TaskRef};
+use crate::npu::driver::device::{Job, JobStats, NpuBuffer, NpuDevice, SubmitRecord, TaskRef};
 use crate::npu::error::NpuError;
 
 /// Matmul operands, row-major: A is M x K, B is N x K (C = A * B^T).
@@ -590,6 +590,8 @@ pub struct JobTrace {
     pub stats: Option<JobStats>,
     pub wall_us: u64,
     pub error: Option<String>,
+    /// The kernel structures as the driver left them.
+    pub submit: Option<SubmitRecord>,
 }
 
 /// One task's output tile after the run.
@@ -794,6 +796,7 @@ impl PreparedWeights {
                     stats: result.as_ref().ok().copied(),
                     wall_us: started.elapsed().as_micros() as u64,
                     error: result.as_ref().err().map(|e| e.to_string()),
+                    submit: dev.last_submit(),
                 });
                 result?;
             }

@@ -8,7 +8,8 @@ use super::engine::SimCore;
 use crate::npu::command::regs;
 use crate::npu::command::task::{Chaining, TAIL_ENTRIES};
 use crate::npu::driver::device::{
-    check_dma_addr, BufferOps, DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, RawBuffer, SyncDir,
+    check_dma_addr, BufferOps, DeviceInfo, Fields, Job, JobStats, NpuBuffer, NpuDevice, RawBuffer,
+    SubmitRecord, SyncDir,
 };
 use crate::npu::driver::mem::{AddressSpace, Mapping};
 use crate::npu::error::NpuError;
@@ -74,7 +75,8 @@ pub const SIM_ADDR_LIMIT: u64 = 0xF000_0000;
 /// The simulator as an [`NpuDevice`].
 pub struct SimDevice {
     core: Arc<SimCore>,
-    submit_lock: Mutex<()>,
+    /// Serializes submits and keeps the last one's record.
+    submit_lock: Mutex<Option<SubmitRecord>>,
     cores: u32,
 }
 
@@ -107,7 +109,7 @@ impl SimDevice {
     pub fn with_address_window(base: u64, limit: u64) -> Self {
         SimDevice {
             core: Arc::new(SimCore::new(Arc::new(AddressSpace::new(base, limit)))),
-            submit_lock: Mutex::new(()),
+            submit_lock: Mutex::new(None),
             cores: 3,
         }
     }
@@ -170,7 +172,59 @@ impl NpuDevice for SimDevice {
     }
 
     fn submit(&self, job: &Job<'_>) -> Result<JobStats, NpuError> {
-        let _guard = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.run_job(job);
+        *last = Some(sim_record(job, &result));
+        result
+    }
+
+    fn is_simulated(&self) -> bool {
+        true
+    }
+
+    fn last_submit(&self) -> Option<SubmitRecord> {
+        self.submit_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The simulator has no kernel structure: its record names what a driver
+/// would have been told (core, program counter start, task chain).
+fn sim_record(job: &Job<'_>, result: &Result<JobStats, NpuError>) -> SubmitRecord {
+    let addr =
+        |t: &crate::npu::driver::device::TaskRef| job.regcmd.dma_addr() as i64 + t.offset as i64;
+    SubmitRecord {
+        ioctl: "npu-sim",
+        struct_size: 0,
+        submit: Fields(vec![
+            ("core", job.core as i64),
+            ("task_number", job.tasks.len() as i64),
+            ("timeout", job.timeout_ms as i64),
+            (
+                "task_counter",
+                result.as_ref().map_or(0, |s| s.tasks_done as i64),
+            ),
+        ]),
+        tasks: job
+            .tasks
+            .iter()
+            .take(SubmitRecord::MAX_TASKS)
+            .map(|t| {
+                Fields(vec![
+                    ("regcmd_addr", addr(t)),
+                    ("body_entries", t.body_entries as i64),
+                ])
+            })
+            .collect(),
+        tasks_total: job.tasks.len(),
+        errno: None,
+    }
+}
+
+impl SimDevice {
+    fn run_job(&self, job: &Job<'_>) -> Result<JobStats, NpuError> {
         if job.core >= self.cores {
             return Err(NpuError::SubmitFailed {
                 reason: format!("core {} does not exist ({} cores)", job.core, self.cores),
@@ -208,9 +262,5 @@ impl NpuDevice for SimDevice {
             tasks_done: done,
             hw_time_us: None,
         })
-    }
-
-    fn is_simulated(&self) -> bool {
-        true
     }
 }

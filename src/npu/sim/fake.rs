@@ -490,6 +490,14 @@ impl FakeRknpu {
             Ok(done) => s.task_counter = done,
             Err(e) => return Err(self.c.fail(Errno::EIO, format!("NPU fault: {e}"))),
         }
+        // As the driver does on completion: the interrupt status (here the
+        // one its check accepts) goes into the last task record.
+        let last_at = (u64::from(s.task_start) + u64::from(s.task_number) - 1) * rec;
+        let mut last = tasks[tasks.len() - 1];
+        last.int_status = last.int_mask;
+        task_mem
+            .write(last_at as usize, bytemuck::bytes_of(&last))
+            .map_err(|_| Errno::EFAULT)?;
         if self.c.cfg.version >= HW_TIME_SINCE {
             s.hw_elapse_time = 1000 * i64::from(s.task_number);
         }
