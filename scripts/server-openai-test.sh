@@ -9,7 +9,7 @@ VENV=${RKINFER_PY_VENV:-target/server-py-venv}
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
-"$VENV/bin/python" -c "import openai" 2>/dev/null || "$VENV/bin/pip" install --quiet openai
+"$VENV/bin/python" -c "import openai, jsonschema" 2>/dev/null || "$VENV/bin/pip" install --quiet openai jsonschema
 LOG=$(mktemp)
 "$BIN" serve -m "$MODEL" --port 0 -c 512 -t 1 --parallel 2 --api-key test-key 2>"$LOG" &
 PID=$!
