@@ -55,7 +55,7 @@ pub enum ResponseFormat {
 #[derive(Debug, Deserialize)]
 pub struct JsonSchemaSpec {
     /// Without a schema, any object.
-    pub schema: Option<serde_json::Value>,
+    pub schema: Option<super::schema::Schema>,
 }
 
 /// The fields shared by chat and text completions.

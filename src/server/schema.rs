@@ -8,13 +8,140 @@
 //! and local `$ref`s. Any other keyword is refused, so a reply never claims
 //! to follow a schema it was not held to. As in llama.cpp's converter,
 //! required properties come first, then optional ones, each group in the
-//! order of the keys (serde_json keeps them sorted).
+//! order the schema lists them.
 
 use std::collections::HashMap;
+use std::fmt;
 
-use serde_json::{Map, Value};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 use super::grammar::{any_value, Grammar, GrammarError, Node, NodeId, Prop, MAX_CHOICES};
+
+/// A JSON schema as written: objects keep their keys' order (serde_json's
+/// `Value` sorts them, and the order of `properties` is the reply's).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Schema {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(String),
+    Array(Vec<Schema>),
+    Object(Vec<(String, Schema)>),
+}
+
+type Map = [(String, Schema)];
+
+impl Schema {
+    fn get<'m>(m: &'m Map, key: &str) -> Option<&'m Schema> {
+        m.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Schema::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as serde_json's (for its JSON text).
+    fn to_value(&self) -> Value {
+        match self {
+            Schema::Null => Value::Null,
+            Schema::Bool(b) => Value::Bool(*b),
+            Schema::Number(n) => Value::Number(n.clone()),
+            Schema::String(s) => Value::String(s.clone()),
+            Schema::Array(v) => Value::Array(v.iter().map(Schema::to_value).collect()),
+            Schema::Object(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_value())).collect())
+            }
+        }
+    }
+
+    /// The compact JSON text of the value.
+    fn text(&self) -> Vec<u8> {
+        self.to_value().to_string().into_bytes()
+    }
+
+    /// The value at a JSON pointer (RFC 6901), such as `/$defs/Name`.
+    fn pointer(&self, pointer: &str) -> Option<&Schema> {
+        if pointer.is_empty() {
+            return Some(self);
+        }
+        let mut at = self;
+        for part in pointer.strip_prefix('/')?.split('/') {
+            let part = part.replace("~1", "/").replace("~0", "~");
+            at = match at {
+                Schema::Object(m) => Schema::get(m, &part)?,
+                Schema::Array(v) => v.get(part.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(at)
+    }
+}
+
+impl<'de> Deserialize<'de> for Schema {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Schema, D::Error> {
+        d.deserialize_any(SchemaVisitor)
+    }
+}
+
+struct SchemaVisitor;
+
+impl<'de> Visitor<'de> for SchemaVisitor {
+    type Value = Schema;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Schema, E> {
+        Ok(Schema::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Schema, E> {
+        Ok(Schema::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Schema, E> {
+        Ok(Schema::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Schema, E> {
+        Ok(Schema::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Schema, E> {
+        Ok(Schema::Number(n.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Schema, E> {
+        serde_json::Number::from_f64(n)
+            .map(Schema::Number)
+            .ok_or_else(|| E::custom(format!("{n} is not a JSON number")))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Schema, E> {
+        Ok(Schema::String(s.to_string()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Schema, A::Error> {
+        let mut v = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            v.push(item);
+        }
+        Ok(Schema::Array(v))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Schema, A::Error> {
+        let mut m = Vec::new();
+        while let Some(entry) = map.next_entry()? {
+            m.push(entry);
+        }
+        Ok(Schema::Object(m))
+    }
+}
 
 /// Keywords that only describe and do not constrain.
 const ANNOTATIONS: &[&str] = &[
@@ -48,7 +175,7 @@ const KEYWORDS: &[&str] = &[
 
 /// Compiles `schema`; the error says which part (a JSON pointer) is not
 /// supported and why.
-pub fn compile(schema: &Value) -> Result<Grammar, String> {
+pub fn compile(schema: &Schema) -> Result<Grammar, String> {
     let mut c = Compiler {
         root: schema,
         nodes: Vec::new(),
@@ -70,28 +197,30 @@ pub fn compile(schema: &Value) -> Result<Grammar, String> {
 }
 
 struct Compiler<'a> {
-    root: &'a Value,
+    root: &'a Schema,
     nodes: Vec<Node>,
     /// `$ref` targets compiled so far (recursive schemas refer back).
     refs: HashMap<String, NodeId>,
     any: Option<NodeId>,
 }
 
-fn list<'v>(m: &'v Map<String, Value>, key: &str, path: &str) -> Result<&'v [Value], String> {
-    match m.get(key) {
-        Some(Value::Array(v)) if !v.is_empty() => Ok(v),
+fn list<'v>(m: &'v Map, key: &str, path: &str) -> Result<&'v [Schema], String> {
+    match Schema::get(m, key) {
+        Some(Schema::Array(v)) if !v.is_empty() => Ok(v),
         _ => Err(format!("{path}/{key}: must be a non-empty array")),
     }
 }
 
-fn count(m: &Map<String, Value>, key: &str, path: &str) -> Result<Option<usize>, String> {
-    match m.get(key) {
+fn count(m: &Map, key: &str, path: &str) -> Result<Option<usize>, String> {
+    match Schema::get(m, key) {
         None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| format!("{path}/{key}: must be a non-negative integer")),
+        Some(v) => match v {
+            Schema::Number(n) => n.as_u64(),
+            _ => None,
+        }
+        .and_then(|n| usize::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| format!("{path}/{key}: must be a non-negative integer")),
     }
 }
 
@@ -112,28 +241,29 @@ impl Compiler<'_> {
         }
     }
 
-    fn node(&mut self, schema: &Value, path: &str) -> Result<NodeId, String> {
+    fn node(&mut self, schema: &Schema, path: &str) -> Result<NodeId, String> {
         let m = match schema {
-            Value::Bool(true) => return Ok(self.any()),
-            Value::Object(m) => m,
+            Schema::Bool(true) => return Ok(self.any()),
+            Schema::Object(m) => &m[..],
             _ => return Err(format!("{path}: a schema must be an object or true")),
         };
-        if let Some(k) = m
-            .keys()
-            .find(|k| !KEYWORDS.contains(&k.as_str()) && !ANNOTATIONS.contains(&k.as_str()))
+        let has = |key: &str| Schema::get(m, key).is_some();
+        if let Some((k, _)) = m
+            .iter()
+            .find(|(k, _)| !KEYWORDS.contains(&k.as_str()) && !ANNOTATIONS.contains(&k.as_str()))
         {
             return Err(format!(
                 "{path}: the keyword '{k}' is not supported (supported: {})",
                 KEYWORDS.join(", ")
             ));
         }
-        if let Some(r) = m.get("$ref") {
+        if let Some(r) = Schema::get(m, "$ref") {
             return self.reference(r, path);
         }
-        if let Some(c) = m.get("const") {
-            return Ok(self.push(Node::Literals(vec![c.to_string().into_bytes()])));
+        if let Some(c) = Schema::get(m, "const") {
+            return Ok(self.push(Node::Literals(vec![c.text()])));
         }
-        if m.contains_key("enum") {
+        if has("enum") {
             let values = list(m, "enum", path)?;
             if values.len() > MAX_CHOICES {
                 return Err(format!(
@@ -141,11 +271,11 @@ impl Compiler<'_> {
                     values.len()
                 ));
             }
-            let texts = values.iter().map(|v| v.to_string().into_bytes()).collect();
+            let texts = values.iter().map(Schema::text).collect();
             return Ok(self.push(Node::Literals(texts)));
         }
         for key in ["anyOf", "oneOf"] {
-            if m.contains_key(key) {
+            if has(key) {
                 let mut alts = Vec::new();
                 for (i, alt) in list(m, key, path)?.iter().enumerate() {
                     alts.push(self.node(alt, &format!("{path}/{key}/{i}"))?);
@@ -153,22 +283,19 @@ impl Compiler<'_> {
                 return Ok(self.push(Node::Union(alts)));
             }
         }
-        match m.get("type") {
+        match Schema::get(m, "type") {
             None if ["properties", "required", "additionalProperties"]
                 .iter()
-                .any(|k| m.contains_key(*k)) =>
+                .any(|k| has(k)) =>
             {
                 self.typed("object", m, path)
             }
-            None if ["items", "minItems", "maxItems"]
-                .iter()
-                .any(|k| m.contains_key(*k)) =>
-            {
+            None if ["items", "minItems", "maxItems"].iter().any(|k| has(k)) => {
                 self.typed("array", m, path)
             }
             None => Ok(self.any()),
-            Some(Value::String(t)) => self.typed(t, m, path),
-            Some(Value::Array(types)) if !types.is_empty() => {
+            Some(Schema::String(t)) => self.typed(t, m, path),
+            Some(Schema::Array(types)) if !types.is_empty() => {
                 let mut alts = Vec::new();
                 for t in types {
                     let Some(t) = t.as_str() else {
@@ -187,13 +314,13 @@ impl Compiler<'_> {
         }
     }
 
-    fn typed(&mut self, t: &str, m: &Map<String, Value>, path: &str) -> Result<NodeId, String> {
+    fn typed(&mut self, t: &str, m: &Map, path: &str) -> Result<NodeId, String> {
         let node = match t {
             "object" => return self.object(m, path),
             "array" => {
-                let items = match m.get("items") {
+                let items = match Schema::get(m, "items") {
                     None => self.any(),
-                    Some(s @ (Value::Object(_) | Value::Bool(true))) => {
+                    Some(s @ (Schema::Object(_) | Schema::Bool(true))) => {
                         self.node(s, &format!("{path}/items"))?
                     }
                     Some(_) => {
@@ -219,39 +346,39 @@ impl Compiler<'_> {
         Ok(self.push(node))
     }
 
-    fn object(&mut self, m: &Map<String, Value>, path: &str) -> Result<NodeId, String> {
-        let empty = Map::new();
-        let props = match m.get("properties") {
-            None => &empty,
-            Some(Value::Object(p)) => p,
+    fn object(&mut self, m: &Map, path: &str) -> Result<NodeId, String> {
+        let props = match Schema::get(m, "properties") {
+            None => &[][..],
+            Some(Schema::Object(p)) => &p[..],
             Some(_) => return Err(format!("{path}/properties: must be an object")),
         };
         let mut required = Vec::new();
-        if let Some(r) = m.get("required") {
-            let Some(r) = r.as_array() else {
+        if let Some(r) = Schema::get(m, "required") {
+            let Schema::Array(r) = r else {
                 return Err(format!("{path}/required: must be an array of names"));
             };
             for name in r {
                 match name.as_str() {
-                    Some(n) if props.contains_key(n) => required.push(n),
+                    Some(n) if Schema::get(props, n).is_some() => required.push(n),
                     _ => {
                         return Err(format!(
-                            "{path}/required: {name} is not one of the properties"
+                            "{path}/required: {} is not one of the properties",
+                            name.to_value()
                         ))
                     }
                 }
             }
         }
-        match (m.get("additionalProperties"), props.is_empty()) {
-            (None | Some(Value::Bool(true)), true) => {
+        match (Schema::get(m, "additionalProperties"), props.is_empty()) {
+            (None | Some(Schema::Bool(true)), true) => {
                 let any = self.any();
                 return Ok(self.push(Node::Map(any)));
             }
-            (Some(s @ Value::Object(_)), true) => {
+            (Some(s @ Schema::Object(_)), true) => {
                 let value = self.node(s, &format!("{path}/additionalProperties"))?;
                 return Ok(self.push(Node::Map(value)));
             }
-            (None | Some(Value::Bool(false)), _) => {}
+            (None | Some(Schema::Bool(false)), _) => {}
             (Some(_), _) => {
                 return Err(format!(
                     "{path}/additionalProperties: only false is supported next to properties"
@@ -281,14 +408,15 @@ impl Compiler<'_> {
         Ok(self.push(Node::Object(out)))
     }
 
-    fn reference(&mut self, r: &Value, path: &str) -> Result<NodeId, String> {
+    fn reference(&mut self, r: &Schema, path: &str) -> Result<NodeId, String> {
         let target = r
             .as_str()
             .and_then(|r| r.strip_prefix('#'))
             .and_then(|pointer| self.root.pointer(pointer).map(|t| (pointer, t)));
         let Some((pointer, target)) = target else {
             return Err(format!(
-                "{path}/$ref: {r} is not a reference into this schema (such as \"#/$defs/Name\")"
+                "{path}/$ref: {} is not a reference into this schema (such as \"#/$defs/Name\")",
+                r.to_value()
             ));
         };
         if let Some(&id) = self.refs.get(pointer) {
@@ -309,7 +437,16 @@ mod tests {
     use crate::server::JsonMachine;
     use serde_json::json;
 
+    /// Schemas from json! have their keys sorted; from_str keeps the order.
+    fn schema(v: Value) -> Schema {
+        serde_json::from_value(v).unwrap()
+    }
+
     fn accepts(schema: &Value, text: &str) -> bool {
+        accepts_schema(&self::schema(schema.clone()), text)
+    }
+
+    fn accepts_schema(schema: &Schema, text: &str) -> bool {
         let g = compile(schema).unwrap();
         let mut m = JsonMachine::new(&g);
         m.feed(&g, text.as_bytes()) && m.is_complete()
@@ -404,6 +541,22 @@ mod tests {
     }
 
     #[test]
+    fn properties_keep_the_schema_order() {
+        let s: Schema = serde_json::from_str(
+            r#"{"type": "object", "properties": {"z": {"type": "integer"}, "a": {"type": "integer"}, "m": {"type": "integer"}}, "required": ["m", "z"]}"#,
+        )
+        .unwrap();
+        assert!(accepts_schema(&s, r#"{"z": 1, "m": 2, "a": 3}"#));
+        assert!(accepts_schema(&s, r#"{"z": 1, "m": 2}"#));
+        assert!(!accepts_schema(&s, r#"{"m": 2, "z": 1}"#));
+        let s: Schema = serde_json::from_str(
+            r##"{"type": "object", "properties": {"a/b": {"$ref": "#/$defs/x~1y"}}, "$defs": {"x/y": {"const": 1.5}}}"##,
+        )
+        .unwrap();
+        assert!(accepts_schema(&s, r#"{"a/b": 1.5}"#));
+    }
+
+    #[test]
     fn unsupported_schemas_are_refused_with_the_place() {
         for (schema, want) in [
             (
@@ -437,7 +590,7 @@ mod tests {
             ),
             (json!(false), "must be an object or true"),
         ] {
-            let err = compile(&schema).unwrap_err();
+            let err = compile(&self::schema(schema.clone())).unwrap_err();
             assert!(err.contains(want), "{schema}: {err}");
         }
     }
