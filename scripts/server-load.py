@@ -14,6 +14,7 @@ more than PCT percent across the run.
                          [--requests 64] [--warmup 16] [--max-tokens 16]
                          [--parallel 4] [--ctx 512] [--deadline 300]
                          [--max-rss-growth PCT] [--llama-server PATH]
+                         [--llama-args ARGS]
 
 --ctx is the context of one slot; llama-server gets --ctx x --parallel
 (it divides its context among its slots).
@@ -32,6 +33,7 @@ import time
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin", default="target/release/rkinfer")
 ap.add_argument("--llama-server", help="run this llama-server instead of rkinfer")
+ap.add_argument("--llama-args", default="", help="more llama-server arguments, e.g. '-nr'")
 ap.add_argument("--model", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
 ap.add_argument("--clients", type=int, default=16)
 ap.add_argument("--requests", type=int, default=64)
@@ -50,7 +52,7 @@ with socket.socket() as s:
 if args.llama_server:
     cmd = [args.llama_server, "-m", args.model, "--host", "127.0.0.1", "--port", str(port),
            "-c", str(args.ctx * args.parallel), "-np", str(args.parallel), "-t", str(args.threads),
-           "--no-webui"]
+           "--no-webui"] + args.llama_args.split()
 else:
     cmd = [args.bin, "serve", "-m", args.model, "--port", str(port), "-c", str(args.ctx),
            "-t", str(args.threads), "--parallel", str(args.parallel), "--queue", str(args.clients)]
