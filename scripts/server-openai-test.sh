@@ -3,22 +3,13 @@
 # Usage: scripts/server-openai-test.sh [path/to/rkinfer] (default: target/release/rkinfer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/server-common.sh
 BIN=${1:-target/release/rkinfer}
 MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
 VENV=${RKINFER_PY_VENV:-target/server-py-venv}
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
-"$VENV/bin/python" -c "import openai" 2>/dev/null || "$VENV/bin/pip" install --quiet openai
-LOG=$(mktemp)
-"$BIN" serve -m "$MODEL" --port 0 -c 512 -t 1 --parallel 2 --api-key test-key 2>"$LOG" &
-PID=$!
-trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
-for _ in $(seq 100); do
-    ADDR=$(grep -o 'http://[0-9.:]*' "$LOG" | head -1 || true)
-    [ -n "$ADDR" ] && break
-    kill -0 $PID 2>/dev/null || { cat "$LOG"; exit 1; }
-    sleep 0.2
-done
-[ -n "$ADDR" ] || { echo "server did not start"; cat "$LOG"; exit 1; }
-RKINFER_BASE_URL="$ADDR/v1" RKINFER_API_KEY=test-key timeout 600 "$VENV/bin/python" tests/server_py/test_openai_client.py
+"$VENV/bin/python" -c "import openai, jsonschema" 2>/dev/null || "$VENV/bin/pip" install --quiet openai jsonschema
+start_server "$BIN" serve -m "$MODEL" --port 0 -c 512 -t 1 --parallel 2 --api-key test-key
+RKINFER_BASE_URL="$SERVER_ADDR/v1" RKINFER_API_KEY=test-key timeout 600 "$VENV/bin/python" tests/server_py/test_openai_client.py

@@ -294,6 +294,42 @@ fn endpoints_answer_as_openai_does() {
     } else {
         assert!(content.trim_start().starts_with('{'), "{content}");
     }
+
+    // A JSON schema: the reply parses and follows it.
+    let mut req = chat("Describe a cat as JSON.", 64, false);
+    req["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "cat", "schema": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "legs": {"type": "integer"},
+            "color": {"enum": ["black", "white", "ginger"]},
+            "indoor": {"type": "boolean"}
+        },
+        "required": ["name", "legs", "color", "indoor"],
+        "additionalProperties": false
+    }}});
+    let r = s.post("/v1/chat/completions", &req).json();
+    assert_eq!(r["choices"][0]["finish_reason"], "stop", "{r}");
+    let content = r["choices"][0]["message"]["content"].as_str().unwrap();
+    let v: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+    let cat = v.as_object().unwrap();
+    assert_eq!(cat.len(), 4, "{content}");
+    assert!(cat["name"].is_string() && cat["legs"].is_i64() && cat["indoor"].is_boolean());
+    assert!(["black", "white", "ginger"].contains(&cat["color"].as_str().unwrap()));
+    // A keyword the server cannot hold a reply to is a 400 naming it.
+    req["response_format"]["json_schema"]["schema"]["properties"]["name"]["pattern"] =
+        json!("^[A-Z]");
+    let r = s.post("/v1/chat/completions", &req);
+    assert_eq!(r.status, 400);
+    let err = r.json()["error"].clone();
+    assert_eq!(err["param"], "response_format");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("#/properties/name: the keyword 'pattern' is not supported"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -48,7 +48,14 @@ pub struct StreamOptions {
 pub enum ResponseFormat {
     Text,
     JsonObject,
-    JsonSchema {},
+    JsonSchema { json_schema: JsonSchemaSpec },
+}
+
+/// `response_format.json_schema` (OpenAI's structured outputs).
+#[derive(Debug, Deserialize)]
+pub struct JsonSchemaSpec {
+    /// Without a schema, any object.
+    pub schema: Option<super::schema::Schema>,
 }
 
 /// The fields shared by chat and text completions.

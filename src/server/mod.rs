@@ -35,11 +35,13 @@ mod error;
 mod grammar;
 mod metrics;
 mod routes;
+mod schema;
 
 pub use engine::EngineOptions;
 pub use error::ApiError;
-pub use grammar::JsonMachine;
+pub use grammar::{Grammar, JsonMachine};
 pub use metrics::Metrics;
+pub use schema::compile as compile_json_schema;
 
 /// Settings of a [`Server`].
 #[derive(Clone, Debug)]

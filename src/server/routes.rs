@@ -21,8 +21,9 @@ use super::api::{
 };
 use super::engine::{Event, Finish, Job};
 use super::error::ApiError;
-use super::grammar::JsonConstraint;
+use super::grammar::{Grammar, JsonConstraint};
 use super::metrics::Metrics;
+use super::schema;
 use super::App;
 use crate::session::Detokenize;
 
@@ -303,14 +304,18 @@ async fn start(
     params.stop.extend(stop_extra);
     params.json = match &sampling.response_format {
         None | Some(ResponseFormat::Text) => None,
-        Some(ResponseFormat::JsonObject) => Some(JsonConstraint::new(app.vocab.clone())),
-        Some(ResponseFormat::JsonSchema { .. }) => {
-            return Err(ApiError::invalid_param(
-                "response_format",
-                "response_format json_schema is not supported yet; use json_object",
-            ))
-        }
-    };
+        Some(ResponseFormat::JsonObject) => Some(Grammar::any_object()),
+        Some(ResponseFormat::JsonSchema { json_schema }) => match &json_schema.schema {
+            None => Some(Grammar::any_object()),
+            Some(schema) => Some(schema::compile(schema).map_err(|e| {
+                ApiError::invalid_param(
+                    "response_format",
+                    format!("response_format.json_schema.schema is not supported: {e}"),
+                )
+            })?),
+        },
+    }
+    .map(|g| JsonConstraint::new(app.vocab.clone(), Arc::new(g)));
     let (tx, rx) = unbounded_channel();
     app.engine.submit(Job {
         prompt,

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+import jsonschema
 import openai
 
 client = openai.OpenAI(
@@ -86,6 +87,46 @@ def json_object():
         assert content.lstrip().startswith("{"), content
 
 
+CAT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "legs": {"type": "integer"},
+        "color": {"enum": ["black", "white", "ginger"]},
+        "indoor": {"type": "boolean"},
+        "toys": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+    },
+    "required": ["name", "legs", "color", "indoor"],
+    "additionalProperties": False,
+}
+
+
+def json_schema():
+    r = client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "Describe a cat as JSON."}],
+        max_tokens=96, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "cat", "strict": True, "schema": CAT_SCHEMA}},
+    )
+    content = r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop", (r.choices[0].finish_reason, content)
+    jsonschema.validate(json.loads(content), CAT_SCHEMA)
+    print(f"  json_schema reply: {content}")
+
+
+def json_schema_unsupported():
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}}}
+    try:
+        client.chat.completions.create(
+            model="m", messages=MESSAGES, max_tokens=8,
+            response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}},
+        )
+    except openai.BadRequestError as e:
+        assert "minimum" in str(e), e
+        return
+    raise AssertionError("an unsupported keyword was accepted")
+
+
 def bad_request():
     try:
         client.chat.completions.create(model="m", messages=MESSAGES, n=2)
@@ -96,7 +137,9 @@ def bad_request():
 
 
 for name, fn in [("models", models), ("chat", chat), ("chat stream", chat_stream),
-                 ("completions", completions), ("json_object", json_object), ("n=2 is a 400", bad_request)]:
+                 ("completions", completions), ("json_object", json_object),
+                 ("json_schema", json_schema), ("json_schema: unsupported keyword is a 400", json_schema_unsupported),
+                 ("n=2 is a 400", bad_request)]:
     check(name, fn)
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
