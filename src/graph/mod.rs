@@ -98,6 +98,9 @@ pub enum Op {
     },
     /// A copy of the last row (only the last token's logits are wanted).
     LastRow { x: TensorId },
+    /// A copy of columns `offset..offset + out cols` of every row (a part
+    /// of a fused projection's output).
+    Cols { x: TensorId, offset: usize },
 }
 
 /// The broad kind of an op, which backends use to say what they support.
@@ -148,7 +151,7 @@ impl Op {
             Op::StoreKv { .. } => OpKind::Cpy,
             Op::Attention { .. } => OpKind::FlashAttn,
             Op::Gated { .. } => OpKind::Glu,
-            Op::LastRow { .. } => OpKind::View,
+            Op::LastRow { .. } | Op::Cols { .. } => OpKind::View,
         }
     }
 
@@ -162,7 +165,8 @@ impl Op {
             | Op::Scale { x, .. }
             | Op::MulMat { x, .. }
             | Op::Rope { x, .. }
-            | Op::LastRow { x } => [Some(x), None],
+            | Op::LastRow { x }
+            | Op::Cols { x, .. } => [Some(x), None],
             Op::Add { a, b } => [Some(a), Some(b)],
             Op::StoreKv { k, v, .. } => [Some(k), Some(v)],
             Op::Attention { q, .. } => [Some(q), None],
@@ -385,6 +389,11 @@ impl GraphBuilder {
     pub fn gated(&mut self, gate: TensorId, up: TensorId, act: GateAct, name: &str) -> TensorId {
         let (r, c) = self.shape(gate);
         self.push(Op::Gated { gate, up, act }, r, c, name)
+    }
+    /// Columns `offset..offset + cols` of every row of `x`.
+    pub fn cols(&mut self, x: TensorId, offset: usize, cols: usize, name: &str) -> TensorId {
+        let (r, _) = self.shape(x);
+        self.push(Op::Cols { x, offset }, r, cols, name)
     }
     pub fn last_row(&mut self, x: TensorId, name: &str) -> TensorId {
         let (_, c) = self.shape(x);

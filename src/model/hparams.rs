@@ -14,6 +14,9 @@ pub enum Arch {
     Qwen2,
     Qwen3,
     Gemma3,
+    Granite,
+    Smollm3,
+    Phi3,
 }
 
 impl Arch {
@@ -23,6 +26,9 @@ impl Arch {
             "qwen2" => Some(Arch::Qwen2),
             "qwen3" => Some(Arch::Qwen3),
             "gemma3" => Some(Arch::Gemma3),
+            "granite" => Some(Arch::Granite),
+            "smollm3" => Some(Arch::Smollm3),
+            "phi3" => Some(Arch::Phi3),
             _ => None,
         }
     }
@@ -32,6 +38,9 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Gemma3 => "gemma3",
+            Arch::Granite => "granite",
+            Arch::Smollm3 => "smollm3",
+            Arch::Phi3 => "phi3",
         }
     }
 }
@@ -60,8 +69,18 @@ pub struct HParams {
     pub swa_layers: Vec<bool>,
     /// Multiplies q.k (gemma3 applies it to q instead).
     pub attn_scale: f32,
-    /// Multiplies the token embeddings (gemma3: sqrt(n_embd)).
+    /// Multiplies q itself, the attention then running with scale 1
+    /// (gemma3, phi3), instead of multiplying q.k.
+    pub scale_q: bool,
+    /// Multiplies the token embeddings (gemma3: sqrt(n_embd); granite).
     pub embd_scale: Option<f32>,
+    /// Multiplies each block's attention and FFN outputs before the
+    /// residual sum (granite).
+    pub residual_scale: Option<f32>,
+    /// Multiplies the logits (granite: 1 / logit_scale).
+    pub logit_scale: Option<f32>,
+    /// Per layer: is rope applied? (smollm3 skips every fourth layer.)
+    pub rope_layers: Vec<bool>,
     pub gate_act: GateAct,
 }
 
@@ -203,13 +222,43 @@ impl HParams {
             sliding_window: None,
             swa_layers: vec![false; n_layer],
             attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            scale_q: false,
             embd_scale: None,
+            residual_scale: None,
+            logit_scale: None,
+            rope_layers: vec![true; n_layer],
             gate_act: GateAct::Silu,
         };
         match arch {
             Arch::Llama => hp.rope_mode = RopeMode::Normal,
             Arch::Qwen2 | Arch::Qwen3 => {}
+            Arch::Phi3 => hp.scale_q = true,
+            Arch::Smollm3 => {
+                // llama.cpp's constant n_no_rope_layer_step.
+                hp.rope_mode = RopeMode::Normal;
+                hp.rope_layers = (0..n_layer).map(|il| (il + 1) % 4 != 0).collect();
+            }
+            Arch::Granite => {
+                hp.rope_mode = RopeMode::Normal;
+                // llama.cpp reads these as "0: absent".
+                let nonzero = |v: f32| (v != 0.0).then_some(v);
+                hp.embd_scale = nonzero(arch_f32_or(f, "embedding_scale", 0.0)?);
+                hp.residual_scale = nonzero(arch_f32_or(f, "residual_scale", 0.0)?);
+                if let Some(s) = nonzero(arch_f32_or(f, "attention.scale", 0.0)?) {
+                    hp.attn_scale = s;
+                }
+                let logit_scale = f.arch_f32("logit_scale")?;
+                if logit_scale == 0.0 {
+                    return Err(hp_err(f, "logit_scale", "must not be zero"));
+                }
+                hp.logit_scale = Some(1.0 / logit_scale);
+                // rope_finetuned false switches rope off in every layer.
+                if let Some(Value::Bool(false)) = f.arch_get("rope.scaling.finetuned") {
+                    hp.rope_layers = vec![false; n_layer];
+                }
+            }
             Arch::Gemma3 => {
+                hp.scale_q = true;
                 hp.gate_act = GateAct::GeluTanh;
                 hp.embd_scale = Some((n_embd as f32).sqrt());
                 // llama.cpp: the 27B model scales by n_embd / n_head instead.

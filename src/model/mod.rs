@@ -1,5 +1,6 @@
 //! Transformer models built from GGUF metadata alone: llama (SmolLM2,
-//! TinyLlama, Llama 2/3), qwen2, qwen3 and gemma3.
+//! TinyLlama, Llama 2/3 with llama3 rope scaling), qwen2, qwen3, gemma3,
+//! granite, smollm3 and phi3 (see docs/models.md).
 //!
 //! [`Model::load`] reads the hyperparameters and binds the weights (used in
 //! place from the mmap); [`Model::forward`] builds (once per batch size) the
@@ -28,8 +29,15 @@ use weights::{bind_weights, ModelWeights};
 /// Result of the model layer.
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
-/// Architectures this engine builds.
-pub const SUPPORTED_ARCHITECTURES: [&str; 4] = ["llama", "qwen2", "qwen3", "gemma3"];
+/// Architectures this engine builds (`general.architecture` values).
+pub const SUPPORTED_ARCHITECTURES: [&str; 7] = [
+    "llama", "qwen2", "qwen3", "gemma3", "granite", "smollm3", "phi3",
+];
+
+/// Whether `general.architecture` names a model family rkinfer builds.
+pub fn is_supported_architecture(name: &str) -> bool {
+    Arch::from_name(name).is_some()
+}
 
 /// Everything that can go wrong loading or running a model.
 #[derive(Debug)]

@@ -9,13 +9,34 @@ use crate::backend::cpu::MATMUL_TYPES;
 use crate::backend::{Weight, WeightData};
 use crate::graph::WeightId;
 
+/// The query, key and value projections of a block.
+#[derive(Debug, Clone)]
+pub(super) enum Qkv {
+    Split {
+        wq: WeightId,
+        wk: WeightId,
+        wv: WeightId,
+    },
+    /// One matrix whose output rows are q, then k, then v (phi3).
+    Fused(WeightId),
+}
+
+/// The gate and up projections of a gated feed-forward block.
+#[derive(Debug, Clone)]
+pub(super) enum GateUp {
+    Split {
+        gate: WeightId,
+        up: WeightId,
+    },
+    /// One matrix of 2 * n_ff rows: gate, then up (phi3).
+    Fused(WeightId),
+}
+
 /// Weights of one transformer block.
 #[derive(Debug, Clone)]
 pub(super) struct Layer {
     pub(super) attn_norm: WeightId,
-    pub(super) wq: WeightId,
-    pub(super) wk: WeightId,
-    pub(super) wv: WeightId,
+    pub(super) qkv: Qkv,
     pub(super) wo: WeightId,
     pub(super) bq: Option<WeightId>,
     pub(super) bk: Option<WeightId>,
@@ -24,8 +45,7 @@ pub(super) struct Layer {
     pub(super) k_norm: Option<WeightId>,
     pub(super) attn_post_norm: Option<WeightId>,
     pub(super) ffn_norm: WeightId,
-    pub(super) ffn_gate: WeightId,
-    pub(super) ffn_up: WeightId,
+    pub(super) gate_up: GateUp,
     pub(super) ffn_down: WeightId,
     pub(super) ffn_post_norm: Option<WeightId>,
 }
@@ -174,18 +194,36 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
         .opt_matrix("output.weight", e, hp.n_vocab)?
         .unwrap_or(tok_embd);
     let rope_freqs = b.opt_vector("rope_freqs.weight", hp.n_rot / 2)?;
+    // Phi-3's LongRoPE factors (the 128k models) need yarn-style scaling
+    // that is not built yet: refuse rather than run them wrong.
+    for name in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+        if file.tensor(name).is_some() {
+            return Err(ModelError::InvalidHParam {
+                key: name.to_string(),
+                reason: "LongRoPE factors are not supported yet".to_string(),
+            });
+        }
+    }
     let mut layers = Vec::with_capacity(hp.n_layer);
     for il in 0..hp.n_layer {
         let n = |s: &str| format!("blk.{il}.{s}");
         let qkv_bias = hp.arch == Arch::Qwen2;
         let qk_norm = matches!(hp.arch, Arch::Qwen3 | Arch::Gemma3);
         let post_norms = hp.arch == Arch::Gemma3;
+        let attn_norm = b.vector(&n("attn_norm.weight"), e)?;
+        let qkv = match b.opt_matrix(&n("attn_qkv.weight"), e, q_dim + 2 * kv_dim)? {
+            Some(w) => Qkv::Fused(w),
+            None => Qkv::Split {
+                wq: b.matrix(&n("attn_q.weight"), e, q_dim)?,
+                wk: b.matrix(&n("attn_k.weight"), e, kv_dim)?,
+                wv: b.matrix(&n("attn_v.weight"), e, kv_dim)?,
+            },
+        };
+        let wo = b.matrix(&n("attn_output.weight"), q_dim, e)?;
         let layer = Layer {
-            attn_norm: b.vector(&n("attn_norm.weight"), e)?,
-            wq: b.matrix(&n("attn_q.weight"), e, q_dim)?,
-            wk: b.matrix(&n("attn_k.weight"), e, kv_dim)?,
-            wv: b.matrix(&n("attn_v.weight"), e, kv_dim)?,
-            wo: b.matrix(&n("attn_output.weight"), q_dim, e)?,
+            attn_norm,
+            qkv,
+            wo,
             bq: if qkv_bias {
                 Some(b.vector(&n("attn_q.bias"), q_dim)?)
             } else {
@@ -217,8 +255,15 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
                 None
             },
             ffn_norm: b.vector(&n("ffn_norm.weight"), e)?,
-            ffn_gate: b.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
-            ffn_up: b.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
+            // Phi-3 fuses gate and up into one matrix named ffn_up.
+            gate_up: if hp.arch == Arch::Phi3 {
+                GateUp::Fused(b.matrix(&n("ffn_up.weight"), e, 2 * hp.n_ff)?)
+            } else {
+                GateUp::Split {
+                    gate: b.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
+                    up: b.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
+                }
+            },
             ffn_down: b.matrix(&n("ffn_down.weight"), hp.n_ff, e)?,
             ffn_post_norm: if post_norms {
                 Some(b.vector(&n("post_ffw_norm.weight"), e)?)

@@ -184,6 +184,20 @@ impl Backend for CpuBackend {
                     }
                 }
             }
+            Op::Cols { offset, .. } => {
+                let x = input(0)?;
+                let (c, width) = (x.desc.cols, node_cols(n_out, x.desc.rows));
+                if width == 0 || offset + width > c {
+                    return Err(BackendError::Graph(format!(
+                        "{}: columns {offset}..{} of rows of {c}",
+                        node.name,
+                        offset + width
+                    )));
+                }
+                for (xr, or) in x.data.chunks_exact(c).zip(out.chunks_exact_mut(width)) {
+                    or.copy_from_slice(&xr[offset..offset + width]);
+                }
+            }
             Op::LastRow { .. } => {
                 let x = input(0)?;
                 let c = x.desc.cols;
@@ -193,6 +207,11 @@ impl Backend for CpuBackend {
         }
         Ok(())
     }
+}
+
+/// Columns of an output of `len` values over `rows` rows.
+fn node_cols(len: usize, rows: usize) -> usize {
+    len.checked_div(rows).unwrap_or(0)
 }
 
 fn vector(weights: &Weights, w: WeightId, len: usize) -> Result<&[f32], BackendError> {
