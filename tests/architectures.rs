@@ -257,3 +257,8 @@ fn every_fixture_has_a_reference() {
         }
     }
 }
+
+#[test]
+fn qwen3moe() {
+    check("qwen3moe");
+}

@@ -17,6 +17,7 @@ pub enum Arch {
     Granite,
     Smollm3,
     Phi3,
+    Qwen3Moe,
 }
 
 impl Arch {
@@ -29,6 +30,7 @@ impl Arch {
             "granite" => Some(Arch::Granite),
             "smollm3" => Some(Arch::Smollm3),
             "phi3" => Some(Arch::Phi3),
+            "qwen3moe" => Some(Arch::Qwen3Moe),
             _ => None,
         }
     }
@@ -41,8 +43,23 @@ impl Arch {
             Arch::Granite => "granite",
             Arch::Smollm3 => "smollm3",
             Arch::Phi3 => "phi3",
+            Arch::Qwen3Moe => "qwen3moe",
         }
     }
+}
+
+/// The mixture-of-experts feed-forward of every layer (qwen3moe).
+#[derive(Clone, Copy, Debug)]
+pub struct MoeParams {
+    pub n_expert: usize,
+    /// Experts each token is routed to.
+    pub n_expert_used: usize,
+    /// Rows of each expert's gate and up matrices.
+    pub n_ff_exp: usize,
+    /// Divide the selected experts' probabilities by their sum.
+    pub norm_weights: bool,
+    /// Multiplies the routing weights (0 or 1: not applied).
+    pub weights_scale: f32,
 }
 
 /// Hyperparameters, from the GGUF metadata.
@@ -82,6 +99,8 @@ pub struct HParams {
     /// Per layer: is rope applied? (smollm3 skips every fourth layer.)
     pub rope_layers: Vec<bool>,
     pub gate_act: GateAct,
+    /// Experts instead of one feed-forward block (qwen3moe).
+    pub moe: Option<MoeParams>,
 }
 
 fn hp_err(f: &GgufFile, suffix: &str, reason: impl Into<String>) -> ModelError {
@@ -168,7 +187,12 @@ impl HParams {
                 format!("{n_rot} invalid for head size {head_dim}"),
             ));
         }
-        let n_ff = arch_usize(f, "feed_forward_length")?;
+        // MoE models need no dense feed-forward length.
+        let n_ff = if arch == Arch::Qwen3Moe {
+            arch_usize_or(f, "feed_forward_length", 0)?
+        } else {
+            arch_usize(f, "feed_forward_length")?
+        };
         let n_ctx_train = arch_usize_or(f, "context_length", 2048)?;
         let rms_eps = f.arch_f32("attention.layer_norm_rms_epsilon")?;
         let rope_freq_base = arch_f32_or(f, "rope.freq_base", 10000.0)?;
@@ -228,10 +252,30 @@ impl HParams {
             logit_scale: None,
             rope_layers: vec![true; n_layer],
             gate_act: GateAct::Silu,
+            moe: None,
         };
         match arch {
             Arch::Llama => hp.rope_mode = RopeMode::Normal,
             Arch::Qwen2 | Arch::Qwen3 => {}
+            Arch::Qwen3Moe => {
+                let n_expert = arch_usize(f, "expert_count")?;
+                let n_expert_used = arch_usize(f, "expert_used_count")?;
+                if n_expert_used > n_expert {
+                    return Err(hp_err(
+                        f,
+                        "expert_used_count",
+                        format!("{n_expert_used} exceeds the {n_expert} experts"),
+                    ));
+                }
+                hp.moe = Some(MoeParams {
+                    n_expert,
+                    n_expert_used,
+                    n_ff_exp: arch_usize(f, "expert_feed_forward_length")?,
+                    // llama.cpp's qwen3moe always normalizes.
+                    norm_weights: true,
+                    weights_scale: arch_f32_or(f, "expert_weights_scale", 0.0)?,
+                });
+            }
             Arch::Phi3 => hp.scale_q = true,
             Arch::Smollm3 => {
                 // llama.cpp's constant n_no_rope_layer_step.

@@ -2,10 +2,47 @@
 //! gemma3), llama2.c style: one pass over the layers, top to bottom, the
 //! architecture's quirks as flags of [`HParams`].
 
-use super::weights::{GateUp, Qkv};
+use super::hparams::MoeParams;
+use super::weights::{Ffn, GateUp, Qkv};
 use super::{GraphOut, Model};
 use crate::backend;
-use crate::graph::{AttnParams, Graph, GraphBuilder, RopeParams};
+use crate::graph::{AttnParams, GateAct, Graph, GraphBuilder, RopeParams, TensorId, WeightId};
+
+/// llama.cpp's build_moe_ffn with softmax gating and SwiGLU experts: route
+/// each token to its `n_expert_used` most probable experts and sum their
+/// outputs weighted by the (normalized) probabilities.
+fn moe_ffn(
+    g: &mut GraphBuilder,
+    m: MoeParams,
+    h: TensorId,
+    [gate_inp, gate_exps, up_exps, down_exps]: [WeightId; 4],
+    n_embd: usize,
+    il: usize,
+) -> TensorId {
+    let nm = |s: &str| format!("{s}-{il}");
+    let logits = g.mul_mat(gate_inp, m.n_expert, h, &nm("ffn_moe_logits"));
+    let probs = g.soft_max(logits, &nm("ffn_moe_probs"));
+    let ids = g.top_k(probs, m.n_expert_used, &nm("ffn_moe_topk"));
+    let weights = g.moe_weights(
+        probs,
+        ids,
+        m.norm_weights,
+        m.weights_scale,
+        &nm("ffn_moe_weights"),
+    );
+    let up = g.mul_mat_id(up_exps, m.n_expert, m.n_ff_exp, h, ids, &nm("ffn_moe_up"));
+    let gate = g.mul_mat_id(
+        gate_exps,
+        m.n_expert,
+        m.n_ff_exp,
+        h,
+        ids,
+        &nm("ffn_moe_gate"),
+    );
+    let act = g.gated(gate, up, GateAct::Silu, &nm("ffn_moe_swiglu"));
+    let down = g.mul_mat_id(down_exps, m.n_expert, n_embd, act, ids, &nm("ffn_moe_down"));
+    g.moe_combine(down, weights, &nm("ffn_moe_out"))
+}
 
 impl Model {
     /// The model, llama2.c style: one pass over the layers, written once for
@@ -110,21 +147,35 @@ impl Model {
             // Feed-forward.
             let h = g.rms_norm(x, eps, &nm("norm"));
             let h = g.mul_weight(h, l.ffn_norm, &nm("ffn_norm"));
-            let (gate, up) = match l.gate_up {
-                GateUp::Split { gate, up } => (
-                    g.mul_mat(gate, hp.n_ff, h, &nm("ffn_gate")),
-                    g.mul_mat(up, hp.n_ff, h, &nm("ffn_up")),
-                ),
-                GateUp::Fused(w) => {
-                    let gu = g.mul_mat(w, 2 * hp.n_ff, h, &nm("ffn_up"));
-                    (
-                        g.cols(gu, 0, hp.n_ff, &nm("ffn_gate_part")),
-                        g.cols(gu, hp.n_ff, hp.n_ff, &nm("ffn_up_part")),
-                    )
+            let mut d = match &l.ffn {
+                Ffn::Dense { gate_up, down } => {
+                    let (gate, up) = match *gate_up {
+                        GateUp::Split { gate, up } => (
+                            g.mul_mat(gate, hp.n_ff, h, &nm("ffn_gate")),
+                            g.mul_mat(up, hp.n_ff, h, &nm("ffn_up")),
+                        ),
+                        GateUp::Fused(w) => {
+                            let gu = g.mul_mat(w, 2 * hp.n_ff, h, &nm("ffn_up"));
+                            (
+                                g.cols(gu, 0, hp.n_ff, &nm("ffn_gate_part")),
+                                g.cols(gu, hp.n_ff, hp.n_ff, &nm("ffn_up_part")),
+                            )
+                        }
+                    };
+                    let act = g.gated(gate, up, hp.gate_act, &nm("ffn_gated"));
+                    g.mul_mat(*down, hp.n_embd, act, &nm("ffn_out"))
+                }
+                Ffn::Moe {
+                    params,
+                    gate_inp,
+                    gate_exps,
+                    up_exps,
+                    down_exps,
+                } => {
+                    let w = [*gate_inp, *gate_exps, *up_exps, *down_exps];
+                    moe_ffn(&mut g, *params, h, w, hp.n_embd, il)
                 }
             };
-            let act = g.gated(gate, up, hp.gate_act, &nm("ffn_gated"));
-            let mut d = g.mul_mat(l.ffn_down, hp.n_embd, act, &nm("ffn_out"));
             if let Some(pn) = l.ffn_post_norm {
                 let r = g.rms_norm(d, eps, &nm("ffn_post_norm"));
                 d = g.mul_weight(r, pn, &nm("ffn_post_normed"));

@@ -57,6 +57,12 @@ pub enum Extra {
     Smollm3,
     /// phi3: fused QKV and fused gate-up.
     Phi3,
+    /// qwen3moe: q/k norms and experts in place of the feed-forward.
+    Moe {
+        n_expert: u32,
+        n_expert_used: u32,
+        n_ff_exp: usize,
+    },
 }
 
 const fn spec(name: &'static str, arch: &'static str, n_layer: usize, extra: Extra) -> TinySpec {
@@ -75,7 +81,7 @@ const fn spec(name: &'static str, arch: &'static str, n_layer: usize, extra: Ext
 }
 
 /// Every fixture, in the order of the reference JSON.
-pub const TINY_SPECS: [TinySpec; 7] = [
+pub const TINY_SPECS: [TinySpec; 8] = [
     spec("llama", "llama", 2, Extra::None),
     spec("qwen3", "qwen3", 2, Extra::QkNorm),
     spec(
@@ -101,6 +107,16 @@ pub const TINY_SPECS: [TinySpec; 7] = [
     ),
     spec("smollm3", "smollm3", 4, Extra::Smollm3),
     spec("phi3", "phi3", 2, Extra::Phi3),
+    spec(
+        "qwen3moe",
+        "qwen3moe",
+        2,
+        Extra::Moe {
+            n_expert: 16,
+            n_expert_used: 4,
+            n_ff_exp: 32,
+        },
+    ),
 ];
 
 /// The fixture of that name.
@@ -153,13 +169,27 @@ impl Tensors<'_> {
         self.matrix_amp(name, cols, rows, amp)
     }
     fn matrix_amp(&mut self, name: &str, cols: usize, rows: usize, amp: f32) -> gguf::Result<()> {
-        let v = values(name, cols * rows, 0.0, amp);
+        self.tensor_f16(name, &[cols, rows], amp)
+    }
+    /// An F16 tensor of dims (ggml order) with entries `amp * uniform`.
+    fn tensor_f16(&mut self, name: &str, dims: &[usize], amp: f32) -> gguf::Result<()> {
+        let v = values(name, dims.iter().product(), 0.0, amp);
         let bytes: Vec<u8> = v
             .iter()
             .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
             .collect();
+        let dims: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+        self.w.add_tensor(name, &dims, GgmlType::F16, bytes)
+    }
+    /// An F32 matrix (the MoE router, which llama-quantize keeps in F32).
+    fn matrix_f32(&mut self, name: &str, cols: usize, rows: usize, gain: f32) -> gguf::Result<()> {
+        let amp = gain * (3.0 / cols as f32).sqrt();
+        let bytes: Vec<u8> = values(name, cols * rows, 0.0, amp)
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         self.w
-            .add_tensor(name, &[cols as u64, rows as u64], GgmlType::F16, bytes)
+            .add_tensor(name, &[cols as u64, rows as u64], GgmlType::F32, bytes)
     }
     /// An F32 vector `center + amp * uniform` (norm weights).
     fn vector(&mut self, name: &str, len: usize, center: f32, amp: f32) -> gguf::Result<()> {
@@ -215,6 +245,15 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
             w.add_kv(key("attention.scale"), attention_scale)?;
             w.add_kv(key("logit_scale"), logit_scale)?;
         }
+        Extra::Moe {
+            n_expert,
+            n_expert_used,
+            n_ff_exp,
+        } => {
+            w.add_kv(key("expert_count"), n_expert)?;
+            w.add_kv(key("expert_used_count"), n_expert_used)?;
+            w.add_kv(key("expert_feed_forward_length"), n_ff_exp as u32)?;
+        }
         _ => {}
     }
     for (k, v) in tokenizer_src.metadata() {
@@ -253,7 +292,10 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
             t.matrix(&n("attn_v.weight"), e, kv_dim, 1.0)?;
         }
         t.matrix(&n("attn_output.weight"), q_dim, e, 1.0)?;
-        if matches!(spec.extra, Extra::QkNorm | Extra::Gemma3 { .. }) {
+        if matches!(
+            spec.extra,
+            Extra::QkNorm | Extra::Gemma3 { .. } | Extra::Moe { .. }
+        ) {
             t.vector(&n("attn_q_norm.weight"), hd, 1.0, 0.2)?;
             t.vector(&n("attn_k_norm.weight"), hd, 1.0, 0.2)?;
         }
@@ -262,6 +304,20 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
             t.vector(&n("post_ffw_norm.weight"), e, 1.0, 0.2)?;
         }
         t.vector(&n("ffn_norm.weight"), e, 1.0, 0.2)?;
+        if let Extra::Moe {
+            n_expert, n_ff_exp, ..
+        } = spec.extra
+        {
+            // A strong router so the selection is clear-cut.
+            let ne = n_expert as usize;
+            t.matrix_f32(&n("ffn_gate_inp.weight"), e, ne, 2.0)?;
+            let amp_in = (3.0 / e as f32).sqrt();
+            let amp_down = (3.0 / n_ff_exp as f32).sqrt();
+            t.tensor_f16(&n("ffn_gate_exps.weight"), &[e, n_ff_exp, ne], amp_in)?;
+            t.tensor_f16(&n("ffn_up_exps.weight"), &[e, n_ff_exp, ne], amp_in)?;
+            t.tensor_f16(&n("ffn_down_exps.weight"), &[n_ff_exp, e, ne], amp_down)?;
+            continue;
+        }
         if spec.extra == Extra::Phi3 {
             t.matrix(&n("ffn_up.weight"), e, 2 * ff, 1.0)?;
         } else {
