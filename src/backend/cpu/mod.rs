@@ -343,7 +343,8 @@ fn moe_weights(
         }
         if norm {
             let sum = or.iter().map(|&v| v as f64).sum::<f64>() as f32;
-            let sum = sum.clamp(6.103515625e-5, f32::INFINITY);
+            // llama.cpp clamps at 6.103515625e-5 = 2^-14.
+            let sum = sum.clamp(1.0 / 16384.0, f32::INFINITY);
             or.iter_mut().for_each(|v| *v /= sum);
         }
         if scale != 0.0 && scale != 1.0 {
