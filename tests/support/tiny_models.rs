@@ -5,7 +5,7 @@
 //! writes the files `scripts/record-arch-references.py` runs llama.cpp on).
 //! Everything is deterministic: a fixed-seed splitmix64 per tensor, the
 //! tokenizer metadata copied from the fetched SmolLM2 model, F16 weights
-//! (F32 norms), and a Q8_0 variant made with rkinfer's quantizer (which is
+//! (F32 norms), and a Q5_0 variant made with rkinfer's quantizer (which is
 //! byte-exact with llama-quantize). A change here changes the files'
 //! sha256, which the reference JSON records: re-record then.
 #![allow(dead_code)]
@@ -211,7 +211,12 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
     let (e, hd, ff) = (spec.n_embd, spec.head_dim, spec.n_ff);
     let (q_dim, kv_dim) = (spec.n_head * hd, spec.n_head_kv * hd);
     w.add_kv("general.architecture", a.to_string())?;
-    w.add_kv("general.name", format!("rkinfer tiny {}", spec.name))?;
+    // No architecture in the name: llama.cpp keys tokenizer quirks on it
+    // (a "phi3" name expects SentencePiece's "</s>").
+    w.add_kv(
+        "general.name",
+        "rkinfer tiny random-weight model".to_string(),
+    )?;
     w.add_kv("general.file_type", 1u32)?;
     w.add_kv(key("context_length"), 512u32)?;
     w.add_kv(key("embedding_length"), e as u32)?;
@@ -329,11 +334,11 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
     t.w.write(out)
 }
 
-/// The weight types each fixture comes in: F16 as written, Q8_0 quantized
+/// The weight types each fixture comes in: F16 as written, Q5_0 quantized
 /// from it.
-pub const TINY_TYPES: [&str; 2] = ["f16", "q8_0"];
+pub const TINY_TYPES: [&str; 2] = ["f16", "q5_0"];
 
-/// Writes fixture `spec` of type `ty` ("f16" or "q8_0") into `dir` as
+/// Writes fixture `spec` of type `ty` ("f16" or "q5_0") into `dir` as
 /// `<name>-<ty>.gguf` and returns its path.
 pub fn make_tiny_model(
     spec: &TinySpec,
@@ -346,12 +351,15 @@ pub fn make_tiny_model(
     write_tiny_model(spec, tokenizer_src, &f16).map_err(|e| format!("{}: {e}", f16.display()))?;
     match ty {
         "f16" => Ok(f16),
-        "q8_0" => {
-            let out = dir.join(format!("{}-q8_0.gguf", spec.name));
-            let mut opts = QuantizeOptions::new(FileType::Q8_0);
+        "q5_0" => {
+            let out = dir.join(format!("{}-q5_0.gguf", spec.name));
+            let mut opts = QuantizeOptions::new(FileType::Q5_0);
             opts.force = true;
             opts.progress = false;
             opts.n_threads = 1;
+            // Not the Q8_0 llama-quantize picks for a tied embedding:
+            // llama.cpp's AMX kernels take Q8_0 on the recording machine.
+            opts.token_embedding_type = Some(GgmlType::Q5_0);
             quantize_model(&f16, &out, &opts).map_err(|e| format!("{}: {e}", out.display()))?;
             Ok(out)
         }
