@@ -712,6 +712,52 @@ mod tests {
     }
 
     #[test]
+    fn soft_max_row_matches_the_definition_with_and_without_whole_lanes() {
+        for n in [8usize, 16, 21] {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7) % 5) as f32 * 0.7 - 1.3).collect();
+            let mut o = vec![0f32; n];
+            soft_max_row(&x, &mut o);
+            let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let sum: f64 = x.iter().map(|&v| (v as f64 - max).exp()).sum();
+            for (&got, &v) in o.iter().zip(&x) {
+                let want = (v as f64 - max).exp() / sum;
+                assert!((got as f64 - want).abs() < 1e-6, "n {n}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn moe_weights_gather_and_normalize() {
+        let probs = [0.1f32, 0.4, 0.2, 0.3];
+        let ids = [1.0f32, 3.0];
+        let desc = |rows, cols| crate::graph::TensorDesc {
+            rows,
+            cols,
+            base: crate::graph::TensorId(0),
+            slot: 0,
+        };
+        let p = Input {
+            data: &probs,
+            desc: desc(1, 4),
+        };
+        let i = Input {
+            data: &ids,
+            desc: desc(1, 2),
+        };
+        let mut o = [0f32; 2];
+        moe_weights(p, i, false, 0.0, &mut o).unwrap();
+        assert_eq!(o, [0.4, 0.3]);
+        moe_weights(p, i, true, 2.0, &mut o).unwrap();
+        assert!((o[0] - 2.0 * 0.4 / 0.7).abs() < 1e-6 && (o[1] - 2.0 * 0.3 / 0.7).abs() < 1e-6);
+        let bad = [7.0f32, 0.0];
+        let b = Input {
+            data: &bad,
+            desc: desc(1, 2),
+        };
+        assert!(moe_weights(p, b, true, 0.0, &mut o).is_err());
+    }
+
+    #[test]
     fn rope_position_zero_is_identity_and_preserves_norm() {
         let p = RopeParams {
             mode: RopeMode::Neox,
