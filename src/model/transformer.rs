@@ -1,6 +1,7 @@
 //! The forward pass of the decoder-only transformers (llama, qwen2, qwen3,
-//! gemma3), llama2.c style: one pass over the layers, top to bottom, the
-//! architecture's quirks as flags of [`HParams`].
+//! qwen3moe, gemma3, granite, smollm3, phi3), llama2.c style: one pass over
+//! the layers, top to bottom, the architecture's quirks as flags of
+//! [`HParams`] and shapes of the layer's weights (fused projections, experts).
 
 use super::hparams::MoeParams;
 use super::weights::{Ffn, GateUp, Qkv};
