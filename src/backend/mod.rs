@@ -45,10 +45,29 @@ pub struct Weight {
 /// Where a weight's bytes are.
 #[derive(Debug)]
 pub enum WeightData {
-    /// In place in the mmapped file: index into `GgufFile::tensors()`.
-    Mapped { tensor: usize },
+    /// In place in the mmapped file: bytes `range` of the data of tensor
+    /// `tensor` (an index into `GgufFile::tensors()`): all of it, or one
+    /// expert's matrix of a 3-D expert tensor.
+    Mapped {
+        tensor: usize,
+        range: std::ops::Range<usize>,
+    },
     /// A small f32 vector (norms, biases) converted at load.
     F32(Vec<f32>),
+}
+
+impl WeightData {
+    /// The bytes of a mapped weight in `file` (empty for converted vectors).
+    pub fn bytes<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
+        match self {
+            WeightData::Mapped { tensor, range } => file
+                .tensors()
+                .get(*tensor)
+                .and_then(|t| file.tensor_data(t).get(range.clone()))
+                .unwrap_or(&[]),
+            WeightData::F32(_) => &[],
+        }
+    }
 }
 
 /// The model's weight table, shared read-only by all backends.
@@ -65,10 +84,7 @@ impl Weights {
 
     /// Raw bytes of a mapped weight (empty for converted vectors).
     pub fn bytes(&self, id: WeightId) -> &[u8] {
-        match self.get(id).data {
-            WeightData::Mapped { tensor } => self.file.tensor_data(&self.file.tensors()[tensor]),
-            WeightData::F32(_) => &[],
-        }
+        self.get(id).data.bytes(&self.file)
     }
 
     /// A weight converted to f32 at load (norm weights, biases).
@@ -258,7 +274,7 @@ fn dump_op(node: &Node, graph: &Graph, out: &[f32]) {
 }
 
 /// Op kinds every backend must at least be asked about (for listings).
-pub const ALL_OP_KINDS: [OpKind; 11] = [
+pub const ALL_OP_KINDS: [OpKind; 15] = [
     OpKind::GetRows,
     OpKind::RmsNorm,
     OpKind::Mul,
@@ -270,4 +286,8 @@ pub const ALL_OP_KINDS: [OpKind; 11] = [
     OpKind::FlashAttn,
     OpKind::Glu,
     OpKind::View,
+    OpKind::SoftMax,
+    OpKind::ArgSort,
+    OpKind::Div,
+    OpKind::MulMatId,
 ];

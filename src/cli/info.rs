@@ -162,7 +162,19 @@ impl Summary {
                 f.data_offset()
             ),
         );
-        line("architecture", opts(&self.architecture));
+        line(
+            "architecture",
+            match &self.architecture {
+                Some(a) if crate::model::is_supported_architecture(a) => {
+                    format!("{a} (supported)")
+                }
+                Some(a) => format!(
+                    "{a} (not supported; rkinfer runs {})",
+                    crate::model::SUPPORTED_ARCHITECTURES.join(", ")
+                ),
+                None => opts(&self.architecture),
+            },
+        );
         line("name", opts(&self.name));
         if let Some(ft) = self.file_type {
             line("file type", format!("{} ({ft})", file_type_name(ft)));
@@ -268,6 +280,11 @@ impl Summary {
             "alignment": f.alignment(),
             "data_offset": f.data_offset(),
             "architecture": self.architecture,
+            "architecture_supported": self
+                .architecture
+                .as_deref()
+                .is_some_and(crate::model::is_supported_architecture),
+            "supported_architectures": crate::model::SUPPORTED_ARCHITECTURES,
             "name": self.name,
             "file_type": self.file_type,
             "file_type_name": self.file_type.map(file_type_name),

@@ -98,6 +98,36 @@ pub enum Op {
     },
     /// A copy of the last row (only the last token's logits are wanted).
     LastRow { x: TensorId },
+    /// A copy of columns `offset..offset + out cols` of every row (a part
+    /// of a fused projection's output).
+    Cols { x: TensorId, offset: usize },
+    /// Softmax of every row (ggml_soft_max without mask or scale).
+    SoftMax { x: TensorId },
+    /// The column indices of the `k` largest values of each row, largest
+    /// first, as f32 (ggml_argsort_top_k).
+    TopK { x: TensorId, k: usize },
+    /// Mixture-of-experts routing weights: the probabilities `probs` of the
+    /// experts selected by `ids` (a TopK output), divided by their sum when
+    /// `norm` is set, times `scale` unless it is 0 or 1 (llama.cpp's
+    /// build_moe_ffn).
+    MoeWeights {
+        probs: TensorId,
+        ids: TensorId,
+        norm: bool,
+        scale: f32,
+    },
+    /// Expert matmuls (ggml_mul_mat_id): output row `t * k + j` is expert
+    /// `ids[t][j]`'s matrix (weights `first + expert`) times row `t` of `x`
+    /// (`x` with one row per token) or row `t * k + j` (one per selection).
+    MulMatId {
+        first: WeightId,
+        n_expert: usize,
+        x: TensorId,
+        ids: TensorId,
+    },
+    /// `sum_j w[t][j] * x[t * k + j]`: each product rounded, then added in
+    /// order of `j` (ggml_mul then a chain of ggml_add).
+    MoeCombine { x: TensorId, w: TensorId },
 }
 
 /// The broad kind of an op, which backends use to say what they support.
@@ -114,6 +144,10 @@ pub enum OpKind {
     FlashAttn,
     Glu,
     View,
+    SoftMax,
+    ArgSort,
+    Div,
+    MulMatId,
 }
 
 impl OpKind {
@@ -131,6 +165,10 @@ impl OpKind {
             OpKind::FlashAttn => "FLASH_ATTN_EXT",
             OpKind::Glu => "GLU",
             OpKind::View => "VIEW",
+            OpKind::SoftMax => "SOFT_MAX",
+            OpKind::ArgSort => "ARGSORT",
+            OpKind::Div => "DIV",
+            OpKind::MulMatId => "MUL_MAT_ID",
         }
     }
 }
@@ -148,7 +186,12 @@ impl Op {
             Op::StoreKv { .. } => OpKind::Cpy,
             Op::Attention { .. } => OpKind::FlashAttn,
             Op::Gated { .. } => OpKind::Glu,
-            Op::LastRow { .. } => OpKind::View,
+            Op::LastRow { .. } | Op::Cols { .. } => OpKind::View,
+            Op::SoftMax { .. } => OpKind::SoftMax,
+            Op::TopK { .. } => OpKind::ArgSort,
+            Op::MoeWeights { .. } => OpKind::Div,
+            Op::MulMatId { .. } => OpKind::MulMatId,
+            Op::MoeCombine { .. } => OpKind::Mul,
         }
     }
 
@@ -162,7 +205,13 @@ impl Op {
             | Op::Scale { x, .. }
             | Op::MulMat { x, .. }
             | Op::Rope { x, .. }
-            | Op::LastRow { x } => [Some(x), None],
+            | Op::LastRow { x }
+            | Op::Cols { x, .. }
+            | Op::SoftMax { x }
+            | Op::TopK { x, .. } => [Some(x), None],
+            Op::MoeWeights { probs, ids, .. } => [Some(probs), Some(ids)],
+            Op::MulMatId { x, ids, .. } => [Some(x), Some(ids)],
+            Op::MoeCombine { x, w } => [Some(x), Some(w)],
             Op::Add { a, b } => [Some(a), Some(b)],
             Op::StoreKv { k, v, .. } => [Some(k), Some(v)],
             Op::Attention { q, .. } => [Some(q), None],
@@ -176,6 +225,7 @@ impl Op {
         match *self {
             Op::GetRows { table } => Some(table),
             Op::MulWeight { w, .. } | Op::AddWeight { w, .. } | Op::MulMat { w, .. } => Some(w),
+            Op::MulMatId { first, .. } => Some(first),
             Op::Rope { p, .. } => p.freq_factors,
             _ => None,
         }
@@ -385,6 +435,61 @@ impl GraphBuilder {
     pub fn gated(&mut self, gate: TensorId, up: TensorId, act: GateAct, name: &str) -> TensorId {
         let (r, c) = self.shape(gate);
         self.push(Op::Gated { gate, up, act }, r, c, name)
+    }
+    /// Columns `offset..offset + cols` of every row of `x`.
+    pub fn cols(&mut self, x: TensorId, offset: usize, cols: usize, name: &str) -> TensorId {
+        let (r, _) = self.shape(x);
+        self.push(Op::Cols { x, offset }, r, cols, name)
+    }
+    pub fn soft_max(&mut self, x: TensorId, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::SoftMax { x }, r, c, name)
+    }
+    pub fn top_k(&mut self, x: TensorId, k: usize, name: &str) -> TensorId {
+        let (r, _) = self.shape(x);
+        self.push(Op::TopK { x, k }, r, k, name)
+    }
+    pub fn moe_weights(
+        &mut self,
+        probs: TensorId,
+        ids: TensorId,
+        norm: bool,
+        scale: f32,
+        name: &str,
+    ) -> TensorId {
+        let (r, k) = self.shape(ids);
+        let op = Op::MoeWeights {
+            probs,
+            ids,
+            norm,
+            scale,
+        };
+        self.push(op, r, k, name)
+    }
+    /// `first..first + n_expert` are matrices of `n_out` rows; `ids` is a
+    /// TopK output.
+    pub fn mul_mat_id(
+        &mut self,
+        first: WeightId,
+        n_expert: usize,
+        n_out: usize,
+        x: TensorId,
+        ids: TensorId,
+        name: &str,
+    ) -> TensorId {
+        let (n, k) = self.shape(ids);
+        let op = Op::MulMatId {
+            first,
+            n_expert,
+            x,
+            ids,
+        };
+        self.push(op, n * k, n_out, name)
+    }
+    pub fn moe_combine(&mut self, x: TensorId, w: TensorId, name: &str) -> TensorId {
+        let (n, _) = self.shape(w);
+        let (_, c) = self.shape(x);
+        self.push(Op::MoeCombine { x, w }, n, c, name)
     }
     pub fn last_row(&mut self, x: TensorId, name: &str) -> TensorId {
         let (_, c) = self.shape(x);

@@ -14,6 +14,10 @@ pub enum Arch {
     Qwen2,
     Qwen3,
     Gemma3,
+    Granite,
+    Smollm3,
+    Phi3,
+    Qwen3Moe,
 }
 
 impl Arch {
@@ -23,6 +27,10 @@ impl Arch {
             "qwen2" => Some(Arch::Qwen2),
             "qwen3" => Some(Arch::Qwen3),
             "gemma3" => Some(Arch::Gemma3),
+            "granite" => Some(Arch::Granite),
+            "smollm3" => Some(Arch::Smollm3),
+            "phi3" => Some(Arch::Phi3),
+            "qwen3moe" => Some(Arch::Qwen3Moe),
             _ => None,
         }
     }
@@ -32,8 +40,26 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Gemma3 => "gemma3",
+            Arch::Granite => "granite",
+            Arch::Smollm3 => "smollm3",
+            Arch::Phi3 => "phi3",
+            Arch::Qwen3Moe => "qwen3moe",
         }
     }
+}
+
+/// The mixture-of-experts feed-forward of every layer (qwen3moe).
+#[derive(Clone, Copy, Debug)]
+pub struct MoeParams {
+    pub n_expert: usize,
+    /// Experts each token is routed to.
+    pub n_expert_used: usize,
+    /// Rows of each expert's gate and up matrices.
+    pub n_ff_exp: usize,
+    /// Divide the selected experts' probabilities by their sum.
+    pub norm_weights: bool,
+    /// Multiplies the routing weights (0 or 1: not applied).
+    pub weights_scale: f32,
 }
 
 /// Hyperparameters, from the GGUF metadata.
@@ -60,9 +86,21 @@ pub struct HParams {
     pub swa_layers: Vec<bool>,
     /// Multiplies q.k (gemma3 applies it to q instead).
     pub attn_scale: f32,
-    /// Multiplies the token embeddings (gemma3: sqrt(n_embd)).
+    /// Multiplies q itself, the attention then running with scale 1
+    /// (gemma3, phi3), instead of multiplying q.k.
+    pub scale_q: bool,
+    /// Multiplies the token embeddings (gemma3: sqrt(n_embd); granite).
     pub embd_scale: Option<f32>,
+    /// Multiplies each block's attention and FFN outputs before the
+    /// residual sum (granite).
+    pub residual_scale: Option<f32>,
+    /// Multiplies the logits (granite: 1 / logit_scale).
+    pub logit_scale: Option<f32>,
+    /// Per layer: is rope applied? (smollm3 skips every fourth layer.)
+    pub rope_layers: Vec<bool>,
     pub gate_act: GateAct,
+    /// Experts instead of one feed-forward block (qwen3moe).
+    pub moe: Option<MoeParams>,
 }
 
 fn hp_err(f: &GgufFile, suffix: &str, reason: impl Into<String>) -> ModelError {
@@ -149,7 +187,12 @@ impl HParams {
                 format!("{n_rot} invalid for head size {head_dim}"),
             ));
         }
-        let n_ff = arch_usize(f, "feed_forward_length")?;
+        // MoE models need no dense feed-forward length.
+        let n_ff = if arch == Arch::Qwen3Moe {
+            arch_usize_or(f, "feed_forward_length", 0)?
+        } else {
+            arch_usize(f, "feed_forward_length")?
+        };
         let n_ctx_train = arch_usize_or(f, "context_length", 2048)?;
         let rms_eps = f.arch_f32("attention.layer_norm_rms_epsilon")?;
         let rope_freq_base = arch_f32_or(f, "rope.freq_base", 10000.0)?;
@@ -203,13 +246,63 @@ impl HParams {
             sliding_window: None,
             swa_layers: vec![false; n_layer],
             attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            scale_q: false,
             embd_scale: None,
+            residual_scale: None,
+            logit_scale: None,
+            rope_layers: vec![true; n_layer],
             gate_act: GateAct::Silu,
+            moe: None,
         };
         match arch {
             Arch::Llama => hp.rope_mode = RopeMode::Normal,
             Arch::Qwen2 | Arch::Qwen3 => {}
+            Arch::Qwen3Moe => {
+                let n_expert = arch_usize(f, "expert_count")?;
+                let n_expert_used = arch_usize(f, "expert_used_count")?;
+                if n_expert_used > n_expert {
+                    return Err(hp_err(
+                        f,
+                        "expert_used_count",
+                        format!("{n_expert_used} exceeds the {n_expert} experts"),
+                    ));
+                }
+                hp.moe = Some(MoeParams {
+                    n_expert,
+                    n_expert_used,
+                    n_ff_exp: arch_usize(f, "expert_feed_forward_length")?,
+                    // llama.cpp's qwen3moe always normalizes.
+                    norm_weights: true,
+                    weights_scale: arch_f32_or(f, "expert_weights_scale", 0.0)?,
+                });
+            }
+            Arch::Phi3 => hp.scale_q = true,
+            Arch::Smollm3 => {
+                // llama.cpp's constant n_no_rope_layer_step.
+                hp.rope_mode = RopeMode::Normal;
+                hp.rope_layers = (0..n_layer).map(|il| (il + 1) % 4 != 0).collect();
+            }
+            Arch::Granite => {
+                hp.rope_mode = RopeMode::Normal;
+                // llama.cpp reads these as "0: absent".
+                let nonzero = |v: f32| (v != 0.0).then_some(v);
+                hp.embd_scale = nonzero(arch_f32_or(f, "embedding_scale", 0.0)?);
+                hp.residual_scale = nonzero(arch_f32_or(f, "residual_scale", 0.0)?);
+                if let Some(s) = nonzero(arch_f32_or(f, "attention.scale", 0.0)?) {
+                    hp.attn_scale = s;
+                }
+                let logit_scale = f.arch_f32("logit_scale")?;
+                if logit_scale == 0.0 {
+                    return Err(hp_err(f, "logit_scale", "must not be zero"));
+                }
+                hp.logit_scale = Some(1.0 / logit_scale);
+                // rope_finetuned false switches rope off in every layer.
+                if let Some(Value::Bool(false)) = f.arch_get("rope.scaling.finetuned") {
+                    hp.rope_layers = vec![false; n_layer];
+                }
+            }
             Arch::Gemma3 => {
+                hp.scale_q = true;
                 hp.gate_act = GateAct::GeluTanh;
                 hp.embd_scale = Some((n_embd as f32).sqrt());
                 // llama.cpp: the 27B model scales by n_embd / n_head instead.

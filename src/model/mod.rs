@@ -1,5 +1,6 @@
 //! Transformer models built from GGUF metadata alone: llama (SmolLM2,
-//! TinyLlama, Llama 2/3), qwen2, qwen3 and gemma3.
+//! TinyLlama, Llama 2/3 with llama3 rope scaling), qwen2, qwen3, qwen3moe,
+//! gemma3, granite, smollm3 and phi3 (see docs/models.md).
 //!
 //! [`Model::load`] reads the hyperparameters and binds the weights (used in
 //! place from the mmap); [`Model::forward`] builds (once per batch size) the
@@ -17,19 +18,26 @@ mod hparams;
 mod transformer;
 mod weights;
 
-pub use hparams::{Arch, HParams};
+pub use hparams::{Arch, HParams, MoeParams};
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::kv::KvCache;
-use crate::backend::{self, Backend, BackendError, ExecCtx, Scratch, WeightData, Weights};
+use crate::backend::{self, Backend, BackendError, ExecCtx, Scratch, Weights};
 use crate::graph::{Graph, WeightId};
 use weights::{bind_weights, ModelWeights};
 
 /// Result of the model layer.
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
-/// Architectures this engine builds.
-pub const SUPPORTED_ARCHITECTURES: [&str; 4] = ["llama", "qwen2", "qwen3", "gemma3"];
+/// Architectures this engine builds (`general.architecture` values).
+pub const SUPPORTED_ARCHITECTURES: [&str; 8] = [
+    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "granite", "smollm3", "phi3",
+];
+
+/// Whether `general.architecture` names a model family rkinfer builds.
+pub fn is_supported_architecture(name: &str) -> bool {
+    Arch::from_name(name).is_some()
+}
 
 /// Everything that can go wrong loading or running a model.
 #[derive(Debug)]
@@ -284,10 +292,7 @@ impl Model {
         let (w, mut list) = bind_weights(&file, &hparams)?;
         backends.push(Box::new(CpuBackend::new()));
         for (i, weight) in list.iter_mut().enumerate() {
-            let bytes: &[u8] = match weight.data {
-                WeightData::Mapped { tensor } => file.tensor_data(&file.tensors()[tensor]),
-                WeightData::F32(_) => &[],
-            };
+            let bytes = weight.data.bytes(&file);
             for (bi, be) in backends.iter_mut().enumerate() {
                 if be.prepare_weight(WeightId(i as u32), weight, bytes)? {
                     weight.backend = bi;

@@ -1,11 +1,49 @@
 //! The forward pass of the decoder-only transformers (llama, qwen2, qwen3,
-//! gemma3), llama2.c style: one pass over the layers, top to bottom, the
-//! architecture's quirks as flags of [`HParams`].
+//! qwen3moe, gemma3, granite, smollm3, phi3), llama2.c style: one pass over
+//! the layers, top to bottom, the architecture's quirks as flags of
+//! [`HParams`] and shapes of the layer's weights (fused projections, experts).
 
-use super::hparams::Arch;
+use super::hparams::MoeParams;
+use super::weights::{Ffn, GateUp, Qkv};
 use super::{GraphOut, Model};
 use crate::backend;
-use crate::graph::{AttnParams, Graph, GraphBuilder, RopeParams};
+use crate::graph::{AttnParams, GateAct, Graph, GraphBuilder, RopeParams, TensorId, WeightId};
+
+/// llama.cpp's build_moe_ffn with softmax gating and SwiGLU experts: route
+/// each token to its `n_expert_used` most probable experts and sum their
+/// outputs weighted by the (normalized) probabilities.
+fn moe_ffn(
+    g: &mut GraphBuilder,
+    m: MoeParams,
+    h: TensorId,
+    [gate_inp, gate_exps, up_exps, down_exps]: [WeightId; 4],
+    n_embd: usize,
+    il: usize,
+) -> TensorId {
+    let nm = |s: &str| format!("{s}-{il}");
+    let logits = g.mul_mat(gate_inp, m.n_expert, h, &nm("ffn_moe_logits"));
+    let probs = g.soft_max(logits, &nm("ffn_moe_probs"));
+    let ids = g.top_k(probs, m.n_expert_used, &nm("ffn_moe_topk"));
+    let weights = g.moe_weights(
+        probs,
+        ids,
+        m.norm_weights,
+        m.weights_scale,
+        &nm("ffn_moe_weights"),
+    );
+    let up = g.mul_mat_id(up_exps, m.n_expert, m.n_ff_exp, h, ids, &nm("ffn_moe_up"));
+    let gate = g.mul_mat_id(
+        gate_exps,
+        m.n_expert,
+        m.n_ff_exp,
+        h,
+        ids,
+        &nm("ffn_moe_gate"),
+    );
+    let act = g.gated(gate, up, GateAct::Silu, &nm("ffn_moe_swiglu"));
+    let down = g.mul_mat_id(down_exps, m.n_expert, n_embd, act, ids, &nm("ffn_moe_down"));
+    g.moe_combine(down, weights, &nm("ffn_moe_out"))
+}
 
 impl Model {
     /// The model, llama2.c style: one pass over the layers, written once for
@@ -21,6 +59,7 @@ impl Model {
         if let Some(s) = hp.embd_scale {
             x = g.scale(x, s, "inp_scaled");
         }
+        let (q_dim, kv_dim) = (n_head * hd, n_head_kv * hd);
         for (il, l) in w.layers.iter().enumerate() {
             let nm = |s: &str| format!("{s}-{il}");
             let swa = hp.swa_layers[il];
@@ -28,9 +67,21 @@ impl Model {
             // Attention.
             let h = g.rms_norm(x, eps, &nm("norm"));
             let h = g.mul_weight(h, l.attn_norm, &nm("attn_norm"));
-            let mut q = g.mul_mat(l.wq, n_head * hd, h, &nm("Qcur"));
-            let mut k = g.mul_mat(l.wk, n_head_kv * hd, h, &nm("Kcur"));
-            let mut v = g.mul_mat(l.wv, n_head_kv * hd, h, &nm("Vcur"));
+            let (mut q, mut k, mut v) = match l.qkv {
+                Qkv::Split { wq, wk, wv } => (
+                    g.mul_mat(wq, q_dim, h, &nm("Qcur")),
+                    g.mul_mat(wk, kv_dim, h, &nm("Kcur")),
+                    g.mul_mat(wv, kv_dim, h, &nm("Vcur")),
+                ),
+                Qkv::Fused(w) => {
+                    let qkv = g.mul_mat(w, q_dim + 2 * kv_dim, h, &nm("wqkv"));
+                    (
+                        g.cols(qkv, 0, q_dim, &nm("Qcur")),
+                        g.cols(qkv, q_dim, kv_dim, &nm("Kcur")),
+                        g.cols(qkv, q_dim + kv_dim, kv_dim, &nm("Vcur")),
+                    )
+                }
+            };
             if let Some(b) = l.bq {
                 q = g.add_weight(q, b, &nm("Qcur_b"));
             }
@@ -64,10 +115,11 @@ impl Model {
                 freq_scale: hp.rope_freq_scale,
                 freq_factors: w.rope_freqs,
             };
-            q = g.rope(q, rope, &nm("Qcur_rope"));
-            k = g.rope(k, rope, &nm("Kcur_rope"));
-            // gemma3 scales q itself and attends with scale 1.
-            let kq_scale = if hp.arch == Arch::Gemma3 {
+            if hp.rope_layers[il] {
+                q = g.rope(q, rope, &nm("Qcur_rope"));
+                k = g.rope(k, rope, &nm("Kcur_rope"));
+            }
+            let kq_scale = if hp.scale_q {
                 q = g.scale(q, hp.attn_scale, &nm("Qcur_scaled"));
                 1.0
             } else {
@@ -88,18 +140,49 @@ impl Model {
                 let r = g.rms_norm(o, eps, &nm("attn_post_norm"));
                 o = g.mul_weight(r, pn, &nm("attn_post_normed"));
             }
+            if let Some(s) = hp.residual_scale {
+                o = g.scale(o, s, &nm("attn_out_scaled"));
+            }
             x = g.add(o, x, &nm("ffn_inp"));
 
             // Feed-forward.
             let h = g.rms_norm(x, eps, &nm("norm"));
             let h = g.mul_weight(h, l.ffn_norm, &nm("ffn_norm"));
-            let gate = g.mul_mat(l.ffn_gate, hp.n_ff, h, &nm("ffn_gate"));
-            let up = g.mul_mat(l.ffn_up, hp.n_ff, h, &nm("ffn_up"));
-            let act = g.gated(gate, up, hp.gate_act, &nm("ffn_gated"));
-            let mut d = g.mul_mat(l.ffn_down, hp.n_embd, act, &nm("ffn_out"));
+            let mut d = match &l.ffn {
+                Ffn::Dense { gate_up, down } => {
+                    let (gate, up) = match *gate_up {
+                        GateUp::Split { gate, up } => (
+                            g.mul_mat(gate, hp.n_ff, h, &nm("ffn_gate")),
+                            g.mul_mat(up, hp.n_ff, h, &nm("ffn_up")),
+                        ),
+                        GateUp::Fused(w) => {
+                            let gu = g.mul_mat(w, 2 * hp.n_ff, h, &nm("ffn_up"));
+                            (
+                                g.cols(gu, 0, hp.n_ff, &nm("ffn_gate_part")),
+                                g.cols(gu, hp.n_ff, hp.n_ff, &nm("ffn_up_part")),
+                            )
+                        }
+                    };
+                    let act = g.gated(gate, up, hp.gate_act, &nm("ffn_gated"));
+                    g.mul_mat(*down, hp.n_embd, act, &nm("ffn_out"))
+                }
+                Ffn::Moe {
+                    params,
+                    gate_inp,
+                    gate_exps,
+                    up_exps,
+                    down_exps,
+                } => {
+                    let w = [*gate_inp, *gate_exps, *up_exps, *down_exps];
+                    moe_ffn(&mut g, *params, h, w, hp.n_embd, il)
+                }
+            };
             if let Some(pn) = l.ffn_post_norm {
                 let r = g.rms_norm(d, eps, &nm("ffn_post_norm"));
                 d = g.mul_weight(r, pn, &nm("ffn_post_normed"));
+            }
+            if let Some(s) = hp.residual_scale {
+                d = g.scale(d, s, &nm("ffn_out_scaled"));
             }
             x = g.add(d, x, &nm("l_out"));
         }
@@ -111,7 +194,10 @@ impl Model {
             }
             let h = g.rms_norm(x, eps, "norm");
             let h = g.mul_weight(h, w.output_norm, "result_norm");
-            let logits = g.mul_mat(w.output, hp.n_vocab, h, "result_output");
+            let mut logits = g.mul_mat(w.output, hp.n_vocab, h, "result_output");
+            if let Some(s) = hp.logit_scale {
+                logits = g.scale(logits, s, "result_output_scaled");
+            }
             g.finish(logits)
         };
         backend::schedule(&mut graph, &self.backends, &self.weights);

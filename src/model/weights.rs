@@ -3,19 +3,58 @@
 
 use gguf::{GgmlType, GgufFile};
 
-use super::hparams::{Arch, HParams};
+use super::hparams::{Arch, HParams, MoeParams};
 use super::{ModelError, Result};
 use crate::backend::cpu::MATMUL_TYPES;
 use crate::backend::{Weight, WeightData};
 use crate::graph::WeightId;
 
+/// The query, key and value projections of a block.
+#[derive(Debug, Clone)]
+pub(super) enum Qkv {
+    Split {
+        wq: WeightId,
+        wk: WeightId,
+        wv: WeightId,
+    },
+    /// One matrix whose output rows are q, then k, then v (phi3).
+    Fused(WeightId),
+}
+
+/// The gate and up projections of a gated feed-forward block.
+#[derive(Debug, Clone)]
+pub(super) enum GateUp {
+    Split {
+        gate: WeightId,
+        up: WeightId,
+    },
+    /// One matrix of 2 * n_ff rows: gate, then up (phi3).
+    Fused(WeightId),
+}
+
+/// The feed-forward block of a layer.
+#[derive(Debug, Clone)]
+pub(super) enum Ffn {
+    Dense {
+        gate_up: GateUp,
+        down: WeightId,
+    },
+    /// Experts: a router and, per expert, gate, up and down matrices
+    /// (consecutive weight ids from each first one).
+    Moe {
+        params: MoeParams,
+        gate_inp: WeightId,
+        gate_exps: WeightId,
+        up_exps: WeightId,
+        down_exps: WeightId,
+    },
+}
+
 /// Weights of one transformer block.
 #[derive(Debug, Clone)]
 pub(super) struct Layer {
     pub(super) attn_norm: WeightId,
-    pub(super) wq: WeightId,
-    pub(super) wk: WeightId,
-    pub(super) wv: WeightId,
+    pub(super) qkv: Qkv,
     pub(super) wo: WeightId,
     pub(super) bq: Option<WeightId>,
     pub(super) bk: Option<WeightId>,
@@ -24,9 +63,7 @@ pub(super) struct Layer {
     pub(super) k_norm: Option<WeightId>,
     pub(super) attn_post_norm: Option<WeightId>,
     pub(super) ffn_norm: WeightId,
-    pub(super) ffn_gate: WeightId,
-    pub(super) ffn_up: WeightId,
-    pub(super) ffn_down: WeightId,
+    pub(super) ffn: Ffn,
     pub(super) ffn_post_norm: Option<WeightId>,
 }
 
@@ -93,13 +130,65 @@ impl Binder<'_> {
                 found: self.file.tensors()[idx].dims.clone(),
             });
         }
+        let len = self.file.tensor_data(&self.file.tensors()[idx]).len();
         Ok(Some(self.push(
             name,
             ty,
             cols,
             rows,
-            WeightData::Mapped { tensor: idx },
+            WeightData::Mapped {
+                tensor: idx,
+                range: 0..len,
+            },
         )))
+    }
+
+    /// A 3-D tensor of `n_expert` matrices of `rows` rows of `cols`, bound
+    /// as one weight per expert (consecutive ids; the first is returned) so
+    /// each is a matrix like any other to the backends.
+    fn experts(
+        &mut self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+        n_expert: usize,
+    ) -> Result<WeightId> {
+        let idx =
+            self.find(name, &[cols, rows, n_expert])?
+                .ok_or_else(|| ModelError::MissingTensor {
+                    name: name.to_string(),
+                })?;
+        let t = &self.file.tensors()[idx];
+        let ty = t.ggml_type;
+        if !MATMUL_TYPES.contains(&ty) {
+            return Err(ModelError::UnsupportedType {
+                tensor: name.to_string(),
+                ty: ty.name().to_string(),
+            });
+        }
+        let row_bytes = ty.row_bytes(cols as u64).unwrap_or(0) as usize;
+        if !cols.is_multiple_of(ty.block_size()) || row_bytes == 0 {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: vec![cols, rows, n_expert],
+                found: t.dims.clone(),
+            });
+        }
+        let matrix_bytes = row_bytes * rows;
+        let first = WeightId(self.list.len() as u32);
+        for e in 0..n_expert {
+            self.push(
+                &format!("{name}[{e}]"),
+                ty,
+                cols,
+                rows,
+                WeightData::Mapped {
+                    tensor: idx,
+                    range: e * matrix_bytes..(e + 1) * matrix_bytes,
+                },
+            );
+        }
+        Ok(first)
     }
 
     /// A vector (norm weight, bias) converted to f32.
@@ -174,18 +263,36 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
         .opt_matrix("output.weight", e, hp.n_vocab)?
         .unwrap_or(tok_embd);
     let rope_freqs = b.opt_vector("rope_freqs.weight", hp.n_rot / 2)?;
+    // Phi-3's LongRoPE factors (the 128k models) need yarn-style scaling
+    // that is not built yet: refuse rather than run them wrong.
+    for name in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+        if file.tensor(name).is_some() {
+            return Err(ModelError::InvalidHParam {
+                key: name.to_string(),
+                reason: "LongRoPE factors are not supported yet".to_string(),
+            });
+        }
+    }
     let mut layers = Vec::with_capacity(hp.n_layer);
     for il in 0..hp.n_layer {
         let n = |s: &str| format!("blk.{il}.{s}");
         let qkv_bias = hp.arch == Arch::Qwen2;
-        let qk_norm = matches!(hp.arch, Arch::Qwen3 | Arch::Gemma3);
+        let qk_norm = matches!(hp.arch, Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3);
         let post_norms = hp.arch == Arch::Gemma3;
+        let attn_norm = b.vector(&n("attn_norm.weight"), e)?;
+        let qkv = match b.opt_matrix(&n("attn_qkv.weight"), e, q_dim + 2 * kv_dim)? {
+            Some(w) => Qkv::Fused(w),
+            None => Qkv::Split {
+                wq: b.matrix(&n("attn_q.weight"), e, q_dim)?,
+                wk: b.matrix(&n("attn_k.weight"), e, kv_dim)?,
+                wv: b.matrix(&n("attn_v.weight"), e, kv_dim)?,
+            },
+        };
+        let wo = b.matrix(&n("attn_output.weight"), q_dim, e)?;
         let layer = Layer {
-            attn_norm: b.vector(&n("attn_norm.weight"), e)?,
-            wq: b.matrix(&n("attn_q.weight"), e, q_dim)?,
-            wk: b.matrix(&n("attn_k.weight"), e, kv_dim)?,
-            wv: b.matrix(&n("attn_v.weight"), e, kv_dim)?,
-            wo: b.matrix(&n("attn_output.weight"), q_dim, e)?,
+            attn_norm,
+            qkv,
+            wo,
             bq: if qkv_bias {
                 Some(b.vector(&n("attn_q.bias"), q_dim)?)
             } else {
@@ -217,9 +324,27 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
                 None
             },
             ffn_norm: b.vector(&n("ffn_norm.weight"), e)?,
-            ffn_gate: b.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
-            ffn_up: b.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
-            ffn_down: b.matrix(&n("ffn_down.weight"), hp.n_ff, e)?,
+            ffn: match hp.moe {
+                Some(m) => Ffn::Moe {
+                    params: m,
+                    gate_inp: b.matrix(&n("ffn_gate_inp.weight"), e, m.n_expert)?,
+                    gate_exps: b.experts(&n("ffn_gate_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
+                    up_exps: b.experts(&n("ffn_up_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
+                    down_exps: b.experts(&n("ffn_down_exps.weight"), m.n_ff_exp, e, m.n_expert)?,
+                },
+                None => Ffn::Dense {
+                    // Phi-3 fuses gate and up into one matrix named ffn_up.
+                    gate_up: if hp.arch == Arch::Phi3 {
+                        GateUp::Fused(b.matrix(&n("ffn_up.weight"), e, 2 * hp.n_ff)?)
+                    } else {
+                        GateUp::Split {
+                            gate: b.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
+                            up: b.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
+                        }
+                    },
+                    down: b.matrix(&n("ffn_down.weight"), hp.n_ff, e)?,
+                },
+            },
             ffn_post_norm: if post_norms {
                 Some(b.vector(&n("post_ffw_norm.weight"), e)?)
             } else {

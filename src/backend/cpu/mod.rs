@@ -184,6 +184,104 @@ impl Backend for CpuBackend {
                     }
                 }
             }
+            Op::Cols { offset, .. } => {
+                let x = input(0)?;
+                let (c, width) = (x.desc.cols, node_cols(n_out, x.desc.rows));
+                if width == 0 || offset + width > c {
+                    return Err(BackendError::Graph(format!(
+                        "{}: columns {offset}..{} of rows of {c}",
+                        node.name,
+                        offset + width
+                    )));
+                }
+                for (xr, or) in x.data.chunks_exact(c).zip(out.chunks_exact_mut(width)) {
+                    or.copy_from_slice(&xr[offset..offset + width]);
+                }
+            }
+            Op::SoftMax { .. } => {
+                let x = input(0)?;
+                same_len(x.data)?;
+                for (xr, or) in x
+                    .data
+                    .chunks_exact(x.desc.cols)
+                    .zip(out.chunks_exact_mut(x.desc.cols))
+                {
+                    soft_max_row(xr, or);
+                }
+            }
+            Op::TopK { k, .. } => {
+                let x = input(0)?;
+                if k == 0 || k > x.desc.cols {
+                    return Err(BackendError::Graph(format!(
+                        "{}: top {k} of rows of {}",
+                        node.name, x.desc.cols
+                    )));
+                }
+                let mut idx: Vec<usize> = Vec::with_capacity(x.desc.cols);
+                for (xr, or) in x
+                    .data
+                    .chunks_exact(x.desc.cols)
+                    .zip(out.chunks_exact_mut(k))
+                {
+                    idx.clear();
+                    idx.extend(0..xr.len());
+                    idx.sort_by(|&a, &b| xr[b].total_cmp(&xr[a]));
+                    for (o, &i) in or.iter_mut().zip(&idx) {
+                        *o = i as f32;
+                    }
+                }
+            }
+            Op::MoeWeights { norm, scale, .. } => {
+                let (probs, ids) = (input(0)?, input(1)?);
+                same_len(ids.data)?;
+                moe_weights(probs, ids, norm, scale, out).map_err(|e| graph_err(node, e))?;
+            }
+            Op::MulMatId {
+                first, n_expert, ..
+            } => {
+                let (x, ids) = (input(0)?, input(1)?);
+                let k = ids.desc.cols;
+                let n_out = node_cols(n_out, ids.desc.len());
+                let per_selection = x.desc.rows == ids.desc.len();
+                if n_out == 0 || !(per_selection || x.desc.rows == ids.desc.rows) {
+                    return Err(graph_err(
+                        node,
+                        "input rows match neither tokens nor selections",
+                    ));
+                }
+                for (r, (&id, o)) in ids.data.iter().zip(out.chunks_exact_mut(n_out)).enumerate() {
+                    let e = id as usize;
+                    if id < 0.0 || e >= n_expert {
+                        return Err(graph_err(node, format!("expert {id} of {n_expert}")));
+                    }
+                    let xr = if per_selection { r } else { r / k };
+                    let xrow = &x.data[xr * x.desc.cols..(xr + 1) * x.desc.cols];
+                    let w = WeightId(first.0 + e as u32);
+                    // One row at a time: ggml's mul_mat_id is a vec_dot per
+                    // (row, selection) whatever the batch size.
+                    mul_mat(ctx.weights, w, self.interleaved(w), xrow, 1, o, ctx.scratch)?;
+                }
+            }
+            Op::MoeCombine { .. } => {
+                let (x, w) = (input(0)?, input(1)?);
+                let (c, k) = (x.desc.cols, w.desc.cols);
+                if x.desc.len() != w.desc.len() * c || out.len() != w.desc.rows * c {
+                    return Err(graph_err(node, "shapes of experts and weights differ"));
+                }
+                for ((xs, ws), or) in x
+                    .data
+                    .chunks_exact(c * k)
+                    .zip(w.data.chunks_exact(k))
+                    .zip(out.chunks_exact_mut(c))
+                {
+                    for (j, (xr, &wj)) in xs.chunks_exact(c).zip(ws).enumerate() {
+                        for (o, &v) in or.iter_mut().zip(xr) {
+                            let p = v * wj;
+                            *o = if j == 0 { p } else { *o + p };
+                        }
+                    }
+                }
+            }
             Op::LastRow { .. } => {
                 let x = input(0)?;
                 let c = x.desc.cols;
@@ -193,6 +291,72 @@ impl Backend for CpuBackend {
         }
         Ok(())
     }
+}
+
+fn graph_err(node: &Node, what: impl std::fmt::Display) -> BackendError {
+    BackendError::Graph(format!("{}: {what}", node.name))
+}
+
+/// ggml_compute_forward_soft_max_f32 on one row (no mask, scale 1): the
+/// max, exp(x - max) with ggml's vector expf for whole 16-lane steps and
+/// libm's expf for the rest, summed per step into f64, then scaled by the
+/// f32 of 1/sum.
+fn soft_max_row(x: &[f32], out: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    out.copy_from_slice(x);
+    let mut sum = 0f64;
+    let whole = out.len() / 16 * 16;
+    for lanes in out[..whole].chunks_exact_mut(16) {
+        kernels::exp_shift(lanes, max);
+        sum += kernels::scalar::reduce_add_16(lanes) as f64;
+    }
+    for v in &mut out[whole..] {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    kernels::scale(out, (1.0 / sum) as f32);
+}
+
+/// build_moe_ffn's weights: gathered probabilities, over their clamped
+/// f64 sum (ggml_sum_rows, ggml_clamp, ggml_div), then scaled.
+fn moe_weights(
+    probs: Input<'_>,
+    ids: Input<'_>,
+    norm: bool,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), String> {
+    let (n_expert, k) = (probs.desc.cols, ids.desc.cols);
+    if probs.desc.rows != ids.desc.rows || k == 0 {
+        return Err("probabilities and selections differ in rows".into());
+    }
+    for ((pr, ir), or) in probs
+        .data
+        .chunks_exact(n_expert)
+        .zip(ids.data.chunks_exact(k))
+        .zip(out.chunks_exact_mut(k))
+    {
+        for (o, &id) in or.iter_mut().zip(ir) {
+            *o = *pr
+                .get(id as usize)
+                .ok_or_else(|| format!("expert {id} of {n_expert}"))?;
+        }
+        if norm {
+            let sum = or.iter().map(|&v| v as f64).sum::<f64>() as f32;
+            // llama.cpp clamps at 6.103515625e-5 = 2^-14.
+            let sum = sum.clamp(1.0 / 16384.0, f32::INFINITY);
+            or.iter_mut().for_each(|v| *v /= sum);
+        }
+        if scale != 0.0 && scale != 1.0 {
+            kernels::scale(or, scale);
+        }
+    }
+    Ok(())
+}
+
+/// Columns of an output of `len` values over `rows` rows.
+fn node_cols(len: usize, rows: usize) -> usize {
+    len.checked_div(rows).unwrap_or(0)
 }
 
 fn vector(weights: &Weights, w: WeightId, len: usize) -> Result<&[f32], BackendError> {
@@ -545,6 +709,52 @@ mod tests {
         for (a, b) in o.iter().zip(x) {
             assert!((a - b / rms).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn soft_max_row_matches_the_definition_with_and_without_whole_lanes() {
+        for n in [8usize, 16, 21] {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7) % 5) as f32 * 0.7 - 1.3).collect();
+            let mut o = vec![0f32; n];
+            soft_max_row(&x, &mut o);
+            let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let sum: f64 = x.iter().map(|&v| (v as f64 - max).exp()).sum();
+            for (&got, &v) in o.iter().zip(&x) {
+                let want = (v as f64 - max).exp() / sum;
+                assert!((got as f64 - want).abs() < 1e-6, "n {n}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn moe_weights_gather_and_normalize() {
+        let probs = [0.1f32, 0.4, 0.2, 0.3];
+        let ids = [1.0f32, 3.0];
+        let desc = |rows, cols| crate::graph::TensorDesc {
+            rows,
+            cols,
+            base: crate::graph::TensorId(0),
+            slot: 0,
+        };
+        let p = Input {
+            data: &probs,
+            desc: desc(1, 4),
+        };
+        let i = Input {
+            data: &ids,
+            desc: desc(1, 2),
+        };
+        let mut o = [0f32; 2];
+        moe_weights(p, i, false, 0.0, &mut o).unwrap();
+        assert_eq!(o, [0.4, 0.3]);
+        moe_weights(p, i, true, 2.0, &mut o).unwrap();
+        assert!((o[0] - 2.0 * 0.4 / 0.7).abs() < 1e-6 && (o[1] - 2.0 * 0.3 / 0.7).abs() < 1e-6);
+        let bad = [7.0f32, 0.0];
+        let b = Input {
+            data: &bad,
+            desc: desc(1, 2),
+        };
+        assert!(moe_weights(p, b, true, 0.0, &mut o).is_err());
     }
 
     #[test]
