@@ -269,3 +269,18 @@ async fn shutdown_signal() {
         () = term => {}
     }
 }
+
+/// Parses and checks a `/v1/chat/completions` body as the server does,
+/// for a context of `n_ctx` and a prompt of `prompt_tokens`: the messages,
+/// or the error the client would get (the fuzz targets drive it).
+#[doc(hidden)]
+pub fn parse_chat_request(
+    body: &[u8],
+    n_vocab: usize,
+    prompt_tokens: usize,
+    n_ctx: usize,
+) -> Result<Vec<crate::chat::Message>, ApiError> {
+    let req: api::ChatRequest = api::parse(body)?;
+    req.sampling.params(n_vocab, prompt_tokens, n_ctx)?;
+    Ok(req.messages)
+}

@@ -225,6 +225,9 @@ impl WeightCache {
                     Lookup::Stale
                 };
             }
+            // The cache path is a file (or under one): no entry can exist,
+            // and `store` says so once instead of once per weight.
+            Err(_) if !self.dir.is_dir() => return Lookup::Miss,
             Err(e) => return Lookup::Invalid(format!("{}: {e}", path.display())),
         };
         match decode(key, &bytes) {
