@@ -184,7 +184,9 @@ pub fn chat_template(data: &[u8]) {
             Message::user("Hi {{ x }} {% y %}"),
             Message::assistant("Hello."),
         ];
-        let _ = t.render(&messages, true);
+        if let Ok(text) = t.render(&messages, true) {
+            assert!(text.len() <= FUZZ_TEMPLATE_LIMITS.max_output_bytes);
+        }
     }
 }
 
@@ -197,9 +199,16 @@ pub const TEMPLATE_PIECES: &[&str] = &[
     "{% if messages %}",
     "{% else %}",
     "{% endif %}",
+    "{% set ns = namespace(s='ab', l=['x']) %}",
+    "{% set ns.s = ns.s ~ ns.s %}",
+    "{% set ns.s = ns.s + ns.s %}",
+    "{% set ns.s = ns.s * 3 %}",
+    "{% set ns.l = ns.l + ns.l %}",
+    "{% set ns.l = ns.l * 1000 %}",
+    "{% set ns.s = ns.s.replace('a', ns.s) %}",
+    "{% set t %}{{ ns.s }}{{ ns.s }}{% endset %}{% set ns.s = t %}",
+    "{{ ns.s }}{{ ns.l }}",
     "{% set s = s ~ s %}",
-    "{% set s = s + s %}",
-    "{% set s = s * 3 %}",
     "{% set l = l + l %}",
     "{% set s = 'ab' %}",
     "{% set l = [s, s] %}",

@@ -102,6 +102,29 @@ proptest! {
     }
 
     #[test]
+    fn chat_template_hostile_pieces(pieces in proptest::collection::vec(0..fuzz_support::TEMPLATE_PIECES.len(), 1..12)) {
+        let source: String = pieces.iter().map(|&i| fuzz_support::TEMPLATE_PIECES[i]).collect();
+        fuzz_support::chat_template(source.as_bytes());
+    }
+
+    #[test]
+    fn chat_template_hostile_loops(pieces in proptest::collection::vec(0..fuzz_support::TEMPLATE_PIECES.len(), 1..6), depth in 0usize..3) {
+        // Balanced: the pieces run inside `depth` nested loops of 9, after
+        // a namespace to grow.
+        let body: String = pieces
+            .iter()
+            .map(|&i| fuzz_support::TEMPLATE_PIECES[i])
+            .filter(|p| !p.contains("for ") && !p.contains("endfor") && !p.contains("if ") && !p.contains("else") && !p.contains("endif"))
+            .collect();
+        let source = format!(
+            "{{% set ns = namespace(s='ab', l=['x']) %}}{}{body}{}",
+            "{% for i in range(9) %}".repeat(depth),
+            "{% endfor %}".repeat(depth)
+        );
+        fuzz_support::chat_template(source.as_bytes());
+    }
+
+    #[test]
     fn chat_template_any_text(data in proptest::collection::vec(any::<u8>(), 0..256)) {
         fuzz_support::chat_template(&data);
     }
