@@ -155,17 +155,6 @@ pub fn npu_cache_reader(key: &crate::npu::ops::cache::CacheKey, data: &[u8]) {
     }
 }
 
-/// Any bytes as a `/v1/chat/completions` body: parsed and checked as the
-/// server does, and the messages rendered with a built-in template.
-#[cfg(feature = "server")]
-pub fn server_chat_request(data: &[u8]) {
-    if let Ok(messages) = crate::server::parse_chat_request(data, 100, 10, 64) {
-        if let Ok(t) = crate::chat::ChatTemplate::builtin("chatml") {
-            let _ = t.render(&messages, true);
-        }
-    }
-}
-
 /// Small limits for hostile templates: a case ends in milliseconds.
 pub const FUZZ_TEMPLATE_LIMITS: crate::chat::TemplateLimits = crate::chat::TemplateLimits {
     fuel: 20_000,

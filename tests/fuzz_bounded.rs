@@ -83,7 +83,7 @@ proptest! {
 
     #[test]
     fn server_chat_request_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..256)) {
-        fuzz_support::server_chat_request(&data);
+        rkinfer::server::fuzz_chat_request(&data);
     }
 
     #[test]
@@ -98,7 +98,7 @@ proptest! {
             serde_json::json!(role),
             serde_json::json!(content)
         );
-        fuzz_support::server_chat_request(body.as_bytes());
+        rkinfer::server::fuzz_chat_request(body.as_bytes());
     }
 
     #[test]

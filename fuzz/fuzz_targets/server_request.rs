@@ -1,3 +1,3 @@
-//! Any bytes as a chat-completions request body (rkinfer::fuzz_support::server_chat_request).
+//! Any bytes as a chat-completions request body (rkinfer::server::fuzz_chat_request).
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| rkinfer::fuzz_support::server_chat_request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rkinfer::server::fuzz_chat_request(data));

@@ -284,3 +284,16 @@ pub fn parse_chat_request(
     req.sampling.params(n_vocab, prompt_tokens, n_ctx)?;
     Ok(req.messages)
 }
+
+/// The `server_request` fuzz target's body (see docs/fuzzing.md): any
+/// bytes as a chat-completions body, parsed and checked, its messages
+/// rendered with the chatml built-in. Here rather than in `fuzz_support`,
+/// which sits below the server.
+#[doc(hidden)]
+pub fn fuzz_chat_request(data: &[u8]) {
+    if let Ok(messages) = parse_chat_request(data, 100, 10, 64) {
+        if let Ok(t) = crate::chat::ChatTemplate::builtin("chatml") {
+            let _ = t.render(&messages, true);
+        }
+    }
+}
