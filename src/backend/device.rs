@@ -163,7 +163,8 @@ pub enum WeightCacheMode {
     Off,
     /// `MODEL.gguf.rknpu/` beside the model.
     BesideModel,
-    /// This directory.
+    /// This directory (created when missing: the command line asks for
+    /// `--npu-cache-create` first).
     Dir(std::path::PathBuf),
 }
 
@@ -199,7 +200,7 @@ pub struct DeviceOptions {
 impl DeviceOptions {
     /// The backends to put before the CPU for the model at `model`.
     pub fn backends(&self, model: &Path) -> Result<Vec<Box<dyn Backend>>, BackendError> {
-        backends_for_model(self.device, &self.npu, model)
+        backends_for_layers(self.device, &self.npu, model, None)
     }
 }
 
@@ -211,6 +212,20 @@ pub fn backends_for_model(
     settings: &NpuSettings,
     model: &Path,
 ) -> Result<Vec<Box<dyn Backend>>, BackendError> {
+    backends_for_layers(device, settings, model, None)
+}
+
+/// Like [`backends_for_model`], offloading only the first `max_layers`
+/// blocks (llama.cpp's `-ngl N`; `None`: all, `Some(0)`: none).
+pub fn backends_for_layers(
+    device: Device,
+    settings: &NpuSettings,
+    model: &Path,
+    max_layers: Option<usize>,
+) -> Result<Vec<Box<dyn Backend>>, BackendError> {
+    if max_layers == Some(0) {
+        return Ok(Vec::new());
+    }
     let mut opts = MatmulOptions::default();
     if !settings.cores.is_empty() {
         opts.cores = settings.cores.clone();
@@ -233,7 +248,9 @@ pub fn backends_for_model(
             dev.info().driver
         )));
     }
-    let mut b = NpuBackend::new(dev, settings.quant, opts).with_progress(settings.progress);
+    let mut b = NpuBackend::new(dev, settings.quant, opts)
+        .with_progress(settings.progress)
+        .with_max_layers(max_layers);
     match &settings.cache {
         WeightCacheMode::Off => {}
         WeightCacheMode::BesideModel => b = b.with_weight_cache(WeightCache::beside_model(model)),

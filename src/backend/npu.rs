@@ -25,6 +25,11 @@ use crate::npu::ops::cache::{CacheKey, Lookup, WeightCache};
 use crate::npu::ops::matmul::{Activations, Weights as NpuWeights};
 use crate::npu::{MatmulOptions, MatmulOutput, MatmulType, NpuDevice, NpuError, PreparedWeights};
 
+/// The block of a GGUF tensor name `blk.N.…`.
+fn block_index(name: &str) -> Option<usize> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+}
+
 /// Consecutive failed submits after which the backend disables itself.
 pub const MAX_FAILURES: u32 = 3;
 
@@ -49,6 +54,8 @@ pub struct NpuBackend {
     progress: bool,
     prepared_bytes: usize,
     cache: Option<WeightCache>,
+    /// `-ngl N`: only blocks `0..N` go to the NPU (None: every layer).
+    max_layers: Option<usize>,
 }
 
 impl fmt::Debug for NpuBackend {
@@ -86,6 +93,26 @@ impl NpuBackend {
             progress: false,
             prepared_bytes: 0,
             cache: None,
+            max_layers: None,
+        }
+    }
+
+    /// Offloads only the matmuls of blocks `0..n` (llama.cpp's `-ngl`);
+    /// matrices outside the blocks (the output projection) go to the NPU
+    /// when `n > 0`.
+    pub fn with_max_layers(mut self, n: Option<usize>) -> NpuBackend {
+        self.max_layers = n;
+        self
+    }
+
+    /// Whether `-ngl` lets the weight `name` onto the NPU.
+    fn layer_offloaded(&self, name: &str) -> bool {
+        let Some(n) = self.max_layers else {
+            return true;
+        };
+        match block_index(name) {
+            Some(i) => i < n,
+            None => n > 0,
         }
     }
 
@@ -193,6 +220,9 @@ impl Backend for NpuBackend {
         weight: &Weight,
         bytes: &[u8],
     ) -> super::Result<bool> {
+        if !self.layer_offloaded(&weight.name) {
+            return Ok(false);
+        }
         // Only matrices kept in the mmap; vectors (norms, biases) stay on the CPU.
         if weight.rows < 2 || !matches!(weight.data, WeightData::Mapped { .. }) {
             return Ok(false);

@@ -26,6 +26,11 @@ pub struct ChatOptions {
     /// less, the oldest turns are dropped first (0: `max_tokens` if set,
     /// else a quarter of the context).
     pub reply_room: usize,
+    /// Tokens at the start of the conversation never dropped to make room
+    /// (llama.cpp's `--keep`): the turns after the system prompt that end
+    /// within the first `keep_tokens` tokens stay, as the system prompt
+    /// always does.
+    pub keep_tokens: usize,
 }
 
 /// One assistant reply.
@@ -289,6 +294,7 @@ impl<'t, L: LogitsSource> Chat<'t, L> {
         let n_ctx = self.session.n_ctx();
         let room = self.reply_room();
         let mut messages = self.messages.clone();
+        let kept = self.kept_prefix(&messages)?;
         let mut dropped = 0;
         loop {
             let rendered =
@@ -304,7 +310,7 @@ impl<'t, L: LogitsSource> Chat<'t, L> {
             let add_special = cp.tokens == 0 && !template_writes_bos;
             let ids = self.tokenizer.encode(delta, add_special, true)?;
             let total = cp.tokens + ids.len();
-            let oldest = oldest_turn(&messages);
+            let oldest = oldest_turn_from(&messages, kept);
             // With nothing left to drop, go on if one token fits.
             if total + room <= n_ctx || (oldest.is_none() && total < n_ctx) {
                 return Ok(Plan {
@@ -326,6 +332,31 @@ impl<'t, L: LogitsSource> Chat<'t, L> {
         }
     }
 
+    /// How many leading messages are never dropped: the system prompt and
+    /// the turns that end within the first `keep_tokens` tokens.
+    fn kept_prefix(&self, messages: &[Message]) -> Result<usize, ChatError> {
+        let mut kept = system_len(messages);
+        if self.options.keep_tokens == 0 {
+            return Ok(kept);
+        }
+        // A turn ends where the next user message starts.
+        let ends: Vec<usize> = (kept + 1..messages.len())
+            .filter(|&i| messages[i].role == Role::User)
+            .collect();
+        for end in ends {
+            let text = self.template.render_with(
+                &messages[..end],
+                false,
+                &self.options.template_kwargs,
+            )?;
+            if self.tokenizer.encode(&text, true, true)?.len() > self.options.keep_tokens {
+                break;
+            }
+            kept = end;
+        }
+        Ok(kept)
+    }
+
     /// The last checkpoint whose text starts `rendered`.
     fn reusable_checkpoint(&self, rendered: &str) -> usize {
         self.checkpoints
@@ -342,8 +373,19 @@ impl<'t, L: LogitsSource> Chat<'t, L> {
 /// The messages of the oldest turn after the system prompt: a user message
 /// and what follows it up to the next user message. `None` when only the
 /// last user turn (the one being answered) is left.
+#[cfg(test)]
 fn oldest_turn(messages: &[Message]) -> Option<std::ops::Range<usize>> {
-    let start = usize::from(messages.first().is_some_and(|m| m.role == Role::System));
+    oldest_turn_from(messages, system_len(messages))
+}
+
+/// 1 when the conversation opens with a system prompt.
+fn system_len(messages: &[Message]) -> usize {
+    usize::from(messages.first().is_some_and(|m| m.role == Role::System))
+}
+
+/// Like `oldest_turn`, from message `start` on (after the system prompt
+/// and the kept turns).
+fn oldest_turn_from(messages: &[Message], start: usize) -> Option<std::ops::Range<usize>> {
     let last_user = messages.iter().rposition(|m| m.role == Role::User)?;
     if last_user <= start {
         return None;
@@ -427,6 +469,25 @@ mod tests {
             chat.messages().last().map(|m| m.role),
             Some(Role::Assistant)
         );
+    }
+
+    #[test]
+    fn keep_tokens_protects_the_first_turn() {
+        let tok = smollm2_tokenizer();
+        let mut chat = fake_chat(&tok, 128, 8);
+        chat.set_system("Be brief.");
+        chat.options_mut().keep_tokens = 40;
+        let mut dropped = 0;
+        for i in 0..12 {
+            let reply = chat.send(&format!("Question number {i}?"), |_| {}).unwrap();
+            dropped += reply.dropped_messages;
+            assert!(chat.session().tokens().len() <= 128);
+        }
+        assert!(dropped > 0);
+        assert_eq!(chat.messages()[0], Message::system("Be brief."));
+        assert_eq!(chat.messages()[1], Message::user("Question number 0?"));
+        assert_eq!(chat.messages()[2].role, Role::Assistant);
+        assert_ne!(chat.messages()[3], Message::user("Question number 1?"));
     }
 
     #[test]

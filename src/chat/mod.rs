@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, Serialize};
 
 mod conversation;
+mod guard;
 mod template;
 
 pub use conversation::{Chat, ChatOptions, Reply};
@@ -155,7 +156,9 @@ pub enum ChatError {
     Raised { template: String, message: String },
     /// The template ran more steps than [`TemplateLimits::fuel`].
     TooManySteps { template: String, fuel: u64 },
-    /// The rendered text grew past [`TemplateLimits::max_output_bytes`].
+    /// The rendered text, or the text the template built on the way (a
+    /// string doubled in a loop), passed a bound derived from
+    /// [`TemplateLimits::max_output_bytes`] (`limit`).
     OutputTooLarge { template: String, limit: usize },
     /// A template name that is neither built in nor a readable file.
     UnknownTemplate { name: String },
@@ -189,7 +192,7 @@ impl fmt::Display for ChatError {
             ),
             ChatError::OutputTooLarge { template, limit } => write!(
                 f,
-                "chat template {template} stopped: its output passed {limit} bytes"
+                "chat template {template} stopped: its text passed {limit} bytes"
             ),
             ChatError::UnknownTemplate { name } => write!(
                 f,

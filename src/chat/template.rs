@@ -2,13 +2,15 @@
 //! built-in) compiled with minijinja as Hugging Face's `apply_chat_template`
 //! does (trim_blocks, lstrip_blocks, Python string and dict methods,
 //! `raise_exception`, `strftime_now`, Python-style `tojson`), rendered under
-//! a step budget and an output cap: a template comes from a model file and
-//! must not run for minutes or fill memory. (minijinja bounds recursion and
-//! `str * n`, but not a string doubled with `~` in a few steps: that would
-//! need an allocation limit, which a library cannot impose.)
+//! a step budget and memory bounds: a template comes from a model file and
+//! must not run for minutes or fill memory. Fuel bounds the steps; the
+//! guard module bounds what the steps build (a string doubled with `~` in
+//! a loop is refused, not allocated).
 
 use std::fmt;
 use std::io::Write;
+
+use super::guard::{self, RunError};
 use std::path::{Path, PathBuf};
 
 use minijinja::value::{Kwargs, Value};
@@ -26,7 +28,10 @@ pub struct TemplateLimits {
     /// templates: 62 and 37), so the default covers tens of thousands of
     /// messages, and stops a runaway loop in about a tenth of a second.
     pub fuel: u64,
-    /// Bytes the rendered text may reach; checked while it is written.
+    /// Bytes the rendered text may reach; checked while it is written,
+    /// captures (`set` blocks, macros) included. Also the largest string
+    /// the template may build, and an eighth of what all of them together
+    /// may take.
     pub max_output_bytes: usize,
 }
 
@@ -196,9 +201,12 @@ impl std::error::Error for RaisedByTemplate {}
 
 /// A compiled chat template, ready to render conversations.
 pub struct ChatTemplate {
+    /// Functions, filters and the guards; the template itself is not in
+    /// it (see the guard module).
     env: Environment<'static>,
-    /// The template's name inside `env`, shown in error locations.
+    /// The template's name, shown in error locations.
     name: String,
+    source: String,
     origin: TemplateOrigin,
     bos_token: String,
     eos_token: String,
@@ -217,24 +225,21 @@ impl fmt::Debug for ChatTemplate {
 
 impl ChatTemplate {
     fn compile(name: &str, source: &str, origin: TemplateOrigin) -> Result<Self, ChatError> {
+        guard::compile(name, source).map_err(|e| ChatError::Syntax {
+            template: name.to_string(),
+            detail: e.to_string(),
+        })?;
         let mut env = Environment::new();
-        // As transformers' apply_chat_template (and llama.cpp's minja).
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
+        guard::install(&mut env);
         let limits = TemplateLimits::default();
         env.set_fuel(Some(limits.fuel));
-        env.add_template_owned(name.to_string(), source.to_string())
-            .map_err(|e| ChatError::Syntax {
-                template: name.to_string(),
-                detail: e.to_string(),
-            })?;
         Ok(ChatTemplate {
             env,
             name: name.to_string(),
+            source: source.to_string(),
             origin,
             bos_token: String::new(),
             eos_token: String::new(),
@@ -366,10 +371,6 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         extra: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, ChatError> {
-        let tmpl = self
-            .env
-            .get_template(&self.name)
-            .map_err(|e| self.error(e))?;
         let ctx = minijinja::context! {
             messages => Value::from_serialize(messages),
             add_generation_prompt => add_generation_prompt,
@@ -377,27 +378,12 @@ impl ChatTemplate {
             eos_token => &self.eos_token,
             ..Value::from_serialize(extra)
         };
-        let mut out = CappedWriter {
-            buf: Vec::new(),
-            limit: self.limits.max_output_bytes,
-            overflowed: false,
-        };
-        match tmpl.render_captured_to(ctx, &mut out) {
-            Ok(_) => {}
-            Err(_) if out.overflowed => {
-                return Err(ChatError::OutputTooLarge {
-                    template: self.name.clone(),
-                    limit: self.limits.max_output_bytes,
-                })
-            }
-            Err(e) => return Err(self.error(e)),
-        }
-        String::from_utf8(out.buf).map_err(|e| ChatError::Render {
-            template: self.name.clone(),
-            detail: format!(
-                "output is not UTF-8 at byte {}",
-                e.utf8_error().valid_up_to()
-            ),
+        guard::render(&self.env, &self.name, &self.source, ctx, &self.limits).map_err(|e| match e {
+            RunError::TooLarge(limit) => ChatError::OutputTooLarge {
+                template: self.name.clone(),
+                limit,
+            },
+            RunError::Template(e) => self.error(e),
         })
     }
 
@@ -424,27 +410,6 @@ impl ChatTemplate {
             template,
             detail: e.to_string(),
         }
-    }
-}
-
-/// Collects the output and refuses bytes past `limit`.
-struct CappedWriter {
-    buf: Vec<u8>,
-    limit: usize,
-    overflowed: bool,
-}
-
-impl Write for CappedWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if self.buf.len() + bytes.len() > self.limit {
-            self.overflowed = true;
-            return Err(std::io::Error::other("chat template output limit"));
-        }
-        self.buf.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -534,6 +499,7 @@ fn tojson(value: &Value, indent: Option<usize>, kwargs: Kwargs) -> Result<Value,
     let text = String::from_utf8(out).map_err(|_| {
         minijinja::Error::new(ErrorKind::InvalidOperation, "tojson: output is not UTF-8")
     })?;
+    guard::charge_built(text.len())?;
     Ok(Value::from_safe_string(text))
 }
 
@@ -673,6 +639,69 @@ mod tests {
         assert!(matches!(
             t.render(&conversation(), true),
             Err(ChatError::TooManySteps { fuel: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn doubling_bombs_are_refused_before_they_allocate() {
+        // Each case doubles a string 40 times in about 200 steps (well
+        // within the fuel): 2^40 bytes unless each step's size is checked.
+        let small = TemplateLimits {
+            max_output_bytes: 1 << 20,
+            ..TemplateLimits::default()
+        };
+        let bombs_first = "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}";
+        for bomb in [
+            bombs_first,
+            "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+            "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s * 2 %}{% endfor %}",
+            "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set s %}{{ ns.s }}{{ ns.s }}{% endset %}{% set ns.s = s %}{% endfor %}",
+            "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s.replace('x', 'xx') %}{% endfor %}",
+            "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s | replace('x', 'xx') %}{% endfor %}",
+            "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = [ns.s, ns.s] | join %}{% endfor %}",
+            "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s.join([ns.s, ns.s]) %}{% endfor %}",
+            "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = '%s%s' | format(ns.s, ns.s) %}{% endfor %}",
+            "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = (ns.s, ns.s) | tojson %}{% endfor %}",
+            "{% set ns = namespace(l=['x']) %}{% for i in range(60) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l | join }}",
+            "{% set l = ['x'] * 1000000000 %}{{ l }}",
+            "{% macro f(s, n) %}{% if n %}{{ f(s ~ s, n - 1) }}{% else %}{{ s | length }}{% endif %}{% endmacro %}{{ f('x', 40) }}",
+            // Literal text emitted in a loop into a capture.
+            "{% set s %}{% for i in range(100000) %}{% for j in range(100000) %}0123456789012345678901234567890123456789\
+             0123456789012345678901234567890123456789{% endfor %}{% endfor %}{% endset %}",
+        ] {
+            // A smaller bound than the default keeps the test fast.
+            let t = ChatTemplate::from_source(bomb).unwrap().with_limits(small);
+            match t.render(&[], false) {
+                Err(ChatError::OutputTooLarge { limit: l, .. }) => {
+                    assert!(l <= 8 * small.max_output_bytes, "{bomb}: {l}")
+                }
+                other => panic!("{bomb}: {other:?}"),
+            }
+        }
+        // The default bound stops the first one as well.
+        let t = ChatTemplate::from_source(bombs_first).unwrap();
+        assert!(matches!(
+            t.render(&[], false),
+            Err(ChatError::OutputTooLarge { .. })
+        ));
+        // Growth that stays small is fine.
+        let t = ChatTemplate::from_source(
+            "{% set ns = namespace(s='ab') %}{% for i in range(10) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}\
+             {{ [1] + [2] }}{{ 2 + 3 }}{{ 'a' * 3 }}{{ 2 * 3 }}{{ 1.5 + 1 }}",
+        )
+        .unwrap();
+        assert_eq!(t.render(&[], false).unwrap(), "2048[1, 2]5aaa62.5");
+    }
+
+    #[test]
+    fn guard_names_are_reserved() {
+        let e = ChatTemplate::from_source("{% set __rk_concat = 1 %}{{ 'a' ~ 'b' }}").unwrap_err();
+        assert!(matches!(e, ChatError::Syntax { .. }), "{e:?}");
+        // Nothing to include: the template is not in the environment.
+        let t = ChatTemplate::from_source("{% include '<template>' %}").unwrap();
+        assert!(matches!(
+            t.render(&[], false),
+            Err(ChatError::Render { .. })
         ));
     }
 

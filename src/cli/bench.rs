@@ -72,6 +72,7 @@ pub fn run(args: Args) -> crate::Result<()> {
         }
     };
     let device = args.device.to_options()?;
+    let npu_layers = args.device.offloaded_layers();
     if args.repetitions == 0 {
         return Err(Error::InvalidArgument(
             "-r 0: at least one repetition is needed".into(),
@@ -117,6 +118,7 @@ pub fn run(args: Args) -> crate::Result<()> {
                         ..ModelOptions::default()
                     },
                     device: device.clone(),
+                    npu_layers,
                 },
             )?;
             let backend = model.backend_names();

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod console;
 pub mod info;
 pub mod npu;
 pub mod options;
@@ -47,18 +48,35 @@ pub enum Command {
 }
 
 /// llama.cpp's multi-letter short flags, which clap cannot express, as
-/// their long forms.
+/// their long forms; `--color on` and `-fa off` (optional values) as
+/// `--color=on`, so that a flag given alone never takes the next argument.
 pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
-    args.into_iter()
-        .map(|a| match a.as_str() {
-            "-ctk" => "--cache-type-k".to_string(),
-            "-ctv" => "--cache-type-v".to_string(),
-            "-cnv" => "--conversation".to_string(),
-            "-sys" => "--system-prompt".to_string(),
-            "-np" => "--parallel".to_string(),
-            _ => a,
-        })
-        .collect()
+    let mut out: Vec<String> = Vec::new();
+    for a in args {
+        let long = match a.as_str() {
+            "-ctk" => "--cache-type-k",
+            "-ctv" => "--cache-type-v",
+            "-cnv" => "--conversation",
+            "-sys" => "--system-prompt",
+            "-np" => "--parallel",
+            "-fa" => "--flash-attn",
+            "-ngl" => "--n-gpu-layers",
+            "-co" => "--color",
+            _ => a.as_str(),
+        };
+        let joins = matches!(a.as_str(), "on" | "off" | "auto")
+            && out
+                .last()
+                .is_some_and(|prev| prev == "--flash-attn" || prev == "--color");
+        match out.last_mut() {
+            Some(prev) if joins => {
+                prev.push('=');
+                prev.push_str(&a);
+            }
+            _ => out.push(long.to_string()),
+        }
+    }
+    out
 }
 
 /// Where the library's log lines go: stderr, as `warning: ...` and

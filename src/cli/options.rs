@@ -21,9 +21,17 @@ pub struct DeviceArgs {
     /// NPU cores: a count (1-3) or a list such as 0,1,2.
     #[arg(long = "npu-cores")]
     pub npu_cores: Option<String>,
-    /// Cache prepared NPU weights: `model` (beside the model) or a directory.
+    /// Cache prepared NPU weights: `model` (MODEL.gguf.rknpu/ beside the
+    /// model, created when missing) or an existing directory.
     #[arg(long = "npu-cache")]
     pub npu_cache: Option<String>,
+    /// Create the --npu-cache directory when it does not exist.
+    #[arg(long = "npu-cache-create")]
+    pub npu_cache_create: bool,
+    /// Layers whose matmuls go to the NPU (also -ngl, --gpu-layers), as
+    /// llama.cpp's GPU offload; default: all. Ignored on the CPU.
+    #[arg(long = "n-gpu-layers", alias = "gpu-layers", value_name = "N")]
+    pub n_gpu_layers: Option<usize>,
 }
 
 impl DeviceArgs {
@@ -41,10 +49,47 @@ impl DeviceArgs {
                     Some(c) => parse_npu_cores(c).map_err(flag("--npu-cores"))?,
                     None => Vec::new(),
                 },
-                cache: WeightCacheMode::from_arg(self.npu_cache.as_deref()),
+                cache: self.cache_mode()?,
                 progress: false,
             },
         })
+    }
+
+    /// `-ngl N`: the NPU's layers. On the CPU there is nothing to offload
+    /// (said once); `-ngl 0` keeps every matmul on the CPU.
+    pub fn offloaded_layers(&self) -> Option<usize> {
+        let n = self.n_gpu_layers?;
+        if self.device == "cpu" {
+            log::warn!(
+                "-ngl {n}: ignored on --device cpu (give --device npu to offload layers to the NPU)"
+            );
+            return None;
+        }
+        Some(n)
+    }
+
+    /// `--npu-cache DIR` must name a directory: a missing one is created
+    /// only with `--npu-cache-create` (a typo must not create directories,
+    /// and as root anywhere); a file gets one warning and no cache.
+    fn cache_mode(&self) -> Result<WeightCacheMode> {
+        let mode = WeightCacheMode::from_arg(self.npu_cache.as_deref());
+        let WeightCacheMode::Dir(dir) = &mode else {
+            return Ok(mode);
+        };
+        if dir.is_dir() || (self.npu_cache_create && !dir.exists()) {
+            return Ok(mode);
+        }
+        if dir.exists() {
+            log::warn!(
+                "--npu-cache {}: not a directory; running without the weight cache",
+                dir.display()
+            );
+            return Ok(WeightCacheMode::Off);
+        }
+        Err(Error::InvalidArgument(format!(
+            "--npu-cache {}: no such directory (create it, add --npu-cache-create, or give `model` for MODEL.gguf.rknpu/ beside the model)",
+            dir.display()
+        )))
     }
 }
 
@@ -55,8 +100,23 @@ pub struct LoadArgs {
     #[arg(short = 't', long = "threads", default_value_t = 0)]
     pub threads: usize,
     /// Cores to pin the threads to, e.g. "4-7" or "0,2,4-5".
-    #[arg(long = "cpus", alias = "cpu-mask")]
+    #[arg(long = "cpus", conflicts_with = "cpu_mask")]
     pub cpus: Option<String>,
+    /// Cores to pin the threads to as llama.cpp's hex mask (also -C), e.g.
+    /// 0xF0 for cores 4-7.
+    #[arg(short = 'C', long = "cpu-mask", value_name = "HEX")]
+    pub cpu_mask: Option<String>,
+    /// Accepted for llama.cpp compatibility (also -fa); a no-op: rkinfer has
+    /// one attention path, which on, off and auto all run.
+    #[arg(
+        long = "flash-attn",
+        value_name = "on|off|auto",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "on",
+        value_parser = ["on", "off", "auto"]
+    )]
+    pub flash_attn: Option<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -64,9 +124,10 @@ pub struct LoadArgs {
 impl LoadArgs {
     /// The load options these flags ask for.
     pub fn to_options(&self) -> Result<LoadOptions> {
-        let cpus = match &self.cpus {
-            Some(s) => parse_cpu_list(s)?,
-            None => Vec::new(),
+        let cpus = match (&self.cpus, &self.cpu_mask) {
+            (Some(s), _) => parse_cpu_list(s)?,
+            (None, Some(m)) => parse_cpu_mask(m)?,
+            (None, None) => Vec::new(),
         };
         Ok(LoadOptions {
             model: ModelOptions {
@@ -74,6 +135,7 @@ impl LoadArgs {
                 cpus,
             },
             device: self.device.to_options()?,
+            npu_layers: self.device.offloaded_layers(),
         })
     }
 }
@@ -113,6 +175,32 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>> {
     Ok(out)
 }
 
+/// Parses llama.cpp's `--cpu-mask` (hex, optional 0x; bit i = core i):
+/// "0xF0" is cores 4-7.
+pub fn parse_cpu_mask(s: &str) -> Result<Vec<usize>> {
+    let bad = |why: &str| Error::InvalidArgument(format!("--cpu-mask {s:?}: {why}"));
+    let hex = s.trim();
+    let hex = hex
+        .strip_prefix("0x")
+        .or_else(|| hex.strip_prefix("0X"))
+        .unwrap_or(hex);
+    if hex.is_empty() || hex.len() > 256 {
+        return Err(bad("expected a hex mask such as 0xF0 (cores 4-7)"));
+    }
+    let mut cpus = Vec::new();
+    // The last digit holds cores 0-3.
+    for (i, c) in hex.chars().rev().enumerate() {
+        let digit = c
+            .to_digit(16)
+            .ok_or_else(|| bad("expected a hex mask such as 0xF0 (cores 4-7)"))?;
+        cpus.extend((0..4).filter(|b| digit & (1 << b) != 0).map(|b| i * 4 + b));
+    }
+    if cpus.is_empty() {
+        return Err(bad("the mask selects no core"));
+    }
+    Ok(cpus)
+}
+
 /// Resolves the model path from `-m` or the positional argument.
 pub fn model_path(m: &Option<PathBuf>, pos: &Option<PathBuf>) -> Result<PathBuf> {
     match (m, pos) {
@@ -139,6 +227,12 @@ mod tests {
         assert!(parse_cpu_list("7-4").is_err());
         assert!(parse_cpu_list("x").is_err());
         assert!(parse_cpu_list("").is_err());
+        assert_eq!(parse_cpu_mask("0xF0").unwrap(), vec![4, 5, 6, 7]);
+        assert_eq!(parse_cpu_mask("5").unwrap(), vec![0, 2]);
+        assert_eq!(parse_cpu_mask("0X100").unwrap(), vec![8]);
+        assert!(parse_cpu_mask("0x0").is_err());
+        assert!(parse_cpu_mask("0xG").is_err());
+        assert!(parse_cpu_mask("").is_err());
     }
 
     #[test]
@@ -148,6 +242,8 @@ mod tests {
             npu_quant: "auto".into(),
             npu_cores: None,
             npu_cache: None,
+            npu_cache_create: false,
+            n_gpu_layers: None,
         };
         let e = args.to_options().unwrap_err().to_string();
         assert!(e.starts_with("--device: "), "{e}");

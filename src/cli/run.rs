@@ -2,13 +2,15 @@
 //! stdout, with llama.cpp's flags and timings; `-cnv` for a chat loop.
 
 use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gguf::GgmlType;
 
+use super::console::{Color, Interrupts};
 use super::options::{model_path, LoadArgs};
-use crate::chat::{Chat, ChatError, ChatOptions, ChatTemplate};
+use crate::chat::{Chat, ChatError, ChatOptions, ChatTemplate, Message, Reply};
 use crate::model::StateOptions;
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::{
@@ -105,6 +107,33 @@ pub struct Args {
     /// Accepted for llama.cpp compatibility: templates are always Jinja.
     #[arg(long = "jinja")]
     pub jinja: bool,
+    /// Stop when this text appears, and show it (repeatable); with -i or
+    /// -cnv, your turn comes next.
+    #[arg(short = 'r', long = "reverse-prompt", value_name = "TEXT")]
+    pub reverse_prompt: Vec<String>,
+    /// Interactive, without a chat template: after each reply (at -n
+    /// tokens, an end of generation or a reverse prompt) your line is
+    /// appended to the text as it is, and generation goes on.
+    #[arg(short = 'i', long = "interactive")]
+    pub interactive: bool,
+    /// Colors, as llama.cpp: the prompt yellow, your input green. on, off,
+    /// or auto (on when stdout is a terminal); `--color` alone is on.
+    #[arg(
+        long = "color",
+        value_name = "on|off|auto",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "on",
+        default_value = "off"
+    )]
+    pub color: String,
+    /// Tokens kept from the start when the context fills (llama.cpp's
+    /// context shift): with -i, the first N tokens of the text (-1: the
+    /// whole prompt) stay and half the rest is dropped; in a chat, the
+    /// turns within the first N tokens stay with the system prompt while
+    /// the oldest others are dropped.
+    #[arg(long = "keep", default_value_t = 0, allow_negative_numbers = true)]
+    pub keep: i64,
 }
 
 /// Parses a KV cache type name.
@@ -243,9 +272,9 @@ pub fn run(args: Args) -> Result<()> {
         (None, Some(f)) => Some(read_text_file(f)?),
         (None, None) => None,
     };
-    if prompt.is_none() && !args.conversation && !args.dump_graph {
+    if prompt.is_none() && !args.conversation && !args.dump_graph && !args.interactive {
         return Err(Error::InvalidArgument(
-            "no prompt: give -p TEXT or -f FILE (or -cnv for a chat)".into(),
+            "no prompt: give -p TEXT or -f FILE (or -cnv for a chat, -i to type it)".into(),
         ));
     }
 
@@ -271,42 +300,60 @@ pub fn run(args: Args) -> Result<()> {
     let mut session = llm.session_with(&state_opts, SessionOptions { n_batch })?;
     let load_time = t_load.elapsed();
 
-    if args.conversation {
-        return chat(&llm, session, sampler, &args, load_time);
+    let color = Color::parse(&args.color)?;
+    if args.keep < -1 {
+        return Err(Error::InvalidArgument(format!(
+            "--keep {}: give a token count, or -1 for the whole prompt",
+            args.keep
+        )));
     }
-    let prompt = prompt.unwrap_or_default();
+    if args.conversation {
+        return chat(&llm, session, sampler, &args, color, load_time);
+    }
+    let prompt = match prompt {
+        Some(p) => p,
+        // -i without a prompt: the first line is the prompt.
+        None => match read_user_line(&mut std::io::stdin().lock(), "> ", color)? {
+            UserLine::Text(line) => line,
+            UserLine::End => return Ok(()),
+        },
+    };
     let mut ids = llm.tokenizer().encode(&prompt, true, true)?;
     if ids.is_empty() {
         return Err(Error::InvalidArgument("the prompt is empty".into()));
     }
+    let mut echo = prompt;
     if ids.len() >= n_ctx {
-        if args.truncate {
-            let keep = n_ctx / 2;
-            eprintln!(
-                "warning: prompt of {} tokens truncated to its last {keep} (context {n_ctx})",
-                ids.len()
-            );
-            ids.drain(..ids.len() - keep);
-        } else {
+        if !args.truncate {
             return Err(Error::InvalidArgument(format!(
                 "the prompt is {} tokens but the context holds {n_ctx} (with room to generate, at most {}): raise -c or use --truncate",
                 ids.len(),
                 n_ctx - 1
             )));
         }
+        let keep = n_ctx / 2;
+        if keep == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "-c {n_ctx} is too small to keep any of the prompt and generate: raise -c"
+            )));
+        }
+        eprintln!(
+            "warning: prompt of {} tokens truncated to its last {keep} (context {n_ctx})",
+            ids.len()
+        );
+        ids.drain(..ids.len() - keep);
+        // Echo what the model sees, not what was given.
+        echo = llm.tokenizer().detokenize(&ids, false, false);
     }
     let space = n_ctx - ids.len();
-    let max_tokens = if args.n_predict < 0 {
-        0
-    } else {
-        let n = args.n_predict as usize;
-        if n > space {
+    let max_tokens = match max_tokens_of(args.n_predict) {
+        Some(n) if n > space && !args.interactive => {
             return Err(Error::InvalidArgument(format!(
                 "-n {n} does not fit: the context holds {n_ctx} tokens, the prompt takes {}, {space} are left",
                 ids.len()
             )));
         }
-        if n == 0 {
+        Some(0) if !args.interactive => {
             if args.json {
                 println!(
                     "{}",
@@ -315,18 +362,29 @@ pub fn run(args: Args) -> Result<()> {
             }
             return Ok(());
         }
-        n
+        Some(n) => n,
+        None => 0,
     };
     if !args.json {
         // Echo the prompt as llama.cpp does.
-        print!("{prompt}");
+        print!("{}", color.prompt(&echo));
         std::io::stdout().flush().ok();
     }
     session.feed_tokens(&ids)?;
-    let opts = GenerateOptions {
-        max_tokens,
-        stop: args.stop.clone(),
-    };
+    if args.interactive {
+        return interactive(
+            llm.tokenizer(),
+            session,
+            sampler,
+            &args,
+            color,
+            ids.len(),
+            load_time,
+        );
+    }
+    let mut stop = args.stop.clone();
+    stop.extend(args.reverse_prompt.iter().cloned());
+    let opts = GenerateOptions { max_tokens, stop };
     let mut out = std::io::stdout().lock();
     let mut stream = session.generate_text(llm.tokenizer(), &mut sampler, &opts);
     for piece in stream.by_ref() {
@@ -353,12 +411,156 @@ pub fn run(args: Args) -> Result<()> {
         });
         writeln!(out, "{v}").ok();
     } else {
+        if let Some(StopReason::StopString(s)) = &reason {
+            // A reverse prompt is shown, as llama.cpp does; --stop text is not.
+            if args.reverse_prompt.contains(s) {
+                out.write_all(s.as_bytes()).ok();
+            }
+        }
         writeln!(out).ok();
         if reason == Some(StopReason::ContextFull) {
             eprintln!("(context full: {n_ctx} tokens)");
         }
         print_timings(load_time, &timings);
     }
+    Ok(())
+}
+
+/// `-n` as llama.cpp: a negative count is no limit (`None`), 0 generates
+/// nothing.
+fn max_tokens_of(n_predict: i64) -> Option<usize> {
+    usize::try_from(n_predict).ok()
+}
+
+/// One line sent to the model, after a prompt on stderr.
+enum UserLine {
+    Text(String),
+    /// `/exit`, or the end of input (Ctrl-D).
+    End,
+}
+
+/// Shows `prompt`, reads one line (skipping empty and non-UTF-8 ones, said
+/// on stderr) and handles `/exit`.
+fn read_user_line(input: &mut impl BufRead, prompt: &str, color: Color) -> Result<UserLine> {
+    loop {
+        eprint!("{prompt}{}", color.input_start());
+        std::io::stderr().flush().ok();
+        let line = read_line(input)?;
+        eprint!("{}", color.input_end());
+        match line {
+            None => return Ok(UserLine::End),
+            Some(Err(offset)) => eprintln!("(not valid UTF-8 at byte {offset}: line ignored)"),
+            Some(Ok(line)) if line.trim() == "/exit" => return Ok(UserLine::End),
+            Some(Ok(line)) if line.trim().is_empty() => {}
+            Some(Ok(line)) => return Ok(UserLine::Text(line)),
+        }
+    }
+}
+
+/// The controls, named once at the start of an interactive mode.
+fn print_banner(chat: bool) {
+    let clear = if chat {
+        ", /clear forgets the conversation"
+    } else {
+        ""
+    };
+    eprintln!(
+        "controls: Enter sends a line; Ctrl-C stops a reply; Ctrl-C at the prompt, Ctrl-D or /exit ends{clear}"
+    );
+}
+
+/// llama.cpp's context shift for `-i`: keeps the first `n_keep` tokens,
+/// drops half of the rest, and re-evaluates what stays after them.
+fn shift_context(session: &mut Session<ModelContext<'_>>, n_keep: usize) -> Result<usize> {
+    let tokens = session.tokens().to_vec();
+    let n_keep = n_keep.min(tokens.len());
+    let n_discard = (tokens.len() - n_keep) / 2;
+    if n_discard == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "--keep {n_keep} leaves nothing to drop in a context of {}: lower --keep or raise -c",
+            session.n_ctx()
+        )));
+    }
+    session.truncate(n_keep);
+    session.feed_tokens(&tokens[n_keep + n_discard..])?;
+    Ok(n_discard)
+}
+
+/// `-i`: generation and the user's lines take turns on one text, without
+/// a chat template.
+fn interactive(
+    tok: &crate::tokenizer::Tokenizer,
+    mut session: Session<ModelContext<'_>>,
+    mut sampler: Sampler,
+    args: &Args,
+    color: Color,
+    prompt_tokens: usize,
+    load_time: Duration,
+) -> Result<()> {
+    let interrupts = Interrupts::install(load_time)?;
+    print_banner(false);
+    let n_keep = match args.keep {
+        -1 => prompt_tokens,
+        // BOS is kept besides the N tokens, as llama.cpp does.
+        n => usize::try_from(n).unwrap_or(0) + usize::from(tok.add_bos()),
+    };
+    let mut stop = args.stop.clone();
+    stop.extend(args.reverse_prompt.iter().cloned());
+    let max_tokens = max_tokens_of(args.n_predict);
+    let mut input = std::io::stdin().lock();
+    loop {
+        if max_tokens != Some(0) {
+            interrupts.begin_reply();
+            let mut generated = 0;
+            loop {
+                // -n counts the whole reply, across context shifts.
+                let opts = GenerateOptions {
+                    max_tokens: max_tokens.map_or(0, |n| n - generated),
+                    stop: stop.clone(),
+                };
+                let mut out = std::io::stdout().lock();
+                let mut stream = session.generate_text(tok, &mut sampler, &opts);
+                for piece in stream.by_ref() {
+                    out.write_all(piece?.as_bytes()).ok();
+                    out.flush().ok();
+                    if interrupts.stop_requested() {
+                        break;
+                    }
+                }
+                let reason = stream.stop_reason().cloned();
+                generated += stream.generated().len();
+                drop(stream);
+                match reason {
+                    Some(StopReason::StopString(s)) if args.reverse_prompt.contains(&s) => {
+                        out.write_all(s.as_bytes()).ok();
+                    }
+                    Some(StopReason::ContextFull) if !interrupts.stop_requested() => {
+                        drop(out);
+                        let dropped = shift_context(&mut session, n_keep)?;
+                        log::info!("context shift: {dropped} tokens dropped");
+                        continue;
+                    }
+                    _ => {}
+                }
+                break;
+            }
+            if interrupts.end_reply(session.timings()) {
+                eprintln!("\n(interrupted)");
+            }
+        }
+        let line = match read_user_line(&mut input, "\n> ", color)? {
+            UserLine::End => break,
+            UserLine::Text(line) => line,
+        };
+        let ids = tok.encode(&format!("{line}\n"), false, true)?;
+        if session.space_left() <= ids.len() {
+            shift_context(&mut session, n_keep)?;
+        }
+        if let Err(e) = session.feed_tokens(&ids) {
+            eprintln!("error: {e} (-c)");
+        }
+    }
+    print_timings(load_time, session.timings());
     Ok(())
 }
 
@@ -378,6 +580,7 @@ fn chat(
     session: Session<ModelContext<'_>>,
     sampler: Sampler,
     args: &Args,
+    color: Color,
     load_time: Duration,
 ) -> Result<()> {
     let tok = llm.tokenizer();
@@ -387,45 +590,79 @@ fn chat(
             .with_tokens_of(tok),
         None => ChatTemplate::for_tokenizer(tok).map_err(ChatError::into_error)?,
     };
+    let keep_tokens = match args.keep {
+        -1 => {
+            return Err(Error::InvalidArgument(
+                "--keep -1 (the whole prompt) is for -i; in a chat give a token count".into(),
+            ))
+        }
+        n => usize::try_from(n).unwrap_or(0),
+    };
     eprintln!("chat: {}", template.origin());
-    let max_tokens = usize::try_from(args.n_predict).unwrap_or(0);
+    let max_tokens = max_tokens_of(args.n_predict);
+    let mut stop = args.stop.clone();
+    stop.extend(args.reverse_prompt.iter().cloned());
     let mut chat = Chat::new(session, tok, template)
         .with_sampler(sampler)
         .with_options(ChatOptions {
-            max_tokens,
-            stop: args.stop.clone(),
+            max_tokens: max_tokens.unwrap_or(0),
+            stop,
+            keep_tokens,
             ..Default::default()
         });
     if let Some(sys) = &args.system {
         chat.set_system(sys.clone());
     }
+    let interrupts = Interrupts::install(load_time)?;
+    print_banner(true);
     let mut input = std::io::stdin().lock();
     let mut first_prompt = args.prompt.clone();
     loop {
         let user = match first_prompt.take() {
             Some(p) => p,
-            None => {
-                eprint!("\n> ");
-                std::io::stderr().flush().ok();
-                match read_line(&mut input)? {
-                    None => break,
-                    Some(Ok(line)) => line,
-                    Some(Err(offset)) => {
-                        eprintln!("(not valid UTF-8 at byte {offset}: line ignored)");
-                        continue;
-                    }
+            None => match read_user_line(&mut input, "\n> ", color)? {
+                UserLine::End => break,
+                UserLine::Text(line) if line.trim() == "/clear" => {
+                    chat.clear();
+                    eprintln!("(conversation cleared)");
+                    continue;
                 }
-            }
+                UserLine::Text(line) => line,
+            },
         };
         if user.trim().is_empty() {
             continue;
         }
+        if max_tokens == Some(0) {
+            // -n 0: nothing is generated; the message stays in the
+            // conversation.
+            chat.push(Message::user(user));
+            continue;
+        }
         let mut out = std::io::stdout().lock();
-        let result = chat.send(&user, |piece| {
+        interrupts.begin_reply();
+        let result = chat.send_with(&user, |piece| {
             out.write_all(piece.as_bytes()).ok();
             out.flush().ok();
+            if interrupts.stop_requested() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         });
+        if let Ok(Reply {
+            stop: Some(StopReason::StopString(s)),
+            ..
+        }) = &result
+        {
+            if args.reverse_prompt.contains(s) {
+                out.write_all(s.as_bytes()).ok();
+            }
+        }
         writeln!(out).ok();
+        if interrupts.end_reply(chat.session().timings()) {
+            eprintln!("(interrupted: the partial reply stays in the conversation)");
+        }
         match result {
             Ok(reply) => {
                 if reply.dropped_messages > 0 {

@@ -271,3 +271,31 @@ async fn shutdown_signal() {
         () = term => {}
     }
 }
+
+/// Parses and checks a `/v1/chat/completions` body as the server does,
+/// for a context of `n_ctx` and a prompt of `prompt_tokens`: the messages,
+/// or the error the client would get (the fuzz targets drive it).
+#[doc(hidden)]
+pub fn parse_chat_request(
+    body: &[u8],
+    n_vocab: usize,
+    prompt_tokens: usize,
+    n_ctx: usize,
+) -> Result<Vec<crate::chat::Message>, ApiError> {
+    let req: api::ChatRequest = api::parse(body)?;
+    req.sampling.params(n_vocab, prompt_tokens, n_ctx)?;
+    Ok(req.messages)
+}
+
+/// The `server_request` fuzz target's body (see docs/fuzzing.md): any
+/// bytes as a chat-completions body, parsed and checked, its messages
+/// rendered with the chatml built-in. Here rather than in `fuzz_support`,
+/// which sits below the server.
+#[doc(hidden)]
+pub fn fuzz_chat_request(data: &[u8]) {
+    if let Ok(messages) = parse_chat_request(data, 100, 10, 64) {
+        if let Ok(t) = crate::chat::ChatTemplate::builtin("chatml") {
+            let _ = t.render(&messages, true);
+        }
+    }
+}

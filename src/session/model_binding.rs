@@ -73,6 +73,8 @@ pub struct LoadOptions {
     pub model: ModelOptions,
     /// The device (cpu, npu, npu-sim) and its settings.
     pub device: DeviceOptions,
+    /// Blocks whose matmuls go to the NPU (llama.cpp's `-ngl`; None: all).
+    pub npu_layers: Option<usize>,
 }
 
 /// Options of [`Llm::load`].
@@ -81,7 +83,12 @@ pub type LlmOptions = LoadOptions;
 /// Loads the model at `path` onto the device `opts` names: the NPU backend
 /// (when asked and present) before the CPU.
 pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<Model> {
-    let backends = opts.device.backends(path)?;
+    let backends = crate::backend::device::backends_for_layers(
+        opts.device.device,
+        &opts.device.npu,
+        path,
+        opts.npu_layers,
+    )?;
     Ok(Model::load_with_backends(path, &opts.model, backends)?)
 }
 

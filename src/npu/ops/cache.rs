@@ -225,6 +225,9 @@ impl WeightCache {
                     Lookup::Stale
                 };
             }
+            // The cache path is a file (or under one): no entry can exist,
+            // and `store` says so once instead of once per weight.
+            Err(_) if !self.dir.is_dir() => return Lookup::Miss,
             Err(e) => return Lookup::Invalid(format!("{}: {e}", path.display())),
         };
         match decode(key, &bytes) {
@@ -470,4 +473,26 @@ fn decode(key: &CacheKey, bytes: &[u8]) -> Result<nq::PreparedWeight, String> {
         scales,
         offsets,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache path that is a file: every lookup is a plain miss (no
+    /// warning per weight), and the failed store warns once.
+    #[test]
+    fn a_file_as_the_cache_directory_is_a_miss() {
+        let file = std::env::temp_dir().join(format!("rkinfer-cache-file-{}", std::process::id()));
+        fs::write(&file, b"not a directory").unwrap();
+        let scheme = nq::default_scheme_for(gguf::GgmlType::Q8_0);
+        let cache = WeightCache::new(&file);
+        for name in ["a", "b", "c"] {
+            let key = CacheKey::new(name, gguf::GgmlType::Q8_0, 4, 64, &[0], scheme);
+            assert!(matches!(cache.load(&key), Lookup::Miss));
+        }
+        assert_eq!(cache.stats().misses, 3);
+        assert_eq!(cache.stats().invalid, 0);
+        let _ = fs::remove_file(&file);
+    }
 }
