@@ -702,13 +702,43 @@ mod tests {
     }
 
     #[test]
+    fn qwen35_keeps_combining_marks_with_letters() {
+        let text = "cafe\u{301} 12 \u{301}x";
+        assert_eq!(
+            words(&[QWEN2], text),
+            vec!["cafe", "\u{301}", " ", "1", "2", " \u{301}", "x"]
+        );
+        assert_eq!(
+            words(&[QWEN35], text),
+            vec!["cafe\u{301}", " ", "1", "2", " \u{301}x"]
+        );
+    }
+
+    #[test]
+    fn newline_runs() {
+        assert_eq!(
+            words(&[NEWLINE_RUNS], "a b\n\nc\n"),
+            vec!["a b", "\n\n", "c", "\n"]
+        );
+    }
+
+    #[test]
     fn default_pre_tokenizer_compiles() {
         let exprs = config_for("default").map(|c| c.exprs).unwrap_or_default();
         assert_eq!(
             words(&exprs, "a+b=1234"),
             vec!["a", "+", "b", "=", "123", "4"]
         );
-        for pre in ["falcon", "deepseek-coder", "llama-bpe", "qwen2", "gpt-2"] {
+        for pre in [
+            "falcon",
+            "deepseek-coder",
+            "deepseek-llm",
+            "llama-bpe",
+            "qwen2",
+            "qwen35",
+            "gpt-2",
+            "gemma4",
+        ] {
             let exprs = config_for(pre).map(|c| c.exprs).unwrap_or_default();
             assert!(PreTokenizer::new(&exprs).is_ok(), "{pre}");
         }
