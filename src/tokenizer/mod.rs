@@ -443,6 +443,7 @@ const EOT_TEXTS: &[&str] = &[
     "<|end_of_text|>",
     "<EOT>",
     "_<EOT>",
+    "[EOT]",
     "<｜end▁of▁sentence｜>",
     "<end_of_utterance>",
 ];
@@ -453,14 +454,28 @@ const EOG_TEXTS: &[&str] = &[
     "<|end|>",
     "<|return|>",
     "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
     "<end_of_turn>",
     "<|endoftext|>",
+    "</s>",
     "<|eom_id|>",
     "<EOT>",
     "_<EOT>",
+    "[EOT]",
+    "[EOS]",
     "<|end_of_text|>",
     "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
 ];
+
+/// End-of-generation texts that mark "</s>" as an ordinary token in the
+/// same vocabulary (Gemma 4, PLaMo), unlike models whose "</s>" ends.
+const NORMAL_END_S_MARKERS: &[&str] = &["<|tool_response>", "<|plamo:eos|>"];
 
 impl Tokenizer {
     /// Builds the tokenizer of a GGUF model from its `tokenizer.ggml.*` keys.
@@ -672,6 +687,17 @@ impl Tokenizer {
         eog.extend(eos);
         eog.extend(eot);
         eog.extend(eom);
+        let eog_text = |wanted: &dyn Fn(&str) -> bool| {
+            eog.iter()
+                .copied()
+                .find(|&id| wanted(tokens[id as usize].as_str()))
+        };
+        if eog_text(&|t| NORMAL_END_S_MARKERS.contains(&t)).is_some() {
+            if let Some(s_id) = eog_text(&|t| t == "</s>") {
+                eog.remove(&s_id);
+                attrs[s_id as usize] = attr::NORMAL;
+            }
+        }
 
         // Special-token cache: longest first, ties by id (a stable order).
         let mut specials: Vec<u32> = (0..n as u32)
