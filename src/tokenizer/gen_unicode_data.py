@@ -37,3 +37,23 @@ for i in range(0, len(runs), 6):
     chunk = runs[i : i + 6]
     out.write("    " + " ".join(f"(0x{cp:05X}, 0x{f:02X})," for cp, f in chunk) + "\n")
 out.write("];\n")
+
+# llama.cpp keeps only the first codepoint of each NFD decomposition
+# (scripts/gen-unicode-data.py there): runs of codepoints with equal result.
+nfd_runs = []
+for cp in range(0x110000):
+    first = ord(unicodedata.normalize("NFD", chr(cp))[0])
+    if first == cp:
+        continue
+    if nfd_runs and nfd_runs[-1][1] == cp - 1 and nfd_runs[-1][2] == first:
+        nfd_runs[-1][1] = cp
+    else:
+        nfd_runs.append([cp, cp, first])
+out.write("\n/// Codepoints whose NFD starts with another codepoint: (first, last,\n")
+out.write("/// the decomposition's first codepoint) for each run.\n")
+out.write("#[rustfmt::skip]\n")
+out.write(f"pub(super) static NFD_FIRST_RUNS: [(u32, u32, u32); {len(nfd_runs)}] = [\n")
+for i in range(0, len(nfd_runs), 4):
+    chunk = nfd_runs[i : i + 4]
+    out.write("    " + " ".join(f"(0x{a:05X}, 0x{b:05X}, 0x{c:05X})," for a, b, c in chunk) + "\n")
+out.write("];\n")

@@ -1,6 +1,7 @@
 //! Tokenizers built from a GGUF vocabulary, behaving as llama.cpp's
-//! `llama-vocab.cpp`: SentencePiece-style ("llama": Llama 2, Gemma) and
-//! GPT-2-style byte-level BPE ("gpt2": SmolLM2, Llama 3, Qwen2, ...).
+//! `llama-vocab.cpp`: SentencePiece-style ("llama": Llama 2, Gemma),
+//! GPT-2-style byte-level BPE ("gpt2": SmolLM2, Llama 3, Qwen2, ...),
+//! Gemma 4's BPE over raw UTF-8 ("gemma4") and BERT's WordPiece ("bert").
 //!
 //! ```no_run
 //! let f = rkinfer::gguf::GgufFile::open("model.gguf")?;
@@ -24,6 +25,7 @@ mod pretok;
 mod spm;
 mod unicode;
 mod unicode_data;
+mod wpm;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -163,7 +165,7 @@ impl fmt::Display for TokenizerError {
         match self {
             TokenizerError::UnknownModel(m) => write!(
                 f,
-                "tokenizer.ggml.model {} is not supported (supported: 'llama' SentencePiece, 'gpt2' BPE)",
+                "tokenizer.ggml.model {} is not supported (supported: 'llama' SentencePiece, 'gpt2' and 'gemma4' BPE, 'bert' WordPiece)",
                 gguf::quote(m)
             ),
             TokenizerError::UnknownPreTokenizer(p) => {
@@ -205,16 +207,18 @@ impl std::error::Error for TokenizerError {}
 pub enum VocabKind {
     /// SentencePiece with byte fallback (`tokenizer.ggml.model` = "llama").
     Spm,
-    /// Byte-level BPE with merges (`tokenizer.ggml.model` = "gpt2").
+    /// BPE with merges (`tokenizer.ggml.model` = "gpt2", or "gemma4" whose
+    /// merges run over raw UTF-8 with spaces as U+2581).
     Bpe,
+    /// BERT's WordPiece (`tokenizer.ggml.model` = "bert").
+    Wpm,
 }
 
 /// Everything a tokenizer is built from: the `tokenizer.ggml.*` metadata of
 /// a GGUF file. Optional fields left `None` take llama.cpp's defaults.
 #[derive(Clone, Debug, Default)]
 pub struct VocabConfig {
-    /// `tokenizer.ggml.model`: "llama" or "gpt2".
-    /// `tokenizer.ggml.model`: "llama" or "gpt2".
+    /// `tokenizer.ggml.model`: "llama", "gpt2", "gemma4" or "bert".
     pub model: String,
     /// `tokenizer.ggml.pre` (BPE only; None means "default").
     pub pre: Option<String>,
@@ -249,6 +253,11 @@ pub struct VocabConfig {
     pub add_space_prefix: Option<bool>,
     /// `tokenizer.chat_template`.
     pub chat_template: Option<String>,
+    /// `tokenizer.ggml.normalizer.lowercase` (WordPiece; default true).
+    pub normalizer_lowercase: Option<bool>,
+    /// `tokenizer.ggml.normalizer.strip_accents` (WordPiece; default: as
+    /// lowercase).
+    pub normalizer_strip_accents: Option<bool>,
 }
 
 impl VocabConfig {
@@ -308,6 +317,8 @@ impl VocabConfig {
             add_eos: opt_bool("tokenizer.ggml.add_eos_token")?,
             add_space_prefix: opt_bool("tokenizer.ggml.add_space_prefix")?,
             chat_template,
+            normalizer_lowercase: opt_bool("tokenizer.ggml.normalizer.lowercase")?,
+            normalizer_strip_accents: opt_bool("tokenizer.ggml.normalizer.strip_accents")?,
         })
     }
 }
@@ -320,6 +331,20 @@ struct BpeState {
     ranks: FxMap<(u32, u32), u32>,
     pre: PreTokenizer,
     ignore_merges: bool,
+    /// Words go through GPT-2's byte table (else raw UTF-8, `<0xXX>`
+    /// fallback).
+    byte_encode: bool,
+    /// Spaces become U+2581 before splitting.
+    escape_whitespace: bool,
+    /// A word of only newlines that is a token is taken whole (Gemma 4).
+    whole_newline_words: bool,
+}
+
+/// WordPiece-only state.
+struct WpmState {
+    normalizer: wpm::Normalizer,
+    /// The longest token text, in bytes: the longest match tried.
+    max_token_len: usize,
 }
 
 /// A tokenizer for one model vocabulary. Send + Sync; cheap to share.
@@ -330,11 +355,14 @@ pub struct Tokenizer {
     attrs: Vec<u16>,
     token_to_id: FxMap<Box<[u8]>, u32>,
     bpe: Option<BpeState>,
+    wpm: Option<WpmState>,
     bos: Option<u32>,
     eos: Option<u32>,
     eot: Option<u32>,
     unk: Option<u32>,
     pad: Option<u32>,
+    /// Separator (WordPiece appends it with add_special).
+    sep: Option<u32>,
     eog: BTreeSet<u32>,
     add_bos: bool,
     add_eos: bool,
@@ -415,6 +443,7 @@ const EOT_TEXTS: &[&str] = &[
     "<|end_of_text|>",
     "<EOT>",
     "_<EOT>",
+    "[EOT]",
     "<｜end▁of▁sentence｜>",
     "<end_of_utterance>",
 ];
@@ -425,14 +454,28 @@ const EOG_TEXTS: &[&str] = &[
     "<|end|>",
     "<|return|>",
     "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
     "<end_of_turn>",
     "<|endoftext|>",
+    "</s>",
     "<|eom_id|>",
     "<EOT>",
     "_<EOT>",
+    "[EOT]",
+    "[EOS]",
     "<|end_of_text|>",
     "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
 ];
+
+/// End-of-generation texts that mark "</s>" as an ordinary token in the
+/// same vocabulary (Gemma 4, PLaMo), unlike models whose "</s>" ends.
+const NORMAL_END_S_MARKERS: &[&str] = &["<|tool_response>", "<|plamo:eos|>"];
 
 impl Tokenizer {
     /// Builds the tokenizer of a GGUF model from its `tokenizer.ggml.*` keys.
@@ -449,7 +492,8 @@ impl Tokenizer {
         }
         let kind = match cfg.model.as_str() {
             "llama" => VocabKind::Spm,
-            "gpt2" => VocabKind::Bpe,
+            "gpt2" | "gemma4" => VocabKind::Bpe,
+            "bert" => VocabKind::Wpm,
             other => return Err(TokenizerError::UnknownModel(other.to_string())),
         };
         for (key, len) in [
@@ -467,16 +511,43 @@ impl Tokenizer {
 
         // Model-type defaults (llama.cpp's load()).
         let (mut bos, mut eos, mut unk): (Option<u32>, Option<u32>, Option<u32>);
+        let (mut sep, mut pad) = (None, None);
         let (mut add_bos, mut add_eos, mut add_space_prefix, clean_spaces);
+        let mut force_bos = false;
         let mut bpe = None;
+        let mut wpm = None;
         match kind {
             VocabKind::Spm => {
                 (bos, eos, unk) = (Some(1), Some(2), Some(0));
                 (add_bos, add_eos, add_space_prefix, clean_spaces) = (true, false, true, false);
             }
+            VocabKind::Wpm => {
+                (bos, eos, unk) = (Some(101), None, Some(100));
+                (sep, pad) = (Some(102), Some(0));
+                (add_bos, add_eos, add_space_prefix, clean_spaces) = (true, false, false, true);
+                let lowercase = cfg.normalizer_lowercase.unwrap_or(true);
+                wpm = Some(WpmState {
+                    normalizer: wpm::Normalizer {
+                        lowercase,
+                        strip_accents: cfg.normalizer_strip_accents.unwrap_or(lowercase),
+                    },
+                    max_token_len: cfg.tokens.iter().map(String::len).max().unwrap_or(0),
+                });
+            }
             VocabKind::Bpe => {
-                (bos, eos, unk) = (Some(11), Some(11), None);
-                let pre_name = cfg.pre.as_deref().unwrap_or("default");
+                // Gemma 4's model implies its pre-tokenizer and has no
+                // default special tokens.
+                let gemma4 = cfg.model == "gemma4";
+                (bos, eos, unk) = if gemma4 {
+                    (None, None, None)
+                } else {
+                    (Some(11), Some(11), None)
+                };
+                let pre_name = if gemma4 {
+                    "gemma4"
+                } else {
+                    cfg.pre.as_deref().unwrap_or("default")
+                };
                 let pre = pretok::config_for(pre_name)
                     .ok_or_else(|| TokenizerError::UnknownPreTokenizer(pre_name.to_string()))?;
                 if cfg.merges.is_empty() {
@@ -484,6 +555,7 @@ impl Tokenizer {
                 }
                 (add_bos, add_eos, add_space_prefix, clean_spaces) =
                     (pre.add_bos, false, false, pre.clean_spaces);
+                force_bos = pre.force_bos;
                 let mut sides: FxMap<Box<[u8]>, u32> = FxMap::default();
                 let mut ranks: FxMap<(u32, u32), u32> = FxMap::default();
                 ranks.reserve(cfg.merges.len());
@@ -507,6 +579,9 @@ impl Tokenizer {
                     ranks,
                     pre: PreTokenizer::new(&pre.exprs)?,
                     ignore_merges: pre.ignore_merges,
+                    byte_encode: pre.byte_encode,
+                    escape_whitespace: pre.escape_whitespace,
+                    whole_newline_words: pre_name == "gemma4",
                 });
             }
         }
@@ -564,11 +639,12 @@ impl Tokenizer {
         unk = pick(unk, cfg.unk);
         let mut eot = in_range(cfg.eot);
         let eom = in_range(cfg.eom);
-        let pad = in_range(cfg.pad);
-        let _sep = in_range(cfg.sep);
+        pad = pick(pad, cfg.pad);
+        sep = pick(sep, cfg.sep);
         if let Some(v) = cfg.add_bos {
             add_bos = v;
         }
+        add_bos |= force_bos;
         if let Some(v) = cfg.add_eos {
             add_eos = v;
         }
@@ -611,6 +687,17 @@ impl Tokenizer {
         eog.extend(eos);
         eog.extend(eot);
         eog.extend(eom);
+        let eog_text = |wanted: &dyn Fn(&str) -> bool| {
+            eog.iter()
+                .copied()
+                .find(|&id| wanted(tokens[id as usize].as_str()))
+        };
+        if eog_text(&|t| NORMAL_END_S_MARKERS.contains(&t)).is_some() {
+            if let Some(s_id) = eog_text(&|t| t == "</s>") {
+                eog.remove(&s_id);
+                attrs[s_id as usize] = attr::NORMAL;
+            }
+        }
 
         // Special-token cache: longest first, ties by id (a stable order).
         let mut specials: Vec<u32> = (0..n as u32)
@@ -636,11 +723,13 @@ impl Tokenizer {
             attrs,
             token_to_id,
             bpe,
+            wpm,
             bos,
             eos,
             eot,
             unk,
             pad,
+            sep,
             eog,
             add_bos,
             add_eos,
@@ -674,7 +763,8 @@ impl Tokenizer {
         parse_special: bool,
     ) -> Result<Vec<u32>, TokenizerError> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
-        if add_special && self.add_bos {
+        // WordPiece starts with BOS (CLS) whatever add_bos says.
+        if add_special && (self.add_bos || self.kind == VocabKind::Wpm) {
             out.extend(self.bos);
         }
         match self.kind {
@@ -709,6 +799,24 @@ impl Tokenizer {
                     }
                     Ok(())
                 })?;
+            }
+            VocabKind::Wpm => {
+                if let Some(w) = &self.wpm {
+                    self.partition(text, parse_special, |frag| {
+                        match frag {
+                            Fragment::Text(t) => {
+                                wpm::tokenize(self, w.normalizer, w.max_token_len, t, &mut out)
+                            }
+                            Fragment::Token(id) => out.push(id),
+                        }
+                        Ok(())
+                    })?;
+                }
+                // WordPiece ends with the separator, whatever add_eos says.
+                if add_special {
+                    out.extend(self.sep);
+                }
+                return Ok(out);
             }
         }
         if add_special && self.add_eos {
@@ -851,9 +959,11 @@ impl Tokenizer {
             return text.as_bytes().to_vec();
         }
         if a & attr::NORMAL != 0 {
-            return match self.kind {
-                VocabKind::Spm => text.replace('\u{2581}', " ").into_bytes(),
-                VocabKind::Bpe => bpe::decode_text(text),
+            let byte_encoded = self.bpe.as_ref().is_some_and(|b| b.byte_encode);
+            return if byte_encoded {
+                bpe::decode_text(text)
+            } else {
+                text.replace('\u{2581}', " ").into_bytes()
             };
         }
         if a & attr::BYTE != 0 {

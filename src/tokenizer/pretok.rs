@@ -20,14 +20,31 @@ const LLAMA3_ORIGINAL: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\
 /// Qwen2 (also DeepSeek-R1-Distill-Qwen): Llama-3 with single digits.
 pub const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Qwen3.5: Qwen2 whose letter runs also take combining marks (\p{M}).
+pub const QWEN35: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Runs of newlines and runs of anything else (Gemma 4's SentencePiece-like
+/// BPE merges across spaces, only newlines cut the text).
+pub const NEWLINE_RUNS: &str = "[^\n]+|[\n]+";
+
 /// One expression of a pre-tokenizer, ready to run.
 enum Splitter {
     Gpt2,
-    Llama3,
+    /// Llama-3, Qwen2 and Qwen3.5: llama.cpp splits each by hand.
+    Llama3(Llama3Style),
+    NewlineRuns,
     /// A regex over the collapsed text (the expression used `\p{..}`).
     Collapsed(Regex),
     /// A regex over the codepoints themselves (non-ASCII whitespace as \x0B).
     Plain(Regex),
+}
+
+/// What distinguishes the Llama-3-shaped expressions.
+#[derive(Clone, Copy)]
+struct Llama3Style {
+    /// `\p{N}{1,3}` (Llama 3) or `\p{N}` (Qwen).
+    max_digits: usize,
+    /// Combining marks count as letters (Qwen3.5's `[\p{L}\p{M}]`).
+    marks_are_letters: bool,
 }
 
 /// A compiled pre-tokenizer: its expressions in order.
@@ -45,6 +62,13 @@ pub struct PreConfig {
     pub add_bos: bool,
     /// Detokenization removes spaces before punctuation.
     pub clean_spaces: bool,
+    /// Words are mapped to GPT-2's byte characters before merging (false:
+    /// merged as raw UTF-8, with `<0xXX>` byte fallback).
+    pub byte_encode: bool,
+    /// Spaces become U+2581 before splitting (SentencePiece-style BPE).
+    pub escape_whitespace: bool,
+    /// BOS is added whatever the file says (llama.cpp's Gemma 4 override).
+    pub force_bos: bool,
 }
 
 /// llama.cpp's settings for a pre-tokenizer name, or None if this crate does
@@ -55,6 +79,9 @@ pub fn config_for(pre: &str) -> Option<PreConfig> {
         ignore_merges,
         add_bos,
         clean_spaces,
+        byte_encode: true,
+        escape_whitespace: false,
+        force_bos: false,
     };
     let gpt2_digits = vec![r"\p{N}", GPT2];
     Some(match pre {
@@ -68,6 +95,7 @@ pub fn config_for(pre: &str) -> Option<PreConfig> {
         | "lfm2" => cfg(vec![LLAMA3], true, true, true),
         "dbrx" | "smaug-bpe" => cfg(vec![LLAMA3], false, false, true),
         "qwen2" | "deepseek-r1-qwen" | "hunyuan" => cfg(vec![QWEN2], false, false, false),
+        "qwen35" => cfg(vec![QWEN35], false, false, false),
         "stablelm2" | "megrez" => cfg(vec![QWEN2], false, false, true),
         "smollm" | "command-r" => cfg(gpt2_digits, false, false, false),
         "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" => {
@@ -94,6 +122,47 @@ pub fn config_for(pre: &str) -> Option<PreConfig> {
             false,
             false,
         ),
+        "deepseek-llm" => cfg(
+            // llama.cpp's expressions; the letter class written with
+            // escapes, as some of its characters change under NFC.
+            vec![
+                "[\r\n]",
+                concat!(
+                    "\\s?[A-Za-z\u{B5}\u{C0}-\u{D6}\u{D8}-\u{F6}\u{F8}-\u{1BA}\u{1BC}-\u{1BF}",
+                    "\u{1C4}-\u{293}\u{295}-\u{2AF}\u{370}-\u{373}\u{376}\u{377}\u{37B}-",
+                    "\u{37D}\u{37F}\u{386}\u{388}-\u{38A}\u{38C}\u{38E}-\u{3A1}\u{3A3}-",
+                    "\u{3F5}\u{3F7}-\u{481}\u{48A}-\u{52F}\u{531}-\u{556}\u{10A0}-\u{10C5}",
+                    "\u{13A0}-\u{13F5}\u{13F8}-\u{13FD}\u{1C90}-\u{1CBA}\u{1CBD}-\u{1CBF}",
+                    "\u{1D00}-\u{1D2B}\u{1D6B}-\u{1D77}\u{1D79}-\u{1D9A}\u{1E00}-\u{1F15}",
+                    "\u{1F18}-\u{1F1D}\u{1F20}-\u{1F45}\u{1F48}-\u{1F4D}\u{1F50}-\u{1F57}",
+                    "\u{1F59}\u{1F5B}\u{1F5D}\u{1F5F}-\u{1F7D}\u{1F80}-\u{1FB4}\u{1FB6}-",
+                    "\u{1FBC}\u{1FBE}\u{1FC2}-\u{1FC4}\u{1FC6}-\u{1FCC}\u{1FD0}-\u{1FD3}",
+                    "\u{1FD6}-\u{1FDB}\u{1FE0}-\u{1FEC}\u{1FF2}-\u{1FF4}\u{1FF6}-\u{1FFC}",
+                    "\u{2102}\u{2107}\u{210A}-\u{2113}\u{2115}\u{2119}-\u{211D}\u{2124}",
+                    "\u{2126}\u{2128}\u{212A}-\u{212D}\u{212F}-\u{2134}\u{2139}\u{213C}-",
+                    "\u{213F}\u{2145}-\u{2149}\u{214E}\u{2183}\u{2184}\u{2C00}-\u{2C7B}",
+                    "\u{2C7E}-\u{2CE4}\u{2CEB}-\u{2CEE}\u{2CF2}\u{2CF3}\u{A640}-\u{A66D}",
+                    "\u{A680}-\u{A69B}\u{A722}-\u{A76F}\u{A771}-\u{A787}\u{A78B}-\u{A78E}",
+                    "\u{AB70}-\u{ABBF}\u{FB00}-\u{FB06}\u{FB13}-\u{FB17}\u{FF21}-\u{FF3A}",
+                    "\u{FF41}-\u{FF5A}\u{10400}-\u{1044F}\u{104B0}-\u{104D3}\u{104D8}-",
+                    "\u{104FB}\u{10C80}-\u{10CB2}\u{10CC0}-\u{10CF2}\u{118A0}-\u{118DF}",
+                    "\u{1E900}-\u{1E943}]+",
+                ),
+                "\\s?[!-/:-~！-／：-～‘-‟\u{3000}-。]+",
+                "\\s+$",
+                "[一-龥ࠀ-一가-퟿]+",
+                r"\p{N}+",
+            ],
+            false,
+            false,
+            false,
+        ),
+        "gemma4" | "granite-embed-multi-311m" => PreConfig {
+            byte_encode: false,
+            escape_whitespace: true,
+            force_bos: true,
+            ..cfg(vec![NEWLINE_RUNS], false, false, true)
+        },
         _ => return None,
     })
 }
@@ -190,10 +259,22 @@ impl PreTokenizer {
                     reason: e.to_string(),
                 })
             };
+            let llama3 = |max_digits, marks_are_letters| {
+                Splitter::Llama3(Llama3Style {
+                    max_digits,
+                    marks_are_letters,
+                })
+            };
             let splitter = if expr == GPT2 {
                 Splitter::Gpt2
             } else if expr == LLAMA3 || expr == LLAMA3_ORIGINAL {
-                Splitter::Llama3
+                llama3(3, false)
+            } else if expr == QWEN2 {
+                llama3(1, false)
+            } else if expr == QWEN35 {
+                llama3(1, true)
+            } else if expr == NEWLINE_RUNS {
+                Splitter::NewlineRuns
             } else if let Some(collapsed) = collapse_regex(expr)? {
                 Splitter::Collapsed(compile(&collapsed)?)
             } else {
@@ -213,7 +294,8 @@ impl PreTokenizer {
         for splitter in &self.splitters {
             pieces = match splitter {
                 Splitter::Gpt2 => split_gpt2(&cpts, &flags, &pieces),
-                Splitter::Llama3 => split_llama3(&cpts, &flags, &pieces),
+                Splitter::Llama3(style) => split_llama3(&cpts, &flags, &pieces, *style),
+                Splitter::NewlineRuns => split_newline_runs(&cpts, &pieces),
                 Splitter::Collapsed(re) => {
                     let s: Vec<char> = cpts
                         .iter()
@@ -418,8 +500,38 @@ fn ascii_lower(cp: u32) -> u32 {
     }
 }
 
-/// Splits pieces with the Llama-3 expression, by hand as llama.cpp does.
-fn split_llama3(cpts: &[(u32, usize, usize)], flags: &[CpFlags], pieces: &[usize]) -> Vec<usize> {
+/// Splits each piece into runs of newlines and runs of other codepoints.
+fn split_newline_runs(cpts: &[(u32, usize, usize)], pieces: &[usize]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(pieces.len());
+    let mut start = 0;
+    for &len in pieces {
+        let piece = &cpts[start..start + len];
+        start += len;
+        let mut run = 0;
+        for (i, c) in piece.iter().enumerate() {
+            if i > 0 && (c.0 == 0x0A) != (piece[i - 1].0 == 0x0A) {
+                out.push(i - run);
+                run = i;
+            }
+        }
+        if run < piece.len() {
+            out.push(piece.len() - run);
+        }
+    }
+    out
+}
+
+/// Splits pieces with the Llama-3 expression or its Qwen variants, by hand
+/// as llama.cpp does.
+fn split_llama3(
+    cpts: &[(u32, usize, usize)],
+    flags: &[CpFlags],
+    pieces: &[usize],
+    style: Llama3Style,
+) -> Vec<usize> {
+    // Qwen3.5 reads "letter" as letter or mark, "other" as none of
+    // whitespace, letter, mark, number.
+    let letter = |f: CpFlags| f.is_letter() || (style.marks_are_letters && f.is_accent_mark());
     let mut out = Vec::with_capacity(pieces.len());
     let mut start = 0;
     for &len in pieces {
@@ -472,20 +584,20 @@ fn split_llama3(cpts: &[(u32, usize, usize)], flags: &[CpFlags], pieces: &[usize
                 }
             }
             // [^\r\n\p{L}\p{N}]?\p{L}+
-            if !(is_rn(c) || f.is_number()) && (f.is_letter() || flag(pos + 1).is_letter()) {
+            if !(is_rn(c) || f.is_number()) && (letter(f) || letter(flag(pos + 1))) {
                 pos += 1;
-                while flag(pos).is_letter() {
+                while letter(flag(pos)) {
                     pos += 1;
                 }
                 add(pos, &mut out);
                 continue;
             }
-            // \p{N}{1,3}
+            // \p{N}{1,3} or \p{N}
             if f.is_number() {
                 let mut group = pos;
                 while flag(pos).is_number() {
                     pos += 1;
-                    if pos - group >= 3 {
+                    if pos - group >= style.max_digits {
                         add(pos, &mut out);
                         group = pos;
                     }
@@ -496,9 +608,9 @@ fn split_llama3(cpts: &[(u32, usize, usize)], flags: &[CpFlags], pieces: &[usize
             // " ?[^\s\p{L}\p{N}]+[\r\n]*"
             let space = c == u32::from(b' ');
             let mut f2 = if space { flag(pos + 1) } else { f };
-            let other =
-                |f: CpFlags| !(f.is_whitespace() || f.is_letter() || f.is_number()) && f.any();
-            if !(f2.is_whitespace() || f2.is_letter() || f2.is_number()) && f.any() {
+            let not_other = |f: CpFlags| f.is_whitespace() || letter(f) || f.is_number();
+            let other = |f: CpFlags| !not_other(f) && f.any();
+            if !not_other(f2) && f.any() {
                 pos += usize::from(space);
                 while other(f2) {
                     pos += 1;
@@ -590,13 +702,43 @@ mod tests {
     }
 
     #[test]
+    fn qwen35_keeps_combining_marks_with_letters() {
+        let text = "cafe\u{301} 12 \u{301}x";
+        assert_eq!(
+            words(&[QWEN2], text),
+            vec!["cafe", "\u{301}", " ", "1", "2", " \u{301}", "x"]
+        );
+        assert_eq!(
+            words(&[QWEN35], text),
+            vec!["cafe\u{301}", " ", "1", "2", " \u{301}x"]
+        );
+    }
+
+    #[test]
+    fn newline_runs() {
+        assert_eq!(
+            words(&[NEWLINE_RUNS], "a b\n\nc\n"),
+            vec!["a b", "\n\n", "c", "\n"]
+        );
+    }
+
+    #[test]
     fn default_pre_tokenizer_compiles() {
         let exprs = config_for("default").map(|c| c.exprs).unwrap_or_default();
         assert_eq!(
             words(&exprs, "a+b=1234"),
             vec!["a", "+", "b", "=", "123", "4"]
         );
-        for pre in ["falcon", "deepseek-coder", "llama-bpe", "qwen2", "gpt-2"] {
+        for pre in [
+            "falcon",
+            "deepseek-coder",
+            "deepseek-llm",
+            "llama-bpe",
+            "qwen2",
+            "qwen35",
+            "gpt-2",
+            "gemma4",
+        ] {
             let exprs = config_for(pre).map(|c| c.exprs).unwrap_or_default();
             assert!(PreTokenizer::new(&exprs).is_ok(), "{pre}");
         }

@@ -5,10 +5,10 @@
 
 use std::sync::OnceLock;
 
-use super::unicode_data::CATEGORY_RUNS;
+use super::unicode_data::{CATEGORY_RUNS, NFD_FIRST_RUNS};
 
 /// Category and helper flags of one codepoint; bit values as llama.cpp's
-/// `unicode_cpt_flags` (also SEPARATOR 0x08, CONTROL 0x80, unnamed here) so
+/// `unicode_cpt_flags` (also SEPARATOR 0x08, unnamed here) so
 /// that "no flag at all" (outside the text) is 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpFlags(pub u16);
@@ -20,6 +20,7 @@ impl CpFlags {
     pub const ACCENT_MARK: u16 = 0x0010;
     pub const PUNCTUATION: u16 = 0x0020;
     pub const SYMBOL: u16 = 0x0040;
+    pub const CONTROL: u16 = 0x0080;
     pub const CATEGORIES: u16 = 0x00FF;
     pub const WHITESPACE: u16 = 0x0100;
 
@@ -31,6 +32,18 @@ impl CpFlags {
     }
     pub fn is_whitespace(self) -> bool {
         self.0 & Self::WHITESPACE != 0
+    }
+    pub fn is_accent_mark(self) -> bool {
+        self.0 & Self::ACCENT_MARK != 0
+    }
+    pub fn is_punctuation(self) -> bool {
+        self.0 & Self::PUNCTUATION != 0
+    }
+    pub fn is_symbol(self) -> bool {
+        self.0 & Self::SYMBOL != 0
+    }
+    pub fn is_control(self) -> bool {
+        self.0 & Self::CONTROL != 0
     }
     /// Any flag set: false only for a position outside the text.
     pub fn any(self) -> bool {
@@ -86,6 +99,34 @@ pub fn flags(cp: u32) -> CpFlags {
         CpFlags(category_by_search(cp))
     } else {
         CpFlags(CpFlags::UNDEFINED)
+    }
+}
+
+/// The first codepoint of a codepoint's canonical decomposition (NFD),
+/// which is all llama.cpp's `unicode_cpts_normalize_nfd` keeps: "é" becomes
+/// "e", its accent is dropped rather than split off.
+pub fn nfd_first(cp: u32) -> u32 {
+    let idx = NFD_FIRST_RUNS.partition_point(|&(first, _, _)| first <= cp);
+    match idx.checked_sub(1).map(|i| NFD_FIRST_RUNS[i]) {
+        Some((_, last, nfd)) if cp <= last => nfd,
+        _ => cp,
+    }
+}
+
+/// Simple (one-codepoint) lowercase, as llama.cpp's `unicode_tolower`:
+/// codepoints whose lowercase is several codepoints stay as they are,
+/// except U+0130 whose simple mapping is "i".
+pub fn to_lower(cp: u32) -> u32 {
+    if cp == 0x130 {
+        return u32::from(b'i');
+    }
+    let Some(c) = char::from_u32(cp) else {
+        return cp;
+    };
+    let mut lower = c.to_lowercase();
+    match (lower.next(), lower.next()) {
+        (Some(l), None) => u32::from(l),
+        _ => cp,
     }
 }
 
@@ -198,6 +239,18 @@ mod tests {
         assert_eq!(flags(0x1F642).category(), CpFlags::SYMBOL);
         assert_eq!(flags(0x10FFFF).category(), CpFlags::UNDEFINED);
         assert_eq!(flags(0x0378).category(), CpFlags::UNDEFINED);
+        assert!(flags(0x200B).is_control());
+    }
+
+    #[test]
+    fn normalization_keeps_the_base_letter() {
+        assert_eq!(nfd_first('é' as u32), 'e' as u32);
+        assert_eq!(nfd_first('Å' as u32), 'A' as u32);
+        assert_eq!(nfd_first('a' as u32), 'a' as u32);
+        assert_eq!(nfd_first(0xAC00), 0x1100);
+        assert_eq!(to_lower('Ä' as u32), 'ä' as u32);
+        assert_eq!(to_lower(0x130), 'i' as u32);
+        assert_eq!(to_lower(0x110000), 0x110000);
     }
 
     #[test]
