@@ -202,16 +202,21 @@ impl BlockQ4_0x8 {
 /// Interleaves a Q4_0 matrix of `rows.len() / nb` rows (a multiple of 8) of
 /// `nb` blocks: group g, block b lands at `out[g * nb + b]`.
 pub fn repack_q4_0x8(rows: &[BlockQ4_0], nb: usize, out: &mut [BlockQ4_0x8]) {
+    repack_x8("repack_q4_0x8", rows, nb, out, BlockQ4_0x8::pack);
+}
+
+/// Interleaves groups of eight rows of `nb` blocks with `pack`: group g,
+/// block b lands at `out[g * nb + b]`.
+fn repack_x8<B, P>(name: &str, rows: &[B], nb: usize, out: &mut [P], pack: fn([&B; 8]) -> P) {
     assert!(
         nb > 0 && rows.len().is_multiple_of(8 * nb) && out.len() * 8 == rows.len(),
-        "repack_q4_0x8: {} blocks are not groups of 8 rows of {nb} into {}",
+        "{name}: {} blocks are not groups of 8 rows of {nb} into {}",
         rows.len(),
         out.len()
     );
     for (g, group) in out.chunks_exact_mut(nb).enumerate() {
         for (b, o) in group.iter_mut().enumerate() {
-            let at = |r: usize| &rows[(8 * g + r) * nb + b];
-            *o = BlockQ4_0x8::pack([at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)]);
+            *o = pack(core::array::from_fn(|r| &rows[(8 * g + r) * nb + b]));
         }
     }
 }
@@ -344,18 +349,7 @@ impl BlockQ4Kx8 {
 /// Interleaves a Q4_K matrix of `rows.len() / nb` rows (a multiple of 8) of
 /// `nb` super-blocks: group g, block b lands at `out[g * nb + b]`.
 pub fn repack_q4_kx8(rows: &[BlockQ4K], nb: usize, out: &mut [BlockQ4Kx8]) {
-    assert!(
-        nb > 0 && rows.len().is_multiple_of(8 * nb) && out.len() * 8 == rows.len(),
-        "repack_q4_kx8: {} blocks are not groups of 8 rows of {nb} into {}",
-        rows.len(),
-        out.len()
-    );
-    for (g, group) in out.chunks_exact_mut(nb).enumerate() {
-        for (b, o) in group.iter_mut().enumerate() {
-            let at = |r: usize| &rows[(8 * g + r) * nb + b];
-            *o = BlockQ4Kx8::pack([at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)]);
-        }
-    }
+    repack_x8("repack_q4_kx8", rows, nb, out, BlockQ4Kx8::pack);
 }
 
 macro_rules! impl_block {

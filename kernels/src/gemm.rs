@@ -1241,28 +1241,11 @@ macro_rules! gemm_entry_points {
             gemm_q3_k_q8_k(BlockQ3K, BlockQ8K) = vec_dot_q3_k_q8_k;
         );
         crate::gemm::gemm_entry_points!(@q4k $isa, $features,
-            gemm_q4_k_q8_k = false;
-            gemm_q4_k_q8_k_sum64 = true;
+            gemm_q4_k_q8_k(BlockQ4K) = check, gemm_q4k, false;
+            gemm_q4_k_q8_k_sum64(BlockQ4K) = check, gemm_q4k, true;
+            gemm_q4_kx8_q8_k(BlockQ4Kx8) = check_interleaved, gemm_q4kx8, false;
+            gemm_q4_kx8_q8_k_sum64(BlockQ4Kx8) = check_interleaved, gemm_q4kx8, true;
         );
-        crate::gemm::gemm_entry_points!(@q4kx8 $isa, $features,
-            gemm_q4_kx8_q8_k = false;
-            gemm_q4_kx8_q8_k_sum64 = true;
-        );
-    };
-    (@q4kx8 $isa:ty, $features:tt, $( $name:ident = $per64:expr; )*) => {
-        $(
-            pub fn $name(x: &[BlockQ4Kx8], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
-                crate::gemm::check_interleaved(stringify!($name), x.len(), y.len(), nb, out.len(), ldo);
-                #[target_feature(enable = $features)]
-                unsafe fn imp(x: &[BlockQ4Kx8], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
-                    crate::gemm::gemm_q4kx8::<$isa, { $per64 }>(x, y, nb, out, ldo)
-                }
-                // SAFETY: features detected before this table is used;
-                // `check_interleaved` established whole groups of nb blocks
-                // and in-bounds outputs for 8 rows per group.
-                unsafe { imp(x, y, nb, out, ldo) }
-            }
-        )*
     };
     (@wide $isa:ty, $features:tt, $( $name:ident($tx:ty) ; )*) => {
         $(
@@ -1279,17 +1262,18 @@ macro_rules! gemm_entry_points {
             }
         )*
     };
-    (@q4k $isa:ty, $features:tt, $( $name:ident = $per64:expr; )*) => {
+    (@q4k $isa:ty, $features:tt,
+        $( $name:ident($w:ty) = $check:ident, $algo:ident, $per64:expr; )*) => {
         $(
-            pub fn $name(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
-                crate::gemm::check(stringify!($name), x.len(), y.len(), nb, out.len(), ldo);
+            pub fn $name(x: &[$w], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+                crate::gemm::$check(stringify!($name), x.len(), y.len(), nb, out.len(), ldo);
                 #[target_feature(enable = $features)]
-                unsafe fn imp(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
-                    crate::gemm::gemm_q4k::<$isa, { $per64 }>(x, y, nb, out, ldo)
+                unsafe fn imp(x: &[$w], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+                    crate::gemm::$algo::<$isa, { $per64 }>(x, y, nb, out, ldo)
                 }
                 // SAFETY: features detected before this table is used;
-                // `check` established whole rows of nb blocks and in-bounds
-                // outputs.
+                // `$check` established whole rows (`check_interleaved`: whole
+                // 8-row groups) of nb blocks and in-bounds outputs.
                 unsafe { imp(x, y, nb, out, ldo) }
             }
         )*
