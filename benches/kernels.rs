@@ -5,7 +5,8 @@
 //!
 //! Throughput is bytes of *weight data* per second.
 //! `cargo bench --bench kernels`; KERNELS_BENCH_COLS=576 for a
-//! SmolLM2-sized row (default 2048).
+//! SmolLM2-sized row (default 2048). The `repack/...` groups compare plain
+//! and interleaved weights at the models' shapes (see below).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use kernels::*;
@@ -370,6 +371,131 @@ fn floats(c: &mut Criterion) {
     quant!(quantize_row_q8_k, Q8_K, QK_K);
 }
 
+// ---------------------------------------------------------------------------
+// Plain rows against the layouts the CPU backend interleaves at load
+// (llama.cpp's repacked ones): Q4_0 by eight rows (`BlockQ4_0x8`) and Q4_K
+// in the 8x4 layout (`BlockQ4Kx8`), each in the rounding rkinfer uses for
+// it, on one thread with the table chosen for this CPU.
+// `repack/<type>/<model>-<weight>/<tokens>/{plain,interleaved}`: one
+// weight matrix of SmolLM2-135M's or Gemma 3 270M's shape against 1
+// activation row (decode: the GEMV) or 32 (a prompt tile: the GEMM);
+// throughput in weight elements times tokens. On a board:
+// `cargo bench --bench kernels -- repack`.
+
+/// (model-weight, rows, cols) of the matrices benched per type: the
+/// feed-forward projections (Q4_K needs rows of whole 256-element blocks).
+const Q4_0_SHAPES: [(&str, usize, usize); 4] = [
+    ("smollm2-ffn_gate", 1536, 576),
+    ("smollm2-ffn_down", 576, 1536),
+    ("gemma3-ffn_gate", 2048, 640),
+    ("gemma3-ffn_down", 640, 2048),
+];
+const Q4_K_SHAPES: [(&str, usize, usize); 2] = [
+    ("smollm2-ffn_down", 576, 1536),
+    ("gemma3-ffn_down", 640, 2048),
+];
+const TOKENS: [usize; 2] = [1, 32];
+
+type Gemm<W, A> = fn(&[W], &[A], usize, &mut [f32], usize);
+
+/// One matrix, plain and interleaved, against `n` activation rows: the
+/// backend's call shape (outputs transposed, `ldo` = tokens).
+#[allow(clippy::too_many_arguments)]
+fn pair<W, P, A>(
+    c: &mut Criterion,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    n: usize,
+    (w, plain): (&[W], Gemm<W, A>),
+    (p, interleaved): (&[P], Gemm<P, A>),
+    a: &[A],
+) {
+    let nb = w.len() / rows;
+    let mut out = vec![0f32; rows * n];
+    let mut g = c.benchmark_group(format!("repack/{name}/{n}"));
+    g.throughput(Throughput::Elements((rows * cols * n) as u64));
+    g.bench_function("plain", |b| {
+        b.iter(|| plain(black_box(w), black_box(a), nb, &mut out, n))
+    });
+    g.bench_function("interleaved", |b| {
+        b.iter(|| interleaved(black_box(p), black_box(a), nb, &mut out, n))
+    });
+    g.finish();
+}
+
+fn repack_q4_0(c: &mut Criterion) {
+    let r = &mut Rng(11);
+    for (label, rows, cols) in Q4_0_SHAPES {
+        let nb = cols / QK4_0;
+        let w: Vec<BlockQ4_0> = (0..rows * nb)
+            .map(|_| BlockQ4_0 {
+                d: r.scale(),
+                qs: r.bytes(),
+            })
+            .collect();
+        let mut p = vec![BlockQ4_0x8::default(); w.len() / 8];
+        repack_q4_0x8(&w, nb, &mut p);
+        for n in TOKENS {
+            let mut a = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; n * nb];
+            quantize_row_q8_0_round_even(&r.row(n * cols), &mut a);
+            pair(
+                c,
+                &format!("q4_0/{label}"),
+                rows,
+                cols,
+                n,
+                (&w, gemm_q4_0_q8_0_block_fma),
+                (&p, gemm_q4_0x8_q8_0),
+                &a,
+            );
+        }
+    }
+}
+
+fn repack_q4_k(c: &mut Criterion) {
+    let r = &mut Rng(13);
+    for (label, rows, cols) in Q4_K_SHAPES {
+        let nb = cols / QK_K;
+        let w: Vec<BlockQ4K> = (0..rows * nb)
+            .map(|_| BlockQ4K {
+                d: r.scale(),
+                dmin: r.scale(),
+                scales: r.bytes(),
+                qs: r.bytes(),
+            })
+            .collect();
+        let mut p = vec![BlockQ4Kx8::default(); w.len() / 8];
+        repack_q4_kx8(&w, nb, &mut p);
+        for n in TOKENS {
+            let zero = BlockQ8K {
+                d: 0.0,
+                qs: [0; QK_K],
+                bsums: [0; QK_K / 16],
+            };
+            let mut a = vec![zero; n * nb];
+            quantize_row_q8_k(&r.row(n * cols), &mut a);
+            // The rounding the backend uses: per 256 elements for single
+            // tokens (llama.cpp's GEMV), per 64 for batches (its GEMM).
+            let (plain, interleaved): (Gemm<BlockQ4K, _>, Gemm<BlockQ4Kx8, _>) = if n == 1 {
+                (gemm_q4_k_q8_k, gemm_q4_kx8_q8_k)
+            } else {
+                (gemm_q4_k_q8_k_sum64, gemm_q4_kx8_q8_k_sum64)
+            };
+            pair(
+                c,
+                &format!("q4_k/{label}"),
+                rows,
+                cols,
+                n,
+                (&w, plain),
+                (&p, interleaved),
+                &a,
+            );
+        }
+    }
+}
+
 fn short() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(300))
@@ -380,6 +506,6 @@ fn short() -> Criterion {
 criterion_group! {
     name = benches;
     config = short();
-    targets = quantized, floats
+    targets = quantized, floats, repack_q4_0, repack_q4_k
 }
 criterion_main!(benches);

@@ -135,6 +135,7 @@ const _: () = assert!(core::mem::size_of::<BlockQ4K>() == 144);
 const _: () = assert!(core::mem::size_of::<BlockQ5K>() == 176);
 const _: () = assert!(core::mem::size_of::<BlockQ6K>() == 210);
 const _: () = assert!(core::mem::size_of::<BlockQ8K>() == 292);
+const _: () = assert!(core::mem::size_of::<BlockQ4Kx8>() == 8 * 144);
 
 /// A block type whose every bit pattern is a valid value (plain integers
 /// only), so byte slices can be reinterpreted as block slices.
@@ -201,18 +202,154 @@ impl BlockQ4_0x8 {
 /// Interleaves a Q4_0 matrix of `rows.len() / nb` rows (a multiple of 8) of
 /// `nb` blocks: group g, block b lands at `out[g * nb + b]`.
 pub fn repack_q4_0x8(rows: &[BlockQ4_0], nb: usize, out: &mut [BlockQ4_0x8]) {
+    repack_x8("repack_q4_0x8", rows, nb, out, BlockQ4_0x8::pack);
+}
+
+/// Interleaves groups of eight rows of `nb` blocks with `pack`: group g,
+/// block b lands at `out[g * nb + b]`.
+fn repack_x8<B, P>(name: &str, rows: &[B], nb: usize, out: &mut [P], pack: fn([&B; 8]) -> P) {
     assert!(
         nb > 0 && rows.len().is_multiple_of(8 * nb) && out.len() * 8 == rows.len(),
-        "repack_q4_0x8: {} blocks are not groups of 8 rows of {nb} into {}",
+        "{name}: {} blocks are not groups of 8 rows of {nb} into {}",
         rows.len(),
         out.len()
     );
     for (g, group) in out.chunks_exact_mut(nb).enumerate() {
         for (b, o) in group.iter_mut().enumerate() {
-            let at = |r: usize| &rows[(8 * g + r) * nb + b];
-            *o = BlockQ4_0x8::pack([at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)]);
+            *o = pack(core::array::from_fn(|r| &rows[(8 * g + r) * nb + b]));
         }
     }
+}
+
+/// Eight Q4_K rows' super-blocks at one position, interleaved as
+/// llama.cpp's `block_q4_Kx8` in its "8x4" form (what it picks on a CPU
+/// with dotprod and without i8mm): the eight `d`, the eight `dmin`, then
+/// per 32-element sub-block s the eight rows' 6-bit scale and min packed in
+/// 12 bytes (`scales[12 * s..]`, row r where a Q4_K block keeps sub-block
+/// r), then the quants: for every 4-byte piece p of a row's `qs`, 32 bytes
+/// holding that piece of rows 0..8 in turn (`qs[32 * p + 4 * r..]`), so a
+/// 32-bit lane is one row, as in [`BlockQ4_0x8`]. Same size as eight
+/// [`BlockQ4K`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ4Kx8 {
+    pub d: [u16; 8],
+    pub dmin: [u16; 8],
+    pub scales: [u8; 8 * K_SCALE_SIZE],
+    pub qs: [u8; 8 * QK_K / 2],
+}
+
+impl Default for BlockQ4Kx8 {
+    fn default() -> Self {
+        BlockQ4Kx8 {
+            d: [0; 8],
+            dmin: [0; 8],
+            scales: [0; 8 * K_SCALE_SIZE],
+            qs: [0; 8 * QK_K / 2],
+        }
+    }
+}
+
+/// The 6-bit (scale, min) pair `j` (0..8) of a Q4_K scale array.
+pub fn q4_k_scale_min(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Packs eight 6-bit (scale, min) pairs as a Q4_K block stores them: the
+/// inverse of [`q4_k_scale_min`].
+pub fn q4_k_pack_scales(scales: [u8; 8], mins: [u8; 8]) -> [u8; K_SCALE_SIZE] {
+    let mut q = [0u8; K_SCALE_SIZE];
+    for j in 0..4 {
+        q[j] = (scales[j] & 63) | ((scales[j + 4] >> 4) << 6);
+        q[j + 4] = (mins[j] & 63) | ((mins[j + 4] >> 4) << 6);
+        q[j + 8] = (scales[j + 4] & 0x0f) | ((mins[j + 4] & 0x0f) << 4);
+    }
+    q
+}
+
+impl BlockQ4Kx8 {
+    /// Interleaves the same super-block of eight rows.
+    pub fn pack(rows: [&BlockQ4K; 8]) -> BlockQ4Kx8 {
+        let mut out = BlockQ4Kx8::default();
+        for (r, row) in rows.iter().enumerate() {
+            out.d[r] = row.d;
+            out.dmin[r] = row.dmin;
+            for p in 0..QK_K / 8 {
+                out.qs[32 * p + 4 * r..32 * p + 4 * r + 4]
+                    .copy_from_slice(&row.qs[4 * p..4 * p + 4]);
+            }
+        }
+        for s in 0..8 {
+            let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
+            for (r, row) in rows.iter().enumerate() {
+                (sc[r], mn[r]) = q4_k_scale_min(s, &row.scales);
+            }
+            out.scales[K_SCALE_SIZE * s..K_SCALE_SIZE * (s + 1)]
+                .copy_from_slice(&q4_k_pack_scales(sc, mn));
+        }
+        out
+    }
+
+    /// The eight rows' (scale, min) of sub-block `s` (0..8), decoded with
+    /// word operations (the kernels call this once per super-block).
+    #[inline]
+    pub fn scales_mins(&self, s: usize) -> ([u8; 8], [u8; 8]) {
+        let word = |i: usize| {
+            let at = K_SCALE_SIZE * s + 4 * i;
+            u32::from_le_bytes([
+                self.scales[at],
+                self.scales[at + 1],
+                self.scales[at + 2],
+                self.scales[at + 3],
+            ])
+        };
+        let (w0, w1, w2) = (word(0), word(1), word(2));
+        const LOW6: u32 = 0x3f3f_3f3f;
+        const LOW4: u32 = 0x0f0f_0f0f;
+        const TOP2: u32 = 0x0303_0303;
+        let sc_hi = (w2 & LOW4) | (((w0 >> 6) & TOP2) << 4);
+        let mn_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & TOP2) << 4);
+        let join = |lo: u32, hi: u32| {
+            let mut v = [0u8; 8];
+            v[..4].copy_from_slice(&lo.to_le_bytes());
+            v[4..].copy_from_slice(&hi.to_le_bytes());
+            v
+        };
+        (join(w0 & LOW6, sc_hi), join(w1 & LOW6, mn_hi))
+    }
+
+    /// Row `r`'s super-block back.
+    pub fn row(&self, r: usize) -> BlockQ4K {
+        let mut b = BlockQ4K {
+            d: self.d[r],
+            dmin: self.dmin[r],
+            scales: [0; K_SCALE_SIZE],
+            qs: [0; QK_K / 2],
+        };
+        for p in 0..QK_K / 8 {
+            b.qs[4 * p..4 * p + 4].copy_from_slice(&self.qs[32 * p + 4 * r..32 * p + 4 * r + 4]);
+        }
+        let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
+        for s in 0..8 {
+            let (ss, ms) = self.scales_mins(s);
+            (sc[s], mn[s]) = (ss[r], ms[r]);
+        }
+        b.scales = q4_k_pack_scales(sc, mn);
+        b
+    }
+}
+
+/// Interleaves a Q4_K matrix of `rows.len() / nb` rows (a multiple of 8) of
+/// `nb` super-blocks: group g, block b lands at `out[g * nb + b]`.
+pub fn repack_q4_kx8(rows: &[BlockQ4K], nb: usize, out: &mut [BlockQ4Kx8]) {
+    repack_x8("repack_q4_kx8", rows, nb, out, BlockQ4Kx8::pack);
 }
 
 macro_rules! impl_block {
@@ -227,7 +364,7 @@ impl_block!(
     BlockQ4_0 => QK4_0, BlockQ4_1 => QK4_1, BlockQ5_0 => QK5_0, BlockQ5_1 => QK5_1,
     BlockQ8_0 => QK8_0, BlockQ8_1 => QK8_1, BlockQ2K => QK_K, BlockQ3K => QK_K,
     BlockQ4K => QK_K, BlockQ5K => QK_K, BlockQ6K => QK_K, BlockQ8K => QK_K,
-    BlockQ4_0x8 => 8 * QK4_0,
+    BlockQ4_0x8 => 8 * QK4_0, BlockQ4Kx8 => 8 * QK_K,
 );
 
 /// Views `bytes` as blocks; `None` when the length is not a whole number of

@@ -65,6 +65,8 @@ table! {
     gemm_q6_k_q8_k_block_fma: fn(&[BlockQ6K], &[BlockQ8K], usize, &mut [f32], usize),
     gemm_q4_0_q8_0_block_fma: fn(&[BlockQ4_0], &[BlockQ8_0], usize, &mut [f32], usize),
     gemm_q4_0x8_q8_0: fn(&[BlockQ4_0x8], &[BlockQ8_0], usize, &mut [f32], usize),
+    gemm_q4_kx8_q8_k: fn(&[BlockQ4Kx8], &[BlockQ8K], usize, &mut [f32], usize),
+    gemm_q4_kx8_q8_k_sum64: fn(&[BlockQ4Kx8], &[BlockQ8K], usize, &mut [f32], usize),
     gemm_f16_lanes16: fn(&[u16], &[f32], usize, &mut [f32], usize),
     gemm_f32_lanes16: fn(&[f32], &[f32], usize, &mut [f32], usize),
     vec_mad_f16: fn(&mut [u16], &[u16], f32),

@@ -761,6 +761,129 @@ pub(crate) unsafe fn gemm_q4k<S: Simd, const PER64: bool>(
 }
 
 // ---------------------------------------------------------------------------
+// Q4_K interleaved by eight rows ([`BlockQ4Kx8`], llama.cpp's 8x4 layout):
+// the same rounding as `gemm_q4k` (per 256 elements, or per 64 with
+// PER64), but each 32-bit lane is one row, so the byte-quad dot products
+// against a broadcast activation quad give eight rows' sums at once and
+// the scales multiply lane-wise, with no horizontal reductions.
+
+/// `out[r * ldo + t]` = `vec_dot_q4_k_q8_k` (or `_sum64`) of row r of the
+/// rows interleaved into `x` and activation row t; shapes checked by
+/// [`check_interleaved`] beforehand.
+#[inline(always)]
+pub(crate) unsafe fn gemm_q4kx8<S: Simd, const PER64: bool>(
+    x: &[BlockQ4Kx8],
+    y: &[BlockQ8K],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    const T: usize = 4;
+    let (ng, nt) = (x.len() / nb, y.len() / nb);
+    if !S::DOT_QUADS {
+        // Lanes do not map to rows on this ISA: the reference, row by row.
+        scalar_gemm::q4kx8_by_rows(x, y, nb, out, ldo, PER64);
+        return;
+    }
+    let (xp, yp) = (x.as_ptr(), y.as_ptr());
+    for g in 0..ng {
+        let xg = xp.add(g * nb);
+        let og = out.as_mut_ptr().add(8 * g * ldo);
+        let mut t = 0;
+        while t + T <= nt {
+            q4kx8_tokens::<S, T, PER64>(xg, yp.add(t * nb), nb, og.add(t), ldo);
+            t += T;
+        }
+        while t < nt {
+            q4kx8_tokens::<S, 1, PER64>(xg, yp.add(t * nb), nb, og.add(t), ldo);
+            t += 1;
+        }
+    }
+}
+
+/// Eight 6-bit values as i32 lanes.
+#[inline(always)]
+unsafe fn lanes_u8<S: Simd>(v: [u8; 8]) -> S::I {
+    let wide = v.map(i32::from);
+    S::load_i(wide.as_ptr())
+}
+
+/// One group of eight interleaved rows against `T` activation rows: per
+/// token one vector of running sums (a lane per row) and one of mins.
+#[inline(always)]
+unsafe fn q4kx8_tokens<S: Simd, const T: usize, const PER64: bool>(
+    xg: *const BlockQ4Kx8,
+    y: *const BlockQ8K,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let low = S::set1_b(0x0f);
+    let mut acc = [S::zero_f(); T];
+    let mut acc_min = [S::zero_f(); T];
+    for b in 0..nb {
+        let w = &*xg.add(b);
+        let next = xg.wrapping_add(b + 1) as *const u8;
+        S::prefetch(next);
+        S::prefetch(next.wrapping_add(64));
+        let (dw, dmin) = (S::load_f16(w.d.as_ptr()), S::load_f16(w.dmin.as_ptr()));
+        let mut isum = [S::zero_i(); T];
+        let mut msum = [S::zero_i(); T];
+        for j in 0..4 {
+            let (sc_lo, mn_lo) = w.scales_mins(2 * j);
+            let (sc_hi, mn_hi) = w.scales_mins(2 * j + 1);
+            let mut dlo = [S::zero_i(); T];
+            let mut dhi = [S::zero_i(); T];
+            for i in 0..8 {
+                // Piece 8j + i: bytes 32j + 4i.. of every row's qs, elements
+                // 64j + 4i.. (low nibbles) and 64j + 32 + 4i.. (high).
+                let q = S::load_b(w.qs.as_ptr().add(32 * (8 * j + i)));
+                S::prefetch(next.wrapping_add(128 + 32 * (8 * j + i)));
+                let (lo, hi) = (S::and_b(q, low), S::shr_b(q, 4));
+                for t in 0..T {
+                    let ap = (*y.add(t * nb + b)).qs.as_ptr() as *const u8;
+                    dlo[t] = S::dot_u(dlo[t], lo, S::bcast4_b(ap.add(64 * j + 4 * i)));
+                    dhi[t] = S::dot_u(dhi[t], hi, S::bcast4_b(ap.add(64 * j + 32 + 4 * i)));
+                }
+            }
+            let (sc_lo, sc_hi) = (lanes_u8::<S>(sc_lo), lanes_u8::<S>(sc_hi));
+            let (mn_lo, mn_hi) = (lanes_u8::<S>(mn_lo), lanes_u8::<S>(mn_hi));
+            for t in 0..T {
+                let a = &*y.add(t * nb + b);
+                let bs = &a.bsums[4 * j..4 * j + 4];
+                let b01 = S::splat_i(bs[0] as i32 + bs[1] as i32);
+                let b23 = S::splat_i(bs[2] as i32 + bs[3] as i32);
+                let dots = S::add_i(S::mul_i(sc_lo, dlo[t]), S::mul_i(sc_hi, dhi[t]));
+                let mins = S::add_i(S::mul_i(mn_lo, b01), S::mul_i(mn_hi, b23));
+                isum[t] = S::add_i(isum[t], dots);
+                msum[t] = S::add_i(msum[t], mins);
+                if PER64 {
+                    let ad = S::splat_f(a.d);
+                    acc[t] = S::fma_f(S::i_to_f(isum[t]), S::mul_f(dw, ad), acc[t]);
+                    acc_min[t] = S::fma_f(S::i_to_f(msum[t]), S::mul_f(dmin, ad), acc_min[t]);
+                    isum[t] = S::zero_i();
+                    msum[t] = S::zero_i();
+                }
+            }
+        }
+        if !PER64 {
+            for t in 0..T {
+                let ad = S::splat_f((*y.add(t * nb + b)).d);
+                acc[t] = S::fma_f(S::i_to_f(isum[t]), S::mul_f(dw, ad), acc[t]);
+                acc_min[t] = S::fma_f(S::i_to_f(msum[t]), S::mul_f(dmin, ad), acc_min[t]);
+            }
+        }
+    }
+    for t in 0..T {
+        let mut lanes = [0f32; 8];
+        S::store_f(lanes.as_mut_ptr(), S::sub_f(acc[t], acc_min[t]));
+        for (r, &v) in lanes.iter().enumerate() {
+            *out.add(r * ldo + t) = v;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Float weights in llama.cpp's prompt-batch order (llamafile's tinyBLAS on
 // AVX-512): each (row, token) pair accumulates 16 lanes with fused
 // multiply-adds over k, then reduces them as `_mm512_reduce_add_ps`.
@@ -978,6 +1101,63 @@ pub(crate) mod scalar_gemm {
         }
     }
 
+    /// Interleaved Q4_K: each row through `vec_dot_q4_k_q8_k` (or, with
+    /// `per64`, `vec_dot_q4_k_q8_k_sum64`). Shapes checked by the caller.
+    pub(crate) fn q4kx8_by_rows(
+        x: &[BlockQ4Kx8],
+        y: &[BlockQ8K],
+        nb: usize,
+        out: &mut [f32],
+        ldo: usize,
+        per64: bool,
+    ) {
+        let dot = if per64 {
+            scalar::vec_dot_q4_k_q8_k_sum64
+        } else {
+            scalar::vec_dot_q4_k_q8_k
+        };
+        let nt = y.len() / nb;
+        for (g, group) in x.chunks_exact(nb).enumerate() {
+            for r in 0..8 {
+                let row: Vec<BlockQ4K> = group.iter().map(|b| b.row(r)).collect();
+                for t in 0..nt {
+                    out[(8 * g + r) * ldo + t] = dot(&row, &y[t * nb..(t + 1) * nb]);
+                }
+            }
+        }
+    }
+
+    /// [`crate::scalar::vec_dot_q4_k_q8_k`] on interleaved Q4_K rows.
+    pub fn gemm_q4_kx8_q8_k(
+        x: &[BlockQ4Kx8],
+        y: &[BlockQ8K],
+        nb: usize,
+        out: &mut [f32],
+        ldo: usize,
+    ) {
+        super::check_interleaved("gemm_q4_kx8_q8_k", x.len(), y.len(), nb, out.len(), ldo);
+        q4kx8_by_rows(x, y, nb, out, ldo, false);
+    }
+
+    /// [`crate::scalar::vec_dot_q4_k_q8_k_sum64`] on interleaved Q4_K rows.
+    pub fn gemm_q4_kx8_q8_k_sum64(
+        x: &[BlockQ4Kx8],
+        y: &[BlockQ8K],
+        nb: usize,
+        out: &mut [f32],
+        ldo: usize,
+    ) {
+        super::check_interleaved(
+            "gemm_q4_kx8_q8_k_sum64",
+            x.len(),
+            y.len(),
+            nb,
+            out.len(),
+            ldo,
+        );
+        q4kx8_by_rows(x, y, nb, out, ldo, true);
+    }
+
     /// Float weights against f32 activations, 16-lane order.
     pub fn gemm_f16_lanes16(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
         super::check_lanes16("gemm_f16_lanes16", x.len(), y.len(), k, out.len(), ldo);
@@ -1061,8 +1241,10 @@ macro_rules! gemm_entry_points {
             gemm_q3_k_q8_k(BlockQ3K, BlockQ8K) = vec_dot_q3_k_q8_k;
         );
         crate::gemm::gemm_entry_points!(@q4k $isa, $features,
-            gemm_q4_k_q8_k = false;
-            gemm_q4_k_q8_k_sum64 = true;
+            gemm_q4_k_q8_k(BlockQ4K) = check, gemm_q4k, false;
+            gemm_q4_k_q8_k_sum64(BlockQ4K) = check, gemm_q4k, true;
+            gemm_q4_kx8_q8_k(BlockQ4Kx8) = check_interleaved, gemm_q4kx8, false;
+            gemm_q4_kx8_q8_k_sum64(BlockQ4Kx8) = check_interleaved, gemm_q4kx8, true;
         );
     };
     (@wide $isa:ty, $features:tt, $( $name:ident($tx:ty) ; )*) => {
@@ -1080,17 +1262,18 @@ macro_rules! gemm_entry_points {
             }
         )*
     };
-    (@q4k $isa:ty, $features:tt, $( $name:ident = $per64:expr; )*) => {
+    (@q4k $isa:ty, $features:tt,
+        $( $name:ident($w:ty) = $check:ident, $algo:ident, $per64:expr; )*) => {
         $(
-            pub fn $name(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
-                crate::gemm::check(stringify!($name), x.len(), y.len(), nb, out.len(), ldo);
+            pub fn $name(x: &[$w], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+                crate::gemm::$check(stringify!($name), x.len(), y.len(), nb, out.len(), ldo);
                 #[target_feature(enable = $features)]
-                unsafe fn imp(x: &[BlockQ4K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
-                    crate::gemm::gemm_q4k::<$isa, { $per64 }>(x, y, nb, out, ldo)
+                unsafe fn imp(x: &[$w], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+                    crate::gemm::$algo::<$isa, { $per64 }>(x, y, nb, out, ldo)
                 }
                 // SAFETY: features detected before this table is used;
-                // `check` established whole rows of nb blocks and in-bounds
-                // outputs.
+                // `$check` established whole rows (`check_interleaved`: whole
+                // 8-row groups) of nb blocks and in-bounds outputs.
                 unsafe { imp(x, y, nb, out, ldo) }
             }
         )*

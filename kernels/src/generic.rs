@@ -76,6 +76,9 @@ pub(crate) trait Simd: Copy {
     /// Eight i32 lanes from memory.
     unsafe fn load_i(p: *const i32) -> Self::I;
     unsafe fn sub_i(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn add_i(a: Self::I, b: Self::I) -> Self::I;
+    /// Lane-wise product (low 32 bits).
+    unsafe fn mul_i(a: Self::I, b: Self::I) -> Self::I;
     /// [`Simd::dot`] for `x` bytes known to be in 0..=127: the same lane
     /// sums, without the sign handling where the ISA needs it for signed x.
     #[inline(always)]

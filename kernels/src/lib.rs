@@ -26,6 +26,7 @@
 //! | `_lanes16` | 16 fused-multiply-add lanes reduced as `_mm512_reduce_add_ps`: llamafile's tinyBLAS on AVX-512 |
 //! | `_round_even` | activations quantized with scale 127/amax, ties to even: ggml-cpu's x86 `quantize_row_q8_0/1` (the unsuffixed ones are ggml's `_ref` code) |
 //! | `q4_0x8` | the layout of eight Q4_0 rows interleaved ([`BlockQ4_0x8`], llama.cpp's `block_q4_0x8`) |
+//! | `q4_kx8` | eight Q4_K rows interleaved in 4-byte pieces ([`BlockQ4Kx8`], llama.cpp's `block_q4_Kx8` in its 8x4 form) |
 //!
 //! The top-level functions call through the chosen table. They panic when
 //! slice lengths do not match (a caller bug, checked before any SIMD code
@@ -66,6 +67,14 @@ pub use scalar::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 /// interleaving Q4_0 matrices at load pays.
 pub fn interleaved_q4_0_pays() -> bool {
     matches!(isa(), "avx2" | "avx2-vnni" | "neon-dotprod")
+}
+
+/// Whether Q4_K matrices are interleaved at load ([`repack_q4_kx8`],
+/// [`gemm_q4_kx8_q8_k`]): where llama.cpp picks its 8x4 Q4_K layout, a CPU
+/// with `sdot` (and the lanes of these kernels are rows). On x86 the plain
+/// rows stay: its kernels are tuned for them and they round the same.
+pub fn interleaved_q4_k_pays() -> bool {
+    isa() == "neon-dotprod"
 }
 /// GELU / GEGLU bit-exact with llama.cpp's CPU backend (f16 table lookup);
 /// scalar on every ISA (one table load per element).
@@ -135,6 +144,12 @@ dispatched! {
     /// `x` holds groups of 8 rows (`nb` blocks each), `out[r * ldo + t]`
     /// for every row r of every group.
     fn gemm_q4_0x8_q8_0(x: &[BlockQ4_0x8], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize);
+    /// [`gemm_q4_k_q8_k`] on weights interleaved by [`repack_q4_kx8`]
+    /// (llama.cpp's 8x4 layout): `x` holds groups of 8 rows (`nb` blocks
+    /// each), `out[r * ldo + t]` for every row r of every group.
+    fn gemm_q4_kx8_q8_k(x: &[BlockQ4Kx8], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
+    /// [`gemm_q4_k_q8_k_sum64`] on weights interleaved by [`repack_q4_kx8`].
+    fn gemm_q4_kx8_q8_k_sum64(x: &[BlockQ4Kx8], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize);
     /// F16 weight rows against f32 activation rows of `k` (a multiple of
     /// 16), in llama.cpp's prompt-batch order (tinyBLAS on AVX-512): each
     /// pair accumulates 16 lanes with fused multiply-adds, then reduces

@@ -1738,3 +1738,83 @@ fn interleaved_q4_0_matches_x8_reference() {
         }
     }
 }
+
+/// Q4_K scales: packing eight (scale, min) pairs and reading them back
+/// (one at a time and eight at once) is the identity on 6-bit values.
+#[test]
+fn q4_k_scales_pack_round_trip() {
+    let mut r = Rng::new(0x4b58);
+    for _ in 0..200 {
+        let bytes: [u8; 16] = r.bytes();
+        let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
+        for j in 0..8 {
+            sc[j] = bytes[j] & 63;
+            mn[j] = bytes[8 + j] & 63;
+        }
+        let q = q4_k_pack_scales(sc, mn);
+        for j in 0..8 {
+            assert_eq!(q4_k_scale_min(j, &q), (sc[j], mn[j]));
+        }
+        let mut x8 = BlockQ4Kx8::default();
+        x8.scales[K_SCALE_SIZE..2 * K_SCALE_SIZE].copy_from_slice(&q);
+        assert_eq!(x8.scales_mins(1), (sc, mn));
+    }
+}
+
+/// Q4_K interleaved by eight rows (llama.cpp's 8x4 layout): every table's
+/// GEMM equals the per-row reference of the same rounding, bit for bit,
+/// per 256 and per 64 elements; packing round-trips.
+#[test]
+fn interleaved_q4_k_matches_reference() {
+    let mut r = Rng::new(0x4b08);
+    for k in impls() {
+        for &nb in &[1usize, 2, 3, 8] {
+            for &(groups, nt) in &[(1usize, 1usize), (1, 5), (2, 4), (2, 9)] {
+                let nr = 8 * groups;
+                let x: Vec<BlockQ4K> = blocks(&mut r, nr * nb);
+                let y = q8_k_acts(&mut r, nt * nb);
+                let mut packed = vec![BlockQ4Kx8::default(); groups * nb];
+                repack_q4_kx8(&x, nb, &mut packed);
+                for g in 0..groups {
+                    for b in 0..nb {
+                        for row in 0..8 {
+                            // The 12 scale bytes hold exactly 16 6-bit fields.
+                            assert_eq!(packed[g * nb + b].row(row), x[(8 * g + row) * nb + b]);
+                        }
+                    }
+                }
+                let ldo = nt + 1;
+                type Gemm = fn(&[BlockQ4Kx8], &[BlockQ8K], usize, &mut [f32], usize);
+                type Dot = fn(&[BlockQ4K], &[BlockQ8K]) -> f32;
+                let cases: [(&str, Gemm, Dot); 2] = [
+                    (
+                        "gemm_q4_kx8_q8_k",
+                        k.gemm_q4_kx8_q8_k,
+                        scalar::vec_dot_q4_k_q8_k,
+                    ),
+                    (
+                        "gemm_q4_kx8_q8_k_sum64",
+                        k.gemm_q4_kx8_q8_k_sum64,
+                        scalar::vec_dot_q4_k_q8_k_sum64,
+                    ),
+                ];
+                for (name, gemm, dot) in cases {
+                    let mut out = vec![-7.5f32; nr * ldo];
+                    gemm(&packed, &y, nb, &mut out, ldo);
+                    for i in 0..nr {
+                        for t in 0..nt {
+                            let want = dot(&x[i * nb..(i + 1) * nb], &y[t * nb..(t + 1) * nb]);
+                            assert!(
+                                same_f32(out[i * ldo + t], want),
+                                "{name} [{}] nb={nb} row {i} token {t}: {} != {want}",
+                                k.name,
+                                out[i * ldo + t]
+                            );
+                        }
+                        assert_eq!(out[i * ldo + nt], -7.5, "{name} wrote padding");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -173,6 +173,14 @@ impl<const DOT: bool> Simd for Neon<DOT> {
         I2(vsubq_s32(a.0, b.0), vsubq_s32(a.1, b.1))
     }
     #[inline(always)]
+    unsafe fn add_i(a: I2, b: I2) -> I2 {
+        I2(vaddq_s32(a.0, b.0), vaddq_s32(a.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn mul_i(a: I2, b: I2) -> I2 {
+        I2(vmulq_s32(a.0, b.0), vmulq_s32(a.1, b.1))
+    }
+    #[inline(always)]
     unsafe fn hsum_i(a: I2) -> i32 {
         vaddvq_s32(vaddq_s32(a.0, a.1))
     }

@@ -29,7 +29,9 @@
 use std::sync::OnceLock;
 
 use gguf::GgmlType;
-use kernels::blocks::{BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ6K, BlockQ8K, BlockQ8_0};
+use kernels::blocks::{
+    BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ6K, BlockQ8K, BlockQ8_0,
+};
 use quant::{CpuMatmul, QuantError};
 
 /// Rows per interleaved Q4_0 group (llama.cpp's `block_q4_0x8`).
@@ -55,9 +57,10 @@ pub const Q4_0_REPACKED_ORDER: CpuMatmul = quant::block_matmul!(
 );
 
 /// The product on Q4_0 weights interleaved by [`kernels::repack_q4_0x8`]
-/// (the same rounding as [`Q4_0_REPACKED_ORDER`]) for `n_tok` rows.
-pub fn q4_0_interleaved(n_tok: usize) -> MatmulPart {
-    MatmulPart {
+/// (the same rounding as [`Q4_0_REPACKED_ORDER`]) for `n_tok` rows, as
+/// [`matmul_parts`] gives it (the second part empty).
+pub fn q4_0_interleaved(n_tok: usize) -> [MatmulPart; 2] {
+    let part = |n_tok| MatmulPart {
         n_tok,
         act_type: GgmlType::Q8_0,
         matmul: quant::block_matmul!(
@@ -67,6 +70,64 @@ pub fn q4_0_interleaved(n_tok: usize) -> MatmulPart {
             kernels::quantize_row_q8_0_round_even,
             kernels::gemm_q4_0x8_q8_0
         ),
+    };
+    [part(n_tok), part(0)]
+}
+
+/// Whether a Q4_K matrix is interleaved at load ([`kernels::repack_q4_kx8`],
+/// llama.cpp's 8x4 layout): where llama.cpp itself repacks it that way (a
+/// CPU with `sdot` and no i8mm) and the rows are whole 8-row groups. The
+/// rounding is that of the plain rows (see [`matmul_parts`]).
+pub fn interleave_q4_k(rows: usize, cols: usize) -> bool {
+    rows.is_multiple_of(Q4_K_REPACK_ROWS)
+        && cols.is_multiple_of(kernels::QK_K)
+        && kernels::interleaved_q4_k_pays()
+}
+
+/// Rows per interleaved Q4_K group (llama.cpp's `block_q4_Kx8`).
+pub const Q4_K_REPACK_ROWS: usize = 8;
+
+/// [`matmul_parts`] for Q4_K weights interleaved at load: the same split
+/// of the tokens, the same rounding, kernels reading [`BlockQ4Kx8`].
+pub fn q4_k_interleaved(n_tok: usize) -> [MatmulPart; 2] {
+    let grouped = q4_k_grouped_tokens(n_tok);
+    let part = |n_tok, matmul| MatmulPart {
+        n_tok,
+        matmul,
+        act_type: GgmlType::Q8_K,
+    };
+    [
+        part(
+            grouped,
+            quant::block_matmul!(
+                GgmlType::Q4_K,
+                BlockQ4Kx8,
+                BlockQ8K,
+                kernels::quantize_row_q8_k,
+                kernels::gemm_q4_kx8_q8_k_sum64
+            ),
+        ),
+        part(
+            n_tok - grouped,
+            quant::block_matmul!(
+                GgmlType::Q4_K,
+                BlockQ4Kx8,
+                BlockQ8K,
+                kernels::quantize_row_q8_k,
+                kernels::gemm_q4_kx8_q8_k
+            ),
+        ),
+    ]
+}
+
+/// The leading tokens of a Q4_K batch that llama.cpp's repacked GEMM takes
+/// (whole groups, from [`Q4_K_REPACK_GEMM_MIN_TOKENS`] tokens); its GEMV
+/// takes the rest.
+fn q4_k_grouped_tokens(n_tok: usize) -> usize {
+    if n_tok >= Q4_K_REPACK_GEMM_MIN_TOKENS {
+        n_tok - n_tok % Q4_K_REPACK_GEMM_TOKENS
+    } else {
+        0
     }
 }
 
@@ -194,7 +255,7 @@ pub fn matmul_parts(
             whole(Q4_0_REPACKED_ORDER, GgmlType::Q8_0)
         }
         GgmlType::Q4_K if n_tok >= Q4_K_REPACK_GEMM_MIN_TOKENS => {
-            let grouped = n_tok - n_tok % Q4_K_REPACK_GEMM_TOKENS;
+            let grouped = q4_k_grouped_tokens(n_tok);
             [
                 part(grouped, q4_k_repacked_gemm(), GgmlType::Q8_K),
                 part(n_tok - grouped, own, own_act),

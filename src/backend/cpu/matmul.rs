@@ -4,11 +4,12 @@
 //! that round as llama.cpp does for some types and batch sizes.
 
 use gguf::GgmlType;
-use kernels::blocks::BlockQ4_0x8;
+use kernels::blocks::{BlockQ4Kx8, BlockQ4_0x8};
 use quant::{MatmulFn, QuantError};
 use rayon::prelude::*;
 
 use super::compat::{self, MatmulPart};
+use super::Interleaved;
 use crate::backend::{BackendError, Scratch, Weights};
 use crate::graph::WeightId;
 
@@ -30,12 +31,13 @@ fn misaligned(what: &'static str) -> impl Fn(QuantError) -> BackendError {
     move |_| BackendError::Misaligned(what)
 }
 
-/// `out[t][r] = dot(w row r, x row t)` for `n_tok` rows of `x`; `q4_0x8`
-/// is the weight interleaved at load (see [`compat::interleave_q4_0`]).
+/// `out[t][r] = dot(w row r, x row t)` for `n_tok` rows of `x`;
+/// `interleaved` is the weight as the CPU backend re-laid it out at load
+/// (see [`compat::interleave_q4_0`], [`compat::interleave_q4_k`]).
 pub fn mul_mat(
     weights: &Weights,
     wid: WeightId,
-    q4_0x8: Option<&[BlockQ4_0x8]>,
+    interleaved: Option<&Interleaved>,
     x: &[f32],
     n_tok: usize,
     out: &mut [f32],
@@ -50,25 +52,41 @@ pub fn mul_mat(
     let traits = quant::traits(w.ty).ok_or_else(unsupported)?;
     let own = traits.cpu_matmul.ok_or_else(unsupported)?;
     let nb = k / traits.block_size;
-    if let (GgmlType::Q4_0, Some(packed)) = (w.ty, q4_0x8) {
-        let part = compat::q4_0_interleaved(n_tok);
-        let unit = nb * std::mem::size_of::<BlockQ4_0x8>();
-        let weight = GroupedRows {
-            bytes: kernels::block_bytes(packed),
-            group: compat::Q4_0_REPACK_ROWS,
-            unit,
-            nb,
-        };
-        return run_part(weight, &part, x, k, w.rows, out, scratch);
-    }
-    let weight = GroupedRows {
-        bytes: weights.bytes(wid),
-        group: 1,
-        unit: nb * traits.type_size,
+    // Groups of eight rows, `nb` interleaved blocks of `size` bytes each.
+    let grouped = |bytes, size: usize| GroupedRows {
+        bytes,
+        group: 8,
+        unit: nb * size,
         nb,
     };
+    let (weight, parts) = match (w.ty, interleaved) {
+        (GgmlType::Q4_0, Some(Interleaved::Q4_0x8(packed))) => {
+            let bytes = kernels::block_bytes::<BlockQ4_0x8>(packed);
+            (
+                grouped(bytes, size_of::<BlockQ4_0x8>()),
+                compat::q4_0_interleaved(n_tok),
+            )
+        }
+        (GgmlType::Q4_K, Some(Interleaved::Q4Kx8(packed))) => {
+            let bytes = kernels::block_bytes::<BlockQ4Kx8>(packed);
+            (
+                grouped(bytes, size_of::<BlockQ4Kx8>()),
+                compat::q4_k_interleaved(n_tok),
+            )
+        }
+        _ => {
+            let plain = GroupedRows {
+                bytes: weights.bytes(wid),
+                group: 1,
+                unit: nb * traits.type_size,
+                nb,
+            };
+            let parts = compat::matmul_parts(w.ty, w.rows, k, n_tok, own, traits.vec_dot_type);
+            (plain, parts)
+        }
+    };
     let mut t0 = 0;
-    for part in compat::matmul_parts(w.ty, w.rows, k, n_tok, own, traits.vec_dot_type) {
+    for part in parts {
         if part.n_tok == 0 {
             continue;
         }
@@ -196,4 +214,98 @@ fn run_rows(
             }
         });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Weight, WeightData};
+    use gguf::{GgufFile, GgufWriter};
+    use kernels::blocks::{as_blocks, BlockQ4K, BlockQ4_0};
+    use std::sync::Arc;
+
+    /// One random `rows x cols` matrix of `ty` as the only weight.
+    fn weights(ty: GgmlType, rows: usize, cols: usize) -> Weights {
+        let bytes = quant::row_size(ty, cols).expect("row size") * rows;
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut data: Vec<u8> = (0..bytes)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect();
+        // Sane f16 scales (random bits could be infinities or NaNs).
+        let (block, scales) = match ty {
+            GgmlType::Q4_0 => (18, 1),
+            _ => (144, 2),
+        };
+        for (i, b) in data.chunks_exact_mut(block).enumerate() {
+            for h in 0..scales {
+                let v = kernels::f32_to_f16(0.001 + (i % 97) as f32 * 1e-4 * (h + 1) as f32);
+                b[2 * h..2 * h + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        let mut w = GgufWriter::new();
+        w.add_tensor("w", &[cols as u64, rows as u64], ty, data)
+            .expect("tensor");
+        let file = GgufFile::from_bytes(w.to_bytes().expect("bytes")).expect("gguf");
+        Weights {
+            file: Arc::new(file),
+            list: vec![Weight {
+                name: "w".into(),
+                ty,
+                cols,
+                rows,
+                data: WeightData::Mapped { tensor: 0 },
+                backend: 0,
+            }],
+        }
+    }
+
+    fn product(w: &Weights, packed: Option<&Interleaved>, x: &[f32], n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; n * w.list[0].rows];
+        let mut scratch = Scratch::default();
+        mul_mat(w, WeightId(0), packed, x, n, &mut out, &mut scratch).expect("mul_mat");
+        out
+    }
+
+    /// Interleaving at load changes the layout, never the result: for every
+    /// batch size around llama.cpp's GEMM/GEMV split, the interleaved
+    /// matrices give the plain rows' products bit for bit.
+    #[test]
+    fn interleaved_weights_give_the_plain_results() {
+        let (rows, cols) = (24, 512);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
+            let w = weights(ty, rows, cols);
+            let bytes = w.bytes(WeightId(0));
+            let packed = match ty {
+                GgmlType::Q4_0 => {
+                    let src = as_blocks::<BlockQ4_0>(bytes).expect("blocks");
+                    let mut p = vec![BlockQ4_0x8::default(); src.len() / 8];
+                    kernels::repack_q4_0x8(src, cols / 32, &mut p);
+                    Interleaved::Q4_0x8(p)
+                }
+                _ => {
+                    let src = as_blocks::<BlockQ4K>(bytes).expect("blocks");
+                    let mut p = vec![BlockQ4Kx8::default(); src.len() / 8];
+                    kernels::repack_q4_kx8(src, cols / 256, &mut p);
+                    Interleaved::Q4Kx8(p)
+                }
+            };
+            for n in 1..=9 {
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                    .collect();
+                let plain = product(&w, None, &x, n);
+                let inter = product(&w, Some(&packed), &x, n);
+                let same = plain
+                    .iter()
+                    .zip(&inter)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{} n_tok={n}: interleaved differs", ty.name());
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@ pub mod compat;
 mod matmul;
 
 use gguf::GgmlType;
-use kernels::blocks::{as_blocks, BlockQ4_0, BlockQ4_0x8, BlockQ8_0};
+use kernels::blocks::{as_blocks, Block, BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ8_0};
 use rayon::prelude::*;
 
 use super::kv::KvCache;
@@ -26,13 +26,23 @@ pub const MAX_HEAD_DIM: usize = 512;
 /// matmul).
 pub const MATMUL_TYPES: [GgmlType; quant::CPU_MATMUL_TYPES.len()] = quant::CPU_MATMUL_TYPES;
 
-/// The CPU backend (stateless: threads come from the rayon pool the
-/// forward pass runs in).
+/// A weight matrix interleaved by eight rows at load, as llama.cpp repacks
+/// it, for the kernels whose vector lanes are rows.
+#[derive(Debug)]
+pub enum Interleaved {
+    /// Q4_0 ([`compat::interleave_q4_0`]).
+    Q4_0x8(Vec<BlockQ4_0x8>),
+    /// Q4_K in llama.cpp's 8x4 layout ([`compat::interleave_q4_k`]).
+    Q4Kx8(Vec<BlockQ4Kx8>),
+}
+
+/// The CPU backend (stateless but for the weights it re-lays out at load:
+/// threads come from the rayon pool the forward pass runs in).
 #[derive(Debug, Default)]
 pub struct CpuBackend {
-    /// Q4_0 matrices interleaved by eight rows at load (by weight id), as
-    /// llama.cpp repacks them: the fast layout for this CPU's kernels.
-    q4_0x8: Vec<Option<Vec<BlockQ4_0x8>>>,
+    /// Interleaved matrices by weight id: the fast layout for this CPU's
+    /// kernels, where one exists.
+    interleaved: Vec<Option<Interleaved>>,
 }
 
 impl CpuBackend {
@@ -41,9 +51,28 @@ impl CpuBackend {
     }
 
     /// The interleaved form of weight `id`, when it was made at load.
-    pub fn interleaved(&self, id: WeightId) -> Option<&[BlockQ4_0x8]> {
-        self.q4_0x8.get(id.0 as usize)?.as_deref()
+    pub fn interleaved(&self, id: WeightId) -> Option<&Interleaved> {
+        self.interleaved.get(id.0 as usize)?.as_ref()
     }
+}
+
+/// `bytes` (a matrix of `rows` rows of `cols` elements of blocks `B`)
+/// interleaved by `repack` in groups of eight rows; `None` when the bytes
+/// are not such a matrix (the plain rows are used then).
+fn interleave<B: Block, P: Block + Default>(
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+    repack: fn(&[B], usize, &mut [P]),
+) -> Option<Vec<P>> {
+    let src = as_blocks::<B>(bytes)?;
+    let nb = cols / B::ELEMENTS;
+    if nb == 0 || src.len() != rows * nb || !rows.is_multiple_of(8) {
+        return None;
+    }
+    let mut out = vec![P::default(); src.len() / 8];
+    repack(src, nb, &mut out);
+    Some(out)
 }
 
 impl Backend for CpuBackend {
@@ -56,22 +85,25 @@ impl Backend for CpuBackend {
     }
 
     fn prepare_weight(&mut self, id: WeightId, w: &Weight, bytes: &[u8]) -> super::Result<bool> {
-        // Used in place from the mmap, but Q4_0 matrices of whole 8-row
-        // groups, which are interleaved once when the kernels gain by it.
-        if w.ty == GgmlType::Q4_0 && compat::interleave_q4_0(w.rows, w.cols) {
-            if let Some(rows) = as_blocks::<BlockQ4_0>(bytes) {
-                let nb = w.cols / kernels::QK4_0;
-                if rows.len() == w.rows * nb {
-                    let group = compat::Q4_0_REPACK_ROWS;
-                    let mut packed = vec![BlockQ4_0x8::default(); rows.len() / group];
-                    kernels::repack_q4_0x8(rows, nb, &mut packed);
-                    let at = id.0 as usize;
-                    if self.q4_0x8.len() <= at {
-                        self.q4_0x8.resize(at + 1, None);
-                    }
-                    self.q4_0x8[at] = Some(packed);
-                }
+        // Used in place from the mmap, but matrices of whole 8-row groups
+        // that this CPU's kernels read faster interleaved (once, here).
+        let packed = match w.ty {
+            GgmlType::Q4_0 if compat::interleave_q4_0(w.rows, w.cols) => {
+                interleave::<BlockQ4_0, _>(bytes, w.rows, w.cols, kernels::repack_q4_0x8)
+                    .map(Interleaved::Q4_0x8)
             }
+            GgmlType::Q4_K if compat::interleave_q4_k(w.rows, w.cols) => {
+                interleave::<BlockQ4K, _>(bytes, w.rows, w.cols, kernels::repack_q4_kx8)
+                    .map(Interleaved::Q4Kx8)
+            }
+            _ => None,
+        };
+        if let Some(packed) = packed {
+            let at = id.0 as usize;
+            if self.interleaved.len() <= at {
+                self.interleaved.resize_with(at + 1, || None);
+            }
+            self.interleaved[at] = Some(packed);
         }
         Ok(true)
     }
