@@ -258,7 +258,10 @@ mod tests {
                 ty,
                 cols,
                 rows,
-                data: WeightData::Mapped { tensor: 0 },
+                data: WeightData::Mapped {
+                    tensor: 0,
+                    range: 0..bytes,
+                },
                 backend: 0,
             }],
         }
