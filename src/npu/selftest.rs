@@ -298,6 +298,7 @@ fn errors(
 /// Runs one case and compares with the CPU reference: int8/int4 must be
 /// bit-exact, fp16 within the FP32-accumulation (and FP16-output) bound.
 pub fn run_case(dev: &dyn NpuDevice, case: Case, opts: &MatmulOptions, seed: u64) -> CaseResult {
+    let _recording = RecordSubmits::on(dev);
     let Case { ty, m, k, n, .. } = case;
     let mut opts = opts.clone();
     if let Some(core) = case.core {
@@ -403,6 +404,23 @@ pub struct Rerun {
     /// What was changed ("task chaining off", "uncached buffers", ...).
     pub change: &'static str,
     pub result: CaseResult,
+}
+
+/// Keeps the device's submit records on for one case: the report needs
+/// them, inference does not pay for them.
+struct RecordSubmits<'a>(&'a dyn NpuDevice);
+
+impl<'a> RecordSubmits<'a> {
+    fn on(dev: &'a dyn NpuDevice) -> Self {
+        dev.record_submits(true);
+        RecordSubmits(dev)
+    }
+}
+
+impl Drop for RecordSubmits<'_> {
+    fn drop(&mut self) {
+        self.0.record_submits(false);
+    }
 }
 
 /// Reruns a failed rung to isolate the cause: every task in its own job

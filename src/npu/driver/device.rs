@@ -233,9 +233,13 @@ pub trait NpuDevice: Send + Sync {
     fn set_uncached(&self, _uncached: bool) -> bool {
         false
     }
-    /// The kernel structures of the most recent submit, for the self-test
-    /// report. Submits are serialized, so this is the caller's own when
-    /// one thread drives the device (as the self-test does).
+    /// Keeps a [`SubmitRecord`] of each submit from now on (the self-test
+    /// turns it on; inference leaves it off: on the vendor driver it costs
+    /// a cache sync of the task records per job).
+    fn record_submits(&self, _on: bool) {}
+    /// The kernel structures of the most recent recorded submit. Submits
+    /// are serialized, so this is the caller's own when one thread drives
+    /// the device (as the self-test does).
     fn last_submit(&self) -> Option<SubmitRecord> {
         None
     }

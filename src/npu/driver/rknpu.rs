@@ -126,6 +126,7 @@ pub struct RknpuDevice {
     info: DeviceInfo,
     /// Serializes submits and keeps the last one's kernel structures.
     submit_lock: Mutex<Option<SubmitRecord>>,
+    recording: AtomicBool,
 }
 
 impl RknpuDevice {
@@ -176,6 +177,7 @@ impl RknpuDevice {
             inner: Arc::new(inner),
             info,
             submit_lock: Mutex::new(None),
+            recording: AtomicBool::new(false),
         })
     }
 
@@ -286,7 +288,10 @@ impl NpuDevice for RknpuDevice {
         // Concurrent submits have crashed boards: one at a time.
         let mut last = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
         let called = call(self.inner.io.as_ref(), RKNPU_SUBMIT, &mut sub);
-        *last = Some(submit_record(&sub, &task_buf, &records, called.err()));
+        *last = self
+            .recording
+            .load(Ordering::Relaxed)
+            .then(|| submit_record(&sub, &task_buf, &records, called.err()));
         match called {
             Ok(()) => {}
             Err(Errno::ETIMEDOUT) | Err(Errno::ETIME) => {
@@ -329,6 +334,10 @@ impl NpuDevice for RknpuDevice {
     fn set_uncached(&self, uncached: bool) -> bool {
         self.inner.uncached.store(uncached, Ordering::Relaxed);
         true
+    }
+
+    fn record_submits(&self, on: bool) {
+        self.recording.store(on, Ordering::Relaxed);
     }
 
     fn last_submit(&self) -> Option<SubmitRecord> {

@@ -3,6 +3,7 @@
 //! writing) and PREP_BO (wait for the NPU, then CPU reads), jobs through
 //! SUBMIT. The kernel starts every task itself and picks the core.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
@@ -97,6 +98,7 @@ pub struct RocketDevice {
     info: DeviceInfo,
     /// Serializes submits and keeps the last one's kernel structures.
     submit_lock: Mutex<Option<SubmitRecord>>,
+    recording: AtomicBool,
 }
 
 impl RocketDevice {
@@ -118,6 +120,7 @@ impl RocketDevice {
             inner: Arc::new(Inner { io }),
             info,
             submit_lock: Mutex::new(None),
+            recording: AtomicBool::new(false),
         }
     }
 }
@@ -212,7 +215,10 @@ impl NpuDevice for RocketDevice {
         let called = unsafe {
             super::drm::call_with_pointers(self.inner.io.as_ref(), ROCKET_SUBMIT, &mut sub)
         };
-        *last = Some(submit_record(&rjob, &tasks, &ins, &outs, called.err()));
+        *last = self
+            .recording
+            .load(Ordering::Relaxed)
+            .then(|| submit_record(&rjob, &tasks, &ins, &outs, called.err()));
         called.map_err(|errno| match errno {
             Errno::EIO => NpuError::SubmitFailed {
                 reason: "the driver rejected or aborted the job (EIO)".into(),
@@ -245,6 +251,10 @@ impl NpuDevice for RocketDevice {
 
     fn job_time_limit_ms(&self) -> Option<u32> {
         Some(ROCKET_JOB_TIMEOUT_MS)
+    }
+
+    fn record_submits(&self, on: bool) {
+        self.recording.store(on, Ordering::Relaxed);
     }
 
     fn last_submit(&self) -> Option<SubmitRecord> {

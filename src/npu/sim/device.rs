@@ -1,7 +1,7 @@
 //! The simulated NPU as an [`NpuDevice`]: device memory, fault injection and
 //! serialized submits running on [`SimCore`].
 
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::engine::SimCore;
@@ -77,6 +77,7 @@ pub struct SimDevice {
     core: Arc<SimCore>,
     /// Serializes submits and keeps the last one's record.
     submit_lock: Mutex<Option<SubmitRecord>>,
+    recording: AtomicBool,
     cores: u32,
 }
 
@@ -110,6 +111,7 @@ impl SimDevice {
         SimDevice {
             core: Arc::new(SimCore::new(Arc::new(AddressSpace::new(base, limit)))),
             submit_lock: Mutex::new(None),
+            recording: AtomicBool::new(false),
             cores: 3,
         }
     }
@@ -174,12 +176,19 @@ impl NpuDevice for SimDevice {
     fn submit(&self, job: &Job<'_>) -> Result<JobStats, NpuError> {
         let mut last = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.run_job(job);
-        *last = Some(sim_record(job, &result));
+        *last = self
+            .recording
+            .load(Ordering::Relaxed)
+            .then(|| sim_record(job, &result));
         result
     }
 
     fn is_simulated(&self) -> bool {
         true
+    }
+
+    fn record_submits(&self, on: bool) {
+        self.recording.store(on, Ordering::Relaxed);
     }
 
     fn last_submit(&self) -> Option<SubmitRecord> {
