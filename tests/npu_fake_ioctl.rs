@@ -99,6 +99,14 @@ fn rknpu_new_driver_runs_matmuls_and_frees_buffers() {
     assert_eq!(drm::drm_version(&fake).unwrap().name, "rknpu");
     int8_case(&dev, 13, 256, 64, vec![0, 1]).unwrap(); // chained K segments, 2 cores
     fp16_case(&dev).unwrap();
+    // Inference keeps no submit records (only the self-test asks for them).
+    assert_eq!(dev.last_submit(), None);
+    dev.record_submits(true);
+    fp16_case(&dev).unwrap();
+    assert_eq!(dev.last_submit().unwrap().ioctl, "RKNPU_SUBMIT");
+    dev.record_submits(false);
+    fp16_case(&dev).unwrap();
+    assert_eq!(dev.last_submit(), None);
     assert!(
         fake.log()
             .iter()
