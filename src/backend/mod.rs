@@ -278,7 +278,7 @@ fn dump_op(node: &Node, graph: &Graph, out: &[f32]) {
 }
 
 /// Op kinds every backend must at least be asked about (for listings).
-pub const ALL_OP_KINDS: [OpKind; 15] = [
+pub const ALL_OP_KINDS: [OpKind; 17] = [
     OpKind::GetRows,
     OpKind::RmsNorm,
     OpKind::Mul,
@@ -294,4 +294,6 @@ pub const ALL_OP_KINDS: [OpKind; 15] = [
     OpKind::ArgSort,
     OpKind::Div,
     OpKind::MulMatId,
+    OpKind::Unary,
+    OpKind::SsmConv,
 ];

@@ -125,6 +125,20 @@ pub enum Op {
         x: TensorId,
         ids: TensorId,
     },
+    /// Elementwise product of two tensors of the same shape (ggml_mul).
+    Mul { a: TensorId, b: TensorId },
+    /// 1 / (1 + exp(-x)) of every element (ggml_sigmoid).
+    Sigmoid { x: TensorId },
+    /// Causal depthwise convolution over time (ggml_ssm_conv) with the
+    /// layer's rolling window of previous inputs: output row `t`, channel
+    /// `c` is `sum_i window[t + i][c] * kernel[c][i]` over `[state; x]`;
+    /// the window then keeps the last `kernel_len - 1` rows. `kernel` is an
+    /// f32 weight of one row of `kernel_len` taps per channel.
+    SsmConv {
+        x: TensorId,
+        kernel: WeightId,
+        layer: usize,
+    },
     /// `sum_j w[t][j] * x[t * k + j]`: each product rounded, then added in
     /// order of `j` (ggml_mul then a chain of ggml_add).
     MoeCombine { x: TensorId, w: TensorId },
@@ -148,6 +162,8 @@ pub enum OpKind {
     ArgSort,
     Div,
     MulMatId,
+    Unary,
+    SsmConv,
 }
 
 impl OpKind {
@@ -169,6 +185,8 @@ impl OpKind {
             OpKind::ArgSort => "ARGSORT",
             OpKind::Div => "DIV",
             OpKind::MulMatId => "MUL_MAT_ID",
+            OpKind::Unary => "UNARY",
+            OpKind::SsmConv => "SSM_CONV",
         }
     }
 }
@@ -191,7 +209,9 @@ impl Op {
             Op::TopK { .. } => OpKind::ArgSort,
             Op::MoeWeights { .. } => OpKind::Div,
             Op::MulMatId { .. } => OpKind::MulMatId,
-            Op::MoeCombine { .. } => OpKind::Mul,
+            Op::MoeCombine { .. } | Op::Mul { .. } => OpKind::Mul,
+            Op::Sigmoid { .. } => OpKind::Unary,
+            Op::SsmConv { .. } => OpKind::SsmConv,
         }
     }
 
@@ -208,7 +228,10 @@ impl Op {
             | Op::LastRow { x }
             | Op::Cols { x, .. }
             | Op::SoftMax { x }
-            | Op::TopK { x, .. } => [Some(x), None],
+            | Op::TopK { x, .. }
+            | Op::Sigmoid { x }
+            | Op::SsmConv { x, .. } => [Some(x), None],
+            Op::Mul { a, b } => [Some(a), Some(b)],
             Op::MoeWeights { probs, ids, .. } => [Some(probs), Some(ids)],
             Op::MulMatId { x, ids, .. } => [Some(x), Some(ids)],
             Op::MoeCombine { x, w } => [Some(x), Some(w)],
@@ -226,6 +249,7 @@ impl Op {
             Op::GetRows { table } => Some(table),
             Op::MulWeight { w, .. } | Op::AddWeight { w, .. } | Op::MulMat { w, .. } => Some(w),
             Op::MulMatId { first, .. } => Some(first),
+            Op::SsmConv { kernel, .. } => Some(kernel),
             Op::Rope { p, .. } => p.freq_factors,
             _ => None,
         }
@@ -411,6 +435,26 @@ impl GraphBuilder {
     pub fn add(&mut self, a: TensorId, b: TensorId, name: &str) -> TensorId {
         let (r, c) = self.shape(a);
         self.push(Op::Add { a, b }, r, c, name)
+    }
+    pub fn mul(&mut self, a: TensorId, b: TensorId, name: &str) -> TensorId {
+        let (r, c) = self.shape(a);
+        self.push(Op::Mul { a, b }, r, c, name)
+    }
+    pub fn sigmoid(&mut self, x: TensorId, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::Sigmoid { x }, r, c, name)
+    }
+    /// Short causal convolution of `x` (tokens x channels) with `layer`'s
+    /// rolling window (see [`Op::SsmConv`]).
+    pub fn ssm_conv(
+        &mut self,
+        x: TensorId,
+        kernel: WeightId,
+        layer: usize,
+        name: &str,
+    ) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::SsmConv { x, kernel, layer }, r, c, name)
     }
     pub fn scale(&mut self, x: TensorId, s: f32, name: &str) -> TensorId {
         let (r, c) = self.shape(x);

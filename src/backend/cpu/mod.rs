@@ -314,6 +314,35 @@ impl Backend for CpuBackend {
                     }
                 }
             }
+            Op::Mul { .. } => {
+                let (a, b) = (input(0)?, input(1)?);
+                same_len(a.data)?;
+                same_len(b.data)?;
+                out.copy_from_slice(a.data);
+                kernels::mul(out, b.data);
+            }
+            Op::Sigmoid { .. } => {
+                let x = input(0)?;
+                same_len(x.data)?;
+                // ggml's op_sigmoid: libm expf, one element at a time.
+                for (o, &v) in out.iter_mut().zip(x.data) {
+                    *o = 1.0 / (1.0 + (-v).exp());
+                }
+            }
+            Op::SsmConv { kernel, layer, .. } => {
+                let x = input(0)?;
+                same_len(x.data)?;
+                let (state, shape) = ctx.recurrent.conv_mut(layer)?;
+                let taps = shape.rows + 1;
+                if shape.channels != x.desc.cols {
+                    return Err(graph_err(
+                        node,
+                        format!("{} channels, state of {}", x.desc.cols, shape.channels),
+                    ));
+                }
+                let k = vector(ctx.weights, kernel, taps * shape.channels)?;
+                ssm_conv(x.data, shape.channels, k, state, out);
+            }
             Op::LastRow { .. } => {
                 let x = input(0)?;
                 let c = x.desc.cols;
@@ -322,6 +351,50 @@ impl Backend for CpuBackend {
             }
         }
         Ok(())
+    }
+}
+
+/// ggml_compute_forward_ssm_conv_f32 for kernels shorter than 8 taps,
+/// whose per-channel sum the compiler fuses: `sum = fma(w, k, sum)` from 0,
+/// tap by tap; with 8 or more taps, whole groups of 8 are multiplied, then
+/// added in order, and only the rest is fused. `state` holds the
+/// `taps - 1` inputs before `x` (oldest first) and is left holding the last
+/// `taps - 1` inputs of `[state; x]`.
+fn ssm_conv(x: &[f32], channels: usize, kernel: &[f32], state: &mut [f32], out: &mut [f32]) {
+    let taps = kernel.len() / channels.max(1);
+    let kept = taps.saturating_sub(1);
+    let unfused = taps / 8 * 8;
+    let n = x.len() / channels.max(1);
+    for (t, or) in out.chunks_exact_mut(channels).enumerate() {
+        for (c, o) in or.iter_mut().enumerate() {
+            let kc = &kernel[c * taps..(c + 1) * taps];
+            let mut sum = 0f32;
+            for (i, &w) in kc.iter().enumerate() {
+                let r = t + i;
+                let v = if r < kept {
+                    state[r * channels + c]
+                } else {
+                    x[(r - kept) * channels + c]
+                };
+                sum = if i < unfused {
+                    sum + v * w
+                } else {
+                    v.mul_add(w, sum)
+                };
+            }
+            *o = sum;
+        }
+    }
+    // The new window: rows n..n + kept of [state; x] (ascending, so rows
+    // still to be read from `state` lie after the one being written).
+    for r in 0..kept {
+        let src = n + r;
+        if src < kept {
+            state.copy_within(src * channels..(src + 1) * channels, r * channels);
+        } else {
+            let from = (src - kept) * channels;
+            state[r * channels..(r + 1) * channels].copy_from_slice(&x[from..from + channels]);
+        }
     }
 }
 
@@ -731,6 +804,52 @@ impl WideKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The short convolution by its definition over the zero-padded input.
+    fn conv_reference(x: &[f32], channels: usize, kernel: &[f32]) -> Vec<f32> {
+        let taps = kernel.len() / channels;
+        let n = x.len() / channels;
+        let mut out = vec![0f32; x.len()];
+        for t in 0..n {
+            for c in 0..channels {
+                let mut sum = 0f32;
+                for i in 0..taps {
+                    let v = (t + i)
+                        .checked_sub(taps - 1)
+                        .map_or(0.0, |r| x[r * channels + c]);
+                    sum = v.mul_add(kernel[c * taps + i], sum);
+                }
+                out[t * channels + c] = sum;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn ssm_conv_carries_its_window_across_batches() {
+        let channels = 5;
+        for taps in [2usize, 3, 4] {
+            let kernel: Vec<f32> = (0..channels * taps)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let x: Vec<f32> = (0..7 * channels).map(|i| (i as f32 * 0.11).cos()).collect();
+            let whole = conv_reference(&x, channels, &kernel);
+            // Batches of 1, 2 and 4 tokens through one rolling window.
+            let mut state = vec![0f32; (taps - 1) * channels];
+            let mut got = Vec::new();
+            let mut at = 0;
+            for len in [1usize, 2, 4] {
+                let xs = &x[at * channels..(at + len) * channels];
+                let mut out = vec![0f32; xs.len()];
+                ssm_conv(xs, channels, &kernel, &mut state, &mut out);
+                got.extend(out);
+                at += len;
+            }
+            assert_eq!(got, whole, "{taps} taps");
+            // The window holds the last inputs, oldest first.
+            assert_eq!(state, x[(7 - (taps - 1)) * channels..].to_vec());
+        }
+    }
 
     #[test]
     fn rms_norm_matches_definition() {
