@@ -310,3 +310,13 @@ fn every_fixture_has_a_reference() {
 fn qwen3moe() {
     check("qwen3moe");
 }
+
+#[test]
+fn lfm2() {
+    check("lfm2");
+}
+
+#[test]
+fn lfm2moe() {
+    check("lfm2moe");
+}

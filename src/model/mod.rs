@@ -1,6 +1,7 @@
 //! Transformer models built from GGUF metadata alone: llama (SmolLM2,
 //! TinyLlama, Llama 2/3 with llama3 rope scaling), qwen2, qwen3, qwen3moe,
-//! gemma3, granite, smollm3 and phi3 (see docs/models.md).
+//! gemma3, granite, smollm3, phi3, and the hybrids lfm2 and lfm2moe (see
+//! docs/models.md).
 //!
 //! [`Model::load`] reads the hyperparameters and binds the weights (used in
 //! place from the mmap); [`Model::forward`] builds (once per batch size) the
@@ -16,6 +17,7 @@ use gguf::{GgmlType, GgufFile};
 
 mod builders;
 mod hparams;
+mod lfm2;
 mod transformer;
 mod weights;
 
@@ -23,7 +25,7 @@ pub use hparams::{Arch, HParams, MoeParams};
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::kv::KvCache;
-use crate::backend::recurrent::{RecurrentSpec, RecurrentState};
+use crate::backend::recurrent::{ConvShape, RecurrentSpec, RecurrentState};
 use crate::backend::{self, Backend, BackendError, ExecCtx, Scratch, Weights};
 use crate::graph::{Graph, WeightId};
 use weights::{bind_weights, Mixer, ModelWeights};
@@ -32,8 +34,9 @@ use weights::{bind_weights, Mixer, ModelWeights};
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// Architectures this engine builds (`general.architecture` values).
-pub const SUPPORTED_ARCHITECTURES: [&str; 8] = [
-    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "granite", "smollm3", "phi3",
+pub const SUPPORTED_ARCHITECTURES: [&str; 10] = [
+    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "granite", "smollm3", "phi3", "lfm2",
+    "lfm2moe",
 ];
 
 /// Whether `general.architecture` names a model family rkinfer builds.
@@ -495,6 +498,13 @@ impl Model {
             .iter()
             .map(|layer| match &layer.mixer {
                 Mixer::Attention(_) => RecurrentSpec::default(),
+                Mixer::ShortConv(_) => RecurrentSpec {
+                    conv: Some(ConvShape {
+                        rows: self.hparams.shortconv_l_cache - 1,
+                        channels: self.hparams.n_embd,
+                    }),
+                    matrix: None,
+                },
             })
             .collect()
     }
@@ -510,7 +520,9 @@ impl Model {
             | Arch::Granite
             | Arch::Smollm3
             | Arch::Phi3
-            | Arch::Qwen3Moe => self.build_transformer(n, out),
+            | Arch::Qwen3Moe
+            | Arch::Lfm2
+            | Arch::Lfm2Moe => self.build_transformer(n, out),
         };
         backend::schedule(&mut graph, &self.backends, &self.weights);
         graph

@@ -47,6 +47,8 @@ pub(super) enum Ffn {
         gate_exps: WeightId,
         up_exps: WeightId,
         down_exps: WeightId,
+        /// Added to the probabilities to choose the experts (lfm2moe).
+        exp_probs_b: Option<WeightId>,
     },
 }
 
@@ -78,6 +80,18 @@ pub(super) struct FfnBlock {
 #[derive(Debug, Clone)]
 pub(super) enum Mixer {
     Attention(Attention),
+    ShortConv(ShortConv),
+}
+
+/// lfm2's gated short convolution: `in_proj` makes gates b and c and the
+/// input x; `out_proj(c * conv(b * x))`.
+#[derive(Debug, Clone)]
+pub(super) struct ShortConv {
+    pub(super) norm: WeightId,
+    pub(super) in_proj: WeightId,
+    /// f32, `n_embd` rows of `shortconv_l_cache` taps.
+    pub(super) conv: WeightId,
+    pub(super) out_proj: WeightId,
 }
 
 /// Weights of one block: a mixer, then a feed-forward.
@@ -216,6 +230,31 @@ impl Binder<'_> {
         Ok(first)
     }
 
+    /// A small f32 matrix kept converted (convolution taps): `rows` rows of
+    /// `cols`, read by the CPU alone.
+    pub(super) fn f32_matrix(&mut self, name: &str, cols: usize, rows: usize) -> Result<WeightId> {
+        let idx = self
+            .find(name, &[cols, rows])?
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+            })?;
+        let t = &self.file.tensors()[idx];
+        if t.ggml_type != GgmlType::F32 {
+            // ggml_ssm_conv reads f32 taps only.
+            return Err(ModelError::UnsupportedType {
+                tensor: name.to_string(),
+                ty: t.ggml_type.name().to_string(),
+            });
+        }
+        let v: Vec<f32> = self
+            .file
+            .tensor_data(t)
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(self.push(name, GgmlType::F32, cols, rows, WeightData::F32(v)))
+    }
+
     /// A vector (norm weight, bias) converted to f32.
     pub(super) fn vector(&mut self, name: &str, len: usize) -> Result<WeightId> {
         self.opt_vector(name, len)?
@@ -281,7 +320,11 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
     };
     let e = hp.n_embd;
     let tok_embd = b.matrix("token_embd.weight", e, hp.n_vocab)?;
-    let output_norm = b.vector("output_norm.weight", e)?;
+    // lfm2's final norm carries another name in llama.cpp's converter.
+    let output_norm = match hp.arch {
+        Arch::Lfm2 | Arch::Lfm2Moe => b.vector("token_embd_norm.weight", e)?,
+        _ => b.vector("output_norm.weight", e)?,
+    };
     // Tied embeddings: no output.weight means the embedding table.
     let output = b
         .opt_matrix("output.weight", e, hp.n_vocab)?
@@ -299,7 +342,11 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
     }
     let mut layers = Vec::with_capacity(hp.n_layer);
     for il in 0..hp.n_layer {
-        let mixer = Mixer::Attention(bind_attention(&mut b, hp, il)?);
+        let mixer = if hp.shortconv_layers[il] {
+            Mixer::ShortConv(super::lfm2::bind_shortconv(&mut b, hp, il)?)
+        } else {
+            Mixer::Attention(bind_attention(&mut b, hp, il)?)
+        };
         let ffn = bind_ffn(&mut b, hp, il)?;
         layers.push(Layer { mixer, ffn });
     }
@@ -321,7 +368,10 @@ pub(super) fn bind_attention(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Res
     let (e, hd) = (hp.n_embd, hp.head_dim);
     let (q_dim, kv_dim) = (hp.n_head * hd, hp.n_head_kv * hd);
     let qkv_bias = hp.arch == Arch::Qwen2;
-    let qk_norm = matches!(hp.arch, Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3);
+    let qk_norm = matches!(
+        hp.arch,
+        Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3 | Arch::Lfm2 | Arch::Lfm2Moe
+    );
     let post_norm = hp.arch == Arch::Gemma3;
     let attn_norm = b.vector(&n("attn_norm.weight"), e)?;
     let qkv = match b.opt_matrix(&n("attn_qkv.weight"), e, q_dim + 2 * kv_dim)? {
@@ -377,13 +427,15 @@ pub(super) fn bind_ffn(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Result<Ff
     let e = hp.n_embd;
     let post_norm = hp.arch == Arch::Gemma3;
     let ffn_norm = b.vector(&n("ffn_norm.weight"), e)?;
-    let ffn = match hp.moe {
+    let moe = hp.moe.filter(|_| il >= hp.n_layer_dense_lead);
+    let ffn = match moe {
         Some(m) => Ffn::Moe {
             params: m,
             gate_inp: b.matrix(&n("ffn_gate_inp.weight"), e, m.n_expert)?,
             gate_exps: b.experts(&n("ffn_gate_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
             up_exps: b.experts(&n("ffn_up_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
             down_exps: b.experts(&n("ffn_down_exps.weight"), m.n_ff_exp, e, m.n_expert)?,
+            exp_probs_b: b.opt_vector(&n("exp_probs_b.bias"), m.n_expert)?,
         },
         None => Ffn::Dense {
             // Phi-3 fuses gate and up into one matrix named ffn_up.
