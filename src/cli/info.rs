@@ -88,6 +88,16 @@ struct Summary {
     types: BTreeMap<GgmlType, TypeStats>,
 }
 
+/// The largest value of a per-layer array key (lfm2's key-value heads,
+/// 0 for its convolution layers).
+fn largest_per_layer(f: &GgufFile, suffix: &str) -> Option<u64> {
+    match f.arch_get(suffix)? {
+        gguf::Value::Array(gguf::Array::U32(v)) => v.iter().max().map(|&m| m as u64),
+        gguf::Value::Array(gguf::Array::I32(v)) => v.iter().max().map(|&m| m.max(0) as u64),
+        _ => None,
+    }
+}
+
 impl Summary {
     fn of(f: &GgufFile) -> Summary {
         let arch_u64 = |s: &str| f.arch_u64(s).ok();
@@ -121,7 +131,9 @@ impl Summary {
             embedding_length,
             feed_forward_length: arch_u64("feed_forward_length"),
             head_count,
-            head_count_kv: arch_u64("attention.head_count_kv").or(head_count),
+            head_count_kv: arch_u64("attention.head_count_kv")
+                .or_else(|| largest_per_layer(f, "attention.head_count_kv"))
+                .or(head_count),
             head_dim,
             rope_freq_base: arch_f32("rope.freq_base"),
             rms_eps: arch_f32("attention.layer_norm_rms_epsilon"),

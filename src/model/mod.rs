@@ -567,3 +567,21 @@ impl Model {
         g.describe(&|w| self.weights.describe(w), &names)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_supported_list_names_every_architecture_built() {
+        for name in SUPPORTED_ARCHITECTURES {
+            let arch = Arch::from_name(name).expect("listed architectures parse");
+            assert_eq!(arch.name(), name);
+        }
+        assert!(!is_supported_architecture("mamba"));
+        let err = ModelError::UnknownArchitecture {
+            arch: "mamba".into(),
+        };
+        assert!(err.to_string().contains("lfm2, lfm2moe"), "{err}");
+    }
+}
