@@ -1,6 +1,6 @@
 //! Transformer models built from GGUF metadata alone: llama (SmolLM2,
 //! TinyLlama, Llama 2/3 with llama3 rope scaling), qwen2, qwen3, qwen3moe,
-//! gemma3, granite, smollm3 and phi3 (see docs/models.md).
+//! gemma3, granite, smollm3, phi3 and qwen35 (see docs/models.md).
 //!
 //! [`Model::load`] reads the hyperparameters and binds the weights (used in
 //! place from the mmap); [`Model::forward`] builds (once per batch size) the
@@ -16,10 +16,11 @@ use gguf::{GgmlType, GgufFile};
 
 mod builders;
 mod hparams;
+mod qwen35;
 mod transformer;
 mod weights;
 
-pub use hparams::{Arch, HParams, MoeParams};
+pub use hparams::{Arch, DeltaNetHParams, HParams, MoeParams};
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::kv::KvCache;
@@ -31,8 +32,8 @@ use weights::{bind_weights, ModelWeights};
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// Architectures this engine builds (`general.architecture` values).
-pub const SUPPORTED_ARCHITECTURES: [&str; 8] = [
-    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "granite", "smollm3", "phi3",
+pub const SUPPORTED_ARCHITECTURES: [&str; 9] = [
+    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "granite", "smollm3", "phi3", "qwen35",
 ];
 
 /// Whether `general.architecture` names a model family rkinfer builds.
@@ -465,6 +466,7 @@ impl Model {
             | Arch::Smollm3
             | Arch::Phi3
             | Arch::Qwen3Moe => self.build_transformer(n, out),
+            Arch::Qwen35 => self.build_qwen35(n, out),
         };
         backend::schedule(&mut graph, &self.backends, &self.weights);
         graph

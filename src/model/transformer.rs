@@ -20,6 +20,7 @@ impl Model {
         for (il, layer) in w.layers.iter().enumerate() {
             let mixed = match &layer.mixer {
                 Mixer::Attention(a) => attention(&mut g, hp, w, a, il, x),
+                Mixer::DeltaNet(d) => super::qwen35::delta_net(&mut g, hp, d, il, x),
             };
             x = g.add(mixed, x, &format!("ffn_inp-{il}"));
             let d = feed_forward(&mut g, hp, &layer.ffn, il, x);

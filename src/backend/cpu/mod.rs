@@ -5,7 +5,9 @@
 //! and every choice made only to round as llama.cpp does is in [`compat`].
 
 pub mod compat;
+pub mod delta_net;
 mod matmul;
+pub mod ssm_conv;
 
 use gguf::GgmlType;
 use kernels::blocks::{as_blocks, Block, BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ8_0};
@@ -14,7 +16,7 @@ use rayon::prelude::*;
 use super::kv::KvCache;
 use super::BackendError;
 use super::{Backend, ExecCtx, Input, Node, Weight, Weights};
-use crate::graph::{AttnParams, GateAct, Op, RopeMode, RopeParams, WeightId};
+use crate::graph::{AttnParams, GateAct, Op, RopeMode, RopeParams, Unary, WeightId};
 use compat::{mad_f16_acc, scale_f16_acc, FLASH_ATTN_TILE};
 
 pub use matmul::mul_mat;
@@ -169,6 +171,37 @@ impl Backend for CpuBackend {
                 same_len(x.data)?;
                 out.copy_from_slice(x.data);
                 kernels::scale(out, s);
+            }
+            Op::Mul { .. } => {
+                let (a, b) = (input(0)?, input(1)?);
+                same_len(a.data)?;
+                same_len(b.data)?;
+                out.copy_from_slice(a.data);
+                kernels::mul(out, b.data);
+            }
+            Op::Unary { f, .. } => {
+                let x = input(0)?;
+                same_len(x.data)?;
+                unary(f, x.data, out);
+            }
+            Op::Concat { .. } => {
+                let (a, b) = (input(0)?, input(1)?);
+                let (ca, cb) = (a.desc.cols, b.desc.cols);
+                if a.desc.rows != b.desc.rows || n_out != a.desc.rows * (ca + cb) {
+                    return Err(graph_err(node, "rows of the two parts differ"));
+                }
+                for ((ar, br), or) in a
+                    .data
+                    .chunks_exact(ca)
+                    .zip(b.data.chunks_exact(cb))
+                    .zip(out.chunks_exact_mut(ca + cb))
+                {
+                    or[..ca].copy_from_slice(ar);
+                    or[ca..].copy_from_slice(br);
+                }
+            }
+            Op::SsmConv { .. } | Op::GatedDeltaNet { .. } => {
+                return Err(graph_err(node, "no recurrent state in this build"));
             }
             Op::MulMat { w, .. } => {
                 let x = input(0)?;
@@ -327,6 +360,29 @@ impl Backend for CpuBackend {
 
 fn graph_err(node: &Node, what: impl std::fmt::Display) -> BackendError {
     BackendError::Graph(format!("{}: {what}", node.name))
+}
+
+/// ggml's unary ops: libm's expf and logf where ggml-cpu's scalar loops
+/// call them, its vector expf for SiLU.
+fn unary(f: Unary, x: &[f32], out: &mut [f32]) {
+    match f {
+        Unary::Sigmoid => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = 1.0 / (1.0 + (-v).exp());
+            }
+        }
+        Unary::Softplus => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = if v > 20.0 { v } else { (1.0 + v.exp()).ln() };
+            }
+        }
+        Unary::Silu => {
+            // silu(x) * 1 is silu(x) exactly: the SwiGLU kernel rounds
+            // silu as ggml_vec_silu_f32 does.
+            out.copy_from_slice(x);
+            kernels::swiglu(out, &vec![1.0f32; x.len()]);
+        }
+    }
 }
 
 /// ggml_compute_forward_soft_max_f32 on one row (no mask, scale 1): the
