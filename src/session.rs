@@ -42,7 +42,9 @@ pub trait LogitsSource {
     /// logits of the last position (`all == false`, one row) or of every
     /// position (`all == true`, `len` rows, row-major).
     fn eval(&mut self, tokens: &[u32], all: bool) -> Result<&[f32]>;
-    /// Forgets every position from `n` on.
+    /// Forgets every position from `n` on. A source that cannot rewind
+    /// (recurrent layers) forgets more, down to 0: `n_past` then says what
+    /// it kept, and the session evaluates the rest of its tokens again.
     fn truncate(&mut self, n: usize);
 }
 
@@ -768,6 +770,62 @@ pub(crate) mod tests {
         let out: Vec<u32> = s.generate(&mut g, 1).map(|t| t.unwrap()).collect();
         // after rewinding to [1, 2] the lazily recomputed logits predict 3
         assert_eq!(out, vec![3]);
+    }
+
+    /// A fake recurrent model: its state is the sum of every token seen,
+    /// the logits peak at that sum, and it cannot rewind (truncating to
+    /// any earlier position forgets everything).
+    struct SummingLm {
+        past: Vec<u32>,
+        evaluated: Vec<u32>,
+        out: Vec<f32>,
+    }
+
+    impl LogitsSource for SummingLm {
+        fn n_vocab(&self) -> usize {
+            50
+        }
+        fn n_ctx(&self) -> usize {
+            64
+        }
+        fn n_past(&self) -> usize {
+            self.past.len()
+        }
+        fn eval(&mut self, tokens: &[u32], _all: bool) -> Result<&[f32]> {
+            self.past.extend_from_slice(tokens);
+            self.evaluated.extend_from_slice(tokens);
+            let sum: u32 = self.past.iter().sum();
+            self.out = vec![0.0; 50];
+            self.out[sum as usize % 50] = 10.0;
+            Ok(&self.out)
+        }
+        fn truncate(&mut self, n: usize) {
+            if n < self.past.len() {
+                self.past.clear();
+            }
+        }
+    }
+
+    #[test]
+    fn a_source_that_cannot_rewind_is_replayed_from_the_start() {
+        let lm = SummingLm {
+            past: Vec::new(),
+            evaluated: Vec::new(),
+            out: Vec::new(),
+        };
+        let mut s = Session::new(lm, SessionOptions::default()).unwrap();
+        s.feed_tokens(&[1, 2, 3, 4]).unwrap();
+        s.truncate(2);
+        s.feed_tokens(&[5]).unwrap();
+        // The kept tokens were evaluated again before the new one.
+        assert_eq!(s.source().evaluated, vec![1, 2, 3, 4, 1, 2, 5]);
+        let mut g = Sampler::greedy();
+        let out: Vec<u32> = s.generate(&mut g, 1).map(|t| t.unwrap()).collect();
+        assert_eq!(out, vec![8]);
+        s.truncate(1);
+        let out: Vec<u32> = s.generate(&mut g, 1).map(|t| t.unwrap()).collect();
+        assert_eq!(out, vec![1]);
+        assert_eq!(s.source().past, vec![1]);
     }
 
     #[test]

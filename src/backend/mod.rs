@@ -14,6 +14,7 @@ pub mod device;
 mod error;
 pub mod kv;
 pub mod npu;
+pub mod recurrent;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use crate::graph::{Graph, Node, Op, OpKind, TensorDesc, WeightId};
 pub use device::{Device, DeviceOptions, NpuQuant, NpuSettings, WeightCacheMode};
 pub use error::BackendError;
 use kv::KvCache;
+use recurrent::RecurrentState;
 
 /// Result of backend operations.
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
@@ -119,6 +121,8 @@ pub struct ExecCtx<'a> {
     /// Position of the batch's first token (tokens already in the cache).
     pub n_past: usize,
     pub kv: &'a mut KvCache,
+    /// Convolution windows and matrix states of recurrent layers.
+    pub recurrent: &'a mut RecurrentState,
     pub scratch: &'a mut Scratch,
 }
 

@@ -35,17 +35,6 @@ pub enum GateAct {
     GeluTanh,
 }
 
-/// An elementwise function of one tensor (ggml's unary ops).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unary {
-    /// 1 / (1 + exp(-x)), libm's expf (ggml_sigmoid).
-    Sigmoid,
-    /// log(1 + exp(x)), x itself above 20 (ggml_softplus).
-    Softplus,
-    /// x * sigmoid(x) with ggml's vector expf (ggml_silu).
-    Silu,
-}
-
 /// Shape of a gated delta-net (linear attention) layer: `n_v_heads` value
 /// heads, each reading key head `h % n_k_heads`; keys, queries and values
 /// of `head_dim` elements; one `head_dim x head_dim` state per value head.
@@ -98,33 +87,6 @@ pub enum Op {
     Add { a: TensorId, b: TensorId },
     /// Multiplication by a constant.
     Scale { x: TensorId, s: f32 },
-    /// Elementwise product of two tensors of the same shape.
-    Mul { a: TensorId, b: TensorId },
-    /// An elementwise function.
-    Unary { x: TensorId, f: Unary },
-    /// Each row of `a` followed by the same row of `b` (ggml_concat along
-    /// the row).
-    Concat { a: TensorId, b: TensorId },
-    /// Causal depthwise convolution of each column over the layer's rolling
-    /// window of previous rows followed by the batch's rows, taps `w` (one
-    /// row per column); the window then moves to the batch's last rows
-    /// (ggml_ssm_conv with llama.cpp's conv-state bookkeeping).
-    SsmConv {
-        x: TensorId,
-        w: WeightId,
-        layer: usize,
-    },
-    /// The gated delta rule over the batch, token by token, from and into
-    /// the layer's recurrent matrix state (ggml_gated_delta_net, as
-    /// llama.cpp's CPU backend runs it for prompts and decoding alike).
-    /// `qkv` rows: q (`n_k_heads x head_dim`, l2-normed), k (same), v
-    /// (`n_v_heads x head_dim`); `gb` rows: the log-decay g of each value
-    /// head, then its beta. Output rows: `n_v_heads x head_dim`.
-    GatedDeltaNet {
-        qkv: TensorId,
-        gb: TensorId,
-        p: DeltaNetParams,
-    },
     /// `out[t][r] = dot(weight row r, x row t)`.
     MulMat { w: WeightId, x: TensorId },
     /// Rotary position embedding of every head of every token row.
@@ -174,6 +136,39 @@ pub enum Op {
         x: TensorId,
         ids: TensorId,
     },
+    /// Elementwise product of two tensors of the same shape (ggml_mul).
+    Mul { a: TensorId, b: TensorId },
+    /// 1 / (1 + exp(-x)) of every element (ggml_sigmoid).
+    Sigmoid { x: TensorId },
+    /// Causal depthwise convolution over time (ggml_ssm_conv) with the
+    /// layer's rolling window of previous inputs: output row `t`, channel
+    /// `c` is `sum_i window[t + i][c] * kernel[c][i]` over `[state; x]`;
+    /// the window then keeps the last `kernel_len - 1` rows. `kernel` is an
+    /// f32 weight of one row of `kernel_len` taps per channel.
+    SsmConv {
+        x: TensorId,
+        kernel: WeightId,
+        layer: usize,
+    },
+    /// log(1 + exp(x)) of every element, x itself above 20 (ggml_softplus:
+    /// libm's expf and logf).
+    Softplus { x: TensorId },
+    /// x * sigmoid(x) of every element with ggml's vector expf (ggml_silu).
+    Silu { x: TensorId },
+    /// Each row of `a` followed by the same row of `b` (ggml_concat along
+    /// the row).
+    Concat { a: TensorId, b: TensorId },
+    /// The gated delta rule over the batch, token by token, from and into
+    /// the layer's recurrent matrix state (ggml_gated_delta_net, as
+    /// llama.cpp's CPU backend runs it for prompts and decoding alike).
+    /// `qkv` rows: q (`n_k_heads x head_dim`, l2-normed), k (same), v
+    /// (`n_v_heads x head_dim`); `gb` rows: the log-decay g of each value
+    /// head, then its beta. Output rows: `n_v_heads x head_dim`.
+    GatedDeltaNet {
+        qkv: TensorId,
+        gb: TensorId,
+        p: DeltaNetParams,
+    },
     /// `sum_j w[t][j] * x[t * k + j]`: each product rounded, then added in
     /// order of `j` (ggml_mul then a chain of ggml_add).
     MoeCombine { x: TensorId, w: TensorId },
@@ -198,8 +193,8 @@ pub enum OpKind {
     Div,
     MulMatId,
     Unary,
-    Concat,
     SsmConv,
+    Concat,
     GatedDeltaNet,
 }
 
@@ -223,8 +218,8 @@ impl OpKind {
             OpKind::Div => "DIV",
             OpKind::MulMatId => "MUL_MAT_ID",
             OpKind::Unary => "UNARY",
-            OpKind::Concat => "CONCAT",
             OpKind::SsmConv => "SSM_CONV",
+            OpKind::Concat => "CONCAT",
             OpKind::GatedDeltaNet => "GATED_DELTA_NET",
         }
     }
@@ -238,11 +233,6 @@ impl Op {
             Op::MulWeight { .. } => OpKind::Mul,
             Op::AddWeight { .. } | Op::Add { .. } => OpKind::Add,
             Op::Scale { .. } => OpKind::Scale,
-            Op::Mul { .. } => OpKind::Mul,
-            Op::Unary { .. } => OpKind::Unary,
-            Op::Concat { .. } => OpKind::Concat,
-            Op::SsmConv { .. } => OpKind::SsmConv,
-            Op::GatedDeltaNet { .. } => OpKind::GatedDeltaNet,
             Op::MulMat { .. } => OpKind::MulMat,
             Op::Rope { .. } => OpKind::Rope,
             Op::StoreKv { .. } => OpKind::Cpy,
@@ -253,7 +243,11 @@ impl Op {
             Op::TopK { .. } => OpKind::ArgSort,
             Op::MoeWeights { .. } => OpKind::Div,
             Op::MulMatId { .. } => OpKind::MulMatId,
-            Op::MoeCombine { .. } => OpKind::Mul,
+            Op::MoeCombine { .. } | Op::Mul { .. } => OpKind::Mul,
+            Op::Sigmoid { .. } | Op::Softplus { .. } | Op::Silu { .. } => OpKind::Unary,
+            Op::Concat { .. } => OpKind::Concat,
+            Op::GatedDeltaNet { .. } => OpKind::GatedDeltaNet,
+            Op::SsmConv { .. } => OpKind::SsmConv,
         }
     }
 
@@ -271,7 +265,9 @@ impl Op {
             | Op::Cols { x, .. }
             | Op::SoftMax { x }
             | Op::TopK { x, .. }
-            | Op::Unary { x, .. }
+            | Op::Sigmoid { x }
+            | Op::Softplus { x }
+            | Op::Silu { x }
             | Op::SsmConv { x, .. } => [Some(x), None],
             Op::Mul { a, b } | Op::Concat { a, b } => [Some(a), Some(b)],
             Op::GatedDeltaNet { qkv, gb, .. } => [Some(qkv), Some(gb)],
@@ -290,11 +286,9 @@ impl Op {
     pub fn weight(&self) -> Option<WeightId> {
         match *self {
             Op::GetRows { table } => Some(table),
-            Op::MulWeight { w, .. }
-            | Op::AddWeight { w, .. }
-            | Op::MulMat { w, .. }
-            | Op::SsmConv { w, .. } => Some(w),
+            Op::MulWeight { w, .. } | Op::AddWeight { w, .. } | Op::MulMat { w, .. } => Some(w),
             Op::MulMatId { first, .. } => Some(first),
+            Op::SsmConv { kernel, .. } => Some(kernel),
             Op::Rope { p, .. } => p.freq_factors,
             _ => None,
         }
@@ -481,27 +475,28 @@ impl GraphBuilder {
         let (r, c) = self.shape(a);
         self.push(Op::Add { a, b }, r, c, name)
     }
-    pub fn scale(&mut self, x: TensorId, s: f32, name: &str) -> TensorId {
-        let (r, c) = self.shape(x);
-        self.push(Op::Scale { x, s }, r, c, name)
-    }
     pub fn mul(&mut self, a: TensorId, b: TensorId, name: &str) -> TensorId {
         let (r, c) = self.shape(a);
         self.push(Op::Mul { a, b }, r, c, name)
     }
-    pub fn unary(&mut self, x: TensorId, f: Unary, name: &str) -> TensorId {
+    pub fn sigmoid(&mut self, x: TensorId, name: &str) -> TensorId {
         let (r, c) = self.shape(x);
-        self.push(Op::Unary { x, f }, r, c, name)
+        self.push(Op::Sigmoid { x }, r, c, name)
+    }
+    pub fn softplus(&mut self, x: TensorId, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::Softplus { x }, r, c, name)
+    }
+    pub fn silu(&mut self, x: TensorId, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::Silu { x }, r, c, name)
     }
     /// Rows of `a` and `b` (same row count) joined.
     pub fn concat(&mut self, a: TensorId, b: TensorId, name: &str) -> TensorId {
         let ((r, ca), (_, cb)) = (self.shape(a), self.shape(b));
         self.push(Op::Concat { a, b }, r, ca + cb, name)
     }
-    pub fn ssm_conv(&mut self, x: TensorId, w: WeightId, layer: usize, name: &str) -> TensorId {
-        let (r, c) = self.shape(x);
-        self.push(Op::SsmConv { x, w, layer }, r, c, name)
-    }
+    /// The delta rule over `qkv` and `gb` (see [`Op::GatedDeltaNet`]).
     pub fn gated_delta_net(
         &mut self,
         qkv: TensorId,
@@ -512,6 +507,22 @@ impl GraphBuilder {
         let (r, _) = self.shape(qkv);
         let op = Op::GatedDeltaNet { qkv, gb, p };
         self.push(op, r, p.n_v_heads * p.head_dim, name)
+    }
+    /// Short causal convolution of `x` (tokens x channels) with `layer`'s
+    /// rolling window (see [`Op::SsmConv`]).
+    pub fn ssm_conv(
+        &mut self,
+        x: TensorId,
+        kernel: WeightId,
+        layer: usize,
+        name: &str,
+    ) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::SsmConv { x, kernel, layer }, r, c, name)
+    }
+    pub fn scale(&mut self, x: TensorId, s: f32, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::Scale { x, s }, r, c, name)
     }
     /// `w` has `n_out` rows of `x`'s row length.
     pub fn mul_mat(&mut self, w: WeightId, n_out: usize, x: TensorId, name: &str) -> TensorId {

@@ -24,9 +24,10 @@ pub use hparams::{Arch, DeltaNetHParams, HParams, MoeParams};
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::kv::KvCache;
+use crate::backend::recurrent::{ConvShape, MatrixShape, RecurrentSpec, RecurrentState};
 use crate::backend::{self, Backend, BackendError, ExecCtx, Scratch, Weights};
 use crate::graph::{Graph, WeightId};
-use weights::{bind_weights, ModelWeights};
+use weights::{bind_weights, Mixer, ModelWeights};
 
 /// Result of the model layer.
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
@@ -206,6 +207,8 @@ pub struct State {
     n_past: usize,
     n_batch: usize,
     kv: KvCache,
+    /// What recurrent layers carry between tokens (empty for transformers).
+    recurrent: RecurrentState,
     slots: Vec<Vec<f32>>,
     scratch: Scratch,
     graphs: Vec<(usize, GraphOut, Graph)>,
@@ -221,13 +224,31 @@ impl State {
     pub fn n_ctx(&self) -> usize {
         self.kv.n_ctx
     }
-    /// Forgets all tokens after the first `n` (keeps the cache for them).
-    pub fn truncate(&mut self, n: usize) {
-        self.n_past = self.n_past.min(n);
+    /// Forgets all tokens after the first `n` (keeps the cache for them)
+    /// and returns how many tokens the state still holds. A model with
+    /// recurrent layers cannot rewind their state to an earlier position:
+    /// going back forgets everything (returns 0), and the caller evaluates
+    /// the tokens it keeps again.
+    pub fn truncate(&mut self, n: usize) -> usize {
+        if n < self.n_past && !self.recurrent.is_empty() {
+            self.clear();
+        } else {
+            self.n_past = self.n_past.min(n);
+        }
+        self.n_past
     }
     /// Forgets all tokens.
     pub fn clear(&mut self) {
         self.n_past = 0;
+        self.recurrent.clear();
+    }
+    /// Whether `truncate` can keep a prefix (false: it starts over).
+    pub fn can_rewind(&self) -> bool {
+        self.recurrent.is_empty()
+    }
+    /// Bytes of the recurrent state (0 for transformers).
+    pub fn recurrent_bytes(&self) -> usize {
+        self.recurrent.size_bytes()
     }
     /// Bytes of the KV cache.
     pub fn kv_bytes(&self) -> usize {
@@ -383,10 +404,12 @@ impl Model {
             opts.type_k,
             opts.type_v,
         )?;
+        let recurrent = RecurrentState::new(&self.recurrent_specs())?;
         Ok(State {
             n_past: 0,
             n_batch: opts.n_batch.max(1),
             kv,
+            recurrent,
             slots: Vec::new(),
             scratch: Scratch::default(),
             graphs: Vec::new(),
@@ -428,6 +451,7 @@ impl Model {
             let State {
                 n_past,
                 kv,
+                recurrent,
                 slots,
                 scratch,
                 graphs,
@@ -440,11 +464,22 @@ impl Model {
                 tokens: chunk,
                 n_past: *n_past,
                 kv,
+                recurrent,
                 scratch,
             };
             let backends = &self.backends;
-            self.pool
-                .install(|| backend::execute(graph, backends, slots, &mut ctx))?;
+            let run = self
+                .pool
+                .install(|| backend::execute(graph, backends, slots, &mut ctx));
+            if let Err(e) = run {
+                // A failed pass may have updated some layers' recurrent
+                // state: it no longer matches n_past, so start over.
+                if !recurrent.is_empty() {
+                    *n_past = 0;
+                    recurrent.clear();
+                }
+                return Err(e.into());
+            }
             if out != GraphOut::None {
                 let d = graph.tensor(graph.output);
                 logits.extend_from_slice(&slots[d.slot][..d.len()]);
@@ -452,6 +487,30 @@ impl Model {
             *n_past += chunk.len();
         }
         Ok(&state.logits)
+    }
+
+    /// What each layer keeps between tokens besides the KV cache.
+    fn recurrent_specs(&self) -> Vec<RecurrentSpec> {
+        self.w
+            .layers
+            .iter()
+            .map(|layer| match &layer.mixer {
+                Mixer::Attention(_) => RecurrentSpec::default(),
+                // The convolution window over q, k, v; one state matrix per
+                // value head.
+                Mixer::DeltaNet(d) => RecurrentSpec {
+                    conv: Some(ConvShape {
+                        rows: d.shape.d_conv - 1,
+                        channels: d.shape.conv_dim(),
+                    }),
+                    matrix: Some(MatrixShape {
+                        heads: d.shape.n_v_heads,
+                        k_dim: d.shape.head_dim,
+                        v_dim: d.shape.head_dim,
+                    }),
+                },
+            })
+            .collect()
     }
 
     /// The graph of `n` tokens for this model's architecture, scheduled

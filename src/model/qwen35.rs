@@ -12,7 +12,7 @@ use super::hparams::HParams;
 use super::weights::{Attention, DeltaNet, Mixer, ModelWeights, Qkv};
 use super::{GraphOut, Model};
 use crate::graph::{
-    AttnParams, DeltaNetParams, GateAct, Graph, GraphBuilder, RopeParams, TensorId, Unary,
+    AttnParams, DeltaNetParams, GateAct, Graph, GraphBuilder, RopeParams, TensorId,
 };
 
 impl Model {
@@ -115,7 +115,7 @@ fn gated_attention(
         window: None,
     };
     let att = g.attention(q, attn, &nm("attn_pregate"));
-    let gate = g.unary(gate, Unary::Sigmoid, &nm("gate_sigmoid"));
+    let gate = g.sigmoid(gate, &nm("gate_sigmoid"));
     let att = g.mul(att, gate, &nm("attn_gated"));
     g.mul_mat(a.wo, hp.n_embd, att, &nm("attn_output"))
 }
@@ -141,14 +141,14 @@ pub(super) fn delta_net(
     let qkv_mixed = g.mul_mat(d.wqkv, dn.conv_dim(), h, &nm("linear_attn_qkv_mixed"));
     let z = g.mul_mat(d.wgate, vd, h, &nm("z"));
     let beta = g.mul_mat(d.w_beta, hv, h, &nm("beta"));
-    let beta = g.unary(beta, Unary::Sigmoid, &nm("beta_sigmoid"));
+    let beta = g.sigmoid(beta, &nm("beta_sigmoid"));
     let alpha = g.mul_mat(d.w_alpha, hv, h, &nm("alpha"));
     let alpha = g.add_weight(alpha, d.dt_bias, &nm("alpha_biased"));
-    let alpha = g.unary(alpha, Unary::Softplus, &nm("a_softplus"));
+    let alpha = g.softplus(alpha, &nm("a_softplus"));
     let gate = g.mul_weight(alpha, d.ssm_a, &nm("gate"));
 
     let conv = g.ssm_conv(qkv_mixed, d.conv, il, &nm("conv_output_raw"));
-    let conv = g.unary(conv, Unary::Silu, &nm("conv_output_silu"));
+    let conv = g.silu(conv, &nm("conv_output_silu"));
     let l2 = |g: &mut GraphBuilder, t: TensorId, name: &str| {
         let sd = dn.head_dim as f32;
         let r = head_norm(g, t, dn.head_dim, eps / sd, None, name);

@@ -341,8 +341,9 @@ impl Slot {
         if reuse == job.prompt.len() {
             reuse = reuse.saturating_sub(1);
         }
+        // A recurrent model cannot keep a strict prefix: it starts over.
+        reuse = self.state.truncate(reuse);
         self.cached.truncate(reuse);
-        self.state.truncate(reuse);
         let mut sampler = match Sampler::new(job.params.sampler.clone()) {
             Ok(s) => s,
             Err(e) => {
@@ -399,7 +400,8 @@ impl Slot {
                 Metrics::add(&metrics.requests_failed, 1);
                 let _ = run.events.send(Event::Failed(e));
                 // Whatever the failed pass wrote is not trusted.
-                self.state.truncate(self.cached.len());
+                let kept = self.state.truncate(self.cached.len());
+                self.cached.truncate(kept);
                 self.run = None;
             }
         }

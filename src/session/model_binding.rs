@@ -54,6 +54,8 @@ impl LogitsSource for ModelContext<'_> {
         Ok(self.model.forward(&mut self.state, tokens, mode)?)
     }
     fn truncate(&mut self, n: usize) {
+        // A recurrent model may keep less (nothing): the session evaluates
+        // again whatever lies between `n_past` and the tokens it keeps.
         self.state.truncate(n);
     }
 }

@@ -7,7 +7,6 @@
 pub mod compat;
 pub mod delta_net;
 mod matmul;
-pub mod ssm_conv;
 
 use gguf::GgmlType;
 use kernels::blocks::{as_blocks, Block, BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ8_0};
@@ -16,7 +15,7 @@ use rayon::prelude::*;
 use super::kv::KvCache;
 use super::BackendError;
 use super::{Backend, ExecCtx, Input, Node, Weight, Weights};
-use crate::graph::{AttnParams, GateAct, Op, RopeMode, RopeParams, Unary, WeightId};
+use crate::graph::{AttnParams, GateAct, Op, RopeMode, RopeParams, WeightId};
 use compat::{mad_f16_acc, scale_f16_acc, FLASH_ATTN_TILE};
 
 pub use matmul::mul_mat;
@@ -172,37 +171,6 @@ impl Backend for CpuBackend {
                 out.copy_from_slice(x.data);
                 kernels::scale(out, s);
             }
-            Op::Mul { .. } => {
-                let (a, b) = (input(0)?, input(1)?);
-                same_len(a.data)?;
-                same_len(b.data)?;
-                out.copy_from_slice(a.data);
-                kernels::mul(out, b.data);
-            }
-            Op::Unary { f, .. } => {
-                let x = input(0)?;
-                same_len(x.data)?;
-                unary(f, x.data, out);
-            }
-            Op::Concat { .. } => {
-                let (a, b) = (input(0)?, input(1)?);
-                let (ca, cb) = (a.desc.cols, b.desc.cols);
-                if a.desc.rows != b.desc.rows || n_out != a.desc.rows * (ca + cb) {
-                    return Err(graph_err(node, "rows of the two parts differ"));
-                }
-                for ((ar, br), or) in a
-                    .data
-                    .chunks_exact(ca)
-                    .zip(b.data.chunks_exact(cb))
-                    .zip(out.chunks_exact_mut(ca + cb))
-                {
-                    or[..ca].copy_from_slice(ar);
-                    or[ca..].copy_from_slice(br);
-                }
-            }
-            Op::SsmConv { .. } | Op::GatedDeltaNet { .. } => {
-                return Err(graph_err(node, "no recurrent state in this build"));
-            }
             Op::MulMat { w, .. } => {
                 let x = input(0)?;
                 let packed = self.interleaved(w);
@@ -347,6 +315,80 @@ impl Backend for CpuBackend {
                     }
                 }
             }
+            Op::Mul { .. } => {
+                let (a, b) = (input(0)?, input(1)?);
+                same_len(a.data)?;
+                same_len(b.data)?;
+                out.copy_from_slice(a.data);
+                kernels::mul(out, b.data);
+            }
+            Op::Sigmoid { .. } => {
+                let x = input(0)?;
+                same_len(x.data)?;
+                // ggml's op_sigmoid: libm expf, one element at a time.
+                for (o, &v) in out.iter_mut().zip(x.data) {
+                    *o = 1.0 / (1.0 + (-v).exp());
+                }
+            }
+            Op::Softplus { .. } => {
+                let x = input(0)?;
+                same_len(x.data)?;
+                // ggml's op_softplus: libm's expf and logf.
+                for (o, &v) in out.iter_mut().zip(x.data) {
+                    *o = if v > 20.0 { v } else { (1.0 + v.exp()).ln() };
+                }
+            }
+            Op::Silu { .. } => {
+                let x = input(0)?;
+                same_len(x.data)?;
+                // silu(x) * 1 is silu(x) exactly: the SwiGLU kernel rounds
+                // silu as ggml_vec_silu_f32 does.
+                out.copy_from_slice(x.data);
+                kernels::swiglu(out, &vec![1.0f32; n_out]);
+            }
+            Op::Concat { .. } => {
+                let (a, b) = (input(0)?, input(1)?);
+                let (ca, cb) = (a.desc.cols, b.desc.cols);
+                if a.desc.rows != b.desc.rows || n_out != a.desc.rows * (ca + cb) {
+                    return Err(graph_err(node, "rows of the two parts differ"));
+                }
+                for ((ar, br), or) in a
+                    .data
+                    .chunks_exact(ca)
+                    .zip(b.data.chunks_exact(cb))
+                    .zip(out.chunks_exact_mut(ca + cb))
+                {
+                    or[..ca].copy_from_slice(ar);
+                    or[ca..].copy_from_slice(br);
+                }
+            }
+            Op::GatedDeltaNet { p, .. } => {
+                let (qkv, gb) = (input(0)?, input(1)?);
+                let (state, shape) = ctx.recurrent.matrix_mut(p.layer)?;
+                let d = p.head_dim;
+                if (shape.heads, shape.k_dim, shape.v_dim) != (p.n_v_heads, d, d) {
+                    return Err(graph_err(
+                        node,
+                        format!("{} heads of {d}, state of {shape:?}", p.n_v_heads),
+                    ));
+                }
+                delta_net::gated_delta_net(qkv.data, gb.data, qkv.desc.rows, &p, state, out)
+                    .map_err(|e| graph_err(node, e))?;
+            }
+            Op::SsmConv { kernel, layer, .. } => {
+                let x = input(0)?;
+                same_len(x.data)?;
+                let (state, shape) = ctx.recurrent.conv_mut(layer)?;
+                let taps = shape.rows + 1;
+                if shape.channels != x.desc.cols {
+                    return Err(graph_err(
+                        node,
+                        format!("{} channels, state of {}", x.desc.cols, shape.channels),
+                    ));
+                }
+                let k = vector(ctx.weights, kernel, taps * shape.channels)?;
+                ssm_conv(x.data, shape.channels, k, state, out);
+            }
             Op::LastRow { .. } => {
                 let x = input(0)?;
                 let c = x.desc.cols;
@@ -358,31 +400,52 @@ impl Backend for CpuBackend {
     }
 }
 
-fn graph_err(node: &Node, what: impl std::fmt::Display) -> BackendError {
-    BackendError::Graph(format!("{}: {what}", node.name))
-}
-
-/// ggml's unary ops: libm's expf and logf where ggml-cpu's scalar loops
-/// call them, its vector expf for SiLU.
-fn unary(f: Unary, x: &[f32], out: &mut [f32]) {
-    match f {
-        Unary::Sigmoid => {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = 1.0 / (1.0 + (-v).exp());
+/// ggml_compute_forward_ssm_conv_f32 for kernels shorter than 8 taps,
+/// whose per-channel sum the compiler fuses: `sum = fma(w, k, sum)` from 0,
+/// tap by tap; with 8 or more taps, whole groups of 8 are multiplied, then
+/// added in order, and only the rest is fused. `state` holds the
+/// `taps - 1` inputs before `x` (oldest first) and is left holding the last
+/// `taps - 1` inputs of `[state; x]`.
+fn ssm_conv(x: &[f32], channels: usize, kernel: &[f32], state: &mut [f32], out: &mut [f32]) {
+    let taps = kernel.len() / channels.max(1);
+    let kept = taps.saturating_sub(1);
+    let unfused = taps / 8 * 8;
+    let n = x.len() / channels.max(1);
+    for (t, or) in out.chunks_exact_mut(channels).enumerate() {
+        for (c, o) in or.iter_mut().enumerate() {
+            let kc = &kernel[c * taps..(c + 1) * taps];
+            let mut sum = 0f32;
+            for (i, &w) in kc.iter().enumerate() {
+                let r = t + i;
+                let v = if r < kept {
+                    state[r * channels + c]
+                } else {
+                    x[(r - kept) * channels + c]
+                };
+                sum = if i < unfused {
+                    sum + v * w
+                } else {
+                    v.mul_add(w, sum)
+                };
             }
-        }
-        Unary::Softplus => {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = if v > 20.0 { v } else { (1.0 + v.exp()).ln() };
-            }
-        }
-        Unary::Silu => {
-            // silu(x) * 1 is silu(x) exactly: the SwiGLU kernel rounds
-            // silu as ggml_vec_silu_f32 does.
-            out.copy_from_slice(x);
-            kernels::swiglu(out, &vec![1.0f32; x.len()]);
+            *o = sum;
         }
     }
+    // The new window: rows n..n + kept of [state; x] (ascending, so rows
+    // still to be read from `state` lie after the one being written).
+    for r in 0..kept {
+        let src = n + r;
+        if src < kept {
+            state.copy_within(src * channels..(src + 1) * channels, r * channels);
+        } else {
+            let from = (src - kept) * channels;
+            state[r * channels..(r + 1) * channels].copy_from_slice(&x[from..from + channels]);
+        }
+    }
+}
+
+fn graph_err(node: &Node, what: impl std::fmt::Display) -> BackendError {
+    BackendError::Graph(format!("{}: {what}", node.name))
 }
 
 /// ggml_compute_forward_soft_max_f32 on one row (no mask, scale 1): the
@@ -787,6 +850,52 @@ impl WideKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The short convolution by its definition over the zero-padded input.
+    fn conv_reference(x: &[f32], channels: usize, kernel: &[f32]) -> Vec<f32> {
+        let taps = kernel.len() / channels;
+        let n = x.len() / channels;
+        let mut out = vec![0f32; x.len()];
+        for t in 0..n {
+            for c in 0..channels {
+                let mut sum = 0f32;
+                for i in 0..taps {
+                    let v = (t + i)
+                        .checked_sub(taps - 1)
+                        .map_or(0.0, |r| x[r * channels + c]);
+                    sum = v.mul_add(kernel[c * taps + i], sum);
+                }
+                out[t * channels + c] = sum;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn ssm_conv_carries_its_window_across_batches() {
+        let channels = 5;
+        for taps in [2usize, 3, 4] {
+            let kernel: Vec<f32> = (0..channels * taps)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let x: Vec<f32> = (0..7 * channels).map(|i| (i as f32 * 0.11).cos()).collect();
+            let whole = conv_reference(&x, channels, &kernel);
+            // Batches of 1, 2 and 4 tokens through one rolling window.
+            let mut state = vec![0f32; (taps - 1) * channels];
+            let mut got = Vec::new();
+            let mut at = 0;
+            for len in [1usize, 2, 4] {
+                let xs = &x[at * channels..(at + len) * channels];
+                let mut out = vec![0f32; xs.len()];
+                ssm_conv(xs, channels, &kernel, &mut state, &mut out);
+                got.extend(out);
+                at += len;
+            }
+            assert_eq!(got, whole, "{taps} taps");
+            // The window holds the last inputs, oldest first.
+            assert_eq!(state, x[(7 - (taps - 1)) * channels..].to_vec());
+        }
+    }
 
     #[test]
     fn rms_norm_matches_definition() {
