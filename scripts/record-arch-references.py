@@ -4,6 +4,12 @@ architecture into tests/data/arch/references.json (read by
 tests/architectures.rs).
 
     scripts/record-arch-references.py LLAMA_CPP_BIN_DIR [OUT_JSON]
+        [--only NAME[,NAME...]] [--server-bin DIR] [--no-repack]
+
+--only re-records those fixtures and keeps the others of OUT_JSON as they
+are; --server-bin takes llama-server from another build (the recording
+machine's AMX build crashes on some types: use its non-AMX build for
+llama-perplexity and pass --no-repack, llama-server's -nr, to the AMX one).
 
 The fixtures are written by `cargo run --release --example tiny_models`
 (tokenizer from the fetched models/SmolLM2-135M-Instruct.Q4_1.gguf; run
@@ -75,11 +81,11 @@ def post(port, path, body):
         return json.load(r)
 
 
-def greedy(bin_dir, model):
+def greedy(bin_dir, model, extra_args=()):
     port = free_port()
     server = subprocess.Popen(
         [os.path.join(bin_dir, "llama-server"), "-m", model, "--port", str(port),
-         "-c", "256", "-t", "2", "-np", "1", "--no-webui"],
+         "-c", "256", "-t", "2", "-np", "1", "--no-webui", *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):
@@ -113,10 +119,22 @@ def greedy(bin_dir, model):
 
 
 def main():
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    bin_dir = sys.argv[1]
-    out_json = sys.argv[2] if len(sys.argv) > 2 else os.path.join(REPO, "tests/data/arch/references.json")
+    import argparse
+    ap = argparse.ArgumentParser(usage=__doc__)
+    ap.add_argument("bin_dir")
+    ap.add_argument("out_json", nargs="?", default=os.path.join(REPO, "tests/data/arch/references.json"))
+    ap.add_argument("--only", default="")
+    ap.add_argument("--server-bin", default=None)
+    ap.add_argument("--no-repack", action="store_true")
+    args = ap.parse_args()
+    bin_dir, out_json = args.bin_dir, args.out_json
+    server_bin = args.server_bin or bin_dir
+    server_args = ["-nr"] if args.no_repack else []
+    only = [n for n in args.only.split(",") if n]
+    kept = {}
+    if only:
+        with open(out_json) as f:
+            kept = {k: v for k, v in json.load(f)["fixtures"].items() if k not in only}
     with tempfile.TemporaryDirectory() as tmp:
         lines = run(["cargo", "run", "--release", "--quiet", "--example", "tiny_models", "--",
                      tmp, TOKENIZER]).splitlines()
@@ -126,10 +144,14 @@ def main():
             if len(parts) != 4:
                 continue
             name, ty, sha, path = parts
+            if only and name not in only:
+                continue
             print(f"{name} {ty}", file=sys.stderr)
             entry = {"sha256": sha, "perplexity": perplexity(bin_dir, path),
-                     "greedy": greedy(bin_dir, path)}
+                     "greedy": greedy(server_bin, path, server_args)}
             fixtures.setdefault(name, {})[ty] = entry
+        # The fixtures not re-recorded first, as they were.
+        fixtures = {**kept, **fixtures}
     doc = {
         "note": "llama.cpp (llama-cpp-python==0.3.36 source package, CPU build) on the tiny "
                 "random-weight fixtures of tests/support/tiny_models.rs; made by "
