@@ -3,13 +3,13 @@
 architecture into tests/data/arch/references.json (read by
 tests/architectures.rs).
 
-    scripts/record-arch-references.py LLAMA_CPP_BIN_DIR [OUT_JSON]
-        [--only NAME[,NAME...]] [--server-bin DIR] [--no-repack]
+    scripts/record-arch-references.py LLAMA_CPP_BIN_DIR [OUT_JSON] [--only NAME,NAME]
+        [--perplexity-bin DIR]
 
---only re-records those fixtures and keeps the others of OUT_JSON as they
-are; --server-bin takes llama-server from another build (the recording
-machine's AMX build crashes on some types: use its non-AMX build for
-llama-perplexity and pass --no-repack, llama-server's -nr, to the AMX one).
+With --only, just those fixtures are recorded and merged into the existing
+OUT_JSON (the others keep their references). --perplexity-bin takes
+llama-perplexity from another build (build-noamx: the AMX build's F16
+matmuls round differently from the plain AVX-512 ones rkinfer follows).
 
 The fixtures are written by `cargo run --release --example tiny_models`
 (tokenizer from the fetched models/SmolLM2-135M-Instruct.Q4_1.gguf; run
@@ -56,9 +56,18 @@ def run(cmd):
     return r.stdout + r.stderr
 
 
-def perplexity(bin_dir, model):
+# Fixtures with recurrent layers: llama-perplexity evaluates them one chunk
+# per batch (with several sequences per batch, its recurrent-state lookup
+# asserts), which gives the same numbers as the default for attention; and
+# llama-server makes no context checkpoints for them (which would split the
+# prompt's last 4 tokens into a batch of their own).
+RECURRENT = {"lfm2", "lfm2moe", "qwen35"}
+
+
+def perplexity(bin_dir, model, name):
+    extra = ["-b", str(N_CTX)] if name in RECURRENT else []
     out = run([os.path.join(bin_dir, "llama-perplexity"), "-m", model, "-f", TEXT,
-               "-c", str(N_CTX), "--chunks", str(CHUNKS), "-t", "2"])
+               "-c", str(N_CTX), "--chunks", str(CHUNKS), "-t", "2"] + extra)
     running = [float(v) for v in re.findall(r"\[\d+\]([0-9.]+(?:e[+-]?\d+)?)", out)]
     final = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", out)
     if len(running) != CHUNKS or not final:
@@ -81,11 +90,12 @@ def post(port, path, body):
         return json.load(r)
 
 
-def greedy(bin_dir, model, extra_args=()):
+def greedy(bin_dir, model, name):
     port = free_port()
+    extra = ["--ctx-checkpoints", "0"] if name in RECURRENT else []
     server = subprocess.Popen(
         [os.path.join(bin_dir, "llama-server"), "-m", model, "--port", str(port),
-         "-c", "256", "-t", "2", "-np", "1", "--no-webui", *extra_args],
+         "-c", "256", "-t", "2", "-np", "1", "--no-webui"] + extra,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):
@@ -119,22 +129,26 @@ def greedy(bin_dir, model, extra_args=()):
 
 
 def main():
-    import argparse
-    ap = argparse.ArgumentParser(usage=__doc__)
-    ap.add_argument("bin_dir")
-    ap.add_argument("out_json", nargs="?", default=os.path.join(REPO, "tests/data/arch/references.json"))
-    ap.add_argument("--only", default="")
-    ap.add_argument("--server-bin", default=None)
-    ap.add_argument("--no-repack", action="store_true")
-    args = ap.parse_args()
-    bin_dir, out_json = args.bin_dir, args.out_json
-    server_bin = args.server_bin or bin_dir
-    server_args = ["-nr"] if args.no_repack else []
-    only = [n for n in args.only.split(",") if n]
-    kept = {}
-    if only:
-        with open(out_json) as f:
-            kept = {k: v for k, v in json.load(f)["fixtures"].items() if k not in only}
+    args = sys.argv[1:]
+    only = None
+    if "--only" in args:
+        i = args.index("--only")
+        if i + 1 >= len(args):
+            sys.exit(__doc__)
+        only = set(args[i + 1].split(","))
+        del args[i:i + 2]
+    ppl_bin_dir = None
+    if "--perplexity-bin" in args:
+        i = args.index("--perplexity-bin")
+        if i + 1 >= len(args):
+            sys.exit(__doc__)
+        ppl_bin_dir = args[i + 1]
+        del args[i:i + 2]
+    if not args:
+        sys.exit(__doc__)
+    bin_dir = args[0]
+    ppl_bin_dir = ppl_bin_dir or bin_dir
+    out_json = args[1] if len(args) > 1 else os.path.join(REPO, "tests/data/arch/references.json")
     with tempfile.TemporaryDirectory() as tmp:
         lines = run(["cargo", "run", "--release", "--quiet", "--example", "tiny_models", "--",
                      tmp, TOKENIZER]).splitlines()
@@ -144,14 +158,20 @@ def main():
             if len(parts) != 4:
                 continue
             name, ty, sha, path = parts
-            if only and name not in only:
+            if only is not None and name not in only:
                 continue
             print(f"{name} {ty}", file=sys.stderr)
-            entry = {"sha256": sha, "perplexity": perplexity(bin_dir, path),
-                     "greedy": greedy(server_bin, path, server_args)}
+            entry = {"sha256": sha, "perplexity": perplexity(ppl_bin_dir, path, name),
+                     "greedy": greedy(bin_dir, path, name)}
             fixtures.setdefault(name, {})[ty] = entry
-        # The fixtures not re-recorded first, as they were.
-        fixtures = {**kept, **fixtures}
+    if only is not None:
+        with open(out_json) as f:
+            doc = json.load(f)
+        doc["fixtures"].update(fixtures)
+        with open(out_json, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        return
     doc = {
         "note": "llama.cpp (llama-cpp-python==0.3.36 source package, CPU build) on the tiny "
                 "random-weight fixtures of tests/support/tiny_models.rs; made by "

@@ -163,14 +163,6 @@ fn std_dev(v: &[f32]) -> f64 {
 fn check_greedy(name: &str, ty: &str, llm: &Llm, cases: &Value) -> Vec<String> {
     let label = format!("{name} {ty}");
     let mut failures = Vec::new();
-    let recurrent = !llm
-        .model()
-        .new_state(&StateOptions {
-            n_ctx: 8,
-            ..Default::default()
-        })
-        .expect("state")
-        .can_rewind();
     for (ci, case) in cases.as_array().expect("greedy cases").iter().enumerate() {
         let base = if ty == "f16" {
             F16_LOGPROB_TOLERANCE
@@ -190,18 +182,7 @@ fn check_greedy(name: &str, ty: &str, llm: &Llm, cases: &Value) -> Vec<String> {
                 ..Default::default()
             })
             .expect("session");
-        // llama-server evaluates the last 4 prompt tokens of a model whose
-        // state cannot be rewound in a batch of their own (to checkpoint
-        // the state before them): evaluate the prompt in the same batches.
-        let split = if recurrent && prompt.len() > 4 {
-            prompt.len() - 4
-        } else {
-            0
-        };
-        if split > 0 {
-            session.feed_tokens(&prompt[..split]).expect("prompt fits");
-        }
-        session.feed_tokens(&prompt[split..]).expect("prompt fits");
+        session.feed_tokens(&prompt).expect("prompt fits");
         let mut checked = 0;
         let mut worst = 0f64;
         for (step, (&want_id, top)) in want.iter().zip(top5).enumerate().take(max_steps) {
@@ -380,4 +361,14 @@ fn qwen35_truncate_replays_from_the_start() {
     assert_eq!(state.truncate(100), tokens.len());
     drop(llm);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn lfm2() {
+    check("lfm2");
+}
+
+#[test]
+fn lfm2moe() {
+    check("lfm2moe");
 }

@@ -3,7 +3,7 @@
 //! a feed-forward block (dense or experts) and the output head. Each
 //! architecture's file (`transformer.rs`, ...) strings them together.
 
-use super::hparams::{HParams, MoeParams};
+use super::hparams::{HParams, MoeGating, MoeParams};
 use super::weights::{Attention, Ffn, FfnBlock, GateUp, ModelWeights, Qkv};
 use super::GraphOut;
 use crate::graph::{AttnParams, GateAct, GraphBuilder, RopeParams, TensorId, WeightId};
@@ -152,9 +152,10 @@ pub(super) fn feed_forward(
             gate_exps,
             up_exps,
             down_exps,
+            exp_probs_b,
         } => {
             let w = [*gate_inp, *gate_exps, *up_exps, *down_exps];
-            moe_ffn(g, *params, h, w, hp.n_embd, il)
+            moe_ffn(g, *params, h, w, *exp_probs_b, hp.n_embd, il)
         }
     };
     if let Some(pn) = f.ffn_post_norm {
@@ -167,21 +168,30 @@ pub(super) fn feed_forward(
     d
 }
 
-/// llama.cpp's build_moe_ffn with softmax gating and SwiGLU experts: route
-/// each token to its `n_expert_used` most probable experts and sum their
-/// outputs weighted by the (normalized) probabilities.
+/// llama.cpp's build_moe_ffn with softmax or sigmoid gating and SwiGLU
+/// experts: route each token to its `n_expert_used` most probable experts
+/// (probabilities plus `probs_bias` when given) and sum their outputs
+/// weighted by the (normalized) probabilities.
 pub(super) fn moe_ffn(
     g: &mut GraphBuilder,
     m: MoeParams,
     h: TensorId,
     [gate_inp, gate_exps, up_exps, down_exps]: [WeightId; 4],
+    probs_bias: Option<WeightId>,
     n_embd: usize,
     il: usize,
 ) -> TensorId {
     let nm = |s: &str| format!("{s}-{il}");
     let logits = g.mul_mat(gate_inp, m.n_expert, h, &nm("ffn_moe_logits"));
-    let probs = g.soft_max(logits, &nm("ffn_moe_probs"));
-    let ids = g.top_k(probs, m.n_expert_used, &nm("ffn_moe_topk"));
+    let probs = match m.gating {
+        MoeGating::Softmax => g.soft_max(logits, &nm("ffn_moe_probs")),
+        MoeGating::Sigmoid => g.sigmoid(logits, &nm("ffn_moe_probs")),
+    };
+    let selection = match probs_bias {
+        Some(b) => g.add_weight(probs, b, &nm("ffn_moe_probs_biased")),
+        None => probs,
+    };
+    let ids = g.top_k(selection, m.n_expert_used, &nm("ffn_moe_topk"));
     let weights = g.moe_weights(
         probs,
         ids,

@@ -19,6 +19,8 @@ pub enum Arch {
     Phi3,
     Qwen3Moe,
     Qwen35,
+    Lfm2,
+    Lfm2Moe,
 }
 
 impl Arch {
@@ -33,6 +35,8 @@ impl Arch {
             "phi3" => Some(Arch::Phi3),
             "qwen3moe" => Some(Arch::Qwen3Moe),
             "qwen35" => Some(Arch::Qwen35),
+            "lfm2" => Some(Arch::Lfm2),
+            "lfm2moe" => Some(Arch::Lfm2Moe),
             _ => None,
         }
     }
@@ -47,13 +51,27 @@ impl Arch {
             Arch::Phi3 => "phi3",
             Arch::Qwen3Moe => "qwen3moe",
             Arch::Qwen35 => "qwen35",
+            Arch::Lfm2 => "lfm2",
+            Arch::Lfm2Moe => "lfm2moe",
         }
     }
 }
 
-/// The mixture-of-experts feed-forward of every layer (qwen3moe).
+/// How a mixture-of-experts router turns logits into probabilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoeGating {
+    /// Softmax over the experts (qwen3moe).
+    Softmax,
+    /// A sigmoid per expert (lfm2moe), experts chosen on the probabilities
+    /// plus a per-expert bias.
+    Sigmoid,
+}
+
+/// The mixture-of-experts feed-forward of every layer (qwen3moe) or of the
+/// layers after the leading dense ones (lfm2moe).
 #[derive(Clone, Copy, Debug)]
 pub struct MoeParams {
+    pub gating: MoeGating,
     pub n_expert: usize,
     /// Experts each token is routed to.
     pub n_expert_used: usize,
@@ -134,6 +152,13 @@ pub struct HParams {
     pub delta_net: Option<DeltaNetHParams>,
     /// Per layer: is it a recurrent (delta-net) layer rather than attention?
     pub recurrent_layers: Vec<bool>,
+    /// Layers before the first expert layer, which have a dense feed-forward.
+    pub n_layer_dense_lead: usize,
+    /// Per layer: a short-convolution mixer instead of attention (lfm2:
+    /// the layers with no key-value heads).
+    pub shortconv_layers: Vec<bool>,
+    /// Taps of the short convolutions (lfm2's `shortconv.l_cache`).
+    pub shortconv_l_cache: usize,
 }
 
 fn hp_err(f: &GgufFile, suffix: &str, reason: impl Into<String>) -> ModelError {
@@ -159,11 +184,57 @@ fn arch_usize_or(f: &GgufFile, suffix: &str, default: usize) -> Result<usize> {
     }
 }
 
+/// A per-layer count given as one number or as an array of `n_layer`.
+fn arch_per_layer(
+    f: &GgufFile,
+    suffix: &str,
+    n_layer: usize,
+    default: usize,
+) -> Result<Vec<usize>> {
+    use gguf::Array;
+    let v: Vec<usize> = match f.arch_get(suffix) {
+        None => vec![default; n_layer],
+        Some(Value::Array(Array::U32(a))) => a.iter().map(|&v| v as usize).collect(),
+        Some(Value::Array(Array::I32(a))) => a.iter().map(|&v| v.max(0) as usize).collect(),
+        Some(Value::Array(_)) => return Err(hp_err(f, suffix, "array of unexpected type")),
+        Some(_) => vec![f.arch_u32(suffix)? as usize; n_layer],
+    };
+    if v.len() != n_layer {
+        return Err(hp_err(
+            f,
+            suffix,
+            format!("{} values for {n_layer} layers", v.len()),
+        ));
+    }
+    Ok(v)
+}
+
 fn arch_f32_or(f: &GgufFile, suffix: &str, default: f32) -> Result<f32> {
     match f.arch_get(suffix) {
         Some(_) => Ok(f.arch_f32(suffix)?),
         None => Ok(default),
     }
+}
+
+/// Expert counts and sizes (`expert_*` keys), selections normalized.
+fn read_experts(f: &GgufFile, gating: MoeGating) -> Result<MoeParams> {
+    let n_expert = arch_usize(f, "expert_count")?;
+    let n_expert_used = arch_usize(f, "expert_used_count")?;
+    if n_expert_used > n_expert {
+        return Err(hp_err(
+            f,
+            "expert_used_count",
+            format!("{n_expert_used} exceeds the {n_expert} experts"),
+        ));
+    }
+    Ok(MoeParams {
+        gating,
+        n_expert,
+        n_expert_used,
+        n_ff_exp: arch_usize(f, "expert_feed_forward_length")?,
+        norm_weights: true,
+        weights_scale: 0.0,
+    })
 }
 
 impl HParams {
@@ -188,7 +259,25 @@ impl HParams {
             ));
         }
         let n_head = arch_usize(f, "attention.head_count")?;
-        let n_head_kv = arch_usize_or(f, "attention.head_count_kv", n_head)?;
+        // lfm2 lists key-value heads per layer, 0 for its convolution layers.
+        let is_lfm2 = matches!(arch, Arch::Lfm2 | Arch::Lfm2Moe);
+        let (n_head_kv, shortconv_layers) = if is_lfm2 {
+            let per_layer = arch_per_layer(f, "attention.head_count_kv", n_layer, n_head)?;
+            let conv: Vec<bool> = per_layer.iter().map(|&h| h == 0).collect();
+            let mut heads = per_layer.iter().copied().filter(|&h| h > 0);
+            let first = heads.next().unwrap_or(n_head);
+            if heads.any(|h| h != first) {
+                return Err(hp_err(
+                    f,
+                    "attention.head_count_kv",
+                    "attention layers with different key-value head counts",
+                ));
+            }
+            (first, conv)
+        } else {
+            let n = arch_usize_or(f, "attention.head_count_kv", n_head)?;
+            (n, vec![false; n_layer])
+        };
         if n_head % n_head_kv != 0 {
             return Err(hp_err(
                 f,
@@ -221,7 +310,7 @@ impl HParams {
             ));
         }
         // MoE models need no dense feed-forward length.
-        let n_ff = if arch == Arch::Qwen3Moe {
+        let n_ff = if matches!(arch, Arch::Qwen3Moe | Arch::Lfm2Moe) {
             arch_usize_or(f, "feed_forward_length", 0)?
         } else {
             arch_usize(f, "feed_forward_length")?
@@ -288,28 +377,50 @@ impl HParams {
             moe: None,
             delta_net: None,
             recurrent_layers: vec![false; n_layer],
+            n_layer_dense_lead: 0,
+            shortconv_layers,
+            shortconv_l_cache: 0,
         };
         match arch {
             Arch::Llama => hp.rope_mode = RopeMode::Normal,
             Arch::Qwen2 | Arch::Qwen3 => {}
             Arch::Qwen3Moe => {
-                let n_expert = arch_usize(f, "expert_count")?;
-                let n_expert_used = arch_usize(f, "expert_used_count")?;
-                if n_expert_used > n_expert {
-                    return Err(hp_err(
-                        f,
-                        "expert_used_count",
-                        format!("{n_expert_used} exceeds the {n_expert} experts"),
-                    ));
-                }
                 hp.moe = Some(MoeParams {
-                    n_expert,
-                    n_expert_used,
-                    n_ff_exp: arch_usize(f, "expert_feed_forward_length")?,
                     // llama.cpp's qwen3moe always normalizes.
-                    norm_weights: true,
                     weights_scale: arch_f32_or(f, "expert_weights_scale", 0.0)?,
+                    ..read_experts(f, MoeGating::Softmax)?
                 });
+            }
+            Arch::Lfm2 | Arch::Lfm2Moe => {
+                let l_cache = arch_usize(f, "shortconv.l_cache")?;
+                if l_cache < 2 {
+                    return Err(hp_err(f, "shortconv.l_cache", "must be at least 2"));
+                }
+                hp.shortconv_l_cache = l_cache;
+                if arch == Arch::Lfm2Moe {
+                    // lfm2moe.cpp reads no weights scale: 0, not applied.
+                    let gating = match f.arch_u32("expert_gating_func")? {
+                        1 => MoeGating::Softmax,
+                        2 => MoeGating::Sigmoid,
+                        other => {
+                            return Err(hp_err(
+                                f,
+                                "expert_gating_func",
+                                format!("gating function {other} is not supported"),
+                            ))
+                        }
+                    };
+                    hp.moe = Some(read_experts(f, gating)?);
+                    hp.n_layer_dense_lead =
+                        arch_usize_or(f, "leading_dense_block_count", 0)?.min(n_layer);
+                    if hp.n_layer_dense_lead > 0 && n_ff == 0 {
+                        return Err(hp_err(
+                            f,
+                            "feed_forward_length",
+                            "needed by the dense layers",
+                        ));
+                    }
+                }
             }
             Arch::Phi3 => hp.scale_q = true,
             Arch::Qwen35 => {

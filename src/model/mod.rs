@@ -1,6 +1,7 @@
 //! Transformer models built from GGUF metadata alone: llama (SmolLM2,
 //! TinyLlama, Llama 2/3 with llama3 rope scaling), qwen2, qwen3, qwen3moe,
-//! gemma3, granite, smollm3, phi3 and qwen35 (see docs/models.md).
+//! gemma3, granite, smollm3, phi3, and the hybrids lfm2, lfm2moe and
+//! qwen35 (see docs/models.md).
 //!
 //! [`Model::load`] reads the hyperparameters and binds the weights (used in
 //! place from the mmap); [`Model::forward`] builds (once per batch size) the
@@ -16,6 +17,7 @@ use gguf::{GgmlType, GgufFile};
 
 mod builders;
 mod hparams;
+mod lfm2;
 mod qwen35;
 mod transformer;
 mod weights;
@@ -33,8 +35,9 @@ use weights::{bind_weights, Mixer, ModelWeights};
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// Architectures this engine builds (`general.architecture` values).
-pub const SUPPORTED_ARCHITECTURES: [&str; 9] = [
-    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "granite", "smollm3", "phi3", "qwen35",
+pub const SUPPORTED_ARCHITECTURES: [&str; 11] = [
+    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "granite", "smollm3", "phi3", "lfm2",
+    "lfm2moe", "qwen35",
 ];
 
 /// Whether `general.architecture` names a model family rkinfer builds.
@@ -509,6 +512,13 @@ impl Model {
                         v_dim: d.shape.head_dim,
                     }),
                 },
+                Mixer::ShortConv(_) => RecurrentSpec {
+                    conv: Some(ConvShape {
+                        rows: self.hparams.shortconv_l_cache - 1,
+                        channels: self.hparams.n_embd,
+                    }),
+                    matrix: None,
+                },
             })
             .collect()
     }
@@ -524,7 +534,9 @@ impl Model {
             | Arch::Granite
             | Arch::Smollm3
             | Arch::Phi3
-            | Arch::Qwen3Moe => self.build_transformer(n, out),
+            | Arch::Qwen3Moe
+            | Arch::Lfm2
+            | Arch::Lfm2Moe => self.build_transformer(n, out),
             Arch::Qwen35 => self.build_qwen35(n, out),
         };
         backend::schedule(&mut graph, &self.backends, &self.weights);

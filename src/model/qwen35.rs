@@ -25,6 +25,7 @@ impl Model {
             let mixed = match &layer.mixer {
                 Mixer::DeltaNet(d) => delta_net(&mut g, hp, d, il, x),
                 Mixer::Attention(a) => gated_attention(&mut g, hp, w, a, il, x),
+                Mixer::ShortConv(s) => super::lfm2::shortconv(&mut g, hp, s, il, x),
             };
             x = g.add(mixed, x, &format!("attn_residual-{il}"));
             let d = feed_forward(&mut g, hp, &layer.ffn, il, x);

@@ -47,6 +47,8 @@ pub(super) enum Ffn {
         gate_exps: WeightId,
         up_exps: WeightId,
         down_exps: WeightId,
+        /// Added to the probabilities to choose the experts (lfm2moe).
+        exp_probs_b: Option<WeightId>,
     },
 }
 
@@ -102,6 +104,18 @@ pub(super) struct DeltaNet {
 pub(super) enum Mixer {
     Attention(Attention),
     DeltaNet(DeltaNet),
+    ShortConv(ShortConv),
+}
+
+/// lfm2's gated short convolution: `in_proj` makes gates b and c and the
+/// input x; `out_proj(c * conv(b * x))`.
+#[derive(Debug, Clone)]
+pub(super) struct ShortConv {
+    pub(super) norm: WeightId,
+    pub(super) in_proj: WeightId,
+    /// f32, `n_embd` rows of `shortconv_l_cache` taps.
+    pub(super) conv: WeightId,
+    pub(super) out_proj: WeightId,
 }
 
 /// Weights of one block: a mixer, then a feed-forward.
@@ -240,6 +254,31 @@ impl Binder<'_> {
         Ok(first)
     }
 
+    /// A small f32 matrix kept converted (convolution taps): `rows` rows of
+    /// `cols`, read by the CPU alone.
+    pub(super) fn f32_matrix(&mut self, name: &str, cols: usize, rows: usize) -> Result<WeightId> {
+        let idx = self
+            .find(name, &[cols, rows])?
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+            })?;
+        let t = &self.file.tensors()[idx];
+        if t.ggml_type != GgmlType::F32 {
+            // ggml_ssm_conv reads f32 taps only.
+            return Err(ModelError::UnsupportedType {
+                tensor: name.to_string(),
+                ty: t.ggml_type.name().to_string(),
+            });
+        }
+        let v: Vec<f32> = self
+            .file
+            .tensor_data(t)
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(self.push(name, GgmlType::F32, cols, rows, WeightData::F32(v)))
+    }
+
     /// A vector (norm weight, bias) converted to f32.
     pub(super) fn vector(&mut self, name: &str, len: usize) -> Result<WeightId> {
         self.opt_vector(name, len)?
@@ -249,26 +288,11 @@ impl Binder<'_> {
     }
 
     pub(super) fn opt_vector(&mut self, name: &str, len: usize) -> Result<Option<WeightId>> {
-        self.opt_f32(name, &[len])
-    }
-
-    /// A small matrix of `rows` rows of `cols` read as f32 values (not a
-    /// matmul weight: convolution taps).
-    pub(super) fn f32_matrix(&mut self, name: &str, cols: usize, rows: usize) -> Result<WeightId> {
-        self.opt_f32(name, &[cols, rows])?
-            .ok_or_else(|| ModelError::MissingTensor {
-                name: name.to_string(),
-            })
-    }
-
-    /// A tensor of `shape` (ggml order) converted to f32.
-    fn opt_f32(&mut self, name: &str, shape: &[usize]) -> Result<Option<WeightId>> {
-        let Some(idx) = self.find(name, shape)? else {
+        let Some(idx) = self.find(name, &[len])? else {
             return Ok(None);
         };
         let t = &self.file.tensors()[idx];
         let bytes = self.file.tensor_data(t);
-        let len: usize = shape.iter().product();
         let mut v = vec![0f32; len];
         match t.ggml_type {
             GgmlType::F32 => {
@@ -289,8 +313,7 @@ impl Binder<'_> {
             }
         }
         let ty = t.ggml_type;
-        let (cols, rows) = (shape[0], len / shape[0].max(1));
-        Ok(Some(self.push(name, ty, cols, rows, WeightData::F32(v))))
+        Ok(Some(self.push(name, ty, len, 1, WeightData::F32(v))))
     }
 
     fn push(
@@ -321,7 +344,11 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
     };
     let e = hp.n_embd;
     let tok_embd = b.matrix("token_embd.weight", e, hp.n_vocab)?;
-    let output_norm = b.vector("output_norm.weight", e)?;
+    // lfm2's final norm carries another name in llama.cpp's converter.
+    let output_norm = match hp.arch {
+        Arch::Lfm2 | Arch::Lfm2Moe => b.vector("token_embd_norm.weight", e)?,
+        _ => b.vector("output_norm.weight", e)?,
+    };
     // Tied embeddings: no output.weight means the embedding table.
     let output = b
         .opt_matrix("output.weight", e, hp.n_vocab)?
@@ -342,6 +369,9 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
         let mixer = match hp.delta_net {
             Some(dn) if hp.recurrent_layers[il] => {
                 Mixer::DeltaNet(bind_delta_net(&mut b, hp, dn, il)?)
+            }
+            _ if hp.shortconv_layers[il] => {
+                Mixer::ShortConv(super::lfm2::bind_shortconv(&mut b, hp, il)?)
             }
             _ => Mixer::Attention(bind_attention(&mut b, hp, il)?),
         };
@@ -368,7 +398,7 @@ pub(super) fn bind_attention(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Res
     let qkv_bias = hp.arch == Arch::Qwen2;
     let qk_norm = matches!(
         hp.arch,
-        Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3 | Arch::Qwen35
+        Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3 | Arch::Lfm2 | Arch::Lfm2Moe | Arch::Qwen35
     );
     // qwen35's query projection also yields the output gate: per head,
     // head_dim query values then head_dim gate values.
@@ -461,13 +491,15 @@ pub(super) fn bind_ffn(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Result<Ff
     } else {
         b.vector(&n("ffn_norm.weight"), e)?
     };
-    let ffn = match hp.moe {
+    let moe = hp.moe.filter(|_| il >= hp.n_layer_dense_lead);
+    let ffn = match moe {
         Some(m) => Ffn::Moe {
             params: m,
             gate_inp: b.matrix(&n("ffn_gate_inp.weight"), e, m.n_expert)?,
             gate_exps: b.experts(&n("ffn_gate_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
             up_exps: b.experts(&n("ffn_up_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
             down_exps: b.experts(&n("ffn_down_exps.weight"), m.n_ff_exp, e, m.n_expert)?,
+            exp_probs_b: b.opt_vector(&n("exp_probs_b.bias"), m.n_expert)?,
         },
         None => Ffn::Dense {
             // Phi-3 fuses gate and up into one matrix named ffn_up.

@@ -63,6 +63,14 @@ pub enum Extra {
         n_expert_used: u32,
         n_ff_exp: usize,
     },
+    /// lfm2: short-convolution layers (bit `il` of `conv_layers`) among
+    /// attention layers with q/k norms; lfm2moe when `experts` is set
+    /// (sigmoid routing with a selection bias after `dense_lead` layers).
+    Lfm2 {
+        conv_layers: u32,
+        l_cache: u32,
+        experts: Option<Lfm2Experts>,
+    },
     /// qwen35: gated delta-net layers (all but every `full_attention_interval`-th)
     /// and gated attention layers with q/k norms and partial IMROPE.
     Qwen35 {
@@ -75,6 +83,15 @@ pub enum Extra {
         /// Rotated dimensions of each attention head.
         n_rot: usize,
     },
+}
+
+/// The experts of an lfm2moe fixture.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lfm2Experts {
+    pub n_expert: u32,
+    pub n_expert_used: u32,
+    pub n_ff_exp: usize,
+    pub dense_lead: u32,
 }
 
 const fn spec(name: &'static str, arch: &'static str, n_layer: usize, extra: Extra) -> TinySpec {
@@ -93,7 +110,7 @@ const fn spec(name: &'static str, arch: &'static str, n_layer: usize, extra: Ext
 }
 
 /// Every fixture, in the order of the reference JSON.
-pub const TINY_SPECS: [TinySpec; 9] = [
+pub const TINY_SPECS: [TinySpec; 11] = [
     spec("llama", "llama", 2, Extra::None),
     spec("qwen3", "qwen3", 2, Extra::QkNorm),
     spec(
@@ -127,6 +144,31 @@ pub const TINY_SPECS: [TinySpec; 9] = [
             n_expert: 16,
             n_expert_used: 4,
             n_ff_exp: 32,
+        },
+    ),
+    spec(
+        "lfm2",
+        "lfm2",
+        4,
+        Extra::Lfm2 {
+            conv_layers: 0b1011,
+            l_cache: 3,
+            experts: None,
+        },
+    ),
+    spec(
+        "lfm2moe",
+        "lfm2moe",
+        4,
+        Extra::Lfm2 {
+            conv_layers: 0b1101,
+            l_cache: 3,
+            experts: Some(Lfm2Experts {
+                n_expert: 16,
+                n_expert_used: 4,
+                n_ff_exp: 32,
+                dense_lead: 1,
+            }),
         },
     ),
     spec(
@@ -248,7 +290,25 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
     w.add_kv(key("block_count"), spec.n_layer as u32)?;
     w.add_kv(key("feed_forward_length"), ff as u32)?;
     w.add_kv(key("attention.head_count"), spec.n_head as u32)?;
-    w.add_kv(key("attention.head_count_kv"), spec.n_head_kv as u32)?;
+    // lfm2 lists key-value heads per layer: none for convolution layers.
+    let is_conv = |il: usize| match spec.extra {
+        Extra::Lfm2 { conv_layers, .. } => conv_layers >> il & 1 == 1,
+        _ => false,
+    };
+    if let Extra::Lfm2 { .. } = spec.extra {
+        let heads: Vec<u32> = (0..spec.n_layer)
+            .map(|il| {
+                if is_conv(il) {
+                    0
+                } else {
+                    spec.n_head_kv as u32
+                }
+            })
+            .collect();
+        w.add_kv(key("attention.head_count_kv"), heads)?;
+    } else {
+        w.add_kv(key("attention.head_count_kv"), spec.n_head_kv as u32)?;
+    }
     w.add_kv(key("attention.key_length"), hd as u32)?;
     w.add_kv(key("attention.value_length"), hd as u32)?;
     let n_rot = match spec.extra {
@@ -287,6 +347,19 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
             w.add_kv(key("expert_count"), n_expert)?;
             w.add_kv(key("expert_used_count"), n_expert_used)?;
             w.add_kv(key("expert_feed_forward_length"), n_ff_exp as u32)?;
+        }
+        Extra::Lfm2 {
+            l_cache, experts, ..
+        } => {
+            w.add_kv(key("shortconv.l_cache"), l_cache)?;
+            if let Some(x) = experts {
+                w.add_kv(key("expert_count"), x.n_expert)?;
+                w.add_kv(key("expert_used_count"), x.n_expert_used)?;
+                w.add_kv(key("expert_feed_forward_length"), x.n_ff_exp as u32)?;
+                w.add_kv(key("leading_dense_block_count"), x.dense_lead)?;
+                // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE_SIGMOID.
+                w.add_kv(key("expert_gating_func"), 2u32)?;
+            }
         }
         Extra::Qwen35 {
             full_attention_interval,
@@ -327,7 +400,12 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
     let mut t = Tensors { w };
     // Tied output: the embedding table is also the output matrix.
     t.matrix_amp("token_embd.weight", e, n_vocab, spec.embd_amp)?;
-    t.vector("output_norm.weight", e, 1.0, 0.2)?;
+    // lfm2's final norm is named token_embd_norm by llama.cpp's converter.
+    let output_norm = match spec.extra {
+        Extra::Lfm2 { .. } => "token_embd_norm.weight",
+        _ => "output_norm.weight",
+    };
+    t.vector(output_norm, e, 1.0, 0.2)?;
     if spec.extra == Extra::RopeFreqs {
         // llama3-style factors: 1 for high frequencies, up to 8 for low.
         let ff: Vec<f32> = (0..hd / 2)
@@ -338,17 +416,20 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
     for il in 0..spec.n_layer {
         let n = |s: &str| format!("blk.{il}.{s}");
         t.vector(&n("attn_norm.weight"), e, 1.0, 0.2)?;
+        if let Extra::Lfm2 {
+            l_cache, experts, ..
+        } = spec.extra
+        {
+            lfm2_layer(&mut t, spec, il, is_conv(il), l_cache as usize, experts)?;
+            continue;
+        }
         if let Extra::Qwen35 {
             full_attention_interval,
             ..
         } = spec.extra
         {
-            qwen35_mixer(
-                &mut t,
-                spec,
-                il,
-                (il + 1) % full_attention_interval as usize != 0,
-            )?;
+            let recurrent = (il + 1) % full_attention_interval as usize != 0;
+            qwen35_mixer(&mut t, spec, il, recurrent)?;
             t.vector(&n("post_attention_norm.weight"), e, 1.0, 0.2)?;
             t.matrix(&n("ffn_gate.weight"), e, ff, 1.0)?;
             t.matrix(&n("ffn_up.weight"), e, ff, 1.0)?;
@@ -398,6 +479,61 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
         t.matrix(&n("ffn_down.weight"), ff, e, 1.0)?;
     }
     t.w.write(out)
+}
+
+/// An lfm2 block after its operator norm: a short convolution or attention
+/// with q/k norms, then a dense or expert feed-forward.
+fn lfm2_layer(
+    t: &mut Tensors<'_>,
+    spec: &TinySpec,
+    il: usize,
+    conv: bool,
+    l_cache: usize,
+    experts: Option<Lfm2Experts>,
+) -> gguf::Result<()> {
+    let n = |s: &str| format!("blk.{il}.{s}");
+    let (e, hd, ff) = (spec.n_embd, spec.head_dim, spec.n_ff);
+    if conv {
+        t.matrix(&n("shortconv.in_proj.weight"), e, 3 * e, 1.0)?;
+        // F32 taps (ggml_ssm_conv reads f32 only).
+        let taps = values(&n("shortconv.conv.weight"), l_cache * e, 0.0, 0.8);
+        let bytes: Vec<u8> = taps.iter().flat_map(|x| x.to_le_bytes()).collect();
+        t.w.add_tensor(
+            &n("shortconv.conv.weight"),
+            &[l_cache as u64, e as u64],
+            GgmlType::F32,
+            bytes,
+        )?;
+        t.matrix(&n("shortconv.out_proj.weight"), e, e, 1.0)?;
+    } else {
+        let (q_dim, kv_dim) = (spec.n_head * hd, spec.n_head_kv * hd);
+        t.matrix(&n("attn_q.weight"), e, q_dim, 1.0)?;
+        t.matrix(&n("attn_k.weight"), e, kv_dim, 1.0)?;
+        t.matrix(&n("attn_v.weight"), e, kv_dim, 1.0)?;
+        t.matrix(&n("attn_output.weight"), q_dim, e, 1.0)?;
+        t.vector(&n("attn_q_norm.weight"), hd, 1.0, 0.2)?;
+        t.vector(&n("attn_k_norm.weight"), hd, 1.0, 0.2)?;
+    }
+    t.vector(&n("ffn_norm.weight"), e, 1.0, 0.2)?;
+    match experts {
+        Some(x) if il >= x.dense_lead as usize => {
+            let ne = x.n_expert as usize;
+            t.matrix_f32(&n("ffn_gate_inp.weight"), e, ne, 2.0)?;
+            // The selection bias reorders some choices.
+            t.vector(&n("exp_probs_b.bias"), ne, 0.0, 0.3)?;
+            let amp_in = (3.0 / e as f32).sqrt();
+            let amp_down = (3.0 / x.n_ff_exp as f32).sqrt();
+            t.tensor_f16(&n("ffn_gate_exps.weight"), &[e, x.n_ff_exp, ne], amp_in)?;
+            t.tensor_f16(&n("ffn_up_exps.weight"), &[e, x.n_ff_exp, ne], amp_in)?;
+            t.tensor_f16(&n("ffn_down_exps.weight"), &[x.n_ff_exp, e, ne], amp_down)?;
+        }
+        _ => {
+            t.matrix(&n("ffn_gate.weight"), e, ff, 1.0)?;
+            t.matrix(&n("ffn_up.weight"), e, ff, 1.0)?;
+            t.matrix(&n("ffn_down.weight"), ff, e, 1.0)?;
+        }
+    }
+    Ok(())
 }
 
 /// The mixer of qwen35 layer `il`: a gated delta-net (`recurrent`) or a
