@@ -536,8 +536,8 @@ impl Model {
             | Arch::Phi3
             | Arch::Qwen3Moe
             | Arch::Lfm2
-            | Arch::Lfm2Moe => self.build_transformer(n, out),
-            Arch::Qwen35 => self.build_qwen35(n, out),
+            | Arch::Lfm2Moe
+            | Arch::Qwen35 => self.build_transformer(n, out),
         };
         backend::schedule(&mut graph, &self.backends, &self.weights);
         graph

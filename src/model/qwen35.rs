@@ -1,40 +1,17 @@
-//! Qwen3.5 (llama.cpp's `src/models/qwen35.cpp` and `delta-net-base.cpp`):
-//! a hybrid of gated delta-net (linear attention) layers and gated full
-//! attention layers (every `full_attention_interval`-th), each followed by
-//! a SwiGLU feed-forward normed by `post_attention_norm`.
+//! Qwen3.5's gated delta-net layers (llama.cpp's `src/models/qwen35.cpp`
+//! and `delta-net-base.cpp`). The model is a hybrid run by
+//! [`Model::build_transformer`](super::Model): these layers, and gated full
+//! attention layers (every `full_attention_interval`-th; the shared
+//! attention builder with `q_gate`), each followed by a SwiGLU feed-forward
+//! normed by `post_attention_norm`.
 //!
 //! The delta-net runs as llama.cpp's CPU backend runs it: the fused
 //! GATED_DELTA_NET op for prompt batches and single tokens alike (its
 //! chunked graph is for backends without that op).
 
-use super::builders::{feed_forward, input_embeddings, output_head};
 use super::hparams::HParams;
-use super::weights::{Attention, DeltaNet, Mixer, ModelWeights, Qkv};
-use super::{GraphOut, Model};
-use crate::graph::{
-    AttnParams, DeltaNetParams, GateAct, Graph, GraphBuilder, RopeParams, TensorId,
-};
-
-impl Model {
-    /// Every layer: x += mixer(x); x += ffn(x). Then the output head.
-    pub(super) fn build_qwen35(&self, n: usize, out: GraphOut) -> Graph {
-        let (hp, w) = (&self.hparams, &self.w);
-        let mut g = GraphBuilder::new(n);
-        let mut x = input_embeddings(&mut g, hp, w);
-        for (il, layer) in w.layers.iter().enumerate() {
-            let mixed = match &layer.mixer {
-                Mixer::DeltaNet(d) => delta_net(&mut g, hp, d, il, x),
-                Mixer::Attention(a) => gated_attention(&mut g, hp, w, a, il, x),
-                Mixer::ShortConv(s) => super::lfm2::shortconv(&mut g, hp, s, il, x),
-            };
-            x = g.add(mixed, x, &format!("attn_residual-{il}"));
-            let d = feed_forward(&mut g, hp, &layer.ffn, il, x);
-            x = g.add(d, x, &format!("post_ffn-{il}"));
-        }
-        let result = output_head(&mut g, hp, w, x, out);
-        g.finish(result)
-    }
-}
+use super::weights::DeltaNet;
+use crate::graph::{DeltaNetParams, GateAct, GraphBuilder, TensorId, WeightId};
 
 /// RMS norm of every `head_dim` piece of each row, times `w` if given.
 fn head_norm(
@@ -42,7 +19,7 @@ fn head_norm(
     x: TensorId,
     head_dim: usize,
     eps: f32,
-    w: Option<crate::graph::WeightId>,
+    w: Option<WeightId>,
     name: &str,
 ) -> TensorId {
     let (rows, cols) = g.shape(x);
@@ -52,73 +29,6 @@ fn head_norm(
         r = g.mul_weight(r, w, &format!("{name}_w"));
     }
     g.reshape(r, rows, cols)
-}
-
-/// Full attention with an output gate (`build_layer_attn`): the query
-/// projection yields, per head, the query then a gate; q and k are RMS
-/// normed and roped (IMROPE, which for text positions is NEOX rope over
-/// `n_rot` dimensions); the attention output is multiplied by
-/// sigmoid(gate) before the output projection.
-fn gated_attention(
-    g: &mut GraphBuilder,
-    hp: &HParams,
-    w: &ModelWeights,
-    a: &Attention,
-    il: usize,
-    x: TensorId,
-) -> TensorId {
-    let nm = |s: &str| format!("{s}-{il}");
-    let n = g.n_tokens();
-    let eps = hp.rms_eps;
-    let (hd, n_head, n_head_kv) = (hp.head_dim, hp.n_head, hp.n_head_kv);
-    let (q_dim, kv_dim) = (n_head * hd, n_head_kv * hd);
-    let h = g.rms_norm(x, eps, &nm("norm"));
-    let h = g.mul_weight(h, a.attn_norm, &nm("attn_norm"));
-    let (q_full, k, v) = match a.qkv {
-        Qkv::Split { wq, wk, wv } => (
-            g.mul_mat(wq, 2 * q_dim, h, &nm("Qcur_full")),
-            g.mul_mat(wk, kv_dim, h, &nm("Kcur")),
-            g.mul_mat(wv, kv_dim, h, &nm("Vcur")),
-        ),
-        Qkv::Fused(wqkv) => {
-            let qkv = g.mul_mat(wqkv, 2 * q_dim + 2 * kv_dim, h, &nm("wqkv"));
-            (
-                g.cols(qkv, 0, 2 * q_dim, &nm("Qcur_full")),
-                g.cols(qkv, 2 * q_dim, kv_dim, &nm("Kcur")),
-                g.cols(qkv, 2 * q_dim + kv_dim, kv_dim, &nm("Vcur")),
-            )
-        }
-    };
-    let per_head = g.reshape(q_full, n * n_head, 2 * hd);
-    let q = g.cols(per_head, 0, hd, &nm("Qcur"));
-    let gate = g.cols(per_head, hd, hd, &nm("gate"));
-    let gate = g.reshape(gate, n, q_dim);
-    let q = head_norm(g, q, hd, eps, a.q_norm, &nm("Qcur_normed"));
-    let q = g.reshape(q, n, q_dim);
-    let k = head_norm(g, k, hd, eps, a.k_norm, &nm("Kcur_normed"));
-    let rope = RopeParams {
-        mode: hp.rope_mode,
-        n_rot: hp.n_rot,
-        head_dim: hd,
-        freq_base: hp.rope_freq_base,
-        freq_scale: hp.rope_freq_scale,
-        freq_factors: w.rope_freqs,
-    };
-    let q = g.rope(q, rope, &nm("Qcur_rope"));
-    let k = g.rope(k, rope, &nm("Kcur_rope"));
-    g.store_kv(il, k, v, &nm("kv_store"));
-    let attn = AttnParams {
-        layer: il,
-        n_head,
-        n_head_kv,
-        head_dim: hd,
-        scale: hp.attn_scale,
-        window: None,
-    };
-    let att = g.attention(q, attn, &nm("attn_pregate"));
-    let gate = g.sigmoid(gate, &nm("gate_sigmoid"));
-    let att = g.mul(att, gate, &nm("attn_gated"));
-    g.mul_mat(a.wo, hp.n_embd, att, &nm("attn_output"))
 }
 
 /// A gated delta-net layer (`build_layer_attn_linear`): q, k, v through

@@ -65,6 +65,10 @@ pub(super) struct Attention {
     pub(super) q_norm: Option<WeightId>,
     pub(super) k_norm: Option<WeightId>,
     pub(super) attn_post_norm: Option<WeightId>,
+    /// The query projection also yields an output gate (qwen35): per head,
+    /// `head_dim` query values then `head_dim` gate values; the attention
+    /// output is multiplied by sigmoid(gate).
+    pub(super) q_gate: bool,
 }
 
 /// The feed-forward half of a block with its norms.
@@ -402,11 +406,8 @@ pub(super) fn bind_attention(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Res
     );
     // qwen35's query projection also yields the output gate: per head,
     // head_dim query values then head_dim gate values.
-    let q_rows = if hp.arch == Arch::Qwen35 {
-        2 * q_dim
-    } else {
-        q_dim
-    };
+    let q_gate = hp.arch == Arch::Qwen35;
+    let q_rows = if q_gate { 2 * q_dim } else { q_dim };
     let post_norm = hp.arch == Arch::Gemma3;
     let attn_norm = b.vector(&n("attn_norm.weight"), e)?;
     let qkv = match b.opt_matrix(&n("attn_qkv.weight"), e, q_rows + 2 * kv_dim)? {
@@ -452,6 +453,7 @@ pub(super) fn bind_attention(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Res
         q_norm,
         k_norm,
         attn_post_norm,
+        q_gate,
     })
 }
 
