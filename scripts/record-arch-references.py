@@ -61,7 +61,7 @@ def run(cmd):
 # asserts), which gives the same numbers as the default for attention; and
 # llama-server makes no context checkpoints for them (which would split the
 # prompt's last 4 tokens into a batch of their own).
-RECURRENT = {"lfm2", "lfm2moe"}
+RECURRENT = {"lfm2", "lfm2moe", "qwen35"}
 
 
 def perplexity(bin_dir, model, name):

@@ -312,6 +312,58 @@ fn qwen3moe() {
 }
 
 #[test]
+fn qwen35() {
+    check("qwen35");
+}
+
+/// qwen35's recurrent layers cannot rewind: truncating to a shorter prefix
+/// starts over, and evaluating the kept tokens again gives bit for bit what
+/// a fresh state gives (prompt batches and single decoded tokens).
+#[test]
+fn qwen35_truncate_replays_from_the_start() {
+    use rkinfer::model::LogitsMode;
+    let doc = references();
+    let (dir, path) = fixture("qwen35", "q5_0", &doc["fixtures"]["qwen35"]["q5_0"]);
+    let llm = Llm::load(&path, &Default::default()).expect("fixture loads");
+    let model = llm.model();
+    let opts = StateOptions {
+        n_ctx: 64,
+        ..Default::default()
+    };
+    let tokens: Vec<u32> = (0..12).map(|i| 100 + 37 * i).collect();
+    let run = |state: &mut rkinfer::model::State| -> Vec<f32> {
+        model
+            .forward(state, &tokens[..8], LogitsMode::Last)
+            .expect("prompt");
+        let mut last = Vec::new();
+        for &t in &tokens[8..] {
+            last = model
+                .forward(state, &[t], LogitsMode::Last)
+                .expect("decode")
+                .to_vec();
+        }
+        last
+    };
+    let mut fresh = model.new_state(&opts).expect("state");
+    let want = run(&mut fresh);
+    let mut state = model.new_state(&opts).expect("state");
+    model
+        .forward(&mut state, &tokens[..5], LogitsMode::Last)
+        .expect("first pass");
+    assert!(!state.can_rewind());
+    assert_eq!(
+        state.truncate(3),
+        0,
+        "a recurrent state cannot keep a prefix"
+    );
+    assert_eq!(run(&mut state), want);
+    // Truncating at or past the end keeps everything.
+    assert_eq!(state.truncate(100), tokens.len());
+    drop(llm);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn lfm2() {
     check("lfm2");
 }

@@ -278,7 +278,7 @@ fn dump_op(node: &Node, graph: &Graph, out: &[f32]) {
 }
 
 /// Op kinds every backend must at least be asked about (for listings).
-pub const ALL_OP_KINDS: [OpKind; 17] = [
+pub const ALL_OP_KINDS: [OpKind; 19] = [
     OpKind::GetRows,
     OpKind::RmsNorm,
     OpKind::Mul,
@@ -295,5 +295,7 @@ pub const ALL_OP_KINDS: [OpKind; 17] = [
     OpKind::Div,
     OpKind::MulMatId,
     OpKind::Unary,
+    OpKind::Concat,
     OpKind::SsmConv,
+    OpKind::GatedDeltaNet,
 ];

@@ -35,6 +35,17 @@ pub enum GateAct {
     GeluTanh,
 }
 
+/// Shape of a gated delta-net (linear attention) layer: `n_v_heads` value
+/// heads, each reading key head `h % n_k_heads`; keys, queries and values
+/// of `head_dim` elements; one `head_dim x head_dim` state per value head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeltaNetParams {
+    pub layer: usize,
+    pub n_k_heads: usize,
+    pub n_v_heads: usize,
+    pub head_dim: usize,
+}
+
 /// Rotary embedding parameters of one layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RopeParams {
@@ -139,6 +150,25 @@ pub enum Op {
         kernel: WeightId,
         layer: usize,
     },
+    /// log(1 + exp(x)) of every element, x itself above 20 (ggml_softplus:
+    /// libm's expf and logf).
+    Softplus { x: TensorId },
+    /// x * sigmoid(x) of every element with ggml's vector expf (ggml_silu).
+    Silu { x: TensorId },
+    /// Each row of `a` followed by the same row of `b` (ggml_concat along
+    /// the row).
+    Concat { a: TensorId, b: TensorId },
+    /// The gated delta rule over the batch, token by token, from and into
+    /// the layer's recurrent matrix state (ggml_gated_delta_net, as
+    /// llama.cpp's CPU backend runs it for prompts and decoding alike).
+    /// `qkv` rows: q (`n_k_heads x head_dim`, l2-normed), k (same), v
+    /// (`n_v_heads x head_dim`); `gb` rows: the log-decay g of each value
+    /// head, then its beta. Output rows: `n_v_heads x head_dim`.
+    GatedDeltaNet {
+        qkv: TensorId,
+        gb: TensorId,
+        p: DeltaNetParams,
+    },
     /// `sum_j w[t][j] * x[t * k + j]`: each product rounded, then added in
     /// order of `j` (ggml_mul then a chain of ggml_add).
     MoeCombine { x: TensorId, w: TensorId },
@@ -164,6 +194,8 @@ pub enum OpKind {
     MulMatId,
     Unary,
     SsmConv,
+    Concat,
+    GatedDeltaNet,
 }
 
 impl OpKind {
@@ -187,6 +219,8 @@ impl OpKind {
             OpKind::MulMatId => "MUL_MAT_ID",
             OpKind::Unary => "UNARY",
             OpKind::SsmConv => "SSM_CONV",
+            OpKind::Concat => "CONCAT",
+            OpKind::GatedDeltaNet => "GATED_DELTA_NET",
         }
     }
 }
@@ -210,7 +244,9 @@ impl Op {
             Op::MoeWeights { .. } => OpKind::Div,
             Op::MulMatId { .. } => OpKind::MulMatId,
             Op::MoeCombine { .. } | Op::Mul { .. } => OpKind::Mul,
-            Op::Sigmoid { .. } => OpKind::Unary,
+            Op::Sigmoid { .. } | Op::Softplus { .. } | Op::Silu { .. } => OpKind::Unary,
+            Op::Concat { .. } => OpKind::Concat,
+            Op::GatedDeltaNet { .. } => OpKind::GatedDeltaNet,
             Op::SsmConv { .. } => OpKind::SsmConv,
         }
     }
@@ -230,8 +266,11 @@ impl Op {
             | Op::SoftMax { x }
             | Op::TopK { x, .. }
             | Op::Sigmoid { x }
+            | Op::Softplus { x }
+            | Op::Silu { x }
             | Op::SsmConv { x, .. } => [Some(x), None],
-            Op::Mul { a, b } => [Some(a), Some(b)],
+            Op::Mul { a, b } | Op::Concat { a, b } => [Some(a), Some(b)],
+            Op::GatedDeltaNet { qkv, gb, .. } => [Some(qkv), Some(gb)],
             Op::MoeWeights { probs, ids, .. } => [Some(probs), Some(ids)],
             Op::MulMatId { x, ids, .. } => [Some(x), Some(ids)],
             Op::MoeCombine { x, w } => [Some(x), Some(w)],
@@ -443,6 +482,31 @@ impl GraphBuilder {
     pub fn sigmoid(&mut self, x: TensorId, name: &str) -> TensorId {
         let (r, c) = self.shape(x);
         self.push(Op::Sigmoid { x }, r, c, name)
+    }
+    pub fn softplus(&mut self, x: TensorId, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::Softplus { x }, r, c, name)
+    }
+    pub fn silu(&mut self, x: TensorId, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::Silu { x }, r, c, name)
+    }
+    /// Rows of `a` and `b` (same row count) joined.
+    pub fn concat(&mut self, a: TensorId, b: TensorId, name: &str) -> TensorId {
+        let ((r, ca), (_, cb)) = (self.shape(a), self.shape(b));
+        self.push(Op::Concat { a, b }, r, ca + cb, name)
+    }
+    /// The delta rule over `qkv` and `gb` (see [`Op::GatedDeltaNet`]).
+    pub fn gated_delta_net(
+        &mut self,
+        qkv: TensorId,
+        gb: TensorId,
+        p: DeltaNetParams,
+        name: &str,
+    ) -> TensorId {
+        let (r, _) = self.shape(qkv);
+        let op = Op::GatedDeltaNet { qkv, gb, p };
+        self.push(op, r, p.n_v_heads * p.head_dim, name)
     }
     /// Short causal convolution of `x` (tokens x channels) with `layer`'s
     /// rolling window (see [`Op::SsmConv`]).

@@ -36,20 +36,32 @@ pub(super) fn attention(
 
     let h = g.rms_norm(x, eps, &nm("norm"));
     let h = g.mul_weight(h, a.attn_norm, &nm("attn_norm"));
+    // With an output gate the query projection is twice as wide.
+    let q_rows = if a.q_gate { 2 * q_dim } else { q_dim };
     let (mut q, mut k, mut v) = match a.qkv {
         Qkv::Split { wq, wk, wv } => (
-            g.mul_mat(wq, q_dim, h, &nm("Qcur")),
+            g.mul_mat(wq, q_rows, h, &nm("Qcur")),
             g.mul_mat(wk, kv_dim, h, &nm("Kcur")),
             g.mul_mat(wv, kv_dim, h, &nm("Vcur")),
         ),
         Qkv::Fused(w) => {
-            let qkv = g.mul_mat(w, q_dim + 2 * kv_dim, h, &nm("wqkv"));
+            let qkv = g.mul_mat(w, q_rows + 2 * kv_dim, h, &nm("wqkv"));
             (
-                g.cols(qkv, 0, q_dim, &nm("Qcur")),
-                g.cols(qkv, q_dim, kv_dim, &nm("Kcur")),
-                g.cols(qkv, q_dim + kv_dim, kv_dim, &nm("Vcur")),
+                g.cols(qkv, 0, q_rows, &nm("Qcur")),
+                g.cols(qkv, q_rows, kv_dim, &nm("Kcur")),
+                g.cols(qkv, q_rows + kv_dim, kv_dim, &nm("Vcur")),
             )
         }
+    };
+    // qwen35: per head, the query then its gate.
+    let gate = if a.q_gate {
+        let per_head = g.reshape(q, n * n_head, 2 * hd);
+        let gate = g.cols(per_head, hd, hd, &nm("gate"));
+        q = g.cols(per_head, 0, hd, &nm("Qcur_ungated"));
+        q = g.reshape(q, n, q_dim);
+        Some(g.reshape(gate, n, q_dim))
+    } else {
+        None
     };
     if let Some(b) = a.bq {
         q = g.add_weight(q, b, &nm("Qcur_b"));
@@ -103,7 +115,11 @@ pub(super) fn attention(
         scale: kq_scale,
         window: if swa { hp.sliding_window } else { None },
     };
-    let att = g.attention(q, attn, &nm("kqv"));
+    let mut att = g.attention(q, attn, &nm("kqv"));
+    if let Some(gate) = gate {
+        let gate = g.sigmoid(gate, &nm("gate_sigmoid"));
+        att = g.mul(att, gate, &nm("attn_gated"));
+    }
     let mut o = g.mul_mat(a.wo, hp.n_embd, att, &nm("attn_out"));
     if let Some(pn) = a.attn_post_norm {
         let r = g.rms_norm(o, eps, &nm("attn_post_norm"));

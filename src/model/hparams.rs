@@ -18,6 +18,7 @@ pub enum Arch {
     Smollm3,
     Phi3,
     Qwen3Moe,
+    Qwen35,
     Lfm2,
     Lfm2Moe,
 }
@@ -33,6 +34,7 @@ impl Arch {
             "smollm3" => Some(Arch::Smollm3),
             "phi3" => Some(Arch::Phi3),
             "qwen3moe" => Some(Arch::Qwen3Moe),
+            "qwen35" => Some(Arch::Qwen35),
             "lfm2" => Some(Arch::Lfm2),
             "lfm2moe" => Some(Arch::Lfm2Moe),
             _ => None,
@@ -48,6 +50,7 @@ impl Arch {
             Arch::Smollm3 => "smollm3",
             Arch::Phi3 => "phi3",
             Arch::Qwen3Moe => "qwen3moe",
+            Arch::Qwen35 => "qwen35",
             Arch::Lfm2 => "lfm2",
             Arch::Lfm2Moe => "lfm2moe",
         }
@@ -78,6 +81,32 @@ pub struct MoeParams {
     pub norm_weights: bool,
     /// Multiplies the routing weights (0 or 1: not applied).
     pub weights_scale: f32,
+}
+
+/// The gated delta-net layers of a hybrid model (qwen35's `ssm.*` keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeltaNetHParams {
+    /// Taps of the causal convolution over q, k and v (`ssm.conv_kernel`).
+    pub d_conv: usize,
+    /// Size of each key, query and value head (`ssm.state_size`).
+    pub head_dim: usize,
+    /// Key (and query) heads (`ssm.group_count`).
+    pub n_k_heads: usize,
+    /// Value heads (`ssm.time_step_rank`), each with its own state.
+    pub n_v_heads: usize,
+}
+
+impl DeltaNetHParams {
+    pub fn key_dim(&self) -> usize {
+        self.n_k_heads * self.head_dim
+    }
+    pub fn value_dim(&self) -> usize {
+        self.n_v_heads * self.head_dim
+    }
+    /// Channels of the convolution: q, k and v.
+    pub fn conv_dim(&self) -> usize {
+        2 * self.key_dim() + self.value_dim()
+    }
 }
 
 /// Hyperparameters, from the GGUF metadata.
@@ -119,6 +148,10 @@ pub struct HParams {
     pub gate_act: GateAct,
     /// Experts instead of one feed-forward block (qwen3moe).
     pub moe: Option<MoeParams>,
+    /// Gated delta-net layers (qwen35).
+    pub delta_net: Option<DeltaNetHParams>,
+    /// Per layer: is it a recurrent (delta-net) layer rather than attention?
+    pub recurrent_layers: Vec<bool>,
     /// Layers before the first expert layer, which have a dense feed-forward.
     pub n_layer_dense_lead: usize,
     /// Per layer: a short-convolution mixer instead of attention (lfm2:
@@ -342,6 +375,8 @@ impl HParams {
             rope_layers: vec![true; n_layer],
             gate_act: GateAct::Silu,
             moe: None,
+            delta_net: None,
+            recurrent_layers: vec![false; n_layer],
             n_layer_dense_lead: 0,
             shortconv_layers,
             shortconv_l_cache: 0,
@@ -388,6 +423,11 @@ impl HParams {
                 }
             }
             Arch::Phi3 => hp.scale_q = true,
+            Arch::Qwen35 => {
+                hp.delta_net = Some(qwen35_delta_net(f)?);
+                hp.recurrent_layers = qwen35_recurrent_layers(f, n_layer)?;
+                check_text_mrope(f, n_rot)?;
+            }
             Arch::Smollm3 => {
                 // llama.cpp's constant n_no_rope_layer_step.
                 hp.rope_mode = RopeMode::Normal;
@@ -435,4 +475,98 @@ impl HParams {
         }
         Ok(hp)
     }
+}
+
+/// The delta-net shape of a qwen35 file (llama.cpp's `ssm_*` hparams),
+/// checked as llama.cpp asserts it: value heads of the key head size, a
+/// whole number of value heads per key head.
+fn qwen35_delta_net(f: &GgufFile) -> Result<DeltaNetHParams> {
+    let dn = DeltaNetHParams {
+        d_conv: arch_usize(f, "ssm.conv_kernel")?,
+        head_dim: arch_usize(f, "ssm.state_size")?,
+        n_k_heads: arch_usize(f, "ssm.group_count")?,
+        n_v_heads: arch_usize(f, "ssm.time_step_rank")?,
+    };
+    let d_inner = arch_usize(f, "ssm.inner_size")?;
+    if d_inner != dn.value_dim() {
+        return Err(hp_err(
+            f,
+            "ssm.inner_size",
+            format!(
+                "{d_inner} is not {} value heads of {}",
+                dn.n_v_heads, dn.head_dim
+            ),
+        ));
+    }
+    if dn.n_v_heads % dn.n_k_heads != 0 {
+        return Err(hp_err(
+            f,
+            "ssm.time_step_rank",
+            format!(
+                "{} value heads are not a multiple of {} key heads",
+                dn.n_v_heads, dn.n_k_heads
+            ),
+        ));
+    }
+    if dn.d_conv < 2 {
+        return Err(hp_err(f, "ssm.conv_kernel", "must be at least 2"));
+    }
+    Ok(dn)
+}
+
+/// Which layers are recurrent: `attention.recurrent_layers` if present,
+/// else every layer but each `full_attention_interval`-th (default 4).
+fn qwen35_recurrent_layers(f: &GgufFile, n_layer: usize) -> Result<Vec<bool>> {
+    if let Some(v) = f.arch_get("attention.recurrent_layers") {
+        return match v {
+            Value::Array(gguf::Array::Bool(b)) if b.len() >= n_layer => Ok(b[..n_layer].to_vec()),
+            _ => Err(hp_err(
+                f,
+                "attention.recurrent_layers",
+                format!("expected {n_layer} booleans"),
+            )),
+        };
+    }
+    let interval = arch_usize_or(f, "full_attention_interval", 4)?;
+    Ok((0..n_layer).map(|il| (il + 1) % interval != 0).collect())
+}
+
+/// qwen35's interleaved multi-section rope (IMROPE): for text, llama.cpp
+/// gives the first three position components the token's position and the
+/// fourth 0. Rotated pairs that fall to a section of the first three are
+/// then plain NEOX rope; one that would take the fourth (position 0, not
+/// rotated) is refused rather than computed wrong.
+fn check_text_mrope(f: &GgufFile, n_rot: usize) -> Result<()> {
+    let key = "rope.dimension_sections";
+    let Some(v) = f.arch_get(key) else {
+        return Ok(());
+    };
+    let sections: Vec<i64> = match v {
+        Value::Array(gguf::Array::I32(s)) => s.iter().map(|&x| x as i64).collect(),
+        Value::Array(gguf::Array::U32(s)) => s.iter().map(|&x| x as i64).collect(),
+        _ => return Err(hp_err(f, key, "expected an integer array")),
+    };
+    let mut sec = [0i64; 4];
+    for (d, s) in sec.iter_mut().zip(&sections) {
+        *d = *s;
+    }
+    let total: i64 = sec.iter().sum();
+    if total <= 0 || sec.iter().any(|&s| s < 0) {
+        return Err(hp_err(f, key, format!("invalid sections {sections:?}")));
+    }
+    for pair in 0..n_rot / 2 {
+        let sector = pair as i64 % total;
+        // ggml_mrope_cache_init's interleaved choice of component.
+        let text = (sector % 3 == 1 && sector < 3 * sec[1])
+            || (sector % 3 == 2 && sector < 3 * sec[2])
+            || (sector % 3 == 0 && sector < 3 * sec[0]);
+        if !text {
+            return Err(hp_err(
+                f,
+                key,
+                format!("rotary pair {pair} uses the fourth section ({sections:?}): not supported"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! Transformer models built from GGUF metadata alone: llama (SmolLM2,
 //! TinyLlama, Llama 2/3 with llama3 rope scaling), qwen2, qwen3, qwen3moe,
-//! gemma3, granite, smollm3, phi3, and the hybrids lfm2 and lfm2moe (see
-//! docs/models.md).
+//! gemma3, granite, smollm3, phi3, and the hybrids lfm2, lfm2moe and
+//! qwen35 (see docs/models.md).
 //!
 //! [`Model::load`] reads the hyperparameters and binds the weights (used in
 //! place from the mmap); [`Model::forward`] builds (once per batch size) the
@@ -18,14 +18,15 @@ use gguf::{GgmlType, GgufFile};
 mod builders;
 mod hparams;
 mod lfm2;
+mod qwen35;
 mod transformer;
 mod weights;
 
-pub use hparams::{Arch, HParams, MoeParams};
+pub use hparams::{Arch, DeltaNetHParams, HParams, MoeParams};
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::kv::KvCache;
-use crate::backend::recurrent::{ConvShape, RecurrentSpec, RecurrentState};
+use crate::backend::recurrent::{ConvShape, MatrixShape, RecurrentSpec, RecurrentState};
 use crate::backend::{self, Backend, BackendError, ExecCtx, Scratch, Weights};
 use crate::graph::{Graph, WeightId};
 use weights::{bind_weights, Mixer, ModelWeights};
@@ -34,9 +35,9 @@ use weights::{bind_weights, Mixer, ModelWeights};
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// Architectures this engine builds (`general.architecture` values).
-pub const SUPPORTED_ARCHITECTURES: [&str; 10] = [
+pub const SUPPORTED_ARCHITECTURES: [&str; 11] = [
     "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "granite", "smollm3", "phi3", "lfm2",
-    "lfm2moe",
+    "lfm2moe", "qwen35",
 ];
 
 /// Whether `general.architecture` names a model family rkinfer builds.
@@ -498,6 +499,19 @@ impl Model {
             .iter()
             .map(|layer| match &layer.mixer {
                 Mixer::Attention(_) => RecurrentSpec::default(),
+                // The convolution window over q, k, v; one state matrix per
+                // value head.
+                Mixer::DeltaNet(d) => RecurrentSpec {
+                    conv: Some(ConvShape {
+                        rows: d.shape.d_conv - 1,
+                        channels: d.shape.conv_dim(),
+                    }),
+                    matrix: Some(MatrixShape {
+                        heads: d.shape.n_v_heads,
+                        k_dim: d.shape.head_dim,
+                        v_dim: d.shape.head_dim,
+                    }),
+                },
                 Mixer::ShortConv(_) => RecurrentSpec {
                     conv: Some(ConvShape {
                         rows: self.hparams.shortconv_l_cache - 1,
@@ -522,7 +536,8 @@ impl Model {
             | Arch::Phi3
             | Arch::Qwen3Moe
             | Arch::Lfm2
-            | Arch::Lfm2Moe => self.build_transformer(n, out),
+            | Arch::Lfm2Moe
+            | Arch::Qwen35 => self.build_transformer(n, out),
         };
         backend::schedule(&mut graph, &self.backends, &self.weights);
         graph

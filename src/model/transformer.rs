@@ -1,7 +1,8 @@
 //! The decoder-only transformers (llama, qwen2, qwen3, qwen3moe, gemma3,
 //! granite, smollm3, phi3; llama.cpp's `llama.cpp`, `qwen2.cpp`,
 //! `qwen3.cpp`, `qwen3moe.cpp`, `gemma3.cpp`, `granite.cpp`, `smollm3.cpp`,
-//! `phi3.cpp`) and the lfm2 hybrids (their convolution block in `lfm2.rs`),
+//! `phi3.cpp`) and the hybrids lfm2 (its convolution block in `lfm2.rs`)
+//! and qwen35 (its gated delta-net block in `qwen35.rs`),
 //! llama2.c style: one pass over the layers, top to bottom.
 //! They differ only in flags of [`HParams`] and in the shapes of a layer's
 //! weights (fused projections, biases, norms, experts), which the shared
@@ -21,6 +22,7 @@ impl Model {
         for (il, layer) in w.layers.iter().enumerate() {
             let mixed = match &layer.mixer {
                 Mixer::Attention(a) => attention(&mut g, hp, w, a, il, x),
+                Mixer::DeltaNet(d) => super::qwen35::delta_net(&mut g, hp, d, il, x),
                 Mixer::ShortConv(s) => super::lfm2::shortconv(&mut g, hp, s, il, x),
             };
             x = g.add(mixed, x, &format!("ffn_inp-{il}"));

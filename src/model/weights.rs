@@ -3,7 +3,7 @@
 
 use gguf::{GgmlType, GgufFile};
 
-use super::hparams::{Arch, HParams, MoeParams};
+use super::hparams::{Arch, DeltaNetHParams, HParams, MoeParams};
 use super::{ModelError, Result};
 use crate::backend::cpu::MATMUL_TYPES;
 use crate::backend::{Weight, WeightData};
@@ -65,6 +65,10 @@ pub(super) struct Attention {
     pub(super) q_norm: Option<WeightId>,
     pub(super) k_norm: Option<WeightId>,
     pub(super) attn_post_norm: Option<WeightId>,
+    /// The query projection also yields an output gate (qwen35): per head,
+    /// `head_dim` query values then `head_dim` gate values; the attention
+    /// output is multiplied by sigmoid(gate).
+    pub(super) q_gate: bool,
 }
 
 /// The feed-forward half of a block with its norms.
@@ -75,11 +79,35 @@ pub(super) struct FfnBlock {
     pub(super) ffn_post_norm: Option<WeightId>,
 }
 
+/// A gated delta-net (linear attention) block of qwen35: q, k, v through
+/// a short causal convolution, the gated delta rule, a norm gated by z.
+#[derive(Debug, Clone)]
+pub(super) struct DeltaNet {
+    pub(super) shape: DeltaNetHParams,
+    pub(super) attn_norm: WeightId,
+    /// q, k and v, before the convolution.
+    pub(super) wqkv: WeightId,
+    /// z, the output gate.
+    pub(super) wgate: WeightId,
+    /// Convolution taps, f32: one row of `d_conv` per channel.
+    pub(super) conv: WeightId,
+    /// Added to alpha before the softplus (`ssm_dt.bias`).
+    pub(super) dt_bias: WeightId,
+    /// -exp(A_log): multiplies softplus(alpha + dt_bias) into g.
+    pub(super) ssm_a: WeightId,
+    pub(super) w_beta: WeightId,
+    pub(super) w_alpha: WeightId,
+    /// RMS norm of each value head's output.
+    pub(super) ssm_norm: WeightId,
+    pub(super) ssm_out: WeightId,
+}
+
 /// What mixes information across positions in a block. Hybrid
 /// architectures have other kinds of layers beside attention.
 #[derive(Debug, Clone)]
 pub(super) enum Mixer {
     Attention(Attention),
+    DeltaNet(DeltaNet),
     ShortConv(ShortConv),
 }
 
@@ -342,10 +370,14 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
     }
     let mut layers = Vec::with_capacity(hp.n_layer);
     for il in 0..hp.n_layer {
-        let mixer = if hp.shortconv_layers[il] {
-            Mixer::ShortConv(super::lfm2::bind_shortconv(&mut b, hp, il)?)
-        } else {
-            Mixer::Attention(bind_attention(&mut b, hp, il)?)
+        let mixer = match hp.delta_net {
+            Some(dn) if hp.recurrent_layers[il] => {
+                Mixer::DeltaNet(bind_delta_net(&mut b, hp, dn, il)?)
+            }
+            _ if hp.shortconv_layers[il] => {
+                Mixer::ShortConv(super::lfm2::bind_shortconv(&mut b, hp, il)?)
+            }
+            _ => Mixer::Attention(bind_attention(&mut b, hp, il)?),
         };
         let ffn = bind_ffn(&mut b, hp, il)?;
         layers.push(Layer { mixer, ffn });
@@ -370,14 +402,18 @@ pub(super) fn bind_attention(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Res
     let qkv_bias = hp.arch == Arch::Qwen2;
     let qk_norm = matches!(
         hp.arch,
-        Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3 | Arch::Lfm2 | Arch::Lfm2Moe
+        Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3 | Arch::Lfm2 | Arch::Lfm2Moe | Arch::Qwen35
     );
+    // qwen35's query projection also yields the output gate: per head,
+    // head_dim query values then head_dim gate values.
+    let q_gate = hp.arch == Arch::Qwen35;
+    let q_rows = if q_gate { 2 * q_dim } else { q_dim };
     let post_norm = hp.arch == Arch::Gemma3;
     let attn_norm = b.vector(&n("attn_norm.weight"), e)?;
-    let qkv = match b.opt_matrix(&n("attn_qkv.weight"), e, q_dim + 2 * kv_dim)? {
+    let qkv = match b.opt_matrix(&n("attn_qkv.weight"), e, q_rows + 2 * kv_dim)? {
         Some(w) => Qkv::Fused(w),
         None => Qkv::Split {
-            wq: b.matrix(&n("attn_q.weight"), e, q_dim)?,
+            wq: b.matrix(&n("attn_q.weight"), e, q_rows)?,
             wk: b.matrix(&n("attn_k.weight"), e, kv_dim)?,
             wv: b.matrix(&n("attn_v.weight"), e, kv_dim)?,
         },
@@ -417,6 +453,31 @@ pub(super) fn bind_attention(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Res
         q_norm,
         k_norm,
         attn_post_norm,
+        q_gate,
+    })
+}
+
+/// The gated delta-net weights of block `il` (qwen35's recurrent layers).
+fn bind_delta_net(
+    b: &mut Binder<'_>,
+    hp: &HParams,
+    dn: DeltaNetHParams,
+    il: usize,
+) -> Result<DeltaNet> {
+    let n = |s: &str| format!("blk.{il}.{s}");
+    let e = hp.n_embd;
+    Ok(DeltaNet {
+        shape: dn,
+        attn_norm: b.vector(&n("attn_norm.weight"), e)?,
+        wqkv: b.matrix(&n("attn_qkv.weight"), e, dn.conv_dim())?,
+        wgate: b.matrix(&n("attn_gate.weight"), e, dn.value_dim())?,
+        conv: b.f32_matrix(&n("ssm_conv1d.weight"), dn.d_conv, dn.conv_dim())?,
+        dt_bias: b.vector(&n("ssm_dt.bias"), dn.n_v_heads)?,
+        ssm_a: b.vector(&n("ssm_a"), dn.n_v_heads)?,
+        w_beta: b.matrix(&n("ssm_beta.weight"), e, dn.n_v_heads)?,
+        w_alpha: b.matrix(&n("ssm_alpha.weight"), e, dn.n_v_heads)?,
+        ssm_norm: b.vector(&n("ssm_norm.weight"), dn.head_dim)?,
+        ssm_out: b.matrix(&n("ssm_out.weight"), dn.value_dim(), e)?,
     })
 }
 
@@ -426,7 +487,12 @@ pub(super) fn bind_ffn(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Result<Ff
     let n = |s: &str| format!("blk.{il}.{s}");
     let e = hp.n_embd;
     let post_norm = hp.arch == Arch::Gemma3;
-    let ffn_norm = b.vector(&n("ffn_norm.weight"), e)?;
+    // qwen35 names its pre-FFN norm after the attention.
+    let ffn_norm = if hp.arch == Arch::Qwen35 {
+        b.vector(&n("post_attention_norm.weight"), e)?
+    } else {
+        b.vector(&n("ffn_norm.weight"), e)?
+    };
     let moe = hp.moe.filter(|_| il >= hp.n_layer_dense_lead);
     let ffn = match moe {
         Some(m) => Ffn::Moe {

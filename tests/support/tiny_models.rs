@@ -71,6 +71,18 @@ pub enum Extra {
         l_cache: u32,
         experts: Option<Lfm2Experts>,
     },
+    /// qwen35: gated delta-net layers (all but every `full_attention_interval`-th)
+    /// and gated attention layers with q/k norms and partial IMROPE.
+    Qwen35 {
+        full_attention_interval: u32,
+        d_conv: usize,
+        /// Key, query and value head size of the delta-net.
+        state_size: usize,
+        n_k_heads: usize,
+        n_v_heads: usize,
+        /// Rotated dimensions of each attention head.
+        n_rot: usize,
+    },
 }
 
 /// The experts of an lfm2moe fixture.
@@ -98,7 +110,7 @@ const fn spec(name: &'static str, arch: &'static str, n_layer: usize, extra: Ext
 }
 
 /// Every fixture, in the order of the reference JSON.
-pub const TINY_SPECS: [TinySpec; 10] = [
+pub const TINY_SPECS: [TinySpec; 11] = [
     spec("llama", "llama", 2, Extra::None),
     spec("qwen3", "qwen3", 2, Extra::QkNorm),
     spec(
@@ -157,6 +169,19 @@ pub const TINY_SPECS: [TinySpec; 10] = [
                 n_ff_exp: 32,
                 dense_lead: 1,
             }),
+        },
+    ),
+    spec(
+        "qwen35",
+        "qwen35",
+        4,
+        Extra::Qwen35 {
+            full_attention_interval: 2,
+            d_conv: 4,
+            state_size: 64,
+            n_k_heads: 2,
+            n_v_heads: 4,
+            n_rot: 8,
         },
     ),
 ];
@@ -286,7 +311,11 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
     }
     w.add_kv(key("attention.key_length"), hd as u32)?;
     w.add_kv(key("attention.value_length"), hd as u32)?;
-    w.add_kv(key("rope.dimension_count"), hd as u32)?;
+    let n_rot = match spec.extra {
+        Extra::Qwen35 { n_rot, .. } => n_rot,
+        _ => hd,
+    };
+    w.add_kv(key("rope.dimension_count"), n_rot as u32)?;
     w.add_kv(key("attention.layer_norm_rms_epsilon"), 1e-5f32)?;
     let freq_base: f32 = match spec.extra {
         Extra::RopeFreqs => 500000.0,
@@ -332,6 +361,26 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
                 w.add_kv(key("expert_gating_func"), 2u32)?;
             }
         }
+        Extra::Qwen35 {
+            full_attention_interval,
+            d_conv,
+            state_size,
+            n_k_heads,
+            n_v_heads,
+            n_rot,
+        } => {
+            w.add_kv(key("full_attention_interval"), full_attention_interval)?;
+            w.add_kv(key("ssm.conv_kernel"), d_conv as u32)?;
+            w.add_kv(key("ssm.state_size"), state_size as u32)?;
+            w.add_kv(key("ssm.group_count"), n_k_heads as u32)?;
+            w.add_kv(key("ssm.time_step_rank"), n_v_heads as u32)?;
+            w.add_kv(key("ssm.inner_size"), (n_v_heads * state_size) as u32)?;
+            // Interleaved sections t, h, w of the rotated pairs (text
+            // positions: all the token's position).
+            let pairs = (n_rot / 2) as i32;
+            let sections = vec![pairs - 2 * (pairs / 4), pairs / 4, pairs / 4, 0i32];
+            w.add_kv(key("rope.dimension_sections"), sections)?;
+        }
         _ => {}
     }
     for (k, v) in tokenizer_src.metadata() {
@@ -372,6 +421,19 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
         } = spec.extra
         {
             lfm2_layer(&mut t, spec, il, is_conv(il), l_cache as usize, experts)?;
+            continue;
+        }
+        if let Extra::Qwen35 {
+            full_attention_interval,
+            ..
+        } = spec.extra
+        {
+            let recurrent = (il + 1) % full_attention_interval as usize != 0;
+            qwen35_mixer(&mut t, spec, il, recurrent)?;
+            t.vector(&n("post_attention_norm.weight"), e, 1.0, 0.2)?;
+            t.matrix(&n("ffn_gate.weight"), e, ff, 1.0)?;
+            t.matrix(&n("ffn_up.weight"), e, ff, 1.0)?;
+            t.matrix(&n("ffn_down.weight"), ff, e, 1.0)?;
             continue;
         }
         if spec.extra == Extra::Phi3 {
@@ -471,6 +533,62 @@ fn lfm2_layer(
             t.matrix(&n("ffn_down.weight"), ff, e, 1.0)?;
         }
     }
+    Ok(())
+}
+
+/// The mixer of qwen35 layer `il`: a gated delta-net (`recurrent`) or a
+/// gated attention (query projection of query and gate per head).
+fn qwen35_mixer(
+    t: &mut Tensors<'_>,
+    spec: &TinySpec,
+    il: usize,
+    recurrent: bool,
+) -> gguf::Result<()> {
+    let n = |s: &str| format!("blk.{il}.{s}");
+    let (e, hd) = (spec.n_embd, spec.head_dim);
+    let Extra::Qwen35 {
+        d_conv,
+        state_size: sd,
+        n_k_heads,
+        n_v_heads,
+        ..
+    } = spec.extra
+    else {
+        return Ok(());
+    };
+    if !recurrent {
+        let (q_dim, kv_dim) = (spec.n_head * hd, spec.n_head_kv * hd);
+        t.matrix(&n("attn_q.weight"), e, 2 * q_dim, 1.0)?;
+        t.matrix(&n("attn_k.weight"), e, kv_dim, 1.0)?;
+        t.matrix(&n("attn_v.weight"), e, kv_dim, 1.0)?;
+        t.matrix(&n("attn_output.weight"), q_dim, e, 1.0)?;
+        t.vector(&n("attn_q_norm.weight"), hd, 1.0, 0.2)?;
+        t.vector(&n("attn_k_norm.weight"), hd, 1.0, 0.2)?;
+        return Ok(());
+    }
+    let (key_dim, value_dim) = (n_k_heads * sd, n_v_heads * sd);
+    let conv_dim = 2 * key_dim + value_dim;
+    t.matrix(&n("attn_qkv.weight"), e, conv_dim, 1.0)?;
+    t.matrix(&n("attn_gate.weight"), e, value_dim, 1.0)?;
+    // Convolution taps stay f32 (llama.cpp's ssm_conv reads f32 only).
+    let taps: Vec<u8> = values(&n("ssm_conv1d.weight"), d_conv * conv_dim, 0.0, 0.6)
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    t.w.add_tensor(
+        &n("ssm_conv1d.weight"),
+        &[d_conv as u64, conv_dim as u64],
+        GgmlType::F32,
+        taps,
+    )?;
+    // Decay per step exp(softplus(alpha + dt) * a) with a in [-1, -0.2]:
+    // the state forgets over a few tokens, not at once.
+    t.vector(&n("ssm_dt.bias"), n_v_heads, 0.0, 1.0)?;
+    t.vector(&n("ssm_a"), n_v_heads, -0.6, 0.4)?;
+    t.matrix(&n("ssm_beta.weight"), e, n_v_heads, 1.0)?;
+    t.matrix(&n("ssm_alpha.weight"), e, n_v_heads, 1.0)?;
+    t.vector(&n("ssm_norm.weight"), sd, 1.0, 0.2)?;
+    t.matrix(&n("ssm_out.weight"), value_dim, e, 1.0)?;
     Ok(())
 }
 

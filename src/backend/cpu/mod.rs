@@ -5,6 +5,7 @@
 //! and every choice made only to round as llama.cpp does is in [`compat`].
 
 pub mod compat;
+pub mod delta_net;
 mod matmul;
 
 use gguf::GgmlType;
@@ -328,6 +329,51 @@ impl Backend for CpuBackend {
                 for (o, &v) in out.iter_mut().zip(x.data) {
                     *o = 1.0 / (1.0 + (-v).exp());
                 }
+            }
+            Op::Softplus { .. } => {
+                let x = input(0)?;
+                same_len(x.data)?;
+                // ggml's op_softplus: libm's expf and logf.
+                for (o, &v) in out.iter_mut().zip(x.data) {
+                    *o = if v > 20.0 { v } else { (1.0 + v.exp()).ln() };
+                }
+            }
+            Op::Silu { .. } => {
+                let x = input(0)?;
+                same_len(x.data)?;
+                // silu(x) * 1 is silu(x) exactly: the SwiGLU kernel rounds
+                // silu as ggml_vec_silu_f32 does.
+                out.copy_from_slice(x.data);
+                kernels::swiglu(out, &vec![1.0f32; n_out]);
+            }
+            Op::Concat { .. } => {
+                let (a, b) = (input(0)?, input(1)?);
+                let (ca, cb) = (a.desc.cols, b.desc.cols);
+                if a.desc.rows != b.desc.rows || n_out != a.desc.rows * (ca + cb) {
+                    return Err(graph_err(node, "rows of the two parts differ"));
+                }
+                for ((ar, br), or) in a
+                    .data
+                    .chunks_exact(ca)
+                    .zip(b.data.chunks_exact(cb))
+                    .zip(out.chunks_exact_mut(ca + cb))
+                {
+                    or[..ca].copy_from_slice(ar);
+                    or[ca..].copy_from_slice(br);
+                }
+            }
+            Op::GatedDeltaNet { p, .. } => {
+                let (qkv, gb) = (input(0)?, input(1)?);
+                let (state, shape) = ctx.recurrent.matrix_mut(p.layer)?;
+                let d = p.head_dim;
+                if (shape.heads, shape.k_dim, shape.v_dim) != (p.n_v_heads, d, d) {
+                    return Err(graph_err(
+                        node,
+                        format!("{} heads of {d}, state of {shape:?}", p.n_v_heads),
+                    ));
+                }
+                delta_net::gated_delta_net(qkv.data, gb.data, qkv.desc.rows, &p, state, out)
+                    .map_err(|e| graph_err(node, e))?;
             }
             Op::SsmConv { kernel, layer, .. } => {
                 let x = input(0)?;
