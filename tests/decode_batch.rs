@@ -154,7 +154,12 @@ fn smollm2_sequences_decoded_together_match_each_alone() {
     let model = load(&common::model_path("smollm2-q4_1"));
     let plans = plans(model.n_vocab(), &[5, 23, 9, 14, 3]);
     for ty in [GgmlType::F16, GgmlType::Q8_0] {
-        let widest = check(&format!("smollm2 {}", ty.name()), &model, &opts(64, ty), &plans);
+        let widest = check(
+            &format!("smollm2 {}", ty.name()),
+            &model,
+            &opts(64, ty),
+            &plans,
+        );
         assert!(widest >= 4, "batches of {widest} at most");
     }
 }
