@@ -271,7 +271,12 @@ fn run(llm: &Llm, mut slots: Vec<Slot>, shared: &Shared) {
     let eog: Vec<u32> = llm.tokenizer().eog_tokens().collect();
     let model = llm.model();
     if slots.len() > 1 && !model.supports_decode_batch() {
-        log::info!("this model cannot decode several sequences in one batch: slots decode one after the other");
+        // Worth seeing: the slots still work, but without the batch's speed.
+        log::warn!(
+            "this model cannot decode several sequences in one batch: \
+             the {} slots decode one after the other",
+            slots.len()
+        );
     }
     let mut batch = DecodeBatch::new();
     // Where the next round of prompt chunks starts, so that every waiting
