@@ -15,6 +15,7 @@ use std::path::Path;
 
 use gguf::GgmlType;
 use rkinfer::model::{DecodeBatch, LogitsMode, Model, State, StateOptions};
+use rkinfer::sampler::Sampler;
 
 /// One sequence of the test: its prompt, when it joins the batch (a global
 /// step number) and how many tokens it decodes before leaving.
@@ -24,15 +25,9 @@ struct Plan {
     steps: usize,
 }
 
-/// Greedy choice (first maximum).
+/// The greedy sampler's choice.
 fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
+    Sampler::greedy().sample(logits).expect("greedy sample")
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {

@@ -44,33 +44,18 @@ pub fn mul_mat(
     scratch: &mut Scratch,
 ) -> Result<(), BackendError> {
     let rounding = Rounding::AsBatch;
-    product(weights, wid, interleaved, x, n_tok, rounding, out, scratch)
-}
-
-/// [`mul_mat`] for rows of different sequences (a batched decode step):
-/// one pass over the weight for all rows, each row rounded as a batch of
-/// that row alone would be, so every sequence gets the numbers it gets
-/// when decoded by itself.
-pub fn mul_mat_separate_rows(
-    weights: &Weights,
-    wid: WeightId,
-    interleaved: Option<&Interleaved>,
-    x: &[f32],
-    n_rows: usize,
-    out: &mut [f32],
-    scratch: &mut Scratch,
-) -> Result<(), BackendError> {
-    let rounding = Rounding::EachRowAlone;
-    product(weights, wid, interleaved, x, n_rows, rounding, out, scratch)
+    mul_mat_rounded(weights, wid, interleaved, x, n_tok, rounding, out, scratch)
 }
 
 /// Whose kernel choice a matmul reproduces (llama.cpp picks kernels, and so
 /// rounding, by the number of activation rows).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Rounding {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rounding {
     /// That of a batch of all the rows (one sequence's tokens).
     AsBatch,
-    /// That of a batch of one row, for every row.
+    /// That of a batch of one row, for every row: rows of different
+    /// sequences (a batched decode step) multiplied in one pass over the
+    /// weight, each getting the numbers it gets decoded by itself.
     EachRowAlone,
 }
 
@@ -93,8 +78,9 @@ fn rounded_parts(
     }
 }
 
+/// [`mul_mat`] with the rounding of `rounding`.
 #[allow(clippy::too_many_arguments)]
-fn product(
+pub fn mul_mat_rounded(
     weights: &Weights,
     wid: WeightId,
     interleaved: Option<&Interleaved>,
@@ -429,16 +415,19 @@ mod tests {
                     .collect();
                 let mut together = vec![0f32; n * rows];
                 let mut scratch = Scratch::default();
-                mul_mat_separate_rows(
+                let packed_ref = packed.as_ref();
+                let each = Rounding::EachRowAlone;
+                mul_mat_rounded(
                     &w,
                     WeightId(0),
-                    packed.as_ref(),
+                    packed_ref,
                     &x,
                     n,
+                    each,
                     &mut together,
                     &mut scratch,
                 )
-                .expect("mul_mat_separate_rows");
+                .expect("mul_mat_rounded");
                 for t in 0..n {
                     let alone = product(&w, packed.as_ref(), &x[t * cols..(t + 1) * cols], 1);
                     let row = &together[t * rows..(t + 1) * rows];

@@ -17,7 +17,7 @@ use super::{Backend, ExecCtx, Input, Node, Weight, Weights};
 use crate::graph::{AttnParams, GateAct, Op, RopeMode, RopeParams, WeightId};
 use compat::{mad_f16_acc, scale_f16_acc, FLASH_ATTN_TILE};
 
-pub use matmul::{mul_mat, mul_mat_separate_rows};
+pub use matmul::{mul_mat, mul_mat_rounded, Rounding};
 
 /// Largest head size the attention kernel's stack buffers hold.
 pub const MAX_HEAD_DIM: usize = 512;
@@ -179,7 +179,8 @@ impl Backend for CpuBackend {
                 } else if ctx.seqs.iter().all(|s| s.n_rows == 1) {
                     // One token of each sequence: one pass over the weight,
                     // each row rounded as that sequence's decode step alone.
-                    mul_mat_separate_rows(ctx.weights, w, packed, x.data, rows, out, ctx.scratch)?;
+                    let each = Rounding::EachRowAlone;
+                    mul_mat_rounded(ctx.weights, w, packed, x.data, rows, each, out, ctx.scratch)?;
                 } else {
                     // Each sequence's rows rounded as their own batch.
                     let (k, n) = (x.desc.cols, node_cols(n_out, rows));
