@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use gguf::{GgmlType, GgufFile};
 
+mod builders;
 mod hparams;
 mod transformer;
 mod weights;
@@ -512,6 +513,23 @@ impl Model {
             *n_past += chunk.len();
         }
         Ok(&state.logits)
+    }
+
+    /// The graph of `n` tokens for this model's architecture, scheduled
+    /// onto the backends.
+    fn build_graph(&self, n: usize, out: GraphOut) -> Graph {
+        let mut graph = match self.hparams.arch {
+            Arch::Llama
+            | Arch::Qwen2
+            | Arch::Qwen3
+            | Arch::Gemma3
+            | Arch::Granite
+            | Arch::Smollm3
+            | Arch::Phi3
+            | Arch::Qwen3Moe => self.build_transformer(n, out),
+        };
+        backend::schedule(&mut graph, &self.backends, &self.weights);
+        graph
     }
 
     /// Finds or builds the graph for a batch size, growing the slots.

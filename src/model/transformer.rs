@@ -1,206 +1,31 @@
-//! The forward pass of the decoder-only transformers (llama, qwen2, qwen3,
-//! qwen3moe, gemma3, granite, smollm3, phi3), llama2.c style: one pass over
-//! the layers, top to bottom, the architecture's quirks as flags of
-//! [`HParams`] and shapes of the layer's weights (fused projections, experts).
+//! The decoder-only transformers (llama, qwen2, qwen3, qwen3moe, gemma3,
+//! granite, smollm3, phi3; llama.cpp's `llama.cpp`, `qwen2.cpp`,
+//! `qwen3.cpp`, `qwen3moe.cpp`, `gemma3.cpp`, `granite.cpp`, `smollm3.cpp`,
+//! `phi3.cpp`), llama2.c style: one pass over the layers, top to bottom.
+//! They differ only in flags of [`HParams`] and in the shapes of a layer's
+//! weights (fused projections, biases, norms, experts), which the shared
+//! builders handle.
 
-use super::hparams::MoeParams;
-use super::weights::{Ffn, GateUp, Qkv};
+use super::builders::{attention, feed_forward, input_embeddings, output_head};
+use super::weights::Mixer;
 use super::{GraphOut, Model};
-use crate::backend;
-use crate::graph::{AttnParams, GateAct, Graph, GraphBuilder, RopeParams, TensorId, WeightId};
-
-/// llama.cpp's build_moe_ffn with softmax gating and SwiGLU experts: route
-/// each token to its `n_expert_used` most probable experts and sum their
-/// outputs weighted by the (normalized) probabilities.
-fn moe_ffn(
-    g: &mut GraphBuilder,
-    m: MoeParams,
-    h: TensorId,
-    [gate_inp, gate_exps, up_exps, down_exps]: [WeightId; 4],
-    n_embd: usize,
-    il: usize,
-) -> TensorId {
-    let nm = |s: &str| format!("{s}-{il}");
-    let logits = g.mul_mat(gate_inp, m.n_expert, h, &nm("ffn_moe_logits"));
-    let probs = g.soft_max(logits, &nm("ffn_moe_probs"));
-    let ids = g.top_k(probs, m.n_expert_used, &nm("ffn_moe_topk"));
-    let weights = g.moe_weights(
-        probs,
-        ids,
-        m.norm_weights,
-        m.weights_scale,
-        &nm("ffn_moe_weights"),
-    );
-    let up = g.mul_mat_id(up_exps, m.n_expert, m.n_ff_exp, h, ids, &nm("ffn_moe_up"));
-    let gate = g.mul_mat_id(
-        gate_exps,
-        m.n_expert,
-        m.n_ff_exp,
-        h,
-        ids,
-        &nm("ffn_moe_gate"),
-    );
-    let act = g.gated(gate, up, GateAct::Silu, &nm("ffn_moe_swiglu"));
-    let down = g.mul_mat_id(down_exps, m.n_expert, n_embd, act, ids, &nm("ffn_moe_down"));
-    g.moe_combine(down, weights, &nm("ffn_moe_out"))
-}
+use crate::graph::{Graph, GraphBuilder};
 
 impl Model {
-    /// The model, llama2.c style: one pass over the layers, written once for
-    /// every supported architecture.
-    pub(super) fn build_graph(&self, n: usize, out: GraphOut) -> Graph {
-        let hp = &self.hparams;
-        let w = &self.w;
-        let eps = hp.rms_eps;
-        let (hd, n_head, n_head_kv) = (hp.head_dim, hp.n_head, hp.n_head_kv);
+    /// Every layer: x += attention(x); x += ffn(x). Then the output head.
+    pub(super) fn build_transformer(&self, n: usize, out: GraphOut) -> Graph {
+        let (hp, w) = (&self.hparams, &self.w);
         let mut g = GraphBuilder::new(n);
-
-        let mut x = g.get_rows(w.tok_embd, hp.n_embd, "inp_embd");
-        if let Some(s) = hp.embd_scale {
-            x = g.scale(x, s, "inp_scaled");
+        let mut x = input_embeddings(&mut g, hp, w);
+        for (il, layer) in w.layers.iter().enumerate() {
+            let mixed = match &layer.mixer {
+                Mixer::Attention(a) => attention(&mut g, hp, w, a, il, x),
+            };
+            x = g.add(mixed, x, &format!("ffn_inp-{il}"));
+            let d = feed_forward(&mut g, hp, &layer.ffn, il, x);
+            x = g.add(d, x, &format!("l_out-{il}"));
         }
-        let (q_dim, kv_dim) = (n_head * hd, n_head_kv * hd);
-        for (il, l) in w.layers.iter().enumerate() {
-            let nm = |s: &str| format!("{s}-{il}");
-            let swa = hp.swa_layers[il];
-
-            // Attention.
-            let h = g.rms_norm(x, eps, &nm("norm"));
-            let h = g.mul_weight(h, l.attn_norm, &nm("attn_norm"));
-            let (mut q, mut k, mut v) = match l.qkv {
-                Qkv::Split { wq, wk, wv } => (
-                    g.mul_mat(wq, q_dim, h, &nm("Qcur")),
-                    g.mul_mat(wk, kv_dim, h, &nm("Kcur")),
-                    g.mul_mat(wv, kv_dim, h, &nm("Vcur")),
-                ),
-                Qkv::Fused(w) => {
-                    let qkv = g.mul_mat(w, q_dim + 2 * kv_dim, h, &nm("wqkv"));
-                    (
-                        g.cols(qkv, 0, q_dim, &nm("Qcur")),
-                        g.cols(qkv, q_dim, kv_dim, &nm("Kcur")),
-                        g.cols(qkv, q_dim + kv_dim, kv_dim, &nm("Vcur")),
-                    )
-                }
-            };
-            if let Some(b) = l.bq {
-                q = g.add_weight(q, b, &nm("Qcur_b"));
-            }
-            if let Some(b) = l.bk {
-                k = g.add_weight(k, b, &nm("Kcur_b"));
-            }
-            if let Some(b) = l.bv {
-                v = g.add_weight(v, b, &nm("Vcur_b"));
-            }
-            if let Some(qn) = l.q_norm {
-                let r = g.reshape(q, n * n_head, hd);
-                let r = g.rms_norm(r, eps, &nm("Qcur_norm"));
-                let r = g.mul_weight(r, qn, &nm("Qcur_normed"));
-                q = g.reshape(r, n, n_head * hd);
-            }
-            if let Some(kn) = l.k_norm {
-                let r = g.reshape(k, n * n_head_kv, hd);
-                let r = g.rms_norm(r, eps, &nm("Kcur_norm"));
-                let r = g.mul_weight(r, kn, &nm("Kcur_normed"));
-                k = g.reshape(r, n, n_head_kv * hd);
-            }
-            let rope = RopeParams {
-                mode: hp.rope_mode,
-                n_rot: hp.n_rot,
-                head_dim: hd,
-                freq_base: if swa {
-                    hp.rope_freq_base_swa
-                } else {
-                    hp.rope_freq_base
-                },
-                freq_scale: hp.rope_freq_scale,
-                freq_factors: w.rope_freqs,
-            };
-            if hp.rope_layers[il] {
-                q = g.rope(q, rope, &nm("Qcur_rope"));
-                k = g.rope(k, rope, &nm("Kcur_rope"));
-            }
-            let kq_scale = if hp.scale_q {
-                q = g.scale(q, hp.attn_scale, &nm("Qcur_scaled"));
-                1.0
-            } else {
-                hp.attn_scale
-            };
-            g.store_kv(il, k, v, &nm("kv_store"));
-            let attn = AttnParams {
-                layer: il,
-                n_head,
-                n_head_kv,
-                head_dim: hd,
-                scale: kq_scale,
-                window: if swa { hp.sliding_window } else { None },
-            };
-            let a = g.attention(q, attn, &nm("kqv"));
-            let mut o = g.mul_mat(l.wo, hp.n_embd, a, &nm("attn_out"));
-            if let Some(pn) = l.attn_post_norm {
-                let r = g.rms_norm(o, eps, &nm("attn_post_norm"));
-                o = g.mul_weight(r, pn, &nm("attn_post_normed"));
-            }
-            if let Some(s) = hp.residual_scale {
-                o = g.scale(o, s, &nm("attn_out_scaled"));
-            }
-            x = g.add(o, x, &nm("ffn_inp"));
-
-            // Feed-forward.
-            let h = g.rms_norm(x, eps, &nm("norm"));
-            let h = g.mul_weight(h, l.ffn_norm, &nm("ffn_norm"));
-            let mut d = match &l.ffn {
-                Ffn::Dense { gate_up, down } => {
-                    let (gate, up) = match *gate_up {
-                        GateUp::Split { gate, up } => (
-                            g.mul_mat(gate, hp.n_ff, h, &nm("ffn_gate")),
-                            g.mul_mat(up, hp.n_ff, h, &nm("ffn_up")),
-                        ),
-                        GateUp::Fused(w) => {
-                            let gu = g.mul_mat(w, 2 * hp.n_ff, h, &nm("ffn_up"));
-                            (
-                                g.cols(gu, 0, hp.n_ff, &nm("ffn_gate_part")),
-                                g.cols(gu, hp.n_ff, hp.n_ff, &nm("ffn_up_part")),
-                            )
-                        }
-                    };
-                    let act = g.gated(gate, up, hp.gate_act, &nm("ffn_gated"));
-                    g.mul_mat(*down, hp.n_embd, act, &nm("ffn_out"))
-                }
-                Ffn::Moe {
-                    params,
-                    gate_inp,
-                    gate_exps,
-                    up_exps,
-                    down_exps,
-                } => {
-                    let w = [*gate_inp, *gate_exps, *up_exps, *down_exps];
-                    moe_ffn(&mut g, *params, h, w, hp.n_embd, il)
-                }
-            };
-            if let Some(pn) = l.ffn_post_norm {
-                let r = g.rms_norm(d, eps, &nm("ffn_post_norm"));
-                d = g.mul_weight(r, pn, &nm("ffn_post_normed"));
-            }
-            if let Some(s) = hp.residual_scale {
-                d = g.scale(d, s, &nm("ffn_out_scaled"));
-            }
-            x = g.add(d, x, &nm("l_out"));
-        }
-        let mut graph = if out == GraphOut::None {
-            g.finish(x)
-        } else {
-            if out == GraphOut::Last && n > 1 {
-                x = g.last_row(x, "last_row");
-            }
-            let h = g.rms_norm(x, eps, "norm");
-            let h = g.mul_weight(h, w.output_norm, "result_norm");
-            let mut logits = g.mul_mat(w.output, hp.n_vocab, h, "result_output");
-            if let Some(s) = hp.logit_scale {
-                logits = g.scale(logits, s, "result_output_scaled");
-            }
-            g.finish(logits)
-        };
-        backend::schedule(&mut graph, &self.backends, &self.weights);
-        graph
+        let result = output_head(&mut g, hp, w, x, out);
+        g.finish(result)
     }
 }

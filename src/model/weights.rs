@@ -50,9 +50,10 @@ pub(super) enum Ffn {
     },
 }
 
-/// Weights of one transformer block.
+/// The self-attention of a block: projections, optional biases, q/k norms
+/// and the norm after the output projection (gemma3).
 #[derive(Debug, Clone)]
-pub(super) struct Layer {
+pub(super) struct Attention {
     pub(super) attn_norm: WeightId,
     pub(super) qkv: Qkv,
     pub(super) wo: WeightId,
@@ -62,9 +63,28 @@ pub(super) struct Layer {
     pub(super) q_norm: Option<WeightId>,
     pub(super) k_norm: Option<WeightId>,
     pub(super) attn_post_norm: Option<WeightId>,
+}
+
+/// The feed-forward half of a block with its norms.
+#[derive(Debug, Clone)]
+pub(super) struct FfnBlock {
     pub(super) ffn_norm: WeightId,
     pub(super) ffn: Ffn,
     pub(super) ffn_post_norm: Option<WeightId>,
+}
+
+/// What mixes information across positions in a block. Hybrid
+/// architectures have other kinds of layers beside attention.
+#[derive(Debug, Clone)]
+pub(super) enum Mixer {
+    Attention(Attention),
+}
+
+/// Weights of one block: a mixer, then a feed-forward.
+#[derive(Debug, Clone)]
+pub(super) struct Layer {
+    pub(super) mixer: Mixer,
+    pub(super) ffn: FfnBlock,
 }
 
 #[derive(Debug, Clone)]
@@ -77,9 +97,9 @@ pub(super) struct ModelWeights {
 }
 
 /// Binds GGUF tensors to weight ids, checking names, shapes and types.
-struct Binder<'a> {
-    file: &'a GgufFile,
-    list: Vec<Weight>,
+pub(super) struct Binder<'a> {
+    pub(super) file: &'a GgufFile,
+    pub(super) list: Vec<Weight>,
 }
 
 impl Binder<'_> {
@@ -105,14 +125,19 @@ impl Binder<'_> {
     }
 
     /// A matrix used by matmul / get_rows, kept in the mmap.
-    fn matrix(&mut self, name: &str, cols: usize, rows: usize) -> Result<WeightId> {
+    pub(super) fn matrix(&mut self, name: &str, cols: usize, rows: usize) -> Result<WeightId> {
         self.opt_matrix(name, cols, rows)?
             .ok_or_else(|| ModelError::MissingTensor {
                 name: name.to_string(),
             })
     }
 
-    fn opt_matrix(&mut self, name: &str, cols: usize, rows: usize) -> Result<Option<WeightId>> {
+    pub(super) fn opt_matrix(
+        &mut self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+    ) -> Result<Option<WeightId>> {
         let Some(idx) = self.find(name, &[cols, rows])? else {
             return Ok(None);
         };
@@ -146,7 +171,7 @@ impl Binder<'_> {
     /// A 3-D tensor of `n_expert` matrices of `rows` rows of `cols`, bound
     /// as one weight per expert (consecutive ids; the first is returned) so
     /// each is a matrix like any other to the backends.
-    fn experts(
+    pub(super) fn experts(
         &mut self,
         name: &str,
         cols: usize,
@@ -192,14 +217,14 @@ impl Binder<'_> {
     }
 
     /// A vector (norm weight, bias) converted to f32.
-    fn vector(&mut self, name: &str, len: usize) -> Result<WeightId> {
+    pub(super) fn vector(&mut self, name: &str, len: usize) -> Result<WeightId> {
         self.opt_vector(name, len)?
             .ok_or_else(|| ModelError::MissingTensor {
                 name: name.to_string(),
             })
     }
 
-    fn opt_vector(&mut self, name: &str, len: usize) -> Result<Option<WeightId>> {
+    pub(super) fn opt_vector(&mut self, name: &str, len: usize) -> Result<Option<WeightId>> {
         let Some(idx) = self.find(name, &[len])? else {
             return Ok(None);
         };
@@ -254,8 +279,7 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
         file,
         list: Vec::new(),
     };
-    let (e, hd) = (hp.n_embd, hp.head_dim);
-    let (q_dim, kv_dim) = (hp.n_head * hd, hp.n_head_kv * hd);
+    let e = hp.n_embd;
     let tok_embd = b.matrix("token_embd.weight", e, hp.n_vocab)?;
     let output_norm = b.vector("output_norm.weight", e)?;
     // Tied embeddings: no output.weight means the embedding table.
@@ -275,83 +299,9 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
     }
     let mut layers = Vec::with_capacity(hp.n_layer);
     for il in 0..hp.n_layer {
-        let n = |s: &str| format!("blk.{il}.{s}");
-        let qkv_bias = hp.arch == Arch::Qwen2;
-        let qk_norm = matches!(hp.arch, Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3);
-        let post_norms = hp.arch == Arch::Gemma3;
-        let attn_norm = b.vector(&n("attn_norm.weight"), e)?;
-        let qkv = match b.opt_matrix(&n("attn_qkv.weight"), e, q_dim + 2 * kv_dim)? {
-            Some(w) => Qkv::Fused(w),
-            None => Qkv::Split {
-                wq: b.matrix(&n("attn_q.weight"), e, q_dim)?,
-                wk: b.matrix(&n("attn_k.weight"), e, kv_dim)?,
-                wv: b.matrix(&n("attn_v.weight"), e, kv_dim)?,
-            },
-        };
-        let wo = b.matrix(&n("attn_output.weight"), q_dim, e)?;
-        let layer = Layer {
-            attn_norm,
-            qkv,
-            wo,
-            bq: if qkv_bias {
-                Some(b.vector(&n("attn_q.bias"), q_dim)?)
-            } else {
-                b.opt_vector(&n("attn_q.bias"), q_dim)?
-            },
-            bk: if qkv_bias {
-                Some(b.vector(&n("attn_k.bias"), kv_dim)?)
-            } else {
-                b.opt_vector(&n("attn_k.bias"), kv_dim)?
-            },
-            bv: if qkv_bias {
-                Some(b.vector(&n("attn_v.bias"), kv_dim)?)
-            } else {
-                b.opt_vector(&n("attn_v.bias"), kv_dim)?
-            },
-            q_norm: if qk_norm {
-                Some(b.vector(&n("attn_q_norm.weight"), hd)?)
-            } else {
-                None
-            },
-            k_norm: if qk_norm {
-                Some(b.vector(&n("attn_k_norm.weight"), hd)?)
-            } else {
-                None
-            },
-            attn_post_norm: if post_norms {
-                Some(b.vector(&n("post_attention_norm.weight"), e)?)
-            } else {
-                None
-            },
-            ffn_norm: b.vector(&n("ffn_norm.weight"), e)?,
-            ffn: match hp.moe {
-                Some(m) => Ffn::Moe {
-                    params: m,
-                    gate_inp: b.matrix(&n("ffn_gate_inp.weight"), e, m.n_expert)?,
-                    gate_exps: b.experts(&n("ffn_gate_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
-                    up_exps: b.experts(&n("ffn_up_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
-                    down_exps: b.experts(&n("ffn_down_exps.weight"), m.n_ff_exp, e, m.n_expert)?,
-                },
-                None => Ffn::Dense {
-                    // Phi-3 fuses gate and up into one matrix named ffn_up.
-                    gate_up: if hp.arch == Arch::Phi3 {
-                        GateUp::Fused(b.matrix(&n("ffn_up.weight"), e, 2 * hp.n_ff)?)
-                    } else {
-                        GateUp::Split {
-                            gate: b.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
-                            up: b.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
-                        }
-                    },
-                    down: b.matrix(&n("ffn_down.weight"), hp.n_ff, e)?,
-                },
-            },
-            ffn_post_norm: if post_norms {
-                Some(b.vector(&n("post_ffw_norm.weight"), e)?)
-            } else {
-                None
-            },
-        };
-        layers.push(layer);
+        let mixer = Mixer::Attention(bind_attention(&mut b, hp, il)?);
+        let ffn = bind_ffn(&mut b, hp, il)?;
+        layers.push(Layer { mixer, ffn });
     }
     Ok((
         ModelWeights {
@@ -363,4 +313,99 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
         },
         b.list,
     ))
+}
+
+/// The attention weights of block `il` (`blk.{il}.attn_*`).
+pub(super) fn bind_attention(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Result<Attention> {
+    let n = |s: &str| format!("blk.{il}.{s}");
+    let (e, hd) = (hp.n_embd, hp.head_dim);
+    let (q_dim, kv_dim) = (hp.n_head * hd, hp.n_head_kv * hd);
+    let qkv_bias = hp.arch == Arch::Qwen2;
+    let qk_norm = matches!(hp.arch, Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3);
+    let post_norm = hp.arch == Arch::Gemma3;
+    let attn_norm = b.vector(&n("attn_norm.weight"), e)?;
+    let qkv = match b.opt_matrix(&n("attn_qkv.weight"), e, q_dim + 2 * kv_dim)? {
+        Some(w) => Qkv::Fused(w),
+        None => Qkv::Split {
+            wq: b.matrix(&n("attn_q.weight"), e, q_dim)?,
+            wk: b.matrix(&n("attn_k.weight"), e, kv_dim)?,
+            wv: b.matrix(&n("attn_v.weight"), e, kv_dim)?,
+        },
+    };
+    let wo = b.matrix(&n("attn_output.weight"), q_dim, e)?;
+    // Qwen2 requires the biases; other architectures take them if present.
+    let mut bias = |name: &str, len: usize| -> Result<Option<WeightId>> {
+        if qkv_bias {
+            b.vector(&n(name), len).map(Some)
+        } else {
+            b.opt_vector(&n(name), len)
+        }
+    };
+    let bq = bias("attn_q.bias", q_dim)?;
+    let bk = bias("attn_k.bias", kv_dim)?;
+    let bv = bias("attn_v.bias", kv_dim)?;
+    let (q_norm, k_norm) = if qk_norm {
+        (
+            Some(b.vector(&n("attn_q_norm.weight"), hd)?),
+            Some(b.vector(&n("attn_k_norm.weight"), hd)?),
+        )
+    } else {
+        (None, None)
+    };
+    let attn_post_norm = if post_norm {
+        Some(b.vector(&n("post_attention_norm.weight"), e)?)
+    } else {
+        None
+    };
+    Ok(Attention {
+        attn_norm,
+        qkv,
+        wo,
+        bq,
+        bk,
+        bv,
+        q_norm,
+        k_norm,
+        attn_post_norm,
+    })
+}
+
+/// The feed-forward weights of block `il`: dense (split or fused gate/up)
+/// or experts.
+pub(super) fn bind_ffn(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Result<FfnBlock> {
+    let n = |s: &str| format!("blk.{il}.{s}");
+    let e = hp.n_embd;
+    let post_norm = hp.arch == Arch::Gemma3;
+    let ffn_norm = b.vector(&n("ffn_norm.weight"), e)?;
+    let ffn = match hp.moe {
+        Some(m) => Ffn::Moe {
+            params: m,
+            gate_inp: b.matrix(&n("ffn_gate_inp.weight"), e, m.n_expert)?,
+            gate_exps: b.experts(&n("ffn_gate_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
+            up_exps: b.experts(&n("ffn_up_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
+            down_exps: b.experts(&n("ffn_down_exps.weight"), m.n_ff_exp, e, m.n_expert)?,
+        },
+        None => Ffn::Dense {
+            // Phi-3 fuses gate and up into one matrix named ffn_up.
+            gate_up: if hp.arch == Arch::Phi3 {
+                GateUp::Fused(b.matrix(&n("ffn_up.weight"), e, 2 * hp.n_ff)?)
+            } else {
+                GateUp::Split {
+                    gate: b.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
+                    up: b.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
+                }
+            },
+            down: b.matrix(&n("ffn_down.weight"), hp.n_ff, e)?,
+        },
+    };
+    let ffn_post_norm = if post_norm {
+        Some(b.vector(&n("post_ffw_norm.weight"), e)?)
+    } else {
+        None
+    };
+    Ok(FfnBlock {
+        ffn_norm,
+        ffn,
+        ffn_post_norm,
+    })
 }

@@ -1,0 +1,229 @@
+//! The pieces every architecture is assembled from, as llama.cpp's
+//! `llm_graph_context::build_*`: input embeddings, a self-attention block,
+//! a feed-forward block (dense or experts) and the output head. Each
+//! architecture's file (`transformer.rs`, ...) strings them together.
+
+use super::hparams::{HParams, MoeParams};
+use super::weights::{Attention, Ffn, FfnBlock, GateUp, ModelWeights, Qkv};
+use super::GraphOut;
+use crate::graph::{AttnParams, GateAct, GraphBuilder, RopeParams, TensorId, WeightId};
+
+/// Token embeddings, scaled where the architecture says so.
+pub(super) fn input_embeddings(g: &mut GraphBuilder, hp: &HParams, w: &ModelWeights) -> TensorId {
+    let x = g.get_rows(w.tok_embd, hp.n_embd, "inp_embd");
+    match hp.embd_scale {
+        Some(s) => g.scale(x, s, "inp_scaled"),
+        None => x,
+    }
+}
+
+/// Self-attention of layer `il` over the normed input `x`: the block's
+/// output, before the residual sum (post-norm and residual scale applied).
+pub(super) fn attention(
+    g: &mut GraphBuilder,
+    hp: &HParams,
+    w: &ModelWeights,
+    a: &Attention,
+    il: usize,
+    x: TensorId,
+) -> TensorId {
+    let nm = |s: &str| format!("{s}-{il}");
+    let n = g.n_tokens();
+    let eps = hp.rms_eps;
+    let (hd, n_head, n_head_kv) = (hp.head_dim, hp.n_head, hp.n_head_kv);
+    let (q_dim, kv_dim) = (n_head * hd, n_head_kv * hd);
+    let swa = hp.swa_layers[il];
+
+    let h = g.rms_norm(x, eps, &nm("norm"));
+    let h = g.mul_weight(h, a.attn_norm, &nm("attn_norm"));
+    let (mut q, mut k, mut v) = match a.qkv {
+        Qkv::Split { wq, wk, wv } => (
+            g.mul_mat(wq, q_dim, h, &nm("Qcur")),
+            g.mul_mat(wk, kv_dim, h, &nm("Kcur")),
+            g.mul_mat(wv, kv_dim, h, &nm("Vcur")),
+        ),
+        Qkv::Fused(w) => {
+            let qkv = g.mul_mat(w, q_dim + 2 * kv_dim, h, &nm("wqkv"));
+            (
+                g.cols(qkv, 0, q_dim, &nm("Qcur")),
+                g.cols(qkv, q_dim, kv_dim, &nm("Kcur")),
+                g.cols(qkv, q_dim + kv_dim, kv_dim, &nm("Vcur")),
+            )
+        }
+    };
+    if let Some(b) = a.bq {
+        q = g.add_weight(q, b, &nm("Qcur_b"));
+    }
+    if let Some(b) = a.bk {
+        k = g.add_weight(k, b, &nm("Kcur_b"));
+    }
+    if let Some(b) = a.bv {
+        v = g.add_weight(v, b, &nm("Vcur_b"));
+    }
+    if let Some(qn) = a.q_norm {
+        let r = g.reshape(q, n * n_head, hd);
+        let r = g.rms_norm(r, eps, &nm("Qcur_norm"));
+        let r = g.mul_weight(r, qn, &nm("Qcur_normed"));
+        q = g.reshape(r, n, n_head * hd);
+    }
+    if let Some(kn) = a.k_norm {
+        let r = g.reshape(k, n * n_head_kv, hd);
+        let r = g.rms_norm(r, eps, &nm("Kcur_norm"));
+        let r = g.mul_weight(r, kn, &nm("Kcur_normed"));
+        k = g.reshape(r, n, n_head_kv * hd);
+    }
+    let rope = RopeParams {
+        mode: hp.rope_mode,
+        n_rot: hp.n_rot,
+        head_dim: hd,
+        freq_base: if swa {
+            hp.rope_freq_base_swa
+        } else {
+            hp.rope_freq_base
+        },
+        freq_scale: hp.rope_freq_scale,
+        freq_factors: w.rope_freqs,
+    };
+    if hp.rope_layers[il] {
+        q = g.rope(q, rope, &nm("Qcur_rope"));
+        k = g.rope(k, rope, &nm("Kcur_rope"));
+    }
+    let kq_scale = if hp.scale_q {
+        q = g.scale(q, hp.attn_scale, &nm("Qcur_scaled"));
+        1.0
+    } else {
+        hp.attn_scale
+    };
+    g.store_kv(il, k, v, &nm("kv_store"));
+    let attn = AttnParams {
+        layer: il,
+        n_head,
+        n_head_kv,
+        head_dim: hd,
+        scale: kq_scale,
+        window: if swa { hp.sliding_window } else { None },
+    };
+    let att = g.attention(q, attn, &nm("kqv"));
+    let mut o = g.mul_mat(a.wo, hp.n_embd, att, &nm("attn_out"));
+    if let Some(pn) = a.attn_post_norm {
+        let r = g.rms_norm(o, eps, &nm("attn_post_norm"));
+        o = g.mul_weight(r, pn, &nm("attn_post_normed"));
+    }
+    if let Some(s) = hp.residual_scale {
+        o = g.scale(o, s, &nm("attn_out_scaled"));
+    }
+    o
+}
+
+/// The feed-forward block of layer `il` over `x`: its output, before the
+/// residual sum (post-norm and residual scale applied).
+pub(super) fn feed_forward(
+    g: &mut GraphBuilder,
+    hp: &HParams,
+    f: &FfnBlock,
+    il: usize,
+    x: TensorId,
+) -> TensorId {
+    let nm = |s: &str| format!("{s}-{il}");
+    let eps = hp.rms_eps;
+    let h = g.rms_norm(x, eps, &nm("norm"));
+    let h = g.mul_weight(h, f.ffn_norm, &nm("ffn_norm"));
+    let mut d = match &f.ffn {
+        Ffn::Dense { gate_up, down } => {
+            let (gate, up) = match *gate_up {
+                GateUp::Split { gate, up } => (
+                    g.mul_mat(gate, hp.n_ff, h, &nm("ffn_gate")),
+                    g.mul_mat(up, hp.n_ff, h, &nm("ffn_up")),
+                ),
+                GateUp::Fused(w) => {
+                    let gu = g.mul_mat(w, 2 * hp.n_ff, h, &nm("ffn_up"));
+                    (
+                        g.cols(gu, 0, hp.n_ff, &nm("ffn_gate_part")),
+                        g.cols(gu, hp.n_ff, hp.n_ff, &nm("ffn_up_part")),
+                    )
+                }
+            };
+            let act = g.gated(gate, up, hp.gate_act, &nm("ffn_gated"));
+            g.mul_mat(*down, hp.n_embd, act, &nm("ffn_out"))
+        }
+        Ffn::Moe {
+            params,
+            gate_inp,
+            gate_exps,
+            up_exps,
+            down_exps,
+        } => {
+            let w = [*gate_inp, *gate_exps, *up_exps, *down_exps];
+            moe_ffn(g, *params, h, w, hp.n_embd, il)
+        }
+    };
+    if let Some(pn) = f.ffn_post_norm {
+        let r = g.rms_norm(d, eps, &nm("ffn_post_norm"));
+        d = g.mul_weight(r, pn, &nm("ffn_post_normed"));
+    }
+    if let Some(s) = hp.residual_scale {
+        d = g.scale(d, s, &nm("ffn_out_scaled"));
+    }
+    d
+}
+
+/// llama.cpp's build_moe_ffn with softmax gating and SwiGLU experts: route
+/// each token to its `n_expert_used` most probable experts and sum their
+/// outputs weighted by the (normalized) probabilities.
+pub(super) fn moe_ffn(
+    g: &mut GraphBuilder,
+    m: MoeParams,
+    h: TensorId,
+    [gate_inp, gate_exps, up_exps, down_exps]: [WeightId; 4],
+    n_embd: usize,
+    il: usize,
+) -> TensorId {
+    let nm = |s: &str| format!("{s}-{il}");
+    let logits = g.mul_mat(gate_inp, m.n_expert, h, &nm("ffn_moe_logits"));
+    let probs = g.soft_max(logits, &nm("ffn_moe_probs"));
+    let ids = g.top_k(probs, m.n_expert_used, &nm("ffn_moe_topk"));
+    let weights = g.moe_weights(
+        probs,
+        ids,
+        m.norm_weights,
+        m.weights_scale,
+        &nm("ffn_moe_weights"),
+    );
+    let up = g.mul_mat_id(up_exps, m.n_expert, m.n_ff_exp, h, ids, &nm("ffn_moe_up"));
+    let gate = g.mul_mat_id(
+        gate_exps,
+        m.n_expert,
+        m.n_ff_exp,
+        h,
+        ids,
+        &nm("ffn_moe_gate"),
+    );
+    let act = g.gated(gate, up, GateAct::Silu, &nm("ffn_moe_swiglu"));
+    let down = g.mul_mat_id(down_exps, m.n_expert, n_embd, act, ids, &nm("ffn_moe_down"));
+    g.moe_combine(down, weights, &nm("ffn_moe_out"))
+}
+
+/// The output head: final norm and the vocabulary projection (of the last
+/// row only when that is all that is wanted), or `x` itself when no logits
+/// are wanted. Returns the graph's output tensor.
+pub(super) fn output_head(
+    g: &mut GraphBuilder,
+    hp: &HParams,
+    w: &ModelWeights,
+    mut x: TensorId,
+    out: GraphOut,
+) -> TensorId {
+    if out == GraphOut::None {
+        return x;
+    }
+    if out == GraphOut::Last && g.n_tokens() > 1 {
+        x = g.last_row(x, "last_row");
+    }
+    let h = g.rms_norm(x, hp.rms_eps, "norm");
+    let h = g.mul_weight(h, w.output_norm, "result_norm");
+    let logits = g.mul_mat(w.output, hp.n_vocab, h, "result_output");
+    match hp.logit_scale {
+        Some(s) => g.scale(logits, s, "result_output_scaled"),
+        None => logits,
+    }
+}
