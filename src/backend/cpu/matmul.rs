@@ -296,6 +296,12 @@ mod tests {
                 b[2 * h..2 * h + 2].copy_from_slice(&v.to_le_bytes());
             }
         }
+        single_weight(ty, rows, cols, data)
+    }
+
+    /// A weight table of one `rows x cols` matrix of `ty` with these bytes.
+    fn single_weight(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Weights {
+        let bytes = data.len();
         let mut w = GgufWriter::new();
         w.add_tensor("w", &[cols as u64, rows as u64], ty, data)
             .expect("tensor");
@@ -372,31 +378,13 @@ mod tests {
                 .collect();
             quant::quantize_row(ty, &x, dst).expect("quantize");
         }
-        let mut w = GgufWriter::new();
-        w.add_tensor("w", &[cols as u64, rows as u64], ty, bytes.clone())
-            .expect("tensor");
-        let file = GgufFile::from_bytes(w.to_bytes().expect("bytes")).expect("gguf");
-        let weight = Weight {
-            name: "w".into(),
-            ty,
-            cols,
-            rows,
-            data: WeightData::Mapped {
-                tensor: 0,
-                range: 0..bytes.len(),
-            },
-            backend: 0,
-        };
+        let weights = single_weight(ty, rows, cols, bytes);
         let mut cpu = super::super::CpuBackend::new();
         use crate::backend::Backend;
-        let src = weight.data.bytes(&file).to_vec();
-        cpu.prepare_weight(WeightId(0), &weight, &src)
+        let src = weights.bytes(WeightId(0)).to_vec();
+        cpu.prepare_weight(WeightId(0), &weights.list[0], &src)
             .expect("prepare");
         let packed = cpu.interleaved.pop().flatten();
-        let weights = Weights {
-            file: Arc::new(file),
-            list: vec![weight],
-        };
         (weights, packed)
     }
 
