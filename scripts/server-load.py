@@ -5,8 +5,9 @@ loopback (Python stdlib only).
 Starts the server, runs CLIENTS concurrent streaming chat clients for a
 warm-up of WARMUP requests, then until REQUESTS requests are done or
 DEADLINE seconds have passed, and prints failures, incomplete streams,
-p50/p95 time to first token, aggregate generated tokens/s and the server's
-RSS after the warm-up and after the run. Exits non-zero on any failed
+p50/p95 time to first token, aggregate generated tokens/s, the server's CPU
+time over the run (tokens per CPU second: less noisy than tokens/s on a
+shared machine) and its RSS after the warm-up and after the run. Exits non-zero on any failed
 request or incomplete stream, or (with --max-rss-growth PCT) if RSS grew by
 more than PCT percent across the run.
 
@@ -23,6 +24,7 @@ more than PCT percent across the run.
 import argparse
 import http.client
 import json
+import os
 import re
 import socket
 import statistics
@@ -78,6 +80,14 @@ assert server.poll() is None and healthy(), "server did not start"
 def rss_kib():
     with open(f"/proc/{server.pid}/status") as f:
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def cpu_seconds():
+    """User + system CPU time of the server process so far (less noisy than
+    wall time on a shared machine)."""
+    with open(f"/proc/{server.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Run:
@@ -155,8 +165,10 @@ class Run:
 
 warm = Run(args.warmup, 0).go()
 rss_warm = rss_kib()
+cpu_warm = cpu_seconds()
 run = Run(args.requests, args.warmup).go()
 rss_after = rss_kib()
+cpu_run = cpu_seconds() - cpu_warm
 server.terminate()
 server.wait(timeout=30)
 
@@ -170,6 +182,7 @@ print(f"requests {run.issued} (after {warm.issued} warm-up), failed {len(warm.fa
       f"incomplete streams {warm.incomplete + run.incomplete}, {run.elapsed:.1f} s")
 print(f"time to first token: p50 {p50 * 1000:.0f} ms, p95 {q[18] * 1000:.0f} ms")
 print(f"aggregate generation: {run.tokens} tokens, {run.tokens / run.elapsed:.1f} tokens/s")
+print(f"server CPU time: {cpu_run:.1f} s, {run.tokens / max(cpu_run, 1e-9):.1f} tokens per CPU second")
 print(f"server RSS: {rss_warm / 1024:.1f} MiB after warm-up, {rss_after / 1024:.1f} MiB after "
       f"{run.issued} requests ({growth:+.1f}%)")
 failed = warm.failures + run.failures

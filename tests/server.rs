@@ -332,6 +332,36 @@ fn endpoints_answer_as_openai_does() {
     );
 }
 
+/// `rkinfer run --temp 0 --json` on a conversation rendered through the
+/// library's chat template: the CLI's greedy reply (`text`, `prompt_ids`).
+fn run_greedy(messages: &[(&str, &str)], n: usize) -> Value {
+    let gguf = rkinfer::gguf::GgufFile::open(MODEL).unwrap();
+    let tok = rkinfer::tokenizer::Tokenizer::from_gguf(&gguf).unwrap();
+    let template = rkinfer::chat::ChatTemplate::for_tokenizer(&tok).unwrap();
+    let msgs: Vec<_> = messages
+        .iter()
+        .map(|(r, c)| {
+            if *r == "system" {
+                rkinfer::chat::Message::system(*c)
+            } else {
+                rkinfer::chat::Message::user(*c)
+            }
+        })
+        .collect();
+    let prompt = template.render(&msgs, true).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rkinfer"))
+        .args(["run", "-m", MODEL, "-c", "512", "-t", "1", "--temp", "0"])
+        .args(["-n", &n.to_string(), "--json", "-p", &prompt])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn greedy_reply_equals_rkinfer_run() {
     let s = Server::start(&["--parallel", "1"]);
@@ -348,33 +378,7 @@ fn greedy_reply_equals_rkinfer_run() {
     let served = reply["choices"][0]["message"]["content"].as_str().unwrap();
 
     // The same conversation through the library's template, then `run`.
-    let gguf = rkinfer::gguf::GgufFile::open(MODEL).unwrap();
-    let tok = rkinfer::tokenizer::Tokenizer::from_gguf(&gguf).unwrap();
-    let template = rkinfer::chat::ChatTemplate::for_tokenizer(&tok).unwrap();
-    let msgs: Vec<_> = messages
-        .iter()
-        .map(|(r, c)| {
-            if *r == "system" {
-                rkinfer::chat::Message::system(*c)
-            } else {
-                rkinfer::chat::Message::user(*c)
-            }
-        })
-        .collect();
-    let prompt = template.render(&msgs, true).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rkinfer"))
-        .args([
-            "run", "-m", MODEL, "-c", "512", "-t", "1", "--temp", "0", "-n", "12", "--json", "-p",
-            &prompt,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = run_greedy(&messages, 12);
     assert_eq!(served, run["text"].as_str().unwrap());
     assert_eq!(
         reply["usage"]["prompt_tokens"].as_u64().unwrap() as usize,
@@ -389,6 +393,59 @@ fn greedy_reply_equals_rkinfer_run() {
         )
         .json();
     assert_eq!(c["choices"][0]["text"], run["text"]);
+}
+
+/// Continuous batching: concurrent greedy requests (different prompts,
+/// lengths and reply lengths, joining and leaving the decode batch) get
+/// exactly the text each gets served alone and from `rkinfer run`.
+#[test]
+fn concurrent_greedy_replies_equal_each_served_alone() {
+    let s = Server::start(&["--parallel", "4"]);
+    let questions = [
+        ("What is the capital of France?", 20),
+        ("Name three colours.", 14),
+        ("Write one sentence about the sea and the wind over it.", 24),
+        ("2+2?", 9),
+    ];
+    let body = |q: &str, n: usize, cache: bool| {
+        json!({
+            "messages": [{"role": "system", "content": "You are brief."}, {"role": "user", "content": q}],
+            "max_tokens": n,
+            "temperature": 0,
+            "cache_prompt": cache,
+        })
+    };
+    let reply = |r: Response| -> String {
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let together: Vec<String> = std::thread::scope(|sc| {
+        let handles: Vec<_> = questions
+            .iter()
+            .map(|&(q, n)| {
+                let s = &s;
+                sc.spawn(move || s.post("/v1/chat/completions", &body(q, n, false)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| reply(h.join().unwrap()))
+            .collect()
+    });
+    assert!(
+        s.metric("rkinfer_batch_size_max") > 1.0,
+        "the concurrent requests were never decoded in one batch"
+    );
+    for (&(q, n), text) in questions.iter().zip(&together) {
+        let alone = reply(s.post("/v1/chat/completions", &body(q, n, false)));
+        assert_eq!(text, &alone, "{q:?}: served with others vs alone");
+        let run = run_greedy(&[("system", "You are brief."), ("user", q)], n);
+        assert_eq!(text, run["text"].as_str().unwrap(), "{q:?}: served vs run");
+    }
+    assert!(s.metric("rkinfer_decode_batches_total") > 0.0);
 }
 
 #[test]

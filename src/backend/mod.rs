@@ -113,17 +113,39 @@ pub struct Scratch {
     pub tmp: Vec<f32>,
 }
 
+/// The rows of a batch that belong to one sequence: consecutive rows, at
+/// consecutive positions of that sequence's cache.
+pub struct SeqRows<'a> {
+    /// The sequence's KV cache.
+    pub kv: &'a mut KvCache,
+    /// Position of the sequence's first row (tokens already in its cache).
+    pub n_past: usize,
+    /// Rows of the batch that are this sequence's tokens.
+    pub n_rows: usize,
+    /// Convolution windows and matrix states of the sequence's recurrent
+    /// layers.
+    pub recurrent: &'a mut RecurrentState,
+}
+
 /// What an op sees besides its input and output tensors.
 pub struct ExecCtx<'a> {
     pub weights: &'a Weights,
     /// Token ids of the batch.
     pub tokens: &'a [u32],
-    /// Position of the batch's first token (tokens already in the cache).
-    pub n_past: usize,
-    pub kv: &'a mut KvCache,
-    /// Convolution windows and matrix states of recurrent layers.
-    pub recurrent: &'a mut RecurrentState,
+    /// The sequences of the batch's rows, in row order: one for a prompt
+    /// chunk or a single decode step; one per row for a decode step of
+    /// several sequences ([`crate::model::Model::decode_batch`]). Ops that
+    /// touch positions or caches (rope, KV store, attention) handle each
+    /// sequence's rows on their own; every other op is row-wise anyway.
+    pub seqs: &'a mut [SeqRows<'a>],
     pub scratch: &'a mut Scratch,
+}
+
+impl ExecCtx<'_> {
+    /// Whether the rows belong to more than one sequence.
+    pub fn is_multi_sequence(&self) -> bool {
+        self.seqs.len() > 1
+    }
 }
 
 /// An input tensor's data and shape.
@@ -145,7 +167,10 @@ pub trait Backend: Send + Sync {
     /// Runs one node. `out` is the node's output (empty for ops that write
     /// only to the KV cache). A backend other than the CPU may return an
     /// error (or [`BackendError::Declined`]): the executor then runs the node
-    /// on the CPU backend, which takes everything.
+    /// on the CPU backend, which takes everything. `ctx.seqs` may hold
+    /// several sequences (a batched decode step): a backend that cannot
+    /// keep their rows apart for an op that reads positions or caches
+    /// declines it.
     fn compute(
         &self,
         node: &Node,

@@ -251,6 +251,41 @@ impl Op {
         }
     }
 
+    /// Whether the op can run a batch whose rows belong to different
+    /// sequences (a batched decode step): row-wise ops can, and so can the
+    /// ones that read positions or caches, which the backends run per
+    /// sequence. An op keeping other per-sequence state would not.
+    pub fn batches_sequences(&self) -> bool {
+        match self {
+            Op::GetRows { .. }
+            | Op::RmsNorm { .. }
+            | Op::MulWeight { .. }
+            | Op::AddWeight { .. }
+            | Op::Add { .. }
+            | Op::Scale { .. }
+            | Op::MulMat { .. }
+            | Op::Rope { .. }
+            | Op::StoreKv { .. }
+            | Op::Attention { .. }
+            | Op::Gated { .. }
+            | Op::Cols { .. }
+            | Op::SoftMax { .. }
+            | Op::TopK { .. }
+            | Op::MoeWeights { .. }
+            | Op::MulMatId { .. }
+            | Op::MoeCombine { .. }
+            | Op::Mul { .. }
+            | Op::Sigmoid { .. }
+            | Op::Softplus { .. }
+            | Op::Silu { .. }
+            | Op::Concat { .. } => true,
+            // The last row of the batch is one sequence's.
+            Op::LastRow { .. } => false,
+            // They carry a recurrent state from row to row.
+            Op::SsmConv { .. } | Op::GatedDeltaNet { .. } => false,
+        }
+    }
+
     /// The tensors this op reads (at most two).
     pub fn inputs(&self) -> [Option<TensorId>; 2] {
         match *self {

@@ -27,7 +27,7 @@ pub use hparams::{Arch, DeltaNetHParams, HParams, MoeParams};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::kv::KvCache;
 use crate::backend::recurrent::{ConvShape, MatrixShape, RecurrentSpec, RecurrentState};
-use crate::backend::{self, Backend, BackendError, ExecCtx, Scratch, Weights};
+use crate::backend::{self, Backend, BackendError, ExecCtx, Scratch, SeqRows, Weights};
 use crate::graph::{Graph, WeightId};
 use weights::{bind_weights, Mixer, ModelWeights};
 
@@ -70,6 +70,8 @@ pub enum ModelError {
     TokenOutOfRange { token: u32, n_vocab: usize },
     /// `forward` was called with no tokens.
     EmptyBatch,
+    /// A batched decode step got another number of tokens than sequences.
+    BatchShape { sequences: usize, tokens: usize },
     /// The thread pool could not be built.
     ThreadPool(String),
     /// A core in the pinning list does not exist or pinning failed.
@@ -123,6 +125,10 @@ impl fmt::Display for ModelError {
                 )
             }
             ModelError::EmptyBatch => write!(f, "no tokens to evaluate"),
+            ModelError::BatchShape { sequences, tokens } => write!(
+                f,
+                "a decode batch needs one token per sequence: {tokens} tokens for {sequences} sequences"
+            ),
             ModelError::ThreadPool(e) => write!(f, "cannot build thread pool: {e}"),
             ModelError::CpuPinning(e) => write!(f, "cannot pin threads: {e}"),
             ModelError::Gguf(e) => write!(f, "{e}"),
@@ -257,6 +263,58 @@ impl State {
     pub fn kv_bytes(&self) -> usize {
         self.kv.size_bytes()
     }
+}
+
+/// Activation memory and graphs for decode steps of several sequences at
+/// once ([`Model::decode_batch`]). It holds no sequence: one serves any set
+/// of [`State`]s, whose caches and positions stay theirs.
+#[derive(Default)]
+pub struct DecodeBatch {
+    slots: Vec<Vec<f32>>,
+    scratch: Scratch,
+    graphs: Vec<(usize, GraphOut, Graph)>,
+    logits: Vec<f32>,
+}
+
+impl DecodeBatch {
+    pub fn new() -> DecodeBatch {
+        DecodeBatch::default()
+    }
+}
+
+/// The index in `graphs` of the graph for `n` rows ending in `out`, built
+/// by `build` when missing; `slots` grow to hold its tensors.
+fn cached_graph(
+    graphs: &mut Vec<(usize, GraphOut, Graph)>,
+    slots: &mut Vec<Vec<f32>>,
+    n: usize,
+    out: GraphOut,
+    build: impl FnOnce() -> Graph,
+) -> usize {
+    if let Some(i) = graphs.iter().position(|(gn, go, _)| *gn == n && *go == out) {
+        return i;
+    }
+    let graph = build();
+    if slots.len() < graph.slot_sizes.len() {
+        slots.resize_with(graph.slot_sizes.len(), Vec::new);
+    }
+    for (s, &size) in slots.iter_mut().zip(&graph.slot_sizes) {
+        if s.len() < size {
+            s.resize(size, 0.0);
+        }
+    }
+    // Keep a few graphs: decode (1 token) and the recent batch sizes.
+    if graphs.len() >= 8 {
+        let victim = graphs.iter().position(|(gn, _, _)| *gn != 1).unwrap_or(0);
+        graphs.remove(victim);
+    }
+    graphs.push((n, out, graph));
+    graphs.len() - 1
+}
+
+/// Whether every op of `graph` can run rows of different sequences.
+fn graph_batches_sequences(graph: &Graph) -> bool {
+    graph.nodes.iter().all(|n| n.op.batches_sequences())
 }
 
 /// A loaded model: hyperparameters, weights (prepared per backend), the
@@ -462,12 +520,16 @@ impl Model {
                 ..
             } = state;
             let graph = &graphs[gi].2;
+            let mut seq = [SeqRows {
+                kv,
+                n_past: *n_past,
+                n_rows: chunk.len(),
+                recurrent,
+            }];
             let mut ctx = ExecCtx {
                 weights: &self.weights,
                 tokens: chunk,
-                n_past: *n_past,
-                kv,
-                recurrent,
+                seqs: &mut seq,
                 scratch,
             };
             let backends = &self.backends;
@@ -545,33 +607,98 @@ impl Model {
 
     /// Finds or builds the graph for a batch size, growing the slots.
     fn graph_index(&self, state: &mut State, n: usize, out: GraphOut) -> usize {
-        if let Some(i) = state
-            .graphs
-            .iter()
-            .position(|(gn, go, _)| *gn == n && *go == out)
-        {
-            return i;
+        cached_graph(&mut state.graphs, &mut state.slots, n, out, || {
+            self.build_graph(n, out)
+        })
+    }
+
+    /// Whether [`Model::decode_batch`] runs its sequences as one batch:
+    /// every op of the model can keep rows of different sequences apart
+    /// (otherwise it evaluates them one after the other, with the same
+    /// results).
+    pub fn supports_decode_batch(&self) -> bool {
+        graph_batches_sequences(&self.build_graph(2, GraphOut::All))
+    }
+
+    /// One decode step of several sequences at once: `tokens[i]` is
+    /// evaluated at the next position of `seqs[i]` (its own cache, its own
+    /// position). The rows share every matmul (one pass over each weight
+    /// for all sequences), while rope, the cache store and attention work
+    /// on each row's own sequence; each row is rounded as that sequence's
+    /// decode step alone would be, so the logits are bit-identical to
+    /// [`Model::forward`] of each token by itself. Returns `seqs.len()`
+    /// rows of `n_vocab` logits, row-major, in the order of `seqs`.
+    pub fn decode_batch<'b>(
+        &self,
+        batch: &'b mut DecodeBatch,
+        seqs: &mut [&mut State],
+        tokens: &[u32],
+    ) -> Result<&'b [f32]> {
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyBatch);
         }
-        let graph = self.build_graph(n, out);
-        if state.slots.len() < graph.slot_sizes.len() {
-            state.slots.resize_with(graph.slot_sizes.len(), Vec::new);
+        if seqs.len() != tokens.len() {
+            return Err(ModelError::BatchShape {
+                sequences: seqs.len(),
+                tokens: tokens.len(),
+            });
         }
-        for (s, &size) in state.slots.iter_mut().zip(&graph.slot_sizes) {
-            if s.len() < size {
-                s.resize(size, 0.0);
+        for s in seqs.iter() {
+            if s.n_past + 1 > s.kv.n_ctx {
+                return Err(ModelError::ContextFull {
+                    n_ctx: s.kv.n_ctx,
+                    needed: s.n_past + 1,
+                });
             }
         }
-        // Keep a few graphs: decode (1 token) and the recent batch sizes.
-        if state.graphs.len() >= 8 {
-            let victim = state
-                .graphs
-                .iter()
-                .position(|(gn, _, _)| *gn != 1)
-                .unwrap_or(0);
-            state.graphs.remove(victim);
+        let n_vocab = self.hparams.n_vocab;
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ModelError::TokenOutOfRange { token: t, n_vocab });
         }
-        state.graphs.push((n, out, graph));
-        state.graphs.len() - 1
+        batch.logits.clear();
+        let n = tokens.len();
+        let gi = cached_graph(
+            &mut batch.graphs,
+            &mut batch.slots,
+            n,
+            GraphOut::All,
+            || self.build_graph(n, GraphOut::All),
+        );
+        let graph = &batch.graphs[gi].2;
+        if n > 1 && !graph_batches_sequences(graph) {
+            // One sequence at a time, through its own state.
+            for (s, &t) in seqs.iter_mut().zip(tokens) {
+                let logits = self.forward(s, &[t], LogitsMode::Last)?;
+                batch.logits.extend_from_slice(logits);
+            }
+            return Ok(&batch.logits);
+        }
+        let mut rows: Vec<SeqRows<'_>> = seqs
+            .iter_mut()
+            .map(|s| SeqRows {
+                n_past: s.n_past,
+                kv: &mut s.kv,
+                n_rows: 1,
+                recurrent: &mut s.recurrent,
+            })
+            .collect();
+        let mut ctx = ExecCtx {
+            weights: &self.weights,
+            tokens,
+            seqs: &mut rows,
+            scratch: &mut batch.scratch,
+        };
+        let (backends, slots) = (&self.backends, &mut batch.slots);
+        self.pool
+            .install(|| backend::execute(graph, backends, slots, &mut ctx))?;
+        let d = graph.tensor(graph.output);
+        batch
+            .logits
+            .extend_from_slice(&batch.slots[d.slot][..d.len()]);
+        for s in seqs.iter_mut() {
+            s.n_past += 1;
+        }
+        Ok(&batch.logits)
     }
 
     /// The graph for `n_tokens` tokens, printed with each op's shape, type

@@ -1,11 +1,17 @@
 //! The inference thread: `parallel` slots, each with its own KV cache,
 //! share one model; requests wait in a bounded queue for a free slot.
 //!
-//! One thread runs every slot in turn, one step each (a prompt chunk or one
-//! generated token), so concurrent requests progress together and the
-//! async runtime never waits on a forward pass. A request's events go back
-//! on a channel; when the client goes away the channel closes and the slot
-//! is freed at its next step.
+//! One thread runs the slots in steps, so concurrent requests progress
+//! together and the async runtime never waits on a forward pass. Each step
+//! is one decode batch and a round of prompt chunks: every slot past its
+//! prompt samples its next token (its own sampler, penalties, grammar) and
+//! those tokens are evaluated together by [`crate::model::Model::decode_batch`]
+//! (continuous batching: one pass over the weights for all of them, slots
+//! joining and leaving between steps); then slots still reading a prompt
+//! evaluate chunks of it in turn, one batch size of tokens per step, so a
+//! long prompt delays the streams by one chunk at most. A request's events
+//! go back on a channel; when the client goes away the channel closes and
+//! the slot is freed at the next step.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -17,7 +23,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::error::ApiError;
 use super::grammar::JsonConstraint;
 use super::metrics::Metrics;
-use crate::model::{LogitsMode, State, StateOptions};
+use crate::model::{DecodeBatch, LogitsMode, State, StateOptions};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::{Detokenize, Llm, StopMatcher, Utf8Stream};
 
@@ -263,6 +269,19 @@ struct Running {
 fn run(llm: &Llm, mut slots: Vec<Slot>, shared: &Shared) {
     let metrics = &shared.metrics;
     let eog: Vec<u32> = llm.tokenizer().eog_tokens().collect();
+    let model = llm.model();
+    if slots.len() > 1 && !model.supports_decode_batch() {
+        // Worth seeing: the slots still work, but without the batch's speed.
+        log::warn!(
+            "this model cannot decode several sequences in one batch: \
+             the {} slots decode one after the other",
+            slots.len()
+        );
+    }
+    let mut batch = DecodeBatch::new();
+    // Where the next round of prompt chunks starts, so that every waiting
+    // prompt gets its turn.
+    let mut next_prefill = 0;
     loop {
         {
             let mut q = shared.lock();
@@ -289,7 +308,7 @@ fn run(llm: &Llm, mut slots: Vec<Slot>, shared: &Shared) {
                     break;
                 };
                 let Some(job) = q.jobs.pop_front() else { break };
-                slots[free].start(job, llm.model().n_vocab());
+                slots[free].start(job, model.n_vocab());
             }
             let busy = slots.iter().filter(|s| s.run.is_some()).count();
             metrics
@@ -307,10 +326,91 @@ fn run(llm: &Llm, mut slots: Vec<Slot>, shared: &Shared) {
                 continue;
             }
         }
-        for slot in slots.iter_mut().filter(|s| s.run.is_some()) {
-            slot.step(llm, &eog, metrics);
+        for slot in slots.iter_mut() {
+            slot.drop_if_abandoned(metrics);
+        }
+        decode_step(llm, &mut slots, &mut batch, &eog, metrics);
+        next_prefill = prefill_round(llm, &mut slots, next_prefill, metrics);
+    }
+}
+
+/// One token for every slot past its prompt: each samples its next token
+/// from its own logits, then the tokens that continue a reply are
+/// evaluated together, one batch of all those slots.
+fn decode_step(
+    llm: &Llm,
+    slots: &mut [Slot],
+    batch: &mut DecodeBatch,
+    eog: &[u32],
+    metrics: &Metrics,
+) {
+    let start = Instant::now();
+    let mut rows: Vec<(usize, u32)> = Vec::new();
+    for (i, slot) in slots.iter_mut().enumerate() {
+        if !slot.is_decoding() {
+            continue;
+        }
+        match slot.sample(llm, eog, metrics) {
+            Ok(Ok(token)) => rows.push((i, token)),
+            Ok(Err(reason)) => slot.end(Ok(reason), metrics),
+            Err(e) => slot.end(Err(e), metrics),
         }
     }
+    if rows.is_empty() {
+        return;
+    }
+    let tokens: Vec<u32> = rows.iter().map(|&(_, t)| t).collect();
+    let mut states: Vec<&mut State> = slots
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| rows.iter().any(|(r, _)| r == i))
+        .map(|(_, s)| &mut s.state)
+        .collect();
+    let n_vocab = llm.model().n_vocab();
+    match llm.model().decode_batch(batch, &mut states, &tokens) {
+        Ok(logits) => {
+            for (&(i, token), row) in rows.iter().zip(logits.chunks_exact(n_vocab)) {
+                slots[i].evaluated(token, row);
+            }
+        }
+        Err(e) => {
+            let e = ApiError::internal(format!("evaluating a generated token failed: {e}"));
+            for &(i, _) in &rows {
+                slots[i].end(Err(e.clone()), metrics);
+            }
+        }
+    }
+    let n = rows.len() as u64;
+    metrics.record_decode_batch(n);
+    Metrics::add(
+        &metrics.generation_micros,
+        start.elapsed().as_micros() as u64,
+    );
+}
+
+/// Prompt chunks of slots still reading their prompt, in turn from slot
+/// `first`, until one batch size of tokens is evaluated (so that a long
+/// prompt delays the streams by one chunk per step at most). Returns where
+/// the next round starts.
+fn prefill_round(llm: &Llm, slots: &mut [Slot], first: usize, metrics: &Metrics) -> usize {
+    let n = slots.len();
+    let mut budget = slots.first().map_or(0, |s| s.n_batch);
+    let mut next = first;
+    for k in 0..n {
+        let i = (first + k) % n;
+        if budget == 0 {
+            break;
+        }
+        if !slots[i].is_prefilling() {
+            continue;
+        }
+        match slots[i].prefill(llm, metrics) {
+            Ok(tokens) => budget = budget.saturating_sub(tokens),
+            Err(e) => slots[i].end(Err(e), metrics),
+        }
+        next = (i + 1) % n;
+    }
+    next
 }
 
 /// The free slot for `job`: the one whose cache shares the longest prefix
@@ -370,23 +470,29 @@ impl Slot {
         });
     }
 
-    /// One step of the running request: a prompt chunk or one token.
-    fn step(&mut self, llm: &Llm, eog: &[u32], metrics: &Metrics) {
-        let Some(run) = self.run.as_mut() else { return };
-        if run.events.is_closed() {
+    /// Frees the slot if its client went away.
+    fn drop_if_abandoned(&mut self, metrics: &Metrics) {
+        if self.run.as_ref().is_some_and(|r| r.events.is_closed()) {
             Metrics::add(&metrics.requests_cancelled, 1);
             self.run = None;
-            return;
         }
-        let outcome = if run.fed < run.prompt.len() {
-            self.prefill(llm, metrics).map(|()| None)
-        } else {
-            self.decode(llm, eog, metrics)
-        };
-        let Some(run) = self.run.as_mut() else { return };
+    }
+
+    /// Whether the running request still has prompt to evaluate.
+    fn is_prefilling(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.fed < r.prompt.len())
+    }
+
+    /// Whether the running request is generating.
+    fn is_decoding(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.fed >= r.prompt.len())
+    }
+
+    /// Ends the running request: complete (`Ok`) or failed.
+    fn end(&mut self, outcome: Result<FinishReason, ApiError>, metrics: &Metrics) {
+        let Some(run) = self.run.take() else { return };
         match outcome {
-            Ok(None) => {}
-            Ok(Some(reason)) => {
+            Ok(reason) => {
                 let finish = Finish {
                     reason,
                     prompt_tokens: run.prompt.len(),
@@ -394,7 +500,6 @@ impl Slot {
                     completion_tokens: run.generated,
                 };
                 let _ = run.events.send(Event::Done(finish));
-                self.run = None;
             }
             Err(e) => {
                 Metrics::add(&metrics.requests_failed, 1);
@@ -402,16 +507,23 @@ impl Slot {
                 // Whatever the failed pass wrote is not trusted.
                 let kept = self.state.truncate(self.cached.len());
                 self.cached.truncate(kept);
-                self.run = None;
             }
         }
     }
 
+    /// The logits after `token`, which the slot's state has just evaluated.
+    fn evaluated(&mut self, token: u32, logits: &[f32]) {
+        self.logits.clear();
+        self.logits.extend_from_slice(logits);
+        self.cached.push(token);
+    }
+
     /// Evaluates the next chunk of the prompt (chunks of the state's batch
     /// size, as one forward call would split them: same numbers).
-    fn prefill(&mut self, llm: &Llm, metrics: &Metrics) -> Result<(), ApiError> {
+    /// Returns the number of tokens evaluated.
+    fn prefill(&mut self, llm: &Llm, metrics: &Metrics) -> Result<usize, ApiError> {
         let Some(run) = self.run.as_mut() else {
-            return Ok(());
+            return Ok(0);
         };
         let start = Instant::now();
         let end = (run.fed + self.n_batch).min(run.prompt.len());
@@ -427,23 +539,25 @@ impl Slot {
         if run.fed == run.cached_tokens {
             Metrics::add(&metrics.prompt_tokens_cached, run.cached_tokens as u64);
         }
+        let n = chunk.len();
         run.fed = end;
         Metrics::add(&metrics.prompt_micros, start.elapsed().as_micros() as u64);
-        Ok(())
+        Ok(n)
     }
 
-    /// Samples one token, sends its text, and evaluates it unless the reply
-    /// ends there.
-    fn decode(
+    /// Samples the next token from the slot's logits (its own sampler,
+    /// penalties and grammar) and sends its text. `Ok(Ok(token))`: the
+    /// reply goes on, `token` is to be evaluated; `Ok(Err(reason))`: the
+    /// reply ends here.
+    fn sample(
         &mut self,
         llm: &Llm,
         eog: &[u32],
         metrics: &Metrics,
-    ) -> Result<Option<FinishReason>, ApiError> {
+    ) -> Result<Result<u32, FinishReason>, ApiError> {
         let Some(run) = self.run.as_mut() else {
-            return Ok(None);
+            return Err(ApiError::internal("sampling a slot with no request"));
         };
-        let start = Instant::now();
         let tokenizer = llm.tokenizer();
         run.scratch.clear();
         run.scratch.extend_from_slice(&self.logits);
@@ -487,11 +601,7 @@ impl Slot {
             let (out, hit) = run.stops.push(&text);
             send_text(&run.events, out);
             if hit.is_some() {
-                Metrics::add(
-                    &metrics.generation_micros,
-                    start.elapsed().as_micros() as u64,
-                );
-                return Ok(Some(FinishReason::Stop));
+                return Ok(Err(FinishReason::Stop));
             }
             if finish.is_none() && run.generated >= run.params.max_tokens {
                 finish = Some(FinishReason::Length);
@@ -509,24 +619,9 @@ impl Slot {
                 out.push_str(&run.stops.finish());
             }
             send_text(&run.events, out);
-            Metrics::add(
-                &metrics.generation_micros,
-                start.elapsed().as_micros() as u64,
-            );
-            return Ok(Some(reason));
+            return Ok(Err(reason));
         }
-        let logits = llm
-            .model()
-            .forward(&mut self.state, &[token], LogitsMode::Last)
-            .map_err(|e| ApiError::internal(format!("evaluating a generated token failed: {e}")))?;
-        self.logits.clear();
-        self.logits.extend_from_slice(logits);
-        self.cached.push(token);
-        Metrics::add(
-            &metrics.generation_micros,
-            start.elapsed().as_micros() as u64,
-        );
-        Ok(None)
+        Ok(Ok(token))
     }
 }
 

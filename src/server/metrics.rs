@@ -17,12 +17,24 @@ pub struct Metrics {
     pub generation_micros: AtomicU64,
     pub queue_depth: AtomicU64,
     pub slots_busy: AtomicU64,
+    /// Decode steps run (each one batch of every generating slot).
+    pub decode_batches: AtomicU64,
+    /// Sequences in the last decode step, and the most in one.
+    pub batch_size: AtomicU64,
+    pub batch_size_max: AtomicU64,
 }
 
 impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a decode step of `rows` sequences.
+    pub fn record_decode_batch(&self, rows: u64) {
+        Metrics::add(&self.decode_batches, 1);
+        self.batch_size.store(rows, Ordering::Relaxed);
+        self.batch_size_max.fetch_max(rows, Ordering::Relaxed);
     }
 
     /// The exposition text; `slots` is the number of slots.
@@ -79,6 +91,11 @@ impl Metrics {
                 "Tokens generated.",
                 &self.generated_tokens,
             ),
+            (
+                "decode_batches_total",
+                "Decode steps, each one batch of every generating slot.",
+                &self.decode_batches,
+            ),
         ];
         for (name, help, c) in counters {
             metric(name, "counter", help, get(c).to_string());
@@ -126,6 +143,18 @@ impl Metrics {
             get(&self.slots_busy).to_string(),
         );
         metric("slots_total", "gauge", "Slots.", slots.to_string());
+        metric(
+            "batch_size",
+            "gauge",
+            "Sequences decoded in the last decode step.",
+            get(&self.batch_size).to_string(),
+        );
+        metric(
+            "batch_size_max",
+            "gauge",
+            "Most sequences decoded in one step.",
+            get(&self.batch_size_max).to_string(),
+        );
         out
     }
 }

@@ -43,6 +43,53 @@ pub fn mul_mat(
     out: &mut [f32],
     scratch: &mut Scratch,
 ) -> Result<(), BackendError> {
+    let rounding = Rounding::AsBatch;
+    mul_mat_rounded(weights, wid, interleaved, x, n_tok, rounding, out, scratch)
+}
+
+/// Whose kernel choice a matmul reproduces (llama.cpp picks kernels, and so
+/// rounding, by the number of activation rows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rounding {
+    /// That of a batch of all the rows (one sequence's tokens).
+    AsBatch,
+    /// That of a batch of one row, for every row: rows of different
+    /// sequences (a batched decode step) multiplied in one pass over the
+    /// weight, each getting the numbers it gets decoded by itself.
+    EachRowAlone,
+}
+
+/// The parts of [`compat::matmul_parts`]-style splits for `n_tok` rows
+/// rounded as `rounding` says: a batch of one has exactly one non-empty
+/// part, whose kernels then take every row.
+fn rounded_parts(
+    rounding: Rounding,
+    n_tok: usize,
+    parts: impl Fn(usize) -> [MatmulPart; 2],
+) -> [MatmulPart; 2] {
+    match rounding {
+        Rounding::AsBatch => parts(n_tok),
+        Rounding::EachRowAlone => {
+            let [a, b] = parts(1);
+            let (mut one, other) = if a.n_tok == 1 { (a, b) } else { (b, a) };
+            one.n_tok = n_tok;
+            [one, MatmulPart { n_tok: 0, ..other }]
+        }
+    }
+}
+
+/// [`mul_mat`] with the rounding of `rounding`.
+#[allow(clippy::too_many_arguments)]
+pub fn mul_mat_rounded(
+    weights: &Weights,
+    wid: WeightId,
+    interleaved: Option<&Interleaved>,
+    x: &[f32],
+    n_tok: usize,
+    rounding: Rounding,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), BackendError> {
     let w = weights.get(wid);
     let k = w.cols;
     let unsupported = || BackendError::UnsupportedType {
@@ -64,14 +111,14 @@ pub fn mul_mat(
             let bytes = kernels::block_bytes::<BlockQ4_0x8>(packed);
             (
                 grouped(bytes, size_of::<BlockQ4_0x8>()),
-                compat::q4_0_interleaved(n_tok),
+                rounded_parts(rounding, n_tok, compat::q4_0_interleaved),
             )
         }
         (GgmlType::Q4_K, Some(Interleaved::Q4Kx8(packed))) => {
             let bytes = kernels::block_bytes::<BlockQ4Kx8>(packed);
             (
                 grouped(bytes, size_of::<BlockQ4Kx8>()),
-                compat::q4_k_interleaved(n_tok),
+                rounded_parts(rounding, n_tok, compat::q4_k_interleaved),
             )
         }
         _ => {
@@ -81,7 +128,9 @@ pub fn mul_mat(
                 unit: nb * traits.type_size,
                 nb,
             };
-            let parts = compat::matmul_parts(w.ty, w.rows, k, n_tok, own, traits.vec_dot_type);
+            let parts = rounded_parts(rounding, n_tok, |n| {
+                compat::matmul_parts(w.ty, w.rows, k, n, own, traits.vec_dot_type)
+            });
             (plain, parts)
         }
     };
@@ -247,6 +296,12 @@ mod tests {
                 b[2 * h..2 * h + 2].copy_from_slice(&v.to_le_bytes());
             }
         }
+        single_weight(ty, rows, cols, data)
+    }
+
+    /// A weight table of one `rows x cols` matrix of `ty` with these bytes.
+    fn single_weight(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Weights {
+        let bytes = data.len();
         let mut w = GgufWriter::new();
         w.add_tensor("w", &[cols as u64, rows as u64], ty, data)
             .expect("tensor");
@@ -308,6 +363,72 @@ mod tests {
                     .zip(&inter)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{} n_tok={n}: interleaved differs", ty.name());
+            }
+        }
+    }
+
+    /// A `rows x cols` matrix of `ty` quantized from smooth random values,
+    /// with its interleaved form where the CPU backend makes one.
+    fn quantized(ty: GgmlType, rows: usize, cols: usize) -> (Weights, Option<Interleaved>) {
+        let row_bytes = quant::row_size(ty, cols).expect("row size");
+        let mut bytes = vec![0u8; row_bytes * rows];
+        for (r, dst) in bytes.chunks_exact_mut(row_bytes).enumerate() {
+            let x: Vec<f32> = (0..cols)
+                .map(|c| (((r * 131 + c * 71) % 257) as f32 / 128.0 - 1.0) * 0.05)
+                .collect();
+            quant::quantize_row(ty, &x, dst).expect("quantize");
+        }
+        let weights = single_weight(ty, rows, cols, bytes);
+        let mut cpu = super::super::CpuBackend::new();
+        use crate::backend::Backend;
+        let src = weights.bytes(WeightId(0)).to_vec();
+        cpu.prepare_weight(WeightId(0), &weights.list[0], &src)
+            .expect("prepare");
+        let packed = cpu.interleaved.pop().flatten();
+        (weights, packed)
+    }
+
+    /// Rows of different sequences multiplied in one pass give each row
+    /// exactly what a one-row product gives it, for every CPU matmul type
+    /// and batch sizes on both sides of llama.cpp's kernel switches (where
+    /// a plain batch product rounds differently).
+    #[test]
+    fn separate_rows_round_as_rows_alone() {
+        let (rows, cols) = (32, 512);
+        for ty in crate::backend::cpu::MATMUL_TYPES {
+            let (w, packed) = quantized(ty, rows, cols);
+            for n in [2usize, 3, 4, 5, 8, 9, 33] {
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                    .collect();
+                let mut together = vec![0f32; n * rows];
+                let mut scratch = Scratch::default();
+                let packed_ref = packed.as_ref();
+                let each = Rounding::EachRowAlone;
+                mul_mat_rounded(
+                    &w,
+                    WeightId(0),
+                    packed_ref,
+                    &x,
+                    n,
+                    each,
+                    &mut together,
+                    &mut scratch,
+                )
+                .expect("mul_mat_rounded");
+                for t in 0..n {
+                    let alone = product(&w, packed.as_ref(), &x[t * cols..(t + 1) * cols], 1);
+                    let row = &together[t * rows..(t + 1) * rows];
+                    let same = row
+                        .iter()
+                        .zip(&alone)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{} n={n} row {t}: differs from the row alone",
+                        ty.name()
+                    );
+                }
             }
         }
     }

@@ -14,11 +14,11 @@ use rayon::prelude::*;
 
 use super::kv::KvCache;
 use super::BackendError;
-use super::{Backend, ExecCtx, Input, Node, Weight, Weights};
+use super::{Backend, ExecCtx, Input, Node, SeqRows, Weight, Weights};
 use crate::graph::{AttnParams, GateAct, Op, RopeMode, RopeParams, WeightId};
 use compat::{mad_f16_acc, scale_f16_acc, FLASH_ATTN_TILE};
 
-pub use matmul::mul_mat;
+pub use matmul::{mul_mat, mul_mat_rounded, Rounding};
 
 /// Largest head size the attention kernel's stack buffers hold.
 pub const MAX_HEAD_DIM: usize = 512;
@@ -174,15 +174,25 @@ impl Backend for CpuBackend {
             Op::MulMat { w, .. } => {
                 let x = input(0)?;
                 let packed = self.interleaved(w);
-                mul_mat(
-                    ctx.weights,
-                    w,
-                    packed,
-                    x.data,
-                    x.desc.rows,
-                    out,
-                    ctx.scratch,
-                )?;
+                let rows = x.desc.rows;
+                if !ctx.is_multi_sequence() {
+                    mul_mat(ctx.weights, w, packed, x.data, rows, out, ctx.scratch)?;
+                } else if ctx.seqs.iter().all(|s| s.n_rows == 1) {
+                    // One token of each sequence: one pass over the weight,
+                    // each row rounded as that sequence's decode step alone.
+                    let each = Rounding::EachRowAlone;
+                    mul_mat_rounded(ctx.weights, w, packed, x.data, rows, each, out, ctx.scratch)?;
+                } else {
+                    // Each sequence's rows rounded as their own batch.
+                    let (k, n) = (x.desc.cols, node_cols(n_out, rows));
+                    let mut r0 = 0;
+                    for s in ctx.seqs.iter() {
+                        let r1 = r0 + s.n_rows;
+                        let (xs, os) = (seq_rows(x.data, k, r0, r1)?, &mut out[r0 * n..r1 * n]);
+                        mul_mat(ctx.weights, w, packed, xs, s.n_rows, os, ctx.scratch)?;
+                        r0 = r1;
+                    }
+                }
             }
             Op::Rope { p, .. } => {
                 let x = input(0)?;
@@ -190,15 +200,37 @@ impl Backend for CpuBackend {
                     Some(w) => Some(vector(ctx.weights, w, p.n_rot / 2)?),
                     None => None,
                 };
-                rope(x.data, x.desc.cols, ctx.n_past, &p, ff, out);
+                let c = x.desc.cols;
+                let mut r0 = 0;
+                for s in ctx.seqs.iter() {
+                    let r1 = r0 + s.n_rows;
+                    let xs = seq_rows(x.data, c, r0, r1)?;
+                    rope(xs, c, s.n_past, &p, ff, &mut out[r0 * c..r1 * c]);
+                    r0 = r1;
+                }
             }
             Op::StoreKv { layer, .. } => {
                 let (k, v) = (input(0)?, input(1)?);
-                store_kv(ctx.kv, layer, ctx.n_past, k.data, v.data)?;
+                let (kc, vc) = (k.desc.cols, v.desc.cols);
+                let mut r0 = 0;
+                for s in ctx.seqs.iter_mut() {
+                    let r1 = r0 + s.n_rows;
+                    let (ks, vs) = (seq_rows(k.data, kc, r0, r1)?, seq_rows(v.data, vc, r0, r1)?);
+                    store_kv(s.kv, layer, s.n_past, ks, vs)?;
+                    r0 = r1;
+                }
             }
             Op::Attention { p, .. } => {
                 let q = input(0)?;
-                attention(ctx.kv, &p, ctx.n_past, q.data, q.desc.rows, out);
+                let (qc, oc) = (q.desc.cols, node_cols(n_out, q.desc.rows));
+                let mut r0 = 0;
+                for s in ctx.seqs.iter() {
+                    let r1 = r0 + s.n_rows;
+                    let qs = seq_rows(q.data, qc, r0, r1)?;
+                    let os = &mut out[r0 * oc..r1 * oc];
+                    attention(s.kv, &p, s.n_past, qs, s.n_rows, os);
+                    r0 = r1;
+                }
             }
             Op::Gated { act, .. } => {
                 let (g, u) = (input(0)?, input(1)?);
@@ -364,7 +396,7 @@ impl Backend for CpuBackend {
             }
             Op::GatedDeltaNet { p, .. } => {
                 let (qkv, gb) = (input(0)?, input(1)?);
-                let (state, shape) = ctx.recurrent.matrix_mut(p.layer)?;
+                let (state, shape) = one_sequence(ctx, node)?.recurrent.matrix_mut(p.layer)?;
                 let d = p.head_dim;
                 if (shape.heads, shape.k_dim, shape.v_dim) != (p.n_v_heads, d, d) {
                     return Err(graph_err(
@@ -378,7 +410,8 @@ impl Backend for CpuBackend {
             Op::SsmConv { kernel, layer, .. } => {
                 let x = input(0)?;
                 same_len(x.data)?;
-                let (state, shape) = ctx.recurrent.conv_mut(layer)?;
+                let weights = ctx.weights;
+                let (state, shape) = one_sequence(ctx, node)?.recurrent.conv_mut(layer)?;
                 let taps = shape.rows + 1;
                 if shape.channels != x.desc.cols {
                     return Err(graph_err(
@@ -386,7 +419,7 @@ impl Backend for CpuBackend {
                         format!("{} channels, state of {}", x.desc.cols, shape.channels),
                     ));
                 }
-                let k = vector(ctx.weights, kernel, taps * shape.channels)?;
+                let k = vector(weights, kernel, taps * shape.channels)?;
                 ssm_conv(x.data, shape.channels, k, state, out);
             }
             Op::LastRow { .. } => {
@@ -441,6 +474,32 @@ fn ssm_conv(x: &[f32], channels: usize, kernel: &[f32], state: &mut [f32], out: 
             let from = (src - kept) * channels;
             state[r * channels..(r + 1) * channels].copy_from_slice(&x[from..from + channels]);
         }
+    }
+}
+
+/// Rows `r0..r1` of a tensor of `cols` columns: one sequence's rows of a
+/// batch (an error when the sequences claim more rows than there are).
+fn seq_rows(x: &[f32], cols: usize, r0: usize, r1: usize) -> Result<&[f32], BackendError> {
+    x.get(r0 * cols..r1 * cols).ok_or_else(|| {
+        BackendError::Graph(format!(
+            "the batch's sequences cover rows {r0}..{r1}, the tensor has {}",
+            x.len().checked_div(cols).unwrap_or(0)
+        ))
+    })
+}
+
+/// The batch's only sequence, for ops that carry a recurrent state from
+/// row to row (they do not batch sequences: `Op::batches_sequences`).
+fn one_sequence<'c, 'a>(
+    ctx: &'c mut ExecCtx<'a>,
+    node: &Node,
+) -> Result<&'c mut SeqRows<'a>, BackendError> {
+    match &mut *ctx.seqs {
+        [seq] => Ok(seq),
+        seqs => Err(graph_err(
+            node,
+            format!("{} sequences in one batch for a recurrent op", seqs.len()),
+        )),
     }
 }
 
