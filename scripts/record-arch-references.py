@@ -3,7 +3,10 @@
 architecture into tests/data/arch/references.json (read by
 tests/architectures.rs).
 
-    scripts/record-arch-references.py LLAMA_CPP_BIN_DIR [OUT_JSON]
+    scripts/record-arch-references.py LLAMA_CPP_BIN_DIR [OUT_JSON] [--only NAME,...]
+
+With --only, just those fixtures are recorded and merged into the existing
+OUT_JSON (the others keep their recorded figures).
 
 The fixtures are written by `cargo run --release --example tiny_models`
 (tokenizer from the fetched models/SmolLM2-135M-Instruct.Q4_1.gguf; run
@@ -113,10 +116,18 @@ def greedy(bin_dir, model):
 
 
 def main():
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    only = None
+    if "--only" in args:
+        i = args.index("--only")
+        if i + 1 >= len(args):
+            sys.exit(__doc__)
+        only = set(args[i + 1].split(","))
+        del args[i:i + 2]
+    if not args:
         sys.exit(__doc__)
-    bin_dir = sys.argv[1]
-    out_json = sys.argv[2] if len(sys.argv) > 2 else os.path.join(REPO, "tests/data/arch/references.json")
+    bin_dir = args[0]
+    out_json = args[1] if len(args) > 1 else os.path.join(REPO, "tests/data/arch/references.json")
     with tempfile.TemporaryDirectory() as tmp:
         lines = run(["cargo", "run", "--release", "--quiet", "--example", "tiny_models", "--",
                      tmp, TOKENIZER]).splitlines()
@@ -126,10 +137,17 @@ def main():
             if len(parts) != 4:
                 continue
             name, ty, sha, path = parts
+            if only is not None and name not in only:
+                continue
             print(f"{name} {ty}", file=sys.stderr)
             entry = {"sha256": sha, "perplexity": perplexity(bin_dir, path),
                      "greedy": greedy(bin_dir, path)}
             fixtures.setdefault(name, {})[ty] = entry
+    if only is not None:
+        with open(out_json) as f:
+            previous = json.load(f)["fixtures"]
+        previous.update(fixtures)
+        fixtures = previous
     doc = {
         "note": "llama.cpp (llama-cpp-python==0.3.36 source package, CPU build) on the tiny "
                 "random-weight fixtures of tests/support/tiny_models.rs; made by "

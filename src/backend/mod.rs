@@ -274,7 +274,7 @@ fn dump_op(node: &Node, graph: &Graph, out: &[f32]) {
 }
 
 /// Op kinds every backend must at least be asked about (for listings).
-pub const ALL_OP_KINDS: [OpKind; 15] = [
+pub const ALL_OP_KINDS: [OpKind; 16] = [
     OpKind::GetRows,
     OpKind::RmsNorm,
     OpKind::Mul,
@@ -290,4 +290,5 @@ pub const ALL_OP_KINDS: [OpKind; 15] = [
     OpKind::ArgSort,
     OpKind::Div,
     OpKind::MulMatId,
+    OpKind::Unary,
 ];

@@ -35,6 +35,15 @@ pub enum GateAct {
     GeluTanh,
 }
 
+/// An elementwise function of one tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryFn {
+    /// ggml_gelu: GELU-tanh through ggml's f16 lookup table.
+    GeluTanh,
+    /// ggml_tanh (libm tanhf).
+    Tanh,
+}
+
 /// Rotary embedding parameters of one layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RopeParams {
@@ -76,6 +85,10 @@ pub enum Op {
     Add { a: TensorId, b: TensorId },
     /// Multiplication by a constant.
     Scale { x: TensorId, s: f32 },
+    /// Elementwise product of two tensors of the same shape.
+    Mul { a: TensorId, b: TensorId },
+    /// An elementwise function.
+    Unary { x: TensorId, f: UnaryFn },
     /// `out[t][r] = dot(weight row r, x row t)`.
     MulMat { w: WeightId, x: TensorId },
     /// Rotary position embedding of every head of every token row.
@@ -148,6 +161,7 @@ pub enum OpKind {
     ArgSort,
     Div,
     MulMatId,
+    Unary,
 }
 
 impl OpKind {
@@ -169,6 +183,7 @@ impl OpKind {
             OpKind::ArgSort => "ARGSORT",
             OpKind::Div => "DIV",
             OpKind::MulMatId => "MUL_MAT_ID",
+            OpKind::Unary => "UNARY",
         }
     }
 }
@@ -191,7 +206,8 @@ impl Op {
             Op::TopK { .. } => OpKind::ArgSort,
             Op::MoeWeights { .. } => OpKind::Div,
             Op::MulMatId { .. } => OpKind::MulMatId,
-            Op::MoeCombine { .. } => OpKind::Mul,
+            Op::MoeCombine { .. } | Op::Mul { .. } => OpKind::Mul,
+            Op::Unary { .. } => OpKind::Unary,
         }
     }
 
@@ -208,11 +224,12 @@ impl Op {
             | Op::LastRow { x }
             | Op::Cols { x, .. }
             | Op::SoftMax { x }
+            | Op::Unary { x, .. }
             | Op::TopK { x, .. } => [Some(x), None],
             Op::MoeWeights { probs, ids, .. } => [Some(probs), Some(ids)],
             Op::MulMatId { x, ids, .. } => [Some(x), Some(ids)],
             Op::MoeCombine { x, w } => [Some(x), Some(w)],
-            Op::Add { a, b } => [Some(a), Some(b)],
+            Op::Add { a, b } | Op::Mul { a, b } => [Some(a), Some(b)],
             Op::StoreKv { k, v, .. } => [Some(k), Some(v)],
             Op::Attention { q, .. } => [Some(q), None],
             Op::Gated { gate, up, .. } => [Some(gate), Some(up)],
@@ -415,6 +432,14 @@ impl GraphBuilder {
     pub fn scale(&mut self, x: TensorId, s: f32, name: &str) -> TensorId {
         let (r, c) = self.shape(x);
         self.push(Op::Scale { x, s }, r, c, name)
+    }
+    pub fn mul(&mut self, a: TensorId, b: TensorId, name: &str) -> TensorId {
+        let (r, c) = self.shape(a);
+        self.push(Op::Mul { a, b }, r, c, name)
+    }
+    pub fn unary(&mut self, x: TensorId, f: UnaryFn, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::Unary { x, f }, r, c, name)
     }
     /// `w` has `n_out` rows of `x`'s row length.
     pub fn mul_mat(&mut self, w: WeightId, n_out: usize, x: TensorId, name: &str) -> TensorId {

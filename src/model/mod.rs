@@ -1,6 +1,6 @@
 //! Transformer models built from GGUF metadata alone: llama (SmolLM2,
 //! TinyLlama, Llama 2/3 with llama3 rope scaling), qwen2, qwen3, qwen3moe,
-//! gemma3, granite, smollm3 and phi3 (see docs/models.md).
+//! gemma3, gemma4, granite, smollm3 and phi3 (see docs/models.md).
 //!
 //! [`Model::load`] reads the hyperparameters and binds the weights (used in
 //! place from the mmap); [`Model::forward`] builds (once per batch size) the
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use gguf::{GgmlType, GgufFile};
 
 mod builders;
+mod gemma4;
 mod hparams;
 mod transformer;
 mod weights;
@@ -22,7 +23,7 @@ mod weights;
 pub use hparams::{Arch, HParams, MoeParams};
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::kv::KvCache;
+use crate::backend::kv::{KvCache, LayerKvShape};
 use crate::backend::{self, Backend, BackendError, ExecCtx, Scratch, Weights};
 use crate::graph::{Graph, WeightId};
 use weights::{bind_weights, ModelWeights};
@@ -31,8 +32,8 @@ use weights::{bind_weights, ModelWeights};
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// Architectures this engine builds (`general.architecture` values).
-pub const SUPPORTED_ARCHITECTURES: [&str; 8] = [
-    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "granite", "smollm3", "phi3",
+pub const SUPPORTED_ARCHITECTURES: [&str; 9] = [
+    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "granite", "smollm3", "phi3", "gemma4",
 ];
 
 /// Whether `general.architecture` names a model family rkinfer builds.
@@ -374,14 +375,18 @@ impl Model {
             return Err(ModelError::ContextTooLarge { n_ctx });
         }
         let hp = &self.hparams;
-        let kv = KvCache::new(
-            hp.n_layer,
-            n_ctx,
-            hp.n_head_kv * hp.head_dim,
-            hp.head_dim,
-            opts.type_k,
-            opts.type_v,
-        )?;
+        // Layers attending over another layer's cache have none of their own.
+        let shapes: Vec<LayerKvShape> = (0..hp.n_layer)
+            .map(|il| LayerKvShape {
+                kv_dim: if hp.kv_source_layer(il) == il {
+                    hp.layer_kv_dim(il)
+                } else {
+                    0
+                },
+                head_dim: hp.layer_head_dim(il),
+            })
+            .collect();
+        let kv = KvCache::with_layer_shapes(&shapes, n_ctx, opts.type_k, opts.type_v)?;
         Ok(State {
             n_past: 0,
             n_batch: opts.n_batch.max(1),
@@ -465,6 +470,7 @@ impl Model {
             | Arch::Smollm3
             | Arch::Phi3
             | Arch::Qwen3Moe => self.build_transformer(n, out),
+            Arch::Gemma4 => self.build_gemma4(n, out),
         };
         backend::schedule(&mut graph, &self.backends, &self.weights);
         graph

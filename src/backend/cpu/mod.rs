@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::kv::KvCache;
 use super::BackendError;
 use super::{Backend, ExecCtx, Input, Node, Weight, Weights};
-use crate::graph::{AttnParams, GateAct, Op, RopeMode, RopeParams, WeightId};
+use crate::graph::{AttnParams, GateAct, Op, RopeMode, RopeParams, UnaryFn, WeightId};
 use compat::{mad_f16_acc, scale_f16_acc, FLASH_ATTN_TILE};
 
 pub use matmul::mul_mat;
@@ -170,6 +170,23 @@ impl Backend for CpuBackend {
                 out.copy_from_slice(x.data);
                 kernels::scale(out, s);
             }
+            Op::Mul { .. } => {
+                let (a, b) = (input(0)?, input(1)?);
+                same_len(a.data)?;
+                same_len(b.data)?;
+                out.copy_from_slice(a.data);
+                kernels::mul(out, b.data);
+            }
+            Op::Unary { f, .. } => {
+                let x = input(0)?;
+                same_len(x.data)?;
+                out.copy_from_slice(x.data);
+                match f {
+                    UnaryFn::GeluTanh => kernels::gelu_ggml(out),
+                    // ggml_vec_tanh_f32 calls tanhf per element, as f32::tanh does.
+                    UnaryFn::Tanh => out.iter_mut().for_each(|v| *v = v.tanh()),
+                }
+            }
             Op::MulMat { w, .. } => {
                 let x = input(0)?;
                 let packed = self.interleaved(w);
@@ -197,6 +214,13 @@ impl Backend for CpuBackend {
             }
             Op::Attention { p, .. } => {
                 let q = input(0)?;
+                let dim = ctx.kv.layer_kv_dim(p.layer);
+                if dim == 0 || dim != p.n_head_kv * p.head_dim {
+                    return Err(BackendError::Graph(format!(
+                        "{}: KV cache of layer {} has rows of {dim}, not {} heads of {}",
+                        node.name, p.layer, p.n_head_kv, p.head_dim
+                    )));
+                }
                 attention(ctx.kv, &p, ctx.n_past, q.data, q.desc.rows, out);
             }
             Op::Gated { act, .. } => {
@@ -485,7 +509,14 @@ fn store_kv(
     k: &[f32],
     v: &[f32],
 ) -> Result<(), BackendError> {
-    let dim = kv.kv_dim;
+    let dim = kv.layer_kv_dim(layer);
+    if dim == 0 || k.len() != v.len() || !k.len().is_multiple_of(dim) {
+        return Err(BackendError::Graph(format!(
+            "KV cache of layer {layer}: {} keys and {} values for rows of {dim}",
+            k.len(),
+            v.len()
+        )));
+    }
     let n = k.len() / dim;
     if n_past + n > kv.n_ctx {
         return Err(BackendError::ContextFull {
@@ -518,7 +549,7 @@ fn attention(
     let n_kv = n_past + n_tokens;
     let k_all = kv.k_rows(p.layer, n_kv);
     let v_all = kv.v_rows(p.layer, n_kv);
-    let (kr, vr) = (kv.k_row_bytes(), kv.v_row_bytes());
+    let (kr, vr) = (kv.k_row_bytes(p.layer), kv.v_row_bytes(p.layer));
     let kh = KvCache::head_bytes(kv.type_k, hd);
     let vh = KvCache::head_bytes(kv.type_v, hd);
     let (type_k, type_v) = (kv.type_k, kv.type_v);
