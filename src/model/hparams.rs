@@ -495,7 +495,7 @@ fn read_gemma4(f: &GgufFile, hp: &mut HParams) -> Result<()> {
             "must equal attention.key_length_swa",
         ));
     }
-    if hp.head_dim_swa > MAX_HEAD_DIM || hp.head_dim_swa % 2 != 0 {
+    if hp.head_dim_swa > MAX_HEAD_DIM || !hp.head_dim_swa.is_multiple_of(2) {
         return Err(hp_err(
             f,
             "attention.key_length_swa",
@@ -503,7 +503,7 @@ fn read_gemma4(f: &GgufFile, hp: &mut HParams) -> Result<()> {
         ));
     }
     hp.n_rot_swa = arch_usize_or(f, "rope.dimension_count_swa", hp.n_rot)?;
-    if hp.n_rot_swa > hp.head_dim_swa || hp.n_rot_swa % 2 != 0 {
+    if hp.n_rot_swa > hp.head_dim_swa || !hp.n_rot_swa.is_multiple_of(2) {
         return Err(hp_err(
             f,
             "rope.dimension_count_swa",

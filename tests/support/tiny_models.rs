@@ -78,7 +78,7 @@ pub enum Extra {
 
 /// gemma4 fixture: is layer `il` a sliding-window one?
 fn gemma4_swa(il: usize) -> bool {
-    il % 2 == 0
+    il.is_multiple_of(2)
 }
 /// gemma4 fixture: layers from this one on share earlier caches.
 const GEMMA4_FIRST_SHARED: usize = 2;
