@@ -157,25 +157,21 @@ impl Backend for CpuBackend {
                     op(or, wv);
                 }
             }
-            Op::Add { .. } => {
+            Op::Add { .. } | Op::Mul { .. } => {
                 let (a, b) = (input(0)?, input(1)?);
                 same_len(a.data)?;
                 same_len(b.data)?;
                 out.copy_from_slice(a.data);
-                kernels::add(out, b.data);
+                match node.op {
+                    Op::Add { .. } => kernels::add(out, b.data),
+                    _ => kernels::mul(out, b.data),
+                }
             }
             Op::Scale { s, .. } => {
                 let x = input(0)?;
                 same_len(x.data)?;
                 out.copy_from_slice(x.data);
                 kernels::scale(out, s);
-            }
-            Op::Mul { .. } => {
-                let (a, b) = (input(0)?, input(1)?);
-                same_len(a.data)?;
-                same_len(b.data)?;
-                out.copy_from_slice(a.data);
-                kernels::mul(out, b.data);
             }
             Op::Unary { f, .. } => {
                 let x = input(0)?;
