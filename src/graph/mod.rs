@@ -46,6 +46,15 @@ pub struct DeltaNetParams {
     pub head_dim: usize,
 }
 
+/// An elementwise function of one tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryFn {
+    /// ggml_gelu: GELU-tanh through ggml's f16 lookup table.
+    GeluTanh,
+    /// ggml_tanh (libm tanhf).
+    Tanh,
+}
+
 /// Rotary embedding parameters of one layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RopeParams {
@@ -87,6 +96,8 @@ pub enum Op {
     Add { a: TensorId, b: TensorId },
     /// Multiplication by a constant.
     Scale { x: TensorId, s: f32 },
+    /// An elementwise function.
+    Unary { x: TensorId, f: UnaryFn },
     /// `out[t][r] = dot(weight row r, x row t)`.
     MulMat { w: WeightId, x: TensorId },
     /// Rotary position embedding of every head of every token row.
@@ -244,6 +255,7 @@ impl Op {
             Op::MoeWeights { .. } => OpKind::Div,
             Op::MulMatId { .. } => OpKind::MulMatId,
             Op::MoeCombine { .. } | Op::Mul { .. } => OpKind::Mul,
+            Op::Unary { .. } => OpKind::Unary,
             Op::Sigmoid { .. } | Op::Softplus { .. } | Op::Silu { .. } => OpKind::Unary,
             Op::Concat { .. } => OpKind::Concat,
             Op::GatedDeltaNet { .. } => OpKind::GatedDeltaNet,
@@ -278,7 +290,8 @@ impl Op {
             | Op::Sigmoid { .. }
             | Op::Softplus { .. }
             | Op::Silu { .. }
-            | Op::Concat { .. } => true,
+            | Op::Concat { .. }
+            | Op::Unary { .. } => true,
             // The last row of the batch is one sequence's.
             Op::LastRow { .. } => false,
             // They carry a recurrent state from row to row.
@@ -300,6 +313,7 @@ impl Op {
             | Op::Cols { x, .. }
             | Op::SoftMax { x }
             | Op::TopK { x, .. }
+            | Op::Unary { x, .. }
             | Op::Sigmoid { x }
             | Op::Softplus { x }
             | Op::Silu { x }
@@ -558,6 +572,10 @@ impl GraphBuilder {
     pub fn scale(&mut self, x: TensorId, s: f32, name: &str) -> TensorId {
         let (r, c) = self.shape(x);
         self.push(Op::Scale { x, s }, r, c, name)
+    }
+    pub fn unary(&mut self, x: TensorId, f: UnaryFn, name: &str) -> TensorId {
+        let (r, c) = self.shape(x);
+        self.push(Op::Unary { x, f }, r, c, name)
     }
     /// `w` has `n_out` rows of `x`'s row length.
     pub fn mul_mat(&mut self, w: WeightId, n_out: usize, x: TensorId, name: &str) -> TensorId {

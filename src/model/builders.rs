@@ -6,7 +6,7 @@
 use super::hparams::{HParams, MoeGating, MoeParams};
 use super::weights::{Attention, Ffn, FfnBlock, GateUp, ModelWeights, Qkv};
 use super::GraphOut;
-use crate::graph::{AttnParams, GateAct, GraphBuilder, RopeParams, TensorId, WeightId};
+use crate::graph::{AttnParams, GateAct, GraphBuilder, RopeParams, TensorId, UnaryFn, WeightId};
 
 /// Token embeddings, scaled where the architecture says so.
 pub(super) fn input_embeddings(g: &mut GraphBuilder, hp: &HParams, w: &ModelWeights) -> TensorId {
@@ -30,7 +30,7 @@ pub(super) fn attention(
     let nm = |s: &str| format!("{s}-{il}");
     let n = g.n_tokens();
     let eps = hp.rms_eps;
-    let (hd, n_head, n_head_kv) = (hp.head_dim, hp.n_head, hp.n_head_kv);
+    let (hd, n_head, n_head_kv) = (hp.layer_head_dim(il), hp.n_head, hp.n_head_kv_layers[il]);
     let (q_dim, kv_dim) = (n_head * hd, n_head_kv * hd);
     let swa = hp.swa_layers[il];
 
@@ -38,20 +38,26 @@ pub(super) fn attention(
     let h = g.mul_weight(h, a.attn_norm, &nm("attn_norm"));
     // With an output gate the query projection is twice as wide.
     let q_rows = if a.q_gate { 2 * q_dim } else { q_dim };
+    // k and v are None for a layer reading an earlier layer's cache.
     let (mut q, mut k, mut v) = match a.qkv {
         Qkv::Split { wq, wk, wv } => (
             g.mul_mat(wq, q_rows, h, &nm("Qcur")),
-            g.mul_mat(wk, kv_dim, h, &nm("Kcur")),
-            g.mul_mat(wv, kv_dim, h, &nm("Vcur")),
+            Some(g.mul_mat(wk, kv_dim, h, &nm("Kcur"))),
+            Some(g.mul_mat(wv, kv_dim, h, &nm("Vcur"))),
         ),
         Qkv::Fused(w) => {
             let qkv = g.mul_mat(w, q_rows + 2 * kv_dim, h, &nm("wqkv"));
             (
                 g.cols(qkv, 0, q_rows, &nm("Qcur")),
-                g.cols(qkv, q_rows, kv_dim, &nm("Kcur")),
-                g.cols(qkv, q_rows + kv_dim, kv_dim, &nm("Vcur")),
+                Some(g.cols(qkv, q_rows, kv_dim, &nm("Kcur"))),
+                Some(g.cols(qkv, q_rows + kv_dim, kv_dim, &nm("Vcur"))),
             )
         }
+        Qkv::KeyAsValue { wq, wk } => {
+            let k = g.mul_mat(wk, kv_dim, h, &nm("Kcur"));
+            (g.mul_mat(wq, q_dim, h, &nm("Qcur")), Some(k), Some(k))
+        }
+        Qkv::QueryOnly { wq } => (g.mul_mat(wq, q_dim, h, &nm("Qcur")), None, None),
     };
     // qwen35: per head, the query then its gate.
     let gate = if a.q_gate {
@@ -66,11 +72,11 @@ pub(super) fn attention(
     if let Some(b) = a.bq {
         q = g.add_weight(q, b, &nm("Qcur_b"));
     }
-    if let Some(b) = a.bk {
-        k = g.add_weight(k, b, &nm("Kcur_b"));
+    if let (Some(b), Some(kc)) = (a.bk, k) {
+        k = Some(g.add_weight(kc, b, &nm("Kcur_b")));
     }
-    if let Some(b) = a.bv {
-        v = g.add_weight(v, b, &nm("Vcur_b"));
+    if let (Some(b), Some(vc)) = (a.bv, v) {
+        v = Some(g.add_weight(vc, b, &nm("Vcur_b")));
     }
     if let Some(qn) = a.q_norm {
         let r = g.reshape(q, n * n_head, hd);
@@ -78,15 +84,21 @@ pub(super) fn attention(
         let r = g.mul_weight(r, qn, &nm("Qcur_normed"));
         q = g.reshape(r, n, n_head * hd);
     }
-    if let Some(kn) = a.k_norm {
-        let r = g.reshape(k, n * n_head_kv, hd);
+    if let (Some(kn), Some(kc)) = (a.k_norm, k) {
+        let r = g.reshape(kc, n * n_head_kv, hd);
         let r = g.rms_norm(r, eps, &nm("Kcur_norm"));
         let r = g.mul_weight(r, kn, &nm("Kcur_normed"));
-        k = g.reshape(r, n, n_head_kv * hd);
+        k = Some(g.reshape(r, n, n_head_kv * hd));
+    }
+    if let (true, Some(vc)) = (hp.v_norm, v) {
+        // gemma4: V RMS-normed per head, without a weight.
+        let r = g.reshape(vc, n * n_head_kv, hd);
+        let r = g.rms_norm(r, eps, &nm("Vcur_normed"));
+        v = Some(g.reshape(r, n, n_head_kv * hd));
     }
     let rope = RopeParams {
         mode: hp.rope_mode,
-        n_rot: hp.n_rot,
+        n_rot: hp.layer_n_rot(il),
         head_dim: hd,
         freq_base: if swa {
             hp.rope_freq_base_swa
@@ -94,11 +106,17 @@ pub(super) fn attention(
             hp.rope_freq_base
         },
         freq_scale: hp.rope_freq_scale,
-        freq_factors: w.rope_freqs,
+        freq_factors: if swa && hp.rope_freqs_full_only {
+            None
+        } else {
+            w.rope_freqs
+        },
     };
     if hp.rope_layers[il] {
         q = g.rope(q, rope, &nm("Qcur_rope"));
-        k = g.rope(k, rope, &nm("Kcur_rope"));
+        if let Some(kc) = k {
+            k = Some(g.rope(kc, rope, &nm("Kcur_rope")));
+        }
     }
     let kq_scale = if hp.scale_q {
         q = g.scale(q, hp.attn_scale, &nm("Qcur_scaled"));
@@ -106,9 +124,11 @@ pub(super) fn attention(
     } else {
         hp.attn_scale
     };
-    g.store_kv(il, k, v, &nm("kv_store"));
+    if let (Some(k), Some(v)) = (k, v) {
+        g.store_kv(il, k, v, &nm("kv_store"));
+    }
     let attn = AttnParams {
-        layer: il,
+        layer: hp.kv_source_layer(il),
         n_head,
         n_head_kv,
         head_dim: hd,
@@ -146,16 +166,17 @@ pub(super) fn feed_forward(
     let h = g.mul_weight(h, f.ffn_norm, &nm("ffn_norm"));
     let mut d = match &f.ffn {
         Ffn::Dense { gate_up, down } => {
+            let n_ff = hp.n_ff_layers[il];
             let (gate, up) = match *gate_up {
                 GateUp::Split { gate, up } => (
-                    g.mul_mat(gate, hp.n_ff, h, &nm("ffn_gate")),
-                    g.mul_mat(up, hp.n_ff, h, &nm("ffn_up")),
+                    g.mul_mat(gate, n_ff, h, &nm("ffn_gate")),
+                    g.mul_mat(up, n_ff, h, &nm("ffn_up")),
                 ),
                 GateUp::Fused(w) => {
-                    let gu = g.mul_mat(w, 2 * hp.n_ff, h, &nm("ffn_up"));
+                    let gu = g.mul_mat(w, 2 * n_ff, h, &nm("ffn_up"));
                     (
-                        g.cols(gu, 0, hp.n_ff, &nm("ffn_gate_part")),
-                        g.cols(gu, hp.n_ff, hp.n_ff, &nm("ffn_up_part")),
+                        g.cols(gu, 0, n_ff, &nm("ffn_gate_part")),
+                        g.cols(gu, n_ff, n_ff, &nm("ffn_up_part")),
                     )
                 }
             };
@@ -247,9 +268,14 @@ pub(super) fn output_head(
     }
     let h = g.rms_norm(x, hp.rms_eps, "norm");
     let h = g.mul_weight(h, w.output_norm, "result_norm");
-    let logits = g.mul_mat(w.output, hp.n_vocab, h, "result_output");
-    match hp.logit_scale {
-        Some(s) => g.scale(logits, s, "result_output_scaled"),
-        None => logits,
+    let mut logits = g.mul_mat(w.output, hp.n_vocab, h, "result_output");
+    if let Some(s) = hp.logit_scale {
+        logits = g.scale(logits, s, "result_output_scaled");
     }
+    if let Some(cap) = hp.final_logit_softcap {
+        logits = g.scale(logits, 1.0 / cap, "result_output_capped");
+        logits = g.unary(logits, UnaryFn::Tanh, "result_output_tanh");
+        logits = g.scale(logits, cap, "result_output_softcapped");
+    }
+    logits
 }

@@ -21,6 +21,7 @@ pub enum Arch {
     Qwen35,
     Lfm2,
     Lfm2Moe,
+    Gemma4,
 }
 
 impl Arch {
@@ -37,6 +38,7 @@ impl Arch {
             "qwen35" => Some(Arch::Qwen35),
             "lfm2" => Some(Arch::Lfm2),
             "lfm2moe" => Some(Arch::Lfm2Moe),
+            "gemma4" => Some(Arch::Gemma4),
             _ => None,
         }
     }
@@ -53,6 +55,7 @@ impl Arch {
             Arch::Qwen35 => "qwen35",
             Arch::Lfm2 => "lfm2",
             Arch::Lfm2Moe => "lfm2moe",
+            Arch::Gemma4 => "gemma4",
         }
     }
 }
@@ -159,6 +162,66 @@ pub struct HParams {
     pub shortconv_layers: Vec<bool>,
     /// Taps of the short convolutions (lfm2's `shortconv.l_cache`).
     pub shortconv_l_cache: usize,
+    /// Per layer: KV heads (`attention.head_count_kv` may be an array:
+    /// gemma4 has fewer on its full-attention layers).
+    pub n_head_kv_layers: Vec<usize>,
+    /// Per layer: feed-forward length (gemma4 doubles it on the layers
+    /// that share another's KV cache).
+    pub n_ff_layers: Vec<usize>,
+    /// Head size and rotated dimensions of sliding-window layers (gemma4:
+    /// `key_length_swa`, `rope.dimension_count_swa`); head_dim and n_rot
+    /// elsewhere.
+    pub head_dim_swa: usize,
+    pub n_rot_swa: usize,
+    /// Layers `n_layer_kv..` have no KV cache of their own and attend over
+    /// the cache of the last earlier layer of their kind (gemma4's
+    /// `shared_kv_layers`); n_layer elsewhere.
+    pub n_layer_kv: usize,
+    /// V is RMS-normed per head (no weight) before the cache (gemma4).
+    pub v_norm: bool,
+    /// `rope_freqs.weight` applies to full-attention layers only (gemma4's
+    /// proportional rope); to every layer elsewhere (llama 3).
+    pub rope_freqs_full_only: bool,
+    /// Width of each layer's slice of the per-layer token embeddings
+    /// (gemma4's `embedding_length_per_layer_input`; 0: none).
+    pub n_embd_per_layer: usize,
+    /// Logits become `cap * tanh(logits / cap)` (gemma4).
+    pub final_logit_softcap: Option<f32>,
+}
+
+impl HParams {
+    /// Head size of layer `il`.
+    pub fn layer_head_dim(&self, il: usize) -> usize {
+        if self.swa_layers[il] {
+            self.head_dim_swa
+        } else {
+            self.head_dim
+        }
+    }
+    /// Rotated dimensions of each head of layer `il`.
+    pub fn layer_n_rot(&self, il: usize) -> usize {
+        if self.swa_layers[il] {
+            self.n_rot_swa
+        } else {
+            self.n_rot
+        }
+    }
+    /// Elements of one cache row (all KV heads) of layer `il`.
+    pub fn layer_kv_dim(&self, il: usize) -> usize {
+        self.n_head_kv_layers[il] * self.layer_head_dim(il)
+    }
+    /// The layer whose KV cache layer `il` attends over: itself, or for a
+    /// layer past `n_layer_kv` the last cache-owning layer (sliding-window
+    /// layers the one before it), as llama.cpp's layer reuse for gemma4.
+    pub fn kv_source_layer(&self, il: usize) -> usize {
+        if il < self.n_layer_kv {
+            il
+        } else if self.swa_layers[il] {
+            self.n_layer_kv - 2
+        } else {
+            self.n_layer_kv - 1
+        }
+    }
 }
 
 fn hp_err(f: &GgufFile, suffix: &str, reason: impl Into<String>) -> ModelError {
@@ -237,6 +300,32 @@ fn read_experts(f: &GgufFile, gating: MoeGating) -> Result<MoeParams> {
     })
 }
 
+/// The layer kinds of `attention.sliding_window_pattern` given as one flag
+/// per layer (gemma4; gemma3 gives a period instead).
+fn arch_layer_flags(f: &GgufFile, suffix: &str, n_layer: usize) -> Result<Vec<bool>> {
+    let flags: Vec<bool> = match f.arch_get(suffix) {
+        Some(Value::Array(gguf::Array::Bool(v))) => v.clone(),
+        Some(Value::Array(gguf::Array::U32(v))) => v.iter().map(|&x| x != 0).collect(),
+        Some(Value::Array(gguf::Array::I32(v))) => v.iter().map(|&x| x != 0).collect(),
+        Some(other) => {
+            return Err(hp_err(
+                f,
+                suffix,
+                format!("{} is not a per-layer array", other.type_description()),
+            ))
+        }
+        None => return Err(hp_err(f, suffix, "missing")),
+    };
+    if flags.len() != n_layer {
+        return Err(hp_err(
+            f,
+            suffix,
+            format!("{} flags for {n_layer} layers", flags.len()),
+        ));
+    }
+    Ok(flags)
+}
+
 impl HParams {
     /// Reads the hyperparameters of a supported architecture.
     pub fn from_gguf(f: &GgufFile) -> Result<HParams> {
@@ -259,30 +348,31 @@ impl HParams {
             ));
         }
         let n_head = arch_usize(f, "attention.head_count")?;
-        // lfm2 lists key-value heads per layer, 0 for its convolution layers.
+        // lfm2 lists key-value heads per layer, 0 for its convolution
+        // layers; gemma4 has fewer on its full-attention layers.
         let is_lfm2 = matches!(arch, Arch::Lfm2 | Arch::Lfm2Moe);
-        let (n_head_kv, shortconv_layers) = if is_lfm2 {
-            let per_layer = arch_per_layer(f, "attention.head_count_kv", n_layer, n_head)?;
-            let conv: Vec<bool> = per_layer.iter().map(|&h| h == 0).collect();
-            let mut heads = per_layer.iter().copied().filter(|&h| h > 0);
-            let first = heads.next().unwrap_or(n_head);
-            if heads.any(|h| h != first) {
-                return Err(hp_err(
-                    f,
-                    "attention.head_count_kv",
-                    "attention layers with different key-value head counts",
-                ));
-            }
-            (first, conv)
-        } else {
-            let n = arch_usize_or(f, "attention.head_count_kv", n_head)?;
-            (n, vec![false; n_layer])
-        };
-        if n_head % n_head_kv != 0 {
+        let n_head_kv_layers = arch_per_layer(f, "attention.head_count_kv", n_layer, n_head)?;
+        let shortconv_layers: Vec<bool> = n_head_kv_layers
+            .iter()
+            .map(|&kv| is_lfm2 && kv == 0)
+            .collect();
+        if !is_lfm2 && n_head_kv_layers.contains(&0) {
+            return Err(hp_err(f, "attention.head_count_kv", "must be positive"));
+        }
+        let attention_kv = || n_head_kv_layers.iter().copied().filter(|&kv| kv > 0);
+        let n_head_kv = attention_kv().next().unwrap_or(n_head);
+        if let Some(bad) = attention_kv().find(|&kv| n_head % kv != 0) {
             return Err(hp_err(
                 f,
                 "attention.head_count_kv",
-                format!("{n_head_kv} does not divide {n_head} heads"),
+                format!("{bad} does not divide {n_head} heads"),
+            ));
+        }
+        if arch != Arch::Gemma4 && attention_kv().any(|kv| kv != n_head_kv) {
+            return Err(hp_err(
+                f,
+                "attention.head_count_kv",
+                "attention layers with different key-value head counts (supported for gemma4 only)",
             ));
         }
         let head_dim = arch_usize_or(f, "attention.key_length", n_embd / n_head)?;
@@ -312,6 +402,8 @@ impl HParams {
         // MoE models need no dense feed-forward length.
         let n_ff = if matches!(arch, Arch::Qwen3Moe | Arch::Lfm2Moe) {
             arch_usize_or(f, "feed_forward_length", 0)?
+        } else if arch == Arch::Gemma4 {
+            0 // per layer, below
         } else {
             arch_usize(f, "feed_forward_length")?
         };
@@ -380,6 +472,15 @@ impl HParams {
             n_layer_dense_lead: 0,
             shortconv_layers,
             shortconv_l_cache: 0,
+            n_ff_layers: vec![n_ff; n_layer],
+            n_head_kv_layers,
+            head_dim_swa: head_dim,
+            n_rot_swa: n_rot,
+            n_layer_kv: n_layer,
+            v_norm: false,
+            rope_freqs_full_only: false,
+            n_embd_per_layer: 0,
+            final_logit_softcap: None,
         };
         match arch {
             Arch::Llama => hp.rope_mode = RopeMode::Normal,
@@ -472,6 +573,7 @@ impl HParams {
                     hp.rope_freq_base_swa = arch_f32_or(f, "rope.freq_base_swa", 10000.0)?;
                 }
             }
+            Arch::Gemma4 => read_gemma4(f, &mut hp)?,
         }
         Ok(hp)
     }
@@ -568,5 +670,88 @@ fn check_text_mrope(f: &GgufFile, n_rot: usize) -> Result<()> {
             ));
         }
     }
+    Ok(())
+}
+
+/// gemma4 (llama.cpp's `llama_model_gemma4::load_arch_hparams`): sliding
+/// window layers flagged one by one, with their own head size, rotated
+/// dimensions and rope base; per-layer feed-forward lengths; the last
+/// `shared_kv_layers` layers reuse earlier caches; per-layer token
+/// embeddings; logit softcapping; no query scaling (q.k times 1).
+fn read_gemma4(f: &GgufFile, hp: &mut HParams) -> Result<()> {
+    let n_layer = hp.n_layer;
+    hp.gate_act = GateAct::GeluTanh;
+    hp.embd_scale = Some((hp.n_embd as f32).sqrt());
+    hp.attn_scale = 1.0;
+    hp.v_norm = true;
+    hp.rope_freqs_full_only = true;
+    hp.n_ff_layers = arch_per_layer(f, "feed_forward_length", n_layer, 0)?;
+    if hp.n_ff_layers.contains(&0) {
+        return Err(hp_err(f, "feed_forward_length", "missing"));
+    }
+    hp.n_ff = hp.n_ff_layers[0];
+    hp.swa_layers = arch_layer_flags(f, "attention.sliding_window_pattern", n_layer)?;
+    hp.sliding_window = Some(arch_usize(f, "attention.sliding_window")?);
+    hp.rope_freq_base_swa = arch_f32_or(f, "rope.freq_base_swa", 10000.0)?;
+    hp.head_dim_swa = arch_usize(f, "attention.key_length_swa")?;
+    if arch_usize_or(f, "attention.value_length_swa", hp.head_dim_swa)? != hp.head_dim_swa {
+        return Err(hp_err(
+            f,
+            "attention.value_length_swa",
+            "must equal attention.key_length_swa",
+        ));
+    }
+    if hp.head_dim_swa > MAX_HEAD_DIM || !hp.head_dim_swa.is_multiple_of(2) {
+        return Err(hp_err(
+            f,
+            "attention.key_length_swa",
+            format!("head size {} unsupported", hp.head_dim_swa),
+        ));
+    }
+    hp.n_rot_swa = arch_usize_or(f, "rope.dimension_count_swa", hp.n_rot)?;
+    if hp.n_rot_swa > hp.head_dim_swa || !hp.n_rot_swa.is_multiple_of(2) {
+        return Err(hp_err(
+            f,
+            "rope.dimension_count_swa",
+            format!("{} invalid for head size {}", hp.n_rot_swa, hp.head_dim_swa),
+        ));
+    }
+    let shared = match f.arch_get("attention.shared_kv_layers") {
+        Some(_) => f.arch_u32("attention.shared_kv_layers")? as usize,
+        None => 0,
+    };
+    if shared > 0 {
+        hp.n_layer_kv = n_layer.saturating_sub(shared);
+        // The last two cache-owning layers must be a sliding-window one,
+        // then a full one: the sharing layers of each kind read them.
+        let kv = hp.n_layer_kv;
+        if kv < 2 || !hp.swa_layers[kv - 2] || hp.swa_layers[kv - 1] {
+            return Err(hp_err(
+                f,
+                "attention.shared_kv_layers",
+                format!(
+                    "{shared} of {n_layer} layers: the last two layers with a cache \
+                     must be sliding-window, then full attention"
+                ),
+            ));
+        }
+        let differs = (kv..n_layer).find(|&il| {
+            let src = hp.kv_source_layer(il);
+            hp.n_head_kv_layers[il] != hp.n_head_kv_layers[src]
+        });
+        if let Some(il) = differs {
+            return Err(hp_err(
+                f,
+                "attention.head_count_kv",
+                format!("layer {il} shares a cache with another number of KV heads"),
+            ));
+        }
+    }
+    hp.n_embd_per_layer = match f.arch_get("embedding_length_per_layer_input") {
+        Some(_) => f.arch_u32("embedding_length_per_layer_input")? as usize,
+        None => 0,
+    };
+    let cap = arch_f32_or(f, "final_logit_softcapping", 0.0)?;
+    hp.final_logit_softcap = (cap != 0.0).then_some(cap);
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Transformer models built from GGUF metadata alone: llama (SmolLM2,
 //! TinyLlama, Llama 2/3 with llama3 rope scaling), qwen2, qwen3, qwen3moe,
-//! gemma3, granite, smollm3, phi3, and the hybrids lfm2, lfm2moe and
+//! gemma3, gemma4, granite, smollm3, phi3, and the hybrids lfm2, lfm2moe and
 //! qwen35 (see docs/models.md).
 //!
 //! [`Model::load`] reads the hyperparameters and binds the weights (used in
@@ -16,6 +16,7 @@ use std::sync::Arc;
 use gguf::{GgmlType, GgufFile};
 
 mod builders;
+mod gemma4;
 mod hparams;
 mod lfm2;
 mod qwen35;
@@ -25,7 +26,7 @@ mod weights;
 pub use hparams::{Arch, DeltaNetHParams, HParams, MoeParams};
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::kv::KvCache;
+use crate::backend::kv::{KvCache, LayerKvShape};
 use crate::backend::recurrent::{ConvShape, MatrixShape, RecurrentSpec, RecurrentState};
 use crate::backend::{self, Backend, BackendError, ExecCtx, Scratch, SeqRows, Weights};
 use crate::graph::{Graph, WeightId};
@@ -35,9 +36,9 @@ use weights::{bind_weights, Mixer, ModelWeights};
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// Architectures this engine builds (`general.architecture` values).
-pub const SUPPORTED_ARCHITECTURES: [&str; 11] = [
-    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "granite", "smollm3", "phi3", "lfm2",
-    "lfm2moe", "qwen35",
+pub const SUPPORTED_ARCHITECTURES: [&str; 12] = [
+    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "gemma4", "granite", "smollm3", "phi3",
+    "lfm2", "lfm2moe", "qwen35",
 ];
 
 /// Whether `general.architecture` names a model family rkinfer builds.
@@ -457,14 +458,18 @@ impl Model {
             return Err(ModelError::ContextTooLarge { n_ctx });
         }
         let hp = &self.hparams;
-        let kv = KvCache::new(
-            hp.n_layer,
-            n_ctx,
-            hp.n_head_kv * hp.head_dim,
-            hp.head_dim,
-            opts.type_k,
-            opts.type_v,
-        )?;
+        // Layers attending over another layer's cache have none of their own.
+        let shapes: Vec<LayerKvShape> = (0..hp.n_layer)
+            .map(|il| LayerKvShape {
+                kv_dim: if hp.kv_source_layer(il) == il {
+                    hp.layer_kv_dim(il)
+                } else {
+                    0
+                },
+                head_dim: hp.layer_head_dim(il),
+            })
+            .collect();
+        let kv = KvCache::with_layer_shapes(&shapes, n_ctx, opts.type_k, opts.type_v)?;
         let recurrent = RecurrentState::new(&self.recurrent_specs())?;
         Ok(State {
             n_past: 0,
@@ -600,6 +605,7 @@ impl Model {
             | Arch::Lfm2
             | Arch::Lfm2Moe
             | Arch::Qwen35 => self.build_transformer(n, out),
+            Arch::Gemma4 => self.build_gemma4(n, out),
         };
         backend::schedule(&mut graph, &self.backends, &self.weights);
         graph

@@ -9,9 +9,27 @@
 //! builders handle.
 
 use super::builders::{attention, feed_forward, input_embeddings, output_head};
-use super::weights::Mixer;
+use super::hparams::HParams;
+use super::weights::{Mixer, ModelWeights};
 use super::{GraphOut, Model};
-use crate::graph::{Graph, GraphBuilder};
+use crate::graph::{Graph, GraphBuilder, TensorId};
+
+/// The block's mixer over `x`, whatever its kind: its output before the
+/// residual sum.
+pub(super) fn mix(
+    g: &mut GraphBuilder,
+    hp: &HParams,
+    w: &ModelWeights,
+    mixer: &Mixer,
+    il: usize,
+    x: TensorId,
+) -> TensorId {
+    match mixer {
+        Mixer::Attention(a) => attention(g, hp, w, a, il, x),
+        Mixer::DeltaNet(d) => super::qwen35::delta_net(g, hp, d, il, x),
+        Mixer::ShortConv(s) => super::lfm2::shortconv(g, hp, s, il, x),
+    }
+}
 
 impl Model {
     /// Every layer: x += mixer(x); x += ffn(x). Then the output head.
@@ -20,11 +38,7 @@ impl Model {
         let mut g = GraphBuilder::new(n);
         let mut x = input_embeddings(&mut g, hp, w);
         for (il, layer) in w.layers.iter().enumerate() {
-            let mixed = match &layer.mixer {
-                Mixer::Attention(a) => attention(&mut g, hp, w, a, il, x),
-                Mixer::DeltaNet(d) => super::qwen35::delta_net(&mut g, hp, d, il, x),
-                Mixer::ShortConv(s) => super::lfm2::shortconv(&mut g, hp, s, il, x),
-            };
+            let mixed = mix(&mut g, hp, w, &layer.mixer, il, x);
             x = g.add(mixed, x, &format!("ffn_inp-{il}"));
             let d = feed_forward(&mut g, hp, &layer.ffn, il, x);
             x = g.add(d, x, &format!("l_out-{il}"));

@@ -19,6 +19,12 @@ pub(super) enum Qkv {
     },
     /// One matrix whose output rows are q, then k, then v (phi3).
     Fused(WeightId),
+    /// No value projection: the keys' projection is also the values'
+    /// (gemma4 without `attn_v`).
+    KeyAsValue { wq: WeightId, wk: WeightId },
+    /// Queries only: the layer attends over an earlier layer's cache
+    /// (gemma4's shared-KV layers).
+    QueryOnly { wq: WeightId },
 }
 
 /// The gate and up projections of a gated feed-forward block.
@@ -136,6 +142,32 @@ pub(super) struct ModelWeights {
     pub(super) output: WeightId,
     pub(super) rope_freqs: Option<WeightId>,
     pub(super) layers: Vec<Layer>,
+    /// gemma4's per-layer token embeddings.
+    pub(super) per_layer_inputs: Option<PerLayerInputs>,
+    /// Per layer: a constant multiplying the layer's output (gemma4's
+    /// `layer_output_scale`); empty when no layer has one.
+    pub(super) layer_out_scale: Vec<Option<f32>>,
+}
+
+/// gemma4's per-layer inputs: a second embedding table giving each token
+/// a slice per layer, mixed with a projection of the scaled embeddings,
+/// and each layer's gate, projection and norm that add its slice to the
+/// layer's output.
+#[derive(Debug, Clone)]
+pub(super) struct PerLayerInputs {
+    /// `n_layer * n_embd_per_layer` columns per token.
+    pub(super) tok_embd: WeightId,
+    pub(super) model_proj: WeightId,
+    pub(super) proj_norm: WeightId,
+    pub(super) layers: Vec<PerLayerInput>,
+}
+
+/// One layer's part of [`PerLayerInputs`].
+#[derive(Debug, Clone)]
+pub(super) struct PerLayerInput {
+    pub(super) inp_gate: WeightId,
+    pub(super) proj: WeightId,
+    pub(super) post_norm: WeightId,
 }
 
 /// Binds GGUF tensors to weight ids, checking names, shapes and types.
@@ -320,6 +352,20 @@ impl Binder<'_> {
         Ok(Some(self.push(name, ty, len, 1, WeightData::F32(v))))
     }
 
+    /// A one-element tensor read as a constant (gemma4's
+    /// `layer_output_scale`).
+    pub(super) fn opt_scalar(&mut self, name: &str) -> Result<Option<f32>> {
+        let Some(id) = self.opt_vector(name, 1)? else {
+            return Ok(None);
+        };
+        match &self.list[id.0 as usize].data {
+            WeightData::F32(v) if v.len() == 1 => Ok(Some(v[0])),
+            _ => Err(ModelError::MissingTensor {
+                name: name.to_string(),
+            }),
+        }
+    }
+
     fn push(
         &mut self,
         name: &str,
@@ -382,6 +428,13 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
         let ffn = bind_ffn(&mut b, hp, il)?;
         layers.push(Layer { mixer, ffn });
     }
+    let per_layer_inputs = bind_per_layer_inputs(&mut b, hp)?;
+    let mut layer_out_scale = Vec::new();
+    if hp.arch == Arch::Gemma4 {
+        for il in 0..hp.n_layer {
+            layer_out_scale.push(b.opt_scalar(&format!("blk.{il}.layer_output_scale.weight"))?);
+        }
+    }
     Ok((
         ModelWeights {
             tok_embd,
@@ -389,34 +442,83 @@ pub(super) fn bind_weights(file: &GgufFile, hp: &HParams) -> Result<(ModelWeight
             output,
             rope_freqs,
             layers,
+            per_layer_inputs,
+            layer_out_scale,
         },
         b.list,
     ))
 }
 
+/// gemma4's per-layer token embeddings and each layer's weights for them
+/// (none when `n_embd_per_layer` is 0).
+fn bind_per_layer_inputs(b: &mut Binder<'_>, hp: &HParams) -> Result<Option<PerLayerInputs>> {
+    let (e, ple) = (hp.n_embd, hp.n_embd_per_layer);
+    if ple == 0 {
+        return Ok(None);
+    }
+    let width = ple * hp.n_layer;
+    let tok_embd = b.matrix("per_layer_token_embd.weight", width, hp.n_vocab)?;
+    let model_proj = b.matrix("per_layer_model_proj.weight", e, width)?;
+    let proj_norm = b.vector("per_layer_proj_norm.weight", ple)?;
+    let mut layers = Vec::with_capacity(hp.n_layer);
+    for il in 0..hp.n_layer {
+        let n = |s: &str| format!("blk.{il}.{s}");
+        layers.push(PerLayerInput {
+            inp_gate: b.matrix(&n("inp_gate.weight"), e, ple)?,
+            proj: b.matrix(&n("proj.weight"), ple, e)?,
+            post_norm: b.vector(&n("post_norm.weight"), e)?,
+        });
+    }
+    Ok(Some(PerLayerInputs {
+        tok_embd,
+        model_proj,
+        proj_norm,
+        layers,
+    }))
+}
+
 /// The attention weights of block `il` (`blk.{il}.attn_*`).
 pub(super) fn bind_attention(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Result<Attention> {
     let n = |s: &str| format!("blk.{il}.{s}");
-    let (e, hd) = (hp.n_embd, hp.head_dim);
-    let (q_dim, kv_dim) = (hp.n_head * hd, hp.n_head_kv * hd);
+    let (e, hd) = (hp.n_embd, hp.layer_head_dim(il));
+    let (q_dim, kv_dim) = (hp.n_head * hd, hp.layer_kv_dim(il));
     let qkv_bias = hp.arch == Arch::Qwen2;
     let qk_norm = matches!(
         hp.arch,
-        Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3 | Arch::Lfm2 | Arch::Lfm2Moe | Arch::Qwen35
+        Arch::Qwen3
+            | Arch::Qwen3Moe
+            | Arch::Gemma3
+            | Arch::Gemma4
+            | Arch::Lfm2
+            | Arch::Lfm2Moe
+            | Arch::Qwen35
     );
     // qwen35's query projection also yields the output gate: per head,
     // head_dim query values then head_dim gate values.
     let q_gate = hp.arch == Arch::Qwen35;
     let q_rows = if q_gate { 2 * q_dim } else { q_dim };
-    let post_norm = hp.arch == Arch::Gemma3;
+    let post_norm = matches!(hp.arch, Arch::Gemma3 | Arch::Gemma4);
+    // gemma4: layers past n_layer_kv only query an earlier layer's cache.
+    let own_kv = hp.kv_source_layer(il) == il;
     let attn_norm = b.vector(&n("attn_norm.weight"), e)?;
     let qkv = match b.opt_matrix(&n("attn_qkv.weight"), e, q_rows + 2 * kv_dim)? {
         Some(w) => Qkv::Fused(w),
-        None => Qkv::Split {
+        None if !own_kv => Qkv::QueryOnly {
             wq: b.matrix(&n("attn_q.weight"), e, q_rows)?,
-            wk: b.matrix(&n("attn_k.weight"), e, kv_dim)?,
-            wv: b.matrix(&n("attn_v.weight"), e, kv_dim)?,
         },
+        None => {
+            let wq = b.matrix(&n("attn_q.weight"), e, q_rows)?;
+            let wk = b.matrix(&n("attn_k.weight"), e, kv_dim)?;
+            match b.opt_matrix(&n("attn_v.weight"), e, kv_dim)? {
+                Some(wv) => Qkv::Split { wq, wk, wv },
+                None if hp.arch == Arch::Gemma4 => Qkv::KeyAsValue { wq, wk },
+                None => {
+                    return Err(ModelError::MissingTensor {
+                        name: n("attn_v.weight"),
+                    })
+                }
+            }
+        }
     };
     let wo = b.matrix(&n("attn_output.weight"), q_dim, e)?;
     // Qwen2 requires the biases; other architectures take them if present.
@@ -430,7 +532,9 @@ pub(super) fn bind_attention(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Res
     let bq = bias("attn_q.bias", q_dim)?;
     let bk = bias("attn_k.bias", kv_dim)?;
     let bv = bias("attn_v.bias", kv_dim)?;
-    let (q_norm, k_norm) = if qk_norm {
+    let (q_norm, k_norm) = if qk_norm && !own_kv {
+        (Some(b.vector(&n("attn_q_norm.weight"), hd)?), None)
+    } else if qk_norm {
         (
             Some(b.vector(&n("attn_q_norm.weight"), hd)?),
             Some(b.vector(&n("attn_k_norm.weight"), hd)?),
@@ -485,14 +589,20 @@ fn bind_delta_net(
 /// or experts.
 pub(super) fn bind_ffn(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Result<FfnBlock> {
     let n = |s: &str| format!("blk.{il}.{s}");
-    let e = hp.n_embd;
-    let post_norm = hp.arch == Arch::Gemma3;
+    let (e, n_ff) = (hp.n_embd, hp.n_ff_layers[il]);
+    let post_norm = matches!(hp.arch, Arch::Gemma3 | Arch::Gemma4);
     // qwen35 names its pre-FFN norm after the attention.
     let ffn_norm = if hp.arch == Arch::Qwen35 {
         b.vector(&n("post_attention_norm.weight"), e)?
     } else {
         b.vector(&n("ffn_norm.weight"), e)?
     };
+    if hp.arch == Arch::Gemma4 && b.file.tensor(&n("ffn_gate_inp.weight")).is_some() {
+        return Err(ModelError::InvalidHParam {
+            key: n("ffn_gate_inp.weight"),
+            reason: "gemma4 experts (26B-A4B) are not supported yet".to_string(),
+        });
+    }
     let moe = hp.moe.filter(|_| il >= hp.n_layer_dense_lead);
     let ffn = match moe {
         Some(m) => Ffn::Moe {
@@ -506,14 +616,14 @@ pub(super) fn bind_ffn(b: &mut Binder<'_>, hp: &HParams, il: usize) -> Result<Ff
         None => Ffn::Dense {
             // Phi-3 fuses gate and up into one matrix named ffn_up.
             gate_up: if hp.arch == Arch::Phi3 {
-                GateUp::Fused(b.matrix(&n("ffn_up.weight"), e, 2 * hp.n_ff)?)
+                GateUp::Fused(b.matrix(&n("ffn_up.weight"), e, 2 * n_ff)?)
             } else {
                 GateUp::Split {
-                    gate: b.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
-                    up: b.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
+                    gate: b.matrix(&n("ffn_gate.weight"), e, n_ff)?,
+                    up: b.matrix(&n("ffn_up.weight"), e, n_ff)?,
                 }
             },
-            down: b.matrix(&n("ffn_down.weight"), hp.n_ff, e)?,
+            down: b.matrix(&n("ffn_down.weight"), n_ff, e)?,
         },
     };
     let ffn_post_norm = if post_norm {

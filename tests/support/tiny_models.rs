@@ -83,6 +83,17 @@ pub enum Extra {
         /// Rotated dimensions of each attention head.
         n_rot: usize,
     },
+    /// gemma4, four layers: sliding-window, full, then a sliding-window
+    /// and a full layer reading the first two's caches (`shared_kv_layers`
+    /// 2) with double feed-forwards. Full layers have heads twice as large,
+    /// one KV head, proportional rope (a quarter of the pairs rotated) and
+    /// layer 1 no `attn_v`; per-layer inputs of `n_embd_per_layer`; a
+    /// constant scale per layer; logits softcapped.
+    Gemma4 {
+        window: u32,
+        n_embd_per_layer: usize,
+        softcap: f32,
+    },
 }
 
 /// The experts of an lfm2moe fixture.
@@ -93,6 +104,13 @@ pub struct Lfm2Experts {
     pub n_ff_exp: usize,
     pub dense_lead: u32,
 }
+
+/// gemma4 fixture: is layer `il` a sliding-window one?
+fn gemma4_swa(il: usize) -> bool {
+    il.is_multiple_of(2)
+}
+/// gemma4 fixture: layers from this one on share earlier caches.
+const GEMMA4_FIRST_SHARED: usize = 2;
 
 const fn spec(name: &'static str, arch: &'static str, n_layer: usize, extra: Extra) -> TinySpec {
     TinySpec {
@@ -110,7 +128,7 @@ const fn spec(name: &'static str, arch: &'static str, n_layer: usize, extra: Ext
 }
 
 /// Every fixture, in the order of the reference JSON.
-pub const TINY_SPECS: [TinySpec; 11] = [
+pub const TINY_SPECS: [TinySpec; 12] = [
     spec("llama", "llama", 2, Extra::None),
     spec("qwen3", "qwen3", 2, Extra::QkNorm),
     spec(
@@ -184,6 +202,18 @@ pub const TINY_SPECS: [TinySpec; 11] = [
             n_rot: 8,
         },
     ),
+    spec(
+        "gemma4",
+        "gemma4",
+        4,
+        Extra::Gemma4 {
+            // Wider than the greedy prompts and their 16 steps (so no
+            // ring-buffer gap as gemma3's), crossed by the perplexity chunks.
+            window: 96,
+            n_embd_per_layer: 32,
+            softcap: 30.0,
+        },
+    ),
 ];
 
 /// The fixture of that name.
@@ -248,7 +278,8 @@ impl Tensors<'_> {
         let dims: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
         self.w.add_tensor(name, &dims, GgmlType::F16, bytes)
     }
-    /// An F32 matrix (the MoE router, which llama-quantize keeps in F32).
+    /// An F32 matrix (the MoE router and gemma4's per-layer projection,
+    /// which llama-quantize keeps in F32).
     fn matrix_f32(&mut self, name: &str, cols: usize, rows: usize, gain: f32) -> gguf::Result<()> {
         let amp = gain * (3.0 / cols as f32).sqrt();
         let bytes: Vec<u8> = values(name, cols * rows, 0.0, amp)
@@ -288,38 +319,78 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
     w.add_kv(key("context_length"), 512u32)?;
     w.add_kv(key("embedding_length"), e as u32)?;
     w.add_kv(key("block_count"), spec.n_layer as u32)?;
-    w.add_kv(key("feed_forward_length"), ff as u32)?;
+    // gemma4's per-layer shapes (see gemma4_layer).
+    let g4_layers: Vec<_> = (0..spec.n_layer).map(|il| gemma4_layer(spec, il)).collect();
+    let g4_per_layer = |f: fn(&Gemma4Layer) -> usize| -> Vec<u32> {
+        g4_layers.iter().map(|l| f(l) as u32).collect()
+    };
+    if matches!(spec.extra, Extra::Gemma4 { .. }) {
+        w.add_kv(key("feed_forward_length"), g4_per_layer(|l| l.n_ff))?;
+    } else {
+        w.add_kv(key("feed_forward_length"), ff as u32)?;
+    }
     w.add_kv(key("attention.head_count"), spec.n_head as u32)?;
     // lfm2 lists key-value heads per layer: none for convolution layers.
     let is_conv = |il: usize| match spec.extra {
         Extra::Lfm2 { conv_layers, .. } => conv_layers >> il & 1 == 1,
         _ => false,
     };
-    if let Extra::Lfm2 { .. } = spec.extra {
-        let heads: Vec<u32> = (0..spec.n_layer)
-            .map(|il| {
-                if is_conv(il) {
-                    0
-                } else {
-                    spec.n_head_kv as u32
-                }
-            })
-            .collect();
-        w.add_kv(key("attention.head_count_kv"), heads)?;
+    if let Extra::Gemma4 {
+        window,
+        n_embd_per_layer,
+        softcap,
+    } = spec.extra
+    {
+        w.add_kv(
+            key("attention.head_count_kv"),
+            g4_per_layer(|l| l.n_head_kv),
+        )?;
+        w.add_kv(key("attention.key_length"), 2 * hd as u32)?;
+        w.add_kv(key("attention.value_length"), 2 * hd as u32)?;
+        w.add_kv(key("attention.key_length_swa"), hd as u32)?;
+        w.add_kv(key("attention.value_length_swa"), hd as u32)?;
+        w.add_kv(key("rope.dimension_count"), 2 * hd as u32)?;
+        w.add_kv(key("rope.dimension_count_swa"), hd as u32)?;
+        w.add_kv(key("rope.freq_base_swa"), 10000.0f32)?;
+        let swa: Vec<bool> = (0..spec.n_layer).map(gemma4_swa).collect();
+        w.add_kv(key("attention.sliding_window_pattern"), swa)?;
+        w.add_kv(key("attention.sliding_window"), window)?;
+        w.add_kv(
+            key("attention.shared_kv_layers"),
+            (spec.n_layer - GEMMA4_FIRST_SHARED) as u32,
+        )?;
+        w.add_kv(
+            key("embedding_length_per_layer_input"),
+            n_embd_per_layer as u32,
+        )?;
+        w.add_kv(key("final_logit_softcapping"), softcap)?;
     } else {
-        w.add_kv(key("attention.head_count_kv"), spec.n_head_kv as u32)?;
+        if let Extra::Lfm2 { .. } = spec.extra {
+            let heads: Vec<u32> = (0..spec.n_layer)
+                .map(|il| {
+                    if is_conv(il) {
+                        0
+                    } else {
+                        spec.n_head_kv as u32
+                    }
+                })
+                .collect();
+            w.add_kv(key("attention.head_count_kv"), heads)?;
+        } else {
+            w.add_kv(key("attention.head_count_kv"), spec.n_head_kv as u32)?;
+        }
+        w.add_kv(key("attention.key_length"), hd as u32)?;
+        w.add_kv(key("attention.value_length"), hd as u32)?;
+        let n_rot = match spec.extra {
+            Extra::Qwen35 { n_rot, .. } => n_rot,
+            _ => hd,
+        };
+        w.add_kv(key("rope.dimension_count"), n_rot as u32)?;
     }
-    w.add_kv(key("attention.key_length"), hd as u32)?;
-    w.add_kv(key("attention.value_length"), hd as u32)?;
-    let n_rot = match spec.extra {
-        Extra::Qwen35 { n_rot, .. } => n_rot,
-        _ => hd,
-    };
-    w.add_kv(key("rope.dimension_count"), n_rot as u32)?;
     w.add_kv(key("attention.layer_norm_rms_epsilon"), 1e-5f32)?;
     let freq_base: f32 = match spec.extra {
         Extra::RopeFreqs => 500000.0,
-        Extra::Gemma3 { .. } => 1000000.0,
+        Extra::Gemma3 { .. } | Extra::Gemma4 { .. } => 1000000.0,
         _ => 10000.0,
     };
     w.add_kv(key("rope.freq_base"), freq_base)?;
@@ -412,6 +483,12 @@ pub fn write_tiny_model(spec: &TinySpec, tokenizer_src: &GgufFile, out: &Path) -
             .map(|i| 1.0 + 7.0 * (i as f32 / (hd / 2 - 1) as f32).powi(2))
             .collect();
         t.vector_values("rope_freqs.weight", &ff)?;
+    }
+    if let Extra::Gemma4 {
+        n_embd_per_layer, ..
+    } = spec.extra
+    {
+        return write_gemma4_tensors(spec, t, n_vocab, n_embd_per_layer, out);
     }
     for il in 0..spec.n_layer {
         let n = |s: &str| format!("blk.{il}.{s}");
@@ -590,6 +667,86 @@ fn qwen35_mixer(
     t.vector(&n("ssm_norm.weight"), sd, 1.0, 0.2)?;
     t.matrix(&n("ssm_out.weight"), value_dim, e, 1.0)?;
     Ok(())
+}
+
+/// Shapes of one gemma4 fixture layer.
+struct Gemma4Layer {
+    swa: bool,
+    head_dim: usize,
+    n_head_kv: usize,
+    n_ff: usize,
+    /// Has its own KV cache (else reads an earlier layer's).
+    own_kv: bool,
+}
+
+fn gemma4_layer(spec: &TinySpec, il: usize) -> Gemma4Layer {
+    let swa = gemma4_swa(il);
+    let own_kv = il < GEMMA4_FIRST_SHARED;
+    Gemma4Layer {
+        swa,
+        head_dim: if swa {
+            spec.head_dim
+        } else {
+            2 * spec.head_dim
+        },
+        n_head_kv: if swa { spec.n_head_kv } else { 1 },
+        // llama.cpp's use_double_wide_mlp on the sharing layers.
+        n_ff: if own_kv { spec.n_ff } else { 2 * spec.n_ff },
+        own_kv,
+    }
+}
+
+/// The tensors of the gemma4 fixture (after the embedding table and the
+/// output norm).
+fn write_gemma4_tensors(
+    spec: &TinySpec,
+    mut t: Tensors<'_>,
+    n_vocab: usize,
+    ple: usize,
+    out: &Path,
+) -> gguf::Result<()> {
+    let e = spec.n_embd;
+    // Proportional rope of the full layers: a quarter of the pairs rotate,
+    // the others get a huge divisor (as convert_hf_to_gguf.py writes it).
+    let pairs = spec.head_dim; // full head size / 2
+    let factors: Vec<f32> = (0..pairs)
+        .map(|i| if i < pairs / 4 { 1.0 } else { 1e30 })
+        .collect();
+    t.vector_values("rope_freqs.weight", &factors)?;
+    let width = ple * spec.n_layer;
+    t.matrix_amp("per_layer_token_embd.weight", width, n_vocab, 1.0)?;
+    // F32, which llama-quantize keeps: F16 would bring the F16 matmul gap
+    // (docs/models.md) into the Q5_0 fixture.
+    t.matrix_f32("per_layer_model_proj.weight", e, width, 1.0)?;
+    t.vector("per_layer_proj_norm.weight", ple, 1.0, 0.2)?;
+    for il in 0..spec.n_layer {
+        let n = |s: &str| format!("blk.{il}.{s}");
+        let l = gemma4_layer(spec, il);
+        let (q_dim, kv_dim) = (spec.n_head * l.head_dim, l.n_head_kv * l.head_dim);
+        t.vector(&n("attn_norm.weight"), e, 1.0, 0.2)?;
+        t.matrix(&n("attn_q.weight"), e, q_dim, 1.0)?;
+        t.vector(&n("attn_q_norm.weight"), l.head_dim, 1.0, 0.2)?;
+        if l.own_kv {
+            t.matrix(&n("attn_k.weight"), e, kv_dim, 1.0)?;
+            t.vector(&n("attn_k_norm.weight"), l.head_dim, 1.0, 0.2)?;
+            // The full layer has no attn_v: its keys are its values.
+            if l.swa {
+                t.matrix(&n("attn_v.weight"), e, kv_dim, 1.0)?;
+            }
+        }
+        t.matrix(&n("attn_output.weight"), q_dim, e, 1.0)?;
+        t.vector(&n("post_attention_norm.weight"), e, 1.0, 0.2)?;
+        t.vector(&n("ffn_norm.weight"), e, 1.0, 0.2)?;
+        t.matrix(&n("ffn_gate.weight"), e, l.n_ff, 1.0)?;
+        t.matrix(&n("ffn_up.weight"), e, l.n_ff, 1.0)?;
+        t.matrix(&n("ffn_down.weight"), l.n_ff, e, 1.0)?;
+        t.vector(&n("post_ffw_norm.weight"), e, 1.0, 0.2)?;
+        t.matrix(&n("inp_gate.weight"), e, ple, 1.0)?;
+        t.matrix(&n("proj.weight"), ple, e, 1.0)?;
+        t.vector(&n("post_norm.weight"), e, 1.0, 0.2)?;
+        t.vector(&n("layer_output_scale.weight"), 1, 0.9, 0.3)?;
+    }
+    t.w.write(out)
 }
 
 /// The weight types each fixture comes in: F16 as written, Q5_0 quantized

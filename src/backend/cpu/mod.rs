@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::kv::KvCache;
 use super::BackendError;
 use super::{Backend, ExecCtx, Input, Node, SeqRows, Weight, Weights};
-use crate::graph::{AttnParams, GateAct, Op, RopeMode, RopeParams, WeightId};
+use crate::graph::{AttnParams, GateAct, Op, RopeMode, RopeParams, UnaryFn, WeightId};
 use compat::{mad_f16_acc, scale_f16_acc, FLASH_ATTN_TILE};
 
 pub use matmul::{mul_mat, mul_mat_rounded, Rounding};
@@ -158,18 +158,31 @@ impl Backend for CpuBackend {
                     op(or, wv);
                 }
             }
-            Op::Add { .. } => {
+            Op::Add { .. } | Op::Mul { .. } => {
                 let (a, b) = (input(0)?, input(1)?);
                 same_len(a.data)?;
                 same_len(b.data)?;
                 out.copy_from_slice(a.data);
-                kernels::add(out, b.data);
+                match node.op {
+                    Op::Add { .. } => kernels::add(out, b.data),
+                    _ => kernels::mul(out, b.data),
+                }
             }
             Op::Scale { s, .. } => {
                 let x = input(0)?;
                 same_len(x.data)?;
                 out.copy_from_slice(x.data);
                 kernels::scale(out, s);
+            }
+            Op::Unary { f, .. } => {
+                let x = input(0)?;
+                same_len(x.data)?;
+                out.copy_from_slice(x.data);
+                match f {
+                    UnaryFn::GeluTanh => kernels::gelu_ggml(out),
+                    // ggml_vec_tanh_f32 calls tanhf per element, as f32::tanh does.
+                    UnaryFn::Tanh => out.iter_mut().for_each(|v| *v = v.tanh()),
+                }
             }
             Op::MulMat { w, .. } => {
                 let x = input(0)?;
@@ -225,6 +238,13 @@ impl Backend for CpuBackend {
                 let (qc, oc) = (q.desc.cols, node_cols(n_out, q.desc.rows));
                 let mut r0 = 0;
                 for s in ctx.seqs.iter() {
+                    let dim = s.kv.layer_kv_dim(p.layer);
+                    if dim == 0 || dim != p.n_head_kv * p.head_dim {
+                        return Err(BackendError::Graph(format!(
+                            "{}: KV cache of layer {} has rows of {dim}, not {} heads of {}",
+                            node.name, p.layer, p.n_head_kv, p.head_dim
+                        )));
+                    }
                     let r1 = r0 + s.n_rows;
                     let qs = seq_rows(q.data, qc, r0, r1)?;
                     let os = &mut out[r0 * oc..r1 * oc];
@@ -346,13 +366,6 @@ impl Backend for CpuBackend {
                         }
                     }
                 }
-            }
-            Op::Mul { .. } => {
-                let (a, b) = (input(0)?, input(1)?);
-                same_len(a.data)?;
-                same_len(b.data)?;
-                out.copy_from_slice(a.data);
-                kernels::mul(out, b.data);
             }
             Op::Sigmoid { .. } => {
                 let x = input(0)?;
@@ -663,7 +676,14 @@ fn store_kv(
     k: &[f32],
     v: &[f32],
 ) -> Result<(), BackendError> {
-    let dim = kv.kv_dim;
+    let dim = kv.layer_kv_dim(layer);
+    if dim == 0 || k.len() != v.len() || !k.len().is_multiple_of(dim) {
+        return Err(BackendError::Graph(format!(
+            "KV cache of layer {layer}: {} keys and {} values for rows of {dim}",
+            k.len(),
+            v.len()
+        )));
+    }
     let n = k.len() / dim;
     if n_past + n > kv.n_ctx {
         return Err(BackendError::ContextFull {
@@ -696,7 +716,7 @@ fn attention(
     let n_kv = n_past + n_tokens;
     let k_all = kv.k_rows(p.layer, n_kv);
     let v_all = kv.v_rows(p.layer, n_kv);
-    let (kr, vr) = (kv.k_row_bytes(), kv.v_row_bytes());
+    let (kr, vr) = (kv.k_row_bytes(p.layer), kv.v_row_bytes(p.layer));
     let kh = KvCache::head_bytes(kv.type_k, hd);
     let vh = KvCache::head_bytes(kv.type_v, hd);
     let (type_k, type_v) = (kv.type_k, kv.type_v);
