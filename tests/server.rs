@@ -24,8 +24,12 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
+        Server::start_with(MODEL, extra)
+    }
+
+    fn start_with(model: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rkinfer"))
-            .args(["serve", "-m", MODEL, "--port", "0", "-c", "512", "-t", "1"])
+            .args(["serve", "-m", model, "--port", "0", "-c", "512", "-t", "1"])
             .args(extra)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -615,4 +619,40 @@ fn sigterm_ends_streams_and_the_process_cleanly() {
     };
     assert!(status.success(), "{status:?}");
     assert!(Path::new(MODEL).exists());
+}
+
+#[path = "support/tiny_models.rs"]
+mod tiny_models;
+
+/// A model with recurrent layers (the lfm2 fixture) cannot keep a strict
+/// prefix of a cached prompt: the slot starts over, and the reply is the
+/// one a fresh slot gives.
+#[test]
+fn prompt_cache_reuse_on_a_recurrent_model_replays() {
+    let spec = tiny_models::tiny_spec("lfm2").unwrap();
+    let tok = rkinfer::gguf::GgufFile::open(MODEL).unwrap();
+    let dir = std::env::temp_dir().join(format!("rkinfer-server-lfm2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = tiny_models::make_tiny_model(&spec, "q5_0", &tok, &dir).unwrap();
+    let model = path.to_str().unwrap();
+    let first: Vec<u32> = (1..40).map(|i| i * 311 % 40000).collect();
+    let mut second = first[..30].to_vec();
+    second.extend([17, 4242, 9000]);
+    let complete = |s: &Server, prompt: &[u32], cache: bool| -> Value {
+        let body = json!({"prompt": prompt, "max_tokens": 8, "temperature": 0,
+                          "cache_prompt": cache});
+        s.post("/v1/completions", &body).json()
+    };
+    let s = Server::start_with(model, &["--parallel", "1"]);
+    complete(&s, &first, true);
+    let reused = complete(&s, &second, true);
+    drop(s);
+    let s = Server::start_with(model, &["--parallel", "1"]);
+    let fresh = complete(&s, &second, false);
+    drop(s);
+    assert_eq!(reused["choices"][0]["text"], fresh["choices"][0]["text"]);
+    assert!(fresh["choices"][0]["text"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
+    let _ = std::fs::remove_dir_all(dir);
 }
