@@ -499,7 +499,7 @@ fn lfm2_layer(
         let taps = values(&n("shortconv.conv.weight"), l_cache * e, 0.0, 0.8);
         let bytes: Vec<u8> = taps.iter().flat_map(|x| x.to_le_bytes()).collect();
         t.w.add_tensor(
-            &n("shortconv.conv.weight"),
+            n("shortconv.conv.weight"),
             &[l_cache as u64, e as u64],
             GgmlType::F32,
             bytes,
@@ -576,7 +576,7 @@ fn qwen35_mixer(
         .flat_map(|x| x.to_le_bytes())
         .collect();
     t.w.add_tensor(
-        &n("ssm_conv1d.weight"),
+        n("ssm_conv1d.weight"),
         &[d_conv as u64, conv_dim as u64],
         GgmlType::F32,
         taps,
