@@ -600,7 +600,7 @@ fn qwen35_delta_net(f: &GgufFile) -> Result<DeltaNetHParams> {
             ),
         ));
     }
-    if dn.n_v_heads % dn.n_k_heads != 0 {
+    if !dn.n_v_heads.is_multiple_of(dn.n_k_heads) {
         return Err(hp_err(
             f,
             "ssm.time_step_rank",

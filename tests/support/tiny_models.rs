@@ -653,7 +653,7 @@ fn qwen35_mixer(
         .flat_map(|x| x.to_le_bytes())
         .collect();
     t.w.add_tensor(
-        &n("ssm_conv1d.weight"),
+        n("ssm_conv1d.weight"),
         &[d_conv as u64, conv_dim as u64],
         GgmlType::F32,
         taps,

@@ -33,7 +33,7 @@ pub fn gated_delta_net(
     let (hk, hv) = (p.n_k_heads, p.n_v_heads);
     let key_dim = hk * d;
     let row = 2 * key_dim + hv * d;
-    if d == 0 || hk == 0 || hv == 0 || hv % hk != 0 {
+    if d == 0 || hk == 0 || hv == 0 || !hv.is_multiple_of(hk) {
         return Err(format!(
             "{hv} value heads, {hk} key heads of {d}: value heads must be a multiple of key heads"
         ));
