@@ -54,7 +54,7 @@ mod tests;
 pub use blocks::*;
 pub use dispatch::{available, kernels, Kernels};
 
-/// Name of the kernel set chosen for this process: "avx2", "avx2-vnni", "neon",
+/// Name of the kernel set chosen for this process: "avx2", "avx2-vnni", "avx512", "neon",
 /// "neon-dotprod" or "scalar".
 pub fn isa() -> &'static str {
     kernels().name
@@ -66,7 +66,7 @@ pub use scalar::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 /// plain Q4_0 layout (their dot products sum byte quads per lane), so that
 /// interleaving Q4_0 matrices at load pays.
 pub fn interleaved_q4_0_pays() -> bool {
-    matches!(isa(), "avx2" | "avx2-vnni" | "neon-dotprod")
+    matches!(isa(), "avx2" | "avx2-vnni" | "avx512" | "neon-dotprod")
 }
 
 /// Whether Q4_K matrices are interleaved at load ([`repack_q4_kx8`],
