@@ -70,11 +70,12 @@ pub fn interleaved_q4_0_pays() -> bool {
 }
 
 /// Whether Q4_K matrices are interleaved at load ([`repack_q4_kx8`],
-/// [`gemm_q4_kx8_q8_k`]): where llama.cpp picks its 8x4 Q4_K layout, a CPU
-/// with `sdot` (and the lanes of these kernels are rows). On x86 the plain
-/// rows stay: its kernels are tuned for them and they round the same.
+/// [`gemm_q4_kx8_q8_k`]): where the lanes of these kernels are rows and
+/// they beat the plain rows' kernels: a CPU with `sdot` (where llama.cpp
+/// picks its 8x4 layout too) and the 512-bit table (sixteen rows per
+/// `vpdpbusd`). On AVX2 the plain rows stay; they round the same.
 pub fn interleaved_q4_k_pays() -> bool {
-    isa() == "neon-dotprod"
+    matches!(isa(), "neon-dotprod" | "avx512")
 }
 /// GELU / GEGLU bit-exact with llama.cpp's CPU backend (f16 table lookup);
 /// scalar on every ISA (one table load per element).

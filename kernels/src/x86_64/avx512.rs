@@ -410,3 +410,206 @@ pub fn gemm_q4_0x8_q8_0(
     // in-bounds outputs for every row.
     unsafe { imp(x, y, nb, out, ldo) }
 }
+
+// ---------------------------------------------------------------------------
+// Q4_K interleaved by eight rows (llama.cpp's 8x4 layout), per 256 or (with
+// PER64) per 64 elements as the `avx2-vnni` q4_kx8 kernel rounds it: two
+// groups side by side, a lane per row, sixteen rows per `vpdpbusd`.
+
+/// Sixteen 6-bit values (eight of each group) as i32 lanes.
+#[inline(always)]
+unsafe fn lanes16_u8(a: [u8; 8], b: [u8; 8]) -> __m512i {
+    _mm512_cvtepu8_epi32(_mm_set_epi64x(
+        u64::from_le_bytes(b) as i64,
+        u64::from_le_bytes(a) as i64,
+    ))
+}
+
+/// Sixteen halves (eight of each group) as f32 lanes.
+#[inline(always)]
+unsafe fn halves16(a: &[u16; 8], b: &[u16; 8]) -> __m512 {
+    _mm512_cvtph_ps(_mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(a.as_ptr() as *const __m128i)),
+        _mm_loadu_si128(b.as_ptr() as *const __m128i),
+        1,
+    ))
+}
+
+/// Two groups (`xg`, `xg + nb`) against `T` tokens.
+#[inline(always)]
+unsafe fn q4kx16_tokens<const T: usize, const PER64: bool>(
+    xg: *const BlockQ4Kx8,
+    y: *const BlockQ8K,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let low = _mm512_set1_epi8(0x0f);
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut acc_min = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        let (w0, w1) = (&*xg.add(b), &*xg.add(nb + b));
+        let (next0, next1) = (
+            xg.wrapping_add(b + 1) as *const u8,
+            xg.wrapping_add(nb + b + 1) as *const u8,
+        );
+        V::prefetch(next0);
+        V::prefetch(next0.wrapping_add(64));
+        V::prefetch(next1);
+        V::prefetch(next1.wrapping_add(64));
+        let dw = halves16(&w0.d, &w1.d);
+        let dmin = halves16(&w0.dmin, &w1.dmin);
+        let mut isum = [_mm512_setzero_si512(); T];
+        let mut msum = [_mm512_setzero_si512(); T];
+        for j in 0..4 {
+            let ((sc0_lo, mn0_lo), (sc0_hi, mn0_hi)) =
+                (w0.scales_mins(2 * j), w0.scales_mins(2 * j + 1));
+            let ((sc1_lo, mn1_lo), (sc1_hi, mn1_hi)) =
+                (w1.scales_mins(2 * j), w1.scales_mins(2 * j + 1));
+            let mut dlo = [_mm512_setzero_si512(); T];
+            let mut dhi = [_mm512_setzero_si512(); T];
+            for i in 0..8 {
+                // Piece 8j + i of both groups: elements 64j + 4i.. (low
+                // nibbles) and 64j + 32 + 4i.. (high) of every row.
+                let at = 32 * (8 * j + i);
+                let q = join_i(
+                    _mm256_loadu_si256(w0.qs.as_ptr().add(at) as *const __m256i),
+                    _mm256_loadu_si256(w1.qs.as_ptr().add(at) as *const __m256i),
+                );
+                V::prefetch(next0.wrapping_add(128 + at));
+                V::prefetch(next1.wrapping_add(128 + at));
+                let (lo, hi) = (
+                    _mm512_and_si512(q, low),
+                    _mm512_and_si512(_mm512_srli_epi16(q, 4), low),
+                );
+                for t in 0..T {
+                    let ap = (*y.add(t * nb + b)).qs.as_ptr() as *const u8;
+                    let quad =
+                        |o: usize| _mm512_set1_epi32((ap.add(o) as *const i32).read_unaligned());
+                    dlo[t] = _mm512_dpbusd_epi32(dlo[t], lo, quad(64 * j + 4 * i));
+                    dhi[t] = _mm512_dpbusd_epi32(dhi[t], hi, quad(64 * j + 32 + 4 * i));
+                }
+            }
+            let (sc_lo, sc_hi) = (lanes16_u8(sc0_lo, sc1_lo), lanes16_u8(sc0_hi, sc1_hi));
+            let (mn_lo, mn_hi) = (lanes16_u8(mn0_lo, mn1_lo), lanes16_u8(mn0_hi, mn1_hi));
+            for t in 0..T {
+                let a = &*y.add(t * nb + b);
+                let bs = &a.bsums[4 * j..4 * j + 4];
+                let b01 = _mm512_set1_epi32(bs[0] as i32 + bs[1] as i32);
+                let b23 = _mm512_set1_epi32(bs[2] as i32 + bs[3] as i32);
+                let dots = _mm512_add_epi32(
+                    _mm512_mullo_epi32(sc_lo, dlo[t]),
+                    _mm512_mullo_epi32(sc_hi, dhi[t]),
+                );
+                let mins = _mm512_add_epi32(
+                    _mm512_mullo_epi32(mn_lo, b01),
+                    _mm512_mullo_epi32(mn_hi, b23),
+                );
+                isum[t] = _mm512_add_epi32(isum[t], dots);
+                msum[t] = _mm512_add_epi32(msum[t], mins);
+                if PER64 {
+                    let ad = _mm512_set1_ps(a.d);
+                    acc[t] =
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, ad), acc[t]);
+                    acc_min[t] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(msum[t]),
+                        _mm512_mul_ps(dmin, ad),
+                        acc_min[t],
+                    );
+                    isum[t] = _mm512_setzero_si512();
+                    msum[t] = _mm512_setzero_si512();
+                }
+            }
+        }
+        if !PER64 {
+            for t in 0..T {
+                let ad = _mm512_set1_ps((*y.add(t * nb + b)).d);
+                acc[t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, ad), acc[t]);
+                acc_min[t] = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(msum[t]),
+                    _mm512_mul_ps(dmin, ad),
+                    acc_min[t],
+                );
+            }
+        }
+    }
+    for t in 0..T {
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_sub_ps(acc[t], acc_min[t]));
+        for (r, &v) in lanes.iter().enumerate() {
+            *out.add(r * ldo + t) = v;
+        }
+    }
+}
+
+/// Pairs of groups, 4 tokens at a time; an odd last group through the
+/// eight-lane kernel `rest`.
+#[inline(always)]
+unsafe fn gemm_q4kx16<const PER64: bool>(
+    x: &[BlockQ4Kx8],
+    y: &[BlockQ8K],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+    rest: fn(&[BlockQ4Kx8], &[BlockQ8K], usize, &mut [f32], usize),
+) {
+    const T: usize = 4;
+    let (ng, nt) = (x.len() / nb, y.len() / nb);
+    let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+    let mut g = 0;
+    while g + 2 <= ng {
+        let (xg, og) = (xp.add(g * nb), op.add(8 * g * ldo));
+        let mut t = 0;
+        while t + T <= nt {
+            q4kx16_tokens::<T, PER64>(xg, yp.add(t * nb), nb, og.add(t), ldo);
+            t += T;
+        }
+        let (yt, ot) = (yp.add(t * nb), og.add(t));
+        match nt - t {
+            0 => {}
+            1 => q4kx16_tokens::<1, PER64>(xg, yt, nb, ot, ldo),
+            2 => q4kx16_tokens::<2, PER64>(xg, yt, nb, ot, ldo),
+            _ => q4kx16_tokens::<3, PER64>(xg, yt, nb, ot, ldo),
+        }
+        g += 2;
+    }
+    if g < ng {
+        rest(&x[g * nb..], y, nb, &mut out[8 * g * ldo..], ldo);
+    }
+}
+
+pub fn gemm_q4_kx8_q8_k(x: &[BlockQ4Kx8], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+    check_interleaved("gemm_q4_kx8_q8_k", x.len(), y.len(), nb, out.len(), ldo);
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn imp(x: &[BlockQ4Kx8], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+        gemm_q4kx16::<false>(x, y, nb, out, ldo, super::avx2_vnni::gemm_q4_kx8_q8_k)
+    }
+    // SAFETY: this table is chosen only where `detected()` holds;
+    // `check_interleaved` established whole 8-row groups of nb blocks and
+    // in-bounds outputs for every row.
+    unsafe { imp(x, y, nb, out, ldo) }
+}
+
+pub fn gemm_q4_kx8_q8_k_sum64(
+    x: &[BlockQ4Kx8],
+    y: &[BlockQ8K],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    check_interleaved(
+        "gemm_q4_kx8_q8_k_sum64",
+        x.len(),
+        y.len(),
+        nb,
+        out.len(),
+        ldo,
+    );
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn imp(x: &[BlockQ4Kx8], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+        gemm_q4kx16::<true>(x, y, nb, out, ldo, super::avx2_vnni::gemm_q4_kx8_q8_k_sum64)
+    }
+    // SAFETY: as in `gemm_q4_kx8_q8_k`.
+    unsafe { imp(x, y, nb, out, ldo) }
+}
