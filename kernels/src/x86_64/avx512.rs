@@ -171,13 +171,46 @@ pub fn gemm_f32_lanes16(x: &[f32], y: &[f32], k: usize, out: &mut [f32], ldo: us
 /// through the activation (as the `avx2-vnni` tiles do it).
 trait Biased: TileKind<V, A = BlockQ8_0, Dec = (__m256i, f32)> {
     const BIAS: u8;
+    /// Two rows' blocks decoded side by side (`w0` in bytes 0..32) and
+    /// their scales (`w0`'s in lanes 0..8).
+    #[inline(always)]
+    unsafe fn decode2(w0: &Self::W, w1: &Self::W) -> (__m512i, __m512) {
+        let ((q0, d0), (q1, d1)) = (Self::decode(w0), Self::decode(w1));
+        (join_i(q0, q1), scales2(d0, d1))
+    }
 }
+
+/// `d0` in lanes 0..8, `d1` in lanes 8..16.
+#[inline(always)]
+unsafe fn scales2(d0: f32, d1: f32) -> __m512 {
+    _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0), _mm512_set1_ps(d1))
+}
+
 impl Biased for crate::gemm::Q8_0 {
     // `V::DOT_U8`: the Q8_0 tile stores weights + 128.
     const BIAS: u8 = 128;
 }
 impl Biased for crate::gemm::Q5_0 {
     const BIAS: u8 = 16;
+    /// The values `q5_values` gives, two rows at once: each row's 16 bytes
+    /// of nibbles in two 128-bit lanes (the second shifted down by 4), the
+    /// fifth bits from the two `qh` words as one byte mask.
+    #[inline(always)]
+    unsafe fn decode2(w0: &BlockQ5_0, w1: &BlockQ5_0) -> (__m512i, __m512) {
+        let v = _mm512_mask_broadcast_i32x4(
+            _mm512_broadcast_i32x4(_mm_loadu_si128(w0.qs.as_ptr() as *const __m128i)),
+            0xff00,
+            _mm_loadu_si128(w1.qs.as_ptr() as *const __m128i),
+        );
+        // 16-bit lanes 8..16 and 24..32: the high-nibble halves.
+        let v = _mm512_mask_srli_epi16(v, 0xff00_ff00, v, 4);
+        let bits = u32::from_le_bytes(w0.qh) as u64 | (u32::from_le_bytes(w1.qh) as u64) << 32;
+        let q = _mm512_or_si512(
+            _mm512_and_si512(v, _mm512_set1_epi8(0x0f)),
+            _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10)),
+        );
+        (q, scales2(V::fp16(w0.d), V::fp16(w1.d)))
+    }
 }
 
 #[inline(always)]
@@ -196,10 +229,7 @@ unsafe fn pair_tile<K: Biased, const P: usize, const T: usize>(
         for p in 0..P {
             V::prefetch(x.wrapping_add((2 * P + 2 * p) * nb + b) as *const u8);
             V::prefetch(x.wrapping_add((2 * P + 2 * p + 1) * nb + b) as *const u8);
-            let (q0, d0) = K::decode(&*x.add(2 * p * nb + b));
-            let (q1, d1) = K::decode(&*x.add((2 * p + 1) * nb + b));
-            w[p] = join_i(q0, q1);
-            dw[p] = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0), _mm512_set1_ps(d1));
+            (w[p], dw[p]) = K::decode2(&*x.add(2 * p * nb + b), &*x.add((2 * p + 1) * nb + b));
         }
         for t in 0..T {
             let a = &*y.add(t * nb + b);
@@ -285,7 +315,7 @@ pub fn gemm_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0], nb: usize, out: &mut [f3
     check("gemm_q8_0_q8_0", x.len(), y.len(), nb, out.len(), ldo);
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
     unsafe fn imp(x: &[BlockQ8_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-        gemm_pairs::<crate::gemm::Q8_0, 4, 4>(x, y, nb, out, ldo, super::avx2_vnni::gemm_q8_0_q8_0)
+        gemm_pairs::<crate::gemm::Q8_0, 3, 6>(x, y, nb, out, ldo, super::avx2_vnni::gemm_q8_0_q8_0)
     }
     // SAFETY: this table is chosen only where `detected()` holds; `check`
     // established whole rows of nb blocks and in-bounds outputs.
