@@ -137,26 +137,27 @@ unsafe fn gemm_wide<W: Wide>(x: &[W], y: &[f32], k: usize, out: &mut [f32], ldo:
     }
 }
 
-pub fn gemm_f16_lanes16(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
-    check_lanes16("gemm_f16_lanes16", x.len(), y.len(), k, out.len(), ldo);
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
-    unsafe fn imp(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
-        gemm_wide(x, y, k, out, ldo)
-    }
-    // SAFETY: this table is chosen only where `detected()` holds;
-    // `check_lanes16` established whole rows of k (a multiple of 16) and
-    // in-bounds outputs.
-    unsafe { imp(x, y, k, out, ldo) }
+macro_rules! wide_entry_points {
+    ($( $name:ident($w:ty); )*) => {
+        $(
+            pub fn $name(x: &[$w], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+                check_lanes16(stringify!($name), x.len(), y.len(), k, out.len(), ldo);
+                #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+                unsafe fn imp(x: &[$w], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+                    gemm_wide(x, y, k, out, ldo)
+                }
+                // SAFETY: this table is chosen only where `detected()` holds;
+                // `check_lanes16` established whole rows of k (a multiple of
+                // 16) and in-bounds outputs.
+                unsafe { imp(x, y, k, out, ldo) }
+            }
+        )*
+    };
 }
 
-pub fn gemm_f32_lanes16(x: &[f32], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
-    check_lanes16("gemm_f32_lanes16", x.len(), y.len(), k, out.len(), ldo);
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
-    unsafe fn imp(x: &[f32], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
-        gemm_wide(x, y, k, out, ldo)
-    }
-    // SAFETY: as in `gemm_f16_lanes16`.
-    unsafe { imp(x, y, k, out, ldo) }
+wide_entry_points! {
+    gemm_f16_lanes16(u16);
+    gemm_f32_lanes16(f32);
 }
 
 // ---------------------------------------------------------------------------
@@ -641,5 +642,172 @@ pub fn gemm_q4_kx8_q8_k_sum64(
         gemm_q4kx16::<true>(x, y, nb, out, ldo, super::avx2_vnni::gemm_q4_kx8_q8_k_sum64)
     }
     // SAFETY: as in `gemm_q4_kx8_q8_k`.
+    unsafe { imp(x, y, nb, out, ldo) }
+}
+
+// ---------------------------------------------------------------------------
+// Q6_K in the rounding of llama.cpp's tiled K-quant matmul
+// (`scalar::vec_dot_q6_k_q8_k_block_fma`): per (row, token) and block the
+// exact integer dot, then `fma(f32(isum) * d_w, d_a, acc)`. Only the integer
+// total matters, so two rows share a zmm (one per 256-bit half) and each
+// half is summed exactly at the end of the block.
+
+/// Two rows' decoded blocks: the eight 32-value groups side by side, per
+/// group the i16 scale vector of `dot_scaled` for both rows, and all
+/// sixteen scales of both rows as i16 (for the bias term).
+struct Q6Pair {
+    q: [__m512i; 8],
+    sc: [__m512i; 8],
+    sc_all: __m512i,
+    d: [f32; 2],
+}
+
+#[inline(always)]
+unsafe fn q6_pair(w0: &BlockQ6K, w1: &BlockQ6K) -> Q6Pair {
+    let (a0, b0) = (
+        crate::generic::q6_values_u::<V>(w0, 0),
+        crate::generic::q6_values_u::<V>(w0, 1),
+    );
+    let (a1, b1) = (
+        crate::generic::q6_values_u::<V>(w1, 0),
+        crate::generic::q6_values_u::<V>(w1, 1),
+    );
+    let r0 = [a0[0], a0[1], a0[2], a0[3], b0[0], b0[1], b0[2], b0[3]];
+    let r1 = [a1[0], a1[1], a1[2], a1[3], b1[0], b1[1], b1[2], b1[3]];
+    // i16 lanes 0..16: row 0's scales, 16..32: row 1's.
+    let sc_all = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(w0.scales.as_ptr() as *const __m128i)),
+        _mm_loadu_si128(w1.scales.as_ptr() as *const __m128i),
+        1,
+    ));
+    let mut q = [_mm512_setzero_si512(); 8];
+    let mut sc = [_mm512_setzero_si512(); 8];
+    for c in 0..8 {
+        q[c] = join_i(r0[c], r1[c]);
+        // Each 128-bit lane (16 bytes of one row) gets its half's scale.
+        let s = |i: i16| [i; 8];
+        let c2 = 2 * c as i16;
+        let idx: [i16; 32] = {
+            let mut v = [0i16; 32];
+            for (k, part) in [s(c2), s(c2 + 1), s(16 + c2), s(17 + c2)]
+                .iter()
+                .enumerate()
+            {
+                v[8 * k..8 * k + 8].copy_from_slice(part);
+            }
+            v
+        };
+        sc[c] = _mm512_permutexvar_epi16(_mm512_loadu_si512(idx.as_ptr() as *const _), sc_all);
+    }
+    Q6Pair {
+        q,
+        sc,
+        sc_all,
+        d: [V::fp16(w0.d), V::fp16(w1.d)],
+    }
+}
+
+/// The exact integer dots of both rows of `w` with activation block `a`.
+#[inline(always)]
+unsafe fn q6_pair_dot(w: &Q6Pair, a: &BlockQ8K) -> [i32; 2] {
+    let mut acc = _mm512_setzero_si512();
+    for c in 0..8 {
+        let ab = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+            a.qs.as_ptr().add(32 * c) as *const __m256i
+        ));
+        // Values 0..63 times -128..127: pair sums fit i16, as in `dot_scaled_u`.
+        let p = _mm512_maddubs_epi16(w.q[c], ab);
+        acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, w.sc[c]));
+    }
+    // The values are stored + 32: subtract 32 x sum(scale x block sum).
+    let bs = _mm512_broadcast_i64x4(_mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i));
+    let bias = _mm512_slli_epi32(_mm512_madd_epi16(bs, w.sc_all), 5);
+    let acc = _mm512_sub_epi32(acc, bias);
+    [
+        V::hsum_i(_mm512_castsi512_si256(acc)),
+        V::hsum_i(_mm512_extracti64x4_epi64(acc, 1)),
+    ]
+}
+
+#[inline(always)]
+unsafe fn q6k_pair_tokens<const T: usize>(
+    x: *const BlockQ6K,
+    y: *const BlockQ8K,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let mut acc = [[0f32; 2]; T];
+    for b in 0..nb {
+        for r in 0..2 {
+            let next = x.wrapping_add((2 + r) * nb + b) as *const u8;
+            for line in 0..4 {
+                V::prefetch(next.wrapping_add(64 * line));
+            }
+        }
+        let w = q6_pair(&*x.add(b), &*x.add(nb + b));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = &*y.add(t * nb + b);
+            let isum = q6_pair_dot(&w, a);
+            for r in 0..2 {
+                acc_t[r] = (isum[r] as f32 * w.d[r]).mul_add(a.d, acc_t[r]);
+            }
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        *out.add(t) = acc_t[0];
+        *out.add(ldo + t) = acc_t[1];
+    }
+}
+
+pub fn gemm_q6_k_q8_k_block_fma(
+    x: &[BlockQ6K],
+    y: &[BlockQ8K],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    check(
+        "gemm_q6_k_q8_k_block_fma",
+        x.len(),
+        y.len(),
+        nb,
+        out.len(),
+        ldo,
+    );
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn imp(x: &[BlockQ6K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+        const T: usize = 4;
+        let (nr, nt) = (x.len() / nb, y.len() / nb);
+        let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+        let mut r = 0;
+        while r + 2 <= nr {
+            let (xr, or) = (xp.add(r * nb), op.add(r * ldo));
+            let mut t = 0;
+            while t + T <= nt {
+                q6k_pair_tokens::<T>(xr, yp.add(t * nb), nb, or.add(t), ldo);
+                t += T;
+            }
+            let (yt, ot) = (yp.add(t * nb), or.add(t));
+            match nt - t {
+                0 => {}
+                1 => q6k_pair_tokens::<1>(xr, yt, nb, ot, ldo),
+                2 => q6k_pair_tokens::<2>(xr, yt, nb, ot, ldo),
+                _ => q6k_pair_tokens::<3>(xr, yt, nb, ot, ldo),
+            }
+            r += 2;
+        }
+        if r < nr {
+            super::avx2_vnni::gemm_q6_k_q8_k_block_fma(
+                &x[r * nb..],
+                y,
+                nb,
+                &mut out[r * ldo..],
+                ldo,
+            );
+        }
+    }
+    // SAFETY: this table is chosen only where `detected()` holds; `check`
+    // established whole rows of nb blocks and in-bounds outputs.
     unsafe { imp(x, y, nb, out, ldo) }
 }
