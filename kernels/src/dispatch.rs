@@ -14,7 +14,7 @@ macro_rules! table {
         /// the signature and semantics of the `kernels::` function of the
         /// same name.
         pub struct Kernels {
-            /// "scalar", "avx2", "avx2-vnni", "neon" or "neon-dotprod".
+            /// "scalar", "avx2", "avx2-vnni", "avx512", "neon" or "neon-dotprod".
             pub name: &'static str,
             $( pub $name: fn($($ty),*) $(-> $ret)?, )*
         }
@@ -101,6 +101,8 @@ pub static SCALAR: Kernels = kernels_from!("scalar", crate::scalar);
 pub static AVX2: Kernels = kernels_from!("avx2", crate::x86_64::avx2);
 #[cfg(target_arch = "x86_64")]
 pub static AVX2_VNNI: Kernels = kernels_from!("avx2-vnni", crate::x86_64::avx2_vnni);
+#[cfg(all(target_arch = "x86_64", rkinfer_avx512))]
+pub static AVX512: Kernels = kernels_from!("avx512", crate::x86_64::avx512);
 
 #[cfg(target_arch = "aarch64")]
 pub static NEON: Kernels = kernels_from!("neon", crate::aarch64::neon);
@@ -117,6 +119,10 @@ pub fn available() -> Vec<&'static Kernels> {
             v.push(&AVX2);
             if crate::x86_64::vnni_detected() {
                 v.push(&AVX2_VNNI);
+                #[cfg(rkinfer_avx512)]
+                if crate::x86_64::avx512::detected() {
+                    v.push(&AVX512);
+                }
             }
         }
     }

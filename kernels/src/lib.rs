@@ -54,7 +54,7 @@ mod tests;
 pub use blocks::*;
 pub use dispatch::{available, kernels, Kernels};
 
-/// Name of the kernel set chosen for this process: "avx2", "avx2-vnni", "neon",
+/// Name of the kernel set chosen for this process: "avx2", "avx2-vnni", "avx512", "neon",
 /// "neon-dotprod" or "scalar".
 pub fn isa() -> &'static str {
     kernels().name
@@ -66,15 +66,16 @@ pub use scalar::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 /// plain Q4_0 layout (their dot products sum byte quads per lane), so that
 /// interleaving Q4_0 matrices at load pays.
 pub fn interleaved_q4_0_pays() -> bool {
-    matches!(isa(), "avx2" | "avx2-vnni" | "neon-dotprod")
+    matches!(isa(), "avx2" | "avx2-vnni" | "avx512" | "neon-dotprod")
 }
 
 /// Whether Q4_K matrices are interleaved at load ([`repack_q4_kx8`],
-/// [`gemm_q4_kx8_q8_k`]): where llama.cpp picks its 8x4 Q4_K layout, a CPU
-/// with `sdot` (and the lanes of these kernels are rows). On x86 the plain
-/// rows stay: its kernels are tuned for them and they round the same.
+/// [`gemm_q4_kx8_q8_k`]): where the lanes of these kernels are rows and
+/// they beat the plain rows' kernels: a CPU with `sdot` (where llama.cpp
+/// picks its 8x4 layout too) and the 512-bit table (sixteen rows per
+/// `vpdpbusd`). On AVX2 the plain rows stay; they round the same.
 pub fn interleaved_q4_k_pays() -> bool {
-    isa() == "neon-dotprod"
+    matches!(isa(), "neon-dotprod" | "avx512")
 }
 /// GELU / GEGLU bit-exact with llama.cpp's CPU backend (f16 table lookup);
 /// scalar on every ISA (one table load per element).

@@ -1,10 +1,12 @@
-//! x86_64 kernels. AVX2+FMA+F16C is the fast path; AVX-512 intrinsics are
-//! not stable in Rust 1.63 (the crate's floor), so there is no 512-bit set,
-//! but CPUs with AVX512-VNNI get its byte dot product on 256-bit registers
-//! (through inline asm).
+//! x86_64 kernels. AVX2+FMA+F16C is the base; CPUs with AVX512-VNNI get
+//! its byte dot product on 256-bit registers (`avx2_vnni`), and, with a
+//! compiler that has the AVX-512 intrinsics (1.89+, see build.rs), 512-bit
+//! prompt-batch kernels on top of that (`avx512`).
 
 pub mod avx2;
 pub mod avx2_vnni;
+#[cfg(rkinfer_avx512)]
+pub mod avx512;
 
 /// True when the CPU (and OS) support everything the AVX2 table uses.
 pub fn avx2_detected() -> bool {

@@ -75,9 +75,10 @@ pub fn q4_0_interleaved(n_tok: usize) -> [MatmulPart; 2] {
 }
 
 /// Whether a Q4_K matrix is interleaved at load ([`kernels::repack_q4_kx8`],
-/// llama.cpp's 8x4 layout): where llama.cpp itself repacks it that way (a
-/// CPU with `sdot` and no i8mm) and the rows are whole 8-row groups. The
-/// rounding is that of the plain rows (see [`matmul_parts`]).
+/// llama.cpp's 8x4 layout): where the kernels gain by it (a CPU with `sdot`,
+/// where llama.cpp repacks it that way too, and the 512-bit x86 table) and
+/// the rows are whole 8-row groups. The rounding is that of the plain rows
+/// (see [`matmul_parts`]).
 pub fn interleave_q4_k(rows: usize, cols: usize) -> bool {
     rows.is_multiple_of(Q4_K_REPACK_ROWS)
         && cols.is_multiple_of(kernels::QK_K)

@@ -225,8 +225,11 @@ fn run_rows(
 ) -> Result<(), QuantError> {
     let n_threads = rayon::current_num_threads().max(1);
     // Enough chunks to balance, large enough to amortise the dispatch; a
-    // multiple of the kernels' 4-row tiles and of 8-row groups.
-    let chunk = (n_out / (n_threads * 8)).clamp(16, 256).next_multiple_of(8);
+    // multiple of the kernels' 4-row tiles and of 16 rows (pairs of 8-row
+    // groups, which the 512-bit kernels take together).
+    let chunk = (n_out / (n_threads * 8))
+        .clamp(16, 256)
+        .next_multiple_of(16);
     let chunk = chunk.min(n_out.max(1));
     let wrows =
         |r0: usize, rows: usize| &w.bytes[r0 / w.group * w.unit..(r0 + rows) / w.group * w.unit];

@@ -1,0 +1,813 @@
+//! 512-bit prompt-batch kernels for CPUs with AVX-512 F/BW/VL and VNNI
+//! (table `avx512`). Every other entry is the `avx2-vnni` table's.
+//!
+//! Exactness: a zmm register holds two 8-lane accumulators (two weight
+//! rows of one token, or sixteen interleaved rows) or one 16-lane one (the
+//! float GEMMs), and every lane performs exactly the operations the
+//! 256-bit kernel performs on it, in the same order: the same exact
+//! integer lane sums, the same `d_w * d_a` products, the same fused
+//! multiply-adds block after block, the same horizontal sums. So each
+//! output is bit-identical to the `avx2-vnni` table's (the tests compare
+//! every table with the references).
+
+pub use super::avx2_vnni::*;
+
+use super::avx2::Avx2;
+use crate::blocks::*;
+use crate::gemm::{check, check_interleaved, check_lanes16, TileKind};
+use crate::generic::Simd;
+use core::arch::x86_64::*;
+
+type V = Avx2<true>;
+
+/// True when the CPU has everything this table uses (on top of the
+/// `avx2-vnni` table's features, which are the same set).
+pub fn detected() -> bool {
+    super::vnni_detected()
+}
+
+/// Lanes 0..8 and 8..16 of `v`.
+#[inline(always)]
+unsafe fn split_f(v: __m512) -> [__m256; 2] {
+    [
+        _mm512_castps512_ps256(v),
+        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)),
+    ]
+}
+
+/// Two 256-bit vectors as one zmm (`lo` in lanes 0..8).
+#[inline(always)]
+unsafe fn join_i(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+}
+
+// ---------------------------------------------------------------------------
+// Float weights, llamafile tinyBLAS order: one 16-lane accumulator per
+// (row, token), fused multiply-adds over k, reduced as
+// `_mm512_reduce_add_ps` (upper 8 lanes + lower 8, then the 8-lane sum).
+
+trait Wide: Copy {
+    unsafe fn load16(p: *const Self) -> __m512;
+}
+impl Wide for u16 {
+    #[inline(always)]
+    unsafe fn load16(p: *const u16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+}
+impl Wide for f32 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+}
+
+#[inline(always)]
+unsafe fn wide_tile<W: Wide, const R: usize, const T: usize>(
+    x: *const W,
+    y: *const f32,
+    k: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    let mut l = 0;
+    while l < k {
+        let mut w = [_mm512_setzero_ps(); R];
+        for (r, wr) in w.iter_mut().enumerate() {
+            V::prefetch(x.wrapping_add((R + r) * k + l) as *const u8);
+            *wr = W::load16(x.add(r * k + l));
+        }
+        for t in 0..T {
+            let a = _mm512_loadu_ps(y.add(t * k + l));
+            for r in 0..R {
+                acc[r][t] = _mm512_fmadd_ps(w[r], a, acc[r][t]);
+            }
+        }
+        l += 16;
+    }
+    for r in 0..R {
+        for t in 0..T {
+            let [lo, hi] = split_f(acc[r][t]);
+            *out.add(r * ldo + t) = V::hsum_f(_mm256_add_ps(hi, lo));
+        }
+    }
+}
+
+/// Calls `$f::<.., ROWS, TOKS>` for run-time `rows` and `toks` in 1..=4.
+macro_rules! by_tiles {
+    ($f:ident, $g:ty, $rows:expr, $toks:expr, ($($arg:expr),*)) => {
+        match ($rows, $toks) {
+            (4, 4) => $f::<$g, 4, 4>($($arg),*),
+            (4, 3) => $f::<$g, 4, 3>($($arg),*),
+            (4, 2) => $f::<$g, 4, 2>($($arg),*),
+            (4, _) => $f::<$g, 4, 1>($($arg),*),
+            (3, 4) => $f::<$g, 3, 4>($($arg),*),
+            (3, 3) => $f::<$g, 3, 3>($($arg),*),
+            (3, 2) => $f::<$g, 3, 2>($($arg),*),
+            (3, _) => $f::<$g, 3, 1>($($arg),*),
+            (2, 4) => $f::<$g, 2, 4>($($arg),*),
+            (2, 3) => $f::<$g, 2, 3>($($arg),*),
+            (2, 2) => $f::<$g, 2, 2>($($arg),*),
+            (2, _) => $f::<$g, 2, 1>($($arg),*),
+            (_, 4) => $f::<$g, 1, 4>($($arg),*),
+            (_, 3) => $f::<$g, 1, 3>($($arg),*),
+            (_, 2) => $f::<$g, 1, 2>($($arg),*),
+            _ => $f::<$g, 1, 1>($($arg),*),
+        }
+    };
+}
+
+/// Tiles of 4 rows x 4 tokens (16 accumulators of the 32 registers).
+#[inline(always)]
+unsafe fn gemm_wide<W: Wide>(x: &[W], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+    let (nr, nt) = (x.len() / k, y.len() / k);
+    let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+    let mut r = 0;
+    while r < nr {
+        let rows = (nr - r).min(4);
+        let mut t = 0;
+        while t < nt {
+            let toks = (nt - t).min(4);
+            let (xr, yt, o) = (xp.add(r * k), yp.add(t * k), op.add(r * ldo + t));
+            by_tiles!(wide_tile, W, rows, toks, (xr, yt, k, o, ldo));
+            t += toks;
+        }
+        r += rows;
+    }
+}
+
+macro_rules! wide_entry_points {
+    ($( $name:ident($w:ty); )*) => {
+        $(
+            pub fn $name(x: &[$w], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+                check_lanes16(stringify!($name), x.len(), y.len(), k, out.len(), ldo);
+                #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+                unsafe fn imp(x: &[$w], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+                    gemm_wide(x, y, k, out, ldo)
+                }
+                // SAFETY: this table is chosen only where `detected()` holds;
+                // `check_lanes16` established whole rows of k (a multiple of
+                // 16) and in-bounds outputs.
+                unsafe { imp(x, y, k, out, ldo) }
+            }
+        )*
+    };
+}
+
+wide_entry_points! {
+    gemm_f16_lanes16(u16);
+    gemm_f32_lanes16(f32);
+}
+
+// ---------------------------------------------------------------------------
+// Q8_0 / Q5_0 weights against Q8_0 activations in the `vec_dot` order (also
+// llamafile's tinyBLAS order for these types): per (row, token) eight i32
+// lanes per block, converted and fused into eight f32 lanes with
+// `d_w * d_a`, summed at the end. A zmm holds two rows of one token: the
+// weights of rows 2p and 2p+1 side by side against the token's block
+// broadcast to both halves.
+
+/// A weight type decoded to unsigned bytes whose offset `BIAS` enters
+/// through the activation (as the `avx2-vnni` tiles do it).
+trait Biased: TileKind<V, A = BlockQ8_0, Dec = (__m256i, f32)> {
+    const BIAS: u8;
+    /// Two rows' blocks decoded side by side (`w0` in bytes 0..32) and
+    /// their scales (`w0`'s in lanes 0..8).
+    #[inline(always)]
+    unsafe fn decode2(w0: &Self::W, w1: &Self::W) -> (__m512i, __m512) {
+        let ((q0, d0), (q1, d1)) = (Self::decode(w0), Self::decode(w1));
+        (join_i(q0, q1), scales2(d0, d1))
+    }
+}
+
+/// `d0` in lanes 0..8, `d1` in lanes 8..16.
+#[inline(always)]
+unsafe fn scales2(d0: f32, d1: f32) -> __m512 {
+    _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0), _mm512_set1_ps(d1))
+}
+
+impl Biased for crate::gemm::Q8_0 {
+    // `V::DOT_U8`: the Q8_0 tile stores weights + 128.
+    const BIAS: u8 = 128;
+}
+impl Biased for crate::gemm::Q5_0 {
+    const BIAS: u8 = 16;
+    /// The values `q5_values` gives, two rows at once: each row's 16 bytes
+    /// of nibbles in two 128-bit lanes (the second shifted down by 4), the
+    /// fifth bits from the two `qh` words as one byte mask.
+    #[inline(always)]
+    unsafe fn decode2(w0: &BlockQ5_0, w1: &BlockQ5_0) -> (__m512i, __m512) {
+        let v = _mm512_mask_broadcast_i32x4(
+            _mm512_broadcast_i32x4(_mm_loadu_si128(w0.qs.as_ptr() as *const __m128i)),
+            0xff00,
+            _mm_loadu_si128(w1.qs.as_ptr() as *const __m128i),
+        );
+        // 16-bit lanes 8..16 and 24..32: the high-nibble halves.
+        let v = _mm512_mask_srli_epi16(v, 0xff00_ff00, v, 4);
+        let bits = u32::from_le_bytes(w0.qh) as u64 | (u32::from_le_bytes(w1.qh) as u64) << 32;
+        let q = _mm512_or_si512(
+            _mm512_and_si512(v, _mm512_set1_epi8(0x0f)),
+            _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10)),
+        );
+        (q, scales2(V::fp16(w0.d), V::fp16(w1.d)))
+    }
+}
+
+#[inline(always)]
+unsafe fn pair_tile<K: Biased, const P: usize, const T: usize>(
+    x: *const K::W,
+    y: *const BlockQ8_0,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let bias = _mm512_set1_epi8(K::BIAS as i8);
+    let mut acc = [[_mm512_setzero_ps(); T]; P];
+    for b in 0..nb {
+        let mut w = [_mm512_setzero_si512(); P];
+        let mut dw = [_mm512_setzero_ps(); P];
+        for p in 0..P {
+            V::prefetch(x.wrapping_add((2 * P + 2 * p) * nb + b) as *const u8);
+            V::prefetch(x.wrapping_add((2 * P + 2 * p + 1) * nb + b) as *const u8);
+            (w[p], dw[p]) = K::decode2(&*x.add(2 * p * nb + b), &*x.add((2 * p + 1) * nb + b));
+        }
+        for t in 0..T {
+            let a = &*y.add(t * nb + b);
+            let ab = _mm512_broadcast_i64x4(_mm256_loadu_si256(a.qs.as_ptr() as *const __m256i));
+            let zero = _mm512_setzero_si512();
+            let corr = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, bias, ab));
+            let da = _mm512_set1_ps(V::fp16(a.d));
+            for p in 0..P {
+                let i = _mm512_dpbusd_epi32(corr, w[p], ab);
+                acc[p][t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw[p], da), acc[p][t]);
+            }
+        }
+    }
+    for p in 0..P {
+        for t in 0..T {
+            let [lo, hi] = split_f(acc[p][t]);
+            *out.add(2 * p * ldo + t) = V::hsum_f(lo);
+            *out.add((2 * p + 1) * ldo + t) = V::hsum_f(hi);
+        }
+    }
+}
+
+/// `P` row pairs against every token, `T` tokens at a time.
+#[inline(always)]
+unsafe fn pair_rows<K: Biased, const P: usize, const T: usize>(
+    x: *const K::W,
+    y: *const BlockQ8_0,
+    nb: usize,
+    nt: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let mut t = 0;
+    while t + T <= nt {
+        pair_tile::<K, P, T>(x, y.add(t * nb), nb, out.add(t), ldo);
+        t += T;
+    }
+    let (y, out) = (y.add(t * nb), out.add(t));
+    match nt - t {
+        0 => {}
+        1 => pair_tile::<K, P, 1>(x, y, nb, out, ldo),
+        2 => pair_tile::<K, P, 2>(x, y, nb, out, ldo),
+        3 => pair_tile::<K, P, 3>(x, y, nb, out, ldo),
+        4 => pair_tile::<K, P, 4>(x, y, nb, out, ldo),
+        5 => pair_tile::<K, P, 5>(x, y, nb, out, ldo),
+        6 => pair_tile::<K, P, 6>(x, y, nb, out, ldo),
+        _ => pair_tile::<K, P, 7>(x, y, nb, out, ldo),
+    }
+}
+
+/// A `gemm_*` entry point on `W` weights and Q8_0 activations.
+type GemmFn<W> = fn(&[W], &[BlockQ8_0], usize, &mut [f32], usize);
+
+/// Tiles of `2P` rows x `T` tokens (T <= 8); an odd last row goes through
+/// the `avx2-vnni` tile (the same operations on 256-bit registers).
+#[inline(always)]
+unsafe fn gemm_pairs<K: Biased, const P: usize, const T: usize>(
+    x: &[K::W],
+    y: &[BlockQ8_0],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+    rest: GemmFn<K::W>,
+) {
+    let (nr, nt) = (x.len() / nb, y.len() / nb);
+    let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+    let mut r = 0;
+    while r + 2 * P <= nr {
+        pair_rows::<K, P, T>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
+        r += 2 * P;
+    }
+    while r + 2 <= nr {
+        pair_rows::<K, 1, T>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
+        r += 2;
+    }
+    if r < nr {
+        rest(&x[r * nb..], y, nb, &mut out[r * ldo..], ldo);
+    }
+}
+
+pub fn gemm_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+    check("gemm_q8_0_q8_0", x.len(), y.len(), nb, out.len(), ldo);
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn imp(x: &[BlockQ8_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+        gemm_pairs::<crate::gemm::Q8_0, 3, 6>(x, y, nb, out, ldo, super::avx2_vnni::gemm_q8_0_q8_0)
+    }
+    // SAFETY: this table is chosen only where `detected()` holds; `check`
+    // established whole rows of nb blocks and in-bounds outputs.
+    unsafe { imp(x, y, nb, out, ldo) }
+}
+
+pub fn gemm_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+    check("gemm_q5_0_q8_0", x.len(), y.len(), nb, out.len(), ldo);
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn imp(x: &[BlockQ5_0], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+        gemm_pairs::<crate::gemm::Q5_0, 2, 8>(x, y, nb, out, ldo, super::avx2_vnni::gemm_q5_0_q8_0)
+    }
+    // SAFETY: as in `gemm_q8_0_q8_0`.
+    unsafe { imp(x, y, nb, out, ldo) }
+}
+
+// ---------------------------------------------------------------------------
+// Q4_0 interleaved by eight rows, llama.cpp's repacked `q4_0_8x8` rounding
+// (one f32 running sum per output, a fused multiply-add per block): two
+// groups of eight rows side by side, a lane per row, so each broadcast
+// activation quad meets sixteen rows per `vpdpbusd`.
+
+/// Two groups (`xg`, `xg + nb`) against `T` tokens.
+#[inline(always)]
+unsafe fn q4_0x16_tokens<const T: usize>(
+    xg: *const BlockQ4_0x8,
+    y: *const BlockQ8_0,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let low = _mm512_set1_epi8(0x0f);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        let (w0, w1) = (&*xg.add(b), &*xg.add(nb + b));
+        for g in [2 * nb + b, 3 * nb + b] {
+            let next = xg.wrapping_add(g) as *const u8;
+            V::prefetch(next);
+            V::prefetch(next.wrapping_add(64));
+        }
+        let mut lo = [low; 4];
+        let mut hi = [low; 4];
+        for v in 0..4 {
+            let q = join_i(
+                _mm256_loadu_si256(w0.qs.as_ptr().add(32 * v) as *const __m256i),
+                _mm256_loadu_si256(w1.qs.as_ptr().add(32 * v) as *const __m256i),
+            );
+            lo[v] = _mm512_and_si512(q, low);
+            hi[v] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low);
+        }
+        let d = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(w0.d.as_ptr() as *const __m128i)),
+            _mm_loadu_si128(w1.d.as_ptr() as *const __m128i),
+            1,
+        );
+        let dw = _mm512_cvtph_ps(d);
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = &*y.add(t * nb + b);
+            let ap = a.qs.as_ptr() as *const u8;
+            // sum((q - 8) a) = sum(q a) - 8 sum(a), as the 8-row kernel.
+            let sum_a = V::hsum_i(V::dot_u(V::zero_i(), V::set1_b(1), V::load_b(ap)));
+            let mut i = _mm512_set1_epi32(-8 * sum_a);
+            for v in 0..4 {
+                let quad = |o: usize| _mm512_set1_epi32((ap.add(o) as *const i32).read_unaligned());
+                i = _mm512_dpbusd_epi32(i, lo[v], quad(4 * v));
+                i = _mm512_dpbusd_epi32(i, hi[v], quad(16 + 4 * v));
+            }
+            let dd = _mm512_mul_ps(dw, _mm512_set1_ps(V::fp16(a.d)));
+            *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), dd, *acc_t);
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), *acc_t);
+        for (r, &v) in lanes.iter().enumerate() {
+            *out.add(r * ldo + t) = v;
+        }
+    }
+}
+
+pub fn gemm_q4_0x8_q8_0(
+    x: &[BlockQ4_0x8],
+    y: &[BlockQ8_0],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    check_interleaved("gemm_q4_0x8_q8_0", x.len(), y.len(), nb, out.len(), ldo);
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn imp(x: &[BlockQ4_0x8], y: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+        const T: usize = 8;
+        let (ng, nt) = (x.len() / nb, y.len() / nb);
+        let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+        let mut g = 0;
+        while g + 2 <= ng {
+            let (xg, og) = (xp.add(g * nb), op.add(8 * g * ldo));
+            let mut t = 0;
+            while t + T <= nt {
+                q4_0x16_tokens::<T>(xg, yp.add(t * nb), nb, og.add(t), ldo);
+                t += T;
+            }
+            let (yt, ot) = (yp.add(t * nb), og.add(t));
+            match nt - t {
+                0 => {}
+                1 => q4_0x16_tokens::<1>(xg, yt, nb, ot, ldo),
+                2 => q4_0x16_tokens::<2>(xg, yt, nb, ot, ldo),
+                3 => q4_0x16_tokens::<3>(xg, yt, nb, ot, ldo),
+                4 => q4_0x16_tokens::<4>(xg, yt, nb, ot, ldo),
+                5 => q4_0x16_tokens::<5>(xg, yt, nb, ot, ldo),
+                6 => q4_0x16_tokens::<6>(xg, yt, nb, ot, ldo),
+                _ => q4_0x16_tokens::<7>(xg, yt, nb, ot, ldo),
+            }
+            g += 2;
+        }
+        if g < ng {
+            // An odd last group: the eight-lane kernel.
+            super::avx2_vnni::gemm_q4_0x8_q8_0(&x[g * nb..], y, nb, &mut out[8 * g * ldo..], ldo);
+        }
+    }
+    // SAFETY: this table is chosen only where `detected()` holds;
+    // `check_interleaved` established whole 8-row groups of nb blocks and
+    // in-bounds outputs for every row.
+    unsafe { imp(x, y, nb, out, ldo) }
+}
+
+// ---------------------------------------------------------------------------
+// Q4_K interleaved by eight rows (llama.cpp's 8x4 layout), per 256 or (with
+// PER64) per 64 elements as the `avx2-vnni` q4_kx8 kernel rounds it: two
+// groups side by side, a lane per row, sixteen rows per `vpdpbusd`.
+
+/// Sixteen 6-bit values (eight of each group) as i32 lanes.
+#[inline(always)]
+unsafe fn lanes16_u8(a: [u8; 8], b: [u8; 8]) -> __m512i {
+    _mm512_cvtepu8_epi32(_mm_set_epi64x(
+        u64::from_le_bytes(b) as i64,
+        u64::from_le_bytes(a) as i64,
+    ))
+}
+
+/// Sixteen halves (eight of each group) as f32 lanes.
+#[inline(always)]
+unsafe fn halves16(a: &[u16; 8], b: &[u16; 8]) -> __m512 {
+    _mm512_cvtph_ps(_mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(a.as_ptr() as *const __m128i)),
+        _mm_loadu_si128(b.as_ptr() as *const __m128i),
+        1,
+    ))
+}
+
+/// Two groups (`xg`, `xg + nb`) against `T` tokens.
+#[inline(always)]
+unsafe fn q4kx16_tokens<const T: usize, const PER64: bool>(
+    xg: *const BlockQ4Kx8,
+    y: *const BlockQ8K,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let low = _mm512_set1_epi8(0x0f);
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut acc_min = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        let (w0, w1) = (&*xg.add(b), &*xg.add(nb + b));
+        let (next0, next1) = (
+            xg.wrapping_add(b + 1) as *const u8,
+            xg.wrapping_add(nb + b + 1) as *const u8,
+        );
+        V::prefetch(next0);
+        V::prefetch(next0.wrapping_add(64));
+        V::prefetch(next1);
+        V::prefetch(next1.wrapping_add(64));
+        let dw = halves16(&w0.d, &w1.d);
+        let dmin = halves16(&w0.dmin, &w1.dmin);
+        let mut isum = [_mm512_setzero_si512(); T];
+        let mut msum = [_mm512_setzero_si512(); T];
+        for j in 0..4 {
+            let ((sc0_lo, mn0_lo), (sc0_hi, mn0_hi)) =
+                (w0.scales_mins(2 * j), w0.scales_mins(2 * j + 1));
+            let ((sc1_lo, mn1_lo), (sc1_hi, mn1_hi)) =
+                (w1.scales_mins(2 * j), w1.scales_mins(2 * j + 1));
+            let mut dlo = [_mm512_setzero_si512(); T];
+            let mut dhi = [_mm512_setzero_si512(); T];
+            for i in 0..8 {
+                // Piece 8j + i of both groups: elements 64j + 4i.. (low
+                // nibbles) and 64j + 32 + 4i.. (high) of every row.
+                let at = 32 * (8 * j + i);
+                let q = join_i(
+                    _mm256_loadu_si256(w0.qs.as_ptr().add(at) as *const __m256i),
+                    _mm256_loadu_si256(w1.qs.as_ptr().add(at) as *const __m256i),
+                );
+                V::prefetch(next0.wrapping_add(128 + at));
+                V::prefetch(next1.wrapping_add(128 + at));
+                let (lo, hi) = (
+                    _mm512_and_si512(q, low),
+                    _mm512_and_si512(_mm512_srli_epi16(q, 4), low),
+                );
+                for t in 0..T {
+                    let ap = (*y.add(t * nb + b)).qs.as_ptr() as *const u8;
+                    let quad =
+                        |o: usize| _mm512_set1_epi32((ap.add(o) as *const i32).read_unaligned());
+                    dlo[t] = _mm512_dpbusd_epi32(dlo[t], lo, quad(64 * j + 4 * i));
+                    dhi[t] = _mm512_dpbusd_epi32(dhi[t], hi, quad(64 * j + 32 + 4 * i));
+                }
+            }
+            let (sc_lo, sc_hi) = (lanes16_u8(sc0_lo, sc1_lo), lanes16_u8(sc0_hi, sc1_hi));
+            let (mn_lo, mn_hi) = (lanes16_u8(mn0_lo, mn1_lo), lanes16_u8(mn0_hi, mn1_hi));
+            for t in 0..T {
+                let a = &*y.add(t * nb + b);
+                let bs = &a.bsums[4 * j..4 * j + 4];
+                let b01 = _mm512_set1_epi32(bs[0] as i32 + bs[1] as i32);
+                let b23 = _mm512_set1_epi32(bs[2] as i32 + bs[3] as i32);
+                let dots = _mm512_add_epi32(
+                    _mm512_mullo_epi32(sc_lo, dlo[t]),
+                    _mm512_mullo_epi32(sc_hi, dhi[t]),
+                );
+                let mins = _mm512_add_epi32(
+                    _mm512_mullo_epi32(mn_lo, b01),
+                    _mm512_mullo_epi32(mn_hi, b23),
+                );
+                isum[t] = _mm512_add_epi32(isum[t], dots);
+                msum[t] = _mm512_add_epi32(msum[t], mins);
+                if PER64 {
+                    let ad = _mm512_set1_ps(a.d);
+                    acc[t] =
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, ad), acc[t]);
+                    acc_min[t] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(msum[t]),
+                        _mm512_mul_ps(dmin, ad),
+                        acc_min[t],
+                    );
+                    isum[t] = _mm512_setzero_si512();
+                    msum[t] = _mm512_setzero_si512();
+                }
+            }
+        }
+        if !PER64 {
+            for t in 0..T {
+                let ad = _mm512_set1_ps((*y.add(t * nb + b)).d);
+                acc[t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, ad), acc[t]);
+                acc_min[t] = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(msum[t]),
+                    _mm512_mul_ps(dmin, ad),
+                    acc_min[t],
+                );
+            }
+        }
+    }
+    for t in 0..T {
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_sub_ps(acc[t], acc_min[t]));
+        for (r, &v) in lanes.iter().enumerate() {
+            *out.add(r * ldo + t) = v;
+        }
+    }
+}
+
+/// Pairs of groups, 4 tokens at a time; an odd last group through the
+/// eight-lane kernel `rest`.
+#[inline(always)]
+unsafe fn gemm_q4kx16<const PER64: bool>(
+    x: &[BlockQ4Kx8],
+    y: &[BlockQ8K],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+    rest: fn(&[BlockQ4Kx8], &[BlockQ8K], usize, &mut [f32], usize),
+) {
+    const T: usize = 4;
+    let (ng, nt) = (x.len() / nb, y.len() / nb);
+    let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+    let mut g = 0;
+    while g + 2 <= ng {
+        let (xg, og) = (xp.add(g * nb), op.add(8 * g * ldo));
+        let mut t = 0;
+        while t + T <= nt {
+            q4kx16_tokens::<T, PER64>(xg, yp.add(t * nb), nb, og.add(t), ldo);
+            t += T;
+        }
+        let (yt, ot) = (yp.add(t * nb), og.add(t));
+        match nt - t {
+            0 => {}
+            1 => q4kx16_tokens::<1, PER64>(xg, yt, nb, ot, ldo),
+            2 => q4kx16_tokens::<2, PER64>(xg, yt, nb, ot, ldo),
+            _ => q4kx16_tokens::<3, PER64>(xg, yt, nb, ot, ldo),
+        }
+        g += 2;
+    }
+    if g < ng {
+        rest(&x[g * nb..], y, nb, &mut out[8 * g * ldo..], ldo);
+    }
+}
+
+pub fn gemm_q4_kx8_q8_k(x: &[BlockQ4Kx8], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+    check_interleaved("gemm_q4_kx8_q8_k", x.len(), y.len(), nb, out.len(), ldo);
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn imp(x: &[BlockQ4Kx8], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+        gemm_q4kx16::<false>(x, y, nb, out, ldo, super::avx2_vnni::gemm_q4_kx8_q8_k)
+    }
+    // SAFETY: this table is chosen only where `detected()` holds;
+    // `check_interleaved` established whole 8-row groups of nb blocks and
+    // in-bounds outputs for every row.
+    unsafe { imp(x, y, nb, out, ldo) }
+}
+
+pub fn gemm_q4_kx8_q8_k_sum64(
+    x: &[BlockQ4Kx8],
+    y: &[BlockQ8K],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    check_interleaved(
+        "gemm_q4_kx8_q8_k_sum64",
+        x.len(),
+        y.len(),
+        nb,
+        out.len(),
+        ldo,
+    );
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn imp(x: &[BlockQ4Kx8], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+        gemm_q4kx16::<true>(x, y, nb, out, ldo, super::avx2_vnni::gemm_q4_kx8_q8_k_sum64)
+    }
+    // SAFETY: as in `gemm_q4_kx8_q8_k`.
+    unsafe { imp(x, y, nb, out, ldo) }
+}
+
+// ---------------------------------------------------------------------------
+// Q6_K in the rounding of llama.cpp's tiled K-quant matmul
+// (`scalar::vec_dot_q6_k_q8_k_block_fma`): per (row, token) and block the
+// exact integer dot, then `fma(f32(isum) * d_w, d_a, acc)`. Only the integer
+// total matters, so two rows share a zmm (one per 256-bit half) and each
+// half is summed exactly at the end of the block.
+
+/// Two rows' decoded blocks: the eight 32-value groups side by side, per
+/// group the i16 scale vector of `dot_scaled` for both rows, and all
+/// sixteen scales of both rows as i16 (for the bias term).
+struct Q6Pair {
+    q: [__m512i; 8],
+    sc: [__m512i; 8],
+    sc_all: __m512i,
+    d: [f32; 2],
+}
+
+#[inline(always)]
+unsafe fn q6_pair(w0: &BlockQ6K, w1: &BlockQ6K) -> Q6Pair {
+    let (a0, b0) = (
+        crate::generic::q6_values_u::<V>(w0, 0),
+        crate::generic::q6_values_u::<V>(w0, 1),
+    );
+    let (a1, b1) = (
+        crate::generic::q6_values_u::<V>(w1, 0),
+        crate::generic::q6_values_u::<V>(w1, 1),
+    );
+    let r0 = [a0[0], a0[1], a0[2], a0[3], b0[0], b0[1], b0[2], b0[3]];
+    let r1 = [a1[0], a1[1], a1[2], a1[3], b1[0], b1[1], b1[2], b1[3]];
+    // i16 lanes 0..16: row 0's scales, 16..32: row 1's.
+    let sc_all = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(w0.scales.as_ptr() as *const __m128i)),
+        _mm_loadu_si128(w1.scales.as_ptr() as *const __m128i),
+        1,
+    ));
+    let mut q = [_mm512_setzero_si512(); 8];
+    let mut sc = [_mm512_setzero_si512(); 8];
+    for c in 0..8 {
+        q[c] = join_i(r0[c], r1[c]);
+        // Each 128-bit lane (16 bytes of one row) gets its half's scale.
+        let s = |i: i16| [i; 8];
+        let c2 = 2 * c as i16;
+        let idx: [i16; 32] = {
+            let mut v = [0i16; 32];
+            for (k, part) in [s(c2), s(c2 + 1), s(16 + c2), s(17 + c2)]
+                .iter()
+                .enumerate()
+            {
+                v[8 * k..8 * k + 8].copy_from_slice(part);
+            }
+            v
+        };
+        sc[c] = _mm512_permutexvar_epi16(_mm512_loadu_si512(idx.as_ptr() as *const _), sc_all);
+    }
+    Q6Pair {
+        q,
+        sc,
+        sc_all,
+        d: [V::fp16(w0.d), V::fp16(w1.d)],
+    }
+}
+
+/// The exact integer dots of both rows of `w` with activation block `a`.
+#[inline(always)]
+unsafe fn q6_pair_dot(w: &Q6Pair, a: &BlockQ8K) -> [i32; 2] {
+    let mut acc = _mm512_setzero_si512();
+    for c in 0..8 {
+        let ab = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+            a.qs.as_ptr().add(32 * c) as *const __m256i
+        ));
+        // Values 0..63 times -128..127: pair sums fit i16, as in `dot_scaled_u`.
+        let p = _mm512_maddubs_epi16(w.q[c], ab);
+        acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, w.sc[c]));
+    }
+    // The values are stored + 32: subtract 32 x sum(scale x block sum).
+    let bs = _mm512_broadcast_i64x4(_mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i));
+    let bias = _mm512_slli_epi32(_mm512_madd_epi16(bs, w.sc_all), 5);
+    let acc = _mm512_sub_epi32(acc, bias);
+    [
+        V::hsum_i(_mm512_castsi512_si256(acc)),
+        V::hsum_i(_mm512_extracti64x4_epi64(acc, 1)),
+    ]
+}
+
+#[inline(always)]
+unsafe fn q6k_pair_tokens<const T: usize>(
+    x: *const BlockQ6K,
+    y: *const BlockQ8K,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let mut acc = [[0f32; 2]; T];
+    for b in 0..nb {
+        for r in 0..2 {
+            let next = x.wrapping_add((2 + r) * nb + b) as *const u8;
+            for line in 0..4 {
+                V::prefetch(next.wrapping_add(64 * line));
+            }
+        }
+        let w = q6_pair(&*x.add(b), &*x.add(nb + b));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = &*y.add(t * nb + b);
+            let isum = q6_pair_dot(&w, a);
+            for r in 0..2 {
+                acc_t[r] = (isum[r] as f32 * w.d[r]).mul_add(a.d, acc_t[r]);
+            }
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        *out.add(t) = acc_t[0];
+        *out.add(ldo + t) = acc_t[1];
+    }
+}
+
+pub fn gemm_q6_k_q8_k_block_fma(
+    x: &[BlockQ6K],
+    y: &[BlockQ8K],
+    nb: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    check(
+        "gemm_q6_k_q8_k_block_fma",
+        x.len(),
+        y.len(),
+        nb,
+        out.len(),
+        ldo,
+    );
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn imp(x: &[BlockQ6K], y: &[BlockQ8K], nb: usize, out: &mut [f32], ldo: usize) {
+        const T: usize = 4;
+        let (nr, nt) = (x.len() / nb, y.len() / nb);
+        let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+        let mut r = 0;
+        while r + 2 <= nr {
+            let (xr, or) = (xp.add(r * nb), op.add(r * ldo));
+            let mut t = 0;
+            while t + T <= nt {
+                q6k_pair_tokens::<T>(xr, yp.add(t * nb), nb, or.add(t), ldo);
+                t += T;
+            }
+            let (yt, ot) = (yp.add(t * nb), or.add(t));
+            match nt - t {
+                0 => {}
+                1 => q6k_pair_tokens::<1>(xr, yt, nb, ot, ldo),
+                2 => q6k_pair_tokens::<2>(xr, yt, nb, ot, ldo),
+                _ => q6k_pair_tokens::<3>(xr, yt, nb, ot, ldo),
+            }
+            r += 2;
+        }
+        if r < nr {
+            super::avx2_vnni::gemm_q6_k_q8_k_block_fma(
+                &x[r * nb..],
+                y,
+                nb,
+                &mut out[r * ldo..],
+                ldo,
+            );
+        }
+    }
+    // SAFETY: this table is chosen only where `detected()` holds; `check`
+    // established whole rows of nb blocks and in-bounds outputs.
+    unsafe { imp(x, y, nb, out, ldo) }
+}
