@@ -535,9 +535,13 @@ fn rocket_rejects_pc_chained_tails() {
     let job = rkinfer::npu::Job {
         regcmd: &cmd,
         tasks: &refs,
-        core: 0,
+        shares: &[rkinfer::npu::CoreShare {
+            core: 0,
+            first: 0,
+            count: refs.len(),
+            outputs: &[&c],
+        }],
         inputs: &[&a, &b],
-        outputs: &[&c],
         timeout_ms: 500,
     };
     let err = dev.submit(&job).unwrap_err();
@@ -612,9 +616,13 @@ fn rknpu_old_submit_layout_reports_unknown_hw_time() {
         dev.submit(&Job {
             regcmd: &regcmd,
             tasks: &tasks,
-            core: 0,
+            shares: &[rkinfer::npu::CoreShare {
+                core: 0,
+                first: 0,
+                count: 1,
+                outputs: &[&c],
+            }],
             inputs: &[&a, &b],
-            outputs: &[&c],
             timeout_ms: 1000,
         })
         .unwrap()
@@ -852,7 +860,8 @@ fn selftest_report_on_each_fake_driver() {
             let n = job.tasks as i64;
             assert_eq!(sub.submit.get("task_number"), Some(n));
             assert_eq!(sub.submit.get("task_counter"), Some(n));
-            assert_eq!(sub.submit.get("core_mask"), Some(1 << job.core));
+            // The cores of a submit run together: the mask has them all.
+            assert_eq!(sub.submit.get("core_mask"), Some(i64::from(job.core_mask)));
             assert_eq!(sub.submit.get("hw_elapse_time"), Some(1000 * n));
             let first_task = &sub.tasks[0];
             assert_eq!(
