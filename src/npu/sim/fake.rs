@@ -477,7 +477,6 @@ impl FakeRknpu {
         if s.task_number == 0 {
             return Err(self.c.fail(Errno::EINVAL, "SUBMIT: task_number 0".into()));
         }
-        let ranges = self.core_ranges(&s)?;
         let domain = s.iommu_domain_id;
         let Some(sim) = self.c.domains.get(domain as usize).cloned() else {
             return Err(self.c.fail(
@@ -551,6 +550,7 @@ impl FakeRknpu {
                 ));
             }
         }
+        let ranges = self.core_ranges(&s)?;
         match self.c.sim.faults.take() {
             Fault::Timeout => return Err(self.c.fail(Errno::ETIMEDOUT, "injected timeout".into())),
             Fault::Fail => return Err(self.c.fail(Errno::EIO, "injected failure".into())),
@@ -925,6 +925,7 @@ impl FakeRocket {
                 );
                 core
             };
+            self.c.log(format!("SUBMIT job of {} tasks", tasks.len()));
             ranges.push((core, first_task as u32, tasks.len() as u32));
             first_task += tasks.len();
             loaded.push((core, ops));
