@@ -688,6 +688,12 @@ impl DrmIo for Arc<FakeRknpu> {
                     RKNPU_GET_IOMMU_EN => u32::from(self.c.cfg.iommu),
                     RKNPU_GET_TOTAL_SRAM_SIZE | RKNPU_GET_FREE_SRAM_SIZE => 0,
                     RKNPU_GET_IOMMU_DOMAIN_ID if self.c.domains.len() > 1 => 0,
+                    // A driver of one domain refuses the probe: expected,
+                    // so not recorded as a misuse.
+                    RKNPU_GET_IOMMU_DOMAIN_ID => {
+                        self.c.log("ACTION GET_IOMMU_DOMAIN_ID: one domain".into());
+                        return Err(Errno::EINVAL);
+                    }
                     other => {
                         return Err(self
                             .c
