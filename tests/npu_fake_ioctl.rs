@@ -962,3 +962,139 @@ fn int4_is_off_on_hardware_unless_asked() {
     // Asked for, it runs the capture's register sequence (on the fake's sim).
     assert_eq!(run(true).unwrap(), MatmulOutput::I32(vec![64; 4 * 64]));
 }
+
+// ------------------------------------------------------------ three cores
+
+/// fp16 (FP32 out) with the given options, as raw output bits.
+fn fp16_bits(dev: &dyn NpuDevice, m: usize, k: usize, n: usize, o: &MatmulOptions) -> Vec<u32> {
+    let mut rng = Rng::new((m + k + n) as u64);
+    let a: Vec<u16> = (0..m * k).map(|_| rng.f16()).collect();
+    let b: Vec<u16> = (0..n * k).map(|_| rng.f16()).collect();
+    match matmul::matmul(
+        dev,
+        MatmulType::Fp16,
+        m,
+        k,
+        n,
+        Operands::Fp16 { a: &a, b: &b },
+        o,
+    )
+    .unwrap()
+    {
+        MatmulOutput::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
+        other => panic!("fp32 output expected, got {other:?}"),
+    }
+}
+
+#[test]
+fn three_core_submits_on_both_fake_drivers() {
+    let three = MatmulOptions {
+        cores: vec![0, 1, 2],
+        ..Default::default()
+    };
+    // By N (N = 3 x 32 int8 kernels) and by M (96 rows through 32 kernels).
+    for (m, k, n) in [(4, 64, 96), (96, 64, 32)] {
+        let (fake, dev) = rknpu(FakeConfig::default());
+        int8_case(&dev, m, k, n, vec![0, 1, 2]).unwrap();
+        let sub = fake.submits().last().cloned().unwrap();
+        assert_eq!(sub.core_mask, 7, "{sub:?}");
+        assert!(sub.concurrent);
+        assert_eq!(
+            sub.ranges.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        // Consecutive, disjoint, covering the submit's tasks.
+        let mut next = 0;
+        for &(_, first, count) in &sub.ranges {
+            assert_eq!(first, next, "{sub:?}");
+            assert!(count > 0);
+            next += count;
+        }
+        let (fake, dev) = rocket(FakeConfig::default());
+        int8_case(&dev, m, k, n, vec![0, 1, 2]).unwrap();
+        let sub = fake.submits().last().cloned().unwrap();
+        assert_eq!((sub.core_mask, sub.ranges.len()), (7, 3), "{sub:?}");
+        assert!(sub.concurrent, "one output buffer per job");
+        assert!(fake.last_error().is_none(), "{:?}", fake.last_error());
+    }
+    // fp16 bits on three cores equal one core's, on both drivers.
+    let one = MatmulOptions::default();
+    let (_f, dev) = rknpu(FakeConfig::default());
+    for (m, k, n) in [(8, 96, 48), (64, 96, 16)] {
+        let want = fp16_bits(&dev, m, k, n, &one);
+        assert_eq!(fp16_bits(&dev, m, k, n, &three), want, "rknpu {m}x{k}x{n}");
+        let (_f, rdev) = rocket(FakeConfig::default());
+        assert_eq!(fp16_bits(&rdev, m, k, n, &three), want, "rocket {m}x{k}x{n}");
+    }
+}
+
+/// A raw RKNPU_SUBMIT of three valid task records on all three cores with
+/// the given subcore ranges (entries 2..4 are cores 0..2).
+fn three_core_submit(fake: &Arc<FakeRknpu>, ranges: [(u32, u32); 3]) -> Result<(), Errno> {
+    let io: &dyn DrmIo = fake;
+    let tasks = create(fake, RKNPU_MEM_KERNEL_MAPPING);
+    let cmd = create(fake, 0);
+    let mut m = RknpuMemMap {
+        handle: tasks.handle,
+        ..Default::default()
+    };
+    drm::call(io, RKNPU_MEM_MAP, &mut m).unwrap();
+    let mut map = io.mmap(m.offset, 4096).unwrap();
+    let rec = RknpuTask {
+        enable_mask: RKNPU_TASK_ENABLE_MASK,
+        int_mask: RKNPU_TASK_INT_MASK_DPU,
+        int_clear: RKNPU_TASK_INT_CLEAR,
+        regcfg_amount: 104,
+        regcmd_addr: cmd.dma_addr,
+        ..Default::default()
+    };
+    for i in 0..3 {
+        map.write(i * 40, bytemuck::bytes_of(&rec)).unwrap();
+    }
+    let mut s = RknpuSubmit {
+        flags: RKNPU_JOB_PC | RKNPU_JOB_PINGPONG,
+        timeout: 100,
+        task_number: 3,
+        task_obj_addr: tasks.obj_addr,
+        core_mask: 7,
+        fence_fd: -1,
+        ..Default::default()
+    };
+    for (i, (start, number)) in ranges.into_iter().enumerate() {
+        s.subcore_task[i + 2] = RknpuSubcoreTask {
+            task_start: start,
+            task_number: number,
+        };
+    }
+    drm::call(io, RKNPU_SUBMIT, &mut s)
+}
+
+#[test]
+fn wrong_core_partitions_are_caught_by_the_fake() {
+    let cases: [([(u32, u32); 3], &str); 4] = [
+        ([(0, 2), (1, 1), (2, 1)], "overlap"),
+        ([(0, 2), (2, 1), (2, 1)], "overlap"),
+        ([(0, 1), (2, 1), (3, 0)], "no tasks"),
+        ([(1, 1), (2, 1), (0, 0)], "no tasks"),
+    ];
+    for (ranges, why) in cases {
+        let fake = FakeRknpu::new(FakeConfig::default());
+        assert_eq!(three_core_submit(&fake, ranges), Err(Errno::EINVAL));
+        let err = fake.last_error().unwrap();
+        assert!(err.contains(why), "{ranges:?}: {err}");
+    }
+    // A gap: tasks that run on no core.
+    let fake = FakeRknpu::new(FakeConfig::default());
+    assert_eq!(
+        three_core_submit(&fake, [(0, 1), (1, 1), (3, 1)]),
+        Err(Errno::EINVAL)
+    );
+    assert!(fake.last_error().unwrap().contains("run on no core"));
+    // Cores 0 and 2 together: a mask the vendor driver does not handle, so
+    // the device submits each core's share on its own.
+    let (fake, dev) = rknpu(FakeConfig::default());
+    assert!(!dev.runs_cores_together(&[0, 2]));
+    int8_case(&dev, 4, 64, 64, vec![0, 2]).unwrap();
+    let masks: Vec<u32> = fake.submits().iter().map(|s| s.core_mask).collect();
+    assert_eq!(masks, vec![1, 4]);
+}
