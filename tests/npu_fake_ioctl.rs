@@ -9,10 +9,11 @@ use rkinfer::npu::driver::drm::{self, DrmIo};
 use rkinfer::npu::driver::rknpu::RknpuDevice;
 use rkinfer::npu::driver::rocket::RocketDevice;
 use rkinfer::npu::driver::uapi::{self, *};
+use rkinfer::npu::ops::arena::WeightArena;
 use rkinfer::npu::ops::matmul::{self, MatmulOptions, MatmulOutput, Operands};
 use rkinfer::npu::selftest::Rng;
 use rkinfer::npu::sim::fake::{FakeConfig, FakeRknpu, FakeRocket, HighAddresses};
-use rkinfer::npu::{Fault, MatmulType, NpuDevice, NpuError};
+use rkinfer::npu::{Fault, MatmulType, NpuDevice, NpuError, PreparedWeights};
 
 fn rknpu(cfg: FakeConfig) -> (Arc<FakeRknpu>, RknpuDevice) {
     let fake = FakeRknpu::new(cfg);
@@ -1097,4 +1098,102 @@ fn wrong_core_partitions_are_caught_by_the_fake() {
     int8_case(&dev, 4, 64, 64, vec![0, 2]).unwrap();
     let masks: Vec<u32> = fake.submits().iter().map(|s| s.core_mask).collect();
     assert_eq!(masks, vec![1, 4]);
+}
+
+// ------------------------------------------------------- IOMMU domains
+
+/// `count` int8 weights of N = K = 1024 (1 MiB each) prepared in `arena`.
+fn mib_weights(
+    dev: &dyn NpuDevice,
+    arena: &WeightArena,
+    count: usize,
+) -> (Vec<i8>, Vec<Result<PreparedWeights, NpuError>>) {
+    let mut rng = Rng::new(77);
+    let b: Vec<i8> = (0..1024 * 1024).map(|_| rng.i8_in(-128, 127)).collect();
+    let o = MatmulOptions {
+        cores: vec![0, 1, 2],
+        ..Default::default()
+    };
+    let prepared = (0..count)
+        .map(|_| {
+            PreparedWeights::new_in(
+                dev,
+                Some(arena),
+                MatmulType::Int8,
+                1024,
+                1024,
+                matmul::Weights::Int8(&b),
+                &o,
+            )
+        })
+        .collect();
+    (b, prepared)
+}
+
+#[test]
+fn weights_beyond_one_address_space_spread_over_iommu_domains() {
+    // 16 domains of 16 MiB: 8 MiB of weights each; 24 MiB of weights.
+    let (fake, dev) = rknpu(FakeConfig {
+        address_space: 16 << 20,
+        domains: 16,
+        ..Default::default()
+    });
+    let dev = dev.with_address_space(16 << 20);
+    assert_eq!(dev.info().iommu_domains, 16);
+    let arena = WeightArena::new(4 << 20);
+    let (b, prepared) = mib_weights(&dev, &arena, 24);
+    let prepared: Vec<PreparedWeights> = prepared.into_iter().map(Result::unwrap).collect();
+    assert_eq!(arena.domains_used(), 3);
+    // One buffer per group of weights (4 MiB chunks), not per tensor.
+    assert_eq!(arena.chunks(), 6);
+    assert_eq!(fake.live_handles().len(), arena.chunks());
+    assert_eq!(fake.buffers_per_domain()[..4], [2, 2, 2, 0]);
+    // A weight of the third domain runs there, with the right result.
+    let last = prepared.last().unwrap();
+    assert_eq!(last.domain(), 2);
+    let mut rng = Rng::new(3);
+    let a: Vec<i8> = (0..8 * 1024).map(|_| rng.i8_in(-128, 127)).collect();
+    let got = last
+        .matmul(&dev, matmul::Activations::Int8(&a), 8)
+        .unwrap();
+    assert_eq!(
+        got,
+        MatmulOutput::I32(matmul::reference_int8(&a, &b, 8, 1024, 1024))
+    );
+    let sub = fake.submits().last().cloned().unwrap();
+    assert_eq!((sub.domain, sub.core_mask), (2, 7));
+    assert!(fake.last_error().is_none(), "{:?}", fake.last_error());
+    // The buffers go with the last weight and the arena.
+    drop((prepared, arena));
+    assert!(fake.live_handles().is_empty());
+}
+
+#[test]
+fn without_domains_the_weights_that_fit_are_offloaded() {
+    // One 16 MiB address space: 14 MiB for weights, the rest for submits.
+    let (fake, dev) = rknpu(FakeConfig {
+        address_space: 16 << 20,
+        domains: 1,
+        ..Default::default()
+    });
+    let dev = dev.with_address_space(16 << 20);
+    assert_eq!(dev.info().iommu_domains, 1);
+    let arena = WeightArena::new(4 << 20);
+    let (b, prepared) = mib_weights(&dev, &arena, 24);
+    let fitted: Vec<&PreparedWeights> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
+    assert_eq!(fitted.len(), 14, "whole weights within the budget");
+    assert!(prepared[14..]
+        .iter()
+        .all(|p| matches!(p, Err(NpuError::OutOfDeviceMemory { .. }))));
+    assert!(arena.chunks() <= 4);
+    assert_eq!(fake.live_handles().len(), arena.chunks());
+    // What fitted still runs: the submits have room.
+    let a = vec![1i8; 4 * 1024];
+    let got = fitted[13]
+        .matmul(&dev, matmul::Activations::Int8(&a), 4)
+        .unwrap();
+    assert_eq!(
+        got,
+        MatmulOutput::I32(matmul::reference_int8(&a, &b, 4, 1024, 1024))
+    );
 }

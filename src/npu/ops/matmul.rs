@@ -10,6 +10,7 @@
 //! most 4096 kernels; M is padded to a multiple of 4 (M = 1 stays 1) and cut
 //! into chained tasks whose input fits 11 CBUF banks.
 
+use super::arena::{WeightArena, WeightSlice};
 use crate::npu::command::layout;
 use crate::npu::command::task::{self, MatmulType, TaskDesc, CBUF_BANKS, CBUF_BANK_BYTES};
 use crate::npu::driver::device::{
@@ -829,16 +830,32 @@ pub struct PreparedWeights {
     pub k: usize,
     pub n: usize,
     opts: MatmulOptions,
-    buf: NpuBuffer,
+    /// B in device memory: a buffer of its own or a slice of an arena's.
+    store: WeightSlice,
     /// The K segments the weights were packed for (M and the N tiles are
     /// planned per call).
     k_segs: Vec<Span>,
 }
 
 impl PreparedWeights {
-    /// Packs B (N x K) to the native weight layout on `dev`.
+    /// Packs B (N x K) to the native weight layout on `dev`, in a buffer
+    /// of its own.
     pub fn new(
         dev: &dyn NpuDevice,
+        ty: MatmulType,
+        k: usize,
+        n: usize,
+        weights: Weights<'_>,
+        opts: &MatmulOptions,
+    ) -> Result<Self, NpuError> {
+        Self::new_in(dev, None, ty, k, n, weights, opts)
+    }
+
+    /// [`new`](Self::new), in `arena`'s buffers when given (many weights
+    /// per driver buffer, over several IOMMU domains).
+    pub fn new_in(
+        dev: &dyn NpuDevice,
+        arena: Option<&WeightArena>,
         ty: MatmulType,
         k: usize,
         n: usize,
@@ -855,7 +872,10 @@ impl PreparedWeights {
         let r = regions(&p);
         let vals = bits_of_weights(&weights, ty, n, k)?;
         let bits = ty.input_bits();
-        let mut buf = dev.alloc(r.b_total)?;
+        let buf = match arena {
+            Some(arena) => arena.alloc(dev, r.b_total)?,
+            None => WeightSlice::whole(dev.alloc(r.b_total)?),
+        };
         // Per K segment all N rows, packed in slices of whole row groups
         // (each slice lands where the full packing would put it).
         let rows_per_pack = opts.envelope.max_n().max(ty.b_group());
@@ -875,14 +895,20 @@ impl PreparedWeights {
             k,
             n,
             opts: opts.clone(),
-            buf,
+            store: buf,
             k_segs: p.k_segs,
         })
     }
 
     /// Device bytes held.
     pub fn device_bytes(&self) -> usize {
-        self.buf.len()
+        self.store.len()
+    }
+
+    /// IOMMU domain of the weights: every buffer of their submits is
+    /// allocated there.
+    pub fn domain(&self) -> u32 {
+        self.store.domain()
     }
 
     /// C = A * B^T for A of M x K.
@@ -917,7 +943,8 @@ impl PreparedWeights {
         let bits = ty.input_bits();
 
         // A: one block per (m tile, k seg); padded rows stay zero.
-        let mut a_buf = dev.alloc(r.a_total)?;
+        let domain = self.store.domain();
+        let mut a_buf = dev.alloc_in(r.a_total, domain)?;
         trace.buffers.push(BufferTrace::of("A", &a_buf));
         for (mi, ms) in p.m_tiles.iter().enumerate() {
             for (ki, ks) in p.k_segs.iter().enumerate() {
@@ -943,12 +970,12 @@ impl PreparedWeights {
         // addresses are only known after allocating. The sentinel shows
         // afterwards which tiles the NPU never wrote (rocket's SUBMIT
         // returns 0 even for a job it rejects).
-        let (mut tasks, _) = plan_tasks(&p, &r, a_buf.dma_addr(), self.buf.dma_addr(), 0)?;
+        let (mut tasks, _) = plan_tasks(&p, &r, a_buf.dma_addr(), self.store.dma_addr(), 0)?;
         let out_bytes = ty.output_bytes();
         let per_core = core_outputs(&tasks, out_bytes as usize);
         let mut c_bufs: Vec<NpuBuffer> = Vec::with_capacity(per_core.len());
         for (_, task_range, c_range) in &per_core {
-            let mut c_buf = dev.alloc(c_range.len())?;
+            let mut c_buf = dev.alloc_in(c_range.len(), domain)?;
             trace.buffers.push(BufferTrace::of("C", &c_buf));
             c_buf.write(
                 0,
@@ -983,7 +1010,7 @@ impl PreparedWeights {
         let submits = plan_submits(&tasks, self.opts.max_tasks_per_submit, limit_ms, together);
         for submit in &submits {
             let n_tasks = submit.tasks();
-            let mut regcmd = dev.alloc(n_tasks * ty.task_entries() * 8)?;
+            let mut regcmd = dev.alloc_in(n_tasks * ty.task_entries() * 8, domain)?;
             let mut words = Vec::with_capacity(n_tasks * ty.task_entries());
             let mut refs = Vec::with_capacity(n_tasks);
             let mut first = 0;
@@ -1020,11 +1047,13 @@ impl PreparedWeights {
                     outputs: out,
                 })
                 .collect();
+            // Held for the submit only: other weights share the buffer.
+            let weights = self.store.chunk().buffer();
             let job = Job {
                 regcmd: &regcmd,
                 tasks: &refs,
                 shares: &shares,
-                inputs: &[&a_buf, &self.buf],
+                inputs: &[&a_buf, &weights],
                 timeout_ms: self.opts.timeout_ms,
             };
             let started = std::time::Instant::now();
@@ -1042,6 +1071,7 @@ impl PreparedWeights {
                 error: result.as_ref().err().map(|e| e.to_string()),
                 submit: dev.last_submit(),
             });
+            drop(weights);
             result?;
         }
         for c_buf in &c_bufs {
