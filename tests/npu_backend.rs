@@ -309,7 +309,8 @@ fn three_npu_cores_give_the_one_core_logits() {
     assert!(fake.last_error().is_none(), "{:?}", fake.last_error());
 
     let fake = FakeRocket::new(FakeConfig::default());
-    let dev: Arc<dyn NpuDevice> = Arc::new(RocketDevice::open(Box::new(fake.clone()), "1.0.0".into()));
+    let dev: Arc<dyn NpuDevice> =
+        Arc::new(RocketDevice::open(Box::new(fake.clone()), "1.0.0".into()));
     let got = prompt_logits_with(NpuBackend::new(dev, quant, opts));
     assert_eq!(bits(&got), bits(&want));
     assert!(three_at_once(&fake.submits()), "{:?}", fake.submits());

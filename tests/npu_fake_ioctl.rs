@@ -1025,7 +1025,11 @@ fn three_core_submits_on_both_fake_drivers() {
         let want = fp16_bits(&dev, m, k, n, &one);
         assert_eq!(fp16_bits(&dev, m, k, n, &three), want, "rknpu {m}x{k}x{n}");
         let (_f, rdev) = rocket(FakeConfig::default());
-        assert_eq!(fp16_bits(&rdev, m, k, n, &three), want, "rocket {m}x{k}x{n}");
+        assert_eq!(
+            fp16_bits(&rdev, m, k, n, &three),
+            want,
+            "rocket {m}x{k}x{n}"
+        );
     }
 }
 
@@ -1153,9 +1157,7 @@ fn weights_beyond_one_address_space_spread_over_iommu_domains() {
     assert_eq!(last.domain(), 2);
     let mut rng = Rng::new(3);
     let a: Vec<i8> = (0..8 * 1024).map(|_| rng.i8_in(-128, 127)).collect();
-    let got = last
-        .matmul(&dev, matmul::Activations::Int8(&a), 8)
-        .unwrap();
+    let got = last.matmul(&dev, matmul::Activations::Int8(&a), 8).unwrap();
     assert_eq!(
         got,
         MatmulOutput::I32(matmul::reference_int8(&a, &b, 8, 1024, 1024))

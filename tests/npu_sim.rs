@@ -525,7 +525,8 @@ fn cores_running_together_only_touch_their_own_outputs() {
     assert!(err.to_string().contains("must not share memory"), "{err}");
     let err = two_core_job(&dev, SecondOutput::Undeclared).unwrap_err();
     assert!(
-        err.to_string().contains("outside the output buffers of its share"),
+        err.to_string()
+            .contains("outside the output buffers of its share"),
         "{err}"
     );
 }
@@ -573,8 +574,16 @@ fn three_cores_by_m_and_by_n_are_bit_exact() {
         let a: Vec<u16> = (0..m * k).map(|_| rng.f16()).collect();
         let b: Vec<u16> = (0..n * k).map(|_| rng.f16()).collect();
         let run = |o: &MatmulOptions| {
-            matmul::matmul(&dev, MatmulType::Fp16, m, k, n, Operands::Fp16 { a: &a, b: &b }, o)
-                .unwrap()
+            matmul::matmul(
+                &dev,
+                MatmulType::Fp16,
+                m,
+                k,
+                n,
+                Operands::Fp16 { a: &a, b: &b },
+                o,
+            )
+            .unwrap()
         };
         assert_eq!(run(&o), run(&opts(128, 1)), "{split:?}");
     }

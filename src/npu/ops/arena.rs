@@ -247,7 +247,11 @@ impl WeightArena {
                 // weight) may still fit here; else the next domain.
                 Err(e) if is_full(&e) && want > size => {
                     let left = budget.saturating_sub(st.domain_used) as usize / ALIGN * ALIGN;
-                    want = if (size..want).contains(&left) { left } else { size };
+                    want = if (size..want).contains(&left) {
+                        left
+                    } else {
+                        size
+                    };
                 }
                 Err(e) if is_full(&e) => {
                     st.domain += 1;

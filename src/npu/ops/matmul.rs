@@ -332,7 +332,10 @@ pub fn plan(
     } else if by == CoreSplit::M {
         let mut tiles = Vec::new();
         let mut owners = Vec::new();
-        for (i, part) in split(m_pad, m_pad.div_ceil(cores.len()), 4).iter().enumerate() {
+        for (i, part) in split(m_pad, m_pad.div_ceil(cores.len()), 4)
+            .iter()
+            .enumerate()
+        {
             for sub in split(part.len, m_max, 4) {
                 tiles.push(Span {
                     start: part.start + sub.start,
@@ -499,15 +502,15 @@ pub fn plan_tasks(
                     c_total += align_up(ms.len * ns.len * out_bytes);
                     tasks.push(PlannedTask {
                         core,
-                    desc: TaskDesc {
-                        ty: p.ty,
-                        m: ms.len as u32,
-                        k: ks.len as u32,
-                        n: ns.len as u32,
-                        a_addr: addr(a_base, r.a_offsets[mi][ki])?,
-                        b_addr: addr(b_base, r.b_offsets[ni][ki])?,
-                        c_addr: addr(c_base, c_off)?,
-                    },
+                        desc: TaskDesc {
+                            ty: p.ty,
+                            m: ms.len as u32,
+                            k: ks.len as u32,
+                            n: ns.len as u32,
+                            a_addr: addr(a_base, r.a_offsets[mi][ki])?,
+                            b_addr: addr(b_base, r.b_offsets[ni][ki])?,
+                            c_addr: addr(c_base, c_off)?,
+                        },
                         m_tile: *ms,
                         n_tile: *ns,
                         k_seg: *ks,
@@ -619,7 +622,12 @@ pub fn submit_plan(
 ) -> Result<Vec<PlannedSubmit>, NpuError> {
     let p = plan(ty, m, k, n, opts)?;
     let (tasks, _) = plan_tasks(&p, &regions(&p), 0, 0, 0)?;
-    Ok(plan_submits(&tasks, opts.max_tasks_per_submit, limit_ms, together))
+    Ok(plan_submits(
+        &tasks,
+        opts.max_tasks_per_submit,
+        limit_ms,
+        together,
+    ))
 }
 
 fn bits_of_weights(

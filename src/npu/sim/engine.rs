@@ -43,7 +43,10 @@ fn footprints(op: &Op) -> [(u64, u64); 3] {
     [
         (op.a as u64, layout::a_bytes(op.m, op.k, bits) as u64),
         (op.b as u64, layout::a_bytes(op.n, op.k, bits) as u64),
-        (op.c as u64, (op.m * op.n) as u64 * u64::from(op.output.bytes())),
+        (
+            op.c as u64,
+            (op.m * op.n) as u64 * u64::from(op.output.bytes()),
+        ),
     ]
 }
 
@@ -136,7 +139,10 @@ impl SimCore {
             for (task, op) in ops {
                 let (c_start, c_len) = footprints(op)[2];
                 if let Some(w) = windows.and_then(|w| w.get(ci)) {
-                    if !w.iter().any(|&(s, l)| c_start >= s && c_start + c_len <= s + l) {
+                    if !w
+                        .iter()
+                        .any(|&(s, l)| c_start >= s && c_start + c_len <= s + l)
+                    {
                         return Err(fault(
                             *task,
                             format!(
@@ -145,7 +151,9 @@ impl SimCore {
                         ));
                     }
                 }
-                for (_, (other_core, others)) in loaded.iter().enumerate().filter(|&(cj, _)| cj != ci) {
+                for (_, (other_core, others)) in
+                    loaded.iter().enumerate().filter(|&(cj, _)| cj != ci)
+                {
                     for (other, oop) in others {
                         if let Some(&(s, l)) = footprints(oop)
                             .iter()
@@ -182,7 +190,12 @@ impl SimCore {
 
     /// Reads and checks one task's command words: its tail link and the
     /// operation its registers describe.
-    pub(super) fn load_task(&self, task: usize, addr: u32, entries: usize) -> Result<(TailLink, Op), NpuError> {
+    pub(super) fn load_task(
+        &self,
+        task: usize,
+        addr: u32,
+        entries: usize,
+    ) -> Result<(TailLink, Op), NpuError> {
         if !addr.is_multiple_of(16) {
             return Err(NpuError::BadCommandStream {
                 task,

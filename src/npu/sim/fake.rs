@@ -131,7 +131,12 @@ impl Common {
     fn new(cfg: FakeConfig) -> Self {
         let limit = SIM_ADDR_BASE.saturating_add(cfg.address_space).min(1 << 32);
         let domains: Vec<Arc<SimCore>> = (0..cfg.domains.max(1))
-            .map(|_| Arc::new(SimCore::new(Arc::new(AddressSpace::new(SIM_ADDR_BASE, limit)))))
+            .map(|_| {
+                Arc::new(SimCore::new(Arc::new(AddressSpace::new(
+                    SIM_ADDR_BASE,
+                    limit,
+                ))))
+            })
             .collect();
         Common {
             sim: domains[0].clone(),
@@ -493,7 +498,9 @@ impl FakeRknpu {
         if task_domain != domain {
             return Err(self.c.fail(
                 Errno::EINVAL,
-                format!("SUBMIT: task buffer in IOMMU domain {task_domain}, the submit names {domain}"),
+                format!(
+                    "SUBMIT: task buffer in IOMMU domain {task_domain}, the submit names {domain}"
+                ),
             ));
         }
         if task_flags & RKNPU_MEM_KERNEL_MAPPING == 0 {
@@ -609,10 +616,15 @@ impl FakeRknpu {
     fn core_ranges(&self, s: &RknpuSubmit) -> Result<Vec<(u32, u32, u32)>, Errno> {
         let mask = s.core_mask;
         let cores: Vec<u32> = (0..3).filter(|c| mask & (1 << c) != 0).collect();
-        if mask == 0 || mask & !7 != 0 || cores.iter().any(|&c| uapi::subcore_slot(mask, c).is_none()) {
+        if mask == 0
+            || mask & !7 != 0
+            || cores.iter().any(|&c| uapi::subcore_slot(mask, c).is_none())
+        {
             return Err(self.c.fail(
                 Errno::EINVAL,
-                format!("SUBMIT: core_mask {mask:#x} (the driver runs cores 0, 1, 2, 0+1 or 0+1+2)"),
+                format!(
+                    "SUBMIT: core_mask {mask:#x} (the driver runs cores 0, 1, 2, 0+1 or 0+1+2)"
+                ),
             ));
         }
         let mut ranges: Vec<(u32, u32, u32)> = cores
@@ -625,7 +637,9 @@ impl FakeRknpu {
         if let Some(&(c, ..)) = ranges.iter().find(|r| r.2 == 0) {
             return Err(self.c.fail(
                 Errno::EINVAL,
-                format!("SUBMIT: core {c} is in core_mask {mask:#x} but its subcore range has no tasks"),
+                format!(
+                    "SUBMIT: core {c} is in core_mask {mask:#x} but its subcore range has no tasks"
+                ),
             ));
         }
         ranges.sort_by_key(|r| r.1);
@@ -944,10 +958,11 @@ impl FakeRocket {
             .sim
             .run_loaded(&loaded, Some(&windows))
             .map_err(|e| self.c.fail(Errno::EIO, format!("NPU fault: {e}")))?;
-        let shared_output = out_sets
-            .iter()
-            .enumerate()
-            .any(|(i, a)| out_sets[..i].iter().any(|b| a.iter().any(|h| b.contains(h))));
+        let shared_output = out_sets.iter().enumerate().any(|(i, a)| {
+            out_sets[..i]
+                .iter()
+                .any(|b| a.iter().any(|h| b.contains(h)))
+        });
         if !ranges.is_empty() {
             self.c.record(FakeSubmit {
                 core_mask: ranges.iter().fold(0, |m, r| m | 1 << r.0),
