@@ -144,16 +144,17 @@ pub enum CoreSplit {
 impl CoreSplit {
     /// The split a shape gets on `cores` cores. Split by N every core
     /// reads all of A and a `1/cores` slice of B; by M all of B and a
-    /// slice of A: so M wins when A is the larger operand (M > N, a long
-    /// prompt through a narrow matrix) or when N has fewer row groups than
-    /// there are cores. Splitting by M needs at least 4 rows per core.
+    /// slice of A: so M wins when A is clearly the larger operand (M >= 2N,
+    /// a long prompt through a narrow matrix; near M = N rk-llama.cpp's N
+    /// split is kept) or when N has fewer row groups than there are cores.
+    /// Splitting by M needs at least 4 rows per core.
     pub fn resolve(self, m_pad: usize, n: usize, group: usize, cores: usize) -> CoreSplit {
         let m_possible = cores > 1 && m_pad >= 4 * cores;
         match self {
             CoreSplit::N => CoreSplit::N,
             CoreSplit::M if m_possible => CoreSplit::M,
             CoreSplit::M => CoreSplit::N,
-            CoreSplit::Auto if m_possible && (m_pad > n || n < group * cores) => CoreSplit::M,
+            CoreSplit::Auto if m_possible && (m_pad >= 2 * n || n < group * cores) => CoreSplit::M,
             CoreSplit::Auto => CoreSplit::N,
         }
     }

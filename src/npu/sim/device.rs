@@ -214,6 +214,7 @@ fn sim_record(job: &Job<'_>, result: &Result<JobStats, NpuError>) -> SubmitRecor
         ioctl: "npu-sim",
         struct_size: 0,
         submit: Fields(vec![
+            ("core", job.shares.first().map_or(0, |s| s.core) as i64),
             ("core_mask", job.core_mask() as i64),
             ("cores", job.cores_used() as i64),
             ("task_number", job.tasks.len() as i64),
