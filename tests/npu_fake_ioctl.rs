@@ -1134,15 +1134,20 @@ fn mib_weights(
     (b, prepared)
 }
 
+/// A fake vendor driver whose `domains` IOMMU domains hold 16 MiB each.
+fn rknpu_of_16_mib(domains: u32) -> (Arc<FakeRknpu>, RknpuDevice) {
+    let (fake, dev) = rknpu(FakeConfig {
+        address_space: 16 << 20,
+        domains,
+        ..Default::default()
+    });
+    (fake, dev.with_address_space(16 << 20))
+}
+
 #[test]
 fn weights_beyond_one_address_space_spread_over_iommu_domains() {
     // 16 domains of 16 MiB: 8 MiB of weights each; 24 MiB of weights.
-    let (fake, dev) = rknpu(FakeConfig {
-        address_space: 16 << 20,
-        domains: 16,
-        ..Default::default()
-    });
-    let dev = dev.with_address_space(16 << 20);
+    let (fake, dev) = rknpu_of_16_mib(16);
     assert_eq!(dev.info().iommu_domains, 16);
     let arena = WeightArena::new(4 << 20);
     let (b, prepared) = mib_weights(&dev, &arena, 24);
@@ -1173,12 +1178,7 @@ fn weights_beyond_one_address_space_spread_over_iommu_domains() {
 #[test]
 fn without_domains_the_weights_that_fit_are_offloaded() {
     // One 16 MiB address space: 14 MiB for weights, the rest for submits.
-    let (fake, dev) = rknpu(FakeConfig {
-        address_space: 16 << 20,
-        domains: 1,
-        ..Default::default()
-    });
-    let dev = dev.with_address_space(16 << 20);
+    let (fake, dev) = rknpu_of_16_mib(1);
     assert_eq!(dev.info().iommu_domains, 1);
     let arena = WeightArena::new(4 << 20);
     let (b, prepared) = mib_weights(&dev, &arena, 24);
