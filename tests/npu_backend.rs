@@ -16,8 +16,9 @@ use rkinfer::backend::npu::NpuBackend;
 use rkinfer::backend::{Backend, DeviceOptions};
 use rkinfer::model::{LogitsMode, Model, ModelOptions, StateOptions};
 use rkinfer::npu::driver::rknpu::RknpuDevice;
+use rkinfer::npu::driver::rocket::RocketDevice;
 use rkinfer::npu::ops::cache::{CacheStats, WeightCache};
-use rkinfer::npu::sim::fake::{FakeConfig, FakeRknpu};
+use rkinfer::npu::sim::fake::{FakeConfig, FakeRknpu, FakeRocket, FakeSubmit};
 use rkinfer::npu::{Fault, MatmulOptions, NpuDevice, SimDevice};
 use rkinfer::session::LoadOptions;
 use rkinfer::tokenizer::Tokenizer;
@@ -273,38 +274,46 @@ fn npu_cores_are_parsed_and_checked() {
     assert_eq!(parse_npu_cores("1").expect("1"), vec![0]);
     assert_eq!(parse_npu_cores("0,2").expect("0,2"), vec![0, 2]);
     assert_eq!(parse_npu_cores("2,").expect("2,"), vec![2]);
+    // auto: every core the driver reports.
+    assert_eq!(parse_npu_cores("auto").expect("auto"), Vec::<u32>::new());
     for bad in ["0", "4", "0,3", "1,1", "x", ",", ""] {
         assert!(parse_npu_cores(bad).is_err(), "{bad:?} accepted");
     }
 }
 
-/// N split across three cores of the (fake) vendor driver: one submit per
-/// core with that core's mask, and the same logits as one core (each
-/// output is still one task's sum).
+/// Each matmul split across the three cores of the (fake) vendor driver and
+/// of the (fake) rocket driver: submits that keep all three cores busy at
+/// once (vendor: core mask 7 with three subcore task ranges; rocket: three
+/// jobs in one SUBMIT, one per core queue), and the logits of one core bit
+/// for bit (each output is still one task's sum).
 #[test]
 fn three_npu_cores_give_the_one_core_logits() {
     let quant = NpuQuant::parse("w8a8").expect("quant");
     let one: Arc<dyn NpuDevice> = Arc::new(SimDevice::new());
     let want = prompt_logits_with(NpuBackend::new(one, quant, MatmulOptions::default()));
+    let opts = MatmulOptions {
+        cores: parse_npu_cores("3").expect("cores"),
+        ..MatmulOptions::default()
+    };
+    let three_at_once = |subs: &[FakeSubmit]| {
+        subs.iter()
+            .any(|s| s.core_mask == 7 && s.ranges.len() == 3 && s.concurrent)
+    };
 
     let fake = FakeRknpu::new(FakeConfig::default());
     let dev: Arc<dyn NpuDevice> =
         Arc::new(RknpuDevice::open(Box::new(fake.clone())).expect("fake rknpu opens"));
-    let opts = MatmulOptions {
-        cores: parse_npu_cores("0,1,2").expect("cores"),
-        ..MatmulOptions::default()
-    };
+    let got = prompt_logits_with(NpuBackend::new(dev, quant, opts.clone()));
+    assert_eq!(bits(&got), bits(&want));
+    assert!(three_at_once(&fake.submits()), "{:?}", fake.submits());
+    assert!(fake.last_error().is_none(), "{:?}", fake.last_error());
+
+    let fake = FakeRocket::new(FakeConfig::default());
+    let dev: Arc<dyn NpuDevice> =
+        Arc::new(RocketDevice::open(Box::new(fake.clone()), "1.0.0".into()));
     let got = prompt_logits_with(NpuBackend::new(dev, quant, opts));
     assert_eq!(bits(&got), bits(&want));
-    let log = fake.log();
-    for mask in ["0x1", "0x2", "0x4"] {
-        let tag = format!("core mask {mask}");
-        assert!(
-            log.iter()
-                .any(|l| l.starts_with("SUBMIT") && l.ends_with(&tag)),
-            "no submit on {tag}"
-        );
-    }
+    assert!(three_at_once(&fake.submits()), "{:?}", fake.submits());
     assert!(fake.last_error().is_none(), "{:?}", fake.last_error());
 }
 

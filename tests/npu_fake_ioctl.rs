@@ -9,10 +9,11 @@ use rkinfer::npu::driver::drm::{self, DrmIo};
 use rkinfer::npu::driver::rknpu::RknpuDevice;
 use rkinfer::npu::driver::rocket::RocketDevice;
 use rkinfer::npu::driver::uapi::{self, *};
+use rkinfer::npu::ops::arena::WeightArena;
 use rkinfer::npu::ops::matmul::{self, MatmulOptions, MatmulOutput, Operands};
 use rkinfer::npu::selftest::Rng;
 use rkinfer::npu::sim::fake::{FakeConfig, FakeRknpu, FakeRocket, HighAddresses};
-use rkinfer::npu::{Fault, MatmulType, NpuDevice, NpuError};
+use rkinfer::npu::{Fault, MatmulType, NpuDevice, NpuError, PreparedWeights};
 
 fn rknpu(cfg: FakeConfig) -> (Arc<FakeRknpu>, RknpuDevice) {
     let fake = FakeRknpu::new(cfg);
@@ -114,7 +115,8 @@ fn rknpu_new_driver_runs_matmuls_and_frees_buffers() {
         "{:?}",
         fake.log()
     );
-    assert!(fake.log().iter().any(|l| l.contains("core mask 0x2")));
+    // Both cores in one submit.
+    assert!(fake.log().iter().any(|l| l.contains("core mask 0x3")));
     assert!(
         fake.live_handles().is_empty(),
         "leaked {:?}",
@@ -130,6 +132,7 @@ fn rknpu_old_driver_uses_40_byte_mem_create_and_non_dma32_meaning() {
         version: uapi::rknpu_version(0, 8, 2),
         iommu: false,
         high_addresses: HighAddresses::UnlessDma32,
+        ..Default::default()
     };
     let (fake, dev) = rknpu(cfg);
     int8_case(&dev, 4, 64, 32, vec![0]).unwrap();
@@ -535,9 +538,13 @@ fn rocket_rejects_pc_chained_tails() {
     let job = rkinfer::npu::Job {
         regcmd: &cmd,
         tasks: &refs,
-        core: 0,
+        shares: &[rkinfer::npu::CoreShare {
+            core: 0,
+            first: 0,
+            count: refs.len(),
+            outputs: &[&c],
+        }],
         inputs: &[&a, &b],
-        outputs: &[&c],
         timeout_ms: 500,
     };
     let err = dev.submit(&job).unwrap_err();
@@ -580,6 +587,7 @@ fn rknpu_old_submit_layout_reports_unknown_hw_time() {
             version,
             iommu: false,
             high_addresses: HighAddresses::Never,
+            ..Default::default()
         });
         let (a, b, c) = (
             dev.alloc(4 * 64).unwrap(),
@@ -612,9 +620,13 @@ fn rknpu_old_submit_layout_reports_unknown_hw_time() {
         dev.submit(&Job {
             regcmd: &regcmd,
             tasks: &tasks,
-            core: 0,
+            shares: &[rkinfer::npu::CoreShare {
+                core: 0,
+                first: 0,
+                count: 1,
+                outputs: &[&c],
+            }],
             inputs: &[&a, &b],
-            outputs: &[&c],
             timeout_ms: 1000,
         })
         .unwrap()
@@ -852,7 +864,8 @@ fn selftest_report_on_each_fake_driver() {
             let n = job.tasks as i64;
             assert_eq!(sub.submit.get("task_number"), Some(n));
             assert_eq!(sub.submit.get("task_counter"), Some(n));
-            assert_eq!(sub.submit.get("core_mask"), Some(1 << job.core));
+            // The cores of a submit run together: the mask has them all.
+            assert_eq!(sub.submit.get("core_mask"), Some(i64::from(job.core_mask)));
             assert_eq!(sub.submit.get("hw_elapse_time"), Some(1000 * n));
             let first_task = &sub.tasks[0];
             assert_eq!(
@@ -949,4 +962,240 @@ fn int4_is_off_on_hardware_unless_asked() {
     assert!(err.contains("experimental"), "{err}");
     // Asked for, it runs the capture's register sequence (on the fake's sim).
     assert_eq!(run(true).unwrap(), MatmulOutput::I32(vec![64; 4 * 64]));
+}
+
+// ------------------------------------------------------------ three cores
+
+/// fp16 (FP32 out) with the given options, as raw output bits.
+fn fp16_bits(dev: &dyn NpuDevice, m: usize, k: usize, n: usize, o: &MatmulOptions) -> Vec<u32> {
+    let mut rng = Rng::new((m + k + n) as u64);
+    let a: Vec<u16> = (0..m * k).map(|_| rng.f16()).collect();
+    let b: Vec<u16> = (0..n * k).map(|_| rng.f16()).collect();
+    match matmul::matmul(
+        dev,
+        MatmulType::Fp16,
+        m,
+        k,
+        n,
+        Operands::Fp16 { a: &a, b: &b },
+        o,
+    )
+    .unwrap()
+    {
+        MatmulOutput::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
+        other => panic!("fp32 output expected, got {other:?}"),
+    }
+}
+
+#[test]
+fn three_core_submits_on_both_fake_drivers() {
+    let three = MatmulOptions {
+        cores: vec![0, 1, 2],
+        ..Default::default()
+    };
+    // By N (N = 3 x 32 int8 kernels) and by M (96 rows through 32 kernels).
+    for (m, k, n) in [(4, 64, 96), (96, 64, 32)] {
+        let (fake, dev) = rknpu(FakeConfig::default());
+        int8_case(&dev, m, k, n, vec![0, 1, 2]).unwrap();
+        let sub = fake.submits().last().cloned().unwrap();
+        assert_eq!(sub.core_mask, 7, "{sub:?}");
+        assert!(sub.concurrent);
+        assert_eq!(
+            sub.ranges.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        // Consecutive, disjoint, covering the submit's tasks.
+        let mut next = 0;
+        for &(_, first, count) in &sub.ranges {
+            assert_eq!(first, next, "{sub:?}");
+            assert!(count > 0);
+            next += count;
+        }
+        let (fake, dev) = rocket(FakeConfig::default());
+        int8_case(&dev, m, k, n, vec![0, 1, 2]).unwrap();
+        let sub = fake.submits().last().cloned().unwrap();
+        assert_eq!((sub.core_mask, sub.ranges.len()), (7, 3), "{sub:?}");
+        assert!(sub.concurrent, "one output buffer per job");
+        assert!(fake.last_error().is_none(), "{:?}", fake.last_error());
+    }
+    // fp16 bits on three cores equal one core's, on both drivers.
+    let one = MatmulOptions::default();
+    let (_f, dev) = rknpu(FakeConfig::default());
+    for (m, k, n) in [(8, 96, 48), (64, 96, 16)] {
+        let want = fp16_bits(&dev, m, k, n, &one);
+        assert_eq!(fp16_bits(&dev, m, k, n, &three), want, "rknpu {m}x{k}x{n}");
+        let (_f, rdev) = rocket(FakeConfig::default());
+        assert_eq!(
+            fp16_bits(&rdev, m, k, n, &three),
+            want,
+            "rocket {m}x{k}x{n}"
+        );
+    }
+}
+
+/// A raw RKNPU_SUBMIT of three valid task records on all three cores with
+/// the given subcore ranges (entries 2..4 are cores 0..2).
+fn three_core_submit(fake: &Arc<FakeRknpu>, ranges: [(u32, u32); 3]) -> Result<(), Errno> {
+    let io: &dyn DrmIo = fake;
+    let tasks = create(fake, RKNPU_MEM_KERNEL_MAPPING);
+    let cmd = create(fake, 0);
+    let mut m = RknpuMemMap {
+        handle: tasks.handle,
+        ..Default::default()
+    };
+    drm::call(io, RKNPU_MEM_MAP, &mut m).unwrap();
+    let mut map = io.mmap(m.offset, 4096).unwrap();
+    let rec = RknpuTask {
+        enable_mask: RKNPU_TASK_ENABLE_MASK,
+        int_mask: RKNPU_TASK_INT_MASK_DPU,
+        int_clear: RKNPU_TASK_INT_CLEAR,
+        regcfg_amount: 104,
+        regcmd_addr: cmd.dma_addr,
+        ..Default::default()
+    };
+    for i in 0..3 {
+        map.write(i * 40, bytemuck::bytes_of(&rec)).unwrap();
+    }
+    let mut s = RknpuSubmit {
+        flags: RKNPU_JOB_PC | RKNPU_JOB_PINGPONG,
+        timeout: 100,
+        task_number: 3,
+        task_obj_addr: tasks.obj_addr,
+        core_mask: 7,
+        fence_fd: -1,
+        ..Default::default()
+    };
+    for (i, (start, number)) in ranges.into_iter().enumerate() {
+        s.subcore_task[i + 2] = RknpuSubcoreTask {
+            task_start: start,
+            task_number: number,
+        };
+    }
+    drm::call(io, RKNPU_SUBMIT, &mut s)
+}
+
+#[test]
+fn wrong_core_partitions_are_caught_by_the_fake() {
+    let cases: [([(u32, u32); 3], &str); 4] = [
+        ([(0, 2), (1, 1), (2, 1)], "overlap"),
+        ([(0, 2), (2, 1), (2, 1)], "overlap"),
+        ([(0, 1), (2, 1), (3, 0)], "no tasks"),
+        ([(1, 1), (2, 1), (0, 0)], "no tasks"),
+    ];
+    for (ranges, why) in cases {
+        let fake = FakeRknpu::new(FakeConfig::default());
+        assert_eq!(three_core_submit(&fake, ranges), Err(Errno::EINVAL));
+        let err = fake.last_error().unwrap();
+        assert!(err.contains(why), "{ranges:?}: {err}");
+    }
+    // A gap: tasks that run on no core.
+    let fake = FakeRknpu::new(FakeConfig::default());
+    assert_eq!(
+        three_core_submit(&fake, [(0, 1), (1, 1), (3, 1)]),
+        Err(Errno::EINVAL)
+    );
+    assert!(fake.last_error().unwrap().contains("run on no core"));
+    // Cores 0 and 2 together: a mask the vendor driver does not handle, so
+    // the device submits each core's share on its own.
+    let (fake, dev) = rknpu(FakeConfig::default());
+    assert!(!dev.runs_cores_together(&[0, 2]));
+    int8_case(&dev, 4, 64, 64, vec![0, 2]).unwrap();
+    let masks: Vec<u32> = fake.submits().iter().map(|s| s.core_mask).collect();
+    assert_eq!(masks, vec![1, 4]);
+}
+
+// ------------------------------------------------------- IOMMU domains
+
+/// `count` int8 weights of N = K = 1024 (1 MiB each) prepared in `arena`.
+fn mib_weights(
+    dev: &dyn NpuDevice,
+    arena: &WeightArena,
+    count: usize,
+) -> (Vec<i8>, Vec<Result<PreparedWeights, NpuError>>) {
+    let mut rng = Rng::new(77);
+    let b: Vec<i8> = (0..1024 * 1024).map(|_| rng.i8_in(-128, 127)).collect();
+    let o = MatmulOptions {
+        cores: vec![0, 1, 2],
+        ..Default::default()
+    };
+    let prepared = (0..count)
+        .map(|_| {
+            PreparedWeights::new_in(
+                dev,
+                Some(arena),
+                MatmulType::Int8,
+                1024,
+                1024,
+                matmul::Weights::Int8(&b),
+                &o,
+            )
+        })
+        .collect();
+    (b, prepared)
+}
+
+/// A fake vendor driver whose `domains` IOMMU domains hold 16 MiB each.
+fn rknpu_of_16_mib(domains: u32) -> (Arc<FakeRknpu>, RknpuDevice) {
+    let (fake, dev) = rknpu(FakeConfig {
+        address_space: 16 << 20,
+        domains,
+        ..Default::default()
+    });
+    (fake, dev.with_address_space(16 << 20))
+}
+
+#[test]
+fn weights_beyond_one_address_space_spread_over_iommu_domains() {
+    // 16 domains of 16 MiB: 8 MiB of weights each; 24 MiB of weights.
+    let (fake, dev) = rknpu_of_16_mib(16);
+    assert_eq!(dev.info().iommu_domains, 16);
+    let arena = WeightArena::new(4 << 20);
+    let (b, prepared) = mib_weights(&dev, &arena, 24);
+    let prepared: Vec<PreparedWeights> = prepared.into_iter().map(Result::unwrap).collect();
+    assert_eq!(arena.domains_used(), 3);
+    // One buffer per group of weights (4 MiB chunks), not per tensor.
+    assert_eq!(arena.chunks(), 6);
+    assert_eq!(fake.live_handles().len(), arena.chunks());
+    assert_eq!(fake.buffers_per_domain()[..4], [2, 2, 2, 0]);
+    // A weight of the third domain runs there, with the right result.
+    let last = prepared.last().unwrap();
+    assert_eq!(last.domain(), 2);
+    let mut rng = Rng::new(3);
+    let a: Vec<i8> = (0..8 * 1024).map(|_| rng.i8_in(-128, 127)).collect();
+    let got = last.matmul(&dev, matmul::Activations::Int8(&a), 8).unwrap();
+    assert_eq!(
+        got,
+        MatmulOutput::I32(matmul::reference_int8(&a, &b, 8, 1024, 1024))
+    );
+    let sub = fake.submits().last().cloned().unwrap();
+    assert_eq!((sub.domain, sub.core_mask), (2, 7));
+    assert!(fake.last_error().is_none(), "{:?}", fake.last_error());
+    // The buffers go with the last weight and the arena.
+    drop((prepared, arena));
+    assert!(fake.live_handles().is_empty());
+}
+
+#[test]
+fn without_domains_the_weights_that_fit_are_offloaded() {
+    // One 16 MiB address space: 14 MiB for weights, the rest for submits.
+    let (fake, dev) = rknpu_of_16_mib(1);
+    assert_eq!(dev.info().iommu_domains, 1);
+    let arena = WeightArena::new(4 << 20);
+    let (b, prepared) = mib_weights(&dev, &arena, 24);
+    let fitted: Vec<&PreparedWeights> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
+    assert_eq!(fitted.len(), 14, "whole weights within the budget");
+    assert!(prepared[14..]
+        .iter()
+        .all(|p| matches!(p, Err(NpuError::OutOfDeviceMemory { .. }))));
+    assert!(arena.chunks() <= 4);
+    assert_eq!(fake.live_handles().len(), arena.chunks());
+    // What fitted still runs: the submits have room.
+    let a = vec![1i8; 4 * 1024];
+    let got = fitted[13]
+        .matmul(&dev, matmul::Activations::Int8(&a), 4)
+        .unwrap();
+    assert_eq!(
+        got,
+        MatmulOutput::I32(matmul::reference_int8(&a, &b, 4, 1024, 1024))
+    );
 }

@@ -444,3 +444,147 @@ fn simulator_decodes_by_its_own_register_description() {
     .to_string();
     assert!(err.contains("follows the tail"), "{err}");
 }
+
+/// Where the second core's task writes.
+#[derive(Clone, Copy)]
+enum SecondOutput {
+    Own,
+    FirstCores,
+    Undeclared,
+}
+
+/// Two int8 tasks (M=4 K=64 N=32) on cores 0 and 1 of one submit; each core
+/// declares only its own output buffer.
+fn two_core_job(dev: &SimDevice, second: SecondOutput) -> Result<(), NpuError> {
+    use rkinfer::npu::{CoreShare, Job, TaskRef};
+    let a = dev.alloc(4 * 64).unwrap();
+    let b = dev.alloc(32 * 64).unwrap();
+    let c0 = dev.alloc(4 * 32 * 4).unwrap();
+    let c1 = dev.alloc(4 * 32 * 4).unwrap();
+    let elsewhere = dev.alloc(4 * 32 * 4).unwrap();
+    let desc = |c: u32| TaskDesc {
+        ty: MatmulType::Int8,
+        m: 4,
+        k: 64,
+        n: 32,
+        a_addr: a.dma_addr(),
+        b_addr: b.dma_addr(),
+        c_addr: c,
+    };
+    let second = match second {
+        SecondOutput::Own => c1.dma_addr(),
+        SecondOutput::FirstCores => c0.dma_addr(),
+        SecondOutput::Undeclared => elsewhere.dma_addr(),
+    };
+    let mut cmd = dev.alloc(2 * 108 * 8).unwrap();
+    let mut words = Vec::new();
+    let mut refs = Vec::new();
+    for c in [c0.dma_addr(), second] {
+        let at = words.len() * 8;
+        let (w, _) = task::build_command_buffer(
+            &[desc(c)],
+            cmd.dma_addr() + at as u32,
+            rkinfer::npu::Chaining::PcChain,
+        )?;
+        words.extend(w);
+        refs.push(TaskRef {
+            offset: at,
+            body_entries: 104,
+        });
+    }
+    cmd.write_words(0, &words)?;
+    let shares = [
+        CoreShare {
+            core: 0,
+            first: 0,
+            count: 1,
+            outputs: &[&c0],
+        },
+        CoreShare {
+            core: 1,
+            first: 1,
+            count: 1,
+            outputs: &[&c1],
+        },
+    ];
+    dev.submit(&Job {
+        regcmd: &cmd,
+        tasks: &refs,
+        shares: &shares,
+        inputs: &[&a, &b],
+        timeout_ms: 1000,
+    })
+    .map(|_| ())
+}
+
+#[test]
+fn cores_running_together_only_touch_their_own_outputs() {
+    let dev = SimDevice::new();
+    two_core_job(&dev, SecondOutput::Own).unwrap();
+    let err = two_core_job(&dev, SecondOutput::FirstCores).unwrap_err();
+    assert!(err.to_string().contains("must not share memory"), "{err}");
+    let err = two_core_job(&dev, SecondOutput::Undeclared).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("outside the output buffers of its share"),
+        "{err}"
+    );
+}
+
+#[test]
+fn submit_plan_says_how_many_cores_each_submit_uses() {
+    let three = opts(8192, 3);
+    let plan = |m, n| matmul::submit_plan(MatmulType::Int8, m, 576, n, &three, 6000, true).unwrap();
+    // Decode and short prompts: N across the three cores, one submit.
+    for m in [1, 8, 512] {
+        let subs = plan(m, 1536);
+        assert!(subs.iter().all(|s| s.cores() == 3), "M={m}: {subs:?}");
+        let p = matmul::plan(MatmulType::Int8, m, 576, 1536, &three).unwrap();
+        assert_eq!(p.split, matmul::CoreSplit::N);
+        assert_eq!(subs.iter().map(|s| s.tasks()).sum::<usize>(), p.tasks());
+    }
+    // A long prompt through a narrow matrix: M across the cores.
+    let p = matmul::plan(MatmulType::Int8, 512, 576, 192, &three).unwrap();
+    assert_eq!(p.split, matmul::CoreSplit::M);
+    assert!(plan(512, 192).iter().all(|s| s.cores() == 3));
+    // One core, or cores the driver cannot run together: one per submit.
+    let one = matmul::submit_plan(MatmulType::Int8, 512, 576, 192, &opts(8192, 1), 6000, true);
+    assert!(one.unwrap().iter().all(|s| s.cores() == 1));
+    let apart = matmul::submit_plan(MatmulType::Int8, 8, 576, 1536, &three, 6000, false);
+    assert_eq!(apart.unwrap().len(), 3);
+}
+
+#[test]
+fn three_cores_by_m_and_by_n_are_bit_exact() {
+    let dev = SimDevice::new();
+    for split in [
+        matmul::CoreSplit::N,
+        matmul::CoreSplit::M,
+        matmul::CoreSplit::Auto,
+    ] {
+        let o = MatmulOptions {
+            split,
+            ..opts(128, 3)
+        };
+        check_int8(&dev, 52, 256, 96, &o, 3);
+        check_int8(&dev, 1, 256, 96, &o, 4);
+        // fp16 bits equal one core's.
+        let (m, k, n) = (40, 96, 48);
+        let mut rng = Rng::new(9);
+        let a: Vec<u16> = (0..m * k).map(|_| rng.f16()).collect();
+        let b: Vec<u16> = (0..n * k).map(|_| rng.f16()).collect();
+        let run = |o: &MatmulOptions| {
+            matmul::matmul(
+                &dev,
+                MatmulType::Fp16,
+                m,
+                k,
+                n,
+                Operands::Fp16 { a: &a, b: &b },
+                o,
+            )
+            .unwrap()
+        };
+        assert_eq!(run(&o), run(&opts(128, 1)), "{split:?}");
+    }
+}

@@ -120,8 +120,9 @@ impl fmt::Display for NpuQuant {
 /// Cores of the RK3588 NPU.
 pub const NPU_CORES: u32 = 3;
 
-/// Parses an NPU core choice: a count `N` (cores `0..N`) or a comma list of
-/// core numbers (`0,1,2`; one core alone as `2,`).
+/// Parses an NPU core choice: a count `N` (cores `0..N`), a comma list of
+/// core numbers (`0,1,2`; one core alone as `2,`), or `auto` (empty: every
+/// core the driver reports).
 pub fn parse_npu_cores(s: &str) -> Result<Vec<u32>, BackendError> {
     let bad = |why: String| {
         BackendError::InvalidSetting(format!(
@@ -129,6 +130,9 @@ pub fn parse_npu_cores(s: &str) -> Result<Vec<u32>, BackendError> {
         ))
     };
     let s = s.trim();
+    if s == "auto" {
+        return Ok(Vec::new());
+    }
     if !s.contains(',') {
         let n: u32 = s.parse().map_err(|_| bad("not a number".into()))?;
         if n == 0 || n > NPU_CORES {
@@ -183,7 +187,8 @@ impl WeightCacheMode {
 #[derive(Clone, Debug, Default)]
 pub struct NpuSettings {
     pub quant: NpuQuant,
-    /// Cores N is split across (empty: core 0).
+    /// Cores each matmul is split across, running together (empty: every
+    /// core the device reports).
     pub cores: Vec<u32>,
     pub cache: WeightCacheMode,
     /// Log one line per prepared weight (at info level).
@@ -227,9 +232,6 @@ pub fn backends_for_layers(
         return Ok(Vec::new());
     }
     let mut opts = MatmulOptions::default();
-    if !settings.cores.is_empty() {
-        opts.cores = settings.cores.clone();
-    }
     let dev: Arc<dyn NpuDevice> = match device {
         Device::Cpu => return Ok(Vec::new()),
         Device::NpuSim => Arc::new(crate::npu::SimDevice::new()),
@@ -242,6 +244,11 @@ pub fn backends_for_layers(
         },
     };
     let cores = dev.info().cores;
+    opts.cores = if settings.cores.is_empty() {
+        (0..cores.max(1)).collect()
+    } else {
+        settings.cores.clone()
+    };
     if let Some(c) = opts.cores.iter().find(|&&c| c >= cores) {
         return Err(BackendError::InvalidSetting(format!(
             "NPU core {c} does not exist on {} ({cores} cores)",

@@ -21,6 +21,7 @@ use quant::npu::{self as nq, Precision};
 
 use super::{Backend, BackendError, ExecCtx, Input, Node, NpuQuant, Weight, WeightData, Weights};
 use crate::graph::{Op, WeightId};
+use crate::npu::ops::arena::WeightArena;
 use crate::npu::ops::cache::{CacheKey, Lookup, WeightCache};
 use crate::npu::ops::matmul::{Activations, Weights as NpuWeights};
 use crate::npu::{MatmulOptions, MatmulOutput, MatmulType, NpuDevice, NpuError, PreparedWeights};
@@ -56,6 +57,11 @@ pub struct NpuBackend {
     cache: Option<WeightCache>,
     /// `-ngl N`: only blocks `0..N` go to the NPU (None: every layer).
     max_layers: Option<usize>,
+    /// Device buffers of the weights: many weights per buffer, over the
+    /// IOMMU domains the driver has.
+    arena: WeightArena,
+    /// The address space filled up (said once).
+    space_full: bool,
 }
 
 impl fmt::Debug for NpuBackend {
@@ -94,7 +100,21 @@ impl NpuBackend {
             prepared_bytes: 0,
             cache: None,
             max_layers: None,
+            arena: WeightArena::default(),
+            space_full: false,
         }
+    }
+
+    /// Packs the weights into driver buffers of at most `cap` bytes.
+    pub fn with_chunk_cap(mut self, cap: usize) -> NpuBackend {
+        self.arena = WeightArena::new(cap);
+        self
+    }
+
+    /// The weights' device buffers (one per group of weights, not per
+    /// tensor) and the IOMMU domains they fill.
+    pub fn weight_buffers(&self) -> (usize, u32) {
+        (self.arena.chunks(), self.arena.domains_used())
     }
 
     /// Offloads only the matmuls of blocks `0..n` (llama.cpp's `-ngl`);
@@ -284,34 +304,53 @@ impl Backend for NpuBackend {
         let mut segments = Vec::with_capacity(q.segments.len());
         for seg in &mut q.segments {
             let kl = seg.k_len;
-            let prepared = match p {
+            let (codes16, codes8): (Vec<u16>, Vec<i8>);
+            let w = match p {
                 Precision::Fp16 => {
                     let mut codes = nq::layout::unpack_b_f16(&seg.packed, n, kl, kl);
                     codes.resize(n_dev * kl, 0);
-                    PreparedWeights::new(
-                        &*self.dev,
-                        ty,
-                        kl,
-                        n_dev,
-                        NpuWeights::Fp16(&codes),
-                        &self.opts,
-                    )
+                    codes16 = codes;
+                    NpuWeights::Fp16(&codes16)
                 }
                 _ => {
                     let mut codes = nq::layout::unpack_b_int(p, &seg.packed, n, kl, kl);
                     codes.resize(n_dev * kl, 0);
-                    let w = if p == Precision::Int4 {
-                        NpuWeights::Int4(&codes)
+                    codes8 = codes;
+                    if p == Precision::Int4 {
+                        NpuWeights::Int4(&codes8)
                     } else {
-                        NpuWeights::Int8(&codes)
-                    };
-                    PreparedWeights::new(&*self.dev, ty, kl, n_dev, w, &self.opts)
+                        NpuWeights::Int8(&codes8)
+                    }
                 }
             };
+            let prepared = PreparedWeights::new_in(
+                &*self.dev,
+                Some(&self.arena),
+                ty,
+                kl,
+                n_dev,
+                w,
+                &self.opts,
+            );
             match prepared {
                 Ok(pw) => segments.push(pw),
-                // Out of device memory or an unsupported shape: this weight
-                // stays on the CPU.
+                // The address space (every IOMMU domain) is full: said once
+                // for all the weights that stay on the CPU.
+                Err(NpuError::OutOfDeviceMemory { .. }) => {
+                    if !self.space_full {
+                        let info = self.dev.info();
+                        log::warn!(
+                            "npu: the NPU address space is full ({} MiB of weights in {} IOMMU domain(s) of {} MiB); {} and every later weight that does not fit stay on the CPU",
+                            self.prepared_bytes >> 20,
+                            self.arena.domains_used(),
+                            info.address_space >> 20,
+                            weight.name
+                        );
+                        self.space_full = true;
+                    }
+                    return Ok(false);
+                }
+                // An unsupported shape: this weight stays on the CPU.
                 Err(e) => {
                     log::warn!("npu: {} stays on the CPU: {e}", weight.name);
                     return Ok(false);

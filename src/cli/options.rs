@@ -18,7 +18,9 @@ pub struct DeviceArgs {
     /// NPU requantization: auto, w16a16, w8a8, w4a4, w4a8 (or a quant::npu scheme name).
     #[arg(long = "npu-quant", default_value = "auto")]
     pub npu_quant: String,
-    /// NPU cores: a count (1-3) or a list such as 0,1,2.
+    /// NPU cores each matmul is split across, running at the same time: a
+    /// count (1-3), a list such as 0,1,2, or auto (default: every core the
+    /// driver reports).
     #[arg(long = "npu-cores")]
     pub npu_cores: Option<String>,
     /// Cache prepared NPU weights: `model` (MODEL.gguf.rknpu/ beside the

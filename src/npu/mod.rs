@@ -23,10 +23,12 @@ pub mod selftest;
 pub mod sim;
 
 pub use command::task::{Chaining, MatmulType, TaskDesc};
-pub use driver::device::{DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, TaskRef};
+pub use driver::device::{CoreShare, DeviceInfo, Job, JobStats, NpuBuffer, NpuDevice, TaskRef};
 pub use driver::discover::open_hardware;
 pub use error::NpuError;
-pub use ops::matmul::{Envelope, MatmulOptions, MatmulOutput, Operands, PreparedWeights};
+pub use ops::matmul::{
+    CoreSplit, Envelope, MatmulOptions, MatmulOutput, Operands, PlannedSubmit, PreparedWeights,
+};
 pub use sim::{Fault, SimDevice};
 
 /// Opens a device by its `--device` name: "npu" (hardware) or "npu-sim".

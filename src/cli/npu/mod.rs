@@ -70,8 +70,9 @@ fn info() -> crate::Result<()> {
                 opt(i.sram_free)
             );
             println!(
-                "address space: {} MiB (32-bit device addresses)",
-                i.address_space >> 20
+                "address space: {} MiB (32-bit device addresses) x {} IOMMU domain(s)",
+                i.address_space >> 20,
+                i.iommu_domains.max(1)
             );
             Ok(())
         }

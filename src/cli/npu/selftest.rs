@@ -135,10 +135,34 @@ fn rerun_on_other_node(report: &mut Report, used: &Path, opts: &MatmulOptions) {
 }
 
 /// The pass/fail table.
+/// The cores the rung's submits used: `0+1+2` for cores that ran together
+/// in one submit, `0,1` for submits one after another.
+fn core_use(r: &CaseResult) -> String {
+    let mut masks: Vec<u32> = Vec::new();
+    for j in &r.trace.jobs {
+        if !masks.contains(&j.core_mask) {
+            masks.push(j.core_mask);
+        }
+    }
+    let together = |mask: u32| {
+        (0..32)
+            .filter(|c| mask & (1 << c) != 0)
+            .map(|c: u32| c.to_string())
+            .collect::<Vec<_>>()
+            .join("+")
+    };
+    let s: Vec<String> = masks.into_iter().map(together).collect();
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.join(",")
+    }
+}
+
 pub fn format_table(results: &[CaseResult]) -> String {
     let mut s = format!(
-        "{:<11} {:>5} {:>6} {:>5} {:>5}  {:<6} {:>11} {:>9} {:>9}  {}\n",
-        "type", "M", "K", "N", "tasks", "result", "max |err|", "err/bound", "ms", "what"
+        "{:<11} {:>5} {:>6} {:>5} {:>5} {:<7}  {:<6} {:>11} {:>9} {:>9}  {}\n",
+        "type", "M", "K", "N", "tasks", "cores", "result", "max |err|", "err/bound", "ms", "what"
     );
     for r in results {
         let c = r.case;
@@ -150,12 +174,13 @@ pub fn format_table(results: &[CaseResult]) -> String {
             "FAIL"
         };
         s += &format!(
-            "{:<11} {:>5} {:>6} {:>5} {:>5}  {:<6} {:>11.3e} {:>9.3} {:>9.1}  {}\n",
+            "{:<11} {:>5} {:>6} {:>5} {:>5} {:<7}  {:<6} {:>11.3e} {:>9.3} {:>9.1}  {}\n",
             c.ty.name(),
             c.m,
             c.k,
             c.n,
             r.tasks,
+            core_use(r),
             verdict,
             r.max_abs_err,
             r.worst_vs_bound,

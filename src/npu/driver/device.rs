@@ -26,8 +26,11 @@ pub struct DeviceInfo {
     /// On-chip SRAM total/free bytes, when known.
     pub sram_total: Option<u64>,
     pub sram_free: Option<u64>,
-    /// Device address space this process may use (bytes).
+    /// Device address space this process may use (bytes), per IOMMU domain.
     pub address_space: u64,
+    /// IOMMU domains a buffer may be placed in (each its own
+    /// `address_space`; 1 when the driver has no domain choice).
+    pub iommu_domains: u32,
 }
 
 /// Cache maintenance direction.
@@ -54,6 +57,8 @@ pub struct RawBuffer {
     pub size: u64,
     /// Vendor driver's kernel object cookie (never invented, only passed back).
     pub obj_addr: u64,
+    /// IOMMU domain whose address space `dma_addr` is in (0 without domains).
+    pub domain: u32,
 }
 
 /// A device buffer with a CPU mapping and a 32-bit device address.
@@ -78,6 +83,11 @@ impl NpuBuffer {
 
     pub fn handle(&self) -> u32 {
         self.raw.handle
+    }
+
+    /// IOMMU domain of the buffer: every buffer of one submit shares it.
+    pub fn domain(&self) -> u32 {
+        self.raw.domain
     }
 
     /// Usable size in bytes (as requested).
@@ -145,15 +155,81 @@ pub struct TaskRef {
     pub body_entries: u32,
 }
 
-/// A job: tasks that run in order on one core.
+/// The tasks of a job one core runs: `tasks[first..first + count]`, in
+/// order, writing only into `outputs`.
+#[derive(Clone, Copy)]
+pub struct CoreShare<'a> {
+    /// Core index 0..cores (rocket's scheduler picks the core itself).
+    pub core: u32,
+    pub first: usize,
+    pub count: usize,
+    /// The buffers this core's tasks write (no other share writes them).
+    pub outputs: &'a [&'a NpuBuffer],
+}
+
+/// A job: one submit whose tasks are partitioned among cores that run at
+/// the same time, each its share in order (one share: one core).
 pub struct Job<'a> {
     pub regcmd: &'a NpuBuffer,
     pub tasks: &'a [TaskRef],
-    /// Core index 0..cores.
-    pub core: u32,
+    /// Per core the range of `tasks` it runs: disjoint, in task order,
+    /// together covering every task ([`Job::check_shares`]).
+    pub shares: &'a [CoreShare<'a>],
+    /// Buffers every share reads.
     pub inputs: &'a [&'a NpuBuffer],
-    pub outputs: &'a [&'a NpuBuffer],
     pub timeout_ms: u32,
+}
+
+impl Job<'_> {
+    /// Bit `c` set for every core `c` with a share.
+    pub fn core_mask(&self) -> u32 {
+        self.shares.iter().fold(0, |m, s| m | 1 << s.core.min(31))
+    }
+
+    /// Cores the submit keeps busy at once.
+    pub fn cores_used(&self) -> usize {
+        self.shares.len()
+    }
+
+    /// Checks the partition before anything reaches a driver: shares on
+    /// distinct existing cores, non-empty, consecutive and covering every
+    /// task exactly once.
+    pub fn check_shares(&self, cores: u32) -> Result<(), NpuError> {
+        let bad = |reason: String| Err(NpuError::SubmitFailed { reason });
+        if self.shares.is_empty() {
+            return bad("job without core shares".into());
+        }
+        let mut next = 0;
+        for (i, s) in self.shares.iter().enumerate() {
+            if s.core >= cores {
+                return bad(format!("core {} does not exist ({cores} cores)", s.core));
+            }
+            if self.shares[..i].iter().any(|o| o.core == s.core) {
+                return bad(format!("core {} has two shares of one job", s.core));
+            }
+            if s.count == 0 || s.first != next {
+                return bad(format!(
+                    "core {} runs tasks {}..{}: expected a non-empty range starting at task {next}",
+                    s.core,
+                    s.first,
+                    s.first + s.count
+                ));
+            }
+            next += s.count;
+        }
+        if next != self.tasks.len() {
+            return bad(format!(
+                "the core shares cover {next} of the job's {} tasks",
+                self.tasks.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every output buffer of every share.
+    pub fn outputs(&self) -> impl Iterator<Item = &NpuBuffer> {
+        self.shares.iter().flat_map(|s| s.outputs.iter().copied())
+    }
 }
 
 /// What a finished job reports.
@@ -218,8 +294,27 @@ pub trait NpuDevice: Send + Sync {
     /// Allocates a buffer of `size` bytes with a CPU mapping and a device
     /// address below 4 GiB.
     fn alloc(&self, size: usize) -> Result<NpuBuffer, NpuError>;
-    /// Runs a job to completion (or timeout). Submits are serialized.
+    /// Allocates in IOMMU domain `domain` (< `info().iommu_domains`): for
+    /// weights beyond one domain's address space. Every buffer of a submit
+    /// must share the domain.
+    fn alloc_in(&self, size: usize, domain: u32) -> Result<NpuBuffer, NpuError> {
+        if domain == 0 {
+            self.alloc(size)
+        } else {
+            Err(NpuError::Unsupported(format!(
+                "IOMMU domain {domain}: {} has one address space",
+                self.info().driver
+            )))
+        }
+    }
+    /// Runs a job to completion (or timeout): its core shares at the same
+    /// time, submits one after another.
     fn submit(&self, job: &Job<'_>) -> Result<JobStats, NpuError>;
+    /// Whether one submit may keep these cores busy at once; when not,
+    /// each core's share goes in a submit of its own.
+    fn runs_cores_together(&self, cores: &[u32]) -> bool {
+        cores.len() <= 1
+    }
     /// True for the simulator (experimental int4 is allowed there).
     fn is_simulated(&self) -> bool;
     /// The longest a job may run before the kernel driver gives up on it,

@@ -115,6 +115,7 @@ impl RocketDevice {
             sram_total: None,
             sram_free: None,
             address_space: 1 << 32,
+            iommu_domains: 1,
         };
         RocketDevice {
             inner: Arc::new(Inner { io }),
@@ -122,6 +123,16 @@ impl RocketDevice {
             submit_lock: Mutex::new(None),
             recording: AtomicBool::new(false),
         }
+    }
+}
+
+impl RocketDevice {
+    /// Device address space per IOMMU domain when it is known to be less
+    /// than the 4 GiB the registers reach (a carve-out, or a fake driver
+    /// in tests): weights are placed to leave room for the submits.
+    pub fn with_address_space(mut self, bytes: u64) -> Self {
+        self.info.address_space = bytes.min(1 << 32);
+        self
     }
 }
 
@@ -168,6 +179,7 @@ impl NpuDevice for RocketDevice {
             dma_addr,
             size: size as u64,
             obj_addr: 0,
+            domain: 0,
         };
         Ok(NpuBuffer::new(raw, map, self.inner.clone()))
     }
@@ -178,6 +190,7 @@ impl NpuDevice for RocketDevice {
                 reason: "job without tasks".into(),
             });
         }
+        job.check_shares(self.info.cores)?;
         let tasks: Vec<RocketTask> = job
             .tasks
             .iter()
@@ -191,34 +204,47 @@ impl NpuDevice for RocketDevice {
             .collect::<Result<_, NpuError>>()?;
         let mut ins: Vec<u32> = job.inputs.iter().map(|b| b.handle()).collect();
         ins.push(job.regcmd.handle());
-        let outs: Vec<u32> = job.outputs.iter().map(|b| b.handle()).collect();
-        let rjob = RocketJob {
-            tasks: tasks.as_ptr() as u64,
-            in_bo_handles: ins.as_ptr() as u64,
-            out_bo_handles: outs.as_ptr() as u64,
-            task_count: tasks.len() as u32,
-            task_struct_size: std::mem::size_of::<RocketTask>() as u32,
-            in_bo_handle_count: ins.len() as u32,
-            out_bo_handle_count: outs.len() as u32,
-        };
+        // One kernel job per core share: the scheduler puts them on its
+        // per-core queues, and as their output buffers differ no implicit
+        // fence orders one after another.
+        let outs: Vec<Vec<u32>> = job
+            .shares
+            .iter()
+            .map(|s| s.outputs.iter().map(|b| b.handle()).collect())
+            .collect();
+        let rjobs: Vec<RocketJob> = job
+            .shares
+            .iter()
+            .zip(&outs)
+            .map(|(share, outs)| RocketJob {
+                tasks: tasks[share.first..].as_ptr() as u64,
+                in_bo_handles: ins.as_ptr() as u64,
+                out_bo_handles: outs.as_ptr() as u64,
+                task_count: share.count as u32,
+                task_struct_size: std::mem::size_of::<RocketTask>() as u32,
+                in_bo_handle_count: ins.len() as u32,
+                out_bo_handle_count: outs.len() as u32,
+            })
+            .collect();
         let mut sub = RocketSubmit {
-            jobs: &rjob as *const RocketJob as u64,
-            job_count: 1,
+            jobs: rjobs.as_ptr() as u64,
+            job_count: rjobs.len() as u32,
             job_struct_size: std::mem::size_of::<RocketJob>() as u32,
             reserved: 0,
         };
         let mut last = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
-        // `tasks`, `ins`, `outs` and `rjob` outlive the ioctl, which copies them.
-        // SAFETY: `sub.jobs` points at `rjob`, whose task and handle
-        // pointers point at `tasks`, `ins` and `outs`; all live until after
-        // the call, with the counts and struct sizes given.
+        // `tasks`, `ins`, `outs` and `rjobs` outlive the ioctl, which copies them.
+        // SAFETY: `sub.jobs` points at `rjobs` (job_count entries), whose
+        // task and handle pointers point into `tasks` (check_shares keeps
+        // every share's range inside it), `ins` and `outs`; all live until
+        // after the call, with the counts and struct sizes given.
         let called = unsafe {
             super::drm::call_with_pointers(self.inner.io.as_ref(), ROCKET_SUBMIT, &mut sub)
         };
         *last = self
             .recording
             .load(Ordering::Relaxed)
-            .then(|| submit_record(&rjob, &tasks, &ins, &outs, called.err()));
+            .then(|| submit_record(&rjobs, &tasks, &ins, &outs, called.err()));
         called.map_err(|errno| match errno {
             Errno::EIO => NpuError::SubmitFailed {
                 reason: "the driver rejected or aborted the job (EIO)".into(),
@@ -229,7 +255,7 @@ impl NpuDevice for RocketDevice {
             },
         })?;
         // Completion: wait on every output buffer.
-        for b in job.outputs {
+        for b in job.outputs() {
             self.inner
                 .prep(b.handle(), job.timeout_ms)
                 .map_err(|e| match e {
@@ -243,6 +269,10 @@ impl NpuDevice for RocketDevice {
             tasks_done: job.tasks.len() as u32,
             hw_time_us: None,
         })
+    }
+
+    fn runs_cores_together(&self, _cores: &[u32]) -> bool {
+        true
     }
 
     fn is_simulated(&self) -> bool {
@@ -265,29 +295,35 @@ impl NpuDevice for RocketDevice {
     }
 }
 
-/// The one job of a submit and its task records (rocket copies them in and
+/// The jobs of a submit and their task records (rocket copies them in and
 /// writes nothing back: its SUBMIT even succeeds for a rejected job).
 fn submit_record(
-    job: &RocketJob,
+    jobs: &[RocketJob],
     tasks: &[RocketTask],
     ins: &[u32],
-    outs: &[u32],
+    outs: &[Vec<u32>],
     errno: Option<Errno>,
 ) -> SubmitRecord {
+    let first = jobs.first().copied().unwrap_or_default();
     let mut submit = vec![
-        ("job_count", 1),
+        ("job_count", jobs.len() as i64),
         ("job_struct_size", std::mem::size_of::<RocketJob>() as i64),
-        ("task_count", job.task_count as i64),
-        ("task_struct_size", job.task_struct_size as i64),
-        ("in_bo_handle_count", job.in_bo_handle_count as i64),
-        ("out_bo_handle_count", job.out_bo_handle_count as i64),
+        ("task_count", first.task_count as i64),
+        ("task_struct_size", first.task_struct_size as i64),
+        ("in_bo_handle_count", first.in_bo_handle_count as i64),
+        ("out_bo_handle_count", first.out_bo_handle_count as i64),
     ];
     // The command buffer goes last among the inputs: it must be there.
     if let Some(&h) = ins.last() {
         submit.push(("regcmd_bo_handle", h as i64));
     }
-    if let Some(&h) = outs.first() {
+    if let Some(&h) = outs.first().and_then(|o| o.first()) {
         submit.push(("first_out_bo_handle", h as i64));
+    }
+    // Further jobs (one per core share): their task counts.
+    const JOB_TASKS: [&str; 3] = ["job1_task_count", "job2_task_count", "job3_task_count"];
+    for (name, j) in JOB_TASKS.iter().zip(jobs.iter().skip(1)) {
+        submit.push((name, j.task_count as i64));
     }
     SubmitRecord {
         ioctl: "ROCKET_SUBMIT",

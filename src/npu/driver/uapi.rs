@@ -201,6 +201,26 @@ pub const RKNPU_ACT_RESET: u32 = 6;
 pub const RKNPU_GET_IOMMU_EN: u32 = 18;
 pub const RKNPU_GET_TOTAL_SRAM_SIZE: u32 = 22;
 pub const RKNPU_GET_FREE_SRAM_SIZE: u32 = 23;
+/// Current IOMMU domain (drivers with several domains; others refuse it).
+pub const RKNPU_GET_IOMMU_DOMAIN_ID: u32 = 24;
+pub const RKNPU_SET_IOMMU_DOMAIN_ID: u32 = 25;
+
+/// IOMMU domains of drivers that have them (RKNPU_MAX_IOMMU_DOMAIN_NUM).
+pub const RKNPU_MAX_IOMMU_DOMAINS: u32 = 16;
+
+/// Which `subcore_task[]` entry core `core` reads under `core_mask`, as
+/// the vendor driver picks it: a single core its own index, cores 0+1
+/// their index, all three `index + 2`. Other masks (0+2, 1+2) are not
+/// handled by the driver: None.
+pub fn subcore_slot(core_mask: u32, core: u32) -> Option<usize> {
+    let slot = match core_mask {
+        1 | 2 | 4 if core_mask == 1 << core => core,
+        3 if core < 2 => core,
+        7 if core < 3 => core + 2,
+        _ => return None,
+    };
+    Some(slot as usize)
+}
 
 /// Memory flags.
 pub const RKNPU_MEM_NON_CONTIGUOUS: u32 = 1 << 0;

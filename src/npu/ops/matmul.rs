@@ -3,14 +3,19 @@
 //!
 //! Tiling (rk3588-npu.md section 4): K is cut into segments of at most
 //! `k_segment` (default 8192, as rk-llama.cpp) whose partial results the CPU
-//! adds; N is split across the requested cores (one job per core, submitted
-//! one after another) and into tiles of at most 8192 kernels; M is padded to
-//! a multiple of 4 (M = 1 stays 1) and cut into chained tasks whose input
-//! fits 11 CBUF banks.
+//! adds; the work is split across the requested cores by N (each core a
+//! slice of the weights, as rk-llama.cpp) or, for long prompts, by M (each
+//! core a slice of the rows; [`CoreSplit`]), and the cores' shares go out in
+//! one submit that runs them at the same time; N is cut into tiles of at
+//! most 4096 kernels; M is padded to a multiple of 4 (M = 1 stays 1) and cut
+//! into chained tasks whose input fits 11 CBUF banks.
 
+use super::arena::{WeightArena, WeightSlice};
 use crate::npu::command::layout;
 use crate::npu::command::task::{self, MatmulType, TaskDesc, CBUF_BANKS, CBUF_BANK_BYTES};
-use crate::npu::driver::device::{Job, JobStats, NpuBuffer, NpuDevice, SubmitRecord, TaskRef};
+use crate::npu::driver::device::{
+    CoreShare, Job, JobStats, NpuBuffer, NpuDevice, SubmitRecord, TaskRef,
+};
 use crate::npu::error::NpuError;
 
 /// Matmul operands, row-major: A is M x K, B is N x K (C = A * B^T).
@@ -123,11 +128,46 @@ impl Envelope {
 /// allocation).
 pub const MAX_PLAN_TASKS: usize = 1 << 16;
 
+/// How one matmul's work is divided among cores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CoreSplit {
+    /// By M when that moves fewer bytes (see [`CoreSplit::resolve`]), else by N.
+    #[default]
+    Auto,
+    /// Each core computes a slice of the output columns (a slice of the
+    /// weights; every core reads all of A).
+    N,
+    /// Each core computes a slice of the rows (every core reads all of B).
+    M,
+}
+
+impl CoreSplit {
+    /// The split a shape gets on `cores` cores. Split by N every core
+    /// reads all of A and a `1/cores` slice of B; by M all of B and a
+    /// slice of A: so M wins when A is clearly the larger operand (M >= 2N,
+    /// a long prompt through a narrow matrix; near M = N rk-llama.cpp's N
+    /// split is kept) or when N has fewer row groups than there are cores.
+    /// Splitting by M needs at least 4 rows per core.
+    pub fn resolve(self, m_pad: usize, n: usize, group: usize, cores: usize) -> CoreSplit {
+        let m_possible = cores > 1 && m_pad >= 4 * cores;
+        match self {
+            CoreSplit::N => CoreSplit::N,
+            CoreSplit::M if m_possible => CoreSplit::M,
+            CoreSplit::M => CoreSplit::N,
+            CoreSplit::Auto if m_possible && (m_pad >= 2 * n || n < group * cores) => CoreSplit::M,
+            CoreSplit::Auto => CoreSplit::N,
+        }
+    }
+}
+
 /// Tiling and submission options.
 #[derive(Clone, Debug)]
 pub struct MatmulOptions {
-    /// Cores to spread N over (one job each, submitted serially).
+    /// Cores the work is split across; their shares run at the same time
+    /// (one submit) where the driver allows it.
     pub cores: Vec<u32>,
+    /// Split by N, by M, or chosen per shape.
+    pub split: CoreSplit,
     /// Largest K per task; partial sums are added on the CPU.
     pub k_segment: usize,
     pub timeout_ms: u32,
@@ -143,6 +183,7 @@ impl Default for MatmulOptions {
     fn default() -> Self {
         MatmulOptions {
             cores: vec![0],
+            split: CoreSplit::Auto,
             k_segment: 8192,
             timeout_ms: 6000,
             allow_experimental: false,
@@ -187,13 +228,25 @@ pub struct Plan {
     pub n: usize,
     pub m_tiles: Vec<Span>,
     pub k_segs: Vec<Span>,
-    /// N tiles with the core each runs on.
+    /// N tiles with the core each runs on (split by N).
     pub n_tiles: Vec<(Span, u32)>,
+    /// How the cores share the work ([`CoreSplit::N`] or [`CoreSplit::M`]).
+    pub split: CoreSplit,
+    /// The core of each M tile (split by M).
+    pub m_cores: Vec<u32>,
 }
 
 impl Plan {
     pub fn tasks(&self) -> usize {
         self.m_tiles.len() * self.k_segs.len() * self.n_tiles.len()
+    }
+
+    /// The core that runs M tile `mi` of N tile `ni`.
+    pub fn core_of(&self, mi: usize, ni: usize) -> u32 {
+        match self.split {
+            CoreSplit::M => self.m_cores[mi],
+            _ => self.n_tiles[ni].1,
+        }
     }
 }
 
@@ -250,7 +303,7 @@ pub fn plan(
     let m_per_task = max_task_m(ty, k_max).min(env.max_m(ty)).max(4);
     let task_bound = k
         .div_ceil(k_max)
-        .checked_mul(pad_m(m).div_ceil(m_per_task))
+        .checked_mul(pad_m(m).div_ceil(m_per_task) + opts.cores.len())
         .and_then(|t| t.checked_mul(n.div_ceil(env.max_n()) + opts.cores.len()));
     if task_bound.is_none_or(|t| t > MAX_PLAN_TASKS) {
         return bad(format!(
@@ -270,16 +323,39 @@ pub fn plan(
     if m_max == 0 {
         return bad(format!("K segment {seg_max} leaves no room for input rows"));
     }
-    let m_tiles = if m_pad == 1 {
-        vec![Span { start: 0, len: 1 }]
-    } else {
-        split(m_pad, m_max, 4)
-    };
     let group = ty.b_group();
-    let per_core = split(n, n.div_ceil(opts.cores.len()), group);
+    let cores = &opts.cores;
+    let by = opts.split.resolve(m_pad, n, group, cores.len());
+    // Split by M: one contiguous row range per core, each cut to the task
+    // limit; by N: the rows as tasks allow, every tile on the N tile's core.
+    let (m_tiles, m_cores) = if m_pad == 1 {
+        (vec![Span { start: 0, len: 1 }], vec![cores[0]])
+    } else if by == CoreSplit::M {
+        let mut tiles = Vec::new();
+        let mut owners = Vec::new();
+        for (i, part) in split(m_pad, m_pad.div_ceil(cores.len()), 4)
+            .iter()
+            .enumerate()
+        {
+            for sub in split(part.len, m_max, 4) {
+                tiles.push(Span {
+                    start: part.start + sub.start,
+                    len: sub.len,
+                });
+                owners.push(cores[i % cores.len()]);
+            }
+        }
+        (tiles, owners)
+    } else {
+        let tiles = split(m_pad, m_max, 4);
+        let owners = vec![cores[0]; tiles.len()];
+        (tiles, owners)
+    };
+    let n_parts = if by == CoreSplit::M { 1 } else { cores.len() };
+    let per_core = split(n, n.div_ceil(n_parts), group);
     let mut n_tiles = Vec::new();
     for (i, span) in per_core.iter().enumerate() {
-        let core = opts.cores[i % opts.cores.len()];
+        let core = cores[i % cores.len()];
         for sub in split(span.len, env.max_n(), group) {
             n_tiles.push((
                 Span {
@@ -299,6 +375,8 @@ pub fn plan(
         m_tiles,
         k_segs,
         n_tiles,
+        split: by,
+        m_cores,
     })
 }
 
@@ -317,6 +395,10 @@ pub struct Regions {
     /// B block of (n tile, k seg): `b_offsets[n_tile][k_seg]`.
     pub b_offsets: Vec<Vec<usize>>,
     pub b_total: usize,
+    /// Where each K segment's whole B (all N rows) starts: B is packed
+    /// once per K segment, and any N tile on a row-group boundary is a
+    /// contiguous slice of it, so the tiling of N may change per call.
+    pub b_segments: Vec<usize>,
 }
 
 /// Lays out the packed blocks back to back, 64-byte aligned.
@@ -338,17 +420,23 @@ pub fn regions(p: &Plan) -> Regions {
         })
         .collect();
     let mut b_total = 0;
+    let b_segments: Vec<usize> = p
+        .k_segs
+        .iter()
+        .map(|ks| {
+            let off = b_total;
+            b_total += align_up(layout::a_bytes(p.n, ks.len, bits));
+            off
+        })
+        .collect();
     let b_offsets = p
         .n_tiles
         .iter()
         .map(|(ns, _)| {
             p.k_segs
                 .iter()
-                .map(|ks| {
-                    let off = b_total;
-                    b_total += align_up(layout::a_bytes(ns.len, ks.len, bits));
-                    off
-                })
+                .zip(&b_segments)
+                .map(|(ks, &base)| base + layout::a_bytes(ns.start, ks.len, bits))
                 .collect()
         })
         .collect();
@@ -357,6 +445,7 @@ pub fn regions(p: &Plan) -> Regions {
         a_total,
         b_offsets,
         b_total,
+        b_segments,
     }
 }
 
@@ -372,9 +461,11 @@ pub struct PlannedTask {
     pub c_off: usize,
 }
 
-/// Every task of the plan, in submission order per core (N tile, then M
-/// tile, then K segment), with A/B/C at the given device addresses; returns
-/// the tasks and the C buffer size.
+/// Every task of the plan, core by core (in the order of the options'
+/// cores) and per core in submission order (N tile, then M tile, then K
+/// segment), with A/B/C at the given device addresses; returns the tasks and
+/// the C buffer size. Each core's output tiles are one contiguous range of
+/// C ([`core_outputs`]).
 pub fn plan_tasks(
     p: &Plan,
     r: &Regions,
@@ -392,31 +483,152 @@ pub fn plan_tasks(
     let out_bytes = p.ty.output_bytes() as usize;
     let mut c_total = 0;
     let mut tasks = Vec::with_capacity(p.tasks());
-    for (ni, (ns, core)) in p.n_tiles.iter().enumerate() {
-        for (mi, ms) in p.m_tiles.iter().enumerate() {
-            for (ki, ks) in p.k_segs.iter().enumerate() {
-                let c_off = c_total;
-                c_total += align_up(ms.len * ns.len * out_bytes);
-                tasks.push(PlannedTask {
-                    core: *core,
-                    desc: TaskDesc {
-                        ty: p.ty,
-                        m: ms.len as u32,
-                        k: ks.len as u32,
-                        n: ns.len as u32,
-                        a_addr: addr(a_base, r.a_offsets[mi][ki])?,
-                        b_addr: addr(b_base, r.b_offsets[ni][ki])?,
-                        c_addr: addr(c_base, c_off)?,
-                    },
-                    m_tile: *ms,
-                    n_tile: *ns,
-                    k_seg: *ks,
-                    c_off,
-                });
+    let mut cores: Vec<u32> = Vec::new();
+    for mi in 0..p.m_tiles.len() {
+        for ni in 0..p.n_tiles.len() {
+            let c = p.core_of(mi, ni);
+            if !cores.contains(&c) {
+                cores.push(c);
+            }
+        }
+    }
+    for &core in &cores {
+        for (ni, (ns, _)) in p.n_tiles.iter().enumerate() {
+            for (mi, ms) in p.m_tiles.iter().enumerate() {
+                if p.core_of(mi, ni) != core {
+                    continue;
+                }
+                for (ki, ks) in p.k_segs.iter().enumerate() {
+                    let c_off = c_total;
+                    c_total += align_up(ms.len * ns.len * out_bytes);
+                    tasks.push(PlannedTask {
+                        core,
+                        desc: TaskDesc {
+                            ty: p.ty,
+                            m: ms.len as u32,
+                            k: ks.len as u32,
+                            n: ns.len as u32,
+                            a_addr: addr(a_base, r.a_offsets[mi][ki])?,
+                            b_addr: addr(b_base, r.b_offsets[ni][ki])?,
+                            c_addr: addr(c_base, c_off)?,
+                        },
+                        m_tile: *ms,
+                        n_tile: *ns,
+                        k_seg: *ks,
+                        c_off,
+                    });
+                }
             }
         }
     }
     Ok((tasks, c_total))
+}
+
+/// Per core (in task order) its tasks and the byte range of C they write:
+/// `(core, task range, C range)`.
+pub fn core_outputs(
+    tasks: &[PlannedTask],
+    out_bytes: usize,
+) -> Vec<(u32, std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let mut out: Vec<(u32, std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let end = t.c_off + align_up(t.m_tile.len * t.n_tile.len * out_bytes);
+        match out.last_mut() {
+            Some((core, ts, cs)) if *core == t.core => {
+                ts.end = i + 1;
+                cs.end = end;
+            }
+            _ => out.push((t.core, i..i + 1, t.c_off..end)),
+        }
+    }
+    out
+}
+
+/// One submit of a matmul: per core the tasks (indices into
+/// [`plan_tasks`]' list) it runs; the cores run at the same time.
+///
+/// This is the plan the cost model reads: [`PlannedSubmit::cores`] is how
+/// many cores one submit keeps busy, and the submit takes as long as its
+/// slowest share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedSubmit {
+    pub shares: Vec<(u32, std::ops::Range<usize>)>,
+}
+
+impl PlannedSubmit {
+    /// Cores this submit runs at once.
+    pub fn cores(&self) -> usize {
+        self.shares.len()
+    }
+
+    /// Tasks of the submit, all cores together.
+    pub fn tasks(&self) -> usize {
+        self.shares.iter().map(|(_, r)| r.len()).sum()
+    }
+}
+
+/// Groups the tasks of [`plan_tasks`] into submits: each core's tasks cut
+/// by [`job_groups`] (at most `max_tasks` per core and submit, within the
+/// job time limit), and, when the cores run `together`, the i-th group of
+/// every core in the i-th submit; otherwise one submit per group.
+pub fn plan_submits(
+    tasks: &[PlannedTask],
+    max_tasks: usize,
+    limit_ms: u32,
+    together: bool,
+) -> Vec<PlannedSubmit> {
+    let per_core: Vec<(u32, Vec<std::ops::Range<usize>>)> = core_outputs(tasks, 0)
+        .into_iter()
+        .map(|(core, range, _)| {
+            let descs: Vec<TaskDesc> = tasks[range.clone()].iter().map(|t| t.desc).collect();
+            let groups = job_groups(&descs, max_tasks, limit_ms)
+                .into_iter()
+                .map(|g| range.start + g.start..range.start + g.end)
+                .collect();
+            (core, groups)
+        })
+        .collect();
+    if !together {
+        return per_core
+            .into_iter()
+            .flat_map(|(core, groups)| {
+                groups.into_iter().map(move |g| PlannedSubmit {
+                    shares: vec![(core, g)],
+                })
+            })
+            .collect();
+    }
+    let rounds = per_core.iter().map(|(_, g)| g.len()).max().unwrap_or(0);
+    (0..rounds)
+        .map(|i| PlannedSubmit {
+            shares: per_core
+                .iter()
+                .filter_map(|(core, groups)| groups.get(i).map(|g| (*core, g.clone())))
+                .collect(),
+        })
+        .collect()
+}
+
+/// The submits one matmul of M x K by N x K makes on a device where the
+/// cores run `together` (`NpuDevice::runs_cores_together`), within the job
+/// time limit `limit_ms`: what the cost model needs to know of a shape.
+pub fn submit_plan(
+    ty: MatmulType,
+    m: usize,
+    k: usize,
+    n: usize,
+    opts: &MatmulOptions,
+    limit_ms: u32,
+    together: bool,
+) -> Result<Vec<PlannedSubmit>, NpuError> {
+    let p = plan(ty, m, k, n, opts)?;
+    let (tasks, _) = plan_tasks(&p, &regions(&p), 0, 0, 0)?;
+    Ok(plan_submits(
+        &tasks,
+        opts.max_tasks_per_submit,
+        limit_ms,
+        together,
+    ))
 }
 
 fn bits_of_weights(
@@ -580,7 +792,12 @@ impl BufferTrace {
 /// One submitted job.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct JobTrace {
+    /// The first core of the submit.
     pub core: u32,
+    /// Every core of the submit (bit per core): they ran at the same time.
+    pub core_mask: u32,
+    /// (core, tasks) per core.
+    pub shares: Vec<(u32, usize)>,
     pub tasks: usize,
     pub regcmd: BufferTrace,
     /// [`words_hash`] of the job's command words.
@@ -622,16 +839,32 @@ pub struct PreparedWeights {
     pub k: usize,
     pub n: usize,
     opts: MatmulOptions,
-    buf: NpuBuffer,
-    /// The N/K tiling the weights were packed for (M is planned per call).
-    n_tiles: Vec<(Span, u32)>,
+    /// B in device memory: a buffer of its own or a slice of an arena's.
+    store: WeightSlice,
+    /// The K segments the weights were packed for (M and the N tiles are
+    /// planned per call).
     k_segs: Vec<Span>,
 }
 
 impl PreparedWeights {
-    /// Packs B (N x K) to the native weight layout on `dev`.
+    /// Packs B (N x K) to the native weight layout on `dev`, in a buffer
+    /// of its own.
     pub fn new(
         dev: &dyn NpuDevice,
+        ty: MatmulType,
+        k: usize,
+        n: usize,
+        weights: Weights<'_>,
+        opts: &MatmulOptions,
+    ) -> Result<Self, NpuError> {
+        Self::new_in(dev, None, ty, k, n, weights, opts)
+    }
+
+    /// [`new`](Self::new), in `arena`'s buffers when given (many weights
+    /// per driver buffer, over several IOMMU domains).
+    pub fn new_in(
+        dev: &dyn NpuDevice,
+        arena: Option<&WeightArena>,
         ty: MatmulType,
         k: usize,
         n: usize,
@@ -648,15 +881,21 @@ impl PreparedWeights {
         let r = regions(&p);
         let vals = bits_of_weights(&weights, ty, n, k)?;
         let bits = ty.input_bits();
-        let mut buf = dev.alloc(r.b_total)?;
-        for (ni, (ns, _)) in p.n_tiles.iter().enumerate() {
-            for (ki, ks) in p.k_segs.iter().enumerate() {
-                let mut sub = Vec::with_capacity(ns.len * ks.len);
-                for row in ns.start..ns.start + ns.len {
+        let buf = match arena {
+            Some(arena) => arena.alloc(dev, r.b_total)?,
+            None => WeightSlice::whole(dev.alloc(r.b_total)?),
+        };
+        // Per K segment all N rows, packed in slices of whole row groups
+        // (each slice lands where the full packing would put it).
+        let rows_per_pack = opts.envelope.max_n().max(ty.b_group());
+        for (ks, &base) in p.k_segs.iter().zip(&r.b_segments) {
+            for rows in split(n, rows_per_pack, ty.b_group()) {
+                let mut sub = Vec::with_capacity(rows.len * ks.len);
+                for row in rows.start..rows.start + rows.len {
                     sub.extend_from_slice(&vals[row * k + ks.start..row * k + ks.start + ks.len]);
                 }
-                let packed = layout::pack_b(&sub, ns.len, ks.len, bits, ty.b_group());
-                buf.write(r.b_offsets[ni][ki], &packed)?;
+                let packed = layout::pack_b(&sub, rows.len, ks.len, bits, ty.b_group());
+                buf.write(base + layout::a_bytes(rows.start, ks.len, bits), &packed)?;
             }
         }
         buf.sync_to_device()?;
@@ -665,15 +904,20 @@ impl PreparedWeights {
             k,
             n,
             opts: opts.clone(),
-            buf,
-            n_tiles: p.n_tiles,
+            store: buf,
             k_segs: p.k_segs,
         })
     }
 
     /// Device bytes held.
     pub fn device_bytes(&self) -> usize {
-        self.buf.len()
+        self.store.len()
+    }
+
+    /// IOMMU domain of the weights: every buffer of their submits is
+    /// allocated there.
+    pub fn domain(&self) -> u32 {
+        self.store.domain()
     }
 
     /// C = A * B^T for A of M x K.
@@ -698,7 +942,7 @@ impl PreparedWeights {
         let ty = self.ty;
         let (k, n) = (self.k, self.n);
         let p = plan(ty, m, k, n, &self.opts)?;
-        if p.k_segs != self.k_segs || p.n_tiles != self.n_tiles {
+        if p.k_segs != self.k_segs {
             return Err(NpuError::InvalidShape(
                 "tiling changed since the weights were prepared".into(),
             ));
@@ -708,7 +952,8 @@ impl PreparedWeights {
         let bits = ty.input_bits();
 
         // A: one block per (m tile, k seg); padded rows stay zero.
-        let mut a_buf = dev.alloc(r.a_total)?;
+        let domain = self.store.domain();
+        let mut a_buf = dev.alloc_in(r.a_total, domain)?;
         trace.buffers.push(BufferTrace::of("A", &a_buf));
         for (mi, ms) in p.m_tiles.iter().enumerate() {
             for (ki, ks) in p.k_segs.iter().enumerate() {
@@ -729,86 +974,124 @@ impl PreparedWeights {
         }
         a_buf.sync_to_device()?;
 
-        // Output tiles; the C address is only known after allocating. The
-        // sentinel shows afterwards which tiles the NPU never wrote (rocket's
-        // SUBMIT returns 0 even for a job it rejects).
-        let (_, c_total) = plan_tasks(&p, &r, 0, 0, 0)?;
-        let mut c_buf = dev.alloc(c_total)?;
-        trace.buffers.push(BufferTrace::of("C", &c_buf));
-        c_buf.write(
-            0,
-            &SENTINEL.to_le_bytes().repeat(c_total.div_ceil(4))[..c_total],
-        )?;
-        c_buf.sync_to_device()?;
-        let (tasks, _) = plan_tasks(
-            &p,
-            &r,
-            a_buf.dma_addr(),
-            self.buf.dma_addr(),
-            c_buf.dma_addr(),
-        )?;
+        // Output tiles, one buffer per core (rocket orders jobs that write
+        // one buffer; separate ones let the cores run together); the C
+        // addresses are only known after allocating. The sentinel shows
+        // afterwards which tiles the NPU never wrote (rocket's SUBMIT
+        // returns 0 even for a job it rejects).
+        let (mut tasks, _) = plan_tasks(&p, &r, a_buf.dma_addr(), self.store.dma_addr(), 0)?;
+        let out_bytes = ty.output_bytes();
+        let per_core = core_outputs(&tasks, out_bytes as usize);
+        let mut c_bufs: Vec<NpuBuffer> = Vec::with_capacity(per_core.len());
+        for (_, task_range, c_range) in &per_core {
+            let mut c_buf = dev.alloc_in(c_range.len(), domain)?;
+            trace.buffers.push(BufferTrace::of("C", &c_buf));
+            c_buf.write(
+                0,
+                &SENTINEL.to_le_bytes().repeat(c_range.len().div_ceil(4))[..c_range.len()],
+            )?;
+            c_buf.sync_to_device()?;
+            for t in &mut tasks[task_range.clone()] {
+                t.c_off -= c_range.start;
+                let addr = c_buf.dma_addr() as u64 + t.c_off as u64;
+                t.desc.c_addr = u32::try_from(addr).map_err(|_| NpuError::AddressAbove4G {
+                    what: "matmul output".into(),
+                    addr,
+                })?;
+            }
+            c_bufs.push(c_buf);
+        }
+        let c_of_task: Vec<usize> = per_core
+            .iter()
+            .enumerate()
+            .flat_map(|(ci, (_, range, _))| range.clone().map(move |_| ci))
+            .collect();
 
-        // Submit: per core, jobs of chained tasks sized to the driver's job
-        // timeout, one submit at a time.
+        // Submit: each core's tasks in jobs sized to the driver's job
+        // timeout; the i-th job of every core in one submit (the cores run
+        // together), or one core per submit where the driver cannot.
         let chaining = dev.chaining();
         let limit_ms = dev
             .job_time_limit_ms()
             .map_or(self.opts.timeout_ms, |l| l.min(self.opts.timeout_ms));
-        let mut cores: Vec<u32> = tasks.iter().map(|t| t.core).collect();
-        cores.sort_unstable();
-        cores.dedup();
-        for core in cores {
-            let mine: Vec<TaskDesc> = tasks
-                .iter()
-                .filter(|t| t.core == core)
-                .map(|t| t.desc)
-                .collect();
-            for range in job_groups(&mine, self.opts.max_tasks_per_submit, limit_ms) {
-                let group = &mine[range];
-                let mut regcmd = dev.alloc(group.len() * ty.task_entries() * 8)?;
-                let (words, offsets) =
-                    task::build_command_buffer(group, regcmd.dma_addr(), chaining)?;
-                regcmd.write_words(0, &words)?;
-                regcmd.sync_to_device()?;
-                let refs: Vec<TaskRef> = offsets
-                    .iter()
-                    .map(|&o| TaskRef {
-                        offset: o,
-                        body_entries: ty.body_entries() as u32,
-                    })
-                    .collect();
-                let job = Job {
-                    regcmd: &regcmd,
-                    tasks: &refs,
-                    core,
-                    inputs: &[&a_buf, &self.buf],
-                    outputs: &[&c_buf],
-                    timeout_ms: self.opts.timeout_ms,
-                };
-                let started = std::time::Instant::now();
-                let result = dev.submit(&job);
-                trace.jobs.push(JobTrace {
-                    core,
-                    tasks: group.len(),
-                    regcmd: BufferTrace::of("regcmd", &regcmd),
-                    words_hash: words_hash(&words),
-                    first_words: words.iter().take(ty.task_entries()).copied().collect(),
-                    stats: result.as_ref().ok().copied(),
-                    wall_us: started.elapsed().as_micros() as u64,
-                    error: result.as_ref().err().map(|e| e.to_string()),
-                    submit: dev.last_submit(),
-                });
-                result?;
+        let cores: Vec<u32> = per_core.iter().map(|(c, ..)| *c).collect();
+        let together = dev.runs_cores_together(&cores);
+        let submits = plan_submits(&tasks, self.opts.max_tasks_per_submit, limit_ms, together);
+        for submit in &submits {
+            let n_tasks = submit.tasks();
+            let mut regcmd = dev.alloc_in(n_tasks * ty.task_entries() * 8, domain)?;
+            let mut words = Vec::with_capacity(n_tasks * ty.task_entries());
+            let mut refs = Vec::with_capacity(n_tasks);
+            let mut first = 0;
+            let mut ranges = Vec::with_capacity(submit.shares.len());
+            // Each core's tasks are one chain of their own.
+            for (core, range) in &submit.shares {
+                let descs: Vec<TaskDesc> = tasks[range.clone()].iter().map(|t| t.desc).collect();
+                let base = regcmd.dma_addr() as u64 + (words.len() * 8) as u64;
+                let base = u32::try_from(base).map_err(|_| NpuError::AddressAbove4G {
+                    what: "register commands".into(),
+                    addr: base,
+                })?;
+                let at = words.len() * 8;
+                let (w, offsets) = task::build_command_buffer(&descs, base, chaining)?;
+                words.extend(w);
+                refs.extend(offsets.iter().map(|&o| TaskRef {
+                    offset: at + o,
+                    body_entries: ty.body_entries() as u32,
+                }));
+                ranges.push((*core, first, range.len(), c_of_task[range.start]));
+                first += range.len();
             }
+            regcmd.write_words(0, &words)?;
+            regcmd.sync_to_device()?;
+            let outputs: Vec<[&NpuBuffer; 1]> =
+                ranges.iter().map(|&(.., ci)| [&c_bufs[ci]]).collect();
+            let shares: Vec<CoreShare<'_>> = ranges
+                .iter()
+                .zip(&outputs)
+                .map(|(&(core, first, count, _), out)| CoreShare {
+                    core,
+                    first,
+                    count,
+                    outputs: out,
+                })
+                .collect();
+            // Held for the submit only: other weights share the buffer.
+            let weights = self.store.chunk().buffer();
+            let job = Job {
+                regcmd: &regcmd,
+                tasks: &refs,
+                shares: &shares,
+                inputs: &[&a_buf, &weights],
+                timeout_ms: self.opts.timeout_ms,
+            };
+            let started = std::time::Instant::now();
+            let result = dev.submit(&job);
+            trace.jobs.push(JobTrace {
+                core: shares[0].core,
+                core_mask: job.core_mask(),
+                shares: shares.iter().map(|s| (s.core, s.count)).collect(),
+                tasks: n_tasks,
+                regcmd: BufferTrace::of("regcmd", &regcmd),
+                words_hash: words_hash(&words),
+                first_words: words.iter().take(ty.task_entries()).copied().collect(),
+                stats: result.as_ref().ok().copied(),
+                wall_us: started.elapsed().as_micros() as u64,
+                error: result.as_ref().err().map(|e| e.to_string()),
+                submit: dev.last_submit(),
+            });
+            drop(weights);
+            result?;
         }
-        c_buf.sync_from_device()?;
+        for c_buf in &c_bufs {
+            c_buf.sync_from_device()?;
+        }
 
         // Verdicts: a tile still holding only the sentinel was never written.
-        let out_bytes = ty.output_bytes();
         let mut raws = Vec::with_capacity(tasks.len());
         for (i, t) in tasks.iter().enumerate() {
             let mut raw = vec![0u8; t.m_tile.len * t.n_tile.len * out_bytes as usize];
-            c_buf.read(t.c_off, &mut raw)?;
+            c_bufs[c_of_task[i]].read(t.c_off, &mut raw)?;
             trace.tiles.push(TileTrace {
                 task: i,
                 core: t.core,

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::engine::SimCore;
+use super::engine::{CoreChain, SimCore};
 use crate::npu::command::regs;
 use crate::npu::command::task::{Chaining, TAIL_ENTRIES};
 use crate::npu::driver::device::{
@@ -145,6 +145,7 @@ impl NpuDevice for SimDevice {
             sram_total: None,
             sram_free: None,
             address_space: SIM_ADDR_LIMIT - SIM_ADDR_BASE,
+            iommu_domains: 1,
         }
     }
 
@@ -166,6 +167,7 @@ impl NpuDevice for SimDevice {
             dma_addr: dma,
             size: size as u64,
             obj_addr: 0,
+            domain: 0,
         };
         let ops = Arc::new(SimBufferOps {
             mem: self.core.mem.clone(),
@@ -181,6 +183,10 @@ impl NpuDevice for SimDevice {
             .load(Ordering::Relaxed)
             .then(|| sim_record(job, &result));
         result
+    }
+
+    fn runs_cores_together(&self, _cores: &[u32]) -> bool {
+        true
     }
 
     fn is_simulated(&self) -> bool {
@@ -208,7 +214,9 @@ fn sim_record(job: &Job<'_>, result: &Result<JobStats, NpuError>) -> SubmitRecor
         ioctl: "npu-sim",
         struct_size: 0,
         submit: Fields(vec![
-            ("core", job.core as i64),
+            ("core", job.shares.first().map_or(0, |s| s.core) as i64),
+            ("core_mask", job.core_mask() as i64),
+            ("cores", job.cores_used() as i64),
             ("task_number", job.tasks.len() as i64),
             ("timeout", job.timeout_ms as i64),
             (
@@ -234,14 +242,12 @@ fn sim_record(job: &Job<'_>, result: &Result<JobStats, NpuError>) -> SubmitRecor
 
 impl SimDevice {
     fn run_job(&self, job: &Job<'_>) -> Result<JobStats, NpuError> {
-        if job.core >= self.cores {
+        if job.tasks.is_empty() {
             return Err(NpuError::SubmitFailed {
-                reason: format!("core {} does not exist ({} cores)", job.core, self.cores),
+                reason: "job without tasks".into(),
             });
         }
-        let first = job.tasks.first().ok_or_else(|| NpuError::SubmitFailed {
-            reason: "job without tasks".into(),
-        })?;
+        job.check_shares(self.cores)?;
         match self.core.faults.take() {
             Fault::Timeout => {
                 return Err(NpuError::SubmitTimeout {
@@ -261,14 +267,34 @@ impl SimDevice {
             }
             Fault::None => {}
         }
-        let addr = job.regcmd.dma_addr() as u64 + first.offset as u64;
-        let addr = check_dma_addr("register commands", addr, 8)?;
-        let amount = regs::pc_amount(first.body_entries as usize + TAIL_ENTRIES);
-        let done = self
-            .core
-            .run_pc_chain(addr, amount, job.tasks.len() as u32)?;
+        let chains = job
+            .shares
+            .iter()
+            .map(|share| {
+                let first = &job.tasks[share.first];
+                let addr = job.regcmd.dma_addr() as u64 + first.offset as u64;
+                Ok(CoreChain {
+                    core: share.core,
+                    first_task: share.first,
+                    first_addr: check_dma_addr("register commands", addr, 8)?,
+                    amount: regs::pc_amount(first.body_entries as usize + TAIL_ENTRIES),
+                    tasks: share.count as u32,
+                })
+            })
+            .collect::<Result<Vec<_>, NpuError>>()?;
+        let windows: Vec<Vec<(u64, u64)>> = job
+            .shares
+            .iter()
+            .map(|s| {
+                s.outputs
+                    .iter()
+                    .map(|b| (u64::from(b.dma_addr()), b.len() as u64))
+                    .collect()
+            })
+            .collect();
+        let done = self.core.run_cores(&chains, Some(&windows))?;
         Ok(JobStats {
-            tasks_done: done,
+            tasks_done: done.iter().sum(),
             hw_time_us: None,
         })
     }

@@ -22,6 +22,34 @@ pub struct SimCore {
     pub faults: FaultInjector,
 }
 
+/// One core's part of a multi-core submit: `tasks` chained tasks from
+/// `first_addr` (numbered from `first_task` in errors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoreChain {
+    pub core: u32,
+    pub first_task: usize,
+    pub first_addr: u32,
+    pub amount: u32,
+    pub tasks: u32,
+}
+
+/// A core's tasks, loaded: (core, [(task index, operation)]).
+pub(super) type LoadedCore = (u32, Vec<(usize, Op)>);
+
+/// Device memory a task touches: A, B (read) and C (written), as
+/// (address, bytes).
+fn footprints(op: &Op) -> [(u64, u64); 3] {
+    let bits = op.input.bits();
+    [
+        (op.a as u64, layout::a_bytes(op.m, op.k, bits) as u64),
+        (op.b as u64, layout::a_bytes(op.n, op.k, bits) as u64),
+        (
+            op.c as u64,
+            (op.m * op.n) as u64 * u64::from(op.output.bytes()),
+        ),
+    ]
+}
+
 /// Where a task's tail points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TailLink {
@@ -45,15 +73,32 @@ impl SimCore {
         amount: u32,
         task_number: u32,
     ) -> Result<u32, NpuError> {
-        let (mut addr, mut amount) = (first_addr, amount);
-        for i in 0..task_number as usize {
-            let link = self.run_task(i, addr, regs::entries_for_amount(amount))?;
-            if i + 1 < task_number as usize {
+        let chain = CoreChain {
+            core: 0,
+            first_task: 0,
+            first_addr,
+            amount,
+            tasks: task_number,
+        };
+        self.run_cores(&[chain], None).map(|done| done[0])
+    }
+
+    /// Loads one core's PC chain: every task's operation, following the
+    /// tails, without running anything.
+    pub(super) fn load_chain(&self, chain: &CoreChain) -> Result<Vec<(usize, Op)>, NpuError> {
+        let (mut addr, mut amount) = (chain.first_addr, chain.amount);
+        let mut ops = Vec::with_capacity(chain.tasks as usize);
+        for i in 0..chain.tasks as usize {
+            let task = chain.first_task + i;
+            let (link, op) = self.load_task(task, addr, regs::entries_for_amount(amount))?;
+            ops.push((task, op));
+            if i + 1 < chain.tasks as usize {
                 if link.next_addr == 0 || link.next_amount == 0 {
                     return Err(NpuError::BadCommandStream {
-                        task: i,
+                        task,
                         reason: format!(
-                            "the chain ends after task {i} but the submit asked for {task_number} tasks"
+                            "the chain ends after task {task} but core {} was given {} tasks",
+                            chain.core, chain.tasks
                         ),
                     });
                 }
@@ -61,11 +106,96 @@ impl SimCore {
                 amount = link.next_amount;
             }
         }
-        Ok(task_number)
+        Ok(ops)
+    }
+
+    /// Several cores at once, as one multi-core submit runs them: loads
+    /// every core's chain, checks that no core writes memory another core
+    /// reads or writes (and, with `windows`, that core i writes only
+    /// inside `windows[i]`: the output buffers its share declared), then
+    /// runs the tasks interleaved across cores (task 0 of every core, then
+    /// task 1, ...), so a hidden dependency between cores changes results.
+    /// Returns the tasks completed per core.
+    pub fn run_cores(
+        &self,
+        chains: &[CoreChain],
+        windows: Option<&[Vec<(u64, u64)>]>,
+    ) -> Result<Vec<u32>, NpuError> {
+        let loaded: Vec<LoadedCore> = chains
+            .iter()
+            .map(|c| Ok((c.core, self.load_chain(c)?)))
+            .collect::<Result<_, NpuError>>()?;
+        self.run_loaded(&loaded, windows)
+    }
+
+    /// [`run_cores`](Self::run_cores) on tasks already loaded per core.
+    pub(super) fn run_loaded(
+        &self,
+        loaded: &[LoadedCore],
+        windows: Option<&[Vec<(u64, u64)>]>,
+    ) -> Result<Vec<u32>, NpuError> {
+        let fault = |task: usize, reason: String| NpuError::BadCommandStream { task, reason };
+        for (ci, (core, ops)) in loaded.iter().enumerate() {
+            for (task, op) in ops {
+                let (c_start, c_len) = footprints(op)[2];
+                if let Some(w) = windows.and_then(|w| w.get(ci)) {
+                    if !w
+                        .iter()
+                        .any(|&(s, l)| c_start >= s && c_start + c_len <= s + l)
+                    {
+                        return Err(fault(
+                            *task,
+                            format!(
+                                "core {core} writes {c_start:#x}+{c_len} outside the output buffers of its share"
+                            ),
+                        ));
+                    }
+                }
+                for (_, (other_core, others)) in
+                    loaded.iter().enumerate().filter(|&(cj, _)| cj != ci)
+                {
+                    for (other, oop) in others {
+                        if let Some(&(s, l)) = footprints(oop)
+                            .iter()
+                            .find(|&&(s, l)| s < c_start + c_len && c_start < s + l)
+                        {
+                            return Err(fault(
+                                *task,
+                                format!(
+                                    "core {core} writes {c_start:#x}+{c_len}, which task {other} on core {other_core} also uses ({s:#x}+{l}): cores running together must not share memory they write"
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let longest = loaded.iter().map(|(_, ops)| ops.len()).max().unwrap_or(0);
+        for step in 0..longest {
+            for (_, ops) in loaded {
+                if let Some((task, op)) = ops.get(step) {
+                    self.execute(*task, op)?;
+                }
+            }
+        }
+        Ok(loaded.iter().map(|(_, ops)| ops.len() as u32).collect())
     }
 
     /// Runs the task whose `entries` u64 command words start at `addr`.
     pub fn run_task(&self, task: usize, addr: u32, entries: usize) -> Result<TailLink, NpuError> {
+        let (link, op) = self.load_task(task, addr, entries)?;
+        self.execute(task, &op)?;
+        Ok(link)
+    }
+
+    /// Reads and checks one task's command words: its tail link and the
+    /// operation its registers describe.
+    pub(super) fn load_task(
+        &self,
+        task: usize,
+        addr: u32,
+        entries: usize,
+    ) -> Result<(TailLink, Op), NpuError> {
         if !addr.is_multiple_of(16) {
             return Err(NpuError::BadCommandStream {
                 task,
@@ -84,7 +214,7 @@ impl SimCore {
             next_amount: 0,
         };
         let mut marker = false;
-        let mut done = false;
+        let mut done: Option<Op> = None;
         let mut tail_started = false;
         let mut dpu_pointer_set = false;
         for (i, chunk) in bytes.chunks_exact(8).enumerate() {
@@ -103,7 +233,7 @@ impl SimCore {
                 value: w.value,
                 reason,
             };
-            if done {
+            if done.is_some() {
                 return Err(bad(format!("entry {i} follows the operation enable")));
             }
             match w.target {
@@ -140,9 +270,7 @@ impl SimCore {
                             "the simulator models CNA|CORE|DPU tasks only (value {want:#x})"
                         )));
                     }
-                    let op = decode(&file)?;
-                    self.execute(task, &op)?;
-                    done = true;
+                    done = Some(decode(&file)?);
                 }
                 CNA | CORE | DPU => {
                     if registers::describe(w.target, w.offset).is_none() {
@@ -165,13 +293,13 @@ impl SimCore {
                 _ => return Err(bad("block not modelled by the simulator".into())),
             }
         }
-        if !done {
-            return Err(NpuError::BadCommandStream {
+        match done {
+            Some(op) => Ok((link, op)),
+            None => Err(NpuError::BadCommandStream {
                 task,
                 reason: format!("no operation-enable entry in the {entries} entries fetched"),
-            });
+            }),
         }
-        Ok(link)
     }
 
     fn execute(&self, task: usize, op: &Op) -> Result<(), NpuError> {

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytemuck::Pod;
 use nix::errno::Errno;
 
+use super::engine::{CoreChain, LoadedCore};
 use super::{Fault, SimCore, SIM_ADDR_BASE, SIM_ADDR_LIMIT};
 use crate::npu::command::regs;
 use crate::npu::driver::drm::DrmIo;
@@ -44,6 +45,13 @@ pub struct FakeConfig {
     /// IOMMU, for buffers not requested as DMA32 (`UnlessDma32`; with the
     /// IOMMU on, device addresses are IOVAs below 4 GiB).
     pub high_addresses: HighAddresses,
+    /// Bytes of device address space per IOMMU domain (a test can make it
+    /// small to fill it: 64 MiB instead of about 4 GiB).
+    pub address_space: u64,
+    /// rknpu: IOMMU domains the driver has (more than 1: it answers
+    /// GET_IOMMU_DOMAIN_ID and takes `iommu_domain_id` in MEM_CREATE and
+    /// SUBMIT, each domain its own address space).
+    pub domains: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +67,8 @@ impl Default for FakeConfig {
             version: rknpu_version(0, 9, 8),
             iommu: true,
             high_addresses: HighAddresses::UnlessDma32,
+            address_space: SIM_ADDR_LIMIT - SIM_ADDR_BASE,
+            domains: 1,
         }
     }
 }
@@ -73,6 +83,21 @@ struct Bo {
     busy: bool,
     /// Counted against the DMA32 zone (see [`FakeRknpu::limit_dma32`]).
     dma32: bool,
+    domain: u32,
+}
+
+/// A submit as the fake driver ran it: which cores, which task range each
+/// core ran (vendor driver: the subcore ranges; rocket: one job per core
+/// its scheduler picked), in which IOMMU domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FakeSubmit {
+    pub core_mask: u32,
+    /// (core, first task, task count) per core.
+    pub ranges: Vec<(u32, u32, u32)>,
+    pub domain: u32,
+    /// More than one core ran at the same time (rocket: no two jobs of
+    /// the submit share an output buffer, whose fence would order them).
+    pub concurrent: bool,
 }
 
 #[derive(Default)]
@@ -85,11 +110,18 @@ struct State {
     /// (None: unlimited).
     dma32_left: Option<u64>,
     created_flags: Vec<u32>,
+    submits: Vec<FakeSubmit>,
+    /// Rocket: the core its scheduler gives the next job.
+    next_core: u32,
 }
 
 /// Shared parts of both fakes.
 struct Common {
+    /// Domain 0's simulator (fault injection lives there).
     sim: Arc<SimCore>,
+    /// One simulator per IOMMU domain, each its own address space
+    /// (`domains[0]` is `sim`).
+    domains: Vec<Arc<SimCore>>,
     high: AddressSpace,
     cfg: FakeConfig,
     state: Mutex<State>,
@@ -97,11 +129,18 @@ struct Common {
 
 impl Common {
     fn new(cfg: FakeConfig) -> Self {
+        let limit = SIM_ADDR_BASE.saturating_add(cfg.address_space).min(1 << 32);
+        let domains: Vec<Arc<SimCore>> = (0..cfg.domains.max(1))
+            .map(|_| {
+                Arc::new(SimCore::new(Arc::new(AddressSpace::new(
+                    SIM_ADDR_BASE,
+                    limit,
+                ))))
+            })
+            .collect();
         Common {
-            sim: Arc::new(SimCore::new(Arc::new(AddressSpace::new(
-                SIM_ADDR_BASE,
-                SIM_ADDR_LIMIT,
-            )))),
+            sim: domains[0].clone(),
+            domains,
             high: AddressSpace::new(HIGH_BASE, HIGH_LIMIT),
             cfg,
             state: Mutex::new(State {
@@ -121,7 +160,14 @@ impl Common {
         flags: u32,
         high: bool,
         dma32: bool,
+        domain: u32,
     ) -> Result<(u32, u64, u64), Errno> {
+        let Some(sim) = self.domains.get(domain as usize) else {
+            return Err(self.fail(
+                Errno::EINVAL,
+                format!("MEM_CREATE: IOMMU domain {domain} does not exist"),
+            ));
+        };
         if size == 0 || size > u32::MAX as u64 {
             return Err(Errno::EINVAL);
         }
@@ -141,7 +187,7 @@ impl Common {
                 None => {}
             }
         }
-        let space: &AddressSpace = if high { &self.high } else { &self.sim.mem };
+        let space: &AddressSpace = if high { &self.high } else { &sim.mem };
         let (dma, mem) = space.alloc(size as usize).map_err(|_| Errno::ENOMEM)?;
         let mut st = self.lock();
         let handle = st.next_handle;
@@ -158,6 +204,7 @@ impl Common {
                 mmap_offset: u64::from(handle) << 20,
                 busy: false,
                 dma32,
+                domain,
             },
         );
         Ok((handle, obj_addr, dma))
@@ -172,8 +219,8 @@ impl Common {
         drop(st);
         if bo.dma >= HIGH_BASE {
             self.high.free(bo.dma);
-        } else {
-            self.sim.mem.free(bo.dma);
+        } else if let Some(sim) = self.domains.get(bo.domain as usize) {
+            sim.mem.free(bo.dma);
         }
         Ok(())
     }
@@ -197,12 +244,21 @@ impl Common {
         Ok(Mapping::shared(bo.mem.clone()))
     }
 
-    /// True when [addr, addr + len) lies inside one live buffer.
-    fn in_some_bo(&self, addr: u64, len: u64) -> bool {
+    /// True when [addr, addr + len) lies inside one live buffer of `domain`.
+    fn in_some_bo(&self, addr: u64, len: u64, domain: u32) -> bool {
         self.lock()
             .bos
             .values()
-            .any(|b| addr >= b.dma && addr + len <= b.dma + b.size)
+            .any(|b| b.domain == domain && addr >= b.dma && addr + len <= b.dma + b.size)
+    }
+
+    fn record(&self, submit: FakeSubmit) {
+        let mut st = self.lock();
+        st.log.push(format!(
+            "SUBMIT on core mask {:#x}, per core (core, first, count) {:?}",
+            submit.core_mask, submit.ranges
+        ));
+        st.submits.push(submit);
     }
 
     fn log(&self, s: String) {
@@ -317,6 +373,19 @@ impl FakeRknpu {
         self.c.lock().created_flags.clone()
     }
 
+    /// Every submit the fake ran, with its cores and task ranges.
+    pub fn submits(&self) -> Vec<FakeSubmit> {
+        self.c.lock().submits.clone()
+    }
+
+    /// Live buffers per IOMMU domain.
+    pub fn buffers_per_domain(&self) -> Vec<usize> {
+        let st = self.c.lock();
+        (0..self.c.domains.len() as u32)
+            .map(|d| st.bos.values().filter(|b| b.domain == d).count())
+            .collect()
+    }
+
     fn mem_mask(&self) -> u32 {
         if uapi::dma32_flag_is_positive(self.c.cfg.version) {
             RKNPU_MEM_MASK_NEW
@@ -350,7 +419,18 @@ impl FakeRknpu {
             HighAddresses::Always => true,
             HighAddresses::UnlessDma32 => !self.c.cfg.iommu && !wants_dma32,
         };
-        let (handle, obj, dma) = self.c.create(c.size, c.flags, high, wants_dma32)?;
+        // The 40-byte layout has no domain field: domain 0.
+        let domain = if n == std::mem::size_of::<RknpuMemCreateV2>() {
+            u32::try_from(c.iommu_domain_id).map_err(|_| {
+                self.c.fail(
+                    Errno::EINVAL,
+                    format!("MEM_CREATE: IOMMU domain {}", c.iommu_domain_id),
+                )
+            })?
+        } else {
+            0
+        };
+        let (handle, obj, dma) = self.c.create(c.size, c.flags, high, wants_dma32, domain)?;
         self.c.lock().created_flags.push(c.flags);
         c.handle = handle;
         c.obj_addr = obj;
@@ -399,21 +479,30 @@ impl FakeRknpu {
         if s.timeout == 0 {
             return Err(self.c.fail(Errno::EINVAL, "SUBMIT: timeout 0".into()));
         }
-        if ![1, 2, 4].contains(&s.core_mask) {
-            return Err(self.c.fail(
-                Errno::EINVAL,
-                format!("SUBMIT: core_mask {:#x} (one core per submit; multi-core submits crash boards)", s.core_mask),
-            ));
-        }
         if s.task_number == 0 {
             return Err(self.c.fail(Errno::EINVAL, "SUBMIT: task_number 0".into()));
         }
+        let domain = s.iommu_domain_id;
+        let Some(sim) = self.c.domains.get(domain as usize).cloned() else {
+            return Err(self.c.fail(
+                Errno::EINVAL,
+                format!("SUBMIT: IOMMU domain {domain} does not exist"),
+            ));
+        };
         let task_handle = self.handle_for_obj(None, s.task_obj_addr)?;
-        let (task_mem, task_size, task_flags) = {
+        let (task_mem, task_size, task_flags, task_domain) = {
             let st = self.c.lock();
             let b = &st.bos[&task_handle];
-            (b.mem.clone(), b.size, b.flags)
+            (b.mem.clone(), b.size, b.flags, b.domain)
         };
+        if task_domain != domain {
+            return Err(self.c.fail(
+                Errno::EINVAL,
+                format!(
+                    "SUBMIT: task buffer in IOMMU domain {task_domain}, the submit names {domain}"
+                ),
+            ));
+        }
         if task_flags & RKNPU_MEM_KERNEL_MAPPING == 0 {
             return Err(self.c.fail(
                 Errno::EINVAL,
@@ -442,7 +531,7 @@ impl FakeRknpu {
             .collect();
         for (i, t) in tasks.iter().enumerate() {
             let bytes = (u64::from(t.regcfg_amount) + 4) * 8;
-            if t.regcmd_addr >= 1 << 32 || !self.c.in_some_bo(t.regcmd_addr, bytes) {
+            if t.regcmd_addr >= 1 << 32 || !self.c.in_some_bo(t.regcmd_addr, bytes, domain) {
                 return Err(self.c.fail(
                     Errno::EINVAL,
                     format!(
@@ -468,6 +557,7 @@ impl FakeRknpu {
                 ));
             }
         }
+        let ranges = self.core_ranges(&s)?;
         match self.c.sim.faults.take() {
             Fault::Timeout => return Err(self.c.fail(Errno::ETIMEDOUT, "injected timeout".into())),
             Fault::Fail => return Err(self.c.fail(Errno::EIO, "injected failure".into())),
@@ -480,14 +570,23 @@ impl FakeRknpu {
             }
             Fault::None => {}
         }
-        let first = &tasks[0];
-        let amount = regs::pc_amount(first.regcfg_amount as usize + 4);
-        match self
-            .c
-            .sim
-            .run_pc_chain(first.regcmd_addr as u32, amount, s.task_number)
-        {
-            Ok(done) => s.task_counter = done,
+        // Each core starts at the first record of its range and follows
+        // the chain for its task count; the cores run together.
+        let chains: Vec<CoreChain> = ranges
+            .iter()
+            .map(|&(core, start, number)| {
+                let first = &tasks[(start - s.task_start) as usize];
+                CoreChain {
+                    core,
+                    first_task: (start - s.task_start) as usize,
+                    first_addr: first.regcmd_addr as u32,
+                    amount: regs::pc_amount(first.regcfg_amount as usize + 4),
+                    tasks: number,
+                }
+            })
+            .collect();
+        match sim.run_cores(&chains, None) {
+            Ok(done) => s.task_counter = done.iter().sum(),
             Err(e) => return Err(self.c.fail(Errno::EIO, format!("NPU fault: {e}"))),
         }
         // As the driver does on completion: the interrupt status (here the
@@ -502,11 +601,73 @@ impl FakeRknpu {
             s.hw_elapse_time = 1000 * i64::from(s.task_number);
         }
         to_arg(arg, &s);
-        self.c.log(format!(
-            "SUBMIT {} tasks on core mask {:#x}",
-            s.task_number, s.core_mask
-        ));
+        self.c.record(FakeSubmit {
+            core_mask: s.core_mask,
+            concurrent: ranges.len() > 1,
+            ranges,
+            domain,
+        });
         Ok(())
+    }
+
+    /// Each core's task range as the vendor driver reads it for the mask
+    /// (`subcore_slot`), checked: every core gets tasks, and the ranges
+    /// are disjoint and cover `task_start..task_start + task_number`.
+    fn core_ranges(&self, s: &RknpuSubmit) -> Result<Vec<(u32, u32, u32)>, Errno> {
+        let mask = s.core_mask;
+        let cores: Vec<u32> = (0..3).filter(|c| mask & (1 << c) != 0).collect();
+        if mask == 0
+            || mask & !7 != 0
+            || cores.iter().any(|&c| uapi::subcore_slot(mask, c).is_none())
+        {
+            return Err(self.c.fail(
+                Errno::EINVAL,
+                format!(
+                    "SUBMIT: core_mask {mask:#x} (the driver runs cores 0, 1, 2, 0+1 or 0+1+2)"
+                ),
+            ));
+        }
+        let mut ranges: Vec<(u32, u32, u32)> = cores
+            .iter()
+            .map(|&c| {
+                let t = s.subcore_task[uapi::subcore_slot(mask, c).unwrap_or(0)];
+                (c, t.task_start, t.task_number)
+            })
+            .collect();
+        if let Some(&(c, ..)) = ranges.iter().find(|r| r.2 == 0) {
+            return Err(self.c.fail(
+                Errno::EINVAL,
+                format!(
+                    "SUBMIT: core {c} is in core_mask {mask:#x} but its subcore range has no tasks"
+                ),
+            ));
+        }
+        ranges.sort_by_key(|r| r.1);
+        let end = u64::from(s.task_start) + u64::from(s.task_number);
+        let mut next = u64::from(s.task_start);
+        for &(c, start, number) in &ranges {
+            let (start, stop) = (u64::from(start), u64::from(start) + u64::from(number));
+            if start < next {
+                return Err(self.c.fail(
+                    Errno::EINVAL,
+                    format!("SUBMIT: core {c}'s tasks {start}..{stop} overlap another core's (from {next} on they are taken)"),
+                ));
+            }
+            if start > next {
+                return Err(self.c.fail(
+                    Errno::EINVAL,
+                    format!("SUBMIT: tasks {next}..{start} run on no core"),
+                ));
+            }
+            next = stop;
+        }
+        if next != end {
+            return Err(self.c.fail(
+                Errno::EINVAL,
+                format!("SUBMIT: the core ranges end at task {next}, the submit's tasks at {end}"),
+            ));
+        }
+        Ok(ranges)
     }
 }
 
@@ -540,6 +701,13 @@ impl DrmIo for Arc<FakeRknpu> {
                     RKNPU_ACT_RESET => 0,
                     RKNPU_GET_IOMMU_EN => u32::from(self.c.cfg.iommu),
                     RKNPU_GET_TOTAL_SRAM_SIZE | RKNPU_GET_FREE_SRAM_SIZE => 0,
+                    RKNPU_GET_IOMMU_DOMAIN_ID if self.c.domains.len() > 1 => 0,
+                    // A driver of one domain refuses the probe: expected,
+                    // so not recorded as a misuse.
+                    RKNPU_GET_IOMMU_DOMAIN_ID => {
+                        self.c.log("ACTION GET_IOMMU_DOMAIN_ID: one domain".into());
+                        return Err(Errno::EINVAL);
+                    }
                     other => {
                         return Err(self
                             .c
@@ -681,6 +849,13 @@ impl FakeRocket {
         // SAFETY: the caller of the unsafe ioctl guarantees the job array.
         let jobs: Vec<RocketJob> =
             unsafe { read_user(s.jobs, s.job_count as usize, s.job_struct_size as usize)? };
+        // Every job is checked and loaded, then the jobs run together, one
+        // per core queue (the scheduler takes the cores in turn).
+        let mut loaded: Vec<LoadedCore> = Vec::new();
+        let mut windows: Vec<Vec<(u64, u64)>> = Vec::new();
+        let mut ranges = Vec::new();
+        let mut out_sets: Vec<Vec<u32>> = Vec::new();
+        let mut first_task = 0usize;
         for job in jobs {
             if (job.task_struct_size as usize) < std::mem::size_of::<RocketTask>()
                 || job.task_count == 0
@@ -707,7 +882,7 @@ impl FakeRocket {
                 if t.regcmd_count < 4
                     || !self
                         .c
-                        .in_some_bo(u64::from(t.regcmd), u64::from(t.regcmd_count) * 8)
+                        .in_some_bo(u64::from(t.regcmd), u64::from(t.regcmd_count) * 8, 0)
                 {
                     return Err(self.c.fail(
                         Errno::EINVAL,
@@ -739,12 +914,14 @@ impl FakeRocket {
                 }
                 Fault::None => {}
             }
+            let mut ops = Vec::with_capacity(tasks.len());
             for (i, t) in tasks.iter().enumerate() {
+                let task = first_task + i;
                 let entries = regs::entries_for_amount(regs::pc_amount(t.regcmd_count as usize));
-                let link = self
+                let (link, op) = self
                     .c
                     .sim
-                    .run_task(i, t.regcmd, entries)
+                    .load_task(task, t.regcmd, entries)
                     .map_err(|e| self.c.fail(Errno::EIO, format!("NPU fault: {e}")))?;
                 if link.next_addr != 0 {
                     return Err(self.c.fail(
@@ -755,10 +932,51 @@ impl FakeRocket {
                         ),
                     ));
                 }
+                ops.push((task, op));
             }
+            let core = {
+                let mut st = self.c.lock();
+                let core = st.next_core;
+                st.next_core = (core + 1) % 3;
+                windows.push(
+                    outs.iter()
+                        .filter_map(|h| st.bos.get(h).map(|b| (b.dma, b.size)))
+                        .collect(),
+                );
+                core
+            };
             self.c.log(format!("SUBMIT job of {} tasks", tasks.len()));
+            ranges.push((core, first_task as u32, tasks.len() as u32));
+            first_task += tasks.len();
+            loaded.push((core, ops));
+            out_sets.push(outs);
+        }
+        // A job writes only its declared outputs (the kernel fences those,
+        // nothing else), and jobs that run together share no memory one
+        // of them writes.
+        self.c
+            .sim
+            .run_loaded(&loaded, Some(&windows))
+            .map_err(|e| self.c.fail(Errno::EIO, format!("NPU fault: {e}")))?;
+        let shared_output = out_sets.iter().enumerate().any(|(i, a)| {
+            out_sets[..i]
+                .iter()
+                .any(|b| a.iter().any(|h| b.contains(h)))
+        });
+        if !ranges.is_empty() {
+            self.c.record(FakeSubmit {
+                core_mask: ranges.iter().fold(0, |m, r| m | 1 << r.0),
+                concurrent: ranges.len() > 1 && !shared_output,
+                ranges,
+                domain: 0,
+            });
         }
         Ok(())
+    }
+
+    /// Every submit the fake ran, with the core each job went to.
+    pub fn submits(&self) -> Vec<FakeSubmit> {
+        self.c.lock().submits.clone()
     }
 }
 
@@ -777,7 +995,7 @@ impl DrmIo for Arc<FakeRocket> {
                 let high = self.c.cfg.high_addresses == HighAddresses::Always;
                 let (handle, _, dma) = self
                     .c
-                    .create(u64::from(c.size), 0, high, false)
+                    .create(u64::from(c.size), 0, high, false, 0)
                     .map_err(|e| self.c.fail(e, format!("CREATE_BO of {} bytes", c.size)))?;
                 let offset = self.c.lock().bos[&handle].mmap_offset;
                 c.handle = handle;

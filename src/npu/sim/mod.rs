@@ -33,4 +33,4 @@ mod kernels;
 mod registers;
 
 pub use device::{Fault, FaultInjector, SimDevice, SIM_ADDR_BASE, SIM_ADDR_LIMIT};
-pub use engine::{SimCore, TailLink};
+pub use engine::{CoreChain, SimCore, TailLink};
