@@ -19,8 +19,10 @@ use std::sync::Arc;
 
 use quant::npu::{self as nq, Precision};
 
+use super::device::NpuPlacement;
 use super::{Backend, BackendError, ExecCtx, Input, Node, NpuQuant, Weight, WeightData, Weights};
 use crate::graph::{Op, WeightId};
+use crate::npu::cost::{BoardModel, CpuWeight, MatmulWeight, Policy, PLACEMENT_MARGIN};
 use crate::npu::ops::cache::{CacheKey, Lookup, WeightCache};
 use crate::npu::ops::matmul::{Activations, Weights as NpuWeights};
 use crate::npu::{MatmulOptions, MatmulOutput, MatmulType, NpuDevice, NpuError, PreparedWeights};
@@ -40,7 +42,14 @@ struct NpuWeight {
     q: nq::PreparedWeight,
     ty: MatmulType,
     segments: Vec<PreparedWeights>,
+    /// The weight as the board cost model sees it.
+    cost: MatmulWeight,
+    /// Fewest input rows that go to the NPU (placement).
+    min_rows: usize,
 }
+
+/// Batch sizes the cost-model placement tries, smallest first.
+const PLACEMENT_ROWS: [usize; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
 /// The NPU backend (see the module comment).
 pub struct NpuBackend {
@@ -56,6 +65,10 @@ pub struct NpuBackend {
     cache: Option<WeightCache>,
     /// `-ngl N`: only blocks `0..N` go to the NPU (None: every layer).
     max_layers: Option<usize>,
+    /// Which matmuls go to the NPU (resolved: `CostModel` or `MinBatch`).
+    placement: NpuPlacement,
+    /// The board the placement estimates for.
+    board: BoardModel,
 }
 
 impl fmt::Debug for NpuBackend {
@@ -85,7 +98,6 @@ impl NpuBackend {
         NpuBackend {
             dev,
             quant,
-            opts,
             weights: HashMap::new(),
             failures: AtomicU32::new(0),
             disabled: AtomicBool::new(false),
@@ -94,6 +106,32 @@ impl NpuBackend {
             prepared_bytes: 0,
             cache: None,
             max_layers: None,
+            placement: NpuPlacement::MinBatch(1),
+            board: BoardModel::with_cores(opts.cores.len()),
+            opts,
+        }
+    }
+
+    /// Places matmuls by `placement` (every one by default).
+    /// `DeviceDefault` means every matmul here: the device is resolved by
+    /// the caller.
+    pub fn with_placement(mut self, placement: NpuPlacement) -> NpuBackend {
+        self.placement = match placement {
+            NpuPlacement::DeviceDefault => NpuPlacement::MinBatch(1),
+            p => p,
+        };
+        self
+    }
+
+    /// Fewest rows of `w` the NPU takes under the placement.
+    fn min_rows(&self, w: &MatmulWeight) -> usize {
+        match self.placement {
+            NpuPlacement::MinBatch(n) => n,
+            NpuPlacement::CostModel | NpuPlacement::DeviceDefault => PLACEMENT_ROWS
+                .iter()
+                .copied()
+                .find(|&m| self.board.place(w, m, Policy::Fastest).on_npu)
+                .unwrap_or(usize::MAX),
         }
     }
 
@@ -212,6 +250,39 @@ impl Backend for NpuBackend {
             Op::MulMat { w, .. } => !self.is_disabled() && self.weights.contains_key(&w.0),
             _ => false,
         }
+    }
+
+    fn supports_rows(&self, op: &Op, rows: usize, weights: &Weights) -> bool {
+        let Op::MulMat { w, .. } = op else {
+            return false;
+        };
+        self.supports(op, weights) && self.weights.get(&w.0).is_some_and(|nw| rows >= nw.min_rows)
+    }
+
+    fn placement_note(&self, op: &Op, rows: usize, _weights: &Weights) -> Option<String> {
+        let Op::MulMat { w, .. } = op else {
+            return None;
+        };
+        let nw = self.weights.get(&w.0)?;
+        let p = self.board.place(&nw.cost, rows, Policy::Fastest);
+        let estimate = format!(
+            "board estimate {:.0} us NPU vs {:.0} us CPU, {} NPU cores",
+            p.npu_us, p.cpu_us, self.board.cores
+        );
+        let why = if self.is_disabled() {
+            "the NPU turned off after failures".to_string()
+        } else {
+            match self.placement {
+                NpuPlacement::MinBatch(1) => "every matmul on the NPU".to_string(),
+                NpuPlacement::MinBatch(n) if rows >= n => format!("--npu-min-batch {n}"),
+                NpuPlacement::MinBatch(n) => format!("below --npu-min-batch {n}"),
+                _ if p.on_npu => {
+                    format!("the NPU wins by more than {:.0}%", 100.0 * PLACEMENT_MARGIN)
+                }
+                _ => format!("the NPU does not win by {:.0}%", 100.0 * PLACEMENT_MARGIN),
+            }
+        };
+        Some(format!("{why}; {estimate}"))
     }
 
     fn prepare_weight(
@@ -333,7 +404,26 @@ impl Backend for NpuBackend {
                 if from_cache { ", cached" } else { "" }
             );
         }
-        self.weights.insert(id.0, NpuWeight { q, ty, segments });
+        let cost = MatmulWeight {
+            name: weight.name.clone(),
+            k,
+            n,
+            class: CpuWeight::of(weight.ty),
+            bytes: bytes.len() as u64,
+            scheme,
+            head: false,
+        };
+        let min_rows = self.min_rows(&cost);
+        self.weights.insert(
+            id.0,
+            NpuWeight {
+                q,
+                ty,
+                segments,
+                cost,
+                min_rows,
+            },
+        );
         Ok(true)
     }
 
