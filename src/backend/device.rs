@@ -85,11 +85,20 @@ impl NpuQuant {
             "w4a8" => "w4a8.r8.zp.seg32",
             other => other,
         };
-        name.parse::<Scheme>().map(NpuQuant::Scheme).map_err(|e| {
+        let scheme = name.parse::<Scheme>().map_err(|e| {
             BackendError::InvalidSetting(format!(
                 "{s:?}: {e} (expected auto, w16a16, w8a8, w4a4 or w4a8)"
             ))
-        })
+        })?;
+        if scheme.smooth {
+            // The factors come from activation statistics: the backend has
+            // no calibration pass to measure them (docs/quantization.md).
+            return Err(BackendError::InvalidSetting(format!(
+                "{s:?}: `sq` (SmoothQuant) needs a calibration pass the NPU backend does not have; \
+                 drop `.sq` (e.g. w8a8.had.hilo)"
+            )));
+        }
+        Ok(NpuQuant::Scheme(scheme))
     }
 
     /// The scheme for a weight of `ty`.

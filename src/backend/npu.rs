@@ -182,31 +182,82 @@ impl NpuBackend {
         self.disabled.load(Ordering::Relaxed)
     }
 
+    /// Packs every K segment of `q` into device memory (N padded to the
+    /// precision's row group), dropping the host copies.
+    fn upload(
+        &self,
+        q: &mut nq::PreparedWeight,
+    ) -> Result<(MatmulType, Vec<PreparedWeights>), NpuError> {
+        let (p, n) = (q.precision(), q.n);
+        let ty = npu_type(p);
+        let n_dev = n.div_ceil(ty.b_group()) * ty.b_group();
+        let mut segments = Vec::with_capacity(q.segments.len());
+        for seg in &mut q.segments {
+            let kl = seg.k_len;
+            let prepared = match p {
+                Precision::Fp16 => {
+                    let mut codes = nq::layout::unpack_b_f16(&seg.packed, n, kl, kl);
+                    codes.resize(n_dev * kl, 0);
+                    PreparedWeights::new(
+                        &*self.dev,
+                        ty,
+                        kl,
+                        n_dev,
+                        NpuWeights::Fp16(&codes),
+                        &self.opts,
+                    )
+                }
+                _ => {
+                    let mut codes = nq::layout::unpack_b_int(p, &seg.packed, n, kl, kl);
+                    codes.resize(n_dev * kl, 0);
+                    let w = if p == Precision::Int4 {
+                        NpuWeights::Int4(&codes)
+                    } else {
+                        NpuWeights::Int8(&codes)
+                    };
+                    PreparedWeights::new(&*self.dev, ty, kl, n_dev, w, &self.opts)
+                }
+            };
+            segments.push(prepared?);
+            seg.packed = Vec::new();
+        }
+        Ok((ty, segments))
+    }
+
     /// `y = x W^T` for `m` rows of `x` on the NPU.
     fn npu_matmul(&self, w: &NpuWeight, x: &[f32], m: usize, y: &mut [f32]) -> super::Result<()> {
         let q = &w.q;
         let p = q.precision();
         let a = nq::quantize_activations(x, m, q).map_err(quant_err)?;
         let (n, seg_count) = (q.n, q.segments.len());
+        // Two-digit (`hilo`) activations: the high digits of every row,
+        // then the low ones, multiplied as one A of 2m rows.
+        let rows = a.digits * m;
+        let base = f64::from(q.scheme.act_digit_base());
         let mut acc = vec![0f64; m * n];
         for (si, (seg, dev_w)) in q.segments.iter().zip(&w.segments).enumerate() {
             let kl = seg.k_len;
             let packed = &a.segments[si];
             let out = match p {
                 Precision::Fp16 => {
-                    let codes = nq::layout::unpack_a_f16(packed, m, kl, kl);
-                    dev_w.matmul(&*self.dev, Activations::Fp16(&codes), m)?
+                    let codes = nq::layout::unpack_a_f16(packed, rows, kl, kl);
+                    dev_w.matmul(&*self.dev, Activations::Fp16(&codes), rows)?
                 }
                 Precision::Int8 => {
-                    let codes = nq::layout::unpack_a_int(p, packed, m, kl, kl);
-                    dev_w.matmul(&*self.dev, Activations::Int8(&codes), m)?
+                    let codes = nq::layout::unpack_a_int(p, packed, rows, kl, kl);
+                    dev_w.matmul(&*self.dev, Activations::Int8(&codes), rows)?
                 }
                 Precision::Int4 => {
-                    let codes = nq::layout::unpack_a_int(p, packed, m, kl, kl);
-                    dev_w.matmul(&*self.dev, Activations::Int4(&codes), m)?
+                    let codes = nq::layout::unpack_a_int(p, packed, rows, kl, kl);
+                    dev_w.matmul(&*self.dev, Activations::Int4(&codes), rows)?
                 }
             };
             let n_dev = dev_w.n;
+            let at = |r: usize, c: usize| match &out {
+                MatmulOutput::I32(v) => f64::from(v[r * n_dev + c]),
+                MatmulOutput::F32(v) => f64::from(v[r * n_dev + c]),
+                MatmulOutput::F16(v) => f64::from(half::f16::from_bits(v[r * n_dev + c]).to_f32()),
+            };
             let offsets = !q.offsets.is_empty();
             for r in 0..m {
                 let sa = f64::from(a.scales[si * m + r]);
@@ -217,12 +268,10 @@ impl NpuBackend {
                 };
                 let row = &mut acc[r * n..(r + 1) * n];
                 for (c, dst) in row.iter_mut().enumerate() {
-                    let v = match &out {
-                        MatmulOutput::I32(v) => f64::from(v[r * n_dev + c]),
-                        MatmulOutput::F32(v) => f64::from(v[r * n_dev + c]),
-                        MatmulOutput::F16(v) => {
-                            f64::from(half::f16::from_bits(v[r * n_dev + c]).to_f32())
-                        }
+                    let v = if a.digits == 2 {
+                        base * at(r, c) + at(m + r, c)
+                    } else {
+                        at(r, c)
                     };
                     *dst += v * sa * f64::from(q.scales[si * n + c]);
                     if offsets {
@@ -349,47 +398,15 @@ impl Backend for NpuBackend {
                 q
             }
         };
-        let p = q.precision();
-        let ty = npu_type(p);
-        let n_dev = n.div_ceil(ty.b_group()) * ty.b_group();
-        let mut segments = Vec::with_capacity(q.segments.len());
-        for seg in &mut q.segments {
-            let kl = seg.k_len;
-            let prepared = match p {
-                Precision::Fp16 => {
-                    let mut codes = nq::layout::unpack_b_f16(&seg.packed, n, kl, kl);
-                    codes.resize(n_dev * kl, 0);
-                    PreparedWeights::new(
-                        &*self.dev,
-                        ty,
-                        kl,
-                        n_dev,
-                        NpuWeights::Fp16(&codes),
-                        &self.opts,
-                    )
-                }
-                _ => {
-                    let mut codes = nq::layout::unpack_b_int(p, &seg.packed, n, kl, kl);
-                    codes.resize(n_dev * kl, 0);
-                    let w = if p == Precision::Int4 {
-                        NpuWeights::Int4(&codes)
-                    } else {
-                        NpuWeights::Int8(&codes)
-                    };
-                    PreparedWeights::new(&*self.dev, ty, kl, n_dev, w, &self.opts)
-                }
-            };
-            match prepared {
-                Ok(pw) => segments.push(pw),
-                // Out of device memory or an unsupported shape: this weight
-                // stays on the CPU.
-                Err(e) => {
-                    log::warn!("npu: {} stays on the CPU: {e}", weight.name);
-                    return Ok(false);
-                }
+        let (ty, segments) = match self.upload(&mut q) {
+            Ok(u) => u,
+            // Out of device memory or an unsupported shape: this weight
+            // stays on the CPU.
+            Err(e) => {
+                log::warn!("npu: {} stays on the CPU: {e}", weight.name);
+                return Ok(false);
             }
-            seg.packed = Vec::new();
-        }
+        };
         let bytes_held: usize = segments.iter().map(|s| s.device_bytes()).sum();
         self.prepared_bytes += bytes_held;
         if self.progress {
@@ -474,6 +491,62 @@ impl Backend for NpuBackend {
                 // The executor runs the op on the CPU.
                 Err(e)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A weight under `scheme` through the backend on npu-sim gives the
+    /// bits of quant::npu's scalar reference (quantize, plain-loop integer
+    /// matmul, dequantize).
+    fn backend_equals_reference(scheme: &str, m: usize) {
+        let (k, n) = (96, 40);
+        let rows: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 37.0)
+            .collect();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 53 % 89) as f32 - 44.0) / 11.0 + if i % 29 == 0 { 9.0 } else { 0.0 })
+            .collect();
+        let scheme: nq::Scheme = scheme.parse().expect("scheme");
+        let q = nq::prepare_weight(&rows, n, k, scheme, "blk.0.test.weight").expect("prepare");
+        let (want, _) = nq::matmul_reference(&q, &x, m).expect("reference");
+        let backend = NpuBackend::new(
+            Arc::new(crate::npu::SimDevice::new()),
+            NpuQuant::Scheme(scheme),
+            MatmulOptions::default(),
+        );
+        let mut q_dev = q.clone();
+        let (ty, segments) = backend.upload(&mut q_dev).expect("upload");
+        let w = NpuWeight {
+            cost: MatmulWeight {
+                name: q.name.clone(),
+                k,
+                n,
+                class: CpuWeight::F16,
+                bytes: 0,
+                scheme,
+                head: false,
+            },
+            q: q_dev,
+            ty,
+            segments,
+            min_rows: 1,
+        };
+        let mut got = vec![0f32; m * n];
+        backend.npu_matmul(&w, &x, m, &mut got).expect("npu matmul");
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{scheme} m={m}");
+    }
+
+    #[test]
+    fn two_digit_activations_are_bit_exact_against_the_reference() {
+        for m in [1, 3, 8] {
+            backend_equals_reference("w8a8.had.hilo", m);
+            backend_equals_reference("w4a4.r8.hilo.zp.seg32", m);
+            backend_equals_reference("w8a8.had", m);
         }
     }
 }
