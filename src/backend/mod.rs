@@ -174,7 +174,7 @@ impl MatmulWork {
             return "-".into();
         }
         let mut v = self.by_backend.clone();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|(_, m)| std::cmp::Reverse(*m));
         v.iter()
             .map(|(b, m)| format!("{b} {:.0}%", 100.0 * *m as f64 / all as f64))
             .collect::<Vec<_>>()
