@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::backend::MatmulWork;
 use crate::model::{LogitsMode, Model, StateOptions};
 use crate::Error;
 
@@ -105,8 +106,19 @@ pub fn run_test(
     model: &Model,
     test: Test,
     reps: usize,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> crate::Result<Samples> {
+    run_test_with_work(model, test, reps, progress).map(|(s, _)| s)
+}
+
+/// [`run_test`], also returning the matmul work of the timed repetitions
+/// by the backend that did it (what ran where, failures included).
+pub fn run_test_with_work(
+    model: &Model,
+    test: Test,
+    reps: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> crate::Result<(Samples, MatmulWork)> {
     let n = test.n_tokens();
     if n == 0 {
         return Err(Error::InvalidArgument(format!(
@@ -145,12 +157,14 @@ pub fn run_test(
         Test::Gen(_) => 1,
     };
     run_once(&mut state, warm)?;
+    let before = state.matmul_work().clone();
     let mut times = Vec::with_capacity(reps);
     for r in 0..reps {
         times.push(run_once(&mut state, n)?);
         progress(r + 1, reps);
     }
-    Ok(Samples { test, times })
+    let work = state.matmul_work().since(&before);
+    Ok((Samples { test, times }, work))
 }
 
 #[cfg(test)]

@@ -217,3 +217,59 @@ fn npu_selftest_json_is_a_bug_report() {
         assert!(r["reruns"].as_array().unwrap().is_empty());
     }
 }
+
+/// `bench --device npu-sim` runs the simulator (not the CPU): the backend
+/// column gives the share of matmul work each backend did, and the board
+/// estimate sits beside the measured host speed; `--npu-min-batch` moves
+/// the work back to the CPU.
+#[test]
+fn bench_on_npu_sim_uses_the_simulator() {
+    let m = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        .display()
+        .to_string();
+    let args = [
+        "bench",
+        "-m",
+        &m,
+        "-p",
+        "4",
+        "-n",
+        "1",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--device",
+        "npu-sim",
+        "--npu-quant",
+        "w8a8",
+    ];
+    let (ok, out, err) = rkinfer(&args);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].contains("RK3588 t/s (estimate)"), "{out}");
+    for line in &lines[2..] {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 8, "{line}");
+        assert_eq!(cells[3], "npu-sim 100%", "{line}");
+        let est: f64 = cells[7]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("estimate");
+        assert!(est > 0.0 && cells[7].contains("NPU 100%"), "{line}");
+    }
+    let mut cpu_args = args.to_vec();
+    cpu_args.extend(["--npu-min-batch", "8", "-o", "json"]);
+    let (ok, out, err) = rkinfer(&cpu_args);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    for r in v.as_array().expect("rows") {
+        assert_eq!(r["backends"], "CPU 100%", "{r}");
+        assert!(r["matmul_macs_by_backend"]["NPU"].is_null(), "{r}");
+        assert!(r["board_estimate"]["ts"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}

@@ -85,11 +85,20 @@ impl NpuQuant {
             "w4a8" => "w4a8.r8.zp.seg32",
             other => other,
         };
-        name.parse::<Scheme>().map(NpuQuant::Scheme).map_err(|e| {
+        let scheme = name.parse::<Scheme>().map_err(|e| {
             BackendError::InvalidSetting(format!(
                 "{s:?}: {e} (expected auto, w16a16, w8a8, w4a4 or w4a8)"
             ))
-        })
+        })?;
+        if scheme.smooth {
+            // The factors come from activation statistics: the backend has
+            // no calibration pass to measure them (docs/quantization.md).
+            return Err(BackendError::InvalidSetting(format!(
+                "{s:?}: `sq` (SmoothQuant) needs a calibration pass the NPU backend does not have; \
+                 drop `.sq` (e.g. w8a8.had.hilo)"
+            )));
+        }
+        Ok(NpuQuant::Scheme(scheme))
     }
 
     /// The scheme for a weight of `ty`.
@@ -195,6 +204,45 @@ pub struct NpuSettings {
     pub progress: bool,
 }
 
+/// Which matmuls the NPU backend takes (`--npu-min-batch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NpuPlacement {
+    /// The device's default: the cost model on `npu`; every matmul on
+    /// `npu-sim`, which exists to exercise the NPU path.
+    #[default]
+    DeviceDefault,
+    /// Where the board cost model says the NPU wins (`auto`).
+    CostModel,
+    /// Matmuls of at least this many rows (a prompt batch), whatever the
+    /// cost model says; 1 offloads decode as well.
+    MinBatch(usize),
+}
+
+impl NpuPlacement {
+    /// Parses `auto` or a row count of at least 1.
+    pub fn parse(s: &str) -> Result<NpuPlacement, BackendError> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(NpuPlacement::CostModel);
+        }
+        match s.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(NpuPlacement::MinBatch(n)),
+            _ => Err(BackendError::InvalidSetting(format!(
+                "{s:?}: expected auto or a batch size of at least 1"
+            ))),
+        }
+    }
+
+    /// The placement `device` uses for this setting.
+    pub fn resolve(self, device: Device) -> NpuPlacement {
+        match (self, device) {
+            (NpuPlacement::DeviceDefault, Device::NpuSim) => NpuPlacement::MinBatch(1),
+            (NpuPlacement::DeviceDefault, _) => NpuPlacement::CostModel,
+            (p, _) => p,
+        }
+    }
+}
+
 /// The device a model is loaded for, with its settings.
 #[derive(Clone, Debug, Default)]
 pub struct DeviceOptions {
@@ -228,6 +276,23 @@ pub fn backends_for_layers(
     model: &Path,
     max_layers: Option<usize>,
 ) -> Result<Vec<Box<dyn Backend>>, BackendError> {
+    backends_with_placement(
+        device,
+        settings,
+        model,
+        max_layers,
+        NpuPlacement::DeviceDefault,
+    )
+}
+
+/// Like [`backends_for_layers`], with the NPU's matmul placement.
+pub fn backends_with_placement(
+    device: Device,
+    settings: &NpuSettings,
+    model: &Path,
+    max_layers: Option<usize>,
+    placement: NpuPlacement,
+) -> Result<Vec<Box<dyn Backend>>, BackendError> {
     if max_layers == Some(0) {
         return Ok(Vec::new());
     }
@@ -257,7 +322,8 @@ pub fn backends_for_layers(
     }
     let mut b = NpuBackend::new(dev, settings.quant, opts)
         .with_progress(settings.progress)
-        .with_max_layers(max_layers);
+        .with_max_layers(max_layers)
+        .with_placement(placement.resolve(device));
     match &settings.cache {
         WeightCacheMode::Off => {}
         WeightCacheMode::BesideModel => b = b.with_weight_cache(WeightCache::beside_model(model)),

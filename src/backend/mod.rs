@@ -21,7 +21,7 @@ use std::sync::Arc;
 use gguf::{GgmlType, GgufFile};
 
 use crate::graph::{Graph, Node, Op, OpKind, TensorDesc, WeightId};
-pub use device::{Device, DeviceOptions, NpuQuant, NpuSettings, WeightCacheMode};
+pub use device::{Device, DeviceOptions, NpuPlacement, NpuQuant, NpuSettings, WeightCacheMode};
 pub use error::BackendError;
 use kv::KvCache;
 use recurrent::RecurrentState;
@@ -111,6 +111,77 @@ pub struct Scratch {
     pub act: Vec<u64>,
     /// Transposed matmul output for batches.
     pub tmp: Vec<f32>,
+    /// Matmul work done so far, by the backend that did it.
+    pub work: MatmulWork,
+}
+
+/// Multiply-accumulates of the matmuls a state ran, per backend that
+/// actually computed them (a node a backend failed counts for the CPU that
+/// ran it instead), so benchmarks can say where the work went.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MatmulWork {
+    by_backend: Vec<(&'static str, u64)>,
+}
+
+impl MatmulWork {
+    /// Adds `macs` done by `backend`.
+    pub fn add(&mut self, backend: &'static str, macs: u64) {
+        match self.by_backend.iter_mut().find(|(b, _)| *b == backend) {
+            Some((_, m)) => *m += macs,
+            None => self.by_backend.push((backend, macs)),
+        }
+    }
+
+    /// MACs per backend, in the order the backends first did work.
+    pub fn by_backend(&self) -> &[(&'static str, u64)] {
+        &self.by_backend
+    }
+
+    /// The work done since `earlier` (a snapshot of the same state).
+    pub fn since(&self, earlier: &MatmulWork) -> MatmulWork {
+        let mut out = MatmulWork::default();
+        for &(b, m) in &self.by_backend {
+            let before = earlier
+                .by_backend
+                .iter()
+                .find(|(e, _)| *e == b)
+                .map_or(0, |(_, m)| *m);
+            if m > before {
+                out.add(b, m - before);
+            }
+        }
+        out
+    }
+
+    /// Fraction of all MACs done by `backend`.
+    pub fn share(&self, backend: &str) -> f64 {
+        let all: u64 = self.by_backend.iter().map(|(_, m)| m).sum();
+        let mine: u64 = self
+            .by_backend
+            .iter()
+            .filter(|(b, _)| *b == backend)
+            .map(|(_, m)| m)
+            .sum();
+        if all == 0 {
+            0.0
+        } else {
+            mine as f64 / all as f64
+        }
+    }
+
+    /// "NPU 97%, CPU 3%" (largest first; "-" without matmuls).
+    pub fn describe(&self) -> String {
+        let all: u64 = self.by_backend.iter().map(|(_, m)| m).sum();
+        if all == 0 {
+            return "-".into();
+        }
+        let mut v = self.by_backend.clone();
+        v.sort_by_key(|(_, m)| std::cmp::Reverse(*m));
+        v.iter()
+            .map(|(b, m)| format!("{b} {:.0}%", 100.0 * *m as f64 / all as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// The rows of a batch that belong to one sequence: consecutive rows, at
@@ -161,6 +232,16 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Whether this backend can run `op` (given the weights as prepared).
     fn supports(&self, op: &Op, weights: &Weights) -> bool;
+    /// Whether this backend should run `op` on `rows` input rows (e.g. the
+    /// NPU's placement by its cost model); by default whenever supported.
+    fn supports_rows(&self, op: &Op, _rows: usize, weights: &Weights) -> bool {
+        self.supports(op, weights)
+    }
+    /// Why `op` on `rows` rows is (or is not) placed here, for graph dumps
+    /// and `--verbose`; None when this backend has nothing to say.
+    fn placement_note(&self, _op: &Op, _rows: usize, _weights: &Weights) -> Option<String> {
+        None
+    }
     /// Offered every weight once at load, in file order. Returning `true`
     /// claims it: ops reading it then run on this backend when supported.
     fn prepare_weight(&mut self, id: WeightId, weight: &Weight, bytes: &[u8]) -> Result<bool>;
@@ -181,17 +262,76 @@ pub trait Backend: Send + Sync {
 }
 
 /// Assigns each node of `graph` to a backend (see the module comment).
+///
+/// Backends see the rows of each op's first input (`supports_rows`), so a
+/// matmul can go to the NPU for a prompt batch and stay on the CPU for
+/// single-token decode.
 pub fn schedule(graph: &mut Graph, backends: &[Box<dyn Backend>], weights: &Weights) {
-    for node in graph.nodes.iter_mut() {
+    let rows: Vec<usize> = graph.nodes.iter().map(|n| input_rows(graph, n)).collect();
+    for (node, rows) in graph.nodes.iter_mut().zip(rows) {
         let owner = node.op.weight().map(|w| weights.get(w).backend);
+        let fits = |b: &dyn Backend| b.supports_rows(&node.op, rows, weights);
         node.backend = match owner {
-            Some(b) if b < backends.len() && backends[b].supports(&node.op, weights) => b,
+            Some(b) if b < backends.len() && fits(&*backends[b]) => b,
             _ => backends
                 .iter()
-                .position(|b| b.supports(&node.op, weights))
+                .position(|b| fits(&**b))
                 .unwrap_or(backends.len().saturating_sub(1)),
         };
     }
+}
+
+/// Rows of a node's first input (1 without inputs).
+fn input_rows(graph: &Graph, node: &Node) -> usize {
+    node.op.inputs()[0].map_or(1, |t| graph.tensor(t).rows)
+}
+
+/// MACs of a matmul node (0 for other ops).
+fn matmul_macs(graph: &Graph, node: &Node, weights: &Weights) -> u64 {
+    match node.op {
+        Op::MulMat { w, x } => {
+            let (rows, k) = (graph.tensor(x).rows, graph.tensor(x).cols);
+            (rows * k * weights.get(w).rows) as u64
+        }
+        _ => 0,
+    }
+}
+
+/// Every matmul of a graph: its weight and the rows it multiplies.
+pub fn matmul_rows(graph: &Graph) -> Vec<(WeightId, usize)> {
+    graph
+        .nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            Op::MulMat { w, x } => Some((w, graph.tensor(x).rows)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One line per matmul of a scheduled graph: where it runs and why, as the
+/// backends explain it (empty when none does, e.g. on the CPU alone).
+pub fn placement_report(graph: &Graph, backends: &[Box<dyn Backend>], weights: &Weights) -> String {
+    let mut s = String::new();
+    for node in &graph.nodes {
+        let Op::MulMat { w, .. } = node.op else {
+            continue;
+        };
+        let rows = input_rows(graph, node);
+        let Some(note) = backends
+            .iter()
+            .find_map(|b| b.placement_note(&node.op, rows, weights))
+        else {
+            continue;
+        };
+        let on = backends.get(node.backend).map_or("?", |b| b.name());
+        let wt = weights.get(w);
+        s.push_str(&format!(
+            "placement {:<24} M={rows} K={} N={}: {on} ({note})\n",
+            wt.name, wt.cols, wt.rows
+        ));
+    }
+    s
 }
 
 /// Runs a scheduled graph node by node. `slots` must hold at least
@@ -238,6 +378,7 @@ pub fn execute(
             &backends[node.backend]
         };
         let mut r = backend.compute(node, inputs, &mut out_buf[..out_len], ctx);
+        let mut ran_on = backend.name();
         if let (Err(e), false) = (&r, on_fallback) {
             if !matches!(e, BackendError::Declined) {
                 log::debug!(
@@ -248,6 +389,13 @@ pub fn execute(
                 );
             }
             r = fallback.compute(node, inputs, &mut out_buf[..out_len], ctx);
+            ran_on = fallback.name();
+        }
+        if r.is_ok() {
+            let macs = matmul_macs(graph, node, ctx.weights);
+            if macs > 0 {
+                ctx.scratch.work.add(ran_on, macs);
+            }
         }
         if dump_ops_enabled() && r.is_ok() {
             dump_op(node, graph, &out_buf[..out_len]);

@@ -19,8 +19,10 @@ use std::sync::Arc;
 
 use quant::npu::{self as nq, Precision};
 
+use super::device::NpuPlacement;
 use super::{Backend, BackendError, ExecCtx, Input, Node, NpuQuant, Weight, WeightData, Weights};
 use crate::graph::{Op, WeightId};
+use crate::npu::cost::{BoardModel, CpuWeight, MatmulWeight, Policy, PLACEMENT_MARGIN};
 use crate::npu::ops::arena::WeightArena;
 use crate::npu::ops::cache::{CacheKey, Lookup, WeightCache};
 use crate::npu::ops::matmul::{Activations, Weights as NpuWeights};
@@ -41,7 +43,14 @@ struct NpuWeight {
     q: nq::PreparedWeight,
     ty: MatmulType,
     segments: Vec<PreparedWeights>,
+    /// The weight as the board cost model sees it.
+    cost: MatmulWeight,
+    /// Fewest input rows that go to the NPU (placement).
+    min_rows: usize,
 }
+
+/// Batch sizes the cost-model placement tries, smallest first.
+const PLACEMENT_ROWS: [usize; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
 /// The NPU backend (see the module comment).
 pub struct NpuBackend {
@@ -62,6 +71,10 @@ pub struct NpuBackend {
     arena: WeightArena,
     /// The address space filled up (said once).
     space_full: bool,
+    /// Which matmuls go to the NPU (resolved: `CostModel` or `MinBatch`).
+    placement: NpuPlacement,
+    /// The board the placement estimates for.
+    board: BoardModel,
 }
 
 impl fmt::Debug for NpuBackend {
@@ -91,7 +104,6 @@ impl NpuBackend {
         NpuBackend {
             dev,
             quant,
-            opts,
             weights: HashMap::new(),
             failures: AtomicU32::new(0),
             disabled: AtomicBool::new(false),
@@ -102,6 +114,32 @@ impl NpuBackend {
             max_layers: None,
             arena: WeightArena::default(),
             space_full: false,
+            placement: NpuPlacement::MinBatch(1),
+            board: BoardModel::with_cores(opts.cores.len()),
+            opts,
+        }
+    }
+
+    /// Places matmuls by `placement` (every one by default).
+    /// `DeviceDefault` means every matmul here: the device is resolved by
+    /// the caller.
+    pub fn with_placement(mut self, placement: NpuPlacement) -> NpuBackend {
+        self.placement = match placement {
+            NpuPlacement::DeviceDefault => NpuPlacement::MinBatch(1),
+            p => p,
+        };
+        self
+    }
+
+    /// Fewest rows of `w` the NPU takes under the placement.
+    fn min_rows(&self, w: &MatmulWeight) -> usize {
+        match self.placement {
+            NpuPlacement::MinBatch(n) => n,
+            NpuPlacement::CostModel | NpuPlacement::DeviceDefault => PLACEMENT_ROWS
+                .iter()
+                .copied()
+                .find(|&m| self.board.place(w, m, Policy::Fastest).on_npu)
+                .unwrap_or(usize::MAX),
         }
     }
 
@@ -164,31 +202,91 @@ impl NpuBackend {
         self.disabled.load(Ordering::Relaxed)
     }
 
+    /// Packs every K segment of `q` into device memory (N padded to the
+    /// precision's row group), dropping the host copies.
+    fn upload(
+        &self,
+        q: &mut nq::PreparedWeight,
+    ) -> Result<(MatmulType, Vec<PreparedWeights>), NpuError> {
+        let (p, n) = (q.precision(), q.n);
+        let ty = npu_type(p);
+        let n_dev = n.div_ceil(ty.b_group()) * ty.b_group();
+        let mut segments = Vec::with_capacity(q.segments.len());
+        for seg in &mut q.segments {
+            let kl = seg.k_len;
+            let prepared = match p {
+                Precision::Fp16 => {
+                    let mut codes = nq::layout::unpack_b_f16(&seg.packed, n, kl, kl);
+                    codes.resize(n_dev * kl, 0);
+                    PreparedWeights::new_in(
+                        &*self.dev,
+                        Some(&self.arena),
+                        ty,
+                        kl,
+                        n_dev,
+                        NpuWeights::Fp16(&codes),
+                        &self.opts,
+                    )
+                }
+                _ => {
+                    let mut codes = nq::layout::unpack_b_int(p, &seg.packed, n, kl, kl);
+                    codes.resize(n_dev * kl, 0);
+                    let w = if p == Precision::Int4 {
+                        NpuWeights::Int4(&codes)
+                    } else {
+                        NpuWeights::Int8(&codes)
+                    };
+                    PreparedWeights::new_in(
+                        &*self.dev,
+                        Some(&self.arena),
+                        ty,
+                        kl,
+                        n_dev,
+                        w,
+                        &self.opts,
+                    )
+                }
+            };
+            segments.push(prepared?);
+            seg.packed = Vec::new();
+        }
+        Ok((ty, segments))
+    }
+
     /// `y = x W^T` for `m` rows of `x` on the NPU.
     fn npu_matmul(&self, w: &NpuWeight, x: &[f32], m: usize, y: &mut [f32]) -> super::Result<()> {
         let q = &w.q;
         let p = q.precision();
         let a = nq::quantize_activations(x, m, q).map_err(quant_err)?;
         let (n, seg_count) = (q.n, q.segments.len());
+        // Two-digit (`hilo`) activations: the high digits of every row,
+        // then the low ones, multiplied as one A of 2m rows.
+        let rows = a.digits * m;
+        let base = f64::from(q.scheme.act_digit_base());
         let mut acc = vec![0f64; m * n];
         for (si, (seg, dev_w)) in q.segments.iter().zip(&w.segments).enumerate() {
             let kl = seg.k_len;
             let packed = &a.segments[si];
             let out = match p {
                 Precision::Fp16 => {
-                    let codes = nq::layout::unpack_a_f16(packed, m, kl, kl);
-                    dev_w.matmul(&*self.dev, Activations::Fp16(&codes), m)?
+                    let codes = nq::layout::unpack_a_f16(packed, rows, kl, kl);
+                    dev_w.matmul(&*self.dev, Activations::Fp16(&codes), rows)?
                 }
                 Precision::Int8 => {
-                    let codes = nq::layout::unpack_a_int(p, packed, m, kl, kl);
-                    dev_w.matmul(&*self.dev, Activations::Int8(&codes), m)?
+                    let codes = nq::layout::unpack_a_int(p, packed, rows, kl, kl);
+                    dev_w.matmul(&*self.dev, Activations::Int8(&codes), rows)?
                 }
                 Precision::Int4 => {
-                    let codes = nq::layout::unpack_a_int(p, packed, m, kl, kl);
-                    dev_w.matmul(&*self.dev, Activations::Int4(&codes), m)?
+                    let codes = nq::layout::unpack_a_int(p, packed, rows, kl, kl);
+                    dev_w.matmul(&*self.dev, Activations::Int4(&codes), rows)?
                 }
             };
             let n_dev = dev_w.n;
+            let at = |r: usize, c: usize| match &out {
+                MatmulOutput::I32(v) => f64::from(v[r * n_dev + c]),
+                MatmulOutput::F32(v) => f64::from(v[r * n_dev + c]),
+                MatmulOutput::F16(v) => f64::from(half::f16::from_bits(v[r * n_dev + c]).to_f32()),
+            };
             let offsets = !q.offsets.is_empty();
             for r in 0..m {
                 let sa = f64::from(a.scales[si * m + r]);
@@ -199,12 +297,10 @@ impl NpuBackend {
                 };
                 let row = &mut acc[r * n..(r + 1) * n];
                 for (c, dst) in row.iter_mut().enumerate() {
-                    let v = match &out {
-                        MatmulOutput::I32(v) => f64::from(v[r * n_dev + c]),
-                        MatmulOutput::F32(v) => f64::from(v[r * n_dev + c]),
-                        MatmulOutput::F16(v) => {
-                            f64::from(half::f16::from_bits(v[r * n_dev + c]).to_f32())
-                        }
+                    let v = if a.digits == 2 {
+                        base * at(r, c) + at(m + r, c)
+                    } else {
+                        at(r, c)
                     };
                     *dst += v * sa * f64::from(q.scales[si * n + c]);
                     if offsets {
@@ -232,6 +328,39 @@ impl Backend for NpuBackend {
             Op::MulMat { w, .. } => !self.is_disabled() && self.weights.contains_key(&w.0),
             _ => false,
         }
+    }
+
+    fn supports_rows(&self, op: &Op, rows: usize, weights: &Weights) -> bool {
+        let Op::MulMat { w, .. } = op else {
+            return false;
+        };
+        self.supports(op, weights) && self.weights.get(&w.0).is_some_and(|nw| rows >= nw.min_rows)
+    }
+
+    fn placement_note(&self, op: &Op, rows: usize, _weights: &Weights) -> Option<String> {
+        let Op::MulMat { w, .. } = op else {
+            return None;
+        };
+        let nw = self.weights.get(&w.0)?;
+        let p = self.board.place(&nw.cost, rows, Policy::Fastest);
+        let estimate = format!(
+            "board estimate {:.0} us NPU vs {:.0} us CPU, {} NPU cores",
+            p.npu_us, p.cpu_us, self.board.cores
+        );
+        let why = if self.is_disabled() {
+            "the NPU turned off after failures".to_string()
+        } else {
+            match self.placement {
+                NpuPlacement::MinBatch(1) => "every matmul on the NPU".to_string(),
+                NpuPlacement::MinBatch(n) if rows >= n => format!("--npu-min-batch {n}"),
+                NpuPlacement::MinBatch(n) => format!("below --npu-min-batch {n}"),
+                _ if p.on_npu => {
+                    format!("the NPU wins by more than {:.0}%", 100.0 * PLACEMENT_MARGIN)
+                }
+                _ => format!("the NPU does not win by {:.0}%", 100.0 * PLACEMENT_MARGIN),
+            }
+        };
+        Some(format!("{why}; {estimate}"))
     }
 
     fn prepare_weight(
@@ -298,66 +427,30 @@ impl Backend for NpuBackend {
                 q
             }
         };
-        let p = q.precision();
-        let ty = npu_type(p);
-        let n_dev = n.div_ceil(ty.b_group()) * ty.b_group();
-        let mut segments = Vec::with_capacity(q.segments.len());
-        for seg in &mut q.segments {
-            let kl = seg.k_len;
-            let (codes16, codes8): (Vec<u16>, Vec<i8>);
-            let w = match p {
-                Precision::Fp16 => {
-                    let mut codes = nq::layout::unpack_b_f16(&seg.packed, n, kl, kl);
-                    codes.resize(n_dev * kl, 0);
-                    codes16 = codes;
-                    NpuWeights::Fp16(&codes16)
+        let (ty, segments) = match self.upload(&mut q) {
+            Ok(u) => u,
+            // The address space (every IOMMU domain) is full: said once for
+            // all the weights that stay on the CPU.
+            Err(NpuError::OutOfDeviceMemory { .. }) => {
+                if !self.space_full {
+                    let info = self.dev.info();
+                    log::warn!(
+                        "npu: the NPU address space is full ({} MiB of weights in {} IOMMU domain(s) of {} MiB); {} and every later weight that does not fit stay on the CPU",
+                        self.prepared_bytes >> 20,
+                        self.arena.domains_used(),
+                        info.address_space >> 20,
+                        weight.name
+                    );
+                    self.space_full = true;
                 }
-                _ => {
-                    let mut codes = nq::layout::unpack_b_int(p, &seg.packed, n, kl, kl);
-                    codes.resize(n_dev * kl, 0);
-                    codes8 = codes;
-                    if p == Precision::Int4 {
-                        NpuWeights::Int4(&codes8)
-                    } else {
-                        NpuWeights::Int8(&codes8)
-                    }
-                }
-            };
-            let prepared = PreparedWeights::new_in(
-                &*self.dev,
-                Some(&self.arena),
-                ty,
-                kl,
-                n_dev,
-                w,
-                &self.opts,
-            );
-            match prepared {
-                Ok(pw) => segments.push(pw),
-                // The address space (every IOMMU domain) is full: said once
-                // for all the weights that stay on the CPU.
-                Err(NpuError::OutOfDeviceMemory { .. }) => {
-                    if !self.space_full {
-                        let info = self.dev.info();
-                        log::warn!(
-                            "npu: the NPU address space is full ({} MiB of weights in {} IOMMU domain(s) of {} MiB); {} and every later weight that does not fit stay on the CPU",
-                            self.prepared_bytes >> 20,
-                            self.arena.domains_used(),
-                            info.address_space >> 20,
-                            weight.name
-                        );
-                        self.space_full = true;
-                    }
-                    return Ok(false);
-                }
-                // An unsupported shape: this weight stays on the CPU.
-                Err(e) => {
-                    log::warn!("npu: {} stays on the CPU: {e}", weight.name);
-                    return Ok(false);
-                }
+                return Ok(false);
             }
-            seg.packed = Vec::new();
-        }
+            // An unsupported shape: this weight stays on the CPU.
+            Err(e) => {
+                log::warn!("npu: {} stays on the CPU: {e}", weight.name);
+                return Ok(false);
+            }
+        };
         let bytes_held: usize = segments.iter().map(|s| s.device_bytes()).sum();
         self.prepared_bytes += bytes_held;
         if self.progress {
@@ -372,7 +465,26 @@ impl Backend for NpuBackend {
                 if from_cache { ", cached" } else { "" }
             );
         }
-        self.weights.insert(id.0, NpuWeight { q, ty, segments });
+        let cost = MatmulWeight {
+            name: weight.name.clone(),
+            k,
+            n,
+            class: CpuWeight::of(weight.ty),
+            bytes: bytes.len() as u64,
+            scheme,
+            head: false,
+        };
+        let min_rows = self.min_rows(&cost);
+        self.weights.insert(
+            id.0,
+            NpuWeight {
+                q,
+                ty,
+                segments,
+                cost,
+                min_rows,
+            },
+        );
         Ok(true)
     }
 
@@ -423,6 +535,62 @@ impl Backend for NpuBackend {
                 // The executor runs the op on the CPU.
                 Err(e)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A weight under `scheme` through the backend on npu-sim gives the
+    /// bits of quant::npu's scalar reference (quantize, plain-loop integer
+    /// matmul, dequantize).
+    fn backend_equals_reference(scheme: &str, m: usize) {
+        let (k, n) = (96, 40);
+        let rows: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 37.0)
+            .collect();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 53 % 89) as f32 - 44.0) / 11.0 + if i % 29 == 0 { 9.0 } else { 0.0 })
+            .collect();
+        let scheme: nq::Scheme = scheme.parse().expect("scheme");
+        let q = nq::prepare_weight(&rows, n, k, scheme, "blk.0.test.weight").expect("prepare");
+        let (want, _) = nq::matmul_reference(&q, &x, m).expect("reference");
+        let backend = NpuBackend::new(
+            Arc::new(crate::npu::SimDevice::new()),
+            NpuQuant::Scheme(scheme),
+            MatmulOptions::default(),
+        );
+        let mut q_dev = q.clone();
+        let (ty, segments) = backend.upload(&mut q_dev).expect("upload");
+        let w = NpuWeight {
+            cost: MatmulWeight {
+                name: q.name.clone(),
+                k,
+                n,
+                class: CpuWeight::F16,
+                bytes: 0,
+                scheme,
+                head: false,
+            },
+            q: q_dev,
+            ty,
+            segments,
+            min_rows: 1,
+        };
+        let mut got = vec![0f32; m * n];
+        backend.npu_matmul(&w, &x, m, &mut got).expect("npu matmul");
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{scheme} m={m}");
+    }
+
+    #[test]
+    fn two_digit_activations_are_bit_exact_against_the_reference() {
+        for m in [1, 3, 8] {
+            backend_equals_reference("w8a8.had.hilo", m);
+            backend_equals_reference("w4a4.r8.hilo.zp.seg32", m);
+            backend_equals_reference("w8a8.had", m);
         }
     }
 }

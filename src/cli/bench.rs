@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::options::DeviceArgs;
-use crate::bench::{run_test, Samples, Test};
+use super::options::{DeviceArgs, PlacementArgs};
+use crate::backend::{Device, DeviceOptions, MatmulWork, NpuPlacement};
+use crate::bench::{run_test_with_work, Samples, Test};
 use crate::model::{Model, ModelOptions};
+use crate::npu::cost::{BoardModel, CpuWeight, LayerShape, MatmulWeight, Policy};
 use crate::session::{load_model, LoadOptions};
 use crate::Error;
 
@@ -47,6 +49,8 @@ pub struct Args {
     pub output: String,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
 }
 
 /// One row of the result table.
@@ -55,10 +59,23 @@ struct Row {
     model_type: String,
     model_size: u64,
     n_params: u64,
-    /// The backends the model runs on, as llama-bench names them ("CPU", "NPU,CPU").
+    /// Where the matmuls ran: "CPU" on the CPU; on an NPU device the share
+    /// of matmul MACs each backend computed ("npu-sim 97%, CPU 3%").
     backend: String,
+    /// Matmul MACs by backend, as measured.
+    work: MatmulWork,
     threads: usize,
     samples: Samples,
+    /// The cost model's board rate for this test (NPU devices only).
+    estimate: Option<BoardEstimate>,
+}
+
+/// The board cost model's rate for a test.
+struct BoardEstimate {
+    ts: f64,
+    /// Fraction of matmul MACs it places on the NPU.
+    npu_share: f64,
+    cores: usize,
 }
 
 pub fn run(args: Args) -> crate::Result<()> {
@@ -73,6 +90,8 @@ pub fn run(args: Args) -> crate::Result<()> {
     };
     let device = args.device.to_options()?;
     let npu_layers = args.device.offloaded_layers();
+    let placement = args.placement.to_placement()?;
+    let on_npu = device.device != Device::Cpu;
     if args.repetitions == 0 {
         return Err(Error::InvalidArgument(
             "-r 0: at least one repetition is needed".into(),
@@ -105,7 +124,7 @@ pub fn run(args: Args) -> crate::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let mut out = std::io::stdout().lock();
     if format == Format::Markdown {
-        write_out(&mut out, &markdown_header())?;
+        write_out(&mut out, &markdown_header(on_npu))?;
     }
     for path in &args.model {
         for &t in &threads {
@@ -119,23 +138,32 @@ pub fn run(args: Args) -> crate::Result<()> {
                     },
                     device: device.clone(),
                     npu_layers,
+                    npu_placement: placement,
                 },
             )?;
-            let backend = model.backend_names();
             let (model_type, model_size, n_params) = describe(&model, path);
             for &test in &tests {
                 let name = test.name();
-                let samples = run_test(&model, test, args.repetitions, |done, of| {
-                    eprintln!("bench: {} {name} t={t}: run {done}/{of}", short_name(path));
-                })?;
+                let (samples, work) =
+                    run_test_with_work(&model, test, args.repetitions, |done, of| {
+                        eprintln!("bench: {} {name} t={t}: run {done}/{of}", short_name(path));
+                    })?;
+                let backend = if on_npu {
+                    work.describe().replace("NPU", device.device.name())
+                } else {
+                    model.backend_names()
+                };
+                let estimate = on_npu.then(|| board_estimate(&model, &device, placement, test));
                 let row = Row {
                     model: path.clone(),
                     model_type: model_type.clone(),
                     model_size,
                     n_params,
-                    backend: backend.clone(),
+                    backend,
+                    work,
                     threads: t,
                     samples,
+                    estimate,
                 };
                 if format == Format::Markdown {
                     write_out(&mut out, &markdown_row(&row))?;
@@ -239,16 +267,91 @@ fn human_size(n: u64) -> String {
     }
 }
 
-fn markdown_header() -> String {
-    "| model | size | params | backend | threads | test | t/s |\n\
-     | ------------------------------ | ---------: | ---------: | ---------- | ------: | --------------: | -------------------: |\n"
-        .to_string()
+/// The cost model's estimate of `test` on an RK3588 board, with the matmul
+/// placement the loaded backend uses (npu-sim: every matmul on the NPU).
+fn board_estimate(
+    model: &Model,
+    device: &DeviceOptions,
+    placement: NpuPlacement,
+    test: Test,
+) -> BoardEstimate {
+    let cores = device.npu.cores.len().max(1);
+    let board = BoardModel::with_cores(cores);
+    let policy = match placement.resolve(device.device) {
+        NpuPlacement::MinBatch(1) => Policy::AllNpu,
+        NpuPlacement::MinBatch(n) => Policy::MinBatch(n),
+        NpuPlacement::CostModel | NpuPlacement::DeviceDefault => Policy::Fastest,
+    };
+    let hp = model.hparams();
+    let layers = LayerShape {
+        n_layer: hp.n_layer,
+        n_embd: hp.n_embd,
+        n_head: hp.n_head,
+        head_dim: hp.head_dim,
+    };
+    let tokens = match test {
+        Test::Prompt(n) => n,
+        Test::Gen(_) => 1,
+    };
+    let rows = model.matmul_rows(tokens);
+    let weights: Vec<MatmulWeight> = rows
+        .iter()
+        .map(|&(id, _)| {
+            let w = model.weights().get(id);
+            MatmulWeight {
+                name: w.name.clone(),
+                k: w.cols,
+                n: w.rows,
+                class: CpuWeight::of(w.ty),
+                bytes: w.ty.row_bytes(w.cols as u64).unwrap_or(0) * w.rows as u64,
+                scheme: device.npu.quant.scheme_for(w.ty),
+                head: false,
+            }
+        })
+        .collect();
+    let matmuls: Vec<(&MatmulWeight, usize)> = weights
+        .iter()
+        .zip(&rows)
+        .map(|(w, &(_, r))| (w, r))
+        .collect();
+    let (ts, npu_share) = match test {
+        Test::Prompt(n) => {
+            let f = board.forward_rows(&matmuls, layers, n, 0, policy);
+            (n as f64 / (f.total_us() * 1e-6), f.npu_share())
+        }
+        Test::Gen(n) => board.decode_rate(&matmuls, layers, n, policy),
+    };
+    BoardEstimate {
+        ts,
+        npu_share,
+        cores,
+    }
+}
+
+fn markdown_header(estimate: bool) -> String {
+    if estimate {
+        "| model | size | params | backend | threads | test | t/s (this host) | RK3588 t/s (estimate) |\n\
+         | ------------------------------ | ---------: | ---------: | ---------- | ------: | --------------: | -------------------: | -------------------: |\n"
+            .to_string()
+    } else {
+        "| model | size | params | backend | threads | test | t/s |\n\
+         | ------------------------------ | ---------: | ---------: | ---------- | ------: | --------------: | -------------------: |\n"
+            .to_string()
+    }
 }
 
 fn markdown_row(r: &Row) -> String {
     let (mean, sd) = r.samples.ts_stats();
+    let estimate = r.estimate.as_ref().map_or(String::new(), |e| {
+        format!(
+            " {:.1} (NPU {:.0}%, {} cores) |",
+            e.ts,
+            100.0 * e.npu_share,
+            e.cores
+        )
+    });
     format!(
-        "| {} | {} | {} | {} | {} | {} | {:.2} ± {:.2} |\n",
+        "| {} | {} | {} | {} | {} | {} | {:.2} ± {:.2} |{}\n",
         r.model_type,
         human_size(r.model_size),
         human_params(r.n_params),
@@ -256,7 +359,8 @@ fn markdown_row(r: &Row) -> String {
         r.threads,
         r.samples.test.name(),
         mean,
-        sd
+        sd,
+        estimate
     )
 }
 
@@ -284,6 +388,18 @@ fn json_row(r: &Row) -> serde_json::Value {
         "stddev_ts": stddev_ts,
         "samples_ns": r.samples.samples_ns(),
         "samples_ts": r.samples.samples_ts(),
+        "matmul_macs_by_backend": r
+            .work
+            .by_backend()
+            .iter()
+            .map(|(b, m)| (b.to_string(), json!(m)))
+            .collect::<serde_json::Map<_, _>>(),
+        "board_estimate": r.estimate.as_ref().map(|e| json!({
+            "ts": e.ts,
+            "npu_share": e.npu_share,
+            "npu_cores": e.cores,
+            "note": "RK3588 cost-model estimate (docs/benchmarks.md), not a measurement",
+        })),
     })
 }
 

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use crate::backend::device::{parse_npu_cores, Device, NpuQuant, NpuSettings, WeightCacheMode};
+use crate::backend::device::{
+    parse_npu_cores, Device, NpuPlacement, NpuQuant, NpuSettings, WeightCacheMode,
+};
 use crate::backend::DeviceOptions;
 use crate::model::ModelOptions;
 use crate::session::LoadOptions;
@@ -95,6 +97,27 @@ impl DeviceArgs {
     }
 }
 
+/// Which matmuls the NPU takes.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PlacementArgs {
+    /// Matmuls go to the NPU from this many rows (a prompt batch) on, or
+    /// `auto`: where the board cost model says the NPU wins (the default
+    /// on --device npu; npu-sim takes every matmul).
+    #[arg(long = "npu-min-batch", value_name = "N|auto")]
+    pub npu_min_batch: Option<String>,
+}
+
+impl PlacementArgs {
+    /// The placement these flags ask for.
+    pub fn to_placement(&self) -> Result<NpuPlacement> {
+        match &self.npu_min_batch {
+            None => Ok(NpuPlacement::DeviceDefault),
+            Some(s) => NpuPlacement::parse(s)
+                .map_err(|e| Error::InvalidArgument(format!("--npu-min-batch: {e}"))),
+        }
+    }
+}
+
 /// Threads, pinning and device of a model load.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadArgs {
@@ -121,6 +144,8 @@ pub struct LoadArgs {
     pub flash_attn: Option<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
 }
 
 impl LoadArgs {
@@ -138,6 +163,7 @@ impl LoadArgs {
             },
             device: self.device.to_options()?,
             npu_layers: self.device.offloaded_layers(),
+            npu_placement: self.placement.to_placement()?,
         })
     }
 }

@@ -94,6 +94,10 @@ pub struct Args {
     /// Print the compute graph and exit.
     #[arg(long = "dump-graph")]
     pub dump_graph: bool,
+    /// Say on stderr where each matmul of the prompt batch and of decode
+    /// runs, and why (the NPU's board cost estimates).
+    #[arg(long = "verbose")]
+    pub verbose: bool,
     /// Chat: apply the model's chat template in a loop over stdin (also -cnv).
     #[arg(long = "conversation")]
     pub conversation: bool,
@@ -134,6 +138,24 @@ pub struct Args {
     /// the oldest others are dropped.
     #[arg(long = "keep", default_value_t = 0, allow_negative_numbers = true)]
     pub keep: i64,
+}
+
+/// `--verbose`: where the matmuls of a `batch`-token prompt forward and of
+/// a decode step run, and why.
+fn print_placement(model: &crate::model::Model, batch: usize) {
+    let mut steps = vec![batch];
+    if batch > 1 {
+        steps.push(1);
+    }
+    for n in steps {
+        let report = model.placement_report(n);
+        if report.is_empty() {
+            eprintln!("placement: every matmul on the CPU ({n}-token forward)");
+        } else {
+            eprintln!("placement of a {n}-token forward:");
+            eprint!("{report}");
+        }
+    }
 }
 
 /// Parses a KV cache type name.
@@ -321,6 +343,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut ids = llm.tokenizer().encode(&prompt, true, true)?;
     if ids.is_empty() {
         return Err(Error::InvalidArgument("the prompt is empty".into()));
+    }
+    if args.verbose {
+        print_placement(llm.model(), ids.len().min(n_batch).max(1));
     }
     let mut echo = prompt;
     if ids.len() >= n_ctx {

@@ -264,6 +264,10 @@ impl State {
     pub fn kv_bytes(&self) -> usize {
         self.kv.size_bytes()
     }
+    /// Matmul work this state ran so far, by backend.
+    pub fn matmul_work(&self) -> &crate::backend::MatmulWork {
+        &self.scratch.work
+    }
 }
 
 /// Activation memory and graphs for decode steps of several sequences at
@@ -712,7 +716,26 @@ impl Model {
     pub fn describe_graph(&self, n_tokens: usize) -> String {
         let g = self.build_graph(n_tokens.max(1), GraphOut::Last);
         let names: Vec<&str> = self.backends.iter().map(|b| b.name()).collect();
-        g.describe(&|w| self.weights.describe(w), &names)
+        let mut s = g.describe(&|w| self.weights.describe(w), &names);
+        s.push_str(&backend::placement_report(
+            &g,
+            &self.backends,
+            &self.weights,
+        ));
+        s
+    }
+
+    /// Every matmul of an `n_tokens` forward (last logits only): its
+    /// weight and the rows it multiplies.
+    pub fn matmul_rows(&self, n_tokens: usize) -> Vec<(WeightId, usize)> {
+        backend::matmul_rows(&self.build_graph(n_tokens.max(1), GraphOut::Last))
+    }
+
+    /// Where each matmul of an `n_tokens` batch runs and why (empty when
+    /// only the CPU runs).
+    pub fn placement_report(&self, n_tokens: usize) -> String {
+        let g = self.build_graph(n_tokens.max(1), GraphOut::Last);
+        backend::placement_report(&g, &self.backends, &self.weights)
     }
 }
 

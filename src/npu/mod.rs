@@ -10,12 +10,15 @@
 //! - [`sim`]: `npu-sim`, a software NPU running the same command buffers,
 //!   and in-process fakes of both kernel drivers on top of it.
 //! - [`ops`]: tiled matmuls and the weight cache, on any [`NpuDevice`].
+//! - [`cost`]: a cost model of the board (NPU task stream and CPU),
+//!   fitted to published measurements.
 //! - [`selftest`]: the diagnostic ladder the `rkinfer npu selftest`
 //!   command prints.
 //!
 //! Facts and their sources: docs/npu.md.
 
 pub mod command;
+pub mod cost;
 pub mod driver;
 pub mod error;
 pub mod ops;

@@ -77,6 +77,9 @@ pub struct LoadOptions {
     pub device: DeviceOptions,
     /// Blocks whose matmuls go to the NPU (llama.cpp's `-ngl`; None: all).
     pub npu_layers: Option<usize>,
+    /// Which matmuls go to the NPU (`--npu-min-batch`; default: the
+    /// device's).
+    pub npu_placement: crate::backend::NpuPlacement,
 }
 
 /// Options of [`Llm::load`].
@@ -85,11 +88,12 @@ pub type LlmOptions = LoadOptions;
 /// Loads the model at `path` onto the device `opts` names: the NPU backend
 /// (when asked and present) before the CPU.
 pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<Model> {
-    let backends = crate::backend::device::backends_for_layers(
+    let backends = crate::backend::device::backends_with_placement(
         opts.device.device,
         &opts.device.npu,
         path,
         opts.npu_layers,
+        opts.npu_placement,
     )?;
     Ok(Model::load_with_backends(path, &opts.model, backends)?)
 }

@@ -362,13 +362,13 @@ pub const EVAL_SCHEMES: &[&str] = &[
 ///   (`w8a8.had.hilo.sq`, every gemma matrix below 0.9%), or the GGUF
 ///   blocks kept exactly (`w8a8.hilo.zp.seg32`, 0.06% on gemma, at one NPU
 ///   matmul per 32 of K).
-/// - 4-bit and lower sources: w4a8, the GGUF's own 4-bit blocks kept
-///   exactly (affine levels per 32-wide K segment, run as int8 with int8
-///   activations per segment): 0.96% / 0.77% on SmolLM2's Q4_1 / gemma's
-///   Q4_K matrices, 17x / 37x below rk-llama.cpp's int4, at the price of
-///   one NPU matmul per 32 of K whose int32 partial sums the CPU adds. Its
-///   int4 x int4 twin `w4a4.r8.hilo.zp.seg32` (half the weight bytes, 2M
-///   rows) is within 0.45 points of it and needs backend support for `hilo`.
+/// - 4-bit and lower sources: rotated int8 as well (`w8a8.had`: 0.83% on
+///   SmolLM2's Q4_1, 0.90% on gemma's Q4_K matrices). The exact-block
+///   `w4a8.r8.zp.seg32` (0.96% / 0.77%) needs one NPU matmul per 32 of K
+///   whose partial sums the CPU adds: the board cost model (`rkinfer::npu::
+///   cost`, docs/quantization.md) puts Gemma3 1B Q4_0 at half the prompt
+///   speed and a quarter of the decode speed of `w8a8.had`, for no better
+///   accuracy on SmolLM2. It stays available with `--npu-quant w4a8`.
 pub const DEFAULT_SCHEMES: &[(&str, &str)] = &[
     ("F16", "w16a16"),
     ("BF16", "w16a16"),
@@ -378,11 +378,11 @@ pub const DEFAULT_SCHEMES: &[(&str, &str)] = &[
     ("Q5_0", "w8a8.had"),
     ("Q5_1", "w8a8.had"),
     ("Q5_K", "w8a8.had"),
-    ("Q4_0", "w4a8.r8.zp.seg32"),
-    ("Q4_1", "w4a8.r8.zp.seg32"),
-    ("Q4_K", "w4a8.r8.zp.seg32"),
-    ("Q3_K", "w4a8.r8.zp.seg32"),
-    ("Q2_K", "w4a8.r8.zp.seg32"),
+    ("Q4_0", "w8a8.had"),
+    ("Q4_1", "w8a8.had"),
+    ("Q4_K", "w8a8.had"),
+    ("Q3_K", "w8a8.had"),
+    ("Q2_K", "w8a8.had"),
     ("*", "w8a8.had"),
 ];
 
