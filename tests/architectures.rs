@@ -84,12 +84,7 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-fn check_perplexity(
-    label: &str,
-    llm: &Llm,
-    doc: &Value,
-    reference: &Value,
-) -> Vec<String> {
+fn check_perplexity(label: &str, llm: &Llm, doc: &Value, reference: &Value) -> Vec<String> {
     let n_ctx = doc["n_ctx"].as_u64().expect("n_ctx") as usize;
     let chunks = doc["chunks"].as_u64().expect("chunks") as usize;
     let tok = llm.tokenizer();
