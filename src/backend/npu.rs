@@ -214,39 +214,28 @@ impl NpuBackend {
         let mut segments = Vec::with_capacity(q.segments.len());
         for seg in &mut q.segments {
             let kl = seg.k_len;
-            let prepared = match p {
+            // The codes live here while the weights borrow them.
+            let (codes16, codes8): (Vec<u16>, Vec<i8>);
+            let w = match p {
                 Precision::Fp16 => {
                     let mut codes = nq::layout::unpack_b_f16(&seg.packed, n, kl, kl);
                     codes.resize(n_dev * kl, 0);
-                    PreparedWeights::new_in(
-                        &*self.dev,
-                        Some(&self.arena),
-                        ty,
-                        kl,
-                        n_dev,
-                        NpuWeights::Fp16(&codes),
-                        &self.opts,
-                    )
+                    codes16 = codes;
+                    NpuWeights::Fp16(&codes16)
                 }
                 _ => {
                     let mut codes = nq::layout::unpack_b_int(p, &seg.packed, n, kl, kl);
                     codes.resize(n_dev * kl, 0);
-                    let w = if p == Precision::Int4 {
-                        NpuWeights::Int4(&codes)
+                    codes8 = codes;
+                    if p == Precision::Int4 {
+                        NpuWeights::Int4(&codes8)
                     } else {
-                        NpuWeights::Int8(&codes)
-                    };
-                    PreparedWeights::new_in(
-                        &*self.dev,
-                        Some(&self.arena),
-                        ty,
-                        kl,
-                        n_dev,
-                        w,
-                        &self.opts,
-                    )
+                        NpuWeights::Int8(&codes8)
+                    }
                 }
             };
+            let arena = Some(&self.arena);
+            let prepared = PreparedWeights::new_in(&*self.dev, arena, ty, kl, n_dev, w, &self.opts);
             segments.push(prepared?);
             seg.packed = Vec::new();
         }
