@@ -53,6 +53,12 @@ pub enum UnaryFn {
     GeluTanh,
     /// ggml_tanh (libm tanhf).
     Tanh,
+    /// ggml_sigmoid: 1 / (1 + exp(-x)), libm expf one element at a time.
+    Sigmoid,
+    /// ggml_softplus: log(1 + exp(x)), x itself above 20 (libm expf, logf).
+    Softplus,
+    /// ggml_silu: x * sigmoid(x) with ggml's vector expf.
+    Silu,
 }
 
 /// Rotary embedding parameters of one layer.
@@ -149,8 +155,6 @@ pub enum Op {
     },
     /// Elementwise product of two tensors of the same shape (ggml_mul).
     Mul { a: TensorId, b: TensorId },
-    /// 1 / (1 + exp(-x)) of every element (ggml_sigmoid).
-    Sigmoid { x: TensorId },
     /// Causal depthwise convolution over time (ggml_ssm_conv) with the
     /// layer's rolling window of previous inputs: output row `t`, channel
     /// `c` is `sum_i window[t + i][c] * kernel[c][i]` over `[state; x]`;
@@ -161,11 +165,6 @@ pub enum Op {
         kernel: WeightId,
         layer: usize,
     },
-    /// log(1 + exp(x)) of every element, x itself above 20 (ggml_softplus:
-    /// libm's expf and logf).
-    Softplus { x: TensorId },
-    /// x * sigmoid(x) of every element with ggml's vector expf (ggml_silu).
-    Silu { x: TensorId },
     /// Each row of `a` followed by the same row of `b` (ggml_concat along
     /// the row).
     Concat { a: TensorId, b: TensorId },
@@ -256,7 +255,6 @@ impl Op {
             Op::MulMatId { .. } => OpKind::MulMatId,
             Op::MoeCombine { .. } | Op::Mul { .. } => OpKind::Mul,
             Op::Unary { .. } => OpKind::Unary,
-            Op::Sigmoid { .. } | Op::Softplus { .. } | Op::Silu { .. } => OpKind::Unary,
             Op::Concat { .. } => OpKind::Concat,
             Op::GatedDeltaNet { .. } => OpKind::GatedDeltaNet,
             Op::SsmConv { .. } => OpKind::SsmConv,
@@ -287,9 +285,6 @@ impl Op {
             | Op::MulMatId { .. }
             | Op::MoeCombine { .. }
             | Op::Mul { .. }
-            | Op::Sigmoid { .. }
-            | Op::Softplus { .. }
-            | Op::Silu { .. }
             | Op::Concat { .. }
             | Op::Unary { .. } => true,
             // The last row of the batch is one sequence's.
@@ -314,9 +309,6 @@ impl Op {
             | Op::SoftMax { x }
             | Op::TopK { x, .. }
             | Op::Unary { x, .. }
-            | Op::Sigmoid { x }
-            | Op::Softplus { x }
-            | Op::Silu { x }
             | Op::SsmConv { x, .. } => [Some(x), None],
             Op::Mul { a, b } | Op::Concat { a, b } => [Some(a), Some(b)],
             Op::GatedDeltaNet { qkv, gb, .. } => [Some(qkv), Some(gb)],
@@ -529,16 +521,13 @@ impl GraphBuilder {
         self.push(Op::Mul { a, b }, r, c, name)
     }
     pub fn sigmoid(&mut self, x: TensorId, name: &str) -> TensorId {
-        let (r, c) = self.shape(x);
-        self.push(Op::Sigmoid { x }, r, c, name)
+        self.unary(x, UnaryFn::Sigmoid, name)
     }
     pub fn softplus(&mut self, x: TensorId, name: &str) -> TensorId {
-        let (r, c) = self.shape(x);
-        self.push(Op::Softplus { x }, r, c, name)
+        self.unary(x, UnaryFn::Softplus, name)
     }
     pub fn silu(&mut self, x: TensorId, name: &str) -> TensorId {
-        let (r, c) = self.shape(x);
-        self.push(Op::Silu { x }, r, c, name)
+        self.unary(x, UnaryFn::Silu, name)
     }
     /// Rows of `a` and `b` (same row count) joined.
     pub fn concat(&mut self, a: TensorId, b: TensorId, name: &str) -> TensorId {

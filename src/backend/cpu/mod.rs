@@ -182,6 +182,21 @@ impl Backend for CpuBackend {
                     UnaryFn::GeluTanh => kernels::gelu_ggml(out),
                     // ggml_vec_tanh_f32 calls tanhf per element, as f32::tanh does.
                     UnaryFn::Tanh => out.iter_mut().for_each(|v| *v = v.tanh()),
+                    // ggml's op_sigmoid: libm expf, one element at a time.
+                    UnaryFn::Sigmoid => out.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
+                    // ggml's op_softplus: libm's expf and logf.
+                    UnaryFn::Softplus => out
+                        .iter_mut()
+                        .for_each(|v| *v = if *v > 20.0 { *v } else { (1.0 + v.exp()).ln() }),
+                    // silu(x) * 1 is silu(x) exactly: the SwiGLU kernel rounds
+                    // silu as ggml_vec_silu_f32 does. Chunks of 256 keep the
+                    // kernel's vector tail where it was (the last len % 16).
+                    UnaryFn::Silu => {
+                        const ONES: [f32; 256] = [1.0; 256];
+                        for chunk in out.chunks_mut(ONES.len()) {
+                            kernels::swiglu(chunk, &ONES[..chunk.len()]);
+                        }
+                    }
                 }
             }
             Op::MulMat { w, .. } => {
@@ -366,30 +381,6 @@ impl Backend for CpuBackend {
                         }
                     }
                 }
-            }
-            Op::Sigmoid { .. } => {
-                let x = input(0)?;
-                same_len(x.data)?;
-                // ggml's op_sigmoid: libm expf, one element at a time.
-                for (o, &v) in out.iter_mut().zip(x.data) {
-                    *o = 1.0 / (1.0 + (-v).exp());
-                }
-            }
-            Op::Softplus { .. } => {
-                let x = input(0)?;
-                same_len(x.data)?;
-                // ggml's op_softplus: libm's expf and logf.
-                for (o, &v) in out.iter_mut().zip(x.data) {
-                    *o = if v > 20.0 { v } else { (1.0 + v.exp()).ln() };
-                }
-            }
-            Op::Silu { .. } => {
-                let x = input(0)?;
-                same_len(x.data)?;
-                // silu(x) * 1 is silu(x) exactly: the SwiGLU kernel rounds
-                // silu as ggml_vec_silu_f32 does.
-                out.copy_from_slice(x.data);
-                kernels::swiglu(out, &vec![1.0f32; n_out]);
             }
             Op::Concat { .. } => {
                 let (a, b) = (input(0)?, input(1)?);
