@@ -90,6 +90,8 @@ table! {
     add: fn(&mut [f32], &[f32]),
     rms_norm: fn(&[f32], f32, &mut [f32]),
     swiglu: fn(&mut [f32], &[f32]),
+    gelu_ggml: fn(&mut [f32]),
+    geglu_ggml: fn(&mut [f32], &[f32]),
     rope_pairs: fn(&mut [f32], &[f32], &[f32]),
     rope_neox: fn(&mut [f32], &[f32], &[f32]),
 }

@@ -77,9 +77,6 @@ pub fn interleaved_q4_0_pays() -> bool {
 pub fn interleaved_q4_k_pays() -> bool {
     matches!(isa(), "neon-dotprod" | "avx512")
 }
-/// GELU / GEGLU bit-exact with llama.cpp's CPU backend (f16 table lookup);
-/// scalar on every ISA (one table load per element).
-pub use scalar::{geglu_ggml, gelu_ggml};
 
 macro_rules! dispatched {
     ($( $(#[$m:meta])* fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)?; )*) => {
@@ -196,6 +193,13 @@ dispatched! {
     fn rms_norm(x: &[f32], eps: f32, out: &mut [f32]);
     /// gate = silu(gate) * up, exp as ggml's AVX-512 `ggml_v_expf`
     fn swiglu(gate: &mut [f32], up: &[f32]);
+    /// GELU bit-exact with llama.cpp's CPU backend (`GGML_GELU_FP16`): x <=
+    /// -10 gives 0, x >= 10 stays, anything else (NaN too) is looked up in
+    /// ggml's table of f16(gelu(f16 x)) ([`scalar::gelu_ggml`]).
+    fn gelu_ggml(x: &mut [f32]);
+    /// gate = gelu_ggml(gate) * up, but 0 where gate <= -10
+    /// (ggml_vec_geglu_f32 with `GGML_GELU_FP16`).
+    fn geglu_ggml(gate: &mut [f32], up: &[f32]);
     /// rotate adjacent pairs (x[2i], x[2i+1]) by (cos[i], sin[i])
     fn rope_pairs(x: &mut [f32], cos: &[f32], sin: &[f32]);
     /// rotate split halves (x[i], x[i+n]), n = cos.len()

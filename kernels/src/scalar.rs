@@ -12,6 +12,7 @@
 //! bug, never input data); the SIMD kernels rely on the same checks.
 
 use crate::blocks::*;
+use std::sync::OnceLock;
 
 pub use crate::f16ops::reference::*;
 pub use crate::gemm::scalar_gemm::*;
@@ -1009,39 +1010,27 @@ pub fn gelu_f32_contracted(x: f32) -> f32 {
 
 /// ggml-cpu's table of gelu over every f16 input, as f16 (built once).
 fn gelu_f16_table() -> &'static [u16; 65536] {
-    use core::sync::atomic::{AtomicPtr, Ordering};
-    static TABLE: AtomicPtr<[u16; 65536]> = AtomicPtr::new(core::ptr::null_mut());
-    let p = TABLE.load(Ordering::Acquire);
-    if !p.is_null() {
-        // SAFETY: non-null values are leaked boxes, never freed or mutated.
-        return unsafe { &*p };
-    }
-    let mut t = vec![0u16; 65536];
-    for (h, o) in t.iter_mut().enumerate() {
-        *o = f32_to_f16(gelu_f32_contracted(f16_to_f32(h as u16)));
-    }
-    let boxed: Box<[u16; 65536]> = match t.into_boxed_slice().try_into() {
-        Ok(b) => b,
-        Err(_) => unreachable!("65536 elements"),
-    };
-    let new = Box::into_raw(boxed);
-    match TABLE.compare_exchange(
-        core::ptr::null_mut(),
-        new,
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    ) {
-        // SAFETY: `new` was just leaked and is now published read-only.
-        Ok(_) => unsafe { &*new },
-        Err(winner) => {
-            // SAFETY: `new` lost the race and was never shared: free it.
-            // `winner` is a published leaked box (see above).
-            unsafe {
-                drop(Box::from_raw(new));
-                &*winner
-            }
+    static TABLE: OnceLock<Box<[u16; 65536]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0u16; 65536]);
+        for (h, o) in t.iter_mut().enumerate() {
+            *o = f32_to_f16(gelu_f32_contracted(f16_to_f32(h as u16)));
         }
-    }
+        t
+    })
+}
+
+/// [`gelu_f16_table`] with every entry widened to f32 (exact), for the
+/// SIMD kernels: a gather from it is the lookup and the conversion back.
+pub(crate) fn gelu_f32_table() -> &'static [f32; 65536] {
+    static TABLE: OnceLock<Box<[f32; 65536]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0f32; 65536]);
+        for (o, &h) in t.iter_mut().zip(gelu_f16_table().iter()) {
+            *o = f16_to_f32(h);
+        }
+        t
+    })
 }
 
 /// GELU exactly as llama.cpp's CPU backend computes it (`GGML_GELU_FP16`):

@@ -1290,6 +1290,119 @@ fn mismatched_lengths_panic_before_touching_memory() {
     crate::vec_dot_q4_0_q8_0(&x, &y);
 }
 
+/// Inputs for the table-lookup GELU: every f16 value, its f32 neighbours,
+/// the midpoints between consecutive f16 values and their neighbours
+/// (every rounding decision of f32 -> f16), the +-10 cut-offs, NaNs with
+/// payloads and signs, infinities, f32 subnormals, and random bit patterns.
+fn gelu_inputs(r: &mut Rng) -> Vec<f32> {
+    let mut x = Vec::new();
+    for h in 0..=u16::MAX {
+        let v = scalar::f16_to_f32(h);
+        let b = v.to_bits();
+        x.extend([
+            v,
+            f32::from_bits(b.wrapping_add(1)),
+            f32::from_bits(b.wrapping_sub(1)),
+        ]);
+        if h & 0x7fff < 0x7c00 {
+            // Halfway to the next f16 of larger magnitude (exact in f32).
+            let next = scalar::f16_to_f32(h + 1);
+            let mid = ((v as f64 + next as f64) / 2.0) as f32;
+            let m = mid.to_bits();
+            x.extend([mid, f32::from_bits(m + 1), f32::from_bits(m - 1)]);
+        }
+    }
+    for v in [
+        10.0f32,
+        -10.0,
+        9.999,
+        -9.999,
+        65504.0,
+        65520.0,
+        1e30,
+        f32::MAX,
+    ] {
+        let b = v.to_bits();
+        x.extend([v, -v, f32::from_bits(b + 1), f32::from_bits(b - 1)]);
+    }
+    for bits in [
+        0x7fc0_0000u32, // quiet NaN
+        0x7f80_0001,    // signalling NaN
+        0x7fa0_1234,
+        0x7fff_ffff,
+        0xffc0_0000,
+        0xff80_2001,
+        0x7f80_0000, // inf
+        0xff80_0000,
+        0x0000_0001, // f32 subnormals
+        0x8040_0000,
+        0x0080_0000,
+        0x3380_0000, // 2^-24: the smallest f16 subnormal
+        0x3300_0000, // half of it: ties to even (0)
+        0x3300_0001,
+        0xb3c0_0000, // 1.5 * 2^-24: ties to even (2^-23)
+    ] {
+        x.push(f32::from_bits(bits));
+    }
+    x.extend((0..100_000).map(|_| f32::from_bits(r.u32())));
+    x.extend(r.row(100_000));
+    // An odd total: no split below is a whole number of vectors.
+    if x.len() % 2 == 0 {
+        x.push(1.0);
+    }
+    x
+}
+
+#[test]
+fn gelu_tables_match_scalar_bit_for_bit() {
+    let mut r = Rng::new(0x5eed_0019);
+    let x = gelu_inputs(&mut r);
+    let mut u = r.row(x.len());
+    // Ups that expose a multiply where the reference stores 0 (and NaN).
+    for (i, v) in u.iter_mut().enumerate().step_by(7) {
+        *v = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.0][i / 7 % 4];
+    }
+    let mut want = x.clone();
+    scalar::gelu_ggml(&mut want);
+    let mut want_glu = x.clone();
+    scalar::geglu_ggml(&mut want_glu, &u);
+    // gelu's bits are the table's, NaNs included; a product of two NaNs
+    // may carry either payload (Rust leaves it open), so geglu only has to
+    // give a NaN there.
+    let same = |name: &str, k: &Kernels, got: &[f32], want: &[f32], any_nan: bool| {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let ok = g.to_bits() == w.to_bits() || (any_nan && g.is_nan() && w.is_nan());
+            assert!(
+                ok,
+                "{name} [{}] x={:e} ({:#x}) up={:e}: {:#x} vs {:#x}",
+                k.name,
+                x[i],
+                x[i].to_bits(),
+                u[i],
+                g.to_bits(),
+                w.to_bits()
+            );
+        }
+    };
+    for k in impls() {
+        let (mut g, mut gg) = (x.clone(), x.clone());
+        (k.gelu_ggml)(&mut g);
+        (k.geglu_ggml)(&mut gg, &u);
+        same("gelu_ggml", k, &g, &want, false);
+        same("geglu_ggml", k, &gg, &want_glu, true);
+        // In pieces of every length 1..=37: vector tails everywhere.
+        let (mut g, mut gg) = (x.clone(), x.clone());
+        let mut at = 0;
+        for len in (1..=37).cycle().take(300) {
+            (k.gelu_ggml)(&mut g[at..at + len]);
+            (k.geglu_ggml)(&mut gg[at..at + len], &u[at..at + len]);
+            at += len;
+        }
+        same("gelu_ggml pieces", k, &g[..at], &want[..at], false);
+        same("geglu_ggml pieces", k, &gg[..at], &want_glu[..at], true);
+    }
+}
+
 #[test]
 fn gelu_ggml_follows_the_f16_table() {
     let mut x = vec![

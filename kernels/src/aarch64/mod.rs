@@ -10,8 +10,10 @@ pub mod neon {
     simd_entry_points!(super::simd::Neon<false>, "neon");
     crate::gemm::gemm_entry_points!(super::simd::Neon<false>, "neon");
     crate::f16ops::f16ops_entry_points!(super::simd::Neon<false>, "neon");
+    // No gather on NEON: the table lookup stays scalar.
     #[cfg(test)]
     pub(crate) use super::simd::int_dot_check_plain as int_dot_check;
+    pub use crate::scalar::{geglu_ggml, gelu_ggml};
 }
 
 /// NEON with the dot-product instructions (ARMv8.2 dotprod, e.g. the
@@ -22,8 +24,10 @@ pub mod neon_dotprod {
     simd_entry_points!(super::simd::Neon<true>, "neon,dotprod");
     crate::gemm::gemm_entry_points!(super::simd::Neon<true>, "neon,dotprod");
     crate::f16ops::f16ops_entry_points!(super::simd::Neon<true>, "neon,dotprod");
+    // No gather on NEON: the table lookup stays scalar.
     #[cfg(test)]
     pub(crate) use super::simd::int_dot_check_dotprod as int_dot_check;
+    pub use crate::scalar::{geglu_ggml, gelu_ggml};
 }
 
 pub fn neon_detected() -> bool {

@@ -17,6 +17,7 @@ pub(crate) struct Avx2<const VNNI: bool>;
 simd_entry_points!(Avx2<false>, "avx2,fma");
 crate::gemm::gemm_entry_points!(Avx2<false>, "avx2,fma");
 crate::f16ops::f16ops_entry_points!(Avx2<false>, "avx2,fma");
+pub use super::gelu::avx2::{geglu_ggml, gelu_ggml};
 
 /// acc += sum of 4 byte products per i32 lane, `u` unsigned, `s` signed.
 #[inline]

@@ -27,4 +27,5 @@ mod features {
     crate::gemm::gemm_entry_points!(Avx2<true>, "avx2,fma");
     crate::f16ops::f16ops_entry_points!(Avx2<true>, "avx2,fma");
 }
+pub use super::gelu::avx2::{geglu_ggml, gelu_ggml};
 pub use features::*;

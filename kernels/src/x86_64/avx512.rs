@@ -11,6 +11,7 @@
 //! every table with the references).
 
 pub use super::avx2_vnni::*;
+pub use super::gelu::avx512::{geglu_ggml, gelu_ggml};
 
 use super::avx2::Avx2;
 use crate::blocks::*;

@@ -7,6 +7,7 @@ pub mod avx2;
 pub mod avx2_vnni;
 #[cfg(rkinfer_avx512)]
 pub mod avx512;
+mod gelu;
 
 /// True when the CPU (and OS) support everything the AVX2 table uses.
 pub fn avx2_detected() -> bool {
