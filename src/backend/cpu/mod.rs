@@ -137,67 +137,54 @@ impl Backend for CpuBackend {
             Op::GetRows { table } => get_rows(ctx.weights, table, ctx.tokens, out)?,
             Op::RmsNorm { eps, .. } => {
                 let x = input(0)?;
-                for (xr, or) in x
-                    .data
-                    .chunks_exact(x.desc.cols)
-                    .zip(out.chunks_exact_mut(x.desc.cols))
-                {
-                    kernels::rms_norm(xr, eps, or);
-                }
+                same_len(x.data)?;
+                let c = x.desc.cols;
+                par_rows(out, c, |r, or| {
+                    kernels::rms_norm(&x.data[r * c..][..c], eps, or)
+                });
             }
             Op::MulWeight { w, .. } | Op::AddWeight { w, .. } => {
                 let x = input(0)?;
                 same_len(x.data)?;
-                let wv = vector(ctx.weights, w, x.desc.cols)?;
+                let c = x.desc.cols;
+                let wv = vector(ctx.weights, w, c)?;
                 let op = match node.op {
                     Op::MulWeight { .. } => kernels::mul,
                     _ => kernels::add,
                 };
-                out.copy_from_slice(x.data);
-                for or in out.chunks_exact_mut(x.desc.cols) {
+                par_rows(out, c, |r, or| {
+                    or.copy_from_slice(&x.data[r * c..][..c]);
                     op(or, wv);
-                }
+                });
             }
             Op::Add { .. } | Op::Mul { .. } => {
                 let (a, b) = (input(0)?, input(1)?);
                 same_len(a.data)?;
                 same_len(b.data)?;
-                out.copy_from_slice(a.data);
-                match node.op {
-                    Op::Add { .. } => kernels::add(out, b.data),
-                    _ => kernels::mul(out, b.data),
-                }
+                let op = match node.op {
+                    Op::Add { .. } => kernels::add,
+                    _ => kernels::mul,
+                };
+                par_pieces(out, a.desc.rows, |at, o| {
+                    o.copy_from_slice(&a.data[at..][..o.len()]);
+                    op(o, &b.data[at..][..o.len()]);
+                });
             }
             Op::Scale { s, .. } => {
                 let x = input(0)?;
                 same_len(x.data)?;
-                out.copy_from_slice(x.data);
-                kernels::scale(out, s);
+                par_pieces(out, x.desc.rows, |at, o| {
+                    o.copy_from_slice(&x.data[at..][..o.len()]);
+                    kernels::scale(o, s);
+                });
             }
             Op::Unary { f, .. } => {
                 let x = input(0)?;
                 same_len(x.data)?;
-                out.copy_from_slice(x.data);
-                match f {
-                    UnaryFn::GeluTanh => kernels::gelu_ggml(out),
-                    // ggml_vec_tanh_f32 calls tanhf per element, as f32::tanh does.
-                    UnaryFn::Tanh => out.iter_mut().for_each(|v| *v = v.tanh()),
-                    // ggml's op_sigmoid: libm expf, one element at a time.
-                    UnaryFn::Sigmoid => out.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
-                    // ggml's op_softplus: libm's expf and logf.
-                    UnaryFn::Softplus => out
-                        .iter_mut()
-                        .for_each(|v| *v = if *v > 20.0 { *v } else { (1.0 + v.exp()).ln() }),
-                    // silu(x) * 1 is silu(x) exactly: the SwiGLU kernel rounds
-                    // silu as ggml_vec_silu_f32 does. Chunks of 256 keep the
-                    // kernel's vector tail where it was (the last len % 16).
-                    UnaryFn::Silu => {
-                        const ONES: [f32; 256] = [1.0; 256];
-                        for chunk in out.chunks_mut(ONES.len()) {
-                            kernels::swiglu(chunk, &ONES[..chunk.len()]);
-                        }
-                    }
-                }
+                par_pieces(out, x.desc.rows, |at, o| {
+                    o.copy_from_slice(&x.data[at..][..o.len()]);
+                    unary(f, o);
+                });
             }
             Op::MulMat { w, .. } => {
                 let x = input(0)?;
@@ -271,18 +258,16 @@ impl Backend for CpuBackend {
                 let (g, u) = (input(0)?, input(1)?);
                 same_len(g.data)?;
                 same_len(u.data)?;
-                match act {
-                    GateAct::Silu => {
-                        // ggml_vec_swiglu_f32's rounding (its vector expf).
-                        out.copy_from_slice(g.data);
-                        kernels::swiglu(out, u.data);
-                    }
-                    GateAct::GeluTanh => {
-                        // ggml_vec_geglu_f32 with GGML_GELU_FP16 (f16 table).
-                        out.copy_from_slice(g.data);
-                        kernels::geglu_ggml(out, u.data);
-                    }
-                }
+                let gate = match act {
+                    // ggml_vec_swiglu_f32's rounding (its vector expf).
+                    GateAct::Silu => kernels::swiglu,
+                    // ggml_vec_geglu_f32 with GGML_GELU_FP16 (f16 table).
+                    GateAct::GeluTanh => kernels::geglu_ggml,
+                };
+                par_pieces(out, g.desc.rows, |at, o| {
+                    o.copy_from_slice(&g.data[at..][..o.len()]);
+                    gate(o, &u.data[at..][..o.len()]);
+                });
             }
             Op::Cols { offset, .. } => {
                 let x = input(0)?;
@@ -294,20 +279,18 @@ impl Backend for CpuBackend {
                         offset + width
                     )));
                 }
-                for (xr, or) in x.data.chunks_exact(c).zip(out.chunks_exact_mut(width)) {
-                    or.copy_from_slice(&xr[offset..offset + width]);
+                if x.data.len() < n_out / width * c {
+                    return Err(graph_err(node, "fewer input rows than output rows"));
                 }
+                par_rows(out, width, |r, or| {
+                    or.copy_from_slice(&x.data[r * c + offset..][..width]);
+                });
             }
             Op::SoftMax { .. } => {
                 let x = input(0)?;
                 same_len(x.data)?;
-                for (xr, or) in x
-                    .data
-                    .chunks_exact(x.desc.cols)
-                    .zip(out.chunks_exact_mut(x.desc.cols))
-                {
-                    soft_max_row(xr, or);
-                }
+                let c = x.desc.cols;
+                par_rows(out, c, |r, or| soft_max_row(&x.data[r * c..][..c], or));
             }
             Op::TopK { k, .. } => {
                 let x = input(0)?;
@@ -568,6 +551,77 @@ fn moe_weights(
     Ok(())
 }
 
+/// Below this many values an op runs on the calling thread: splitting it
+/// would cost more than it saves.
+const PAR_MIN_VALUES: usize = 16 * 1024;
+
+/// Pieces of elementwise ops start at multiples of this many values: a
+/// multiple of every kernel's vector width and of [`unary`]'s chunk, so
+/// the vector tails stay where they are over the whole tensor (the last
+/// `len % 16` values), and the results do not depend on the split.
+const PIECE_UNIT: usize = 256;
+
+/// Calls `f(at, piece)` over `out` cut into consecutive pieces (`at` is
+/// a piece's offset, a multiple of [`PIECE_UNIT`]), in parallel when the
+/// tensor has several rows and enough values; otherwise once, over all of
+/// `out`, on this thread, so that a decode step (one row) pays no rayon
+/// dispatch per op.
+fn par_pieces(out: &mut [f32], rows: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    split_pieces(out, rows, PIECE_UNIT, f);
+}
+
+/// Calls `f(r, out_row)` for every row of `cols` values of `out`: rows
+/// split across the rayon pool as in [`par_pieces`].
+fn par_rows(out: &mut [f32], cols: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if cols == 0 {
+        return;
+    }
+    let rows = out.len() / cols;
+    split_pieces(out, rows, cols, |at, piece| {
+        for (i, row) in piece.chunks_exact_mut(cols).enumerate() {
+            f(at / cols + i, row);
+        }
+    });
+}
+
+/// [`par_pieces`] with pieces of whole multiples of `unit` values.
+fn split_pieces(out: &mut [f32], rows: usize, unit: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let threads = rayon::current_num_threads();
+    if rows < 2 || out.len() < PAR_MIN_VALUES || threads < 2 {
+        f(0, out);
+        return;
+    }
+    // A few pieces per thread, so that a busy thread's share is taken.
+    let piece = out.len().div_ceil(threads * 4).next_multiple_of(unit);
+    out.par_chunks_mut(piece)
+        .enumerate()
+        .for_each(|(i, o)| f(i * piece, o));
+}
+
+/// An elementwise function of a unary op, in place.
+fn unary(f: UnaryFn, x: &mut [f32]) {
+    match f {
+        UnaryFn::GeluTanh => kernels::gelu_ggml(x),
+        // ggml_vec_tanh_f32 calls tanhf per element, as f32::tanh does.
+        UnaryFn::Tanh => x.iter_mut().for_each(|v| *v = v.tanh()),
+        // ggml's op_sigmoid: libm expf, one element at a time.
+        UnaryFn::Sigmoid => x.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
+        // ggml's op_softplus: libm's expf and logf.
+        UnaryFn::Softplus => x
+            .iter_mut()
+            .for_each(|v| *v = if *v > 20.0 { *v } else { (1.0 + v.exp()).ln() }),
+        // silu(x) * 1 is silu(x) exactly: the SwiGLU kernel rounds silu as
+        // ggml_vec_silu_f32 does. Chunks of 256 (PIECE_UNIT) keep the
+        // kernel's vector tail where it was (the last len % 16).
+        UnaryFn::Silu => {
+            const ONES: [f32; PIECE_UNIT] = [1.0; PIECE_UNIT];
+            for chunk in x.chunks_mut(ONES.len()) {
+                kernels::swiglu(chunk, &ONES[..chunk.len()]);
+            }
+        }
+    }
+}
+
 /// Columns of an output of `len` values over `rows` rows.
 fn node_cols(len: usize, rows: usize) -> usize {
     len.checked_div(rows).unwrap_or(0)
@@ -622,13 +676,10 @@ fn rope(
 ) {
     let half = p.n_rot / 2;
     let theta_scale = p.freq_base.powf(-2.0 / p.n_rot as f32);
-    let mut cos = [0f32; MAX_HEAD_DIM / 2];
-    let mut sin = [0f32; MAX_HEAD_DIM / 2];
-    for (t, (xr, or)) in x
-        .chunks_exact(cols)
-        .zip(out.chunks_exact_mut(cols))
-        .enumerate()
-    {
+    par_rows(out, cols, |t, or| {
+        let xr = &x[t * cols..][..cols];
+        let mut cos = [0f32; MAX_HEAD_DIM / 2];
+        let mut sin = [0f32; MAX_HEAD_DIM / 2];
         let mut theta = (n_past + t) as f32;
         for i in 0..half {
             let f = ff.map_or(1.0, |f| f[i]);
@@ -647,7 +698,7 @@ fn rope(
                 RopeMode::Neox => kernels::rope_neox(oh, &cos[..half], &sin[..half]),
             }
         }
-    }
+    });
 }
 
 /// Converts one f32 row into a cache row of type `ty`.
