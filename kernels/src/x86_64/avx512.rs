@@ -62,6 +62,10 @@ impl Wide for f32 {
     }
 }
 
+/// One tile of `R` rows x `T` tokens: the tokens' 16 values of each step
+/// are loaded once and held in registers, each row's weights converted
+/// once and fused into its `T` accumulators (R*T + T + 1 of the 32 zmm
+/// registers).
 #[inline(always)]
 unsafe fn wide_tile<W: Wide, const R: usize, const T: usize>(
     x: *const W,
@@ -73,67 +77,73 @@ unsafe fn wide_tile<W: Wide, const R: usize, const T: usize>(
     let mut acc = [[_mm512_setzero_ps(); T]; R];
     let mut l = 0;
     while l < k {
-        let mut w = [_mm512_setzero_ps(); R];
-        for (r, wr) in w.iter_mut().enumerate() {
-            V::prefetch(x.wrapping_add((R + r) * k + l) as *const u8);
-            *wr = W::load16(x.add(r * k + l));
+        let mut a = [_mm512_setzero_ps(); T];
+        for (t, at) in a.iter_mut().enumerate() {
+            *at = _mm512_loadu_ps(y.add(t * k + l));
         }
-        for t in 0..T {
-            let a = _mm512_loadu_ps(y.add(t * k + l));
-            for r in 0..R {
-                acc[r][t] = _mm512_fmadd_ps(w[r], a, acc[r][t]);
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let w = W::load16(x.add(r * k + l));
+            for (acc_rt, &at) in acc_r.iter_mut().zip(&a) {
+                *acc_rt = _mm512_fmadd_ps(w, at, *acc_rt);
             }
         }
         l += 16;
     }
-    for r in 0..R {
-        for t in 0..T {
-            let [lo, hi] = split_f(acc[r][t]);
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (t, &v) in acc_r.iter().enumerate() {
+            let [lo, hi] = split_f(v);
             *out.add(r * ldo + t) = V::hsum_f(_mm256_add_ps(hi, lo));
         }
     }
 }
 
-/// Calls `$f::<.., ROWS, TOKS>` for run-time `rows` and `toks` in 1..=4.
-macro_rules! by_tiles {
-    ($f:ident, $g:ty, $rows:expr, $toks:expr, ($($arg:expr),*)) => {
-        match ($rows, $toks) {
-            (4, 4) => $f::<$g, 4, 4>($($arg),*),
-            (4, 3) => $f::<$g, 4, 3>($($arg),*),
-            (4, 2) => $f::<$g, 4, 2>($($arg),*),
-            (4, _) => $f::<$g, 4, 1>($($arg),*),
-            (3, 4) => $f::<$g, 3, 4>($($arg),*),
-            (3, 3) => $f::<$g, 3, 3>($($arg),*),
-            (3, 2) => $f::<$g, 3, 2>($($arg),*),
-            (3, _) => $f::<$g, 3, 1>($($arg),*),
-            (2, 4) => $f::<$g, 2, 4>($($arg),*),
-            (2, 3) => $f::<$g, 2, 3>($($arg),*),
-            (2, 2) => $f::<$g, 2, 2>($($arg),*),
-            (2, _) => $f::<$g, 2, 1>($($arg),*),
-            (_, 4) => $f::<$g, 1, 4>($($arg),*),
-            (_, 3) => $f::<$g, 1, 3>($($arg),*),
-            (_, 2) => $f::<$g, 1, 2>($($arg),*),
-            _ => $f::<$g, 1, 1>($($arg),*),
+/// Most rows and tokens of one float tile.
+const WIDE_ROWS: usize = 4;
+const WIDE_TOKENS: usize = 6;
+
+/// `T` tokens against every row of `x`, [`WIDE_ROWS`] at a time.
+#[inline(always)]
+unsafe fn wide_rows<W: Wide, const T: usize>(
+    x: *const W,
+    nr: usize,
+    y: *const f32,
+    k: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let mut r = 0;
+    while r < nr {
+        let (xr, o) = (x.add(r * k), out.add(r * ldo));
+        match nr - r {
+            1 => wide_tile::<W, 1, T>(xr, y, k, o, ldo),
+            2 => wide_tile::<W, 2, T>(xr, y, k, o, ldo),
+            3 => wide_tile::<W, 3, T>(xr, y, k, o, ldo),
+            _ => wide_tile::<W, WIDE_ROWS, T>(xr, y, k, o, ldo),
         }
-    };
+        r += WIDE_ROWS;
+    }
 }
 
-/// Tiles of 4 rows x 4 tokens (16 accumulators of the 32 registers).
+/// Tiles of 4 rows x 6 tokens, the tokens outermost: their values (6 x k
+/// f32) stay in L1 while the rows stream past (as f16 from L2 for F16
+/// weights), so each weight is converted once per 6 tokens and the
+/// activations are not re-read from L2 for every 4 rows.
 #[inline(always)]
 unsafe fn gemm_wide<W: Wide>(x: &[W], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
     let (nr, nt) = (x.len() / k, y.len() / k);
     let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
-    let mut r = 0;
-    while r < nr {
-        let rows = (nr - r).min(4);
-        let mut t = 0;
-        while t < nt {
-            let toks = (nt - t).min(4);
-            let (xr, yt, o) = (xp.add(r * k), yp.add(t * k), op.add(r * ldo + t));
-            by_tiles!(wide_tile, W, rows, toks, (xr, yt, k, o, ldo));
-            t += toks;
+    let mut t = 0;
+    while t < nt {
+        let (yt, o) = (yp.add(t * k), op.add(t));
+        match nt - t {
+            1 => wide_rows::<W, 1>(xp, nr, yt, k, o, ldo),
+            2 => wide_rows::<W, 2>(xp, nr, yt, k, o, ldo),
+            3 => wide_rows::<W, 3>(xp, nr, yt, k, o, ldo),
+            4 => wide_rows::<W, 4>(xp, nr, yt, k, o, ldo),
+            5 => wide_rows::<W, 5>(xp, nr, yt, k, o, ldo),
+            _ => wide_rows::<W, WIDE_TOKENS>(xp, nr, yt, k, o, ldo),
         }
-        r += rows;
+        t += WIDE_TOKENS;
     }
 }
 
