@@ -224,15 +224,40 @@ impl Biased for crate::gemm::Q5_0 {
     }
 }
 
+/// What every row pair needs of one activation block, computed once per
+/// call rather than once per row pair: the bias correction
+/// `-BIAS * (sums of four bytes)` (eight i32 lanes) and the scale as f32.
+#[derive(Clone, Copy)]
+struct ActBlock {
+    corr: __m256i,
+    d: f32,
+}
+
+/// [`ActBlock`] of each of `n` activation blocks.
+#[inline(always)]
+unsafe fn act_blocks<K: Biased>(y: &[BlockQ8_0]) -> Vec<ActBlock> {
+    let bias = _mm256_set1_epi8(K::BIAS as i8);
+    let zero = _mm256_setzero_si256();
+    y.iter()
+        .map(|a| {
+            let ab = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+            ActBlock {
+                corr: _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, bias, ab)),
+                d: V::fp16(a.d),
+            }
+        })
+        .collect()
+}
+
 #[inline(always)]
 unsafe fn pair_tile<K: Biased, const P: usize, const T: usize>(
     x: *const K::W,
     y: *const BlockQ8_0,
+    ya: *const ActBlock,
     nb: usize,
     out: *mut f32,
     ldo: usize,
 ) {
-    let bias = _mm512_set1_epi8(K::BIAS as i8);
     let mut acc = [[_mm512_setzero_ps(); T]; P];
     for b in 0..nb {
         let mut w = [_mm512_setzero_si512(); P];
@@ -244,10 +269,10 @@ unsafe fn pair_tile<K: Biased, const P: usize, const T: usize>(
         }
         for t in 0..T {
             let a = &*y.add(t * nb + b);
+            let pre = &*ya.add(t * nb + b);
             let ab = _mm512_broadcast_i64x4(_mm256_loadu_si256(a.qs.as_ptr() as *const __m256i));
-            let zero = _mm512_setzero_si512();
-            let corr = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, bias, ab));
-            let da = _mm512_set1_ps(V::fp16(a.d));
+            let corr = _mm512_broadcast_i64x4(pre.corr);
+            let da = _mm512_set1_ps(pre.d);
             for p in 0..P {
                 let i = _mm512_dpbusd_epi32(corr, w[p], ab);
                 acc[p][t] =
@@ -269,6 +294,7 @@ unsafe fn pair_tile<K: Biased, const P: usize, const T: usize>(
 unsafe fn pair_rows<K: Biased, const P: usize, const T: usize>(
     x: *const K::W,
     y: *const BlockQ8_0,
+    ya: *const ActBlock,
     nb: usize,
     nt: usize,
     out: *mut f32,
@@ -276,19 +302,19 @@ unsafe fn pair_rows<K: Biased, const P: usize, const T: usize>(
 ) {
     let mut t = 0;
     while t + T <= nt {
-        pair_tile::<K, P, T>(x, y.add(t * nb), nb, out.add(t), ldo);
+        pair_tile::<K, P, T>(x, y.add(t * nb), ya.add(t * nb), nb, out.add(t), ldo);
         t += T;
     }
-    let (y, out) = (y.add(t * nb), out.add(t));
+    let (y, ya, out) = (y.add(t * nb), ya.add(t * nb), out.add(t));
     match nt - t {
         0 => {}
-        1 => pair_tile::<K, P, 1>(x, y, nb, out, ldo),
-        2 => pair_tile::<K, P, 2>(x, y, nb, out, ldo),
-        3 => pair_tile::<K, P, 3>(x, y, nb, out, ldo),
-        4 => pair_tile::<K, P, 4>(x, y, nb, out, ldo),
-        5 => pair_tile::<K, P, 5>(x, y, nb, out, ldo),
-        6 => pair_tile::<K, P, 6>(x, y, nb, out, ldo),
-        _ => pair_tile::<K, P, 7>(x, y, nb, out, ldo),
+        1 => pair_tile::<K, P, 1>(x, y, ya, nb, out, ldo),
+        2 => pair_tile::<K, P, 2>(x, y, ya, nb, out, ldo),
+        3 => pair_tile::<K, P, 3>(x, y, ya, nb, out, ldo),
+        4 => pair_tile::<K, P, 4>(x, y, ya, nb, out, ldo),
+        5 => pair_tile::<K, P, 5>(x, y, ya, nb, out, ldo),
+        6 => pair_tile::<K, P, 6>(x, y, ya, nb, out, ldo),
+        _ => pair_tile::<K, P, 7>(x, y, ya, nb, out, ldo),
     }
 }
 
@@ -308,13 +334,15 @@ unsafe fn gemm_pairs<K: Biased, const P: usize, const T: usize>(
 ) {
     let (nr, nt) = (x.len() / nb, y.len() / nb);
     let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+    let pre = act_blocks::<K>(y);
+    let ya = pre.as_ptr();
     let mut r = 0;
     while r + 2 * P <= nr {
-        pair_rows::<K, P, T>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
+        pair_rows::<K, P, T>(xp.add(r * nb), yp, ya, nb, nt, op.add(r * ldo), ldo);
         r += 2 * P;
     }
     while r + 2 <= nr {
-        pair_rows::<K, 1, T>(xp.add(r * nb), yp, nb, nt, op.add(r * ldo), ldo);
+        pair_rows::<K, 1, T>(xp.add(r * nb), yp, ya, nb, nt, op.add(r * ldo), ldo);
         r += 2;
     }
     if r < nr {
