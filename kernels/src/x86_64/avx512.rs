@@ -377,11 +377,26 @@ pub fn gemm_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0], nb: usize, out: &mut [f3
 // groups of eight rows side by side, a lane per row, so each broadcast
 // activation quad meets sixteen rows per `vpdpbusd`.
 
+/// Of each activation block, once per call: `-8 * sum(a)` (the offset of
+/// the unsigned nibbles, exact) and the scale as f32.
+#[inline(always)]
+unsafe fn q4_0_acts(y: &[BlockQ8_0]) -> Vec<(i32, f32)> {
+    y.iter()
+        .map(|a| {
+            (
+                -8 * a.qs.iter().map(|&q| q as i32).sum::<i32>(),
+                V::fp16(a.d),
+            )
+        })
+        .collect()
+}
+
 /// Two groups (`xg`, `xg + nb`) against `T` tokens.
 #[inline(always)]
 unsafe fn q4_0x16_tokens<const T: usize>(
     xg: *const BlockQ4_0x8,
     y: *const BlockQ8_0,
+    ya: *const (i32, f32),
     nb: usize,
     out: *mut f32,
     ldo: usize,
@@ -412,17 +427,16 @@ unsafe fn q4_0x16_tokens<const T: usize>(
         );
         let dw = _mm512_cvtph_ps(d);
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            let a = &*y.add(t * nb + b);
-            let ap = a.qs.as_ptr() as *const u8;
+            let ap = (*y.add(t * nb + b)).qs.as_ptr() as *const u8;
+            let (offset, da) = *ya.add(t * nb + b);
             // sum((q - 8) a) = sum(q a) - 8 sum(a), as the 8-row kernel.
-            let sum_a = V::hsum_i(V::dot_u(V::zero_i(), V::set1_b(1), V::load_b(ap)));
-            let mut i = _mm512_set1_epi32(-8 * sum_a);
+            let mut i = _mm512_set1_epi32(offset);
             for v in 0..4 {
                 let quad = |o: usize| _mm512_set1_epi32((ap.add(o) as *const i32).read_unaligned());
                 i = _mm512_dpbusd_epi32(i, lo[v], quad(4 * v));
                 i = _mm512_dpbusd_epi32(i, hi[v], quad(16 + 4 * v));
             }
-            let dd = _mm512_mul_ps(dw, _mm512_set1_ps(V::fp16(a.d)));
+            let dd = _mm512_mul_ps(dw, _mm512_set1_ps(da));
             *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), dd, *acc_t);
         }
     }
@@ -448,24 +462,26 @@ pub fn gemm_q4_0x8_q8_0(
         const T: usize = 8;
         let (ng, nt) = (x.len() / nb, y.len() / nb);
         let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+        let pre = q4_0_acts(y);
+        let ya = pre.as_ptr();
         let mut g = 0;
         while g + 2 <= ng {
             let (xg, og) = (xp.add(g * nb), op.add(8 * g * ldo));
             let mut t = 0;
             while t + T <= nt {
-                q4_0x16_tokens::<T>(xg, yp.add(t * nb), nb, og.add(t), ldo);
+                q4_0x16_tokens::<T>(xg, yp.add(t * nb), ya.add(t * nb), nb, og.add(t), ldo);
                 t += T;
             }
-            let (yt, ot) = (yp.add(t * nb), og.add(t));
+            let (yt, yat, ot) = (yp.add(t * nb), ya.add(t * nb), og.add(t));
             match nt - t {
                 0 => {}
-                1 => q4_0x16_tokens::<1>(xg, yt, nb, ot, ldo),
-                2 => q4_0x16_tokens::<2>(xg, yt, nb, ot, ldo),
-                3 => q4_0x16_tokens::<3>(xg, yt, nb, ot, ldo),
-                4 => q4_0x16_tokens::<4>(xg, yt, nb, ot, ldo),
-                5 => q4_0x16_tokens::<5>(xg, yt, nb, ot, ldo),
-                6 => q4_0x16_tokens::<6>(xg, yt, nb, ot, ldo),
-                _ => q4_0x16_tokens::<7>(xg, yt, nb, ot, ldo),
+                1 => q4_0x16_tokens::<1>(xg, yt, yat, nb, ot, ldo),
+                2 => q4_0x16_tokens::<2>(xg, yt, yat, nb, ot, ldo),
+                3 => q4_0x16_tokens::<3>(xg, yt, yat, nb, ot, ldo),
+                4 => q4_0x16_tokens::<4>(xg, yt, yat, nb, ot, ldo),
+                5 => q4_0x16_tokens::<5>(xg, yt, yat, nb, ot, ldo),
+                6 => q4_0x16_tokens::<6>(xg, yt, yat, nb, ot, ldo),
+                _ => q4_0x16_tokens::<7>(xg, yt, yat, nb, ot, ldo),
             }
             g += 2;
         }
