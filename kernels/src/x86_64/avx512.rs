@@ -764,6 +764,17 @@ unsafe fn q6_pair(w0: &BlockQ6K, w1: &BlockQ6K) -> Q6Pair {
 /// The exact integer dots of both rows of `w` with activation block `a`.
 #[inline(always)]
 unsafe fn q6_pair_dot(w: &Q6Pair, a: &BlockQ8K) -> [i32; 2] {
+    let acc = q6_pair_lanes(w, a);
+    [
+        V::hsum_i(_mm512_castsi512_si256(acc)),
+        V::hsum_i(_mm512_extracti64x4_epi64(acc, 1)),
+    ]
+}
+
+/// The exact integer dots of both rows of `w` with activation block `a`,
+/// unreduced: lanes 0..8 sum to row 0's dot, lanes 8..16 to row 1's.
+#[inline(always)]
+unsafe fn q6_pair_lanes(w: &Q6Pair, a: &BlockQ8K) -> __m512i {
     let mut acc = _mm512_setzero_si512();
     for c in 0..8 {
         let ab = _mm512_broadcast_i64x4(_mm256_loadu_si256(
@@ -776,11 +787,69 @@ unsafe fn q6_pair_dot(w: &Q6Pair, a: &BlockQ8K) -> [i32; 2] {
     // The values are stored + 32: subtract 32 x sum(scale x block sum).
     let bs = _mm512_broadcast_i64x4(_mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i));
     let bias = _mm512_slli_epi32(_mm512_madd_epi16(bs, w.sc_all), 5);
-    let acc = _mm512_sub_epi32(acc, bias);
-    [
-        V::hsum_i(_mm512_castsi512_si256(acc)),
-        V::hsum_i(_mm512_extracti64x4_epi64(acc, 1)),
-    ]
+    _mm512_sub_epi32(acc, bias)
+}
+
+/// The eight integer totals of four tokens' [`q6_pair_lanes`] in one
+/// transposing reduction: lane 4r + t is row r's dot with token t.
+#[inline(always)]
+unsafe fn q6_totals4(v: [__m512i; 4]) -> __m256i {
+    // Per 128-bit lane: [v0, v1, v0, v1] partial sums, then [v0, v1, v2, v3].
+    let a = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(v[0], v[1]),
+        _mm512_unpackhi_epi32(v[0], v[1]),
+    );
+    let b = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(v[2], v[3]),
+        _mm512_unpackhi_epi32(v[2], v[3]),
+    );
+    let c = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    // 128-bit lanes 0+1 (row 0) and 2+3 (row 1).
+    let pairs = _mm512_add_epi32(c, _mm512_shuffle_i32x4(c, c, 0b10_11_00_01));
+    _mm512_castsi512_si256(_mm512_shuffle_i32x4(pairs, pairs, 0b00_00_10_00))
+}
+
+/// [`q6k_pair_tokens`] for four tokens: one reduction for all eight dots
+/// and the f32 updates on eight lanes (the same operations per lane).
+#[inline(always)]
+unsafe fn q6k_pair_tokens4(
+    x: *const BlockQ6K,
+    y: *const BlockQ8K,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    // Lane 4r + t: row r, token t.
+    let mut acc = _mm256_setzero_ps();
+    for b in 0..nb {
+        for r in 0..2 {
+            let next = x.wrapping_add((2 + r) * nb + b) as *const u8;
+            for line in 0..4 {
+                V::prefetch(next.wrapping_add(64 * line));
+            }
+        }
+        let w = q6_pair(&*x.add(b), &*x.add(nb + b));
+        // (Plain loops: closures would not inherit the target features.)
+        let a = [0, 1, 2, 3].map(|t| &*y.add(t * nb + b));
+        let mut lanes = [_mm512_setzero_si512(); 4];
+        for (l, at) in lanes.iter_mut().zip(a) {
+            *l = q6_pair_lanes(&w, at);
+        }
+        let totals = q6_totals4(lanes);
+        let dw = _mm256_setr_ps(
+            w.d[0], w.d[0], w.d[0], w.d[0], w.d[1], w.d[1], w.d[1], w.d[1],
+        );
+        let da = _mm256_setr_ps(
+            a[0].d, a[1].d, a[2].d, a[3].d, a[0].d, a[1].d, a[2].d, a[3].d,
+        );
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(totals), dw), da, acc);
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+    for t in 0..4 {
+        *out.add(t) = lanes[t];
+        *out.add(ldo + t) = lanes[4 + t];
+    }
 }
 
 #[inline(always)]
@@ -839,7 +908,7 @@ pub fn gemm_q6_k_q8_k_block_fma(
             let (xr, or) = (xp.add(r * nb), op.add(r * ldo));
             let mut t = 0;
             while t + T <= nt {
-                q6k_pair_tokens::<T>(xr, yp.add(t * nb), nb, or.add(t), ldo);
+                q6k_pair_tokens4(xr, yp.add(t * nb), nb, or.add(t), ldo);
                 t += T;
             }
             let (yt, ot) = (yp.add(t * nb), or.add(t));
