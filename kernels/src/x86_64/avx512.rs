@@ -372,6 +372,150 @@ pub fn gemm_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0], nb: usize, out: &mut [f3
 }
 
 // ---------------------------------------------------------------------------
+// Q4_1 against Q8_1 in the `vec_dot_q4_1_q8_1` order, two rows per zmm as
+// for Q8_0: per (row, token) and block eight i32 lanes of unsigned nibbles
+// times activations, fused into eight f32 lanes with `d_w * d_a`; the
+// `m_w * s_a` term fused into its own sum per block, added after the
+// 8-lane horizontal sum. That sum runs on the tokens' lanes: one zmm per
+// row pair, token t in lanes t (first row) and 8 + t (second).
+
+/// Two rows' nibbles (`w0` in bytes 0..32: low nibbles, then high), their
+/// scales and their minimums (`w0`'s in lanes 0..8).
+#[inline(always)]
+unsafe fn q4_1_decode2(w0: &BlockQ4_1, w1: &BlockQ4_1) -> (__m512i, __m512, __m512) {
+    let v = _mm512_mask_broadcast_i32x4(
+        _mm512_broadcast_i32x4(_mm_loadu_si128(w0.qs.as_ptr() as *const __m128i)),
+        0xff00,
+        _mm_loadu_si128(w1.qs.as_ptr() as *const __m128i),
+    );
+    // 16-bit lanes 8..16 and 24..32: the high-nibble halves.
+    let v = _mm512_mask_srli_epi16(v, 0xff00_ff00, v, 4);
+    // d0, m0, d1, m1 converted at once, then spread over the halves.
+    let halves = (w0.d as i32) | (w0.m as i32) << 16;
+    let dm = _mm_cvtph_ps(_mm_insert_epi32(
+        _mm_cvtsi32_si128(halves),
+        (w1.d as i32) | (w1.m as i32) << 16,
+        1,
+    ));
+    let dm = _mm512_castps128_ps512(dm);
+    let spread = |a: i32, b: i32| _mm512_set_epi32(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a);
+    (
+        _mm512_and_si512(v, _mm512_set1_epi8(0x0f)),
+        _mm512_permutexvar_ps(spread(0, 2), dm),
+        _mm512_permutexvar_ps(spread(1, 3), dm),
+    )
+}
+
+/// Of each activation block: its scale as f32 (`d[token * nb + block]`)
+/// and its `s` by block (`s[block * nt + token]`, 8 spare lanes at the end
+/// for the last tile's load).
+struct Q4_1Acts {
+    d: Vec<f32>,
+    s: Vec<f32>,
+    nb: usize,
+    nt: usize,
+}
+
+impl Q4_1Acts {
+    #[inline(always)]
+    unsafe fn new(y: &[BlockQ8_1], nb: usize) -> Q4_1Acts {
+        let nt = y.len() / nb;
+        let mut s = vec![0f32; nb * nt + 8];
+        for (i, a) in y.iter().enumerate() {
+            s[(i % nb) * nt + i / nb] = V::fp16(a.s);
+        }
+        Q4_1Acts {
+            d: y.iter().map(|a| V::fp16(a.d)).collect(),
+            s,
+            nb,
+            nt,
+        }
+    }
+}
+
+/// One row pair (`x`, `x + nb`) against tokens `t0..t0 + T` (T <= 8).
+#[inline(always)]
+unsafe fn q4_1_tile<const T: usize>(
+    x: *const BlockQ4_1,
+    y: *const BlockQ8_1,
+    acts: &Q4_1Acts,
+    t0: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let (nb, nt) = (acts.nb, acts.nt);
+    let (d_a, s_a) = (acts.d.as_ptr().add(t0 * nb), acts.s.as_ptr().add(t0));
+    let y = y.add(t0 * nb);
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut summs = _mm512_setzero_ps();
+    for b in 0..nb {
+        V::prefetch(x.wrapping_add(2 * nb + b) as *const u8);
+        V::prefetch(x.wrapping_add(3 * nb + b) as *const u8);
+        let (w, dw, mw) = q4_1_decode2(&*x.add(b), &*x.add(nb + b));
+        // The tile's tokens' `s` in lanes 0..T and again from 8 (the lanes
+        // past T hold other tokens' values, never read).
+        let s = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(
+            s_a.add(b * nt),
+        ))));
+        summs = _mm512_fmadd_ps(mw, s, summs);
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let ab = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                (*y.add(t * nb + b)).qs.as_ptr() as *const __m256i
+            ));
+            let da = _mm512_set1_ps(*d_a.add(t * nb + b));
+            let i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, ab);
+            *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw, da), *acc_t);
+        }
+    }
+    let mut m = [0f32; 16];
+    _mm512_storeu_ps(m.as_mut_ptr(), summs);
+    for (t, &acc_t) in acc.iter().enumerate() {
+        let [lo, hi] = split_f(acc_t);
+        *out.add(t) = V::hsum_f(lo) + m[t];
+        *out.add(ldo + t) = V::hsum_f(hi) + m[8 + t];
+    }
+}
+
+pub fn gemm_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1], nb: usize, out: &mut [f32], ldo: usize) {
+    check("gemm_q4_1_q8_1", x.len(), y.len(), nb, out.len(), ldo);
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn imp(x: &[BlockQ4_1], y: &[BlockQ8_1], nb: usize, out: &mut [f32], ldo: usize) {
+        // One row pair x 8 tokens: more pairs per tile spill registers.
+        const T: usize = 8;
+        let (nr, nt) = (x.len() / nb, y.len() / nb);
+        let acts = Q4_1Acts::new(y, nb);
+        let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+        let mut r = 0;
+        while r + 2 <= nr {
+            let (xr, or) = (xp.add(r * nb), op.add(r * ldo));
+            let mut t = 0;
+            while t + T <= nt {
+                q4_1_tile::<T>(xr, yp, &acts, t, or.add(t), ldo);
+                t += T;
+            }
+            let o = or.add(t);
+            match nt - t {
+                0 => {}
+                1 => q4_1_tile::<1>(xr, yp, &acts, t, o, ldo),
+                2 => q4_1_tile::<2>(xr, yp, &acts, t, o, ldo),
+                3 => q4_1_tile::<3>(xr, yp, &acts, t, o, ldo),
+                4 => q4_1_tile::<4>(xr, yp, &acts, t, o, ldo),
+                5 => q4_1_tile::<5>(xr, yp, &acts, t, o, ldo),
+                6 => q4_1_tile::<6>(xr, yp, &acts, t, o, ldo),
+                _ => q4_1_tile::<7>(xr, yp, &acts, t, o, ldo),
+            }
+            r += 2;
+        }
+        if r < nr {
+            super::avx2_vnni::gemm_q4_1_q8_1(&x[r * nb..], y, nb, &mut out[r * ldo..], ldo);
+        }
+    }
+    // SAFETY: this table is chosen only where `detected()` holds; `check`
+    // established whole rows of nb blocks and in-bounds outputs.
+    unsafe { imp(x, y, nb, out, ldo) }
+}
+
+// ---------------------------------------------------------------------------
 // Q4_0 interleaved by eight rows, llama.cpp's repacked `q4_0_8x8` rounding
 // (one f32 running sum per output, a fused multiply-add per block): two
 // groups of eight rows side by side, a lane per row, so each broadcast
