@@ -184,22 +184,47 @@ trait Biased: TileKind<V, A = BlockQ8_0, Dec = (__m256i, f32)> {
     const BIAS: u8;
     /// Two rows' blocks decoded side by side (`w0` in bytes 0..32) and
     /// their scales (`w0`'s in lanes 0..8).
-    #[inline(always)]
-    unsafe fn decode2(w0: &Self::W, w1: &Self::W) -> (__m512i, __m512) {
-        let ((q0, d0), (q1, d1)) = (Self::decode(w0), Self::decode(w1));
-        (join_i(q0, q1), scales2(d0, d1))
-    }
+    unsafe fn decode2(w0: &Self::W, w1: &Self::W) -> (__m512i, __m512);
 }
 
-/// `d0` in lanes 0..8, `d1` in lanes 8..16.
+/// The f16 values in the low 64 bits of `halves` as f32.
 #[inline(always)]
-unsafe fn scales2(d0: f32, d1: f32) -> __m512 {
-    _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0), _mm512_set1_ps(d1))
+unsafe fn halves_f32(halves: __m128i) -> __m512 {
+    _mm512_castps128_ps512(_mm_cvtph_ps(halves))
+}
+
+/// Lane `a` of `v` in lanes 0..8, lane `b` in lanes 8..16.
+#[inline(always)]
+unsafe fn spread2(v: __m512, a: i32, b: i32) -> __m512 {
+    let idx = _mm512_set_epi32(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a);
+    _mm512_permutexvar_ps(idx, v)
+}
+
+/// f16 scales `d0` in lanes 0..8, `d1` in lanes 8..16 (converted together).
+#[inline(always)]
+unsafe fn scales2(d0: u16, d1: u16) -> __m512 {
+    spread2(
+        halves_f32(_mm_cvtsi32_si128(d0 as i32 | (d1 as i32) << 16)),
+        0,
+        1,
+    )
 }
 
 impl Biased for crate::gemm::Q8_0 {
     // `V::DOT_U8`: the Q8_0 tile stores weights + 128.
     const BIAS: u8 = 128;
+    #[inline(always)]
+    unsafe fn decode2(w0: &BlockQ8_0, w1: &BlockQ8_0) -> (__m512i, __m512) {
+        let q = join_i(
+            _mm256_loadu_si256(w0.qs.as_ptr() as *const __m256i),
+            _mm256_loadu_si256(w1.qs.as_ptr() as *const __m256i),
+        );
+        // q + 128 as unsigned: the sign bit flipped.
+        (
+            _mm512_xor_si512(q, _mm512_set1_epi8(-128)),
+            scales2(w0.d, w1.d),
+        )
+    }
 }
 impl Biased for crate::gemm::Q5_0 {
     const BIAS: u8 = 16;
@@ -220,7 +245,7 @@ impl Biased for crate::gemm::Q5_0 {
             _mm512_and_si512(v, _mm512_set1_epi8(0x0f)),
             _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10)),
         );
-        (q, scales2(V::fp16(w0.d), V::fp16(w1.d)))
+        (q, scales2(w0.d, w1.d))
     }
 }
 
@@ -391,18 +416,15 @@ unsafe fn q4_1_decode2(w0: &BlockQ4_1, w1: &BlockQ4_1) -> (__m512i, __m512, __m5
     // 16-bit lanes 8..16 and 24..32: the high-nibble halves.
     let v = _mm512_mask_srli_epi16(v, 0xff00_ff00, v, 4);
     // d0, m0, d1, m1 converted at once, then spread over the halves.
-    let halves = (w0.d as i32) | (w0.m as i32) << 16;
-    let dm = _mm_cvtph_ps(_mm_insert_epi32(
-        _mm_cvtsi32_si128(halves),
-        (w1.d as i32) | (w1.m as i32) << 16,
+    let dm = halves_f32(_mm_insert_epi32(
+        _mm_cvtsi32_si128(w0.d as i32 | (w0.m as i32) << 16),
+        w1.d as i32 | (w1.m as i32) << 16,
         1,
     ));
-    let dm = _mm512_castps128_ps512(dm);
-    let spread = |a: i32, b: i32| _mm512_set_epi32(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a);
     (
         _mm512_and_si512(v, _mm512_set1_epi8(0x0f)),
-        _mm512_permutexvar_ps(spread(0, 2), dm),
-        _mm512_permutexvar_ps(spread(1, 3), dm),
+        spread2(dm, 0, 2),
+        spread2(dm, 1, 3),
     )
 }
 
