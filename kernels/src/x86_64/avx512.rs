@@ -263,15 +263,16 @@ struct ActBlock {
 unsafe fn act_blocks<K: Biased>(y: &[BlockQ8_0]) -> Vec<ActBlock> {
     let bias = _mm256_set1_epi8(K::BIAS as i8);
     let zero = _mm256_setzero_si256();
-    y.iter()
-        .map(|a| {
-            let ab = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-            ActBlock {
-                corr: _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, bias, ab)),
-                d: V::fp16(a.d),
-            }
-        })
-        .collect()
+    let mut out = Vec::with_capacity(y.len());
+    // A plain loop: a closure would not inherit the target features.
+    for a in y {
+        let ab = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+        out.push(ActBlock {
+            corr: _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, bias, ab)),
+            d: V::fp16(a.d),
+        });
+    }
+    out
 }
 
 #[inline(always)]
@@ -1099,4 +1100,55 @@ pub fn gemm_q6_k_q8_k_block_fma(
     // SAFETY: this table is chosen only where `detected()` holds; `check`
     // established whole rows of nb blocks and in-bounds outputs.
     unsafe { imp(x, y, nb, out, ldo) }
+}
+
+// ---------------------------------------------------------------------------
+// y[c] += sum over d of a[d] * m[d][c], a chain of fused multiply-adds per
+// column in d order (as `generic::fma_rows`), 64 columns per pass in four
+// zmm chains: twice the columns per FMA latency of the 256-bit loop.
+
+pub fn fma_rows(a: &[f32], m: &[f32], y: &mut [f32]) {
+    assert_eq!(m.len(), a.len() * y.len(), "fma_rows: length mismatch");
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn imp(a: &[f32], m: &[f32], y: &mut [f32]) {
+        let n = y.len();
+        let (mp, yp) = (m.as_ptr(), y.as_mut_ptr());
+        let mut c = 0;
+        while c + 64 <= n {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for (i, v) in acc.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(yp.add(c + 16 * i));
+            }
+            for (d, &ad) in a.iter().enumerate() {
+                let va = _mm512_set1_ps(ad);
+                let row = mp.add(d * n + c);
+                for (i, v) in acc.iter_mut().enumerate() {
+                    *v = _mm512_fmadd_ps(_mm512_loadu_ps(row.add(16 * i)), va, *v);
+                }
+            }
+            for (i, v) in acc.iter().enumerate() {
+                _mm512_storeu_ps(yp.add(c + 16 * i), *v);
+            }
+            c += 64;
+        }
+        while c + 16 <= n {
+            let mut v = _mm512_loadu_ps(yp.add(c));
+            for (d, &ad) in a.iter().enumerate() {
+                v = _mm512_fmadd_ps(_mm512_loadu_ps(mp.add(d * n + c)), _mm512_set1_ps(ad), v);
+            }
+            _mm512_storeu_ps(yp.add(c), v);
+            c += 16;
+        }
+        for k in c..n {
+            let mut v = y[k];
+            for (d, &ad) in a.iter().enumerate() {
+                v = m[d * n + k].mul_add(ad, v);
+            }
+            y[k] = v;
+        }
+    }
+    // SAFETY: this table is chosen only where `detected()` holds; the
+    // assertion keeps every load `d * n + c..d * n + c + 64` (or + 16)
+    // within row d of `m`, and every store within `y`.
+    unsafe { imp(a, m, y) }
 }
