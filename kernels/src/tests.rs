@@ -1641,9 +1641,21 @@ fn rne_quantizers_match_scalar_exactly() {
 #[test]
 fn wide_float_gemm_matches_reference_bit_for_bit() {
     let mut r = Rng::new(0x77de);
-    let shapes = [(1, 1), (2, 2), (2, 3), (3, 5), (4, 4), (5, 2), (3, 7)];
+    // Tiles of up to 4 rows x 6 tokens and their remainders; rows of 16384
+    // split a matrix into several blocks of rows (the avx512 kernel's L2
+    // blocking).
+    let shapes = [
+        (1, 1),
+        (2, 2),
+        (2, 3),
+        (3, 5),
+        (4, 4),
+        (5, 2),
+        (3, 7),
+        (9, 13),
+    ];
     for k in impls() {
-        for &n in &[16usize, 48, 576] {
+        for &n in &[16usize, 48, 576, 16384] {
             for &(nr, nt) in &shapes {
                 let wf = r.row(nr * n);
                 let w16: Vec<u16> = wf.iter().map(|&v| scalar::f32_to_f16(v)).collect();

@@ -124,26 +124,37 @@ unsafe fn wide_rows<W: Wide, const T: usize>(
     }
 }
 
-/// Tiles of 4 rows x 6 tokens, the tokens outermost: their values (6 x k
-/// f32) stay in L1 while the rows stream past (as f16 from L2 for F16
-/// weights), so each weight is converted once per 6 tokens and the
-/// activations are not re-read from L2 for every 4 rows.
+/// Weight bytes per block of rows that meets every token before the next
+/// block (kept in L2 while the tokens pass).
+const WIDE_BLOCK_BYTES: usize = 256 * 1024;
+
+/// Tiles of 4 rows x 6 tokens, the tokens outer: their values (6 x k f32)
+/// stay in L1 while a block of rows streams past from L2, so each weight
+/// is converted once per 6 tokens and the activations are not re-read
+/// from L2 for every 4 rows.
 #[inline(always)]
 unsafe fn gemm_wide<W: Wide>(x: &[W], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
     let (nr, nt) = (x.len() / k, y.len() / k);
-    let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
-    let mut t = 0;
-    while t < nt {
-        let (yt, o) = (yp.add(t * k), op.add(t));
-        match nt - t {
-            1 => wide_rows::<W, 1>(xp, nr, yt, k, o, ldo),
-            2 => wide_rows::<W, 2>(xp, nr, yt, k, o, ldo),
-            3 => wide_rows::<W, 3>(xp, nr, yt, k, o, ldo),
-            4 => wide_rows::<W, 4>(xp, nr, yt, k, o, ldo),
-            5 => wide_rows::<W, 5>(xp, nr, yt, k, o, ldo),
-            _ => wide_rows::<W, WIDE_TOKENS>(xp, nr, yt, k, o, ldo),
+    let block = (WIDE_BLOCK_BYTES / (k * core::mem::size_of::<W>()) / WIDE_ROWS).max(1) * WIDE_ROWS;
+    let (yp, op) = (y.as_ptr(), out.as_mut_ptr());
+    let mut r0 = 0;
+    while r0 < nr {
+        let rows = block.min(nr - r0);
+        let (xp, op) = (x.as_ptr().add(r0 * k), op.add(r0 * ldo));
+        let mut t = 0;
+        while t < nt {
+            let (yt, o) = (yp.add(t * k), op.add(t));
+            match nt - t {
+                1 => wide_rows::<W, 1>(xp, rows, yt, k, o, ldo),
+                2 => wide_rows::<W, 2>(xp, rows, yt, k, o, ldo),
+                3 => wide_rows::<W, 3>(xp, rows, yt, k, o, ldo),
+                4 => wide_rows::<W, 4>(xp, rows, yt, k, o, ldo),
+                5 => wide_rows::<W, 5>(xp, rows, yt, k, o, ldo),
+                _ => wide_rows::<W, WIDE_TOKENS>(xp, rows, yt, k, o, ldo),
+            }
+            t += WIDE_TOKENS;
         }
-        t += WIDE_TOKENS;
+        r0 += rows;
     }
 }
 
