@@ -1,10 +1,12 @@
-//! 512-bit prompt-batch kernels for CPUs with AVX-512 F/BW/VL and VNNI
-//! (table `avx512`). Every other entry is the `avx2-vnni` table's.
+//! 512-bit prompt-batch kernels, and the F16 decode one, for CPUs with
+//! AVX-512 F/BW/VL and VNNI (table `avx512`). Every other entry is the
+//! `avx2-vnni` table's.
 //!
 //! Exactness: a zmm register holds two 8-lane accumulators (two weight
 //! rows of one token, or sixteen interleaved rows) or one 16-lane one (the
-//! float GEMMs), and every lane performs exactly the operations the
-//! 256-bit kernel performs on it, in the same order: the same exact
+//! float GEMMs; the F16 decode kernel keeps four per pair), and every lane
+//! performs exactly the operations the 256-bit kernel performs on it, in
+//! the same order: the same exact
 //! integer lane sums, the same `d_w * d_a` products, the same fused
 //! multiply-adds block after block, the same horizontal sums. So each
 //! output is bit-identical to the `avx2-vnni` table's (the tests compare
