@@ -1,10 +1,12 @@
-//! 512-bit prompt-batch kernels for CPUs with AVX-512 F/BW/VL and VNNI
-//! (table `avx512`). Every other entry is the `avx2-vnni` table's.
+//! 512-bit prompt-batch kernels, and the F16 decode one, for CPUs with
+//! AVX-512 F/BW/VL and VNNI (table `avx512`). Every other entry is the
+//! `avx2-vnni` table's.
 //!
 //! Exactness: a zmm register holds two 8-lane accumulators (two weight
 //! rows of one token, or sixteen interleaved rows) or one 16-lane one (the
-//! float GEMMs), and every lane performs exactly the operations the
-//! 256-bit kernel performs on it, in the same order: the same exact
+//! float GEMMs; the F16 decode kernel keeps four per pair), and every lane
+//! performs exactly the operations the 256-bit kernel performs on it, in
+//! the same order: the same exact
 //! integer lane sums, the same `d_w * d_a` products, the same fused
 //! multiply-adds block after block, the same horizontal sums. So each
 //! output is bit-identical to the `avx2-vnni` table's (the tests compare
@@ -179,6 +181,101 @@ macro_rules! wide_entry_points {
 wide_entry_points! {
     gemm_f16_lanes16(u16);
     gemm_f32_lanes16(f32);
+}
+
+// ---------------------------------------------------------------------------
+// F16 weights against f32 activations in the `vec_dot_f16` order
+// (`scalar::dot_ggml_order`, ggml's AVX-512 `ggml_vec_dot_f16`): per
+// (row, token) four 16-lane accumulators, one zmm each, fed by fused
+// multiply-adds over 64-element steps, combined (0+2)+(1+3), reduced as
+// `_mm512_reduce_add_ps`; the tail past the last whole step summed in f64.
+// The activation is read as f32 (converted once per matmul, not per row)
+// and each of its vectors serves the tile's rows.
+
+#[inline(always)]
+unsafe fn f16_f32_tile<const R: usize, const T: usize>(
+    x: *const u16,
+    y: *const f32,
+    k: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let mut acc = [[[_mm512_setzero_ps(); 4]; T]; R];
+    let whole = k - k % 64;
+    let mut l = 0;
+    while l < whole {
+        for r in 0..R {
+            // The next tile's rows, two lines each per step.
+            let next = x.wrapping_add((R + r) * k + l) as *const u8;
+            V::prefetch(next);
+            V::prefetch(next.wrapping_add(64));
+        }
+        for j in 0..4 {
+            let o = l + 16 * j;
+            let mut a = [_mm512_setzero_ps(); T];
+            for (t, at) in a.iter_mut().enumerate() {
+                *at = _mm512_loadu_ps(y.add(t * k + o));
+            }
+            for r in 0..R {
+                let w = _mm512_cvtph_ps(_mm256_loadu_si256(x.add(r * k + o) as *const __m256i));
+                for t in 0..T {
+                    acc[r][t][j] = _mm512_fmadd_ps(w, a[t], acc[r][t][j]);
+                }
+            }
+        }
+        l += 64;
+    }
+    for r in 0..R {
+        for t in 0..T {
+            let c = &acc[r][t];
+            let v = _mm512_add_ps(_mm512_add_ps(c[0], c[2]), _mm512_add_ps(c[1], c[3]));
+            let [lo, hi] = split_f(v);
+            let mut sum = V::hsum_f(_mm256_add_ps(hi, lo)) as f64;
+            for i in whole..k {
+                sum += (V::fp16(*x.add(r * k + i)) * *y.add(t * k + i)) as f64;
+            }
+            *out.add(r * ldo + t) = sum as f32;
+        }
+    }
+}
+
+/// Tiles of 4 rows for one token (decode), else of 2 rows x 2 tokens: 16
+/// accumulators of the 32 registers either way.
+#[inline(always)]
+unsafe fn gemm_f16_f32_zmm(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+    let (nr, nt) = (x.len() / k, y.len() / k);
+    let (xp, yp, op) = (x.as_ptr(), y.as_ptr(), out.as_mut_ptr());
+    let (tile_rows, tile_toks) = if nt == 1 { (4, 1) } else { (2, 2) };
+    let mut r = 0;
+    while r < nr {
+        let rows = (nr - r).min(tile_rows);
+        let mut t = 0;
+        while t < nt {
+            let toks = (nt - t).min(tile_toks);
+            let (xr, yt, o) = (xp.add(r * k), yp.add(t * k), op.add(r * ldo + t));
+            match (rows, toks) {
+                (4, _) => f16_f32_tile::<4, 1>(xr, yt, k, o, ldo),
+                (3, _) => f16_f32_tile::<3, 1>(xr, yt, k, o, ldo),
+                (2, 2) => f16_f32_tile::<2, 2>(xr, yt, k, o, ldo),
+                (2, _) => f16_f32_tile::<2, 1>(xr, yt, k, o, ldo),
+                (_, 2) => f16_f32_tile::<1, 2>(xr, yt, k, o, ldo),
+                _ => f16_f32_tile::<1, 1>(xr, yt, k, o, ldo),
+            }
+            t += toks;
+        }
+        r += rows;
+    }
+}
+
+pub fn gemm_f16_f32(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+    check("gemm_f16_f32", x.len(), y.len(), k, out.len(), ldo);
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn imp(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+        gemm_f16_f32_zmm(x, y, k, out, ldo)
+    }
+    // SAFETY: this table is chosen only where `detected()` holds; `check`
+    // established whole rows of k elements and in-bounds outputs.
+    unsafe { imp(x, y, k, out, ldo) }
 }
 
 // ---------------------------------------------------------------------------
