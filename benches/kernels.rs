@@ -496,6 +496,73 @@ fn repack_q4_k(c: &mut Criterion) {
     }
 }
 
+/// Tokens of a prompt tile (the matmul driver's `TOKEN_TILE`).
+const PROMPT_TOKENS: usize = 32;
+
+/// Every SIMD table's prompt-batch GEMM on one matrix (`rows` x `cols`)
+/// against [`PROMPT_TOKENS`] activation rows, side by side: throughput in
+/// multiply-adds (weight elements times tokens).
+fn prompt_group<W, A>(
+    c: &mut Criterion,
+    name: &str,
+    (rows, cols): (usize, usize),
+    w: &[W],
+    a: &[A],
+    gemm: impl Fn(&Kernels) -> Gemm<W, A>,
+) {
+    let per_row = w.len() / rows;
+    let mut out = vec![0f32; rows * PROMPT_TOKENS];
+    let mut g = c.benchmark_group(format!("prompt/{name}/{rows}x{cols}"));
+    g.throughput(Throughput::Elements((rows * cols * PROMPT_TOKENS) as u64));
+    for k in available().into_iter().filter(|k| k.name != "scalar") {
+        let f = gemm(k);
+        g.bench_function(k.name, |b| {
+            b.iter(|| f(black_box(w), black_box(a), per_row, &mut out, PROMPT_TOKENS))
+        });
+    }
+    g.finish();
+}
+
+/// The prompt-batch kernels of the F16, Q8_0, Q5_0, Q4_1 and Q6_K rows at
+/// Gemma 3 270M's feed-forward shapes: `cargo bench --bench kernels -- prompt/`.
+fn prompt_gemms(c: &mut Criterion) {
+    let r = &mut Rng(17);
+    for (rows, cols) in [(2048usize, 640usize), (640, 2048)] {
+        let x = r.row(PROMPT_TOKENS * cols);
+        let mut x16 = vec![0u16; x.len()];
+        f32_to_f16_row(&x, &mut x16);
+        let mut xr = vec![0f32; x.len()];
+        f16_to_f32_row(&x16, &mut xr);
+        let w: Vec<u16> = (0..rows * cols)
+            .map(|_| f32_to_f16(r.f32() * 0.1))
+            .collect();
+        prompt_group(c, "f16", (rows, cols), &w, &xr, |k| k.gemm_f16_lanes16);
+
+        let nb = cols / QK8_0;
+        let mut a8 = vec![Q8_0; PROMPT_TOKENS * nb];
+        quantize_row_q8_0_round_even(&x, &mut a8);
+        let w: Vec<BlockQ8_0> = (0..rows * nb).map(|_| BlockQ8_0::random(r)).collect();
+        prompt_group(c, "q8_0", (rows, cols), &w, &a8, |k| k.gemm_q8_0_q8_0);
+        let w: Vec<BlockQ5_0> = (0..rows * nb).map(|_| BlockQ5_0::random(r)).collect();
+        prompt_group(c, "q5_0", (rows, cols), &w, &a8, |k| k.gemm_q5_0_q8_0);
+
+        let mut a1 = vec![Q8_1; PROMPT_TOKENS * nb];
+        quantize_row_q8_1_round_even(&x, &mut a1);
+        let w: Vec<BlockQ4_1> = (0..rows * nb).map(|_| BlockQ4_1::random(r)).collect();
+        prompt_group(c, "q4_1", (rows, cols), &w, &a1, |k| k.gemm_q4_1_q8_1);
+
+        if cols % QK_K == 0 {
+            let nbk = cols / QK_K;
+            let mut ak = vec![Q8_K; PROMPT_TOKENS * nbk];
+            quantize_row_q8_k(&x, &mut ak);
+            let w: Vec<BlockQ6K> = (0..rows * nbk).map(|_| BlockQ6K::random(r)).collect();
+            prompt_group(c, "q6_k", (rows, cols), &w, &ak, |k| {
+                k.gemm_q6_k_q8_k_block_fma
+            });
+        }
+    }
+}
+
 fn short() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(300))
@@ -506,6 +573,6 @@ fn short() -> Criterion {
 criterion_group! {
     name = benches;
     config = short();
-    targets = quantized, floats, repack_q4_0, repack_q4_k
+    targets = quantized, floats, repack_q4_0, repack_q4_k, prompt_gemms
 }
 criterion_main!(benches);

@@ -10,10 +10,11 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     // RKINFER_NO_AVX512=1 builds what an older compiler would (to compare).
     println!("cargo:rerun-if-env-changed=RKINFER_NO_AVX512");
+    // Declared either way, so that builds without it lint clean too.
+    println!("cargo:rustc-check-cfg=cfg(rkinfer_avx512)");
     if env::var_os("RKINFER_NO_AVX512").is_some_and(|v| v != "0") {
         return;
     }
-    println!("cargo:rustc-check-cfg=cfg(rkinfer_avx512)");
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
     let minor = Command::new(rustc)
         .arg("--version")

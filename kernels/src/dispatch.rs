@@ -69,6 +69,7 @@ table! {
     gemm_q4_kx8_q8_k_sum64: fn(&[BlockQ4Kx8], &[BlockQ8K], usize, &mut [f32], usize),
     gemm_f16_lanes16: fn(&[u16], &[f32], usize, &mut [f32], usize),
     gemm_f32_lanes16: fn(&[f32], &[f32], usize, &mut [f32], usize),
+    gemm_f16_f32: fn(&[u16], &[f32], usize, &mut [f32], usize),
     vec_mad_f16: fn(&mut [u16], &[u16], f32),
     vec_scale_f16: fn(&mut [u16], f32),
     quantize_row_q8_0_round_even: fn(&[f32], &mut [BlockQ8_0]),

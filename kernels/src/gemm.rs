@@ -1003,6 +1003,34 @@ pub(crate) unsafe fn gemm_lanes16<S: Simd, W: FloatRow>(
     }
 }
 
+// ---------------------------------------------------------------------------
+// F16 weights against f32 activations in the `vec_dot_f16` order
+// ([`scalar::dot_ggml_order`]): the single-row dot with the activation
+// converted once per matmul instead of once per weight row.
+
+/// `out[r * ldo + t]` = `vec_dot_f16_f32` of weight row r and activation
+/// row t (rows of `k` elements, any k > 0); shapes checked by [`check`].
+#[inline(always)]
+pub(crate) unsafe fn gemm_f16_f32<S: Simd>(
+    x: &[u16],
+    y: &[f32],
+    k: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    for (r, xr) in x.chunks_exact(k).enumerate() {
+        // The row after next, a line at a time: a decode streams the whole
+        // matrix once, faster than the hardware prefetcher alone fetches it.
+        let ahead = xr.as_ptr().wrapping_add(2 * k) as *const u8;
+        for line in (0..2 * k).step_by(64) {
+            S::prefetch(ahead.wrapping_add(line));
+        }
+        for (t, yt) in y.chunks_exact(k).enumerate() {
+            out[r * ldo + t] = crate::generic::vec_dot_f16_f32::<S>(xr, yt);
+        }
+    }
+}
+
 /// Shapes of an interleaved GEMM: `nx` groups-blocks of 8 rows.
 pub(crate) fn check_interleaved(
     name: &str,
@@ -1168,6 +1196,12 @@ pub(crate) mod scalar_gemm {
         by_rows(x, y, k, out, ldo, super::dot_lanes16_ref::<f32>);
     }
 
+    /// F16 weights against f32 activations, `vec_dot_f16` order.
+    pub fn gemm_f16_f32(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+        check("gemm_f16_f32", x.len(), y.len(), k, out.len(), ldo);
+        by_rows(x, y, k, out, ldo, scalar::vec_dot_f16_f32);
+    }
+
     scalar_gemms! {
         gemm_q4_0_q8_0_block_fma(BlockQ4_0, BlockQ8_0) = vec_dot_q4_0_q8_0_block_fma;
         gemm_q4_0_q8_0(BlockQ4_0, BlockQ8_0) = vec_dot_q4_0_q8_0;
@@ -1231,6 +1265,16 @@ macro_rules! gemm_entry_points {
             // `check_interleaved` established whole groups of nb blocks and in-bounds
             // outputs for 8 rows per group.
             unsafe { imp(x, y, nb, out, ldo) }
+        }
+        pub fn gemm_f16_f32(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+            crate::gemm::check("gemm_f16_f32", x.len(), y.len(), k, out.len(), ldo);
+            #[target_feature(enable = $features)]
+            unsafe fn imp(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize) {
+                crate::gemm::gemm_f16_f32::<$isa>(x, y, k, out, ldo)
+            }
+            // SAFETY: features detected before this table is used; `check`
+            // established whole rows of k elements and in-bounds outputs.
+            unsafe { imp(x, y, k, out, ldo) }
         }
         crate::gemm::gemm_entry_points!(@wide $isa, $features,
             gemm_f16_lanes16(u16);

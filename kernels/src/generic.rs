@@ -611,10 +611,12 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k<S: Simd>(x: &[BlockQ6K], y: &[BlockQ8K]) 
 /// steps (each held here as two 8-lane halves), reduced (0+2)+(1+3), then
 /// 16 lanes down to one as `_mm512_reduce_add_ps` does; the tail is summed
 /// in f64. [`scalar::dot_ggml_order`] is the same computation lane by lane.
+/// `x` and `y` may differ in type (f16 weights against activations already
+/// converted to f32: the same products, one conversion fewer per pair).
 macro_rules! float_dot {
-    ($name:ident, $t:ty, $load:ident, $conv:expr) => {
+    ($name:ident, $tx:ty, $loadx:ident, $convx:expr, $ty:ty, $loady:ident, $convy:expr) => {
         #[inline(always)]
-        pub(crate) unsafe fn $name<S: Simd>(x: &[$t], y: &[$t]) -> f32 {
+        pub(crate) unsafe fn $name<S: Simd>(x: &[$tx], y: &[$ty]) -> f32 {
             let n = x.len();
             let (xp, yp) = (x.as_ptr(), y.as_ptr());
             let mut a = [[S::zero_f(); 2]; 4];
@@ -623,7 +625,7 @@ macro_rules! float_dot {
                 for (j, acc) in a.iter_mut().enumerate() {
                     for (h, half) in acc.iter_mut().enumerate() {
                         let o = i + 16 * j + 8 * h;
-                        *half = S::fma_f(S::$load(xp.add(o)), S::$load(yp.add(o)), *half);
+                        *half = S::fma_f(S::$loadx(xp.add(o)), S::$loady(yp.add(o)), *half);
                     }
                 }
                 i += 64;
@@ -632,16 +634,28 @@ macro_rules! float_dot {
             let hi = S::add_f(S::add_f(a[0][1], a[2][1]), S::add_f(a[1][1], a[3][1]));
             let mut sum = S::hsum_f(S::add_f(hi, lo)) as f64;
             for j in i..n {
-                sum += ($conv(x[j]) * $conv(y[j])) as f64;
+                sum += ($convx(x[j]) * $convy(y[j])) as f64;
             }
             sum as f32
         }
+    };
+    ($name:ident, $t:ty, $load:ident, $conv:expr) => {
+        float_dot!($name, $t, $load, $conv, $t, $load, $conv);
     };
 }
 
 float_dot!(vec_dot_f32, f32, load_f, |v: f32| v);
 float_dot!(vec_dot_f16, u16, load_f16, scalar::f16_to_f32);
 float_dot!(vec_dot_bf16, u16, load_bf16, scalar::bf16_to_f32);
+float_dot!(
+    vec_dot_f16_f32,
+    u16,
+    load_f16,
+    scalar::f16_to_f32,
+    f32,
+    load_f,
+    |v: f32| v
+);
 
 // ---------------------------------------------------------------------------
 // Dequantization (bit-exact: same multiplies and adds as the scalar code)

@@ -155,6 +155,13 @@ dispatched! {
     fn gemm_f16_lanes16(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize);
     /// [`gemm_f16_lanes16`] for f32 weights.
     fn gemm_f32_lanes16(x: &[f32], y: &[f32], k: usize, out: &mut [f32], ldo: usize);
+    /// F16 weight rows against f32 activation rows of any length `k > 0`,
+    /// in the `vec_dot_f16` order ([`scalar::dot_ggml_order`]): where the
+    /// activations are f16 values kept as f32, each result is bit-identical
+    /// to `vec_dot_f16` of the weight row and the activation's f16 row, but
+    /// the activation is converted once, not once per weight row (decode).
+    /// Same layout as the other `gemm_*`.
+    fn gemm_f16_f32(x: &[u16], y: &[f32], k: usize, out: &mut [f32], ldo: usize);
 
     /// y[i] = f16(fma(x[i], v, y[i])): ggml_vec_mad_f16 (flash-attention V
     /// accumulation in f16).

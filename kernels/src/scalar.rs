@@ -616,6 +616,13 @@ pub fn vec_dot_f16(x: &[u16], y: &[u16]) -> f32 {
     dot_ggml_order(x.len(), |i| f16_to_f32(x[i]), |i| f16_to_f32(y[i]))
 }
 
+/// [`vec_dot_f16`] with the activations already converted to f32: the
+/// same computation ([`dot_ggml_order`]) when `y` holds f16 values.
+pub fn vec_dot_f16_f32(x: &[u16], y: &[f32]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_f16_f32: length mismatch");
+    dot_ggml_order(x.len(), |i| f16_to_f32(x[i]), |i| y[i])
+}
+
 /// ggml_vec_dot_bf16 without SIMD, in the order of [`dot_ggml_order`].
 pub fn vec_dot_bf16(x: &[u16], y: &[u16]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_bf16: length mismatch");

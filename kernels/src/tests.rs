@@ -1754,9 +1754,21 @@ fn rne_quantizers_match_scalar_exactly() {
 #[test]
 fn wide_float_gemm_matches_reference_bit_for_bit() {
     let mut r = Rng::new(0x77de);
-    let shapes = [(1, 1), (2, 2), (2, 3), (3, 5), (4, 4), (5, 2), (3, 7)];
+    // Tiles of up to 4 rows x 6 tokens and their remainders; rows of 16384
+    // split a matrix into several blocks of rows (the avx512 kernel's L2
+    // blocking).
+    let shapes = [
+        (1, 1),
+        (2, 2),
+        (2, 3),
+        (3, 5),
+        (4, 4),
+        (5, 2),
+        (3, 7),
+        (9, 13),
+    ];
     for k in impls() {
-        for &n in &[16usize, 48, 576] {
+        for &n in &[16usize, 48, 576, 16384] {
             for &(nr, nt) in &shapes {
                 let wf = r.row(nr * n);
                 let w16: Vec<u16> = wf.iter().map(|&v| scalar::f32_to_f16(v)).collect();
@@ -1782,6 +1794,64 @@ fn wide_float_gemm_matches_reference_bit_for_bit() {
                         );
                     }
                     assert_eq!(o16[i * ldo + nt], -7.5, "gemm_f16_lanes16 wrote padding");
+                }
+            }
+        }
+    }
+}
+
+/// The F16 x f32 GEMM in the `vec_dot_f16` order against its scalar
+/// reference, pair by pair, for every table: any k (whole 64-element steps,
+/// a tail, fewer than 16), 1..=9 rows (every tile shape and remainder),
+/// 1..=3 tokens, padding columns untouched. With f16-valued activations it
+/// also equals the table's `vec_dot_f16` on the f16 activation.
+#[test]
+fn f16_f32_gemm_matches_vec_dot_order_bit_for_bit() {
+    let mut r = Rng::new(0xf16d);
+    for k in impls() {
+        for &n in &[1usize, 7, 16, 40, 64, 100, 128, 200, 640] {
+            for nr in 1..=9 {
+                for nt in 1..=3 {
+                    let w: Vec<u16> = r
+                        .row(nr * n)
+                        .iter()
+                        .map(|&v| scalar::f32_to_f16(v))
+                        .collect();
+                    let y16: Vec<u16> = r
+                        .row(nt * n)
+                        .iter()
+                        .map(|&v| scalar::f32_to_f16(v))
+                        .collect();
+                    let y: Vec<f32> = y16.iter().map(|&h| scalar::f16_to_f32(h)).collect();
+                    // Odd cases: activations that are not f16 values.
+                    let y = if nr % 2 == 1 { r.row(nt * n) } else { y };
+                    let ldo = nt + 2;
+                    let mut out = vec![-7.5f32; nr * ldo];
+                    (k.gemm_f16_f32)(&w, &y, n, &mut out, ldo);
+                    for i in 0..nr {
+                        let wr = &w[i * n..(i + 1) * n];
+                        for t in 0..nt {
+                            let (yt, ht) = (&y[t * n..(t + 1) * n], &y16[t * n..(t + 1) * n]);
+                            let got = out[i * ldo + t];
+                            let want = scalar::vec_dot_f16_f32(wr, yt);
+                            assert!(
+                                same_f32(got, want),
+                                "gemm_f16_f32 [{}] k={n} {nr}x{nt} ({i},{t}): {got} != {want}",
+                                k.name
+                            );
+                            if nr % 2 == 0 {
+                                let dot = (k.vec_dot_f16)(wr, ht);
+                                assert!(
+                                    same_f32(got, dot),
+                                    "gemm_f16_f32 [{}] k={n} {nr}x{nt} ({i},{t}) vs vec_dot_f16",
+                                    k.name
+                                );
+                            }
+                        }
+                        for pad in nt..ldo {
+                            assert_eq!(out[i * ldo + pad], -7.5, "gemm_f16_f32 wrote padding");
+                        }
+                    }
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! x86_64 kernels. AVX2+FMA+F16C is the base; CPUs with AVX512-VNNI get
 //! its byte dot product on 256-bit registers (`avx2_vnni`), and, with a
 //! compiler that has the AVX-512 intrinsics (1.89+, see build.rs), 512-bit
-//! prompt-batch kernels on top of that (`avx512`).
+//! prompt-batch and F16 decode kernels on top of that (`avx512`).
 
 pub mod avx2;
 pub mod avx2_vnni;

@@ -19,6 +19,10 @@
 //! | RMS norm: sum of squares in f64 | `ggml_compute_forward_rms_norm_f32` (`ggml_float` sum) | every RMS norm (`kernels::rms_norm`) | - |
 //! | AVX512-VNNI kernels compiled with AVX-512 code generation | (no rounding effect: same operations, more registers) | compilers 1.89+ (`kernels/build.rs`) | `RKINFER_NO_AVX512=1` at build time compiles what an older compiler would |
 //!
+//! F16 matmuls that tinyBLAS does not take (decode among them) keep the
+//! type's `vec_dot_f16` order, through `kernels::gemm_f16_f32` on the
+//! activation rounded to f16 once (the same numbers, fewer conversions).
+//!
 //! Q4_1/Q5_1 decoding (`q*d + m`) needs no choice: `q*d` is exact in f32
 //! (a 4- or 5-bit integer times an f16), so fusing it with `+ m`, as GCC
 //! does in llama-quantize's `dequantize_row_q4_1`, rounds the same.
@@ -175,17 +179,32 @@ fn q6_k_tiled() -> CpuMatmul {
 /// tinyBLAS for F16 weights: activations rounded to f16, kept as f32.
 fn tinyblas_f16() -> CpuMatmul {
     CpuMatmul {
-        quantize_act: |x, y| {
-            let y: &mut [f32] = cast_f32_mut(y)?;
-            round_to_f16(x, y);
-            Ok(())
-        },
+        quantize_act: act_f16_as_f32,
         gemm: |w, a, k, out, ldo| {
-            let w: &[u16] = bytemuck::try_cast_slice(w).map_err(|_| misaligned(GgmlType::F16))?;
-            kernels::gemm_f16_lanes16(w, cast_f32(a)?, k, out, ldo);
+            kernels::gemm_f16_lanes16(cast_f16(w)?, cast_f32(a)?, k, out, ldo);
             Ok(())
         },
     }
+}
+
+/// F16 weights in their own `vec_dot_f16` order (the other F16 matmuls,
+/// decode among them): the same numbers as the type's table entry, but the
+/// activation is rounded to f16 once, kept as f32, so the kernel converts
+/// only the weights instead of both operands for every weight row.
+fn f16_vec_dot_order() -> CpuMatmul {
+    CpuMatmul {
+        quantize_act: act_f16_as_f32,
+        gemm: |w, a, k, out, ldo| {
+            kernels::gemm_f16_f32(cast_f16(w)?, cast_f32(a)?, k, out, ldo);
+            Ok(())
+        },
+    }
+}
+
+/// An activation row as f16 values kept as f32 (act type F32).
+fn act_f16_as_f32(x: &[f32], y: &mut [u8]) -> Result<(), QuantError> {
+    round_to_f16(x, cast_f32_mut(y)?);
+    Ok(())
 }
 
 fn tinyblas_f32() -> CpuMatmul {
@@ -203,6 +222,10 @@ fn tinyblas_f32() -> CpuMatmul {
 
 fn misaligned(ty: GgmlType) -> QuantError {
     QuantError::Misaligned { ty }
+}
+
+fn cast_f16(b: &[u8]) -> Result<&[u16], QuantError> {
+    bytemuck::try_cast_slice(b).map_err(|_| misaligned(GgmlType::F16))
 }
 
 fn cast_f32(b: &[u8]) -> Result<&[f32], QuantError> {
@@ -276,6 +299,7 @@ pub fn matmul_parts(
             };
             whole(m, GgmlType::F32)
         }
+        GgmlType::F16 => whole(f16_vec_dot_order(), GgmlType::F32),
         _ => whole(own, own_act),
     }
 }

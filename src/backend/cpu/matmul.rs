@@ -391,6 +391,33 @@ mod tests {
         (weights, packed)
     }
 
+    /// F16 products that tinyBLAS does not take (one token, or shapes it
+    /// refuses) are `vec_dot_f16` of the weight row and the f16 activation
+    /// row, bit for bit, though the activation is converted only once.
+    #[test]
+    fn f16_products_outside_tinyblas_are_vec_dot_f16() {
+        for (rows, cols, n_tok) in [(8, 640, 1), (6, 100, 1), (6, 100, 3), (5, 48, 2), (9, 7, 2)] {
+            let (w, _) = quantized(GgmlType::F16, rows, cols);
+            let weight: &[u16] = bytemuck::cast_slice(w.bytes(WeightId(0)));
+            let x: Vec<f32> = (0..n_tok * cols)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let got = product(&w, None, &x, n_tok);
+            for t in 0..n_tok {
+                let mut act = vec![0u16; cols];
+                kernels::f32_to_f16_row(&x[t * cols..(t + 1) * cols], &mut act);
+                for r in 0..rows {
+                    let want = kernels::vec_dot_f16(&weight[r * cols..(r + 1) * cols], &act);
+                    assert_eq!(
+                        got[t * rows + r].to_bits(),
+                        want.to_bits(),
+                        "{rows}x{cols} n_tok={n_tok} ({r}, {t})"
+                    );
+                }
+            }
+        }
+    }
+
     /// Rows of different sequences multiplied in one pass give each row
     /// exactly what a one-row product gives it, for every CPU matmul type
     /// and batch sizes on both sides of llama.cpp's kernel switches (where
