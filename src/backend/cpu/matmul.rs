@@ -257,12 +257,27 @@ fn run_rows(
             }
             Ok(())
         })?;
+    // Back to one row per token, in blocks of 16 outputs x 16 tokens read
+    // and written a cache line at a time.
+    const BLOCK: usize = 16;
     out[..n_out * n_tok]
-        .par_chunks_mut(n_out)
+        .par_chunks_mut(n_out * BLOCK)
         .enumerate()
-        .for_each(|(t, o)| {
-            for (r, v) in o.iter_mut().enumerate() {
-                *v = tmp[r * n_tok + t];
+        .for_each(|(b, o)| {
+            let t0 = b * BLOCK;
+            let tokens = o.len() / n_out;
+            let mut block = [[0f32; BLOCK]; BLOCK];
+            for r0 in (0..n_out).step_by(BLOCK) {
+                let rows = BLOCK.min(n_out - r0);
+                for (j, line) in block[..rows].iter_mut().enumerate() {
+                    let from = &tmp[(r0 + j) * n_tok + t0..][..tokens];
+                    line[..tokens].copy_from_slice(from);
+                }
+                for (i, row) in o.chunks_exact_mut(n_out).enumerate() {
+                    for (d, line) in row[r0..r0 + rows].iter_mut().zip(&block) {
+                        *d = line[i];
+                    }
+                }
             }
         });
     Ok(())
