@@ -657,14 +657,14 @@ pub fn gemm_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1], nb: usize, out: &mut [f3
 /// the unsigned nibbles, exact) and the scale as f32.
 #[inline(always)]
 unsafe fn q4_0_acts(y: &[BlockQ8_0]) -> Vec<(i32, f32)> {
-    y.iter()
-        .map(|a| {
-            (
-                -8 * a.qs.iter().map(|&q| q as i32).sum::<i32>(),
-                V::fp16(a.d),
-            )
-        })
-        .collect()
+    let mut out = Vec::with_capacity(y.len());
+    // A plain loop: a closure would not inherit the target features.
+    for a in y {
+        let ap = a.qs.as_ptr() as *const u8;
+        let sum = V::hsum_i(V::dot_u(V::zero_i(), V::set1_b(1), V::load_b(ap)));
+        out.push((-8 * sum, V::fp16(a.d)));
+    }
+    out
 }
 
 /// Two groups (`xg`, `xg + nb`) against `T` tokens.
