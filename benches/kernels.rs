@@ -497,7 +497,7 @@ fn repack_q4_k(c: &mut Criterion) {
 }
 
 /// Tokens of a prompt tile (the matmul driver's `TOKEN_TILE`).
-const PROMPT_TOKENS: usize = 32;
+const PROMPT_TOKENS: usize = 64;
 
 /// Every SIMD table's prompt-batch GEMM on one matrix (`rows` x `cols`)
 /// against [`PROMPT_TOKENS`] activation rows, side by side: throughput in

@@ -13,9 +13,10 @@ use super::Interleaved;
 use crate::backend::{BackendError, Scratch, Weights};
 use crate::graph::WeightId;
 
-/// Token rows processed against one weight row before moving on (keeps the
-/// weight row in L1 and the activation tile in L2).
-const TOKEN_TILE: usize = 32;
+/// Token rows handed to a kernel per call (the activation tile stays in
+/// L2): a multiple of every kernel's token tile (4, 6 and 8), so that a
+/// prompt of 128 leaves no short tile behind.
+const TOKEN_TILE: usize = 64;
 
 /// Activations of a matmul converted to the weight's vec-dot type.
 fn act_bytes(scratch: &mut Vec<u64>, bytes: usize) -> &mut [u8] {
