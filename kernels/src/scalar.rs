@@ -1029,6 +1029,7 @@ fn gelu_f16_table() -> &'static [u16; 65536] {
 
 /// [`gelu_f16_table`] with every entry widened to f32 (exact), for the
 /// SIMD kernels: a gather from it is the lookup and the conversion back.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn gelu_f32_table() -> &'static [f32; 65536] {
     static TABLE: OnceLock<Box<[f32; 65536]>> = OnceLock::new();
     TABLE.get_or_init(|| {

@@ -1085,6 +1085,19 @@ unsafe fn q6_totals4(v: [__m512i; 4]) -> __m256i {
     _mm512_castsi512_si256(_mm512_shuffle_i32x4(pairs, pairs, 0b00_00_10_00))
 }
 
+/// Block `b` of the row pair (`x`, `x + nb`), decoded, with the next
+/// pair's block prefetched.
+#[inline(always)]
+unsafe fn q6_pair_at(x: *const BlockQ6K, nb: usize, b: usize) -> Q6Pair {
+    for r in 0..2 {
+        let next = x.wrapping_add((2 + r) * nb + b) as *const u8;
+        for line in 0..4 {
+            V::prefetch(next.wrapping_add(64 * line));
+        }
+    }
+    q6_pair(&*x.add(b), &*x.add(nb + b))
+}
+
 /// [`q6k_pair_tokens`] for four tokens: one reduction for all eight dots
 /// and the f32 updates on eight lanes (the same operations per lane).
 #[inline(always)]
@@ -1098,13 +1111,7 @@ unsafe fn q6k_pair_tokens4(
     // Lane 4r + t: row r, token t.
     let mut acc = _mm256_setzero_ps();
     for b in 0..nb {
-        for r in 0..2 {
-            let next = x.wrapping_add((2 + r) * nb + b) as *const u8;
-            for line in 0..4 {
-                V::prefetch(next.wrapping_add(64 * line));
-            }
-        }
-        let w = q6_pair(&*x.add(b), &*x.add(nb + b));
+        let w = q6_pair_at(x, nb, b);
         // (Plain loops: closures would not inherit the target features.)
         let a = [0, 1, 2, 3].map(|t| &*y.add(t * nb + b));
         let mut lanes = [_mm512_setzero_si512(); 4];
@@ -1138,13 +1145,7 @@ unsafe fn q6k_pair_tokens<const T: usize>(
 ) {
     let mut acc = [[0f32; 2]; T];
     for b in 0..nb {
-        for r in 0..2 {
-            let next = x.wrapping_add((2 + r) * nb + b) as *const u8;
-            for line in 0..4 {
-                V::prefetch(next.wrapping_add(64 * line));
-            }
-        }
-        let w = q6_pair(&*x.add(b), &*x.add(nb + b));
+        let w = q6_pair_at(x, nb, b);
         for (t, acc_t) in acc.iter_mut().enumerate() {
             let a = &*y.add(t * nb + b);
             let isum = q6_pair_dot(&w, a);
